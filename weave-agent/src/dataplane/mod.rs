@@ -1,0 +1,1 @@
+//! The kernel side of the agent: the eBPF programs on the bridge ports.

@@ -1,0 +1,27 @@
+//! Shared between the eBPF programs (`no_std`, BPF target) and the agent.
+//!
+//! Everything here is plain data with a fixed `#[repr(C)]` layout, plus the
+//! isolation rules as pure functions, so that the decisions the kernel makes
+//! can be unit-tested on the host without loading anything.
+#![no_std]
+
+pub mod endpoint;
+pub mod frame;
+pub mod isolation;
+pub mod stats;
+
+pub use endpoint::{Endpoint, EndpointAddr, MAX_ENDPOINT_ADDRS};
+pub use isolation::Verdict;
+pub use stats::Counter;
+
+/// Names of the maps and programs in the eBPF object, used by the loader.
+pub mod names {
+    pub const ENDPOINTS_MAP: &str = "ENDPOINTS";
+    pub const COUNTERS_MAP: &str = "COUNTERS";
+    pub const FROM_CONTAINER_PROG: &str = "weave_from_container";
+    pub const TO_CONTAINER_PROG: &str = "weave_to_container";
+    pub const DATAPATH_PROG: &str = "weave_datapath";
+}
+
+/// Most container ports one agent enforces isolation on.
+pub const MAX_ENDPOINTS: u32 = 4096;

@@ -1,1 +1,441 @@
 //! The kernel side of the agent: the eBPF programs on the bridge ports.
+//!
+//! [`Classifier`] owns the loaded object (`weave-ebpf`, built and embedded
+//! by this crate's build script) and the links that attach its programs:
+//! the isolation classifiers at TC ingress and egress of every container
+//! port, and the XDP program on the datapath port. Links live as long as the
+//! `Classifier` (that is, the agent process); nothing is pinned.
+//!
+//! The eBPF programs do not log: every decision is a [`Counter`], read with
+//! [`Classifier::counters`], so no `aya-log` bridge is needed.
+
+mod error;
+
+use std::{collections::HashMap, ffi::CString, fmt::Write as _, io};
+
+use aya::{
+    Ebpf, TestRun as _, TestRunOptions,
+    maps::{self, MapData, MapError},
+    programs::{
+        Program, SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId,
+        xdp::XdpLinkId,
+    },
+    util::KernelVersion,
+};
+use weave_common::{
+    Counter, Endpoint,
+    names::{COUNTERS_MAP, DATAPATH_PROG, ENDPOINTS_MAP, FROM_CONTAINER_PROG, TO_CONTAINER_PROG},
+};
+
+pub use error::DataplaneError;
+
+/// The eBPF object, compiled for `bpfel-unknown-none` by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weave-ebpf.o"));
+
+/// The loaded eBPF dataplane and where its programs are attached.
+pub struct Classifier {
+    ebpf: Ebpf,
+    /// Container ports by host-side interface name.
+    ports: HashMap<String, Port>,
+    datapath: Option<Datapath>,
+}
+
+/// A container port with both classifiers attached.
+struct Port {
+    ifindex: u32,
+    from_container: SchedClassifierLinkId,
+    to_container: SchedClassifierLinkId,
+}
+
+struct Datapath {
+    ifname: String,
+    ifindex: u32,
+    link: XdpLinkId,
+}
+
+impl Classifier {
+    /// Loads the eBPF object embedded at build time (aya::include_bytes_aligned!).
+    pub fn load() -> Result<Self, DataplaneError> {
+        let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|source| DataplaneError::Load { source })?;
+        for prog in [FROM_CONTAINER_PROG, TO_CONTAINER_PROG] {
+            classifier_prog(&mut ebpf, prog)?
+                .load()
+                .map_err(|source| DataplaneError::LoadProgram { prog, source })?;
+        }
+        xdp_prog(&mut ebpf)?
+            .load()
+            .map_err(|source| DataplaneError::LoadProgram {
+                prog: DATAPATH_PROG,
+                source,
+            })?;
+        Ok(Self {
+            ebpf,
+            ports: HashMap::new(),
+            datapath: None,
+        })
+    }
+
+    /// Attaches weave_datapath (XDP, generic/SKB mode: native XDP on a veth
+    /// turns off TSO on its peer) to `ifname`. Attaching to another interface
+    /// moves it there.
+    pub fn attach_datapath(&mut self, ifname: &str) -> Result<(), DataplaneError> {
+        let ifindex = ifindex(ifname)?;
+        if let Some(current) = &self.datapath
+            && current.ifname == ifname
+            && current.ifindex == ifindex
+        {
+            return Ok(());
+        }
+        let prog = xdp_prog(&mut self.ebpf)?;
+        if let Some(old) = self.datapath.take() {
+            // Its device may be gone, and with it the link: nothing to undo then.
+            let detached = prog.detach(old.link);
+            if interface_is(&old.ifname, old.ifindex) {
+                detached.map_err(|source| DataplaneError::Detach {
+                    prog: DATAPATH_PROG,
+                    iface: old.ifname.clone(),
+                    source,
+                })?;
+            }
+        }
+        let link = prog
+            .attach_to_if_index(ifindex, XdpMode::Skb)
+            .map_err(|source| DataplaneError::Attach {
+                prog: DATAPATH_PROG,
+                iface: ifname.to_owned(),
+                source,
+            })?;
+        self.datapath = Some(Datapath {
+            ifname: ifname.to_owned(),
+            ifindex,
+            link,
+        });
+        Ok(())
+    }
+
+    /// Writes ENDPOINTS[ifindex(ifname)] = *endpoint FIRST, then attaches
+    /// weave_from_container at TC ingress and weave_to_container at TC egress
+    /// of `ifname` (so no frame passes unclassified). Calling it again for an
+    /// attached port just rewrites the map entry.
+    pub fn attach_endpoint(
+        &mut self,
+        ifname: &str,
+        endpoint: &Endpoint,
+    ) -> Result<(), DataplaneError> {
+        let ifindex = ifindex(ifname)?;
+        self.forget_stale_ports(ifname, ifindex);
+        self.write_endpoint(ifindex, endpoint)?;
+        if self.ports.contains_key(ifname) {
+            return Ok(());
+        }
+        match self.attach_classifiers(ifname, ifindex) {
+            Ok(port) => {
+                self.ports.insert(ifname.to_owned(), port);
+                Ok(())
+            }
+            Err(error) => {
+                // Nothing is attached: leave no entry behind for the index.
+                let _ = self.remove_endpoint(ifindex);
+                Err(error)
+            }
+        }
+    }
+
+    /// Removes the map entry and the port's TC links. The interface may
+    /// already be gone (its container died): then just forget it, no error.
+    pub fn detach_endpoint(&mut self, ifname: &str) -> Result<(), DataplaneError> {
+        let Some(port) = self.ports.remove(ifname) else {
+            return Ok(());
+        };
+        let alive = interface_is(ifname, port.ifindex);
+        let detached = self.detach_classifiers(ifname, port.from_container, port.to_container);
+        // Another port may have been given the index of a dead one.
+        if !self.ports.values().any(|p| p.ifindex == port.ifindex) {
+            self.remove_endpoint(port.ifindex)?;
+        }
+        if alive { detached } else { Ok(()) }
+    }
+
+    /// Sum over CPUs of every Counter, in Counter::ALL order.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
+        let map = self.ebpf.map(COUNTERS_MAP).ok_or(DataplaneError::Missing {
+            kind: "map",
+            name: COUNTERS_MAP,
+        })?;
+        let map_error = |op| {
+            move |source| DataplaneError::Map {
+                map: COUNTERS_MAP,
+                op,
+                source,
+            }
+        };
+        let counters =
+            maps::PerCpuArray::<&MapData, u64>::try_from(map).map_err(map_error("open"))?;
+        Counter::ALL
+            .iter()
+            .map(|&counter| {
+                let per_cpu = counters
+                    .get(&(counter as u32), 0)
+                    .map_err(map_error("read"))?;
+                Ok((counter, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// One line for `weave status`, e.g. "eBPF (TC isolation on 3 ports, XDP generic on vethwe-datapath)".
+    pub fn describe(&self) -> String {
+        let n = self.ports.len();
+        let mut line = format!(
+            "eBPF (TC isolation on {n} port{}, ",
+            if n == 1 { "" } else { "s" }
+        );
+        match &self.datapath {
+            Some(datapath) => {
+                let _ = write!(line, "XDP generic on {})", datapath.ifname);
+            }
+            None => line.push_str("no datapath XDP)"),
+        }
+        line
+    }
+
+    /// Test hook, not for the agent: runs program `prog` (a name from
+    /// [`weave_common::names`]) once on `frame` through `BPF_PROG_TEST_RUN`,
+    /// with no interface involved, and returns the program's return value.
+    /// A TC program sees skb ifindex 1: the loopback device of the calling
+    /// thread's network namespace. `frame` must hold at least 14 bytes.
+    pub fn test_run(&self, prog: &str, frame: &[u8]) -> Result<u32, DataplaneError> {
+        let test_error = |source| DataplaneError::TestRun {
+            prog: prog.to_owned(),
+            source,
+        };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        };
+        let result = match self.ebpf.program(prog) {
+            Some(Program::SchedClassifier(p)) => p.test_run(opts),
+            Some(Program::Xdp(p)) => p.test_run(opts),
+            Some(_) | None => {
+                return Err(test_error(
+                    aya::programs::ProgramError::UnexpectedProgramType,
+                ));
+            }
+        };
+        result.map(|r| r.return_value).map_err(test_error)
+    }
+
+    /// Test hook, not for the agent: writes ENDPOINTS[ifindex] (or removes it
+    /// with `None`) without attaching anything, for [`Classifier::test_run`].
+    pub fn set_endpoint_for_test(
+        &mut self,
+        ifindex: u32,
+        endpoint: Option<&Endpoint>,
+    ) -> Result<(), DataplaneError> {
+        match endpoint {
+            Some(endpoint) => self.write_endpoint(ifindex, endpoint),
+            None => self.remove_endpoint(ifindex),
+        }
+    }
+
+    /// Drops what is known about ports whose device is gone: one known under
+    /// `ifname` with another index (the device was recreated), or one known
+    /// under another name with `ifindex` (the index was reused, or the device
+    /// renamed). Their links died with the device or are replaced below; the
+    /// map entry for `ifindex` is about to be rewritten.
+    fn forget_stale_ports(&mut self, ifname: &str, ifindex: u32) {
+        let stale: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|(name, port)| (name.as_str() == ifname) != (port.ifindex == ifindex))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(port) = self.ports.remove(&name) {
+                let _ = self.detach_classifiers(&name, port.from_container, port.to_container);
+                let reused = self.ports.values().any(|p| p.ifindex == port.ifindex);
+                if port.ifindex != ifindex && !reused {
+                    let _ = self.remove_endpoint(port.ifindex);
+                }
+            }
+        }
+    }
+
+    fn attach_classifiers(&mut self, ifname: &str, ifindex: u32) -> Result<Port, DataplaneError> {
+        // TCX (kernel >= 6.6, what aya uses there) needs no qdisc; the netlink
+        // fallback needs clsact on the device.
+        if !tcx_supported() {
+            ensure_clsact(ifname)?;
+        }
+        let attach = |ebpf: &mut Ebpf, prog: &'static str, at: TcAttachType| {
+            classifier_prog(ebpf, prog)?
+                .attach(ifname, at)
+                .map_err(|source| DataplaneError::Attach {
+                    prog,
+                    iface: ifname.to_owned(),
+                    source,
+                })
+        };
+        let from_container = attach(&mut self.ebpf, FROM_CONTAINER_PROG, TcAttachType::Ingress)?;
+        let to_container = match attach(&mut self.ebpf, TO_CONTAINER_PROG, TcAttachType::Egress) {
+            Ok(link) => link,
+            Err(error) => {
+                if let Ok(prog) = classifier_prog(&mut self.ebpf, FROM_CONTAINER_PROG) {
+                    let _ = prog.detach(from_container);
+                }
+                return Err(error);
+            }
+        };
+        Ok(Port {
+            ifindex,
+            from_container,
+            to_container,
+        })
+    }
+
+    /// Detaches both links, and reports the first failure.
+    fn detach_classifiers(
+        &mut self,
+        ifname: &str,
+        from_container: SchedClassifierLinkId,
+        to_container: SchedClassifierLinkId,
+    ) -> Result<(), DataplaneError> {
+        let mut result = Ok(());
+        for (prog, link) in [
+            (FROM_CONTAINER_PROG, from_container),
+            (TO_CONTAINER_PROG, to_container),
+        ] {
+            let detached = classifier_prog(&mut self.ebpf, prog).and_then(|p| {
+                p.detach(link).map_err(|source| DataplaneError::Detach {
+                    prog,
+                    iface: ifname.to_owned(),
+                    source,
+                })
+            });
+            if result.is_ok() {
+                result = detached;
+            }
+        }
+        result
+    }
+
+    fn endpoints(&mut self) -> Result<maps::HashMap<&mut MapData, u32, Endpoint>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(ENDPOINTS_MAP)
+            .ok_or(DataplaneError::Missing {
+                kind: "map",
+                name: ENDPOINTS_MAP,
+            })?;
+        maps::HashMap::try_from(map).map_err(|source| DataplaneError::Map {
+            map: ENDPOINTS_MAP,
+            op: "open",
+            source,
+        })
+    }
+
+    fn write_endpoint(&mut self, ifindex: u32, endpoint: &Endpoint) -> Result<(), DataplaneError> {
+        self.endpoints()?
+            .insert(ifindex, endpoint, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: ENDPOINTS_MAP,
+                op: "write",
+                source,
+            })
+    }
+
+    /// Removes ENDPOINTS[ifindex]; an absent entry is not an error.
+    fn remove_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        match self.endpoints()?.remove(&ifindex) {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            Err(source) => Err(DataplaneError::Map {
+                map: ENDPOINTS_MAP,
+                op: "remove from",
+                source,
+            }),
+        }
+    }
+}
+
+fn classifier_prog<'a>(
+    ebpf: &'a mut Ebpf,
+    prog: &'static str,
+) -> Result<&'a mut SchedClassifier, DataplaneError> {
+    ebpf.program_mut(prog)
+        .ok_or(DataplaneError::Missing {
+            kind: "program",
+            name: prog,
+        })?
+        .try_into()
+        .map_err(|source| DataplaneError::LoadProgram { prog, source })
+}
+
+fn xdp_prog(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(DATAPATH_PROG)
+        .ok_or(DataplaneError::Missing {
+            kind: "program",
+            name: DATAPATH_PROG,
+        })?
+        .try_into()
+        .map_err(|source| DataplaneError::LoadProgram {
+            prog: DATAPATH_PROG,
+            source,
+        })
+}
+
+/// The index of interface `ifname` in the agent's network namespace.
+fn ifindex(ifname: &str) -> Result<u32, DataplaneError> {
+    let no_such = || DataplaneError::NoSuchInterface {
+        iface: ifname.to_owned(),
+    };
+    let name = CString::new(ifname).map_err(|_| no_such())?;
+    // SAFETY: `name` is a valid NUL-terminated string for the whole call.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ENODEV) {
+                Err(no_such())
+            } else {
+                Err(DataplaneError::Interface {
+                    iface: ifname.to_owned(),
+                    source: error,
+                })
+            }
+        }
+        index => Ok(index),
+    }
+}
+
+/// True when `ifname` still exists with index `ifindex`.
+fn interface_is(ifname: &str, ifindex: u32) -> bool {
+    self::ifindex(ifname).is_ok_and(|index| index == ifindex)
+}
+
+fn tcx_supported() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// Adds the clsact qdisc the netlink TC attachment needs, unless present.
+fn ensure_clsact(ifname: &str) -> Result<(), DataplaneError> {
+    match tc::qdisc_add_clsact(ifname) {
+        Ok(()) | Err(tc::TcError::AlreadyAttached) => Ok(()),
+        Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(DataplaneError::Attach {
+            prog: FROM_CONTAINER_PROG,
+            iface: ifname.to_owned(),
+            source: aya::programs::ProgramError::TcError(e),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The agent moves the classifier into its dataplane task.
+    #[test]
+    fn classifier_is_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::Classifier>();
+    }
+}

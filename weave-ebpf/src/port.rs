@@ -1,0 +1,59 @@
+//! The isolation classifiers on a container port.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
+use weave_common::{
+    Counter, Endpoint, Verdict,
+    isolation::{self, Frame},
+};
+
+use crate::{ENDPOINTS, count, parse};
+
+/// Turns a classification into the TC action, counting it either way.
+#[inline(always)]
+pub fn tc_action(result: Result<(), Counter>, passed: Counter) -> i32 {
+    match result {
+        Ok(()) => {
+            count(passed);
+            TC_ACT_OK
+        }
+        Err(reason) => {
+            count(reason);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+#[inline(always)]
+pub fn try_from_container(ctx: &TcContext) -> Result<(), Counter> {
+    classify(ctx, isolation::from_container)
+}
+
+#[inline(always)]
+pub fn try_to_container(ctx: &TcContext) -> Result<(), Counter> {
+    classify(ctx, isolation::to_container)
+}
+
+#[inline(always)]
+fn classify(ctx: &TcContext, rule: fn(&Endpoint, &Frame) -> Verdict) -> Result<(), Counter> {
+    let endpoint = endpoint(ctx)?;
+    let frame = parse::frame(ctx);
+    match rule(endpoint, &frame) {
+        Verdict::Pass => Ok(()),
+        Verdict::Drop(reason) => Err(reason),
+    }
+}
+
+/// The endpoint of the port the frame crosses: the host-side veth is
+/// `skb->dev` at both TC ingress and TC egress.
+#[inline(always)]
+fn endpoint(ctx: &TcContext) -> Result<&Endpoint, Counter> {
+    // SAFETY: `skb` is the context pointer the kernel passed to the program.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: the agent writes an entry before attaching and removes it only
+    // after detaching; a concurrent rewrite changes the value in place with
+    // the same layout, so a torn read can only mix two valid endpoints.
+    unsafe { ENDPOINTS.get(ifindex) }.ok_or(Counter::DropUnknownPort)
+}

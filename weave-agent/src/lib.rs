@@ -1,1 +1,20 @@
+//! The weave agent and its command-line tool.
+//!
+//! Pure logic (address requests and allocation, `docker run` arguments, peer
+//! names, the status report) lives apart from the I/O that owns sockets,
+//! netlink, Docker and eBPF, so it can be unit-tested without any of them.
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod config;
 pub mod dataplane;
+pub mod docker;
+pub mod docker_args;
+pub mod ipam;
+pub mod mac;
+pub mod netlink;
+pub mod peer_name;
+pub mod report;
+pub mod state;
+pub mod status;

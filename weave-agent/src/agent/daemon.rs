@@ -1,0 +1,84 @@
+//! Running the agent in the foreground: one agent per control socket (a lock
+//! file proves it), the control socket, signals, orderly shutdown.
+
+use std::fs::File;
+
+use anyhow::{Context, bail};
+use nix::fcntl::{Flock, FlockArg};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use super::{Agent, Next};
+use crate::api::server;
+use crate::config::{LaunchOptions, Paths};
+
+/// Holds the agent's lock file for as long as the agent lives.
+fn take_lock(paths: &Paths) -> anyhow::Result<Flock<File>> {
+    let path = paths.lock_file();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            bail!(
+                "the agent is already running (lock {} is held)",
+                path.display()
+            )
+        }
+        Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+pub fn run_foreground(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the agent needs root (bridges, eBPF programs, network namespaces)");
+    }
+    options.validate().map_err(anyhow::Error::msg)?;
+    let lock = take_lock(&paths)?;
+    std::fs::create_dir_all(&paths.state_dir)
+        .with_context(|| format!("creating {}", paths.state_dir.display()))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(paths.clone(), options))?;
+
+    // The socket goes before the lock, so that a CLI that finds the lock free
+    // also finds no stale socket.
+    let _ = std::fs::remove_file(&paths.socket);
+    drop(lock);
+    Ok(())
+}
+
+async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
+    let mut agent = Agent::start(paths.clone(), options).await?;
+    let listener = server::bind(&paths.socket)
+        .with_context(|| format!("opening the control socket {}", paths.socket.display()))?;
+    let (tx, mut requests) = mpsc::channel(server::QUEUE_DEPTH);
+    let server_task = tokio::spawn(server::serve(listener, tx));
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    tracing::info!(socket = %paths.socket.display(), "listening");
+
+    loop {
+        tokio::select! {
+            Some((request, reply)) = requests.recv() => {
+                let (response, next) = agent.handle(request).await;
+                if let Next::Stop = next {
+                    agent.shutdown().await;
+                    let _ = reply.send(response);
+                    break;
+                }
+                let _ = reply.send(response);
+            }
+            _ = sigterm.recv() => { agent.shutdown().await; break; }
+            _ = sigint.recv() => { agent.shutdown().await; break; }
+        }
+    }
+    server_task.abort();
+    Ok(())
+}

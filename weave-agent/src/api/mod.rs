@@ -1,0 +1,73 @@
+//! The local control API: what the `weave` CLI asks the agent, over the
+//! root-only Unix socket, one JSON line each way.
+
+pub mod client;
+pub mod server;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::docker_args::ContainerSpec;
+use crate::ipam::AddrRequest;
+use crate::mac::Mac;
+use crate::status::Status;
+
+/// Longest request or reply line accepted: bounds the memory one client can use.
+pub const MAX_MESSAGE_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    Status,
+    Ps,
+    // Container requests carry the caller's Docker endpoint (DOCKER_HOST),
+    // as Weave's CLI talked to whichever Docker its user's environment named.
+    Run {
+        docker: String,
+        spec: Box<ContainerSpec>,
+        addrs: Vec<AddrRequest>,
+    },
+    Attach {
+        docker: String,
+        container: String,
+        addrs: Vec<AddrRequest>,
+    },
+    Detach {
+        docker: String,
+        container: String,
+    },
+    Stop,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    Status(Box<Status>),
+    Ps(Vec<PsEntry>),
+    Attached {
+        container_id: String,
+        cidrs: Vec<Ipv4Net>,
+    },
+    Detached,
+    Stopping,
+}
+
+/// What the agent answers: a reply, or a one-line error for the user.
+pub type Response = Result<Reply, String>;
+
+/// One line of `weave ps`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PsEntry {
+    pub container_id: String,
+    pub mac: Mac,
+    pub cidrs: Vec<Ipv4Net>,
+}
+
+impl std::fmt::Display for PsEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short: String = self.container_id.chars().take(12).collect();
+        write!(f, "{short} {}", self.mac)?;
+        for cidr in &self.cidrs {
+            write!(f, " {cidr}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,64 @@
+//! The `weave` command line: a thin client of the agent's control socket,
+//! except `launch` (which starts the agent) and `reset` (which also works
+//! when no agent runs).
+
+mod attach;
+mod launch;
+mod ps;
+mod reset;
+mod run;
+mod status;
+mod stop;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Paths;
+
+/// Weave Net, rebuilt in Rust with an eBPF dataplane: containers on this host
+/// (and later, on every host) join one virtual switch, `weave`, get addresses
+/// automatically, and are isolated by subnet.
+///
+/// Environment: WEAVE_SOCKET, WEAVE_STATE_DIR and DOCKER_HOST set the agent's
+/// control socket, state directory and Docker endpoint (one set per agent when
+/// several run side by side as simulated hosts).
+#[derive(Parser, Debug)]
+#[command(name = "weave", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub paths: Paths,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Launch(launch::Args),
+    Stop(stop::Args),
+    Reset(reset::Args),
+    Run(run::Args),
+    Attach(attach::AttachArgs),
+    Detach(attach::DetachArgs),
+    Ps(ps::Args),
+    Status(status::Args),
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Launch(args) => launch::run(&cli.paths, args),
+        Command::Stop(args) => stop::run(&cli.paths, args),
+        Command::Reset(args) => reset::run(&cli.paths, args),
+        Command::Run(args) => run::run(&cli.paths, args),
+        Command::Attach(args) => attach::attach(&cli.paths, args),
+        Command::Detach(args) => attach::detach(&cli.paths, args),
+        Command::Ps(args) => ps::run(&cli.paths, args),
+        Command::Status(args) => status::run(&cli.paths, args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weave: {}", crate::report::one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

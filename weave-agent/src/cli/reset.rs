@@ -1,0 +1,50 @@
+//! `weave reset`: remove everything weave created on this host.
+
+use anyhow::Context;
+
+use crate::api::client;
+use crate::config::{BRIDGE, CONTAINER_PORT_PREFIX, DATAPATH_BRIDGE_END, DATAPATH_END, Paths};
+use crate::netlink::Netlink;
+
+/// Stop the agent if it runs, then remove the bridge, every container port
+/// (containers lose their ethwe), the datapath port and the agent's state.
+/// eBPF programs go with the agent and the ports they were attached to.
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
+    if client::is_running(&paths.socket) {
+        super::stop::run(paths, super::stop::Args {})?;
+    } else {
+        super::stop::wait_until_gone(paths)?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(remove_links())?;
+    for file in [&paths.socket, &paths.lock_file()] {
+        match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", file.display()));
+            }
+            _ => {}
+        }
+    }
+    match std::fs::remove_dir_all(&paths.state_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", paths.state_dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn remove_links() -> anyhow::Result<()> {
+    let netlink = Netlink::connect()?;
+    for (_, port) in netlink.links_with_prefix(CONTAINER_PORT_PREFIX).await? {
+        netlink.delete(&port).await?;
+    }
+    netlink.delete(DATAPATH_BRIDGE_END).await?;
+    netlink.delete(DATAPATH_END).await?;
+    netlink.delete(BRIDGE).await?;
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! `weave status`: the agent's report, in Weave's shape.
+
+use anyhow::bail;
+
+use crate::api::{Reply, Request, client};
+use crate::config::Paths;
+
+/// Show the agent's status.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(value_enum)]
+    section: Option<Section>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Section {
+    /// Every eBPF counter (frames passed and dropped, by reason).
+    Dataplane,
+}
+
+pub fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
+    let Reply::Status(status) = client::call(&paths.socket, &Request::Status)? else {
+        bail!("unexpected reply from the agent");
+    };
+    match args.section {
+        None => print!("{}", status.render()),
+        Some(Section::Dataplane) => print!("{}", status.render_dataplane()),
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Where an agent keeps its things, and how it is launched. Every path can be
+//! set by flag or environment variable, so that several agents run side by
+//! side on one machine (one per simulated host), each CLI call reaching its own.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::peer_name::PeerName;
+
+/// Name of the bridge every container port is plugged into.
+pub const BRIDGE: &str = "weave";
+/// The agent's own port on the bridge, and its other end, where the agent
+/// reads and writes frames (the XDP program sits there).
+pub const DATAPATH_BRIDGE_END: &str = "vethwe-bridge";
+pub const DATAPATH_END: &str = "vethwe-datapath";
+/// Host-side container ports are `vethwepl<pid>`; the container side is
+/// created as `vethwepg<pid>` and renamed `ethwe` inside the container.
+pub const CONTAINER_PORT_PREFIX: &str = "vethwepl";
+pub const GUEST_TMP_PREFIX: &str = "vethwepg";
+pub const CONTAINER_IFNAME: &str = "ethwe";
+/// Weave's default MTU with its fast datapath.
+pub const DEFAULT_MTU: u32 = 1376;
+
+#[derive(Args, Clone, Debug)]
+pub struct Paths {
+    /// The agent's control socket (root only).
+    #[arg(
+        long,
+        env = "WEAVE_SOCKET",
+        default_value = "/run/weave/weave.sock",
+        global = true
+    )]
+    pub socket: PathBuf,
+    /// Where the agent keeps its state and log.
+    #[arg(
+        long,
+        env = "WEAVE_STATE_DIR",
+        default_value = "/var/lib/weave",
+        global = true
+    )]
+    pub state_dir: PathBuf,
+    /// The Docker Engine API endpoint.
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock",
+        global = true
+    )]
+    pub docker_host: String,
+}
+
+impl Paths {
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("state.json")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.state_dir.join("agent.log")
+    }
+
+    /// Held (flock) by the running agent: at most one agent per socket.
+    pub fn lock_file(&self) -> PathBuf {
+        let mut p = self.socket.clone().into_os_string();
+        p.push(".lock");
+        p.into()
+    }
+}
+
+/// Options of `weave launch` that the agent runs with.
+#[derive(Args, Clone, Debug, Serialize, Deserialize)]
+pub struct LaunchOptions {
+    /// Range that automatic addresses are allocated from.
+    #[arg(long, default_value = crate::ipam::DEFAULT_RANGE)]
+    pub ipalloc_range: Ipv4Net,
+    /// Subnet used when a container is given no address (default: the whole range).
+    #[arg(long)]
+    pub ipalloc_default_subnet: Option<Ipv4Net>,
+    /// MTU of the bridge and of the containers' ethwe.
+    #[arg(long, default_value_t = DEFAULT_MTU, value_parser = clap::value_parser!(u32).range(576..=65535))]
+    pub mtu: u32,
+    /// This peer's name (default: random, kept across restarts).
+    #[arg(long)]
+    pub name: Option<PeerName>,
+    /// This peer's nickname (default: the hostname).
+    #[arg(long, env = "WEAVE_NICKNAME")]
+    pub nickname: Option<String>,
+}
+
+impl LaunchOptions {
+    pub fn default_subnet(&self) -> Ipv4Net {
+        self.ipalloc_default_subnet
+            .unwrap_or(self.ipalloc_range)
+            .trunc()
+    }
+
+    /// Checks what clap cannot: the default subnet must lie inside the range.
+    pub fn validate(&self) -> Result<(), String> {
+        let range = self.ipalloc_range.trunc();
+        let subnet = self.default_subnet();
+        if !range.contains(&subnet) {
+            return Err(format!(
+                "--ipalloc-default-subnet {subnet} is not inside --ipalloc-range {range}"
+            ));
+        }
+        if range.prefix_len() > 30 {
+            return Err(format!(
+                "--ipalloc-range {range} is too small (at most /30)"
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! The Docker Engine API, through bollard: create, start, inspect, remove.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+
+use crate::docker_args::ContainerSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach Docker at {host}: {source}")]
+    Unreachable {
+        host: String,
+        source: bollard::errors::Error,
+    },
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("Docker refused to {op}: {message}")]
+    Refused { op: &'static str, message: String },
+    #[error("Docker failed to {op}: {source}")]
+    Api {
+        op: &'static str,
+        source: bollard::errors::Error,
+    },
+}
+
+/// What the agent needs to know of a container.
+#[derive(Clone, Debug)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    /// PID of its init process; 0 when not running.
+    pub pid: u32,
+}
+
+pub struct Docker {
+    client: bollard::Docker,
+}
+
+fn api(op: &'static str) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+    move |source| match source {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => {
+            DockerError::Refused { op, message }
+        }
+        source => DockerError::Api { op, source },
+    }
+}
+
+impl Docker {
+    /// Connects and agrees on an API version (dockerd 20.10 speaks at most 1.41).
+    pub async fn connect(host: &str) -> Result<Self, DockerError> {
+        let unreachable = |source| DockerError::Unreachable {
+            host: host.to_string(),
+            source,
+        };
+        let client = bollard::Docker::connect_with_host(host).map_err(unreachable)?;
+        let client = client.negotiate_version().await.map_err(unreachable)?;
+        Ok(Self { client })
+    }
+
+    /// Looks up a container by id, id prefix or name.
+    pub async fn inspect(&self, container: &str) -> Result<ContainerInfo, DockerError> {
+        let info = self
+            .client
+            .inspect_container(container, None)
+            .await
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => DockerError::NoSuchContainer(container.to_string()),
+                e => api("inspect a container")(e),
+            })?;
+        let pid = info
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(0);
+        Ok(ContainerInfo {
+            id: info.id.unwrap_or_default(),
+            name: info
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            pid,
+        })
+    }
+
+    /// Creates and starts a container with no Docker networking; returns its id.
+    /// A container that was created but failed to start is removed again.
+    pub async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+        let labels: HashMap<String, String> = spec
+            .labels
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (l.clone(), String::new()),
+            })
+            .collect();
+        let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: some_vec(&spec.cmd),
+            env: some_vec(&spec.env),
+            labels: (!labels.is_empty()).then_some(labels),
+            hostname: spec.hostname.clone(),
+            working_dir: spec.workdir.clone(),
+            user: spec.user.clone(),
+            entrypoint: spec.entrypoint.clone().map(|e| vec![e]),
+            tty: Some(spec.tty),
+            open_stdin: Some(spec.open_stdin),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                binds: some_vec(&spec.binds),
+                auto_remove: Some(spec.auto_remove),
+                privileged: Some(spec.privileged),
+                cap_add: some_vec(&spec.cap_add),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: spec.name.clone(),
+            ..Default::default()
+        };
+        let created = self
+            .client
+            .create_container(Some(options), body)
+            .await
+            .map_err(api("create the container"))?;
+        if let Err(e) = self.client.start_container(&created.id, None).await {
+            self.remove(&created.id).await;
+            return Err(api("start the container")(e));
+        }
+        Ok(created.id)
+    }
+
+    /// Removes a container, running or not; failures are logged, not returned,
+    /// because this only ever undoes a half-done `weave run`.
+    pub async fn remove(&self, id: &str) {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        if let Err(e) = self.client.remove_container(id, Some(options)).await {
+            tracing::warn!(container = id, error = %e, "could not remove container");
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Link operations in the agent's own network namespace (or whichever one the
+//! calling thread is in when the handle is created).
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
+
+use super::NetlinkError;
+
+const ENODEV: i32 = 19;
+
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn op(op: &'static str, iface: &str) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let iface = iface.to_string();
+    move |source| NetlinkError::Op { op, iface, source }
+}
+
+fn is_no_device(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -ENODEV)
+}
+
+fn link_name(msg: &LinkMessage) -> Option<&str> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+impl Netlink {
+    /// Opens a netlink socket in the calling thread's network namespace; its
+    /// connection task runs on the current tokio runtime.
+    pub fn connect() -> Result<Self, NetlinkError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// The index of `name`, or None when there is no such link.
+    pub async fn index_of(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        match self
+            .handle
+            .link()
+            .get()
+            .match_name(name)
+            .execute()
+            .try_next()
+            .await
+        {
+            Ok(Some(msg)) => Ok(Some(msg.header.index)),
+            Ok(None) => Ok(None),
+            Err(e) if is_no_device(&e) => Ok(None),
+            Err(e) => Err(op("looking up", name)(e)),
+        }
+    }
+
+    pub async fn require(&self, name: &str) -> Result<u32, NetlinkError> {
+        self.index_of(name)
+            .await?
+            .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
+    }
+
+    /// Names of all links whose name starts with `prefix`, with their indexes.
+    pub async fn links_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(u32, String)>, NetlinkError> {
+        let mut out = Vec::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(msg) = links.try_next().await.map_err(op("listing", "links"))? {
+            if let Some(name) = link_name(&msg).filter(|n| n.starts_with(prefix)) {
+                out.push((msg.header.index, name.to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates the bridge unless it exists; sets its MTU either way. Left
+    /// down: the caller brings it up once isolation is in place.
+    pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<u32, NetlinkError> {
+        if self.index_of(name).await?.is_none() {
+            let msg = LinkBridge::new(name).down().mtu(mtu).build();
+            self.handle
+                .link()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(op("creating bridge", name))?;
+        }
+        let index = self.require(name).await?;
+        self.set(name, LinkUnspec::new_with_index(index).mtu(mtu).build())
+            .await?;
+        Ok(index)
+    }
+
+    /// Creates a veth pair `name` <-> `peer` with the given MTU, both down.
+    pub async fn create_veth(&self, name: &str, peer: &str, mtu: u32) -> Result<u32, NetlinkError> {
+        let msg = LinkVeth::new(name, peer).mtu(mtu).build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(op("creating veth", name))?;
+        let peer_index = self.require(peer).await?;
+        self.set(
+            peer,
+            LinkUnspec::new_with_index(peer_index).mtu(mtu).build(),
+        )
+        .await?;
+        self.require(name).await
+    }
+
+    async fn set(&self, name: &str, msg: LinkMessage) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(op("configuring", name))
+    }
+
+    pub async fn set_master(&self, name: &str, master: u32) -> Result<(), NetlinkError> {
+        let index = self.require(name).await?;
+        self.set(
+            name,
+            LinkUnspec::new_with_index(index).controller(master).build(),
+        )
+        .await
+    }
+
+    pub async fn set_up(&self, name: &str) -> Result<(), NetlinkError> {
+        let index = self.require(name).await?;
+        self.set(name, LinkUnspec::new_with_index(index).up().build())
+            .await
+    }
+
+    pub async fn set_down(&self, name: &str) -> Result<(), NetlinkError> {
+        let index = self.require(name).await?;
+        self.set(name, LinkUnspec::new_with_index(index).down().build())
+            .await
+    }
+
+    pub async fn is_up(&self, name: &str) -> Result<bool, NetlinkError> {
+        let index = self.require(name).await?;
+        let msg = self
+            .handle
+            .link()
+            .get()
+            .match_index(index)
+            .execute()
+            .try_next()
+            .await
+            .map_err(op("looking up", name))?;
+        Ok(msg.is_some_and(|m| m.header.flags.contains(LinkFlags::Up)))
+    }
+
+    /// Renames, re-addresses and sets the MTU of a link that is down.
+    pub async fn rename(
+        &self,
+        name: &str,
+        new_name: &str,
+        mac: [u8; 6],
+        mtu: u32,
+    ) -> Result<u32, NetlinkError> {
+        let index = self.require(name).await?;
+        let msg = LinkUnspec::new_with_index(index)
+            .name(new_name.to_string())
+            .address(mac.to_vec())
+            .mtu(mtu)
+            .build();
+        self.set(name, msg).await?;
+        Ok(index)
+    }
+
+    /// Moves a link into the network namespace of process `pid`.
+    pub async fn move_to_netns_of(&self, name: &str, pid: u32) -> Result<(), NetlinkError> {
+        let index = self.require(name).await?;
+        self.set(
+            name,
+            LinkUnspec::new_with_index(index).setns_by_pid(pid).build(),
+        )
+        .await
+    }
+
+    /// Deletes a link if it exists (a veth takes its peer with it).
+    pub async fn delete(&self, name: &str) -> Result<(), NetlinkError> {
+        let Some(index) = self.index_of(name).await? else {
+            return Ok(());
+        };
+        match self.handle.link().del(index).execute().await {
+            Err(e) if is_no_device(&e) => Ok(()),
+            r => r.map_err(op("deleting", name)),
+        }
+    }
+
+    pub async fn add_address(&self, name: &str, cidr: Ipv4Net) -> Result<(), NetlinkError> {
+        let index = self.require(name).await?;
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(cidr.addr()), cidr.prefix_len())
+            .execute()
+            .await
+            .map_err(op("adding an address to", name))
+    }
+}

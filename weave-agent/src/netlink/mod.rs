@@ -1,0 +1,24 @@
+//! Links and addresses through rtnetlink: the bridge, the datapath veth pair,
+//! container ports. The product never shells out to `ip`.
+
+mod container;
+mod links;
+
+pub use container::{GuestConfig, add_guest_addresses, configure_guest};
+pub use links::Netlink;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("opening a netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error("{op} {iface}: {source}")]
+    Op {
+        op: &'static str,
+        iface: String,
+        source: rtnetlink::Error,
+    },
+    #[error("no interface named {0}")]
+    NoSuchLink(String),
+    #[error("entering the network namespace of process {pid}: {reason}")]
+    Netns { pid: u32, reason: String },
+}

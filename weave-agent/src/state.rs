@@ -1,0 +1,109 @@
+//! What the agent must remember across restarts, written atomically.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::mac::Mac;
+use crate::peer_name::PeerName;
+
+/// A container attached to the bridge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub container_id: String,
+    pub container_name: String,
+    /// PID of the container's init when it was attached; names its host port.
+    pub pid: u32,
+    pub host_ifname: String,
+    pub mac: Mac,
+    pub cidrs: Vec<Ipv4Net>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PersistedState {
+    pub peer_name: PeerName,
+    pub endpoints: Vec<EndpointRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is corrupt ({source}); move it away or run 'weave reset'")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+pub fn load(path: &Path) -> Result<Option<PersistedState>, StateError> {
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Io {
+            op: "reading",
+            path: path.to_owned(),
+            source,
+        }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Corrupt {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
+    }
+}
+
+/// Write to a temporary file, flush it to disk, then rename over the old one:
+/// a crash leaves either the old state or the new, never half of one.
+pub fn save(path: &Path, state: &PersistedState) -> Result<(), StateError> {
+    let io = |op, source| StateError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(state).expect("state always serialises");
+    let mut file = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+    file.write_all(&bytes).map_err(|e| io("writing", e))?;
+    file.sync_all().map_err(|e| io("syncing", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("renaming", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_load_round_trips_and_garbage_is_reported() {
+        let dir = std::env::temp_dir().join(format!("weave-state-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        assert!(load(&path).unwrap().is_none());
+        let st = PersistedState {
+            peer_name: PeerName::random(),
+            endpoints: vec![EndpointRecord {
+                container_id: "abc".into(),
+                container_name: "c1".into(),
+                pid: 42,
+                host_ifname: "vethwepl42".into(),
+                mac: Mac::random_local(),
+                cidrs: vec!["10.32.0.1/12".parse().unwrap()],
+            }],
+        };
+        save(&path, &st).unwrap();
+        let back = load(&path).unwrap().unwrap();
+        assert_eq!(back.peer_name, st.peer_name);
+        assert_eq!(back.endpoints, st.endpoints);
+        std::fs::write(&path, b"{ not json").unwrap();
+        assert!(matches!(load(&path), Err(StateError::Corrupt { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,1 +1,50 @@
-fn main() {}
+//! Project tasks for weave-rs, run as `cargo xtask <task>`.
+//!
+//! One module per task; each has its `Args` (whose doc comments are the help
+//! text) and a `run` function. Dependencies stay few on purpose.
+
+mod build;
+mod demo;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Project tasks for weave-rs: set up this machine, build, test, run the agent, show the demo.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    Setup(setup::Args),
+    Build(build::Args),
+    Test(test::Args),
+    Run(run::Args),
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::Setup(args) => setup::run(args),
+        Task::Build(args) => build::run(args).map(drop),
+        Task::Test(args) => test::run(args),
+        Task::Run(args) => run::run(args),
+        Task::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain, without anyhow's backtrace: these are user-facing.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

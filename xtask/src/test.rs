@@ -1,0 +1,68 @@
+//! `cargo xtask test`: every test, unit and integration.
+
+use anyhow::{Result, bail};
+
+use crate::util::{self, header, run_loud};
+use crate::{build, setup};
+
+/// Run every test: setup, build, unit tests, then the integration tests.
+///
+/// Needs root: the integration tests create network namespaces, start a dockerd per
+/// simulated host, and load BPF programs. They run one at a time against the freshly
+/// built `weave` (passed to them as WEAVE_BIN).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Build and test with the release profile.
+    #[arg(long)]
+    release: bool,
+    /// Arguments for the integration test binaries (after `--`), e.g. a test name filter.
+    #[arg(last = true)]
+    test_args: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if !weave_tests::is_root() {
+        bail!(
+            "\n\n    *** cargo xtask test must run as ROOT ***\n\n    The integration tests create network \
+             namespaces, start dockerd and load BPF programs.\n    Run it in a root shell (e.g. `sudo -i`, then \
+             `cargo xtask test` in this directory).\n"
+        );
+    }
+    setup::ensure(true)?;
+    let weave = build::build(args.release)?;
+    let profile = |c: &mut std::process::Command| {
+        if args.release {
+            c.arg("--release");
+        }
+    };
+
+    header("test: unit tests");
+    let mut unit = util::cargo();
+    unit.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "weave-tests",
+        "--exclude",
+        "weave-ebpf",
+    ]);
+    profile(&mut unit);
+    run_loud(&mut unit)?;
+
+    header(&format!(
+        "test: integration tests (root, one at a time), WEAVE_BIN={}",
+        weave.display()
+    ));
+    let mut integration = util::cargo();
+    integration
+        .env("WEAVE_BIN", &weave)
+        .args(["test", "--package", "weave-tests"]);
+    profile(&mut integration);
+    integration
+        .args(["--", "--test-threads=1"])
+        .args(&args.test_args);
+    run_loud(&mut integration)?;
+
+    header("test: all tests passed");
+    Ok(())
+}

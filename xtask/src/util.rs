@@ -1,0 +1,118 @@
+//! Helpers shared by the tasks: where things are, and running commands loudly.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The workspace root (parent of `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent")
+        .to_path_buf()
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` if set, else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                std::env::current_dir()
+                    .map(|cwd| cwd.join(&dir))
+                    .unwrap_or(dir)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
+}
+
+/// The `weave` binary of a build profile.
+pub fn weave_path(release: bool) -> PathBuf {
+    target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("weave")
+}
+
+/// `$CARGO_HOME/bin` (default `~/.cargo/bin`), where `cargo install` puts bpf-linker.
+pub fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        })
+        .join("bin")
+}
+
+/// PATH with `$CARGO_HOME/bin` in front (for bpf-linker), unless it is there already.
+pub fn path_with_cargo_bin() -> OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let bin = cargo_bin_dir();
+    if std::env::split_paths(&path).any(|p| p == bin) {
+        return path;
+    }
+    std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path))).unwrap_or(path)
+}
+
+/// A cargo command (the cargo that runs xtask) in the workspace root, with
+/// `$CARGO_HOME/bin` on PATH.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root())
+        .env("PATH", path_with_cargo_bin());
+    c
+}
+
+/// Prints `$ command` and runs it with inherited stdio; fails unless it succeeds.
+pub fn run_loud(cmd: &mut Command) -> Result<()> {
+    let line = describe(cmd);
+    println!("$ {line}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// The command line of `cmd`, with the environment it sets in front.
+pub fn describe(cmd: &Command) -> String {
+    let env = cmd
+        .get_envs()
+        .filter(|(k, _)| *k != "PATH")
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())));
+    let words = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|w| w.to_string_lossy().into_owned());
+    env.chain(words).collect::<Vec<_>>().join(" ")
+}
+
+/// Prints a section header.
+pub fn header(text: &str) {
+    println!("==> {text}");
+}
+
+/// Finds `name` on PATH (and in the sbin directories).
+pub fn find(name: &str) -> Option<PathBuf> {
+    weave_tests::find_program(name)
+}
+
+/// From now on SIGINT and SIGTERM only mark the run as interrupted
+/// ([`weave_tests::interrupt`]): the task stops at its next step and its guards
+/// clean up, instead of the process dying with everything left behind.
+pub fn catch_interrupts() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        weave_tests::interrupt();
+    }
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}

@@ -2,9 +2,11 @@
 //! container ports. The product never shells out to `ip`.
 
 mod container;
+mod ethtool;
 mod links;
 
 pub use container::{GuestConfig, add_guest_addresses, configure_guest};
+pub use ethtool::{TxOffloads, disable_tx_offloads, tx_offloads};
 pub use links::Netlink;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,139 @@
+//! The data plane's counters: workers count a batch in plain integers and
+//! add it to the shared atomics once; every kind of drop is logged the first
+//! time it happens (then only at debug level), so bad input on the wire
+//! cannot flood the log.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use super::forwarding::OverlayStats;
+
+/// Why a frame or packet was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    Malformed,
+    UnknownSender,
+    NoRoute,
+    Oversize,
+    Spoofed,
+    SendFailed,
+}
+
+impl DropReason {
+    const COUNT: usize = 6;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownSender => "unknown sender",
+            DropReason::NoRoute => "no route",
+            DropReason::Oversize => "oversize",
+            DropReason::Spoofed => "spoofed",
+            DropReason::SendFailed => "send failed",
+        }
+    }
+}
+
+/// One batch's counts, kept by one worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub sent: u64,
+    pub received: u64,
+    pub relayed: u64,
+    dropped: [u64; DropReason::COUNT],
+}
+
+impl Counts {
+    pub fn drop(&mut self, reason: DropReason, n: u64) {
+        self.dropped[reason as usize] += n;
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    sent: AtomicU64,
+    received: AtomicU64,
+    relayed: AtomicU64,
+    dropped: [AtomicU64; DropReason::COUNT],
+    logged: [AtomicBool; DropReason::COUNT],
+}
+
+impl Counters {
+    pub fn add(&self, counts: &Counts) {
+        let add = |counter: &AtomicU64, n: u64| {
+            if n != 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        };
+        add(&self.sent, counts.sent);
+        add(&self.received, counts.received);
+        add(&self.relayed, counts.relayed);
+        for (counter, &n) in self.dropped.iter().zip(&counts.dropped) {
+            add(counter, n);
+        }
+    }
+
+    /// True the first time it is called for `reason`: log that one.
+    pub fn first(&self, reason: DropReason) -> bool {
+        let flag = &self.logged[reason as usize];
+        !flag.load(Relaxed) && !flag.swap(true, Relaxed)
+    }
+
+    pub fn snapshot(&self) -> OverlayStats {
+        let dropped = |r: DropReason| self.dropped[r as usize].load(Relaxed);
+        OverlayStats {
+            frames_sent: self.sent.load(Relaxed),
+            frames_received: self.received.load(Relaxed),
+            frames_relayed: self.relayed.load(Relaxed),
+            dropped_malformed: dropped(DropReason::Malformed),
+            dropped_unknown_sender: dropped(DropReason::UnknownSender),
+            dropped_no_route: dropped(DropReason::NoRoute),
+            dropped_oversize: dropped(DropReason::Oversize),
+            dropped_spoofed: dropped(DropReason::Spoofed),
+            dropped_send_failed: dropped(DropReason::SendFailed),
+            // Counted by the kernel: the data plane adds it (see `sys::socket_drops`).
+            dropped_overflow: 0,
+        }
+    }
+}
+
+/// Counts a drop in `counts`; logs it at warn level the first time this
+/// reason is seen, at debug level afterwards.
+macro_rules! dropped {
+    ($counters:expr, $counts:expr, $reason:expr, $($field:tt)*) => {{
+        let reason: $crate::overlay::counters::DropReason = $reason;
+        $counts.drop(reason, 1);
+        if $counters.first(reason) {
+            tracing::warn!(
+                reason = reason.as_str(), $($field)*
+                "overlay dropped a packet (further drops of this kind are only counted)"
+            );
+        } else {
+            tracing::debug!(reason = reason.as_str(), $($field)* "overlay dropped a packet");
+        }
+    }};
+}
+pub(crate) use dropped;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_add_up_and_each_reason_is_first_once() {
+        let counters = Counters::default();
+        let mut counts = Counts {
+            sent: 3,
+            ..Counts::default()
+        };
+        counts.drop(DropReason::Spoofed, 2);
+        counters.add(&counts);
+        counters.add(&counts);
+        let stats = counters.snapshot();
+        assert_eq!(stats.frames_sent, 6);
+        assert_eq!(stats.dropped_spoofed, 4);
+        assert_eq!(stats.dropped_malformed, 0);
+        assert!(counters.first(DropReason::Oversize));
+        assert!(!counters.first(DropReason::Oversize));
+        assert!(counters.first(DropReason::NoRoute));
+    }
+}

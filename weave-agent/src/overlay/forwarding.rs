@@ -1,0 +1,125 @@
+//! What the control plane tells the data plane, and the trait every data
+//! plane implements.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::peer_name::PeerName;
+
+/// A 12-bit peer id. Frames between peers are standard VXLAN whose 24-bit VNI
+/// carries `origin << 12 | destination` (the scheme of Weave's fast
+/// datapath), so a relay knows where a frame goes and a broadcast whose tree
+/// it follows, without any extra header.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct ShortId(pub u16);
+
+impl ShortId {
+    /// The destination of frames for every peer (broadcast, unknown unicast).
+    pub const BROADCAST: ShortId = ShortId(0xfff);
+
+    /// Derived from the peer name, so every peer computes the same id for
+    /// every other without agreeing on anything. Never BROADCAST.
+    pub fn of(name: &PeerName) -> ShortId {
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in name.0.0 {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        ShortId(((h ^ (h >> 12) ^ (h >> 24)) % 0xfff) as u16)
+    }
+
+    /// The VXLAN network identifier for a frame from `origin` to `dest`.
+    pub fn vni(origin: ShortId, dest: ShortId) -> u32 {
+        (u32::from(origin.0) << 12) | u32::from(dest.0)
+    }
+
+    /// (origin, destination) of a VNI.
+    pub fn from_vni(vni: u32) -> (ShortId, ShortId) {
+        (
+            ShortId(((vni >> 12) & 0xfff) as u16),
+            ShortId((vni & 0xfff) as u16),
+        )
+    }
+}
+
+impl std::fmt::Display for ShortId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:03x}", self.0)
+    }
+}
+
+/// Published as a whole by the control plane on every topology change;
+/// every peer computes the same routes from the same topology.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForwardingTable {
+    pub me: ShortId,
+    /// Underlay UDP address of each peer with an established direct connection.
+    pub neighbours: HashMap<ShortId, SocketAddr>,
+    /// For every reachable peer: the neighbour its unicast frames go to
+    /// (itself when directly connected).
+    pub next_hop: HashMap<ShortId, ShortId>,
+    /// For frames broadcast by `origin` (this peer included): the neighbours
+    /// this peer passes them on to, its children in origin's broadcast tree.
+    pub broadcast: HashMap<ShortId, Vec<ShortId>>,
+}
+
+/// Counters a data plane keeps; every drop is counted, never silent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayStats {
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub frames_relayed: u64,
+    /// Malformed or truncated packets on the data port.
+    pub dropped_malformed: u64,
+    /// Packets from addresses that are not established peers.
+    pub dropped_unknown_sender: u64,
+    /// Frames for peers with no route.
+    pub dropped_no_route: u64,
+    /// Frames larger than the overlay MTU allows.
+    pub dropped_oversize: u64,
+    /// Frames from peers that claim to come from this peer, or from a MAC
+    /// address that lives on this host's bridge.
+    #[serde(default)]
+    pub dropped_spoofed: u64,
+    /// Frames the kernel refused to send (full queue, no route on the underlay).
+    #[serde(default)]
+    pub dropped_send_failed: u64,
+    /// Frames the kernel dropped before the data plane saw them, because it
+    /// fell behind and a receive queue was full.
+    #[serde(default)]
+    pub dropped_overflow: u64,
+}
+
+/// A data plane carrying frames between this host's bridge and its peers.
+pub trait Overlay: Send + Sync {
+    /// "plain" or "xdp": shown in `weave status connections`.
+    fn name(&self) -> &'static str;
+    /// Replaces the forwarding table; frames in flight use the old or the
+    /// new one, never a mix.
+    fn update(&self, table: Arc<ForwardingTable>);
+    fn stats(&self) -> OverlayStats;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vni_round_trips_and_short_ids_avoid_broadcast() {
+        let a = ShortId(0x123);
+        let b = ShortId::BROADCAST;
+        assert_eq!(ShortId::from_vni(ShortId::vni(a, b)), (a, b));
+        for _ in 0..1000 {
+            let id = ShortId::of(&PeerName::random());
+            assert!(id.0 < 0xfff);
+        }
+        let p: PeerName = "12:34:56:78:9a:bc".parse().unwrap();
+        assert_eq!(ShortId::of(&p), ShortId::of(&p));
+    }
+}

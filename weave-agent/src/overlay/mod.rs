@@ -1,0 +1,20 @@
+//! The data plane between hosts, behind one seam: the control plane (mesh/)
+//! publishes a `ForwardingTable` and never learns whether frames travel
+//! through a capture socket (plain) or AF_XDP (accelerated).
+//!
+//! Pure parts (VXLAN codec, MAC learning, resolved routes, verdicts) are
+//! unit-tested without sockets; `sys` and `mmsg` hold the system calls.
+
+mod counters;
+mod error;
+mod forwarding;
+pub mod mac_table;
+mod mmsg;
+mod plain;
+mod routes;
+mod sys;
+pub mod vxlan;
+
+pub use error::OverlayError;
+pub use forwarding::{ForwardingTable, Overlay, OverlayStats, ShortId};
+pub use plain::{DEFAULT_DATA_PORT, PlainConfig, PlainOverlay};

@@ -1,0 +1,395 @@
+//! One TCP connection to a peer, run as one task: the handshake (bounded in
+//! time), then a reader and a writer side by side. The task owns the socket
+//! and tells the router what happens through [`Event`]s; the router talks to
+//! it through a bounded queue of [`Outgoing`] frames.
+//!
+//! The handshake: both sides send a hello; each checks the pair with
+//! [`negotiate`] and either refuses (sends the reason, closes) or sends a
+//! heartbeat. A connection is established when the peer's first message
+//! after its hello is that heartbeat, which proves it accepted us too.
+//!
+//! After that, each side sends a heartbeat every `heartbeat`; a peer silent
+//! for `dead_after` is dead. Anything undecodable, oversized or out of order
+//! closes the connection with a reason the router counts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::{MissedTickBehavior, timeout};
+
+use crate::mesh::protocol::{
+    FrameDecoder, Hello, MAX_FRAME, MAX_HELLO_FRAME, MAX_REASON, Message, Refusal, WireError,
+    decode, encode, negotiate, sanitize,
+};
+
+/// The router's id for a connection.
+pub type ConnId = u64;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long a refusal may take to write before the socket is dropped anyway.
+const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Timeouts of one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionTiming {
+    pub heartbeat: Duration,
+    pub dead_after: Duration,
+    pub handshake_timeout: Duration,
+}
+
+/// What a connection task reports to the router.
+#[derive(Debug)]
+pub enum Event {
+    /// A dial finished: the addresses the target resolved to, and the error
+    /// if no connection was made (then the task ends without `Closed`).
+    Dialled {
+        id: ConnId,
+        resolved: Vec<SocketAddr>,
+        error: Option<String>,
+    },
+    Established {
+        id: ConnId,
+        hello: Hello,
+        /// The peer's TCP address, IPv4-mapped addresses made plain.
+        remote: SocketAddr,
+        version: u32,
+    },
+    /// A message for the router (gossip; heartbeats stay here).
+    Received { id: ConnId, message: Message },
+    /// The connection is gone; the task ends.
+    Closed { id: ConnId, reason: CloseReason },
+}
+
+/// What the router sends down a connection.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// An encoded frame, shared between the connections it goes to.
+    Frame(Arc<[u8]>),
+    /// Tell the peer why, then close.
+    Close(String),
+}
+
+/// Why a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseReason {
+    pub kind: CloseKind,
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CloseKind {
+    /// We refused the peer's hello.
+    Refused,
+    /// We dialled ourselves: never worth retrying.
+    SelfConnection,
+    /// The peer refused our handshake (its reason in the detail).
+    RefusedByPeer,
+    HandshakeTimeout,
+    /// A frame over the size limit.
+    Oversized,
+    /// An undecodable or out-of-order message.
+    Garbled,
+    /// Nothing heard for `dead_after`.
+    HeartbeatTimeout,
+    /// A write did not finish within `dead_after`.
+    WriteTimeout,
+    /// The peer closed the connection (saying why, or not).
+    Eof,
+    Io,
+    /// The router closed it.
+    Local,
+}
+
+impl CloseReason {
+    pub fn new(kind: CloseKind, detail: impl Into<String>) -> Self {
+        CloseReason {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    fn io(op: &str, e: std::io::Error) -> Self {
+        CloseReason::new(CloseKind::Io, format!("{op}: {e}"))
+    }
+
+    fn wire(e: WireError) -> Self {
+        match e {
+            WireError::Oversized { .. } => CloseReason::new(CloseKind::Oversized, e.to_string()),
+            WireError::Garbled(_) => {
+                CloseReason::new(CloseKind::Garbled, sanitize(&e.to_string(), 200))
+            }
+        }
+    }
+
+    fn refused_by_peer(reason: &str) -> Self {
+        CloseReason::new(
+            CloseKind::RefusedByPeer,
+            format!("refused by the peer: {}", sanitize(reason, MAX_REASON)),
+        )
+    }
+
+    fn closed_by_peer(reason: &str) -> Self {
+        CloseReason::new(
+            CloseKind::Eof,
+            format!("closed by the peer: {}", sanitize(reason, MAX_REASON)),
+        )
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// Everything a connection task needs besides its socket.
+pub struct Setup {
+    pub id: ConnId,
+    /// Ours, with this connection's nonce.
+    pub hello: Hello,
+    pub timing: ConnectionTiming,
+    pub events: mpsc::Sender<Event>,
+    pub outgoing: mpsc::Receiver<Outgoing>,
+}
+
+/// Runs a connection to its end and reports why it ended.
+pub async fn run(stream: TcpStream, setup: Setup) {
+    let id = setup.id;
+    let events = setup.events.clone();
+    let reason = session(stream, setup).await;
+    let _ = events.send(Event::Closed { id, reason }).await;
+}
+
+async fn session(stream: TcpStream, setup: Setup) -> CloseReason {
+    let Setup {
+        id,
+        hello,
+        timing,
+        events,
+        mut outgoing,
+    } = setup;
+    let _ = stream.set_nodelay(true);
+    let remote = match stream.peer_addr() {
+        Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
+        Err(e) => return CloseReason::io("reading the peer address", e),
+    };
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = Reader {
+        rd,
+        decoder: FrameDecoder::new(MAX_HELLO_FRAME),
+        buf: vec![0; READ_CHUNK].into_boxed_slice(),
+    };
+
+    let (theirs, version) = match timeout(
+        timing.handshake_timeout,
+        handshake(&mut reader, &mut wr, &hello),
+    )
+    .await
+    {
+        Err(_) => {
+            return CloseReason::new(
+                CloseKind::HandshakeTimeout,
+                format!("no handshake within {:?}", timing.handshake_timeout),
+            );
+        }
+        Ok(Err(reason)) => return reason,
+        Ok(Ok(agreed)) => agreed,
+    };
+    let established = Event::Established {
+        id,
+        hello: theirs,
+        remote,
+        version,
+    };
+    if events.send(established).await.is_err() {
+        return CloseReason::new(CloseKind::Local, "the router is gone");
+    }
+
+    tokio::select! {
+        reason = reader.serve(id, &events, timing.dead_after) => reason,
+        reason = write_loop(&mut wr, &mut outgoing, timing) => reason,
+    }
+}
+
+/// Hellos both ways, the check, then the heartbeat that confirms it.
+async fn handshake(
+    reader: &mut Reader,
+    wr: &mut OwnedWriteHalf,
+    ours: &Hello,
+) -> Result<(Hello, u32), CloseReason> {
+    let hello =
+        encode(&Message::Hello(ours.clone()), MAX_HELLO_FRAME).map_err(CloseReason::wire)?;
+    wr.write_all(&hello)
+        .await
+        .map_err(|e| CloseReason::io("sending our hello", e))?;
+    let theirs = match reader.next().await? {
+        Message::Hello(h) => h,
+        Message::Refuse { reason } => return Err(CloseReason::refused_by_peer(&reason)),
+        other => {
+            return Err(CloseReason::new(
+                CloseKind::Garbled,
+                format!("expected a hello, got a {}", kind_of(&other)),
+            ));
+        }
+    };
+    let version = match negotiate(ours, &theirs) {
+        Ok(v) => v,
+        Err(refusal) => {
+            let reason = refusal.to_string();
+            if let Ok(frame) = encode(
+                &Message::Refuse {
+                    reason: reason.clone(),
+                },
+                MAX_FRAME,
+            ) {
+                let _ = timeout(REFUSE_WRITE_TIMEOUT, async {
+                    let _ = wr.write_all(&frame).await;
+                    let _ = wr.shutdown().await;
+                })
+                .await;
+            }
+            let kind = match refusal {
+                Refusal::SelfConnection => CloseKind::SelfConnection,
+                _ => CloseKind::Refused,
+            };
+            return Err(CloseReason::new(kind, reason));
+        }
+    };
+    reader.decoder.set_max(MAX_FRAME);
+    let heartbeat = encode(&Message::Heartbeat, MAX_FRAME).map_err(CloseReason::wire)?;
+    wr.write_all(&heartbeat)
+        .await
+        .map_err(|e| CloseReason::io("confirming the handshake", e))?;
+    match reader.next().await? {
+        Message::Heartbeat => Ok((theirs, version)),
+        Message::Refuse { reason } => Err(CloseReason::refused_by_peer(&reason)),
+        other => Err(CloseReason::new(
+            CloseKind::Garbled,
+            format!(
+                "expected the handshake's heartbeat, got a {}",
+                kind_of(&other)
+            ),
+        )),
+    }
+}
+
+fn kind_of(m: &Message) -> &'static str {
+    match m {
+        Message::Hello(_) => "hello",
+        Message::Refuse { .. } => "refuse",
+        Message::Heartbeat => "heartbeat",
+        Message::Gossip(_) => "gossip",
+    }
+}
+
+struct Reader {
+    rd: OwnedReadHalf,
+    decoder: FrameDecoder,
+    buf: Box<[u8]>,
+}
+
+impl Reader {
+    /// The next message, reading as much as it takes.
+    async fn next(&mut self) -> Result<Message, CloseReason> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame().map_err(CloseReason::wire)? {
+                return decode(frame).map_err(CloseReason::wire);
+            }
+            let n = self
+                .rd
+                .read(&mut self.buf)
+                .await
+                .map_err(|e| CloseReason::io("reading", e))?;
+            if n == 0 {
+                return Err(CloseReason::new(CloseKind::Eof, "closed by the peer"));
+            }
+            self.decoder.feed(&self.buf[..n]);
+        }
+    }
+
+    /// Passes messages on until the connection fails or goes quiet.
+    async fn serve(
+        &mut self,
+        id: ConnId,
+        events: &mpsc::Sender<Event>,
+        dead_after: Duration,
+    ) -> CloseReason {
+        loop {
+            let message = match timeout(dead_after, self.next()).await {
+                Err(_) => {
+                    return CloseReason::new(
+                        CloseKind::HeartbeatTimeout,
+                        format!("nothing heard for {dead_after:?}"),
+                    );
+                }
+                Ok(Err(reason)) => return reason,
+                Ok(Ok(m)) => m,
+            };
+            match message {
+                Message::Heartbeat => {}
+                Message::Refuse { reason } => return CloseReason::closed_by_peer(&reason),
+                Message::Hello(_) => {
+                    return CloseReason::new(CloseKind::Garbled, "a hello after the handshake");
+                }
+                message @ Message::Gossip(_) => {
+                    if events.send(Event::Received { id, message }).await.is_err() {
+                        return CloseReason::new(CloseKind::Local, "the router is gone");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends the router's frames, and a heartbeat every `heartbeat`.
+async fn write_loop(
+    wr: &mut OwnedWriteHalf,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
+    timing: ConnectionTiming,
+) -> CloseReason {
+    let heartbeat: Arc<[u8]> = match encode(&Message::Heartbeat, MAX_FRAME) {
+        Ok(f) => f.into(),
+        Err(e) => return CloseReason::wire(e),
+    };
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + timing.heartbeat,
+        timing.heartbeat,
+    );
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            cmd = outgoing.recv() => match cmd {
+                Some(Outgoing::Frame(f)) => f,
+                Some(Outgoing::Close(reason)) => {
+                    if let Ok(frame) = encode(&Message::Refuse { reason: reason.clone() }, MAX_FRAME) {
+                        let _ = timeout(REFUSE_WRITE_TIMEOUT, async {
+                            let _ = wr.write_all(&frame).await;
+                            let _ = wr.shutdown().await;
+                        })
+                        .await;
+                    }
+                    return CloseReason::new(CloseKind::Local, reason);
+                }
+                None => return CloseReason::new(CloseKind::Local, "closed"),
+            },
+            _ = tick.tick() => heartbeat.clone(),
+        };
+        match timeout(timing.dead_after, wr.write_all(&frame)).await {
+            Err(_) => {
+                return CloseReason::new(
+                    CloseKind::WriteTimeout,
+                    format!("a write took over {:?}", timing.dead_after),
+                );
+            }
+            Ok(Err(e)) => return CloseReason::io("writing", e),
+            Ok(Ok(())) => {}
+        }
+    }
+}

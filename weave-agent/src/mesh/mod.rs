@@ -1,0 +1,32 @@
+//! The control plane: peers find each other over TCP (port 6783), gossip
+//! who is connected to whom, and compute the routes the data plane follows.
+//!
+//! One file per concept, pure state machines apart from the I/O:
+//! - `protocol`: the wire (handshake, frames, messages) and its decoder;
+//! - `topology`: what every peer knows about every peer (a CRDT);
+//! - `routes`: the forwarding table computed from a topology;
+//! - `connection_maker`: which addresses to dial, and when;
+//! - `connection`: one task per TCP connection;
+//! - `router`: the actor tying them together, and its handle [`Mesh`];
+//! - `status`: the snapshot for `weave status` and its renderings.
+//!
+//! Everything a peer sends goes through pure functions first, so each has a
+//! one-line fuzz target and none may panic: `protocol::FrameDecoder`
+//! (`feed` + `next_frame`), `protocol::decode`, `protocol::negotiate`,
+//! `topology::Topology::merge` (any `TopologyUpdate`), and
+//! `connection_maker::Target::parse` for what users type.
+
+pub mod connection;
+pub mod connection_maker;
+pub mod protocol;
+pub mod router;
+pub mod routes;
+pub mod status;
+pub mod topology;
+
+pub use connection_maker::{Backoff, BadTarget, Target};
+pub use router::{Mesh, MeshConfig, MeshError, Timing};
+pub use status::{
+    ConnectionState, ConnectionStatus, MeshCounters, MeshStatus, PeerConnectionStatus, PeerStatus,
+    RouteStatus,
+};

@@ -1,0 +1,1068 @@
+//! The mesh actor: one task owning the topology, the connections and the
+//! dialling schedule, fed by the handle ([`Mesh`]), the listener, the
+//! connection tasks and its timers. Nothing is shared and no lock is held:
+//! the data plane gets a fresh [`ForwardingTable`] through
+//! [`Overlay::update`] whenever the routes change.
+//!
+//! Two connections to the same peer (both dialled at once, or a restarted
+//! peer whose old connection is not dead yet) are resolved identically on
+//! both sides: a peer with a new uid wins over its previous run; otherwise
+//! the connection with the smaller `(initiator name, initiator nonce)` is
+//! kept and the other closed with a reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+
+use crate::mesh::connection::{
+    self, CloseKind, CloseReason, ConnId, ConnectionTiming, Event, Outgoing, Setup,
+};
+use crate::mesh::connection_maker::{
+    self, Backoff, BadTarget, ConnectionMaker, DialKey, Link, MAX_TARGETS, Target,
+};
+use crate::mesh::protocol::{
+    DEFAULT_PORT, Hello, MAX_FRAME, MAX_NICKNAME, Message, PROTOCOL, PROTOCOL_MAX_VERSION,
+    PROTOCOL_MIN_VERSION, encode, sanitize,
+};
+use crate::mesh::routes::{self, Routes};
+use crate::mesh::status::{
+    ConnectionState, ConnectionStatus, MeshCounters, MeshStatus, PeerConnectionStatus, PeerStatus,
+    RouteStatus,
+};
+use crate::mesh::topology::{
+    ConnectionSummary, MAX_CONNECTIONS_PER_PEER, PeerInfo, Rejection, Topology, TopologyUpdate,
+    now_ms,
+};
+use crate::overlay::{ForwardingTable, Overlay, ShortId};
+use crate::peer_name::PeerName;
+
+/// Frames queued for one connection before the peer counts as too slow.
+pub const SEND_QUEUE: usize = 64;
+/// Events queued from all connection tasks to the router.
+const EVENT_QUEUE: usize = 256;
+/// Inbound connections in their handshake at once; more are dropped.
+pub const MAX_HANDSHAKING: usize = 64;
+/// Gossip is split into frames of about this size.
+const GOSSIP_CHUNK: usize = 256 * 1024;
+/// Events handled before the routes are recomputed (batching bursts).
+const EVENT_BATCH: usize = 64;
+
+/// Timeouts and intervals; the defaults are Weave's orders of magnitude,
+/// tests shorten them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    /// A connection silent this long is dead.
+    pub dead_after: Duration,
+    pub handshake_timeout: Duration,
+    /// Name resolution and TCP connect, each.
+    pub dial_timeout: Duration,
+    /// Full topology to every neighbour, as repair.
+    pub gossip_interval: Duration,
+    pub backoff: Backoff,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_secs(1),
+            dead_after: Duration::from_secs(6),
+            handshake_timeout: Duration::from_secs(5),
+            dial_timeout: Duration::from_secs(5),
+            gossip_interval: Duration::from_secs(5),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    pub name: PeerName,
+    /// Shown to other peers; control characters are replaced.
+    pub nickname: String,
+    /// Where peers connect to us, normally 0.0.0.0:6783.
+    pub listen: SocketAddr,
+    /// The UDP port of our data plane, announced to peers.
+    pub data_port: u16,
+    /// Dial the peers that others are connected to.
+    pub discovery: bool,
+    /// `host` or `host:port` to dial.
+    pub targets: Vec<String>,
+    /// The overlay MTU, shown per connection.
+    pub mtu: u32,
+    pub timing: Timing,
+}
+
+impl MeshConfig {
+    /// Defaults: listen on 0.0.0.0:6783, data port 6784, discovery on, no
+    /// targets, MTU 1376.
+    pub fn new(name: PeerName, nickname: impl Into<String>) -> Self {
+        MeshConfig {
+            name,
+            nickname: nickname.into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            data_port: DEFAULT_PORT + 1,
+            discovery: true,
+            targets: Vec::new(),
+            mtu: 1376,
+            timing: Timing::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("listening for peers on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    BadTarget(#[from] BadTarget),
+    #[error("too many peer addresses (at most {limit})")]
+    TooManyTargets { limit: usize },
+    #[error("the mesh has stopped")]
+    Stopped,
+}
+
+enum Command {
+    Connect(
+        Vec<(Target, String)>,
+        oneshot::Sender<Result<(), MeshError>>,
+    ),
+    Forget(Vec<Target>, oneshot::Sender<()>),
+    Status(oneshot::Sender<MeshStatus>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle on the mesh actor. Dropping it stops the mesh too.
+pub struct Mesh {
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+    local_addr: SocketAddr,
+    fallback: MeshStatus,
+}
+
+impl Mesh {
+    /// Binds the listener, starts the actor, dials the targets. The overlay
+    /// gets a forwarding table at once and on every change.
+    pub async fn start(config: MeshConfig, overlay: Arc<dyn Overlay>) -> Result<Mesh, MeshError> {
+        let targets = parse_targets(&config.targets)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| MeshError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| MeshError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (commands, commands_rx) = mpsc::channel(16);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let mut router = Router::new(config, local_addr.port(), overlay, events_tx);
+        let now = Instant::now();
+        for (target, shown) in targets {
+            router.maker.add_target(target, shown, now);
+        }
+        // The data plane knows who we are before `start` returns.
+        router.refresh();
+        let fallback = router.status();
+        let task = tokio::spawn(router.run(listener, commands_rx, events_rx));
+        Ok(Mesh {
+            commands,
+            task,
+            local_addr,
+            fallback,
+        })
+    }
+
+    /// The address the listener is bound to (its port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Adds targets (`host` or `host:port`) and dials them at once. Invalid
+    /// ones refuse the whole list.
+    pub async fn connect(&self, targets: Vec<String>) -> Result<(), MeshError> {
+        let targets = parse_targets(&targets)?;
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Connect(targets, tx)).await?;
+        rx.await.map_err(|_| MeshError::Stopped)?
+    }
+
+    /// Removes targets; connections they made stay, as in Weave.
+    pub async fn forget(&self, targets: Vec<String>) -> Result<(), MeshError> {
+        let targets = parse_targets(&targets)?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Forget(targets, tx)).await?;
+        rx.await.map_err(|_| MeshError::Stopped)
+    }
+
+    /// A snapshot; if the actor is gone, what it was at start (alone).
+    pub async fn status(&self) -> MeshStatus {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Status(tx)).await.is_err() {
+            return self.fallback.clone();
+        }
+        rx.await.unwrap_or_else(|_| self.fallback.clone())
+    }
+
+    /// Tells every peer we are going, closes everything, waits for the actor.
+    pub async fn stop(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.task.await;
+    }
+
+    async fn send(&self, c: Command) -> Result<(), MeshError> {
+        self.commands.send(c).await.map_err(|_| MeshError::Stopped)
+    }
+}
+
+fn parse_targets(texts: &[String]) -> Result<Vec<(Target, String)>, MeshError> {
+    if texts.len() > MAX_TARGETS {
+        return Err(MeshError::TooManyTargets { limit: MAX_TARGETS });
+    }
+    texts
+        .iter()
+        .map(|s| Ok((Target::parse(s)?, s.trim().to_string())))
+        .collect()
+}
+
+struct Conn {
+    outbound: bool,
+    /// The dial it came from.
+    via: Option<DialKey>,
+    /// Our hello's nonce on this connection.
+    nonce: u64,
+    tx: mpsc::Sender<Outgoing>,
+    abort: AbortHandle,
+    /// Set once established.
+    remote: Option<SocketAddr>,
+    peer: Option<Established>,
+    /// Inbound: the TCP address from accept.
+    accepted_from: Option<SocketAddr>,
+}
+
+struct Established {
+    hello: Hello,
+    version: u32,
+}
+
+impl Conn {
+    /// The tie-break key: who dialled, and its nonce.
+    fn initiator(&self, me: PeerName) -> (PeerName, u64) {
+        match (&self.peer, self.outbound) {
+            (_, true) => (me, self.nonce),
+            (Some(p), false) => (p.hello.name, p.hello.nonce),
+            (None, false) => (me, u64::MAX),
+        }
+    }
+
+    /// The peer's listen address as seen from here.
+    fn listen_addr(&self) -> Option<SocketAddr> {
+        let (remote, peer) = (self.remote?, self.peer.as_ref()?);
+        Some(SocketAddr::new(remote.ip(), peer.hello.listen_port))
+    }
+}
+
+struct Router {
+    config: MeshConfig,
+    listen_port: u16,
+    uid: u64,
+    overlay: Arc<dyn Overlay>,
+    topology: Topology,
+    maker: ConnectionMaker,
+    conns: BTreeMap<ConnId, Conn>,
+    /// The established connection kept for each peer.
+    by_peer: BTreeMap<PeerName, ConnId>,
+    routes: Routes,
+    published: Option<Arc<ForwardingTable>>,
+    counters: MeshCounters,
+    /// Kinds of trouble already logged at warn level; later ones go to debug.
+    logged: BTreeSet<&'static str>,
+    tasks: JoinSet<()>,
+    events_tx: mpsc::Sender<Event>,
+    next_id: ConnId,
+    links_changed: bool,
+    topology_changed: bool,
+    /// Established since the last gossip; they get the whole topology.
+    needs_topology: BTreeSet<ConnId>,
+}
+
+impl Router {
+    fn new(
+        mut config: MeshConfig,
+        listen_port: u16,
+        overlay: Arc<dyn Overlay>,
+        events_tx: mpsc::Sender<Event>,
+    ) -> Router {
+        config.nickname = sanitize(&config.nickname, MAX_NICKNAME - 3);
+        let uid = rand::random();
+        let ours = PeerInfo::new(config.name, config.nickname.clone(), uid, now_ms());
+        let maker = ConnectionMaker::new(config.discovery, config.timing.backoff, rand::random());
+        Router {
+            listen_port,
+            uid,
+            overlay,
+            topology: Topology::new(ours),
+            maker,
+            conns: BTreeMap::new(),
+            by_peer: BTreeMap::new(),
+            routes: Routes::default(),
+            published: None,
+            counters: MeshCounters::default(),
+            logged: BTreeSet::new(),
+            tasks: JoinSet::new(),
+            events_tx,
+            next_id: 1,
+            links_changed: false,
+            topology_changed: true,
+            needs_topology: BTreeSet::new(),
+            config,
+        }
+    }
+
+    fn me(&self) -> PeerName {
+        self.config.name
+    }
+
+    async fn run(
+        mut self,
+        listener: TcpListener,
+        mut commands: mpsc::Receiver<Command>,
+        mut events: mpsc::Receiver<Event>,
+    ) {
+        tracing::info!(
+            peer = %self.me(),
+            nickname = %self.config.nickname,
+            port = self.listen_port,
+            discovery = self.config.discovery,
+            "mesh listening"
+        );
+        let period = self.config.timing.gossip_interval;
+        let mut gossip = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        gossip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.refresh();
+        self.dial_due();
+
+        let stop = loop {
+            let wake = self.maker.next_wakeup().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => break None,
+                    Some(Command::Stop(reply)) => break Some(reply),
+                    Some(c) => self.command(c),
+                },
+                Some(event) = events.recv() => {
+                    self.event(event);
+                    for _ in 0..EVENT_BATCH {
+                        match events.try_recv() {
+                            Ok(event) => self.event(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, from)) => self.accept(stream, from),
+                    Err(e) => {
+                        self.note("accept", format!("accepting a peer connection: {e}"));
+                        // Out of descriptors, most likely: do not spin.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = gossip.tick() => self.gossip_all(),
+                _ = sleep_until(wake) => {}
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(e) = done
+                        && e.is_panic()
+                    {
+                        tracing::error!(error = %e, "a mesh connection task panicked");
+                    }
+                }
+            }
+            self.refresh();
+            self.dial_due();
+        };
+        drop(listener);
+        self.shutdown(&mut events).await;
+        if let Some(reply) = stop {
+            let _ = reply.send(());
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Connect(targets, reply) => {
+                let known = self.maker.targets().len();
+                let result = if known + targets.len() > MAX_TARGETS {
+                    Err(MeshError::TooManyTargets { limit: MAX_TARGETS })
+                } else {
+                    for (target, shown) in targets {
+                        tracing::info!(address = %target, "connecting");
+                        self.maker.add_target(target, shown, now);
+                    }
+                    // Links may already satisfy them.
+                    self.maker.sync(&self.links(), now);
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
+            Command::Forget(targets, reply) => {
+                for target in &targets {
+                    if self.maker.remove_target(target) {
+                        tracing::info!(address = %target, "forgot target");
+                    }
+                }
+                let _ = reply.send(());
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Stop(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Dialled {
+                id,
+                resolved,
+                error,
+            } => self.on_dialled(id, &resolved, error),
+            Event::Established {
+                id,
+                hello,
+                remote,
+                version,
+            } => self.on_established(id, hello, remote, version),
+            Event::Received { id, message } => self.on_message(id, message),
+            Event::Closed { id, reason } => self.on_closed(id, reason),
+        }
+    }
+
+    fn accept(&mut self, stream: TcpStream, from: SocketAddr) {
+        let handshaking = self
+            .conns
+            .values()
+            .filter(|c| !c.outbound && c.peer.is_none())
+            .count();
+        if handshaking >= MAX_HANDSHAKING
+            || self.conns.len() >= MAX_CONNECTIONS_PER_PEER + MAX_HANDSHAKING
+        {
+            self.counters.connections_over_limit += 1;
+            self.note(
+                "limit",
+                format!("dropping a connection from {from}: too many connections"),
+            );
+            return;
+        }
+        let id = self.spawn_connection(false, None, Some(from), move |setup| async move {
+            connection::run(stream, setup).await;
+        });
+        tracing::debug!(conn = id, %from, "accepted");
+    }
+
+    fn dial_due(&mut self) {
+        for key in self.maker.due(Instant::now()) {
+            let timeout = self.config.timing.dial_timeout;
+            let events = self.events_tx.clone();
+            tracing::debug!(address = %key, "dialling");
+            self.spawn_connection(true, Some(key.clone()), None, move |setup| async move {
+                let (resolved, result) = connection_maker::dial(&key, timeout).await;
+                let id = setup.id;
+                let error = result.as_ref().err().cloned();
+                if events
+                    .send(Event::Dialled {
+                        id,
+                        resolved,
+                        error,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if let Ok(stream) = result {
+                    connection::run(stream, setup).await;
+                }
+            });
+        }
+    }
+
+    fn spawn_connection<F, Fut>(
+        &mut self,
+        outbound: bool,
+        via: Option<DialKey>,
+        accepted_from: Option<SocketAddr>,
+        task: F,
+    ) -> ConnId
+    where
+        F: FnOnce(Setup) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let id = self.next_id;
+        self.next_id += 1;
+        let nonce = rand::random();
+        let (tx, outgoing) = mpsc::channel(SEND_QUEUE);
+        let t = self.config.timing;
+        let setup = Setup {
+            id,
+            hello: self.hello(nonce),
+            timing: ConnectionTiming {
+                heartbeat: t.heartbeat,
+                dead_after: t.dead_after,
+                handshake_timeout: t.handshake_timeout,
+            },
+            events: self.events_tx.clone(),
+            outgoing,
+        };
+        let abort = self.tasks.spawn(task(setup));
+        self.conns.insert(
+            id,
+            Conn {
+                outbound,
+                via,
+                nonce,
+                tx,
+                abort,
+                remote: None,
+                peer: None,
+                accepted_from,
+            },
+        );
+        id
+    }
+
+    fn hello(&self, nonce: u64) -> Hello {
+        Hello {
+            protocol: PROTOCOL.into(),
+            min_version: PROTOCOL_MIN_VERSION,
+            max_version: PROTOCOL_MAX_VERSION,
+            name: self.me(),
+            nickname: self.config.nickname.clone(),
+            uid: self.uid,
+            nonce,
+            listen_port: self.listen_port,
+            data_port: self.config.data_port,
+        }
+    }
+
+    fn on_dialled(&mut self, id: ConnId, resolved: &[SocketAddr], error: Option<String>) {
+        let Some(key) = self.conns.get(&id).and_then(|c| c.via.clone()) else {
+            return;
+        };
+        self.maker.resolved(&key, resolved);
+        if let Some(error) = error {
+            tracing::debug!(address = %key, %error, "dial failed");
+            self.conns.remove(&id);
+            self.maker.dial_failed(&key, error, true, Instant::now());
+        }
+    }
+
+    fn on_established(&mut self, id: ConnId, hello: Hello, remote: SocketAddr, version: u32) {
+        let me = self.me();
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.remote = Some(remote);
+        let name = hello.name;
+        let nickname = hello.nickname.clone();
+        conn.peer = Some(Established { hello, version });
+        let outbound = conn.outbound;
+
+        if let Some(&old_id) = self.by_peer.get(&name) {
+            let (new, old) = (&self.conns[&id], &self.conns[&old_id]);
+            let (new_uid, old_uid) = (uid_of(new), uid_of(old));
+            let keep_new = if new_uid != old_uid {
+                true
+            } else {
+                new.initiator(me) < old.initiator(me)
+            };
+            let (winner, loser) = if keep_new { (id, old_id) } else { (old_id, id) };
+            let reason = if new_uid != old_uid {
+                format!("{name} restarted: replaced by its new connection")
+            } else {
+                let (by, _) = self.conns[&winner].initiator(me);
+                format!("duplicate connection to {name}: keeping the one initiated by {by}")
+            };
+            self.counters.duplicate_connections += 1;
+            tracing::debug!(peer = %name, closing = loser, keeping = winner, "{reason}");
+            self.close(loser, &reason);
+            if !keep_new {
+                return;
+            }
+        } else if self.by_peer.len() >= MAX_CONNECTIONS_PER_PEER {
+            self.counters.connections_over_limit += 1;
+            self.note(
+                "limit",
+                format!("refusing {name}: {MAX_CONNECTIONS_PER_PEER} peers connected already"),
+            );
+            self.close(id, "too many connections");
+            return;
+        }
+
+        self.by_peer.insert(name, id);
+        if let Some(key) = self.conns.get(&id).and_then(|c| c.via.clone()) {
+            self.maker.dial_succeeded(&key);
+        }
+        self.links_changed = true;
+        self.needs_topology.insert(id);
+        tracing::info!(peer = %name, nickname = %nickname, %remote, outbound, version, "connection established");
+    }
+
+    fn on_message(&mut self, id: ConnId, message: Message) {
+        let Some(from) = self
+            .conns
+            .get(&id)
+            .and_then(|c| c.peer.as_ref())
+            .map(|p| p.hello.name)
+        else {
+            return;
+        };
+        let Message::Gossip(update) = message else {
+            return;
+        };
+        let outcome = self.topology.merge(&update);
+        for (peer, why) in &outcome.rejected {
+            if *why == Rejection::OurName && !outcome.changed.contains(peer) {
+                // Our entry from a previous run, gossiped back: normal.
+                tracing::debug!(%from, "ignored a stale entry for ourselves");
+                continue;
+            }
+            self.counters.gossip_entries_rejected += 1;
+            self.note(
+                "gossip",
+                format!("rejected the entry for {peer} gossiped by {from}: {why}"),
+            );
+        }
+        if outcome.is_changed() {
+            self.topology_changed = true;
+        }
+    }
+
+    fn on_closed(&mut self, id: ConnId, reason: CloseReason) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        let who = conn
+            .peer
+            .as_ref()
+            .map(|p| p.hello.name.to_string())
+            .or_else(|| conn.accepted_from.map(|a| a.to_string()))
+            .or_else(|| conn.via.as_ref().map(|k| k.to_string()))
+            .unwrap_or_default();
+        let counter = match reason.kind {
+            CloseKind::Oversized => Some((&mut self.counters.oversized_frames, "oversized")),
+            CloseKind::Garbled => Some((&mut self.counters.garbled_messages, "garbled")),
+            CloseKind::Refused | CloseKind::SelfConnection => {
+                Some((&mut self.counters.handshakes_refused, "refused"))
+            }
+            CloseKind::RefusedByPeer => {
+                Some((&mut self.counters.refused_by_peer, "refused by peer"))
+            }
+            CloseKind::HandshakeTimeout => {
+                Some((&mut self.counters.handshake_timeouts, "handshake timeout"))
+            }
+            CloseKind::HeartbeatTimeout => {
+                Some((&mut self.counters.heartbeat_timeouts, "heartbeat timeout"))
+            }
+            _ => None,
+        };
+        match counter {
+            Some((n, kind)) => {
+                *n += 1;
+                self.note(kind, format!("connection with {who} closed: {reason}"));
+            }
+            None if conn.peer.is_some() => {
+                tracing::info!(peer = %who, %reason, "connection closed")
+            }
+            None => tracing::debug!(peer = %who, %reason, "connection closed"),
+        }
+        let retry = reason.kind != CloseKind::SelfConnection;
+        self.forget_conn(id, &conn, &reason.detail, retry);
+    }
+
+    /// Closes a connection now, telling the peer why when its queue has room.
+    fn close(&mut self, id: ConnId, reason: &str) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        if conn
+            .tx
+            .try_send(Outgoing::Close(reason.to_string()))
+            .is_err()
+        {
+            conn.abort.abort();
+        }
+        self.forget_conn(id, &conn, reason, true);
+    }
+
+    /// Bookkeeping for a connection that is gone from `conns`.
+    fn forget_conn(&mut self, id: ConnId, conn: &Conn, reason: &str, retry: bool) {
+        self.needs_topology.remove(&id);
+        let established = conn.peer.as_ref().map(|p| p.hello.name);
+        match established {
+            Some(name) if self.by_peer.get(&name) == Some(&id) => {
+                self.by_peer.remove(&name);
+                self.links_changed = true;
+            }
+            _ => {
+                if let Some(key) = &conn.via {
+                    self.maker
+                        .dial_failed(key, reason.to_string(), retry, Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Everything that follows from changed links or topology: our entry,
+    /// the routes, garbage collection, the data plane, dialling, gossip.
+    fn refresh(&mut self) {
+        let now = Instant::now();
+        if self.links_changed
+            && self
+                .topology
+                .set_our_connections(self.our_connections(), now_ms())
+        {
+            self.topology_changed = true;
+        }
+        if self.links_changed || self.topology_changed {
+            let neighbours = self.neighbour_data_addrs();
+            let mut routes = routes::compute(&self.topology, &neighbours);
+            let gone = self.topology.retain(&routes.reachable);
+            if !gone.is_empty() {
+                for peer in &gone {
+                    tracing::info!(%peer, "peer unreachable: forgotten");
+                }
+                routes = routes::compute(&self.topology, &neighbours);
+            }
+            if !routes.shadowed.is_empty() && routes.shadowed != self.routes.shadowed {
+                let names: Vec<String> = routes.shadowed.iter().map(|n| n.to_string()).collect();
+                self.note(
+                    "short id",
+                    format!(
+                        "left out of routing, their short id is taken by a smaller name: {}",
+                        names.join(", ")
+                    ),
+                );
+            }
+            self.counters.short_id_collisions = routes.shadowed.len() as u64;
+            self.routes = routes;
+            self.publish();
+            self.maker.sync(&self.links(), now);
+            let candidates = self.discovery_candidates();
+            self.maker.set_discovered(candidates, now);
+        }
+        if self.topology_changed {
+            self.gossip_all();
+        } else if !self.needs_topology.is_empty() {
+            let ids: Vec<ConnId> = std::mem::take(&mut self.needs_topology)
+                .into_iter()
+                .collect();
+            self.send_topology(&ids);
+        }
+        self.links_changed = false;
+        self.topology_changed = false;
+    }
+
+    fn publish(&mut self) {
+        if self.published.as_deref() == Some(&self.routes.table) {
+            return;
+        }
+        let table = Arc::new(self.routes.table.clone());
+        tracing::debug!(
+            neighbours = table.neighbours.len(),
+            reachable = table.next_hop.len(),
+            "publishing forwarding table"
+        );
+        self.overlay.update(table.clone());
+        self.published = Some(table);
+    }
+
+    fn our_connections(&self) -> Vec<ConnectionSummary> {
+        self.by_peer
+            .iter()
+            .filter_map(|(name, id)| {
+                let c = self.conns.get(id)?;
+                Some(ConnectionSummary {
+                    peer: *name,
+                    address: c.listen_addr()?,
+                    outbound: c.outbound,
+                    established: true,
+                })
+            })
+            .collect()
+    }
+
+    fn neighbour_data_addrs(&self) -> BTreeMap<PeerName, SocketAddr> {
+        self.by_peer
+            .iter()
+            .filter_map(|(name, id)| {
+                let c = self.conns.get(id)?;
+                Some((
+                    *name,
+                    SocketAddr::new(c.remote?.ip(), c.peer.as_ref()?.hello.data_port),
+                ))
+            })
+            .collect()
+    }
+
+    fn links(&self) -> Vec<Link> {
+        self.by_peer
+            .values()
+            .filter_map(|id| {
+                let c = self.conns.get(id)?;
+                Some(Link {
+                    listen_addr: c.listen_addr()?,
+                    via: c.via.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Addresses others see for the peers we are not connected to.
+    fn discovery_candidates(&self) -> BTreeSet<SocketAddr> {
+        let me = self.me();
+        self.topology
+            .peers()
+            .flat_map(|p| &p.connections)
+            .filter(|c| c.established && c.peer != me && !self.by_peer.contains_key(&c.peer))
+            .map(|c| c.address)
+            .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+            .collect()
+    }
+
+    fn gossip_all(&mut self) {
+        self.needs_topology.clear();
+        let ids: Vec<ConnId> = self.by_peer.values().copied().collect();
+        self.send_topology(&ids);
+    }
+
+    fn send_topology(&mut self, ids: &[ConnId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let frames = self.topology_frames();
+        let mut slow = Vec::new();
+        for id in ids {
+            let Some(conn) = self.conns.get(id) else {
+                continue;
+            };
+            for frame in &frames {
+                match conn.tx.try_send(Outgoing::Frame(frame.clone())) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        slow.push(*id);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                }
+            }
+        }
+        for id in slow {
+            self.counters.slow_peers_dropped += 1;
+            self.note(
+                "slow",
+                format!("dropping connection {id}: its send queue is full"),
+            );
+            self.close(id, "send queue full: the peer does not keep up");
+        }
+    }
+
+    /// The whole topology as gossip frames of at most about GOSSIP_CHUNK.
+    fn topology_frames(&self) -> Vec<Arc<[u8]>> {
+        let mut chunks: Vec<Vec<PeerInfo>> = vec![Vec::new()];
+        let mut size = 0;
+        for p in self.topology.peers() {
+            let n = serde_json::to_vec(p)
+                .map(|v| v.len())
+                .unwrap_or(GOSSIP_CHUNK);
+            if size + n > GOSSIP_CHUNK && !chunks.last().is_some_and(Vec::is_empty) {
+                chunks.push(Vec::new());
+                size = 0;
+            }
+            size += n + 1;
+            if let Some(last) = chunks.last_mut() {
+                last.push(p.clone());
+            }
+        }
+        chunks
+            .into_iter()
+            .filter_map(|peers| {
+                match encode(&Message::Gossip(TopologyUpdate { peers }), MAX_FRAME) {
+                    Ok(f) => Some(f.into()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "encoding gossip");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Logs trouble: the first of each kind at warn, the rest at debug
+    /// (they are counted in status).
+    fn note(&mut self, kind: &'static str, text: String) {
+        if self.logged.insert(kind) {
+            tracing::warn!(
+                "{text} (further ones are counted in `weave status`, logged at debug level)"
+            );
+        } else {
+            tracing::debug!("{text}");
+        }
+    }
+
+    fn status(&self) -> MeshStatus {
+        let now = Instant::now();
+        let nickname_of = |n: &PeerName| self.topology.get(n).map(|p| p.nickname.clone());
+        let mut peers: Vec<PeerStatus> = self
+            .topology
+            .peers()
+            .map(|p| PeerStatus {
+                name: p.name,
+                nickname: p.nickname.clone(),
+                short_id: p.short_id,
+                uid: p.uid,
+                version: p.version,
+                connections: p
+                    .connections
+                    .iter()
+                    .map(|c| PeerConnectionStatus {
+                        name: c.peer,
+                        nickname: nickname_of(&c.peer).unwrap_or_default(),
+                        address: c.address,
+                        outbound: c.outbound,
+                        established: c.established,
+                    })
+                    .collect(),
+            })
+            .collect();
+        peers.sort_by_key(|p| (p.name != self.me(), p.name));
+
+        let mut connections: Vec<ConnectionStatus> = self
+            .conns
+            .values()
+            .filter_map(|c| match (&c.peer, c.remote.or(c.accepted_from)) {
+                // Losers of a tie-break are gone from `conns` already.
+                (Some(p), Some(addr)) => Some(ConnectionStatus {
+                    address: addr.to_string(),
+                    outbound: c.outbound,
+                    state: ConnectionState::Established,
+                    peer: Some(p.hello.name),
+                    nickname: Some(p.hello.nickname.clone()),
+                    version: Some(p.version),
+                    last_error: None,
+                    retry_in_ms: None,
+                }),
+                (None, Some(addr)) if !c.outbound => Some(ConnectionStatus {
+                    address: addr.to_string(),
+                    outbound: false,
+                    state: ConnectionState::Pending,
+                    peer: None,
+                    nickname: None,
+                    version: None,
+                    last_error: None,
+                    retry_in_ms: None,
+                }),
+                _ => None,
+            })
+            .collect();
+        connections.extend(self.maker.attempts(now).into_iter().map(|a| {
+            let state = match a.state {
+                connection_maker::AttemptState::Connecting => ConnectionState::Connecting,
+                connection_maker::AttemptState::Retrying => ConnectionState::Retrying,
+                connection_maker::AttemptState::Failed => ConnectionState::Failed,
+            };
+            ConnectionStatus {
+                address: a.key.to_string(),
+                outbound: true,
+                state,
+                peer: None,
+                nickname: None,
+                version: None,
+                last_error: a.last_error,
+                retry_in_ms: a
+                    .retry_in
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            }
+        }));
+
+        MeshStatus {
+            name: self.me(),
+            nickname: self.config.nickname.clone(),
+            short_id: ShortId::of(&self.me()),
+            uid: self.uid,
+            protocol: PROTOCOL.into(),
+            protocol_min_version: PROTOCOL_MIN_VERSION,
+            protocol_max_version: PROTOCOL_MAX_VERSION,
+            listen: SocketAddr::new(self.config.listen.ip(), self.listen_port),
+            data_port: self.config.data_port,
+            discovery: self.maker.discovery(),
+            dataplane: self.overlay.name().to_string(),
+            mtu: self.config.mtu,
+            peers,
+            connections,
+            targets: self.maker.targets(),
+            routes: self
+                .routes
+                .next_hop
+                .iter()
+                .map(|(d, v)| RouteStatus {
+                    destination: *d,
+                    via: *v,
+                })
+                .collect(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    async fn shutdown(mut self, events: &mut mpsc::Receiver<Event>) {
+        tracing::info!(peer = %self.me(), "mesh stopping");
+        for conn in self.conns.values() {
+            if conn
+                .tx
+                .try_send(Outgoing::Close("peer shutting down".into()))
+                .is_err()
+            {
+                conn.abort.abort();
+            }
+        }
+        self.conns.clear();
+        // Connection tasks blocked on a full event queue get an error now.
+        events.close();
+        let grace = async { while self.tasks.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_millis(500), grace).await;
+        self.tasks.shutdown().await;
+        self.overlay.update(Arc::new(ForwardingTable {
+            me: ShortId::of(&self.me()),
+            ..ForwardingTable::default()
+        }));
+    }
+}
+
+fn uid_of(c: &Conn) -> Option<u64> {
+    c.peer.as_ref().map(|p| p.hello.uid)
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,432 @@
+//! Routes from a topology: pure and deterministic, so that every peer
+//! computes the same trees from the same gossip and a frame relayed along
+//! them never loops and never arrives twice.
+//!
+//! - An edge counts only when both ends list each other as established.
+//! - Unicast: the first hop of a breadth-first search from us, neighbours
+//!   taken in `PeerName` order (shortest paths, ties broken by name).
+//! - Broadcast from origin O: the breadth-first tree from O (same order);
+//!   we pass O's frames on to our children in that tree.
+//! - Short ids are 12 bits, so two peers may share one: the smaller name
+//!   keeps it and the other is left out of every route (everyone agrees on
+//!   which), and the collision is reported.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::net::SocketAddr;
+
+use crate::mesh::topology::Topology;
+use crate::overlay::{ForwardingTable, ShortId};
+use crate::peer_name::PeerName;
+
+/// Routes computed from one topology.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routes {
+    /// What the data plane gets.
+    pub table: ForwardingTable,
+    /// Peers reachable from us over symmetric edges, us included.
+    pub reachable: BTreeSet<PeerName>,
+    /// Unicast next hop by name, for status.
+    pub next_hop: BTreeMap<PeerName, PeerName>,
+    /// Peers left out because a smaller name has their short id.
+    pub shadowed: BTreeSet<PeerName>,
+}
+
+/// Computes the routes of `topology`'s owner. `neighbours` holds the data
+/// plane address (IP seen on our TCP connection, the peer's data port) of
+/// every peer we have an established connection with.
+pub fn compute(topology: &Topology, neighbours: &BTreeMap<PeerName, SocketAddr>) -> Routes {
+    let me = topology.me();
+    let shadowed = shadowed(topology, neighbours);
+    let graph = Graph::symmetric(topology, &shadowed);
+
+    let mut routes = Routes {
+        table: ForwardingTable {
+            me: ShortId::of(&me),
+            ..ForwardingTable::default()
+        },
+        shadowed: shadowed.clone(),
+        ..Routes::default()
+    };
+    routes.table.neighbours = neighbours
+        .iter()
+        .filter(|(n, _)| !shadowed.contains(n))
+        .map(|(n, a)| (ShortId::of(n), *a))
+        .collect();
+    if shadowed.contains(&me) {
+        // We cannot be addressed: route nothing rather than misdeliver.
+        routes.reachable.insert(me);
+        return routes;
+    }
+
+    let tree = graph.bfs(me);
+    routes.reachable = tree.keys().copied().collect();
+    for &dest in tree.keys() {
+        if dest == me {
+            continue;
+        }
+        let mut hop = dest;
+        while tree[&hop] != me {
+            hop = tree[&hop];
+        }
+        routes.next_hop.insert(dest, hop);
+        routes
+            .table
+            .next_hop
+            .insert(ShortId::of(&dest), ShortId::of(&hop));
+    }
+
+    for &origin in &routes.reachable {
+        let tree = if origin == me {
+            tree.clone()
+        } else {
+            graph.bfs(origin)
+        };
+        let children = tree
+            .iter()
+            .filter(|(child, parent)| **parent == me && **child != me)
+            .map(|(child, _)| ShortId::of(child))
+            .collect();
+        routes
+            .table
+            .broadcast
+            .insert(ShortId::of(&origin), children);
+    }
+    routes
+}
+
+/// Names that lose their short id to a smaller name among the peers in the
+/// topology and our neighbours.
+fn shadowed(
+    topology: &Topology,
+    neighbours: &BTreeMap<PeerName, SocketAddr>,
+) -> BTreeSet<PeerName> {
+    let names: BTreeSet<PeerName> = topology
+        .peers()
+        .map(|p| p.name)
+        .chain(neighbours.keys().copied())
+        .collect();
+    // Names come in order, so the first to take an id is the smallest.
+    let mut taken: HashSet<ShortId> = HashSet::new();
+    let mut out = BTreeSet::new();
+    for name in names {
+        if !taken.insert(ShortId::of(&name)) {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+/// Symmetric edges between unshadowed peers, neighbours in name order.
+struct Graph {
+    edges: BTreeMap<PeerName, BTreeSet<PeerName>>,
+}
+
+impl Graph {
+    fn symmetric(topology: &Topology, shadowed: &BTreeSet<PeerName>) -> Graph {
+        let mut edges: BTreeMap<PeerName, BTreeSet<PeerName>> = BTreeMap::new();
+        for a in topology.peers().filter(|p| !shadowed.contains(&p.name)) {
+            for c in a.connections.iter().filter(|c| c.established) {
+                if shadowed.contains(&c.peer) {
+                    continue;
+                }
+                if topology
+                    .get(&c.peer)
+                    .is_some_and(|b| b.established_with(&a.name))
+                {
+                    edges.entry(a.name).or_default().insert(c.peer);
+                }
+            }
+        }
+        Graph { edges }
+    }
+
+    /// Breadth-first tree from `origin`: each reached peer and its parent
+    /// (the origin is its own parent).
+    fn bfs(&self, origin: PeerName) -> BTreeMap<PeerName, PeerName> {
+        let mut parent = BTreeMap::from([(origin, origin)]);
+        let mut queue = VecDeque::from([origin]);
+        while let Some(node) = queue.pop_front() {
+            for &next in self.edges.get(&node).into_iter().flatten() {
+                if let Entry::Vacant(v) = parent.entry(next) {
+                    v.insert(node);
+                    queue.push_back(next);
+                }
+            }
+        }
+        parent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::mac::Mac;
+    use crate::mesh::topology::{ConnectionSummary, PeerInfo, TopologyUpdate};
+
+    fn name(i: u8) -> PeerName {
+        PeerName(Mac([2, 0, 0, 0, 0, i]))
+    }
+
+    fn id(i: u8) -> ShortId {
+        ShortId::of(&name(i))
+    }
+
+    /// Entries for `n` peers named 1..=n; `links` lists, per peer, the peers
+    /// its entry says it is established with.
+    fn entries(links: &BTreeMap<PeerName, BTreeSet<PeerName>>) -> Vec<PeerInfo> {
+        links
+            .iter()
+            .map(|(p, peers)| {
+                let mut e = PeerInfo::new(*p, String::new(), 1, 1);
+                e.connections = peers
+                    .iter()
+                    .map(|q| ConnectionSummary {
+                        peer: *q,
+                        address: SocketAddr::from(([10, 0, 0, q.0.0[5]], 6783)),
+                        outbound: p < q,
+                        established: true,
+                    })
+                    .collect();
+                e
+            })
+            .collect()
+    }
+
+    /// The view of peer `me` when it knows every entry.
+    fn view(me: PeerName, all: &[PeerInfo]) -> Topology {
+        let ours = all
+            .iter()
+            .find(|e| e.name == me)
+            .cloned()
+            .unwrap_or_else(|| PeerInfo::new(me, String::new(), 1, 1));
+        let mut t = Topology::new(ours);
+        t.merge(&TopologyUpdate {
+            peers: all.to_vec(),
+        });
+        t
+    }
+
+    fn routes_of(me: PeerName, all: &[PeerInfo]) -> Routes {
+        let t = view(me, all);
+        let neighbours = t
+            .ours()
+            .connections
+            .iter()
+            .map(|c| (c.peer, SocketAddr::from(([10, 0, 0, c.peer.0.0[5]], 6784))))
+            .collect();
+        compute(&t, &neighbours)
+    }
+
+    fn undirected(edges: &[(u8, u8)]) -> BTreeMap<PeerName, BTreeSet<PeerName>> {
+        let mut m: BTreeMap<PeerName, BTreeSet<PeerName>> = BTreeMap::new();
+        for &(a, b) in edges {
+            m.entry(name(a)).or_default().insert(name(b));
+            m.entry(name(b)).or_default().insert(name(a));
+        }
+        m
+    }
+
+    #[test]
+    fn line_relays_through_the_middle() {
+        let all = entries(&undirected(&[(1, 2), (2, 3)]));
+        let a = routes_of(name(1), &all);
+        assert_eq!(a.table.me, id(1));
+        assert_eq!(
+            a.table.next_hop,
+            HashMap::from([(id(2), id(2)), (id(3), id(2))])
+        );
+        assert_eq!(
+            a.table.neighbours.keys().copied().collect::<Vec<_>>(),
+            vec![id(2)]
+        );
+        assert_eq!(a.table.neighbours[&id(2)], "10.0.0.2:6784".parse().unwrap());
+        // a's own broadcasts go to b only; b passes them to c; c to nobody.
+        assert_eq!(a.table.broadcast[&id(1)], vec![id(2)]);
+        assert_eq!(a.table.broadcast[&id(3)], vec![]);
+        let b = routes_of(name(2), &all);
+        assert_eq!(b.table.broadcast[&id(1)], vec![id(3)]);
+        assert_eq!(b.table.broadcast[&id(3)], vec![id(1)]);
+        let mut both = b.table.broadcast[&id(2)].clone();
+        both.sort();
+        let mut expect = vec![id(1), id(3)];
+        expect.sort();
+        assert_eq!(both, expect);
+        let c = routes_of(name(3), &all);
+        assert_eq!(c.table.broadcast[&id(1)], vec![]);
+        assert_eq!(c.next_hop[&name(1)], name(2));
+        assert_eq!(a.reachable, BTreeSet::from([name(1), name(2), name(3)]));
+    }
+
+    #[test]
+    fn full_mesh_of_four_goes_direct() {
+        let all = entries(&undirected(&[
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (2, 3),
+            (2, 4),
+            (3, 4),
+        ]));
+        for me in 1..=4 {
+            let r = routes_of(name(me), &all);
+            for other in (1..=4).filter(|&o| o != me) {
+                assert_eq!(r.table.next_hop[&id(other)], id(other));
+                // Others' broadcasts reach everyone directly: nothing to relay.
+                assert_eq!(r.table.broadcast[&id(other)], vec![]);
+            }
+            assert_eq!(r.table.broadcast[&id(me)].len(), 3);
+            assert_eq!(r.table.neighbours.len(), 3);
+        }
+    }
+
+    #[test]
+    fn unestablished_and_one_sided_edges_do_not_count() {
+        // 1 and 3 both list each other, but 3 says the connection is not
+        // established yet: 1 goes through 2.
+        let mut all = entries(&undirected(&[(1, 2), (2, 3), (1, 3)]));
+        for c in &mut all
+            .iter_mut()
+            .find(|e| e.name == name(3))
+            .unwrap()
+            .connections
+        {
+            if c.peer == name(1) {
+                c.established = false;
+            }
+        }
+        assert_eq!(routes_of(name(1), &all).next_hop[&name(3)], name(2));
+
+        // 4 claims a connection to 1 that 1 does not list: ignored, 4 is
+        // unreachable.
+        let mut links = undirected(&[(1, 2)]);
+        links.entry(name(4)).or_default().insert(name(1));
+        let all = entries(&links);
+        let r = routes_of(name(1), &all);
+        assert!(!r.reachable.contains(&name(4)));
+        assert!(!r.table.next_hop.contains_key(&id(4)));
+        assert!(!r.table.broadcast.contains_key(&id(4)));
+
+        // A broken edge splits the line.
+        let all = entries(&undirected(&[(1, 2), (3, 4)]));
+        let r = routes_of(name(1), &all);
+        assert_eq!(r.reachable, BTreeSet::from([name(1), name(2)]));
+    }
+
+    #[test]
+    fn alone_we_route_nothing_but_still_broadcast_to_nobody() {
+        let t = Topology::new(PeerInfo::new(name(1), String::new(), 1, 1));
+        let r = compute(&t, &BTreeMap::new());
+        assert!(r.table.next_hop.is_empty());
+        assert_eq!(r.table.broadcast, HashMap::from([(id(1), vec![])]));
+        assert_eq!(r.reachable, BTreeSet::from([name(1)]));
+    }
+
+    /// Another name with the same short id as `n`.
+    fn twin_of(n: PeerName) -> PeerName {
+        (0..=u16::MAX)
+            .map(|i| PeerName(Mac([2, 0xee, 0, 0, (i >> 8) as u8, i as u8])))
+            .find(|m| *m != n && ShortId::of(m) == ShortId::of(&n))
+            .expect("12-bit ids collide within 65536 names")
+    }
+
+    #[test]
+    fn colliding_short_ids_leave_the_larger_name_out_everywhere() {
+        let twin = twin_of(name(3));
+        assert!(twin > name(3));
+        let mut links = undirected(&[(1, 2), (2, 3)]);
+        links.entry(twin).or_default().insert(name(2));
+        links.entry(name(2)).or_default().insert(twin);
+        let all = entries(&links);
+        for me in [name(1), name(2), name(3)] {
+            let r = routes_of(me, &all);
+            assert_eq!(r.shadowed, BTreeSet::from([twin]));
+            assert!(!r.reachable.contains(&twin));
+            assert!(!r.next_hop.contains_key(&twin));
+            assert!(!r.table.neighbours.is_empty());
+        }
+        // The shadowed peer itself routes nothing.
+        let r = routes_of(twin, &all);
+        assert!(r.table.next_hop.is_empty());
+        assert!(r.table.broadcast.is_empty());
+    }
+
+    /// On random graphs, with every peer computing its own routes from the
+    /// same entries: a broadcast from any origin, passed on along each
+    /// peer's children, reaches every peer reachable from the origin exactly
+    /// once; unicast next hops reach the destination on a shortest path.
+    #[test]
+    fn random_graphs_broadcast_exactly_once_and_unicast_without_loops() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..200 {
+            let n: u8 = rng.random_range(1..=9);
+            let p = rng.random_range(0.1..0.7);
+            let mut links: BTreeMap<PeerName, BTreeSet<PeerName>> =
+                (1..=n).map(|i| (name(i), BTreeSet::new())).collect();
+            for a in 1..=n {
+                for b in a + 1..=n {
+                    if rng.random_bool(p) {
+                        links.get_mut(&name(a)).unwrap().insert(name(b));
+                        links.get_mut(&name(b)).unwrap().insert(name(a));
+                    } else if rng.random_bool(0.2) {
+                        // One-sided claims must be ignored.
+                        links.get_mut(&name(a)).unwrap().insert(name(b));
+                    }
+                }
+            }
+            let all = entries(&links);
+            let routes: BTreeMap<ShortId, Routes> =
+                (1..=n).map(|i| (id(i), routes_of(name(i), &all))).collect();
+            for origin in 1..=n {
+                let o = id(origin);
+                let mut received: BTreeMap<ShortId, usize> = BTreeMap::new();
+                let mut queue = VecDeque::from([o]);
+                while let Some(at) = queue.pop_front() {
+                    let children = routes[&at]
+                        .table
+                        .broadcast
+                        .get(&o)
+                        .cloned()
+                        .unwrap_or_default();
+                    for c in children {
+                        assert!(
+                            routes[&at].table.neighbours.contains_key(&c),
+                            "children are neighbours"
+                        );
+                        *received.entry(c).or_default() += 1;
+                        queue.push_back(c);
+                    }
+                }
+                let expect: BTreeSet<ShortId> = routes[&o]
+                    .reachable
+                    .iter()
+                    .map(ShortId::of)
+                    .filter(|i| *i != o)
+                    .collect();
+                assert_eq!(received.keys().copied().collect::<BTreeSet<_>>(), expect);
+                assert!(
+                    received.values().all(|&k| k == 1),
+                    "duplicates: {received:?}"
+                );
+
+                for dest in &routes[&o].reachable {
+                    let d = ShortId::of(dest);
+                    let mut at = o;
+                    let mut hops = 0;
+                    while at != d {
+                        let next = routes[&at].table.next_hop[&d];
+                        assert!(routes[&at].table.neighbours.contains_key(&next));
+                        at = next;
+                        hops += 1;
+                        assert!(hops <= n as usize, "unicast loop");
+                    }
+                }
+            }
+        }
+    }
+}

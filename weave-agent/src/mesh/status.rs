@@ -1,0 +1,435 @@
+//! The mesh's snapshot for `weave status`, and its renderings in Weave's
+//! shapes (`weave status peers`, `connections`, `targets`, and the two
+//! counts of the summary).
+
+use std::fmt::{self, Write};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::overlay::ShortId;
+use crate::peer_name::PeerName;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshStatus {
+    pub name: PeerName,
+    pub nickname: String,
+    pub short_id: ShortId,
+    pub uid: u64,
+    pub protocol: String,
+    pub protocol_min_version: u32,
+    pub protocol_max_version: u32,
+    /// The address the control plane listens on.
+    pub listen: SocketAddr,
+    pub data_port: u16,
+    pub discovery: bool,
+    /// The data plane's name (`overlay.name()`), per established connection.
+    pub dataplane: String,
+    pub mtu: u32,
+    /// Every known peer, ourselves first, then by name.
+    pub peers: Vec<PeerStatus>,
+    /// Our connections, then the destinations being dialled or waited for.
+    pub connections: Vec<ConnectionStatus>,
+    /// As the user gave them.
+    pub targets: Vec<String>,
+    /// Unicast next hop of every reachable peer.
+    pub routes: Vec<RouteStatus>,
+    pub counters: MeshCounters,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: PeerName,
+    pub nickname: String,
+    pub short_id: ShortId,
+    pub uid: u64,
+    pub version: u64,
+    pub connections: Vec<PeerConnectionStatus>,
+}
+
+/// A connection in a peer's gossiped entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerConnectionStatus {
+    pub name: PeerName,
+    /// Empty when the peer at the other end is not known.
+    pub nickname: String,
+    pub address: SocketAddr,
+    pub outbound: bool,
+    pub established: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionState {
+    /// Handshake done and confirmed.
+    Established,
+    /// An inbound connection in its handshake.
+    Pending,
+    /// Dialling, no failure yet.
+    Connecting,
+    /// Dialling again after a failure.
+    Retrying,
+    /// Waiting to retry (or never retrying).
+    Failed,
+}
+
+impl ConnectionState {
+    /// Weave's order for the counts.
+    pub const ALL: [ConnectionState; 5] = [
+        ConnectionState::Established,
+        ConnectionState::Pending,
+        ConnectionState::Retrying,
+        ConnectionState::Failed,
+        ConnectionState::Connecting,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Established => "established",
+            ConnectionState::Pending => "pending",
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Retrying => "retrying",
+            ConnectionState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionStatus {
+    /// The peer's TCP address (established, pending) or the destination
+    /// dialled (connecting, retrying, failed).
+    pub address: String,
+    pub outbound: bool,
+    pub state: ConnectionState,
+    pub peer: Option<PeerName>,
+    pub nickname: Option<String>,
+    /// Negotiated protocol version (established).
+    pub version: Option<u32>,
+    pub last_error: Option<String>,
+    /// Failed: milliseconds until the next attempt; `None` means never.
+    pub retry_in_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub destination: PeerName,
+    pub via: PeerName,
+}
+
+/// What the mesh dropped or refused, since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshCounters {
+    /// Connections dropped for a frame over the size limit.
+    pub oversized_frames: u64,
+    /// Connections dropped for an undecodable or out-of-order message.
+    pub garbled_messages: u64,
+    /// Handshakes we refused (wrong protocol, version mismatch, ourselves...).
+    pub handshakes_refused: u64,
+    /// Handshakes the peer refused.
+    pub refused_by_peer: u64,
+    pub handshake_timeouts: u64,
+    /// Established connections whose peer went silent.
+    pub heartbeat_timeouts: u64,
+    /// Connections dropped because the peer did not keep up.
+    pub slow_peers_dropped: u64,
+    /// Second connections to a peer closed by the tie-break.
+    pub duplicate_connections: u64,
+    /// Connections refused because of the connection limits.
+    pub connections_over_limit: u64,
+    /// Gossiped entries rejected (invalid, ours, or the topology full).
+    pub gossip_entries_rejected: u64,
+    /// Peers currently left out of routing: their short id is taken.
+    pub short_id_collisions: u64,
+}
+
+impl MeshCounters {
+    /// Every counter by name, in a fixed order.
+    pub fn named(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("oversized_frames", self.oversized_frames),
+            ("garbled_messages", self.garbled_messages),
+            ("handshakes_refused", self.handshakes_refused),
+            ("refused_by_peer", self.refused_by_peer),
+            ("handshake_timeouts", self.handshake_timeouts),
+            ("heartbeat_timeouts", self.heartbeat_timeouts),
+            ("slow_peers_dropped", self.slow_peers_dropped),
+            ("duplicate_connections", self.duplicate_connections),
+            ("connections_over_limit", self.connections_over_limit),
+            ("gossip_entries_rejected", self.gossip_entries_rejected),
+            ("short_id_collisions", self.short_id_collisions),
+        ]
+    }
+}
+
+fn arrow(outbound: bool) -> &'static str {
+    if outbound { "->" } else { "<-" }
+}
+
+impl MeshStatus {
+    /// `weave status peers`: each peer, then its connections.
+    pub fn render_peers(&self) -> String {
+        let mut s = String::new();
+        for p in &self.peers {
+            let _ = writeln!(s, "{}({})", p.name, p.nickname);
+            for c in &p.connections {
+                let who = format!("{}({})", c.name, c.nickname);
+                let state = if c.established {
+                    "established"
+                } else {
+                    "pending"
+                };
+                let _ = writeln!(
+                    s,
+                    "   {} {:<21} {:<37} {}",
+                    arrow(c.outbound),
+                    c.address,
+                    who,
+                    state
+                );
+            }
+        }
+        s
+    }
+
+    /// `weave status connections`: one line per connection or destination.
+    pub fn render_connections(&self) -> String {
+        let mut s = String::new();
+        for c in &self.connections {
+            let who = match (&c.peer, &c.nickname) {
+                (Some(p), Some(n)) => format!("{p}({n})"),
+                (Some(p), None) => p.to_string(),
+                _ => String::new(),
+            };
+            let info = match c.state {
+                ConnectionState::Established => {
+                    format!("{:<6} {} mtu={}", self.dataplane, who, self.mtu)
+                }
+                ConnectionState::Pending => who,
+                ConnectionState::Connecting => String::new(),
+                ConnectionState::Retrying => c.last_error.clone().unwrap_or_default(),
+                ConnectionState::Failed => {
+                    let retry = match c.retry_in_ms {
+                        Some(ms) => format!("in {:.1}s", ms as f64 / 1000.0),
+                        None => "never".into(),
+                    };
+                    format!(
+                        "{}, retry: {retry}",
+                        c.last_error.as_deref().unwrap_or("failed")
+                    )
+                }
+            };
+            let line = format!(
+                "{} {:<21} {:<11} {}",
+                arrow(c.outbound),
+                c.address,
+                c.state,
+                info
+            );
+            let _ = writeln!(s, "{}", line.trim_end());
+        }
+        s
+    }
+
+    /// `weave status targets`: one per line.
+    pub fn render_targets(&self) -> String {
+        self.targets.iter().map(|t| format!("{t}\n")).collect()
+    }
+
+    /// After `Connections: ` in `weave status`, e.g. `3 (2 established, 1 failed)`.
+    pub fn connection_counts(&self) -> String {
+        let parts: Vec<String> = ConnectionState::ALL
+            .iter()
+            .filter_map(|state| {
+                let n = self
+                    .connections
+                    .iter()
+                    .filter(|c| c.state == *state)
+                    .count();
+                (n > 0).then(|| format!("{n} {state}"))
+            })
+            .collect();
+        with_counts(self.connections.len(), &parts)
+    }
+
+    /// After `Peers: ` in `weave status`, e.g. `3 (with 6 established connections)`.
+    pub fn peer_counts(&self) -> String {
+        let all = self.peers.iter().flat_map(|p| &p.connections);
+        let established = all.clone().filter(|c| c.established).count();
+        let pending = all.filter(|c| !c.established).count();
+        let mut parts = Vec::new();
+        if established > 0 {
+            parts.push(format!("{established} established"));
+        }
+        if pending > 0 {
+            parts.push(format!("{pending} pending"));
+        }
+        if parts.is_empty() {
+            self.peers.len().to_string()
+        } else {
+            format!(
+                "{} (with {} connections)",
+                self.peers.len(),
+                parts.join(", ")
+            )
+        }
+    }
+
+    /// Established connections.
+    pub fn established(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|c| c.state == ConnectionState::Established)
+            .count()
+    }
+}
+
+fn with_counts(total: usize, parts: &[String]) -> String {
+    if parts.is_empty() {
+        total.to_string()
+    } else {
+        format!("{total} ({})", parts.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(i: u8) -> PeerName {
+        PeerName(crate::mac::Mac([0xa6, 0x66, 0x4f, 0xa5, 0x8b, i]))
+    }
+
+    fn sample() -> MeshStatus {
+        let link = |to: u8, addr: &str, outbound: bool, established: bool| PeerConnectionStatus {
+            name: name(to),
+            nickname: format!("host{to}"),
+            address: addr.parse().unwrap(),
+            outbound,
+            established,
+        };
+        let peer = |i: u8, connections| PeerStatus {
+            name: name(i),
+            nickname: format!("host{i}"),
+            short_id: ShortId::of(&name(i)),
+            uid: 1,
+            version: 1,
+            connections,
+        };
+        MeshStatus {
+            name: name(1),
+            nickname: "host1".into(),
+            short_id: ShortId::of(&name(1)),
+            uid: 1,
+            protocol: "weave-rs".into(),
+            protocol_min_version: 1,
+            protocol_max_version: 1,
+            listen: "0.0.0.0:6783".parse().unwrap(),
+            data_port: 6784,
+            discovery: true,
+            dataplane: "fastdp".into(),
+            mtu: 1376,
+            peers: vec![
+                peer(1, vec![link(2, "192.168.48.14:6783", true, true)]),
+                peer(
+                    2,
+                    vec![
+                        link(1, "192.168.48.13:6783", false, true),
+                        link(3, "192.168.48.15:6783", true, false),
+                    ],
+                ),
+            ],
+            connections: vec![
+                ConnectionStatus {
+                    address: "192.168.48.14:6783".into(),
+                    outbound: true,
+                    state: ConnectionState::Established,
+                    peer: Some(name(0x11)),
+                    nickname: Some("host2".into()),
+                    version: Some(1),
+                    last_error: None,
+                    retry_in_ms: None,
+                },
+                ConnectionStatus {
+                    address: "192.168.48.15:6783".into(),
+                    outbound: true,
+                    state: ConnectionState::Failed,
+                    peer: None,
+                    nickname: None,
+                    version: None,
+                    last_error: Some("dial tcp 192.168.48.15:6783: connection refused".into()),
+                    retry_in_ms: Some(4200),
+                },
+                ConnectionStatus {
+                    address: "192.168.48.16:6783".into(),
+                    outbound: true,
+                    state: ConnectionState::Connecting,
+                    peer: None,
+                    nickname: None,
+                    version: None,
+                    last_error: None,
+                    retry_in_ms: None,
+                },
+            ],
+            targets: vec!["192.168.48.14".into(), "host3".into()],
+            routes: vec![],
+            counters: MeshCounters::default(),
+        }
+    }
+
+    #[test]
+    fn connections_render_like_weave() {
+        assert_eq!(
+            sample().render_connections(),
+            "-> 192.168.48.14:6783    established fastdp a6:66:4f:a5:8b:11(host2) mtu=1376\n\
+             -> 192.168.48.15:6783    failed      dial tcp 192.168.48.15:6783: connection refused, retry: in 4.2s\n\
+             -> 192.168.48.16:6783    connecting\n"
+        );
+    }
+
+    #[test]
+    fn peers_render_as_a_tree() {
+        assert_eq!(
+            sample().render_peers(),
+            "a6:66:4f:a5:8b:01(host1)\n\
+             \x20  -> 192.168.48.14:6783    a6:66:4f:a5:8b:02(host2)              established\n\
+             a6:66:4f:a5:8b:02(host2)\n\
+             \x20  <- 192.168.48.13:6783    a6:66:4f:a5:8b:01(host1)              established\n\
+             \x20  -> 192.168.48.15:6783    a6:66:4f:a5:8b:03(host3)              pending\n"
+        );
+    }
+
+    #[test]
+    fn targets_and_counts() {
+        let st = sample();
+        assert_eq!(st.render_targets(), "192.168.48.14\nhost3\n");
+        assert_eq!(
+            st.connection_counts(),
+            "3 (1 established, 1 failed, 1 connecting)"
+        );
+        assert_eq!(
+            st.peer_counts(),
+            "2 (with 2 established, 1 pending connections)"
+        );
+        assert_eq!(st.established(), 1);
+        let mut alone = st.clone();
+        alone.connections.clear();
+        alone.peers.truncate(1);
+        alone.peers[0].connections.clear();
+        assert_eq!(alone.connection_counts(), "0");
+        assert_eq!(alone.peer_counts(), "1");
+    }
+
+    #[test]
+    fn status_round_trips_as_json() {
+        let st = sample();
+        let json = serde_json::to_string(&st).unwrap();
+        assert!(json.contains("\"state\":\"established\""));
+        assert_eq!(serde_json::from_str::<MeshStatus>(&json).unwrap(), st);
+    }
+}

@@ -21,8 +21,14 @@ pub const DATAPATH_END: &str = "vethwe-datapath";
 pub const CONTAINER_PORT_PREFIX: &str = "vethwepl";
 pub const GUEST_TMP_PREFIX: &str = "vethwepg";
 pub const CONTAINER_IFNAME: &str = "ethwe";
-/// Weave's default MTU with its fast datapath.
-pub const DEFAULT_MTU: u32 = 1376;
+/// Bytes VXLAN adds around a container's frame: outer IPv4 (20), UDP (8),
+/// VXLAN (8) and the inner Ethernet header (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// The underlay MTU assumed when no interface tells us better.
+pub const FALLBACK_UNDERLAY_MTU: u32 = 1500;
+/// Weave's ports: gossip over TCP, frames over UDP.
+pub const DEFAULT_PORT: u16 = 6783;
+pub const DEFAULT_DATA_PORT: u16 = 6784;
 
 #[derive(Args, Clone, Debug)]
 pub struct Paths {
@@ -78,15 +84,38 @@ pub struct LaunchOptions {
     /// Subnet used when a container is given no address (default: the whole range).
     #[arg(long)]
     pub ipalloc_default_subnet: Option<Ipv4Net>,
-    /// MTU of the bridge and of the containers' ethwe.
-    #[arg(long, default_value_t = DEFAULT_MTU, value_parser = clap::value_parser!(u32).range(576..=65535))]
-    pub mtu: u32,
+    /// Peers to connect to (host or host:port), as with `weave connect`.
+    #[arg(value_name = "PEER")]
+    pub peers: Vec<String>,
+    /// MTU of the bridge and of the containers' ethwe (default: the underlay
+    /// MTU minus the 50 bytes of VXLAN encapsulation).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(576..=65535))]
+    pub mtu: Option<u32>,
+    /// TCP port for the control connections between peers.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// UDP port for the encapsulated frames between peers.
+    #[arg(long, default_value_t = DEFAULT_DATA_PORT)]
+    pub data_port: u16,
+    /// Do not connect to peers learnt from other peers (only to targets).
+    #[arg(long)]
+    pub no_discovery: bool,
+    /// Data plane between hosts: `plain` (a capture socket and UDP), or
+    /// `auto` (the best available; plain until the accelerated path lands).
+    #[arg(long, value_enum, default_value_t = DataplaneChoice::Auto)]
+    pub dataplane: DataplaneChoice,
     /// This peer's name (default: random, kept across restarts).
     #[arg(long)]
     pub name: Option<PeerName>,
     /// This peer's nickname (default: the hostname).
     #[arg(long, env = "WEAVE_NICKNAME")]
     pub nickname: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataplaneChoice {
+    Auto,
+    Plain,
 }
 
 impl LaunchOptions {

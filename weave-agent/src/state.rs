@@ -25,6 +25,9 @@ pub struct EndpointRecord {
 pub struct PersistedState {
     pub peer_name: PeerName,
     pub endpoints: Vec<EndpointRecord>,
+    /// Peers given to `weave launch`/`connect` and not `forget`-ten.
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,11 +100,13 @@ mod tests {
                 mac: Mac::random_local(),
                 cidrs: vec!["10.32.0.1/12".parse().unwrap()],
             }],
+            targets: vec!["192.168.1.2".into()],
         };
         save(&path, &st).unwrap();
         let back = load(&path).unwrap().unwrap();
         assert_eq!(back.peer_name, st.peer_name);
         assert_eq!(back.endpoints, st.endpoints);
+        assert_eq!(back.targets, st.targets);
         std::fs::write(&path, b"{ not json").unwrap();
         assert!(matches!(load(&path), Err(StateError::Corrupt { .. })));
         std::fs::remove_dir_all(&dir).unwrap();

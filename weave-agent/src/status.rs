@@ -5,24 +5,26 @@ use std::fmt::{self, Write};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::mesh::MeshStatus;
+use crate::overlay::OverlayStats;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
-    pub name: String,
-    pub nickname: String,
     pub encryption: bool,
-    pub peer_discovery: bool,
-    pub targets: usize,
-    pub connections: usize,
-    pub peers: usize,
+    pub mesh: MeshStatus,
     pub ipam_range: Ipv4Net,
     pub default_subnet: Ipv4Net,
     pub addresses_in_use: usize,
     pub containers: usize,
     pub mtu: u32,
-    pub dataplane: String,
+    /// The eBPF programs on the bridge ports.
+    pub classifier: String,
     /// eBPF counters by name, in a fixed order.
     pub counters: Vec<(String, u64)>,
+    /// The data plane between hosts ("plain"), with its counters.
+    pub overlay: String,
+    pub overlay_stats: OverlayStats,
 }
 
 fn line(out: &mut String, key: &str, value: impl fmt::Display) {
@@ -32,12 +34,20 @@ fn line(out: &mut String, key: &str, value: impl fmt::Display) {
 
 impl Status {
     pub fn render(&self) -> String {
+        let mesh = &self.mesh;
         let mut s = String::new();
         line(&mut s, "Version", &self.version);
         s.push('\n');
         line(&mut s, "Service", "router");
-        line(&mut s, "Protocol", "weave 1..2");
-        line(&mut s, "Name", format!("{}({})", self.name, self.nickname));
+        line(
+            &mut s,
+            "Protocol",
+            format!(
+                "{} {}..{}",
+                mesh.protocol, mesh.protocol_min_version, mesh.protocol_max_version
+            ),
+        );
+        line(&mut s, "Name", format!("{}({})", mesh.name, mesh.nickname));
         line(
             &mut s,
             "Encryption",
@@ -50,15 +60,15 @@ impl Status {
         line(
             &mut s,
             "PeerDiscovery",
-            if self.peer_discovery {
+            if mesh.discovery {
                 "enabled"
             } else {
                 "disabled"
             },
         );
-        line(&mut s, "Targets", self.targets);
-        line(&mut s, "Connections", self.connections);
-        line(&mut s, "Peers", self.peers);
+        line(&mut s, "Targets", mesh.targets.len());
+        line(&mut s, "Connections", mesh.connection_counts());
+        line(&mut s, "Peers", mesh.peer_counts());
         line(&mut s, "TrustedSubnets", "none");
         s.push('\n');
         line(&mut s, "Service", "ipam");
@@ -72,7 +82,12 @@ impl Status {
         );
         s.push('\n');
         line(&mut s, "Service", "dataplane");
-        line(&mut s, "Dataplane", &self.dataplane);
+        line(
+            &mut s,
+            "Overlay",
+            format!("{} (VXLAN over UDP port {})", self.overlay, mesh.data_port),
+        );
+        line(&mut s, "Bridge", &self.classifier);
         line(&mut s, "MTU", self.mtu);
         line(&mut s, "Containers", self.containers);
         let drops: u64 = self
@@ -81,10 +96,17 @@ impl Status {
             .filter(|(name, _)| name.starts_with("drop_"))
             .map(|(_, n)| n)
             .sum();
+        let o = &self.overlay_stats;
+        let overlay_drops = o.dropped_malformed
+            + o.dropped_unknown_sender
+            + o.dropped_no_route
+            + o.dropped_oversize;
         line(
             &mut s,
             "Dropped",
-            format!("{drops} frames (weave status dataplane for details)"),
+            format!(
+                "{drops} on the bridge, {overlay_drops} between peers (weave status dataplane)"
+            ),
         );
         s
     }
@@ -92,47 +114,29 @@ impl Status {
     /// `weave status dataplane`: every counter.
     pub fn render_dataplane(&self) -> String {
         let mut s = String::new();
-        line(&mut s, "Dataplane", &self.dataplane);
+        line(&mut s, "Bridge", &self.classifier);
         for (name, value) in &self.counters {
             line(&mut s, name, value);
         }
+        s.push('\n');
+        line(&mut s, "Overlay", &self.overlay);
+        let o = &self.overlay_stats;
+        for (name, value) in [
+            ("frames_sent", o.frames_sent),
+            ("frames_received", o.frames_received),
+            ("frames_relayed", o.frames_relayed),
+            ("drop_malformed", o.dropped_malformed),
+            ("drop_unknown_sender", o.dropped_unknown_sender),
+            ("drop_no_route", o.dropped_no_route),
+            ("drop_oversize", o.dropped_oversize),
+        ] {
+            line(&mut s, name, value);
+        }
+        s.push('\n');
+        line(&mut s, "Control plane", "");
+        for (name, value) in self.mesh.counters.named() {
+            line(&mut s, name, value);
+        }
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_in_weaves_shape() {
-        let st = Status {
-            version: "weave-rs 0.1.0".into(),
-            name: "02:00:00:00:00:01".into(),
-            nickname: "host1".into(),
-            encryption: false,
-            peer_discovery: true,
-            targets: 0,
-            connections: 0,
-            peers: 1,
-            ipam_range: "10.32.0.0/12".parse().unwrap(),
-            default_subnet: "10.32.0.0/12".parse().unwrap(),
-            addresses_in_use: 2,
-            containers: 2,
-            mtu: 1376,
-            dataplane: "eBPF".into(),
-            counters: vec![
-                ("drop_spoofed_ip".into(), 3),
-                ("to_container_passed".into(), 9),
-            ],
-        };
-        let text = st.render();
-        assert!(text.contains("           Name: 02:00:00:00:00:01(host1)\n"));
-        assert!(text.contains("     Encryption: disabled\n"));
-        assert!(text.contains("          Peers: 1\n"));
-        assert!(text.contains("    Connections: 0\n"));
-        assert!(text.contains("          Range: 10.32.0.0/12\n"));
-        assert!(text.contains("  DefaultSubnet: 10.32.0.0/12\n"));
-        assert!(text.contains("        Dropped: 3 frames"));
     }
 }

@@ -143,9 +143,7 @@ impl Agent {
         self.netlink.delete(&guest).await?;
         let mac = Mac::random_local();
         let result = async {
-            self.netlink
-                .create_veth(&host, &guest, self.options.mtu)
-                .await?;
+            self.netlink.create_veth(&host, &guest, self.mtu).await?;
             self.netlink.set_master(&host, self.bridge_index).await?;
             self.netlink.move_to_netns_of(&guest, info.pid).await?;
             configure_guest(
@@ -153,7 +151,7 @@ impl Agent {
                 GuestConfig {
                     arrived_as: guest.clone(),
                     mac: mac.0,
-                    mtu: self.options.mtu,
+                    mtu: self.mtu,
                     cidrs: cidrs.to_vec(),
                 },
             )
@@ -192,13 +190,13 @@ impl Agent {
                     .ok_or_else(|| anyhow!("container {container} is not attached to weave"))?
             }
         };
-        self.forget(i).await?;
+        self.forget_endpoint(i).await?;
         Ok(Reply::Detached)
     }
 
     /// Removes a container's port (deleting the host end deletes `ethwe`)
     /// and frees its addresses.
-    async fn forget(&mut self, i: usize) -> anyhow::Result<()> {
+    async fn forget_endpoint(&mut self, i: usize) -> anyhow::Result<()> {
         let record = self.endpoints[i].clone();
         self.classifier.detach_endpoint(&record.host_ifname)?;
         self.netlink.delete(&record.host_ifname).await?;
@@ -216,7 +214,7 @@ impl Agent {
             let host = &self.endpoints[i].host_ifname;
             if self.netlink.index_of(host).await?.is_none() {
                 tracing::info!(container = %self.endpoints[i].container_name, "container gone");
-                self.forget(i).await?;
+                self.forget_endpoint(i).await?;
             } else {
                 i += 1;
             }

@@ -1,31 +1,46 @@
 //! The agent: one task that owns this host's weave state (bridge, eBPF
-//! classifier, addresses, attached containers) and serves the CLI's requests
-//! one at a time, so no lock is ever held across an await.
+//! classifier, addresses, attached containers, the mesh and the overlay) and
+//! serves the CLI's requests one at a time, so no lock is ever held across
+//! an await.
 
 mod daemon;
 mod endpoints;
 
 pub use daemon::run_foreground;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
 use ipnet::Ipv4Net;
 
 use crate::api::{PsEntry, Reply, Request, Response};
-use crate::config::{BRIDGE, DATAPATH_BRIDGE_END, DATAPATH_END, LaunchOptions, Paths};
+use crate::config::{
+    BRIDGE, DATAPATH_BRIDGE_END, DATAPATH_END, FALLBACK_UNDERLAY_MTU, LaunchOptions, Paths,
+    VXLAN_OVERHEAD,
+};
 use crate::dataplane::Classifier;
 use crate::ipam::Allocator;
+use crate::mesh::{Mesh, MeshConfig};
 use crate::netlink::Netlink;
+use crate::overlay::{Overlay, PlainConfig, PlainOverlay};
 use crate::peer_name::PeerName;
 use crate::state::{self, EndpointRecord, PersistedState};
 use crate::status::Status;
 
 pub struct Agent {
     paths: Paths,
-    options: LaunchOptions,
     peer_name: PeerName,
     nickname: String,
     netlink: Netlink,
     bridge_index: u32,
+    /// The bridge and container MTU in force.
+    mtu: u32,
     classifier: Classifier,
+    overlay: Arc<PlainOverlay>,
+    mesh: Mesh,
+    /// Peers given to `launch`/`connect`, persisted so a restart redials them.
+    targets: Vec<String>,
     allocator: Allocator,
     endpoints: Vec<EndpointRecord>,
 }
@@ -38,11 +53,10 @@ pub enum Next {
 
 impl Agent {
     /// Builds the bridge and its datapath port, loads the eBPF programs,
-    /// restores the containers attached before a restart, and only then
-    /// brings the bridge up: no frame crosses it unclassified.
+    /// starts the overlay and the mesh, restores the containers attached
+    /// before a restart, and only then brings the bridge up: no frame
+    /// crosses it unclassified.
     pub async fn start(paths: Paths, options: LaunchOptions) -> anyhow::Result<Self> {
-        use anyhow::Context;
-
         let saved = state::load(&paths.state_file())?;
         let peer_name = options
             .name
@@ -56,21 +70,37 @@ impl Agent {
         });
 
         let netlink = Netlink::connect()?;
+        // Encapsulated frames must fit the underlay: leave room for VXLAN.
+        let mtu = match options.mtu {
+            Some(mtu) => mtu,
+            None => {
+                netlink
+                    .underlay_mtu()
+                    .await?
+                    .unwrap_or(FALLBACK_UNDERLAY_MTU)
+                    - VXLAN_OVERHEAD
+            }
+        };
         let bridge_index = netlink
-            .ensure_bridge(BRIDGE, options.mtu)
+            .ensure_bridge(BRIDGE, mtu)
             .await
             .context("setting up the weave bridge")?;
-        // The agent's own port: frames for other hosts will leave through it.
+        // The agent's own port: frames for other hosts leave through it.
         if netlink.index_of(DATAPATH_END).await?.is_none() {
             netlink.delete(DATAPATH_BRIDGE_END).await?;
             netlink
-                .create_veth(DATAPATH_BRIDGE_END, DATAPATH_END, options.mtu)
+                .create_veth(DATAPATH_BRIDGE_END, DATAPATH_END, mtu)
                 .await
                 .context("creating the datapath port")?;
         }
         netlink
             .set_master(DATAPATH_BRIDGE_END, bridge_index)
             .await?;
+        // Frames the bridge sends towards other hosts must leave with finished
+        // checksums and no larger than the MTU (see netlink/ethtool.rs); doing
+        // it on this one port keeps the containers' offloads for local traffic.
+        crate::netlink::disable_tx_offloads(DATAPATH_BRIDGE_END)
+            .with_context(|| format!("turning off transmit offloads on {DATAPATH_BRIDGE_END}"))?;
 
         let mut classifier = Classifier::load().context("loading the eBPF programs")?;
         classifier
@@ -79,15 +109,48 @@ impl Agent {
         netlink.set_up(DATAPATH_END).await?;
         netlink.set_up(DATAPATH_BRIDGE_END).await?;
 
+        let overlay = PlainOverlay::start(PlainConfig {
+            datapath_ifname: DATAPATH_END.to_string(),
+            udp_listen: SocketAddr::from(([0, 0, 0, 0], options.data_port)),
+            mtu,
+        })
+        .context("starting the data plane between hosts")?;
+        // Targets from before a restart, then the ones given now.
+        let mut targets = saved
+            .as_ref()
+            .map(|s| s.targets.clone())
+            .unwrap_or_default();
+        for peer in &options.peers {
+            if !targets.contains(peer) {
+                targets.push(peer.clone());
+            }
+        }
+        let mut mesh_config = MeshConfig::new(peer_name, nickname.clone());
+        mesh_config.listen = SocketAddr::from(([0, 0, 0, 0], options.port));
+        mesh_config.data_port = options.data_port;
+        mesh_config.discovery = !options.no_discovery;
+        mesh_config.targets = targets.clone();
+        mesh_config.mtu = mtu;
+        let mesh = match Mesh::start(mesh_config, overlay.clone()).await {
+            Ok(mesh) => mesh,
+            Err(e) => {
+                overlay.stop();
+                return Err(e).context("starting the control plane");
+            }
+        };
+
         let allocator = Allocator::new(options.ipalloc_range, options.default_subnet());
         let mut agent = Agent {
             paths,
-            options,
             peer_name,
             nickname,
             netlink,
             bridge_index,
+            mtu,
             classifier,
+            overlay,
+            mesh,
+            targets,
             allocator,
             endpoints: Vec::new(),
         };
@@ -96,7 +159,7 @@ impl Agent {
             .await?;
         agent.save()?;
         agent.netlink.set_up(BRIDGE).await?;
-        tracing::info!(peer = %agent.peer_name, nickname = %agent.nickname, "weave agent ready");
+        tracing::info!(peer = %agent.peer_name, nickname = %agent.nickname, mtu, "weave agent ready");
         Ok(agent)
     }
 
@@ -107,7 +170,7 @@ impl Agent {
             tracing::warn!(error = %e, "checking for dead containers");
         }
         let result = match request {
-            Request::Status => Ok(Reply::Status(Box::new(self.status()))),
+            Request::Status => Ok(Reply::Status(Box::new(self.status().await))),
             Request::Ps => Ok(Reply::Ps(self.ps())),
             Request::Run {
                 docker,
@@ -120,6 +183,8 @@ impl Agent {
                 addrs,
             } => self.attach(&docker, &container, addrs).await,
             Request::Detach { docker, container } => self.detach(&docker, &container).await,
+            Request::Connect { peers } => self.connect(peers).await,
+            Request::Forget { peers } => self.forget(peers).await,
             Request::Stop => return (Ok(Reply::Stopping), Next::Stop),
         };
         (
@@ -128,16 +193,19 @@ impl Agent {
         )
     }
 
-    /// Leaves the containers' interfaces in place but takes the bridge down:
-    /// without the agent nothing enforces isolation, so nothing is forwarded
-    /// until the next `weave launch` has restored it (fail closed).
+    /// Says goodbye to the peers and leaves the containers' interfaces in
+    /// place but takes the bridge down: without the agent nothing enforces
+    /// isolation, so nothing is forwarded until the next `weave launch` has
+    /// restored it (fail closed).
     pub async fn shutdown(self) {
-        if let Err(e) = self.netlink.set_down(BRIDGE).await {
-            tracing::warn!(error = %e, "taking the bridge down");
-        }
         if let Err(e) = self.save() {
             tracing::warn!(error = %e, "saving state");
         }
+        if let Err(e) = self.netlink.set_down(BRIDGE).await {
+            tracing::warn!(error = %e, "taking the bridge down");
+        }
+        self.mesh.stop().await;
+        self.overlay.stop();
         tracing::info!("weave agent stopped");
     }
 
@@ -145,11 +213,32 @@ impl Agent {
         let st = PersistedState {
             peer_name: self.peer_name,
             endpoints: self.endpoints.clone(),
+            targets: self.targets.clone(),
         };
         Ok(state::save(&self.paths.state_file(), &st)?)
     }
 
-    fn status(&self) -> Status {
+    /// `weave connect`: the mesh validates and dials, then the targets persist.
+    async fn connect(&mut self, peers: Vec<String>) -> anyhow::Result<Reply> {
+        self.mesh.connect(peers.clone()).await?;
+        for peer in peers {
+            if !self.targets.contains(&peer) {
+                self.targets.push(peer);
+            }
+        }
+        self.save()?;
+        Ok(Reply::Done)
+    }
+
+    /// `weave forget`: no more dialling; existing connections stay, as in Weave.
+    async fn forget(&mut self, peers: Vec<String>) -> anyhow::Result<Reply> {
+        self.mesh.forget(peers.clone()).await?;
+        self.targets.retain(|t| !peers.contains(t));
+        self.save()?;
+        Ok(Reply::Done)
+    }
+
+    async fn status(&self) -> Status {
         let counters = self
             .classifier
             .counters()
@@ -164,20 +253,17 @@ impl Agent {
             });
         Status {
             version: format!("weave-rs {}", env!("CARGO_PKG_VERSION")),
-            name: self.peer_name.to_string(),
-            nickname: self.nickname.clone(),
             encryption: false,
-            peer_discovery: true,
-            targets: 0,
-            connections: 0,
-            peers: 1,
+            mesh: self.mesh.status().await,
             ipam_range: self.allocator.range(),
             default_subnet: self.allocator.default_subnet(),
             addresses_in_use: self.allocator.in_use(),
             containers: self.endpoints.len(),
-            mtu: self.options.mtu,
-            dataplane: self.classifier.describe(),
+            mtu: self.mtu,
+            classifier: self.classifier.describe(),
             counters,
+            overlay: self.overlay.name().to_string(),
+            overlay_stats: self.overlay.stats(),
         }
     }
 

@@ -35,6 +35,14 @@ pub enum Request {
         docker: String,
         container: String,
     },
+    /// Add peers to the targets (`weave connect`).
+    Connect {
+        peers: Vec<String>,
+    },
+    /// Remove peers from the targets (`weave forget`).
+    Forget {
+        peers: Vec<String>,
+    },
     Stop,
 }
 
@@ -47,6 +55,8 @@ pub enum Reply {
         cidrs: Vec<Ipv4Net>,
     },
     Detached,
+    /// Done, nothing to report.
+    Done,
     Stopping,
 }
 

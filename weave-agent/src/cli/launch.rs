@@ -92,7 +92,7 @@ fn daemonize(paths: &Paths) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(Reply::Status(status)) = client::call(&paths.socket, &Request::Status) {
-            println!("{}", status.name);
+            println!("{}", status.mesh.name);
             return Ok(());
         }
         if let Some(exit) = child.try_wait()? {

@@ -3,6 +3,7 @@
 //! when no agent runs).
 
 mod attach;
+mod connect;
 mod launch;
 mod ps;
 mod reset;
@@ -33,6 +34,8 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Launch(launch::Args),
+    Connect(connect::ConnectArgs),
+    Forget(connect::ForgetArgs),
     Stop(stop::Args),
     Reset(reset::Args),
     Run(run::Args),
@@ -46,6 +49,8 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Launch(args) => launch::run(&cli.paths, args),
+        Command::Connect(args) => connect::connect(&cli.paths, args),
+        Command::Forget(args) => connect::forget(&cli.paths, args),
         Command::Stop(args) => stop::run(&cli.paths, args),
         Command::Reset(args) => reset::run(&cli.paths, args),
         Command::Run(args) => run::run(&cli.paths, args),

@@ -14,7 +14,13 @@ pub struct Args {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Section {
-    /// Every eBPF counter (frames passed and dropped, by reason).
+    /// Every peer and the connections it reports.
+    Peers,
+    /// This peer's connections: direction, address, state, dataplane, MTU.
+    Connections,
+    /// The peers this agent dials (from launch and connect).
+    Targets,
+    /// Every counter: eBPF on the bridge, overlay, control plane.
     Dataplane,
 }
 
@@ -24,6 +30,9 @@ pub fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
     };
     match args.section {
         None => print!("{}", status.render()),
+        Some(Section::Peers) => print!("{}", status.mesh.render_peers()),
+        Some(Section::Connections) => print!("{}", status.mesh.render_connections()),
+        Some(Section::Targets) => print!("{}", status.mesh.render_targets()),
         Some(Section::Dataplane) => print!("{}", status.render_dataplane()),
     }
     Ok(())

@@ -27,6 +27,7 @@ pub async fn configure_guest(pid: u32, config: GuestConfig) -> Result<(), Netlin
     in_netns_of(pid, move |nl| async move {
         nl.rename(&config.arrived_as, CONTAINER_IFNAME, config.mac, config.mtu)
             .await?;
+
         for cidr in &config.cidrs {
             nl.add_address(CONTAINER_IFNAME, *cidr).await?;
         }

@@ -5,10 +5,12 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
 
 use super::NetlinkError;
+use crate::config::BRIDGE;
 
 const ENODEV: i32 = 19;
 
@@ -198,6 +200,38 @@ impl Netlink {
             Err(e) if is_no_device(&e) => Ok(()),
             r => r.map_err(op("deleting", name)),
         }
+    }
+
+    /// The smallest MTU among the interfaces that can carry traffic to other
+    /// hosts: up, holding an IPv4 address, neither loopback nor weave's own.
+    pub async fn underlay_mtu(&self) -> Result<Option<u32>, NetlinkError> {
+        let mut addressed = std::collections::HashSet::new();
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.map_err(op("listing", "addresses"))? {
+            if msg.header.family == AddressFamily::Inet {
+                addressed.insert(msg.header.index);
+            }
+        }
+        let mut smallest: Option<u32> = None;
+        let mut links = self.handle.link().get().execute();
+        while let Some(msg) = links.try_next().await.map_err(op("listing", "links"))? {
+            let ours =
+                link_name(&msg).is_none_or(|n| n == "lo" || n == BRIDGE || n.starts_with("vethwe"));
+            if ours
+                || !msg.header.flags.contains(LinkFlags::Up)
+                || !addressed.contains(&msg.header.index)
+            {
+                continue;
+            }
+            let mtu = msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            });
+            if let Some(mtu) = mtu {
+                smallest = Some(smallest.map_or(mtu, |s| s.min(mtu)));
+            }
+        }
+        Ok(smallest)
     }
 
     pub async fn add_address(&self, name: &str, cidr: Ipv4Net) -> Result<(), NetlinkError> {

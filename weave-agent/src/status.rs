@@ -140,3 +140,45 @@ impl Status {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_in_weaves_shape() {
+        let mesh = crate::mesh::status::tests::sample();
+        let st = Status {
+            version: "weave-rs 0.1.0".into(),
+            encryption: false,
+            ipam_range: "10.32.0.0/12".parse().unwrap(),
+            default_subnet: "10.32.0.0/12".parse().unwrap(),
+            addresses_in_use: 2,
+            containers: 2,
+            mtu: 1450,
+            classifier: "eBPF".into(),
+            counters: vec![
+                ("drop_spoofed_ip".into(), 3),
+                ("to_container_passed".into(), 9),
+            ],
+            overlay: "plain".into(),
+            overlay_stats: OverlayStats {
+                dropped_malformed: 4,
+                ..Default::default()
+            },
+            mesh: mesh.clone(),
+        };
+        let text = st.render();
+        let name = format!("           Name: {}({})\n", mesh.name, mesh.nickname);
+        assert!(text.contains(&name), "{text}");
+        assert!(text.contains("     Encryption: disabled\n"));
+        assert!(text.contains(&format!("    Connections: {}\n", mesh.connection_counts())));
+        assert!(text.contains(&format!("          Peers: {}\n", mesh.peer_counts())));
+        assert!(text.contains("          Range: 10.32.0.0/12\n"));
+        assert!(text.contains("  DefaultSubnet: 10.32.0.0/12\n"));
+        assert!(text.contains("        Dropped: 3 on the bridge, 4 between peers"));
+        let dataplane = st.render_dataplane();
+        assert!(dataplane.contains("drop_spoofed_ip: 3"));
+        assert!(dataplane.contains(" drop_malformed: 4"));
+    }
+}

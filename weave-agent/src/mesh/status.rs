@@ -298,14 +298,14 @@ fn with_counts(total: usize, parts: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn name(i: u8) -> PeerName {
         PeerName(crate::mac::Mac([0xa6, 0x66, 0x4f, 0xa5, 0x8b, i]))
     }
 
-    fn sample() -> MeshStatus {
+    pub(crate) fn sample() -> MeshStatus {
         let link = |to: u8, addr: &str, outbound: bool, established: bool| PeerConnectionStatus {
             name: name(to),
             nickname: format!("host{to}"),

@@ -438,10 +438,12 @@ fn ps_and_status_show_what_is_true() {
     assert_status(&status, "Connections", "0");
     assert_status(&status, "Range", "10.32.0.0/12");
     assert_status(&status, "DefaultSubnet", "10.32.0.0/12");
-    assert!(
-        status_value(&status, "Dataplane").is_some_and(|d| !d.is_empty()),
-        "Dataplane line:\n{status}"
-    );
+    for line in ["Overlay", "Bridge"] {
+        assert!(
+            status_value(&status, line).is_some_and(|d| !d.is_empty()),
+            "{line} line (the data planes in use):\n{status}"
+        );
+    }
     assert_eq!(ps(&h), [], "nothing attached yet");
 
     let a = run(&h, &["10.0.1.1/24"]);

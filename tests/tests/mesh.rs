@@ -1,0 +1,628 @@
+//! The control plane (weave_agent::mesh) on its own: three `Mesh` instances
+//! on 127.0.0.1 with different ports, inside a fresh network namespace, each
+//! with a fake data plane that records the forwarding tables it is given
+//! (the seam, not the network, is what is faked).
+//!
+//! What they prove (issue 3): peers connected in a line converge to a full
+//! mesh through discovery and every table routes to every peer; without
+//! discovery, the ends reach each other through the middle; a stopped peer,
+//! and a peer that goes silent, leave everyone's tables within the dead-peer
+//! timeout, and a restarted one rejoins; two peers dialling each other at
+//! once keep the same single connection; wrong handshakes are refused with a
+//! reason, oversized or garbled frames drop the connection and are counted,
+//! and the mesh keeps working.
+//!
+//! Needs root (a network namespace per test); run with `cargo xtask test`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weave_agent::mesh::protocol::{self, FrameDecoder, Hello, MAX_FRAME, Message};
+use weave_agent::mesh::topology::{ConnectionSummary, PeerInfo, TopologyUpdate};
+use weave_agent::mesh::{Backoff, ConnectionState, Mesh, MeshConfig, MeshStatus, Timing};
+use weave_agent::overlay::{ForwardingTable, Overlay, OverlayStats, ShortId};
+use weave_agent::peer_name::PeerName;
+use weave_tests::{Netns, require_root, sweep_stale};
+
+// ---------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------
+
+/// Runs `body` on a thread inside a new network namespace (deleted after,
+/// also on panic), on a runtime of its own: every socket it makes is there.
+fn in_netns<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = ()>,
+{
+    require_root("the mesh tests");
+    sweep_stale();
+    let ns = Netns::create(&format!("wvt{}-mesh-{test}", std::process::id()))
+        .unwrap_or_else(|e| panic!("creating the test namespace: {e:#}"));
+    ns.run_inside(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a runtime")
+            .block_on(body())
+    })
+    .unwrap_or_else(|e| panic!("entering {}: {e:#}", ns.name()));
+}
+
+/// A data plane that keeps the last table it was given.
+struct Recorder {
+    latest: Mutex<Arc<ForwardingTable>>,
+    updates: AtomicUsize,
+}
+
+impl Overlay for Recorder {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn update(&self, table: Arc<ForwardingTable>) {
+        *self.latest.lock().unwrap() = table;
+        self.updates.fetch_add(1, Ordering::SeqCst);
+    }
+    fn stats(&self) -> OverlayStats {
+        OverlayStats::default()
+    }
+}
+
+/// Short: tests converge in seconds. The dead-peer timeout is 1.2 s.
+fn timing() -> Timing {
+    Timing {
+        heartbeat: Duration::from_millis(200),
+        dead_after: Duration::from_millis(1200),
+        handshake_timeout: Duration::from_secs(1),
+        dial_timeout: Duration::from_secs(1),
+        gossip_interval: Duration::from_secs(1),
+        backoff: Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+        },
+    }
+}
+
+/// How long convergence may take (polled, not slept).
+const CONVERGE: Duration = Duration::from_secs(20);
+/// How long a dead peer may stay: the timeout, plus gossip and slack.
+const FORGET: Duration = Duration::from_secs(6);
+
+/// b listens on the default port, so `127.0.0.1` alone reaches it.
+const B_PORT: u16 = 6783;
+const A_PORT: u16 = 7001;
+const C_PORT: u16 = 7002;
+
+struct Peer {
+    name: PeerName,
+    mesh: Mesh,
+    overlay: Arc<Recorder>,
+    data_port: u16,
+}
+
+impl Peer {
+    async fn start(last: u8, port: u16, discovery: bool, targets: &[&str]) -> Peer {
+        let name = peer_name(last);
+        let mut config = MeshConfig::new(name, format!("host-{last:x}"));
+        config.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        config.data_port = 9000 + u16::from(last);
+        config.discovery = discovery;
+        config.targets = targets.iter().map(|t| t.to_string()).collect();
+        config.timing = timing();
+        let overlay = Arc::new(Recorder {
+            latest: Mutex::new(Arc::new(ForwardingTable::default())),
+            updates: AtomicUsize::new(0),
+        });
+        let data_port = config.data_port;
+        let mesh = Mesh::start(config, overlay.clone())
+            .await
+            .unwrap_or_else(|e| panic!("starting peer {name}: {e}"));
+        assert_eq!(mesh.local_addr().port(), port);
+        assert!(
+            overlay.updates.load(Ordering::SeqCst) >= 1,
+            "a table at start"
+        );
+        Peer {
+            name,
+            mesh,
+            overlay,
+            data_port,
+        }
+    }
+
+    async fn stop(self) {
+        self.mesh.stop().await;
+    }
+
+    fn id(&self) -> ShortId {
+        ShortId::of(&self.name)
+    }
+
+    fn table(&self) -> Arc<ForwardingTable> {
+        self.overlay.latest.lock().unwrap().clone()
+    }
+
+    async fn status(&self) -> MeshStatus {
+        self.mesh.status().await
+    }
+
+    /// Names of the peers with an established connection, sorted.
+    async fn connected(&self) -> Vec<PeerName> {
+        let mut v: Vec<PeerName> = self
+            .status()
+            .await
+            .connections
+            .iter()
+            .filter(|c| c.state == ConnectionState::Established)
+            .filter_map(|c| c.peer)
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn peer_name(last: u8) -> PeerName {
+    format!("02:00:00:00:00:{last:02x}").parse().unwrap()
+}
+
+/// Polls `check` until it returns Ok or `within` passes; then panics with
+/// the last thing it said.
+async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > within => {
+                panic!("{what}: not within {within:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Checks that `p` is directly connected to every one of `others`, knows
+/// exactly them, and that its table routes to each directly.
+async fn fully_meshed(p: &Peer, others: &[&Peer]) -> Result<(), String> {
+    let st = p.status().await;
+    let mut want: Vec<PeerName> = others.iter().map(|o| o.name).collect();
+    want.sort();
+    let connected = p.connected().await;
+    if connected != want {
+        return Err(format!(
+            "{} connected to {connected:?}\n{}",
+            p.name,
+            st.render_connections()
+        ));
+    }
+    if st.peers.len() != others.len() + 1 {
+        return Err(format!(
+            "{} knows {} peers\n{}",
+            p.name,
+            st.peers.len(),
+            st.render_peers()
+        ));
+    }
+    let t = p.table();
+    for o in others {
+        if t.next_hop.get(&o.id()) != Some(&o.id()) {
+            return Err(format!(
+                "{}: next hop to {} is {:?}",
+                p.name,
+                o.name,
+                t.next_hop.get(&o.id())
+            ));
+        }
+        let data = SocketAddr::from(([127, 0, 0, 1], o.data_port));
+        if t.neighbours.get(&o.id()) != Some(&data) {
+            return Err(format!(
+                "{}: neighbour {} at {:?}",
+                p.name,
+                o.name,
+                t.neighbours.get(&o.id())
+            ));
+        }
+    }
+    if t.next_hop.len() != others.len() || t.broadcast.len() != others.len() + 1 {
+        return Err(format!("{}: table {t:?}", p.name));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// A raw client speaking the wire by hand
+// ---------------------------------------------------------------------------
+
+struct Raw {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+}
+
+impl Raw {
+    async fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to 127.0.0.1:{port}: {e}"));
+        Raw {
+            stream,
+            decoder: FrameDecoder::new(MAX_FRAME),
+        }
+    }
+
+    async fn send(&mut self, m: &Message) {
+        let frame = protocol::encode(m, MAX_FRAME).unwrap();
+        self.stream
+            .write_all(&frame)
+            .await
+            .expect("writing a frame");
+    }
+
+    /// The next message; `None` once the peer closed the connection.
+    async fn recv(&mut self) -> Option<Message> {
+        let mut buf = [0u8; 4096];
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(f) = self
+                    .decoder
+                    .next_frame()
+                    .expect("the mesh sends valid frames")
+                {
+                    return Some(protocol::decode(f).expect("the mesh sends valid messages"));
+                }
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.decoder.feed(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .expect("the mesh answers within 5 s")
+    }
+
+    /// Reads (and drops) messages until the peer closes; the last refusal.
+    async fn until_closed(&mut self) -> Option<String> {
+        let mut refusal = None;
+        while let Some(m) = self.recv().await {
+            if let Message::Refuse { reason } = m {
+                refusal = Some(reason);
+            }
+        }
+        refusal
+    }
+
+    /// Hello both ways and the confirming heartbeat.
+    async fn handshake(&mut self, hello: Hello) {
+        self.send(&Message::Hello(hello)).await;
+        assert!(
+            matches!(self.recv().await, Some(Message::Hello(_))),
+            "the mesh says hello"
+        );
+        self.send(&Message::Heartbeat).await;
+        assert_eq!(
+            self.recv().await,
+            Some(Message::Heartbeat),
+            "the mesh confirms"
+        );
+    }
+}
+
+fn raw_hello(last: u8, min: u32, max: u32) -> Hello {
+    Hello {
+        protocol: protocol::PROTOCOL.into(),
+        min_version: min,
+        max_version: max,
+        name: peer_name(last),
+        nickname: "raw".into(),
+        uid: 77,
+        nonce: 1,
+        listen_port: 9,
+        data_port: 9,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// a dials b (default port), c dials b; discovery makes a and c dial each
+/// other: a full mesh, every table routing directly to every peer. Then c
+/// stops and leaves the others' tables.
+#[test]
+fn line_converges_to_full_mesh_and_a_stopped_peer_leaves() {
+    in_netns("full", || async {
+        let b = Peer::start(0xb, B_PORT, true, &[]).await;
+        let a = Peer::start(0xa, A_PORT, true, &["127.0.0.1"]).await;
+        let c = Peer::start(0xc, C_PORT, true, &["127.0.0.1:6783"]).await;
+
+        eventually("a full mesh of three", CONVERGE, || async {
+            fully_meshed(&a, &[&b, &c]).await?;
+            fully_meshed(&b, &[&a, &c]).await?;
+            fully_meshed(&c, &[&a, &b]).await
+        })
+        .await;
+
+        let st = a.status().await;
+        eprintln!(
+            "a: connections {}\n{}\npeers {}\n{}\ntargets:\n{}",
+            st.connection_counts(),
+            st.render_connections(),
+            st.peer_counts(),
+            st.render_peers(),
+            st.render_targets()
+        );
+        assert_eq!(st.targets, vec!["127.0.0.1"]);
+        assert_eq!(st.peer_counts(), "3 (with 6 established connections)");
+        assert!(
+            st.render_connections()
+                .contains("established fake   02:00:00:00:00:0b(host-b) mtu=1376")
+        );
+        // Exactly one connection per pair, whatever raced.
+        assert_eq!(st.established(), 2);
+        // Each broadcast tree reaches the others directly: nothing relayed.
+        let t = a.table();
+        assert_eq!(t.broadcast[&a.id()].len(), 2);
+        assert!(t.broadcast[&b.id()].is_empty() && t.broadcast[&c.id()].is_empty());
+
+        let (c_name, c_id) = (c.name, c.id());
+        c.stop().await;
+        eventually("c gone from a and b", FORGET, || async {
+            for p in [&a, &b] {
+                let st = p.status().await;
+                if st.peers.iter().any(|q| q.name == c_name)
+                    || p.table().next_hop.contains_key(&c_id)
+                {
+                    return Err(format!("{} still has c:\n{}", p.name, st.render_peers()));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        fully_meshed(&a, &[&b]).await.unwrap();
+        fully_meshed(&b, &[&a]).await.unwrap();
+
+        // c comes back (same name, new run): the mesh is whole again.
+        let c = Peer::start(0xc, C_PORT, true, &["127.0.0.1"]).await;
+        eventually("c rejoins", CONVERGE, || async {
+            fully_meshed(&a, &[&b, &c]).await?;
+            fully_meshed(&b, &[&a, &c]).await?;
+            fully_meshed(&c, &[&a, &b]).await
+        })
+        .await;
+
+        for p in [a, b, c] {
+            p.stop().await;
+        }
+    });
+}
+
+/// a and c dial each other at the same moment: both sides keep the same
+/// single connection (the one a, the smaller name, initiated), and both
+/// targets count as connected, with no redialling afterwards.
+#[test]
+fn simultaneous_dials_keep_exactly_one_connection() {
+    in_netns("simul", || async {
+        let a = Peer::start(0xa, A_PORT, true, &["127.0.0.1:7002"]).await;
+        let c = Peer::start(0xc, C_PORT, true, &["127.0.0.1:7001"]).await;
+        eventually("a and c connected", CONVERGE, || async {
+            fully_meshed(&a, &[&c]).await?;
+            fully_meshed(&c, &[&a]).await
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (sa, sc) = (a.status().await, c.status().await);
+        eprintln!(
+            "a:\n{}c:\n{}duplicates closed: a {}, c {}",
+            sa.render_connections(),
+            sc.render_connections(),
+            sa.counters.duplicate_connections,
+            sc.counters.duplicate_connections
+        );
+        for (st, outbound) in [(&sa, true), (&sc, false)] {
+            assert_eq!(
+                st.connections.len(),
+                1,
+                "one line, no retries:\n{}",
+                st.render_connections()
+            );
+            let conn = &st.connections[0];
+            assert_eq!(conn.state, ConnectionState::Established);
+            assert_eq!(
+                conn.outbound,
+                outbound,
+                "the connection a initiated:\n{}",
+                st.render_connections()
+            );
+        }
+        a.stop().await;
+        c.stop().await;
+    });
+}
+
+/// Without discovery, a and c only know b: a reaches c through b, and
+/// never dials c.
+#[test]
+fn without_discovery_the_ends_talk_through_the_middle() {
+    in_netns("nodisc", || async {
+        let b = Peer::start(0xb, B_PORT, false, &[]).await;
+        let a = Peer::start(0xa, A_PORT, false, &["127.0.0.1"]).await;
+        let c = Peer::start(0xc, C_PORT, false, &["127.0.0.1"]).await;
+
+        eventually("a and c routed through b", CONVERGE, || async {
+            for (p, other) in [(&a, &c), (&c, &a)] {
+                let t = p.table();
+                if t.next_hop.get(&other.id()) != Some(&b.id()) {
+                    return Err(format!("{}: next hops {:?}", p.name, t.next_hop));
+                }
+            }
+            fully_meshed(&b, &[&a, &c]).await
+        })
+        .await;
+
+        // Gossip goes on (repairs every second) and a still does not dial c.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let st = a.status().await;
+        assert_eq!(
+            a.connected().await,
+            vec![b.name],
+            "{}",
+            st.render_connections()
+        );
+        assert_eq!(st.connections.len(), 1, "{}", st.render_connections());
+        assert!(!st.discovery);
+        assert_eq!(st.peers.len(), 3, "{}", st.render_peers());
+        let t = a.table();
+        assert_eq!(
+            t.neighbours.keys().copied().collect::<Vec<_>>(),
+            vec![b.id()]
+        );
+        // Broadcasts from a go to b only; b passes them on to c.
+        assert_eq!(t.broadcast[&a.id()], vec![b.id()]);
+        assert_eq!(b.table().broadcast[&a.id()], vec![c.id()]);
+        assert!(t.broadcast[&c.id()].is_empty());
+
+        for p in [a, b, c] {
+            p.stop().await;
+        }
+    });
+}
+
+/// Wrong handshakes are refused with a reason, oversized and garbled frames
+/// drop the connection and are counted, a peer that goes silent is declared
+/// dead; through all of it a and b stay connected.
+#[test]
+fn bad_clients_are_refused_dropped_and_counted() {
+    in_netns("bad", || async {
+        let b = Peer::start(0xb, B_PORT, true, &[]).await;
+        let a = Peer::start(0xa, A_PORT, true, &["127.0.0.1"]).await;
+        eventually("a and b connected", CONVERGE, || async {
+            fully_meshed(&a, &[&b]).await
+        })
+        .await;
+
+        // A newer protocol version only.
+        let mut raw = Raw::connect(B_PORT).await;
+        raw.send(&Message::Hello(raw_hello(0x51, 2, 3))).await;
+        assert_eq!(
+            raw.until_closed().await.as_deref(),
+            Some("protocol mismatch: we speak 1..1, they speak 2..3")
+        );
+
+        // Another protocol's name.
+        let mut raw = Raw::connect(B_PORT).await;
+        let mut hello = raw_hello(0x52, 1, 1);
+        hello.protocol = "weave".into();
+        raw.send(&Message::Hello(hello)).await;
+        let reason = raw.until_closed().await.unwrap_or_default();
+        assert!(reason.starts_with("wrong protocol"), "{reason}");
+
+        // Pretending to be b itself.
+        let mut raw = Raw::connect(B_PORT).await;
+        let mut hello = raw_hello(0xb, 1, 1);
+        hello.uid = 1;
+        raw.send(&Message::Hello(hello)).await;
+        let reason = raw.until_closed().await.unwrap_or_default();
+        assert!(reason.starts_with("another peer uses our name"), "{reason}");
+
+        // Not our protocol at all: "GET " is a 1.2 GB frame.
+        let mut raw = Raw::connect(B_PORT).await;
+        raw.stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        raw.until_closed().await;
+
+        // After a good handshake: a frame over the limit, then garbage JSON.
+        let mut raw = Raw::connect(B_PORT).await;
+        raw.handshake(raw_hello(0x53, 1, 1)).await;
+        raw.stream
+            .write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
+            .await
+            .unwrap();
+        raw.until_closed().await;
+        let mut raw = Raw::connect(B_PORT).await;
+        raw.handshake(raw_hello(0x54, 1, 1)).await;
+        let body = b"{\"type\":\"gossip\",\"peers\":[{";
+        raw.stream
+            .write_all(&(body.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        raw.stream.write_all(body).await.unwrap();
+        raw.until_closed().await;
+
+        let counters = eventually("the drops counted", FORGET, || async {
+            let c = b.status().await.counters;
+            if c.oversized_frames == 2 && c.garbled_messages == 1 && c.handshakes_refused == 3 {
+                Ok(c)
+            } else {
+                Err(format!("{c:?}"))
+            }
+        })
+        .await;
+        eprintln!("b's counters: {counters:?}");
+
+        // A peer that joins, gossips its entry, then goes silent.
+        let mut raw = Raw::connect(B_PORT).await;
+        let silent = peer_name(0x55);
+        raw.handshake(raw_hello(0x55, 1, 1)).await;
+        let mut entry = PeerInfo::new(silent, "silent".into(), 77, 1);
+        entry.connections.push(ConnectionSummary {
+            peer: b.name,
+            address: SocketAddr::from(([127, 0, 0, 1], B_PORT)),
+            outbound: true,
+            established: true,
+        });
+        raw.send(&Message::Gossip(TopologyUpdate { peers: vec![entry] }))
+            .await;
+        let last_heard = Instant::now();
+        let silent_id = ShortId::of(&silent);
+        eventually("the silent peer known to a and b", CONVERGE, || async {
+            for p in [&a, &b] {
+                if !p.table().next_hop.contains_key(&silent_id) {
+                    return Err(format!("{}: {:?}", p.name, p.table().next_hop));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        assert_eq!(
+            a.table().next_hop[&silent_id],
+            b.id(),
+            "a reaches it through b"
+        );
+        eventually("the silent peer declared dead", FORGET, || async {
+            for p in [&a, &b] {
+                let st = p.status().await;
+                if p.table().next_hop.contains_key(&silent_id)
+                    || st.peers.iter().any(|q| q.name == silent)
+                {
+                    return Err(format!("{} still has it:\n{}", p.name, st.render_peers()));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        assert!(
+            last_heard.elapsed() >= timing().dead_after,
+            "dead only after the timeout, not {:?}",
+            last_heard.elapsed()
+        );
+        assert_eq!(b.status().await.counters.heartbeat_timeouts, 1);
+        drop(raw);
+
+        // The mesh went on working throughout.
+        fully_meshed(&a, &[&b]).await.unwrap();
+        fully_meshed(&b, &[&a]).await.unwrap();
+        assert_eq!(a.status().await.counters.oversized_frames, 0);
+
+        a.stop().await;
+        b.stop().await;
+    });
+}

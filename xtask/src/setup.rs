@@ -92,6 +92,11 @@ const PACKAGES: &[Package] = &[
         Probe::Program("bpftool"),
     ),
     pkg("iputils-ping", "ping on the hosts", Probe::Program("ping")),
+    pkg(
+        "nftables",
+        "blocking paths between simulated hosts in tests",
+        Probe::Program("nft"),
+    ),
 ];
 
 /// bpf-linker as the notes build it: against Debian's LLVM 22.

@@ -1,0 +1,961 @@
+//! Integration tests on three simulated hosts: network namespaces on a
+//! simulated LAN (a bridge in a namespace of its own), each with its own
+//! dockerd, the weave agent, and busybox containers.
+//!
+//! What they prove (issue 3): the launch/connect scenario converges to a full
+//! mesh; containers on different hosts in one subnet ping each other (large
+//! and fragmented pings too) and carry 100 MB of TCP intact, while subnets
+//! stay isolated across hosts; with the direct path between two hosts
+//! blocked, their containers talk through the third; a host cut off the LAN
+//! and plugged back rejoins by itself; a SIGKILLed agent relaunched on the
+//! same state restores its connections and its containers' connectivity;
+//! the overlay on the wire is VXLAN carrying the containers' frames; garbage
+//! on the control and data ports changes nothing.
+//!
+//! Each test builds its own three hosts (`wvt<pid>-<test>-h1..h3` on
+//! `wvt<pid>-<test>-lan`, at 192.168.250.1-3/24) and removes them, also when
+//! it fails. All traffic stays inside those namespaces. Every wait polls a
+//! condition against a deadline; no timing is asserted.
+//!
+//! Needs root, dockerd, nftables, tcpdump and the `weave` binary (WEAVE_BIN);
+//! run with `cargo xtask test`, which runs them one at a time.
+
+use std::collections::BTreeSet;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use weave_tests::report::{self, parse_peers};
+use weave_tests::{Cluster, Host, IMAGE, Netns, TEST_PREFIX, wait_for, wait_until};
+
+/// A full mesh of three must form within this (dial, handshake, gossip,
+/// discovery, dial again).
+const CONVERGE: Duration = Duration::from_secs(60);
+/// The others must notice a dead peer within this (the agent's dead-peer
+/// timeout is about 6 s).
+const DEAD_PEER: Duration = Duration::from_secs(30);
+/// A peer back on the LAN or relaunched must be reconnected within this
+/// (reconnection backoff tops out at about 10 s, plus jitter).
+const REJOIN: Duration = Duration::from_secs(60);
+/// The default MTU on a 1500-byte LAN: 1500 less VXLAN's 50.
+const OVERLAY_MTU: u32 = 1450;
+const CONTROL_PORT: u16 = 6783;
+const DATA_PORT: u16 = 6784;
+/// Size of the TCP stream, in MiB.
+const STREAM_MIB: u64 = 100;
+/// Longest a 100 MiB transfer may take before its command is killed.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(300);
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn three_hosts(test: &str) -> Cluster {
+    Cluster::new(test, 3)
+}
+
+fn hosts(c: &Cluster) -> (&Host, &Host, &Host) {
+    (&c[0], &c[1], &c[2])
+}
+
+/// `weave launch ARGS...`; returns the peer name it prints.
+#[track_caller]
+fn launch(h: &Host, args: &[&str]) -> String {
+    let mut all = vec!["launch"];
+    all.extend_from_slice(args);
+    let out = h.weave_ok(&all);
+    let name = out.trim();
+    assert!(
+        name.len() == 17 && name.split(':').count() == 6,
+        "{}: weave launch prints the peer name (like a MAC), got {out:?}",
+        h.nickname()
+    );
+    name.to_string()
+}
+
+fn lan(h: &Host) -> String {
+    h.lan_ip().to_string()
+}
+
+/// Waits until `h` knows `peers` peers, reports `peer_connections`
+/// established connections among all of them (each direction counts), and
+/// has established connections with exactly the hosts named in `with`.
+#[track_caller]
+fn wait_connected(
+    h: &Host,
+    peers: usize,
+    peer_connections: usize,
+    with: &[&str],
+    timeout: Duration,
+) {
+    let want: BTreeSet<String> = with.iter().map(|n| n.to_string()).collect();
+    wait_for(
+        &format!(
+            "{} to know {peers} peers with {peer_connections} established connections, \
+             and to be connected to exactly {want:?}",
+            h.nickname()
+        ),
+        timeout,
+        || {
+            let status = h.try_weave(&["status"])?;
+            let summary = report::Summary::parse(&status)?;
+            let connections = h.try_weave(&["status", "connections"])?;
+            let established: BTreeSet<String> = report::parse_connections(&connections)?
+                .into_iter()
+                .filter(report::Connection::is_established)
+                .filter_map(|c| c.nickname)
+                .collect();
+            anyhow::ensure!(
+                summary.peers == peers
+                    && summary.peer_connections == peer_connections
+                    && established == want,
+                "connected to {established:?}\n{status}\n{connections}"
+            );
+            Ok(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// Waits until `h`'s established connections are exactly with the hosts
+/// named in `with` (peer counts are left alone: a peer nobody reaches is
+/// dropped from the topology, as in Weave).
+#[track_caller]
+fn wait_established(h: &Host, with: &[&str], timeout: Duration) {
+    let want: BTreeSet<String> = with.iter().map(|n| n.to_string()).collect();
+    wait_for(
+        &format!("{} to be connected to exactly {want:?}", h.nickname()),
+        timeout,
+        || {
+            let established = h.established_with()?;
+            anyhow::ensure!(established == want, "connected to {established:?}");
+            Ok(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// Waits until every host of the cluster is connected to every other.
+#[track_caller]
+fn wait_full_mesh(c: &Cluster, timeout: Duration) {
+    let names: Vec<&str> = c.hosts().iter().map(Host::nickname).collect();
+    let n = names.len();
+    for h in c.hosts() {
+        let others: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|x| *x != h.nickname())
+            .collect();
+        wait_connected(h, n, n * (n - 1), &others, timeout);
+    }
+}
+
+/// The issue's scenario: h1 `launch`; h2 `launch` then `connect <h1>`; h3
+/// `launch <h2>`; then waits for the full mesh. Returns the peer names.
+#[track_caller]
+fn scenario(c: &Cluster) -> [String; 3] {
+    let (h1, h2, h3) = hosts(c);
+    let n1 = launch(h1, &[]);
+    let n2 = launch(h2, &[]);
+    h2.weave_ok(&["connect", &lan(h1)]);
+    let n3 = launch(h3, &[&lan(h2)]);
+    wait_full_mesh(c, CONVERGE);
+    [n1, n2, n3]
+}
+
+/// `weave run CIDR --name NAME IMAGE sleep 3600`; returns the container id.
+#[track_caller]
+fn run(h: &Host, cidr: &str, name: &str) -> String {
+    let out = h.weave_ok(&["run", cidr, "--name", name, IMAGE, "sleep", "3600"]);
+    let id = out.trim();
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "weave run prints the full container id, got {out:?}"
+    );
+    id.to_string()
+}
+
+/// `ping -c 3 -s SIZE`, all three answered.
+#[track_caller]
+fn assert_ping_all(h: &Host, container: &str, addr: &str, size: u32) {
+    let out = h.exec(
+        container,
+        &["ping", "-c", "3", "-W", "2", "-s", &size.to_string(), addr],
+    );
+    assert!(
+        out.success() && out.stdout.contains(" 0% packet loss"),
+        "{}: {container} must get all 3 pings of {size} bytes to {addr} answered:\n{out}",
+        h.nickname()
+    );
+}
+
+#[track_caller]
+fn ethwe_mtu(h: &Host, container: &str) -> u32 {
+    h.exec_ok(container, &["cat", "/sys/class/net/ethwe/mtu"])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `ip route add ROUTE dev ethwe` in the container's namespace (containers
+/// have no CAP_NET_ADMIN of their own).
+#[track_caller]
+fn add_route(h: &Host, container: &str, route: &str) {
+    h.in_container(container, "ip", &["route", "add", route, "dev", "ethwe"])
+        .expect_ok();
+}
+
+/// `sha1sum FILE` in a container.
+#[track_caller]
+fn sha1(h: &Host, container: &str, file: &str) -> String {
+    let out = h.exec_ok(container, &["sha1sum", file]);
+    out.split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("sha1sum printed {out:?}"))
+        .to_string()
+}
+
+#[track_caller]
+fn file_size(h: &Host, container: &str, file: &str) -> u64 {
+    h.exec_ok(container, &["stat", "-c", "%s", file])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Starts busybox `nc -l -p PORT > FILE` in the container, detached, and
+/// waits until it listens. Its stdin is a pipe that stays open: on EOF there
+/// busybox nc would close its sending half, and the client, seeing EOF,
+/// would quit before it has sent everything.
+#[track_caller]
+fn listen(h: &Host, container: &str, port: u16, file: &str) {
+    let script = format!("sleep 3600 | nc -l -p {port} > {file}");
+    h.docker_ok(&["exec", "-d", container, "sh", "-c", &script]);
+    wait_until(
+        &format!("{container} to listen on port {port}"),
+        Duration::from_secs(20),
+        || {
+            let out = h.exec(container, &["netstat", "-ltn"]);
+            out.stdout.contains(&format!(":{port} ")).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// Sends `STREAM_MIB` MiB of random data over TCP from `src` to `dst` (at
+/// `dst_addr`) with busybox `nc`, and compares size and SHA-1 on both ends.
+#[track_caller]
+fn assert_tcp_stream(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str) {
+    let ((sh, sc), (dh, dc)) = (src, dst);
+    let bytes = STREAM_MIB * 1024 * 1024;
+    sh.exec_ok(
+        sc,
+        &[
+            "dd",
+            "if=/dev/urandom",
+            "of=/tmp/sent",
+            "bs=1048576",
+            &format!("count={STREAM_MIB}"),
+        ],
+    );
+    assert_eq!(file_size(sh, sc, "/tmp/sent"), bytes);
+    listen(dh, dc, 5000, "/tmp/received");
+    let sent = sh.exec_within(
+        sc,
+        &["sh", "-c", &format!("nc {dst_addr} 5000 < /tmp/sent")],
+        STREAM_TIMEOUT,
+    );
+    assert!(sent.success(), "sending {STREAM_MIB} MiB:\n{sent}");
+    // The receiver ends when the sender has closed its half and all arrived.
+    wait_until(
+        &format!("the receiver in {dc} to finish"),
+        Duration::from_secs(60),
+        || (!dh.exec(dc, &["pidof", "nc"]).success()).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        file_size(dh, dc, "/tmp/received"),
+        bytes,
+        "all {STREAM_MIB} MiB arrived"
+    );
+    assert_eq!(
+        sha1(dh, dc, "/tmp/received"),
+        sha1(sh, sc, "/tmp/sent"),
+        "the stream arrived intact"
+    );
+}
+
+/// (outer, inner) line pairs of `tcpdump -T vxlan` output: each VXLAN line
+/// and the line of the frame it carries.
+fn vxlan_pairs(decoded: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = decoded.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0].contains("VXLAN"))
+        .map(|w| (w[0].to_string(), w[1].to_string()))
+        .collect()
+}
+
+/// Whether some VXLAN packet from `from` to `to` (LAN addresses) carries a
+/// frame whose line contains `inner`.
+fn carries(decoded: &str, from: Ipv4Addr, to: Ipv4Addr, inner: &str) -> bool {
+    let outer = |line: &str| {
+        line.contains(&format!("IP {from}."))
+            && line.contains(&format!("> {to}.{DATA_PORT}: VXLAN"))
+    };
+    vxlan_pairs(decoded)
+        .iter()
+        .any(|(o, i)| outer(o) && i.contains(inner))
+}
+
+// ---------------------------------------------------------------------------
+// (a) The scenario converges to a full mesh
+// ---------------------------------------------------------------------------
+
+#[test]
+fn launch_connect_and_discovery_converge_to_a_full_mesh() {
+    let c = three_hosts("mesh3");
+    let (h1, h2, h3) = hosts(&c);
+
+    // Host 1 alone.
+    let n1 = launch(h1, &[]);
+    let status = h1.weave_ok(&["status"]);
+    let summary = report::Summary::parse(&status).unwrap();
+    assert_eq!(
+        (summary.peers, summary.connections.total, summary.targets),
+        (1, 0, 0),
+        "h1 alone: 1 peer, 0 connections, no targets:\n{status}"
+    );
+    assert_eq!(
+        report::field(&status, "Range"),
+        Some("10.32.0.0/12"),
+        "{status}"
+    );
+    let peers = parse_peers(&h1.weave_ok(&["status", "peers"])).unwrap();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(
+        (peers[0].name.as_str(), peers[0].nickname.as_str()),
+        (n1.as_str(), "h1")
+    );
+    assert!(peers[0].connections.is_empty(), "{peers:?}");
+
+    // Host 2 launches, then connects to host 1.
+    let n2 = launch(h2, &[]);
+    assert_ne!(n1, n2, "every peer has a name of its own");
+    h2.weave_ok(&["connect", &lan(h1)]);
+    wait_connected(h2, 2, 2, &["h1"], CONVERGE);
+    wait_connected(h1, 2, 2, &["h2"], CONVERGE);
+    let targets = h2.weave_ok(&["status", "targets"]);
+    assert_eq!(
+        targets.lines().collect::<Vec<_>>(),
+        [lan(h1)],
+        "h2's targets"
+    );
+    let to_h1 = h2.connections().unwrap();
+    assert!(
+        to_h1.iter().any(|c| c.is_established()
+            && c.outbound
+            && c.address == format!("{}:{CONTROL_PORT}", lan(h1))
+            && c.peer.as_deref() == Some(n1.as_str())
+            && c.mtu == Some(OVERLAY_MTU)),
+        "h2 dialled h1 at {}:{CONTROL_PORT}, with the overlay MTU {OVERLAY_MTU}: {to_h1:#?}",
+        lan(h1)
+    );
+    let from_h2 = h1.connections().unwrap();
+    assert!(
+        from_h2
+            .iter()
+            .any(|c| c.is_established() && !c.outbound && c.peer.as_deref() == Some(n2.as_str())),
+        "h1 accepted h2's connection: {from_h2:#?}"
+    );
+
+    // Host 3 launches with host 2 as its peer; discovery completes the mesh.
+    let n3 = launch(h3, &[&lan(h2)]);
+    wait_full_mesh(&c, CONVERGE);
+    let names = BTreeSet::from([
+        (n1.clone(), "h1".to_string()),
+        (n2.clone(), "h2".to_string()),
+        (n3.clone(), "h3".to_string()),
+    ]);
+    for h in c.hosts() {
+        let peers = parse_peers(&h.weave_ok(&["status", "peers"])).unwrap();
+        let seen: BTreeSet<(String, String)> = peers
+            .iter()
+            .map(|p| (p.name.clone(), p.nickname.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            names,
+            "{}: every peer, by name and nickname",
+            h.nickname()
+        );
+        for p in &peers {
+            let established: BTreeSet<&str> = p
+                .connections
+                .iter()
+                .filter(|c| c.is_established())
+                .filter_map(|c| c.nickname.as_deref())
+                .collect();
+            let others: BTreeSet<&str> = ["h1", "h2", "h3"]
+                .into_iter()
+                .filter(|n| *n != p.nickname)
+                .collect();
+            assert_eq!(
+                established,
+                others,
+                "{} sees {} connected to both others: {peers:#?}",
+                h.nickname(),
+                p.nickname
+            );
+        }
+        for conn in h.connections().unwrap() {
+            assert!(
+                conn.is_established() && conn.mtu == Some(OVERLAY_MTU),
+                "{}: only established connections, MTU {OVERLAY_MTU}: {}",
+                h.nickname(),
+                conn.line
+            );
+        }
+    }
+    let targets = h3.weave_ok(&["status", "targets"]);
+    assert_eq!(
+        targets.lines().collect::<Vec<_>>(),
+        [lan(h2)],
+        "h3's targets"
+    );
+
+    // Forgetting a target stops dialling it; the connection stays (as in Weave).
+    h3.weave_ok(&["forget", &lan(h2)]);
+    assert_eq!(
+        h3.weave_ok(&["status", "targets"]).trim(),
+        "",
+        "h3 forgot h2"
+    );
+    assert_eq!(h3.summary().unwrap().targets, 0);
+    wait_connected(h3, 3, 6, &["h1", "h2"], CONVERGE);
+}
+
+// ---------------------------------------------------------------------------
+// (b) Containers across hosts: ping, MTU, a 100 MiB TCP stream, isolation
+// ---------------------------------------------------------------------------
+
+#[test]
+fn containers_on_different_hosts_share_a_subnet_and_nothing_else() {
+    let c = three_hosts("xhost");
+    let (h1, h2, h3) = hosts(&c);
+    scenario(&c);
+    let a = run(h1, "10.0.1.1/24", "aa");
+    let b = run(h2, "10.0.1.2/24", "bb");
+    let x = run(h2, "10.0.2.2/24", "xx");
+    let y = run(h3, "10.0.2.3/24", "yy");
+    for (h, id) in [(h1, &a), (h2, &b), (h2, &x), (h3, &y)] {
+        assert_eq!(
+            ethwe_mtu(h, id),
+            OVERLAY_MTU,
+            "{}: ethwe takes the overlay MTU",
+            h.nickname()
+        );
+    }
+
+    h1.assert_ping(&a, "10.0.1.2");
+    h2.assert_ping(&b, "10.0.1.1");
+    h2.assert_ping(&x, "10.0.2.3");
+    h3.assert_ping(&y, "10.0.2.2");
+
+    // The largest unfragmented ping fills the overlay MTU exactly (1422 + 28
+    // = 1450, 1500 on the LAN); larger ones are fragmented by the container.
+    for size in [1400, 1422, 4000, 8000] {
+        assert_ping_all(h1, &a, "10.0.1.2", size);
+        assert_ping_all(h3, &y, "10.0.2.2", size);
+    }
+
+    assert_tcp_stream((h1, &a), (h2, &b), "10.0.1.2");
+
+    // Subnets stay apart across hosts, even when containers route into the
+    // other subnet: frames cross the wire but are dropped at the ports.
+    add_route(h1, &a, "10.0.2.0/24");
+    add_route(h3, &y, "10.0.1.0/24");
+    add_route(h2, &x, "10.0.1.0/24");
+    h1.assert_no_ping(&a, "10.0.2.3");
+    h1.assert_no_ping(&a, "10.0.2.2");
+    h3.assert_no_ping(&y, "10.0.1.1");
+    h3.assert_no_ping(&y, "10.0.1.2");
+    h2.assert_no_ping(&x, "10.0.1.1");
+    // And what works still works.
+    h1.assert_ping(&a, "10.0.1.2");
+    h3.assert_ping(&y, "10.0.2.2");
+}
+
+// ---------------------------------------------------------------------------
+// (c) Relay: h1 and h3 cannot reach each other directly
+// ---------------------------------------------------------------------------
+
+#[test]
+fn with_the_direct_path_blocked_containers_talk_through_the_third_host() {
+    let c = three_hosts("relay");
+    let (h1, h2, h3) = hosts(&c);
+    c.block(h1, h3);
+
+    launch(h1, &[]);
+    launch(h2, &[]);
+    h2.weave_ok(&["connect", &lan(h1)]);
+    launch(h3, &[&lan(h2)]);
+    // Everybody knows everybody; h1 and h3 are connected through h2 only.
+    wait_connected(h2, 3, 4, &["h1", "h3"], CONVERGE);
+    wait_connected(h1, 3, 4, &["h2"], CONVERGE);
+    wait_connected(h3, 3, 4, &["h2"], CONVERGE);
+    // They did try the direct path (discovery), and the LAN dropped it.
+    wait_until("h1 and h3 to try each other", CONVERGE, || {
+        (c.blocked_packets(h1, h3) > 0).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let a = run(h1, "10.0.1.1/24", "aa");
+    let b = run(h3, "10.0.1.3/24", "bb");
+    let mut capture = c
+        .lan()
+        .capture(h2.lan_port(), &["udp", "port", &DATA_PORT.to_string()])
+        .unwrap();
+    h1.assert_ping(&a, "10.0.1.3");
+    h3.assert_ping(&b, "10.0.1.1");
+    assert_ping_all(h1, &a, "10.0.1.3", 4000);
+    let decoded = capture
+        .wait_decoded(&["-t", "-T", "vxlan"], Duration::from_secs(20), |d| {
+            carries(
+                d,
+                h1.lan_ip(),
+                h2.lan_ip(),
+                "10.0.1.1 > 10.0.1.3: ICMP echo request",
+            ) && carries(
+                d,
+                h2.lan_ip(),
+                h3.lan_ip(),
+                "10.0.1.1 > 10.0.1.3: ICMP echo request",
+            ) && carries(
+                d,
+                h3.lan_ip(),
+                h2.lan_ip(),
+                "10.0.1.3 > 10.0.1.1: ICMP echo reply",
+            ) && carries(
+                d,
+                h2.lan_ip(),
+                h1.lan_ip(),
+                "10.0.1.3 > 10.0.1.1: ICMP echo reply",
+            )
+        })
+        .unwrap_or_else(|e| panic!("h2 must relay both ways: {e:#}"));
+    capture.stop().unwrap();
+    assert!(!decoded.is_empty());
+
+    // Unblocked, h1 and h3 connect directly (reconnection with backoff).
+    c.unblock(h1, h3);
+    wait_full_mesh(&c, REJOIN);
+    h1.assert_ping(&a, "10.0.1.3");
+    h3.assert_ping(&b, "10.0.1.1");
+}
+
+// ---------------------------------------------------------------------------
+// (d) A host cut off the LAN rejoins by itself
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_host_cut_off_the_lan_rejoins_without_a_restart() {
+    let c = three_hosts("cut");
+    let (h1, h2, h3) = hosts(&c);
+    scenario(&c);
+    let a = run(h1, "10.0.1.1/24", "aa");
+    let b = run(h3, "10.0.1.3/24", "bb");
+    h1.assert_ping(&a, "10.0.1.3");
+    let agents: Vec<u32> = c.hosts().iter().map(Host::agent_pid).collect();
+
+    c.cut(h3);
+    // Longer than the dead-peer timeout: until both others have let h3 go.
+    wait_established(h1, &["h2"], DEAD_PEER);
+    wait_established(h2, &["h1"], DEAD_PEER);
+    h1.assert_no_ping(&a, "10.0.1.3");
+
+    c.reconnect(h3);
+    wait_full_mesh(&c, REJOIN);
+    h1.wait_ping_within(&a, "10.0.1.3", REJOIN)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    h3.assert_ping(&b, "10.0.1.1");
+    let after: Vec<u32> = c.hosts().iter().map(Host::agent_pid).collect();
+    assert_eq!(after, agents, "no agent was restarted");
+}
+
+// ---------------------------------------------------------------------------
+// (e) A killed agent, relaunched, restores everything
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_killed_agent_relaunched_restores_its_connections_and_containers() {
+    let c = three_hosts("kill");
+    let (h1, h2, h3) = hosts(&c);
+    let [_, n2, _] = scenario(&c);
+    let a = run(h1, "10.0.1.1/24", "aa");
+    let b = run(h2, "10.0.1.2/24", "bb");
+    let d = run(h3, "10.0.1.3/24", "dd");
+    h2.assert_ping(&b, "10.0.1.1");
+    h2.assert_ping(&b, "10.0.1.3");
+
+    let killed = h2.kill_agent();
+    wait_established(h1, &["h3"], DEAD_PEER);
+    wait_established(h3, &["h1"], DEAD_PEER);
+    assert!(h2.agent_pids().is_empty(), "h2's agent {killed} is gone");
+
+    // Same state directory: same name, same targets, same containers.
+    assert_eq!(
+        launch(h2, &[]),
+        n2,
+        "a relaunched agent keeps its peer name"
+    );
+    assert_eq!(
+        h2.weave_ok(&["status", "targets"])
+            .lines()
+            .collect::<Vec<_>>(),
+        [lan(h1)],
+        "targets persist across a restart"
+    );
+    wait_full_mesh(&c, REJOIN);
+    h2.wait_ping_within(&b, "10.0.1.1", REJOIN)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    h2.assert_ping(&b, "10.0.1.3");
+    h1.assert_ping(&a, "10.0.1.2");
+    h3.assert_ping(&d, "10.0.1.2");
+    h1.assert_ping(&a, "10.0.1.3");
+}
+
+// ---------------------------------------------------------------------------
+// (f) On the wire: VXLAN carrying the containers' frames
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_overlay_on_the_wire_is_vxlan_carrying_the_containers_frames() {
+    let c = three_hosts("wire");
+    let (h1, h2, _) = hosts(&c);
+    scenario(&c);
+    let a = run(h1, "10.0.1.1/24", "aa");
+    let b = run(h2, "10.0.1.2/24", "bb");
+    h1.assert_ping(&a, "10.0.1.2");
+
+    // Everything on h1's LAN port, decoded twice: as VXLAN, and the rest.
+    let mut capture = c.lan().capture(h1.lan_port(), &[]).unwrap();
+    assert_ping_all(h1, &a, "10.0.1.2", 56);
+    listen(h2, &b, 5001, "/tmp/hello");
+    h1.exec_ok(
+        &a,
+        &["sh", "-c", "echo hello over vxlan | nc 10.0.1.2 5001"],
+    );
+    let port = DATA_PORT.to_string();
+    let vxlan_filter = ["-t", "-T", "vxlan", "udp", "port", port.as_str()];
+    let (l1, l2) = (h1.lan_ip(), h2.lan_ip());
+    let decoded = capture
+        .wait_decoded(&vxlan_filter, Duration::from_secs(20), |d| {
+            carries(d, l1, l2, "10.0.1.1 > 10.0.1.2: ICMP echo request")
+                && carries(d, l2, l1, "10.0.1.2 > 10.0.1.1: ICMP echo reply")
+                && carries(d, l1, l2, "> 10.0.1.2.5001: Flags [S]")
+                && carries(d, l2, l1, "10.0.1.2.5001 > 10.0.1.1.")
+        })
+        .unwrap_or_else(|e| panic!("the containers' ICMP and TCP inside VXLAN: {e:#}"));
+    capture.stop().unwrap();
+    for (outer, _) in vxlan_pairs(&decoded) {
+        assert!(
+            outer.contains("flags [I] (0x08)"),
+            "RFC 7348: the I flag alone is set: {outer}"
+        );
+    }
+    assert_eq!(h2.exec_ok(&b, &["cat", "/tmp/hello"]), "hello over vxlan\n");
+    // Nothing of the containers crosses the LAN unencapsulated.
+    let rest = capture
+        .decoded(&["-t", "not", "udp", "port", &port])
+        .unwrap();
+    assert!(
+        !rest.contains("10.0.1."),
+        "container traffic outside VXLAN on the LAN:\n{rest}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// (g) Garbage on the wire
+// ---------------------------------------------------------------------------
+
+/// A small deterministic generator (xorshift64*), for reproducible garbage.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A VXLAN header (flags: I; the given VNI) followed by `payload`.
+fn vxlan(vni: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x08, 0, 0, 0];
+    p.extend_from_slice(&(vni << 8).to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// An Ethernet frame carrying an ARP request from `mac`/`ip` for `target`.
+fn arp_request(mac: [u8; 6], ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f
+}
+
+/// Opens a TCP connection from `ns` to `to`, sends `data` (then closes its
+/// sending half if `half_close`), and reads until the other side closes or
+/// `within` has passed. Returns what it read and whether the other side
+/// closed (EOF or reset).
+fn tcp_session(
+    ns: &Netns,
+    to: SocketAddrV4,
+    data: Vec<u8>,
+    half_close: bool,
+    within: Duration,
+) -> (Vec<u8>, bool) {
+    ns.run_inside(move || {
+        let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connecting to {to}: {e}"));
+        // A peer that refuses may close before everything is written.
+        let _ = s.write_all(&data);
+        if half_close {
+            let _ = s.shutdown(Shutdown::Write);
+        }
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            match s.read(&mut buf) {
+                Ok(0) => return (got, true),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return (got, true),
+            }
+            if got.len() > 1 << 20 {
+                break;
+            }
+        }
+        (got, false)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The sum of the counters named in `names` in `weave status dataplane`.
+fn counter_sum(h: &Host, names: &[&str]) -> u64 {
+    let text = h.weave_ok(&["status", "dataplane"]);
+    let counters = report::counters(&text);
+    names
+        .iter()
+        .map(|n| {
+            *counters
+                .get(*n)
+                .unwrap_or_else(|| panic!("no counter {n} in `weave status dataplane`:\n{text}"))
+        })
+        .sum()
+}
+
+const OVERLAY_DROPS: &[&str] = &[
+    "drop_malformed",
+    "drop_unknown_sender",
+    "drop_no_route",
+    "drop_oversize",
+];
+const MESH_DROPS: &[&str] = &[
+    "oversized_frames",
+    "garbled_messages",
+    "handshakes_refused",
+    "handshake_timeouts",
+];
+
+#[test]
+fn garbage_on_the_wire_changes_nothing() {
+    let c = three_hosts("junk");
+    let (h1, h2, h3) = hosts(&c);
+    scenario(&c);
+    let a = run(h1, "10.0.1.1/24", "aa");
+    let b = run(h2, "10.0.1.2/24", "bb");
+    h2.assert_ping(&b, "10.0.1.1");
+    // A stranger on the LAN: not a peer.
+    let stranger = Netns::create(&format!("{TEST_PREFIX}{}-junk-x", std::process::id())).unwrap();
+    c.lan().attach(&stranger, "x", "192.168.250.99/24").unwrap();
+
+    let agent = h1.agent_pid();
+    let rss_before = h1.agent_rss_kib();
+    let overlay_before = counter_sum(h1, OVERLAY_DROPS);
+    let mesh_before = counter_sum(h1, MESH_DROPS);
+    let log_before = h1.agent_log().lines().count();
+    // What reaches container a, to see that nothing of the stranger's does.
+    let mut seen_by_a = h1
+        .capture_in_container(&a, &["-e", "arp", "or", "icmp"])
+        .unwrap();
+
+    // Data port: garbage from the stranger and from h3 (a peer's address),
+    // and well-formed VXLAN from the stranger: ARP for a, from a MAC nobody knows.
+    let h1_data = SocketAddrV4::new(h1.lan_ip(), DATA_PORT);
+    let stranger_mac = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x01];
+    let forged = arp_request(stranger_mac, [10, 0, 1, 99], [10, 0, 1, 1]);
+    let mut datagrams: Vec<Vec<u8>> = Vec::new();
+    let mut noise = Noise(0x5eed_1234_abcd_ef01);
+    for i in 0..3000usize {
+        datagrams.push(match i % 6 {
+            0 => Vec::new(),
+            1 => noise.bytes(7),
+            2 => {
+                let vni = noise.next() as u32 & 0xff_ffff;
+                vxlan(vni, &noise.bytes(10))
+            }
+            3 => {
+                let n = 1 + (noise.next() % 1400) as usize;
+                noise.bytes(n)
+            }
+            4 => {
+                let mut p = vxlan(0, &[]);
+                p[0] = noise.next() as u8 & !0x08;
+                p
+            }
+            _ => noise.bytes(9000),
+        });
+    }
+    let (forged_sent, garbage_sent) = stranger
+        .run_inside({
+            let datagrams = datagrams.clone();
+            let forged = forged.clone();
+            move || {
+                let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+                let mut forged_sent = 0;
+                for vni in [0, 1, 42, 0xff_ffff] {
+                    for _ in 0..25 {
+                        s.send_to(&vxlan(vni, &forged), h1_data).unwrap();
+                        forged_sent += 1;
+                    }
+                }
+                for d in &datagrams {
+                    s.send_to(d, h1_data).unwrap();
+                }
+                (forged_sent, datagrams.len())
+            }
+        })
+        .unwrap();
+    h3.netns()
+        .run_inside(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for d in &datagrams {
+                s.send_to(d, h1_data).unwrap();
+            }
+        })
+        .unwrap();
+    let overlay_dropped = wait_until(
+        "h1 to count the garbage it dropped",
+        Duration::from_secs(30),
+        || {
+            let n = counter_sum(h1, OVERLAY_DROPS) - overlay_before;
+            (n >= 100).then_some(n)
+        },
+    )
+    .unwrap_or_else(|e| panic!("garbage on the data port must be counted: {e:#}"));
+    eprintln!(
+        "h1 counted {overlay_dropped} dropped datagrams of {} sent",
+        forged_sent + 2 * garbage_sent
+    );
+    let log_after_udp = h1.agent_log().lines().count();
+    assert!(
+        log_after_udp - log_before < 50,
+        "{} garbage datagrams must not be logged one by one: {} log lines:\n{}",
+        forged_sent + 2 * garbage_sent,
+        log_after_udp - log_before,
+        h1.agent_log_tail(60)
+    );
+
+    // Control port, from the stranger.
+    let h1_control = SocketAddrV4::new(h1.lan_ip(), CONTROL_PORT);
+    let hello = |protocol: &str| {
+        let body = format!(
+            r#"{{"type":"hello","protocol":"{protocol}","min_version":1,"max_version":1,"name":"02:00:00:00:00:99","nickname":"stranger","uid":1,"nonce":2,"listen_port":6783,"data_port":6784}}"#
+        );
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body.as_bytes());
+        frame
+    };
+    let within = Duration::from_secs(30);
+    // A peer speaking another protocol (Weave's own name) is refused, with the reason.
+    let (reply, closed) = tcp_session(&stranger, h1_control, hello("weave"), false, within);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        closed,
+        "a wrong protocol name must be refused and the connection closed: {reply}"
+    );
+    let reply = reply.to_lowercase();
+    assert!(
+        reply
+            .find("refuse")
+            .is_some_and(|at| reply[at..].contains("protocol")),
+        "the agent refuses, and says it is the protocol: {reply:?}"
+    );
+    // A frame announcing 4 GiB.
+    let mut oversized = vec![0xff, 0xff, 0xff, 0xf0];
+    oversized.extend_from_slice(&[b'{'; 2048]);
+    let (_, closed) = tcp_session(&stranger, h1_control, oversized, false, within);
+    assert!(closed, "an oversized frame must close the connection");
+    // A truncated frame, then the stranger's half closed.
+    let mut truncated = 1000u32.to_be_bytes().to_vec();
+    truncated.extend_from_slice(br#"{"type":"h"#);
+    let (_, closed) = tcp_session(&stranger, h1_control, truncated.clone(), true, within);
+    assert!(
+        closed,
+        "a truncated frame and EOF must close the connection"
+    );
+    // The same, left open: the handshake times out.
+    let (_, closed) = tcp_session(&stranger, h1_control, truncated, false, within);
+    assert!(closed, "a handshake that never completes must be timed out");
+    // Random bytes, many connections.
+    for i in 0..100 {
+        let junk = noise.bytes(1 + i * 37 % 3000);
+        let (_, closed) = tcp_session(&stranger, h1_control, junk, true, within);
+        assert!(closed, "connection {i} of random bytes must be closed");
+    }
+    let mesh_dropped = counter_sum(h1, MESH_DROPS) - mesh_before;
+    assert!(
+        mesh_dropped >= 4,
+        "the refused handshakes and bad frames are counted: {mesh_dropped}"
+    );
+
+    // The agent is the same process, answers, keeps its mesh and its memory.
+    assert_eq!(h1.agent_pid(), agent, "h1's agent did not restart");
+    wait_full_mesh(&c, CONVERGE);
+    let rss_after = h1.agent_rss_kib();
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "the agent's memory must not grow with garbage: {rss_before} KiB -> {rss_after} KiB"
+    );
+    h2.assert_ping(&b, "10.0.1.1");
+    h1.assert_ping(&a, "10.0.1.2");
+
+    // Nothing of the stranger's reached container a, though a's own
+    // traffic (the pings just made, after the forged frames) did.
+    let seen = seen_by_a
+        .wait_decoded(&["-t", "-e"], Duration::from_secs(20), |d| {
+            d.contains("10.0.1.2 > 10.0.1.1: ICMP echo request")
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    seen_by_a.stop().unwrap();
+    assert!(
+        !seen.contains("02:de:ad:be:ef:01") && !seen.contains("10.0.1.99"),
+        "forged frames from a stranger must not reach containers:\n{seen}"
+    );
+    drop(stranger);
+}

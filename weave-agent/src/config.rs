@@ -48,7 +48,7 @@ pub struct Paths {
         global = true
     )]
     pub state_dir: PathBuf,
-    /// The Docker Engine API endpoint.
+    /// The Docker Engine API endpoint that run, attach and detach use.
     #[arg(
         long,
         env = "DOCKER_HOST",

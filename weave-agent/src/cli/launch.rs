@@ -14,8 +14,9 @@ use crate::config::{LaunchOptions, Paths};
 /// How long the agent may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Start the weave agent on this host: the `weave` bridge, its eBPF programs,
-/// and the control socket the other commands talk to.
+/// Start the weave agent on this host: the `weave` bridge and its eBPF
+/// programs, the connections to peers (TCP 6783) and the data plane between
+/// hosts (UDP 6784), and the control socket the other commands talk to.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Run in the foreground instead of as a background daemon.

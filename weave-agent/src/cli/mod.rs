@@ -15,9 +15,10 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Paths;
 
-/// Weave Net, rebuilt in Rust with an eBPF dataplane: containers on this host
-/// (and later, on every host) join one virtual switch, `weave`, get addresses
-/// automatically, and are isolated by subnet.
+/// Weave Net, rebuilt in Rust with an eBPF dataplane: containers on every
+/// host join one virtual switch, `weave`, get addresses automatically, and
+/// are isolated by subnet. Peers gossip over TCP 6783 and carry frames as
+/// VXLAN over UDP 6784.
 ///
 /// Environment: WEAVE_SOCKET, WEAVE_STATE_DIR and DOCKER_HOST set the agent's
 /// control socket, state directory and Docker endpoint (one set per agent when

@@ -1,12 +1,27 @@
-//! IP address management. For now single-host: the agent hands out addresses
-//! from the allocation range and tracks every address in use on this host.
-//! Cross-host ownership (the ring) is a later piece and plugs in here.
+//! IP address management.
+//!
+//! Today the agent hands out addresses from the allocation range on its own
+//! ([`Allocator`]). The cross-host core is here beside it, pure and not yet
+//! wired in: the [`Ring`] says which peer owns which part of the range (a
+//! CRDT gossiped between peers), and each peer's [`Space`] says which of the
+//! addresses it owns it has handed out.
 
+mod addr_range;
 mod allocator;
 mod request;
+mod ring;
+#[cfg(test)]
+mod sim_tests;
+mod space;
 
+pub use addr_range::AddrRange;
 pub use allocator::{Allocator, IpamError};
 pub use request::{AddrRequest, AddrRequestError, looks_like_address, parse_addr_requests};
+pub use ring::{
+    Entry, MAX_ENTRIES, Malformed, Refused, Ring, RingError, RingIdentity, RingMerge, Share,
+    TRANSFER_VERSION_BUMP, random_ring_id,
+};
+pub use space::{Space, SpaceError};
 
 /// Weave's default allocation range: 10.32.0.0 to 10.47.255.255.
 pub const DEFAULT_RANGE: &str = "10.32.0.0/12";

@@ -19,10 +19,11 @@
 
 mod capture;
 mod receive;
-mod verdict;
+pub mod verdict;
 
+use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use super::counters::Counters;
 use super::error::OverlayError;
 use super::forwarding::{ForwardingTable, Overlay, OverlayStats};
+use super::mmsg::RecvBatch;
 use super::routes::{Routes, RoutesCell};
 use super::sys;
 use super::vxlan;
@@ -100,6 +102,20 @@ impl Shared {
 
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Fills `batch` from `fd`, for both workers' loops: false when nothing
+    /// came (the receive timeout, so the caller checks whether to stop; an
+    /// interruption; or an error, already logged and backed off from).
+    fn receive(&self, batch: &mut RecvBatch, fd: BorrowedFd<'_>, socket: &'static str) -> bool {
+        match batch.recv(fd) {
+            Ok(_) => true,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => false,
+            Err(e) => {
+                self.back_off(&e, socket);
+                false
+            }
+        }
     }
 
     /// After an unexpected receive error: logs it (the first at warn level,

@@ -1,7 +1,6 @@
 //! Bridge to peers: frames captured on the datapath port, wrapped in VXLAN
 //! and sent to the peers their verdict names.
 
-use std::io::ErrorKind;
 use std::os::fd::AsFd;
 
 use super::verdict::{FromBridge, from_bridge};
@@ -23,16 +22,8 @@ pub(super) fn run(shared: &Shared) {
     let mut verdicts: Vec<FromBridge> = Vec::with_capacity(BATCH);
     let mut reader = RoutesReader::new(&shared.routes);
     while !shared.stopping() {
-        match frames.recv(shared.datapath.as_fd()) {
-            Ok(_) => {}
-            // Timed out (time to check whether to stop) or interrupted.
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-                continue;
-            }
-            Err(e) => {
-                shared.back_off(&e, "datapath");
-                continue;
-            }
+        if !shared.receive(&mut frames, shared.datapath.as_fd(), "datapath") {
+            continue;
         }
         let now = batch_time();
         let routes = reader.refresh(&shared.routes);

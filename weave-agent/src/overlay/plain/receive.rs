@@ -2,7 +2,6 @@
 //! frames injected into the datapath port, broadcasts passed on down the
 //! origin's tree and packets for other peers relayed unchanged.
 
-use std::io::ErrorKind;
 use std::os::fd::AsFd;
 
 use super::verdict::{FromPeer, from_peer};
@@ -23,16 +22,8 @@ pub(super) fn run(shared: &Shared) {
     let mut verdicts: Vec<FromPeer> = Vec::with_capacity(BATCH);
     let mut reader = RoutesReader::new(&shared.routes);
     while !shared.stopping() {
-        match packets.recv(shared.udp.as_fd()) {
-            Ok(_) => {}
-            // Timed out (time to check whether to stop) or interrupted.
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-                continue;
-            }
-            Err(e) => {
-                shared.back_off(&e, "udp");
-                continue;
-            }
+        if !shared.receive(&mut packets, shared.udp.as_fd(), "udp") {
+            continue;
         }
         let now = batch_time();
         let routes = reader.refresh(&shared.routes);

@@ -17,6 +17,11 @@ use crate::peer_name::PeerName;
 pub const MAX_PEERS: usize = 1024;
 /// Most connections one peer's entry may list.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 256;
+/// How far ahead of our clock a version may be. Versions start at the clock
+/// in ms and grow by one per change, so a legitimate one is never far ahead;
+/// without a bound, an entry at u64::MAX could never be outbid, and anyone
+/// could claim a name (ours included) for good.
+pub const MAX_VERSION_AHEAD_MS: u64 = 1 << 40;
 
 /// One connection as its owner describes it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -70,6 +75,9 @@ impl PeerInfo {
 
     /// Checks what a peer cannot legitimately send.
     pub fn validate(&self) -> Result<(), Rejection> {
+        if self.version > now_ms().saturating_add(MAX_VERSION_AHEAD_MS) {
+            return Err(Rejection::VersionFromTheFuture(self.version));
+        }
         if self.short_id != ShortId::of(&self.name) {
             return Err(Rejection::BadShortId);
         }
@@ -113,6 +121,8 @@ pub enum Rejection {
     DuplicateConnection(PeerName),
     #[error("the topology is full ({MAX_PEERS} peers)")]
     Full,
+    #[error("its version {0} is implausibly far ahead of our clock")]
+    VersionFromTheFuture(u64),
 }
 
 /// What a merge did.
@@ -197,12 +207,14 @@ impl Topology {
     pub fn merge(&mut self, update: &TopologyUpdate) -> MergeOutcome {
         let mut out = MergeOutcome::default();
         for entry in &update.peers {
-            if entry.name == self.me {
-                self.merge_ours(entry, &mut out);
-                continue;
-            }
+            // Before anything else, for entries with our name too: one we
+            // could not outbid must not make us try.
             if let Err(why) = entry.validate() {
                 out.rejected.push((entry.name, why));
+                continue;
+            }
+            if entry.name == self.me {
+                self.merge_ours(entry, &mut out);
                 continue;
             }
             let full = self.peers.len() >= MAX_PEERS;
@@ -338,9 +350,19 @@ mod tests {
         assert!(t.ours().connections.is_empty());
 
         assert!(!t.merge(&update(&[t.ours().clone()])).is_changed());
-        let out = t.merge(&update(&[entry(1, u64::MAX, 7, &[])]));
-        assert!(out.is_changed());
-        assert_eq!(t.ours().version, u64::MAX);
+        // An entry we could never outbid is refused, and changes nothing
+        // however often it comes (found by the gossip_merge fuzz target).
+        for _ in 0..2 {
+            let out = t.merge(&update(&[entry(1, u64::MAX, 7, &[])]));
+            assert!(!out.is_changed());
+            assert_eq!(
+                out.rejected,
+                vec![(name(1), Rejection::VersionFromTheFuture(u64::MAX))]
+            );
+            assert_eq!(t.ours().version, 501);
+        }
+        let out = t.merge(&update(&[entry(2, u64::MAX, 7, &[])]));
+        assert!(!out.is_changed(), "nor for another peer's name");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod build;
 mod demo;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -29,6 +30,7 @@ enum Task {
     Test(test::Args),
     Run(run::Args),
     Demo(demo::Args),
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::run(args),
         Task::Run(args) => run::run(args),
         Task::Demo(args) => demo::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

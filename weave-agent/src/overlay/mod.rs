@@ -10,8 +10,8 @@ mod error;
 mod forwarding;
 pub mod mac_table;
 mod mmsg;
-mod plain;
-mod routes;
+pub mod plain;
+pub mod routes;
 mod sys;
 pub mod vxlan;
 

@@ -275,18 +275,6 @@ fn bpf_attached_to(h: &Host, dev: &str) -> bool {
 }
 
 /// Pids of weave processes (the agent) in the host's namespace.
-fn agent_pids(h: &Host) -> Vec<u32> {
-    h.netns()
-        .pids()
-        .into_iter()
-        .filter(|pid| {
-            fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
-                exe.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("weave"))
-            })
-        })
-        .collect()
-}
 
 /// The host-side port of a container, `vethwepl<pid>`.
 fn port_of(h: &Host, container: &str) -> String {
@@ -333,7 +321,7 @@ fn assert_nothing_left(h: &Host) {
         h.socket().display()
     );
     assert_eq!(
-        agent_pids(h),
+        h.agent_pids(),
         Vec::<u32>::new(),
         "after reset no agent runs"
     );
@@ -568,10 +556,10 @@ fn stop_keeps_container_interfaces_and_reset_removes_everything() {
         attached.iter().any(|a| a.starts_with("xdp")),
         "and an XDP program to the datapath port: {attached:?}"
     );
-    assert_eq!(agent_pids(&h).len(), 1, "one agent runs");
+    assert_eq!(h.agent_pids().len(), 1, "one agent runs");
 
     h.weave_ok(&["stop"]);
-    assert_eq!(agent_pids(&h), Vec::<u32>::new(), "stop ends the agent");
+    assert_eq!(h.agent_pids(), Vec::<u32>::new(), "stop ends the agent");
     assert_eq!(
         ethwe_cidrs(&h, &a),
         ["10.32.0.1/12"],
@@ -709,7 +697,7 @@ fn run_before_launch_and_a_second_launch_are_refused() {
     let peer = launch(&h);
     let a = run(&h, &["10.0.1.1/24"]);
     let before = snapshot(&h, true);
-    let agents = agent_pids(&h);
+    let agents = h.agent_pids();
     assert_eq!(agents.len(), 1, "one agent runs");
 
     let out = h.weave(&["launch"]);
@@ -723,7 +711,7 @@ fn run_before_launch_and_a_second_launch_are_refused() {
         before,
         "a second launch changes nothing"
     );
-    assert_eq!(agent_pids(&h), agents, "the first agent still runs, alone");
+    assert_eq!(h.agent_pids(), agents, "the first agent still runs, alone");
     let status = h.weave_ok(&["status"]);
     assert!(
         status_value(&status, "Name").is_some_and(|n| n.starts_with(&peer)),

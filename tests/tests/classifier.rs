@@ -12,6 +12,7 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
+use weave_agent::report::causes;
 
 use weave_agent::dataplane::{Classifier, DataplaneError};
 use weave_common::names::{DATAPATH_PROG, FROM_CONTAINER_PROG, TO_CONTAINER_PROG};
@@ -61,25 +62,13 @@ fn in_private_netns(test: impl FnOnce(&mut Classifier) + Send + 'static) {
             );
         }
         let mut classifier = Classifier::load()
-            .unwrap_or_else(|e| panic!("loading the eBPF object failed: {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("loading the eBPF object failed: {}", causes(&e)));
         test(&mut classifier);
     })
     .join();
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-}
-
-/// An error with all its causes, for panic messages (the verifier log is in
-/// the innermost one).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(&format!(": {e}"));
-        cause = e.source();
-    }
-    text
 }
 
 fn endpoint(mac: [u8; 6], addrs: &[([u8; 4], u8)]) -> Endpoint {
@@ -98,13 +87,13 @@ fn endpoint(mac: [u8; 6], addrs: &[([u8; 4], u8)]) -> Endpoint {
 fn container_a(classifier: &mut Classifier) {
     classifier
         .set_endpoint_for_test(TEST_RUN_IFINDEX, Some(&endpoint(MAC_A, &[(A, 24)])))
-        .unwrap_or_else(|e| panic!("writing the endpoint failed: {}", chain(&e)));
+        .unwrap_or_else(|e| panic!("writing the endpoint failed: {}", causes(&e)));
 }
 
 fn run(classifier: &Classifier, prog: &str, frame: &[u8], what: &str) -> u32 {
     classifier
         .test_run(prog, frame)
-        .unwrap_or_else(|e| panic!("{what}: test run of {prog} failed: {}", chain(&e)))
+        .unwrap_or_else(|e| panic!("{what}: test run of {prog} failed: {}", causes(&e)))
 }
 
 #[track_caller]
@@ -121,7 +110,7 @@ fn assert_verdict(classifier: &Classifier, prog: &str, frame: &[u8], expected: u
 fn assert_counters(classifier: &Classifier, expected: &[(Counter, u64)]) {
     let actual = classifier
         .counters()
-        .unwrap_or_else(|e| panic!("reading the counters failed: {}", chain(&e)));
+        .unwrap_or_else(|e| panic!("reading the counters failed: {}", causes(&e)));
     let wanted: Vec<(Counter, u64)> = Counter::ALL
         .iter()
         .map(|&c| {
@@ -380,7 +369,7 @@ fn unsupported_frames_are_dropped_both_ways() {
                     assert_eq!(verdict, TC_ACT_SHOT, "truncated IPv4 header through {prog}");
                     ran += 1;
                 }
-                Err(e) => panic!("truncated IPv4 header through {prog}: {}", chain(&e)),
+                Err(e) => panic!("truncated IPv4 header through {prog}: {}", causes(&e)),
             }
         }
         assert_counters(
@@ -450,11 +439,11 @@ fn attached_loopback_port_classifies_real_traffic() {
         // The loopback device's MAC is all zeros; give it 127.0.0.1/8.
         let lo = endpoint([0; 6], &[([127, 0, 0, 1], 8)]);
         c.attach_endpoint("lo", &lo)
-            .unwrap_or_else(|e| panic!("attach_endpoint(lo): {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("attach_endpoint(lo): {}", causes(&e)));
         c.attach_endpoint("lo", &lo)
-            .unwrap_or_else(|e| panic!("attach_endpoint(lo) again: {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("attach_endpoint(lo) again: {}", causes(&e)));
         c.attach_datapath("lo")
-            .unwrap_or_else(|e| panic!("attach_datapath(lo): {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("attach_datapath(lo): {}", causes(&e)));
         assert_eq!(
             c.describe(),
             "eBPF (TC isolation on 1 port, XDP generic on lo)"
@@ -500,7 +489,7 @@ fn attached_loopback_port_classifies_real_traffic() {
         // Detached: the entry is gone (test runs see an unknown port) and
         // real traffic is no longer classified.
         c.detach_endpoint("lo")
-            .unwrap_or_else(|e| panic!("detach_endpoint(lo): {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("detach_endpoint(lo): {}", causes(&e)));
         assert_eq!(
             c.describe(),
             "eBPF (TC isolation on 0 ports, XDP generic on lo)"

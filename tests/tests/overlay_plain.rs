@@ -23,6 +23,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use weave_agent::report::causes;
 
 use weave_agent::config::{BRIDGE, CONTAINER_IFNAME, DATAPATH_BRIDGE_END, DATAPATH_END};
 use weave_agent::dataplane::Classifier;
@@ -262,7 +263,7 @@ impl World {
                     udp_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_DATA_PORT)),
                     mtu: MTU,
                 })
-                .unwrap_or_else(|e| panic!("starting the overlay: {}", chain(&e)))
+                .unwrap_or_else(|e| panic!("starting the overlay: {}", causes(&e)))
             });
             assert_eq!(overlay.name(), "plain");
             host.overlay = Some(overlay);
@@ -288,16 +289,6 @@ impl World {
             me.overlay().update(Arc::new(t));
         }
     }
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(&format!(": {e}"));
-        cause = e.source();
-    }
-    text
 }
 
 // ---------------------------------------------------------------------------
@@ -819,7 +810,7 @@ fn a_stopped_overlay_leaves_nothing_and_can_start_again() {
                 mtu: MTU,
             })
         })
-        .unwrap_or_else(|e| panic!("starting: {}", chain(&e)))
+        .unwrap_or_else(|e| panic!("starting: {}", causes(&e)))
     };
     let baseline = threads_and_fds();
     for _ in 0..3 {

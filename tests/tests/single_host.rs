@@ -274,8 +274,6 @@ fn bpf_attached_to(h: &Host, dev: &str) -> bool {
             .any(|l| l.starts_with(&format!("{dev}(")))
 }
 
-/// Pids of weave processes (the agent) in the host's namespace.
-
 /// The host-side port of a container, `vethwepl<pid>`.
 fn port_of(h: &Host, container: &str) -> String {
     format!("vethwepl{}", h.container_pid(container))

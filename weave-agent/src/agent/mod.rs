@@ -188,7 +188,7 @@ impl Agent {
             Request::Stop => return (Ok(Reply::Stopping), Next::Stop),
         };
         (
-            result.map_err(|e| crate::report::one_line(&e)),
+            result.map_err(|e| crate::report::one_line(e.as_ref())),
             Next::Continue,
         )
     }

@@ -63,7 +63,7 @@ pub fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("weave: {}", crate::report::one_line(&e));
+            eprintln!("weave: {}", crate::report::one_line(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

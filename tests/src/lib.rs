@@ -20,13 +20,14 @@
 //! Modules: [`poll`] (deadlines, Ctrl-C), `prereq` (root, programs),
 //! `command` (running tools), `cleanup` (guards' and sweep's primitives),
 //! `netns`, `dockerd`, `image` (busybox), `host`, `lan` (LAN, faults,
-//! captures), `cluster`, [`report`] (reading `weave status`).
+//! captures), `cluster`, [`convergence`] (launch, wait for the mesh), [`report`] (reading `weave status`).
 
 use std::time::Duration;
 
 mod cleanup;
 mod cluster;
 mod command;
+pub mod convergence;
 mod dockerd;
 mod host;
 mod image;

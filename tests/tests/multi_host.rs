@@ -25,18 +25,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use weave_tests::convergence::{CONVERGE, DEAD_PEER, REJOIN};
 use weave_tests::report::{self, parse_peers};
-use weave_tests::{Cluster, Host, IMAGE, Netns, TEST_PREFIX, wait_for, wait_until};
+use weave_tests::{Cluster, Host, Netns, TEST_PREFIX, wait_until};
 
-/// A full mesh of three must form within this (dial, handshake, gossip,
-/// discovery, dial again).
-const CONVERGE: Duration = Duration::from_secs(60);
-/// The others must notice a dead peer within this (the agent's dead-peer
-/// timeout is about 6 s).
-const DEAD_PEER: Duration = Duration::from_secs(30);
-/// A peer back on the LAN or relaunched must be reconnected within this
-/// (reconnection backoff tops out at about 10 s, plus jitter).
-const REJOIN: Duration = Duration::from_secs(60);
 /// The default MTU on a 1500-byte LAN: 1500 less VXLAN's 50.
 const OVERLAY_MTU: u32 = 1450;
 const CONTROL_PORT: u16 = 6783;
@@ -56,123 +48,6 @@ fn three_hosts(test: &str) -> Cluster {
 
 fn hosts(c: &Cluster) -> (&Host, &Host, &Host) {
     (&c[0], &c[1], &c[2])
-}
-
-/// `weave launch ARGS...`; returns the peer name it prints.
-#[track_caller]
-fn launch(h: &Host, args: &[&str]) -> String {
-    let mut all = vec!["launch"];
-    all.extend_from_slice(args);
-    let out = h.weave_ok(&all);
-    let name = out.trim();
-    assert!(
-        name.len() == 17 && name.split(':').count() == 6,
-        "{}: weave launch prints the peer name (like a MAC), got {out:?}",
-        h.nickname()
-    );
-    name.to_string()
-}
-
-fn lan(h: &Host) -> String {
-    h.lan_ip().to_string()
-}
-
-/// Waits until `h` knows `peers` peers, reports `peer_connections`
-/// established connections among all of them (each direction counts), and
-/// has established connections with exactly the hosts named in `with`.
-#[track_caller]
-fn wait_connected(
-    h: &Host,
-    peers: usize,
-    peer_connections: usize,
-    with: &[&str],
-    timeout: Duration,
-) {
-    let want: BTreeSet<String> = with.iter().map(|n| n.to_string()).collect();
-    wait_for(
-        &format!(
-            "{} to know {peers} peers with {peer_connections} established connections, \
-             and to be connected to exactly {want:?}",
-            h.nickname()
-        ),
-        timeout,
-        || {
-            let status = h.try_weave(&["status"])?;
-            let summary = report::Summary::parse(&status)?;
-            let connections = h.try_weave(&["status", "connections"])?;
-            let established: BTreeSet<String> = report::parse_connections(&connections)?
-                .into_iter()
-                .filter(report::Connection::is_established)
-                .filter_map(|c| c.nickname)
-                .collect();
-            anyhow::ensure!(
-                summary.peers == peers
-                    && summary.peer_connections == peer_connections
-                    && established == want,
-                "connected to {established:?}\n{status}\n{connections}"
-            );
-            Ok(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-}
-
-/// Waits until `h`'s established connections are exactly with the hosts
-/// named in `with` (peer counts are left alone: a peer nobody reaches is
-/// dropped from the topology, as in Weave).
-#[track_caller]
-fn wait_established(h: &Host, with: &[&str], timeout: Duration) {
-    let want: BTreeSet<String> = with.iter().map(|n| n.to_string()).collect();
-    wait_for(
-        &format!("{} to be connected to exactly {want:?}", h.nickname()),
-        timeout,
-        || {
-            let established = h.established_with()?;
-            anyhow::ensure!(established == want, "connected to {established:?}");
-            Ok(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-}
-
-/// Waits until every host of the cluster is connected to every other.
-#[track_caller]
-fn wait_full_mesh(c: &Cluster, timeout: Duration) {
-    let names: Vec<&str> = c.hosts().iter().map(Host::nickname).collect();
-    let n = names.len();
-    for h in c.hosts() {
-        let others: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|x| *x != h.nickname())
-            .collect();
-        wait_connected(h, n, n * (n - 1), &others, timeout);
-    }
-}
-
-/// The issue's scenario: h1 `launch`; h2 `launch` then `connect <h1>`; h3
-/// `launch <h2>`; then waits for the full mesh. Returns the peer names.
-#[track_caller]
-fn scenario(c: &Cluster) -> [String; 3] {
-    let (h1, h2, h3) = hosts(c);
-    let n1 = launch(h1, &[]);
-    let n2 = launch(h2, &[]);
-    h2.weave_ok(&["connect", &lan(h1)]);
-    let n3 = launch(h3, &[&lan(h2)]);
-    wait_full_mesh(c, CONVERGE);
-    [n1, n2, n3]
-}
-
-/// `weave run CIDR --name NAME IMAGE sleep 3600`; returns the container id.
-#[track_caller]
-fn run(h: &Host, cidr: &str, name: &str) -> String {
-    let out = h.weave_ok(&["run", cidr, "--name", name, IMAGE, "sleep", "3600"]);
-    let id = out.trim();
-    assert!(
-        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
-        "weave run prints the full container id, got {out:?}"
-    );
-    id.to_string()
 }
 
 /// `ping -c 3 -s SIZE`, all three answered.
@@ -318,7 +193,7 @@ fn launch_connect_and_discovery_converge_to_a_full_mesh() {
     let (h1, h2, h3) = hosts(&c);
 
     // Host 1 alone.
-    let n1 = launch(h1, &[]);
+    let n1 = h1.launch(&[]);
     let status = h1.weave_ok(&["status"]);
     let summary = report::Summary::parse(&status).unwrap();
     assert_eq!(
@@ -340,26 +215,26 @@ fn launch_connect_and_discovery_converge_to_a_full_mesh() {
     assert!(peers[0].connections.is_empty(), "{peers:?}");
 
     // Host 2 launches, then connects to host 1.
-    let n2 = launch(h2, &[]);
+    let n2 = h2.launch(&[]);
     assert_ne!(n1, n2, "every peer has a name of its own");
-    h2.weave_ok(&["connect", &lan(h1)]);
-    wait_connected(h2, 2, 2, &["h1"], CONVERGE);
-    wait_connected(h1, 2, 2, &["h2"], CONVERGE);
+    h2.weave_ok(&["connect", &h1.lan_addr()]);
+    h2.wait_connected(2, 2, &["h1"], CONVERGE);
+    h1.wait_connected(2, 2, &["h2"], CONVERGE);
     let targets = h2.weave_ok(&["status", "targets"]);
     assert_eq!(
         targets.lines().collect::<Vec<_>>(),
-        [lan(h1)],
+        [h1.lan_addr()],
         "h2's targets"
     );
     let to_h1 = h2.connections().unwrap();
     assert!(
         to_h1.iter().any(|c| c.is_established()
             && c.outbound
-            && c.address == format!("{}:{CONTROL_PORT}", lan(h1))
+            && c.address == format!("{}:{CONTROL_PORT}", h1.lan_addr())
             && c.peer.as_deref() == Some(n1.as_str())
             && c.mtu == Some(OVERLAY_MTU)),
         "h2 dialled h1 at {}:{CONTROL_PORT}, with the overlay MTU {OVERLAY_MTU}: {to_h1:#?}",
-        lan(h1)
+        h1.lan_addr()
     );
     let from_h2 = h1.connections().unwrap();
     assert!(
@@ -370,8 +245,8 @@ fn launch_connect_and_discovery_converge_to_a_full_mesh() {
     );
 
     // Host 3 launches with host 2 as its peer; discovery completes the mesh.
-    let n3 = launch(h3, &[&lan(h2)]);
-    wait_full_mesh(&c, CONVERGE);
+    let n3 = h3.launch(&[&h2.lan_addr()]);
+    c.wait_full_mesh(CONVERGE);
     let names = BTreeSet::from([
         (n1.clone(), "h1".to_string()),
         (n2.clone(), "h2".to_string()),
@@ -420,19 +295,19 @@ fn launch_connect_and_discovery_converge_to_a_full_mesh() {
     let targets = h3.weave_ok(&["status", "targets"]);
     assert_eq!(
         targets.lines().collect::<Vec<_>>(),
-        [lan(h2)],
+        [h2.lan_addr()],
         "h3's targets"
     );
 
     // Forgetting a target stops dialling it; the connection stays (as in Weave).
-    h3.weave_ok(&["forget", &lan(h2)]);
+    h3.weave_ok(&["forget", &h2.lan_addr()]);
     assert_eq!(
         h3.weave_ok(&["status", "targets"]).trim(),
         "",
         "h3 forgot h2"
     );
     assert_eq!(h3.summary().unwrap().targets, 0);
-    wait_connected(h3, 3, 6, &["h1", "h2"], CONVERGE);
+    h3.wait_connected(3, 6, &["h1", "h2"], CONVERGE);
 }
 
 // ---------------------------------------------------------------------------
@@ -443,11 +318,11 @@ fn launch_connect_and_discovery_converge_to_a_full_mesh() {
 fn containers_on_different_hosts_share_a_subnet_and_nothing_else() {
     let c = three_hosts("xhost");
     let (h1, h2, h3) = hosts(&c);
-    scenario(&c);
-    let a = run(h1, "10.0.1.1/24", "aa");
-    let b = run(h2, "10.0.1.2/24", "bb");
-    let x = run(h2, "10.0.2.2/24", "xx");
-    let y = run(h3, "10.0.2.3/24", "yy");
+    c.launch_scenario(&[]);
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h2.run_container("10.0.1.2/24", "bb");
+    let x = h2.run_container("10.0.2.2/24", "xx");
+    let y = h3.run_container("10.0.2.3/24", "yy");
     for (h, id) in [(h1, &a), (h2, &b), (h2, &x), (h3, &y)] {
         assert_eq!(
             ethwe_mtu(h, id),
@@ -496,22 +371,22 @@ fn with_the_direct_path_blocked_containers_talk_through_the_third_host() {
     let (h1, h2, h3) = hosts(&c);
     c.block(h1, h3);
 
-    launch(h1, &[]);
-    launch(h2, &[]);
-    h2.weave_ok(&["connect", &lan(h1)]);
-    launch(h3, &[&lan(h2)]);
+    h1.launch(&[]);
+    h2.launch(&[]);
+    h2.weave_ok(&["connect", &h1.lan_addr()]);
+    h3.launch(&[&h2.lan_addr()]);
     // Everybody knows everybody; h1 and h3 are connected through h2 only.
-    wait_connected(h2, 3, 4, &["h1", "h3"], CONVERGE);
-    wait_connected(h1, 3, 4, &["h2"], CONVERGE);
-    wait_connected(h3, 3, 4, &["h2"], CONVERGE);
+    h2.wait_connected(3, 4, &["h1", "h3"], CONVERGE);
+    h1.wait_connected(3, 4, &["h2"], CONVERGE);
+    h3.wait_connected(3, 4, &["h2"], CONVERGE);
     // They did try the direct path (discovery), and the LAN dropped it.
     wait_until("h1 and h3 to try each other", CONVERGE, || {
         (c.blocked_packets(h1, h3) > 0).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
 
-    let a = run(h1, "10.0.1.1/24", "aa");
-    let b = run(h3, "10.0.1.3/24", "bb");
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h3.run_container("10.0.1.3/24", "bb");
     let mut capture = c
         .lan()
         .capture(h2.lan_port(), &["udp", "port", &DATA_PORT.to_string()])
@@ -549,7 +424,7 @@ fn with_the_direct_path_blocked_containers_talk_through_the_third_host() {
 
     // Unblocked, h1 and h3 connect directly (reconnection with backoff).
     c.unblock(h1, h3);
-    wait_full_mesh(&c, REJOIN);
+    c.wait_full_mesh(REJOIN);
     h1.assert_ping(&a, "10.0.1.3");
     h3.assert_ping(&b, "10.0.1.1");
 }
@@ -562,20 +437,20 @@ fn with_the_direct_path_blocked_containers_talk_through_the_third_host() {
 fn a_host_cut_off_the_lan_rejoins_without_a_restart() {
     let c = three_hosts("cut");
     let (h1, h2, h3) = hosts(&c);
-    scenario(&c);
-    let a = run(h1, "10.0.1.1/24", "aa");
-    let b = run(h3, "10.0.1.3/24", "bb");
+    c.launch_scenario(&[]);
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h3.run_container("10.0.1.3/24", "bb");
     h1.assert_ping(&a, "10.0.1.3");
     let agents: Vec<u32> = c.hosts().iter().map(Host::agent_pid).collect();
 
     c.cut(h3);
     // Longer than the dead-peer timeout: until both others have let h3 go.
-    wait_established(h1, &["h2"], DEAD_PEER);
-    wait_established(h2, &["h1"], DEAD_PEER);
+    h1.wait_established(&["h2"], DEAD_PEER);
+    h2.wait_established(&["h1"], DEAD_PEER);
     h1.assert_no_ping(&a, "10.0.1.3");
 
     c.reconnect(h3);
-    wait_full_mesh(&c, REJOIN);
+    c.wait_full_mesh(REJOIN);
     h1.wait_ping_within(&a, "10.0.1.3", REJOIN)
         .unwrap_or_else(|e| panic!("{e:#}"));
     h3.assert_ping(&b, "10.0.1.1");
@@ -591,32 +466,28 @@ fn a_host_cut_off_the_lan_rejoins_without_a_restart() {
 fn a_killed_agent_relaunched_restores_its_connections_and_containers() {
     let c = three_hosts("kill");
     let (h1, h2, h3) = hosts(&c);
-    let [_, n2, _] = scenario(&c);
-    let a = run(h1, "10.0.1.1/24", "aa");
-    let b = run(h2, "10.0.1.2/24", "bb");
-    let d = run(h3, "10.0.1.3/24", "dd");
+    let [_, n2, _] = c.launch_scenario(&[]);
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h2.run_container("10.0.1.2/24", "bb");
+    let d = h3.run_container("10.0.1.3/24", "dd");
     h2.assert_ping(&b, "10.0.1.1");
     h2.assert_ping(&b, "10.0.1.3");
 
     let killed = h2.kill_agent();
-    wait_established(h1, &["h3"], DEAD_PEER);
-    wait_established(h3, &["h1"], DEAD_PEER);
+    h1.wait_established(&["h3"], DEAD_PEER);
+    h3.wait_established(&["h1"], DEAD_PEER);
     assert!(h2.agent_pids().is_empty(), "h2's agent {killed} is gone");
 
     // Same state directory: same name, same targets, same containers.
-    assert_eq!(
-        launch(h2, &[]),
-        n2,
-        "a relaunched agent keeps its peer name"
-    );
+    assert_eq!(h2.launch(&[]), n2, "a relaunched agent keeps its peer name");
     assert_eq!(
         h2.weave_ok(&["status", "targets"])
             .lines()
             .collect::<Vec<_>>(),
-        [lan(h1)],
+        [h1.lan_addr()],
         "targets persist across a restart"
     );
-    wait_full_mesh(&c, REJOIN);
+    c.wait_full_mesh(REJOIN);
     h2.wait_ping_within(&b, "10.0.1.1", REJOIN)
         .unwrap_or_else(|e| panic!("{e:#}"));
     h2.assert_ping(&b, "10.0.1.3");
@@ -633,9 +504,9 @@ fn a_killed_agent_relaunched_restores_its_connections_and_containers() {
 fn the_overlay_on_the_wire_is_vxlan_carrying_the_containers_frames() {
     let c = three_hosts("wire");
     let (h1, h2, _) = hosts(&c);
-    scenario(&c);
-    let a = run(h1, "10.0.1.1/24", "aa");
-    let b = run(h2, "10.0.1.2/24", "bb");
+    c.launch_scenario(&[]);
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h2.run_container("10.0.1.2/24", "bb");
     h1.assert_ping(&a, "10.0.1.2");
 
     // Everything on h1's LAN port, decoded twice: as VXLAN, and the rest.
@@ -786,9 +657,9 @@ const MESH_DROPS: &[&str] = &[
 fn garbage_on_the_wire_changes_nothing() {
     let c = three_hosts("junk");
     let (h1, h2, h3) = hosts(&c);
-    scenario(&c);
-    let a = run(h1, "10.0.1.1/24", "aa");
-    let b = run(h2, "10.0.1.2/24", "bb");
+    c.launch_scenario(&[]);
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h2.run_container("10.0.1.2/24", "bb");
     h2.assert_ping(&b, "10.0.1.1");
     // A stranger on the LAN: not a peer.
     let stranger = Netns::create(&format!("{TEST_PREFIX}{}-junk-x", std::process::id())).unwrap();
@@ -936,7 +807,7 @@ fn garbage_on_the_wire_changes_nothing() {
 
     // The agent is the same process, answers, keeps its mesh and its memory.
     assert_eq!(h1.agent_pid(), agent, "h1's agent did not restart");
-    wait_full_mesh(&c, CONVERGE);
+    c.wait_full_mesh(CONVERGE);
     let rss_after = h1.agent_rss_kib();
     assert!(
         rss_after < rss_before + 32 * 1024,

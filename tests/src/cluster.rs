@@ -1,7 +1,7 @@
 //! Several simulated hosts on one simulated LAN, created and torn down side
 //! by side (dockerd start-up and teardown are mostly waiting).
 
-use std::ops::Index;
+use std::ops::{Index, IndexMut};
 use std::path::PathBuf;
 
 use anyhow::{Result, anyhow, ensure};
@@ -155,6 +155,12 @@ impl Index<usize> for Cluster {
     /// Host `i`, counting from 0 (`cluster[0]` is `h1`).
     fn index(&self, i: usize) -> &Host {
         &self.hosts[i]
+    }
+}
+
+impl IndexMut<usize> for Cluster {
+    fn index_mut(&mut self, i: usize) -> &mut Host {
+        &mut self.hosts[i]
     }
 }
 

@@ -29,18 +29,40 @@ impl Dockerd {
     /// Starts dockerd in `netns` with its files under `dir` (created, must not
     /// exist), and waits until it answers.
     pub fn start(netns: &Netns, dir: &Path) -> Result<Dockerd> {
-        let dockerd_bin = require_program("dockerd", "docker.io")?;
         let docker = docker_cli()?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let config = dir.join("daemon.json");
-        fs::write(&config, "{}\n")?;
+        fs::write(dir.join("daemon.json"), "{}\n")?;
+        let mut daemon = Dockerd {
+            child: None,
+            dir: dir.to_path_buf(),
+            docker,
+        };
+        daemon.spawn(netns)?;
+        Ok(daemon)
+    }
+
+    /// Stops dockerd as its service would be stopped (SIGTERM: it stops its
+    /// containers) and starts it again on the same files; waits until it
+    /// answers. A fault the agent must survive.
+    pub fn restart(&mut self, netns: &Netns) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            kill(&[child.id()], "TERM");
+            wait_child(&mut child, Duration::from_secs(60), "dockerd shutdown")?;
+        }
+        self.spawn(netns)
+    }
+
+    /// Runs dockerd on this daemon's files and waits until it answers.
+    fn spawn(&mut self, netns: &Netns) -> Result<()> {
+        let dockerd_bin = require_program("dockerd", "docker.io")?;
+        let dir = &self.dir;
         let log_path = dir.join("dockerd.log");
-        let log = File::create(&log_path)?;
+        let log = File::options().create(true).append(true).open(&log_path)?;
         let mut c = netns.command(&dockerd_bin);
         c.arg("-H")
             .arg(format!("unix://{}", dir.join("docker.sock").display()))
             .arg("--config-file")
-            .arg(&config)
+            .arg(dir.join("daemon.json"))
             .arg("--data-root")
             .arg(dir.join("data"))
             .arg("--exec-root")
@@ -67,26 +89,21 @@ impl Dockerd {
         let child = c
             .spawn()
             .with_context(|| format!("cannot start {}", describe(&c)))?;
-        let mut daemon = Dockerd {
-            child: Some(child),
-            dir: dir.to_path_buf(),
-            docker,
-        };
+        self.child = Some(child);
         let started = wait_until("dockerd to answer", DOCKERD_START_TIMEOUT, || {
-            if let Some(Ok(Some(status))) = daemon.child.as_mut().map(Child::try_wait) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 return Some(Err(anyhow!("dockerd exited at start ({status})")));
             }
-            let version = daemon.docker(&["version", "--format", "{{.Server.Version}}"]);
+            let version = self.docker(&["version", "--format", "{{.Server.Version}}"]);
             version.success().then_some(Ok(()))
         });
-        match started.and_then(|r| r) {
-            Ok(()) => Ok(daemon),
-            Err(e) => Err(e.context(format!(
+        started.and_then(|r| r).map_err(|e| {
+            e.context(format!(
                 "dockerd log {}:\n{}",
                 log_path.display(),
-                daemon.log_tail(30)
-            ))),
-        }
+                self.log_tail(30)
+            ))
+        })
     }
 
     /// `unix://<dir>/docker.sock`, the value for DOCKER_HOST.

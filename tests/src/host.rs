@@ -18,7 +18,7 @@ use crate::lan::{Capture, Lan, LanPort};
 use crate::netns::{Link, Netns, in_netns};
 use crate::poll::{wait_for, wait_until};
 use crate::prereq::{is_executable, is_root, require_root, weave_bin};
-use crate::report::{Connection, Summary, parse_connections};
+use crate::report::{self, Connection, PsEntry, Summary, parse_connections};
 use crate::{CMD_TIMEOUT, IMAGE, PING_TIMEOUT, TEST_PREFIX};
 
 /// A simulated host: network namespace + dockerd + busybox image + the weave
@@ -197,6 +197,25 @@ impl Host {
         self.exec(container, args).expect_ok()
     }
 
+    /// The IPv4 CIDRs on the container's ethwe, sorted.
+    #[track_caller]
+    pub fn ethwe_cidrs(&self, container: &str) -> Vec<String> {
+        let out = self.exec_ok(
+            container,
+            &["ip", "-o", "-4", "addr", "show", "dev", "ethwe"],
+        );
+        let mut cidrs: Vec<String> = out
+            .lines()
+            .filter_map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let i = words.iter().position(|w| *w == "inet")?;
+                words.get(i + 1).map(|c| c.to_string())
+            })
+            .collect();
+        cidrs.sort();
+        cidrs
+    }
+
     /// Full ids of all containers of this host's dockerd.
     pub fn containers(&self) -> Vec<String> {
         self.dockerd()
@@ -354,6 +373,21 @@ impl Host {
         }
     }
 
+    /// Restarts this host's dockerd (SIGTERM, which stops its containers,
+    /// then a new dockerd on the same files).
+    #[track_caller]
+    pub fn restart_dockerd(&mut self) {
+        let netns = self
+            .netns
+            .as_ref()
+            .expect("a host has its namespace until dropped");
+        self.dockerd
+            .as_mut()
+            .expect("a host has its dockerd until dropped")
+            .restart(netns)
+            .unwrap_or_else(|e| panic!("{}: restarting dockerd: {e:#}", self.name));
+    }
+
     /// SIGKILLs the agent (a crash: no cleanup of its own) and waits until it
     /// is gone; returns its pid.
     #[track_caller]
@@ -404,6 +438,12 @@ impl Host {
             let status = self.try_weave(&["status"])?;
             check(&status).map_err(|e| e.context(format!("weave status:\n{status}")))
         })
+    }
+
+    /// `weave ps`, parsed.
+    #[track_caller]
+    pub fn ps(&self) -> Vec<PsEntry> {
+        report::parse_ps(&self.weave_ok(&["ps"])).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// `Peers:`, `Connections:` and `Targets:` of `weave status`.

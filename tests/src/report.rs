@@ -215,6 +215,33 @@ pub fn parse_peers(text: &str) -> Result<Vec<Peer>> {
     Ok(peers)
 }
 
+/// One line of `weave ps`: `<short id> <mac> <cidr>...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PsEntry {
+    pub id: String,
+    pub mac: String,
+    pub cidrs: Vec<String>,
+}
+
+/// Parses `weave ps`.
+pub fn parse_ps(text: &str) -> Result<Vec<PsEntry>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            ensure!(
+                words.len() >= 3,
+                "`weave ps` line is `<id> <mac> <cidr>...`: {line:?}"
+            );
+            Ok(PsEntry {
+                id: words[0].into(),
+                mac: words[1].into(),
+                cidrs: words[2..].iter().map(|w| w.to_string()).collect(),
+            })
+        })
+        .collect()
+}
+
 /// The `key: value` lines of `weave status dataplane` with a numeric value.
 pub fn counters(text: &str) -> BTreeMap<String, u64> {
     text.lines()

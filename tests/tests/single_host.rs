@@ -12,6 +12,7 @@
 
 use std::fs;
 
+use weave_tests::report::PsEntry;
 use weave_tests::{Host, IMAGE, Output};
 
 // ---------------------------------------------------------------------------
@@ -58,38 +59,10 @@ fn docker_container(h: &Host) -> String {
     assert_container_id(&h.docker_ok(&["run", "-d", "--net=none", IMAGE, "sleep", "3600"]))
 }
 
-/// One line of `weave ps`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PsEntry {
-    id: String,
-    mac: String,
-    cidrs: Vec<String>,
-}
-
-#[track_caller]
-fn ps(h: &Host) -> Vec<PsEntry> {
-    h.weave_ok(&["ps"])
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            assert!(
-                words.len() >= 3,
-                "`weave ps` line is `<id> <mac> <cidr>...`: {line:?}"
-            );
-            PsEntry {
-                id: words[0].into(),
-                mac: words[1].into(),
-                cidrs: words[2..].iter().map(|w| w.to_string()).collect(),
-            }
-        })
-        .collect()
-}
-
 /// The `weave ps` entry of container `id` (full id), which must be listed once.
 #[track_caller]
 fn ps_entry(h: &Host, id: &str) -> PsEntry {
-    let entries = ps(h);
+    let entries = h.ps();
     let mine: Vec<&PsEntry> = entries.iter().filter(|e| e.id == id[..12]).collect();
     assert_eq!(
         mine.len(),
@@ -124,26 +97,6 @@ fn container_ip(h: &Host, container: &str, args: &[&str]) {
 fn has_ethwe(h: &Host, container: &str) -> bool {
     h.exec(container, &["test", "-e", "/sys/class/net/ethwe"])
         .success()
-}
-
-/// The IPv4 CIDRs on the container's ethwe, sorted.
-#[track_caller]
-fn ethwe_cidrs(h: &Host, container: &str) -> Vec<String> {
-    let out = exec_ok(
-        h,
-        container,
-        &["ip", "-o", "-4", "addr", "show", "dev", "ethwe"],
-    );
-    let mut cidrs: Vec<String> = out
-        .lines()
-        .filter_map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            let i = words.iter().position(|w| *w == "inet")?;
-            words.get(i + 1).map(|c| c.to_string())
-        })
-        .collect();
-    cidrs.sort();
-    cidrs
 }
 
 #[track_caller]
@@ -194,14 +147,14 @@ fn snapshot(h: &Host, agent_running: bool) -> Snapshot {
         .iter()
         .map(|c| {
             if has_ethwe(h, c) {
-                ethwe_cidrs(h, c)
+                h.ethwe_cidrs(c)
             } else {
                 Vec::new()
             }
         })
         .collect();
     let ps = agent_running.then(|| {
-        let mut entries = ps(h);
+        let mut entries = h.ps();
         entries.sort_by(|a, b| a.id.cmp(&b.id));
         entries
     });
@@ -338,8 +291,8 @@ fn two_containers_with_automatic_addresses_ping_each_other() {
 
     assert_eq!(ps_entry(&h, &a).cidrs, ["10.32.0.1/12"]);
     assert_eq!(ps_entry(&h, &b).cidrs, ["10.32.0.2/12"]);
-    assert_eq!(ethwe_cidrs(&h, &a), ["10.32.0.1/12"]);
-    assert_eq!(ethwe_cidrs(&h, &b), ["10.32.0.2/12"]);
+    assert_eq!(h.ethwe_cidrs(&a), ["10.32.0.1/12"]);
+    assert_eq!(h.ethwe_cidrs(&b), ["10.32.0.2/12"]);
 
     let links = h.links();
     let bridge = links
@@ -397,7 +350,7 @@ fn subnets_are_isolated_even_after_route_and_address_changes() {
     // 3. C gives itself an address in A's and B's subnet and drops its own.
     container_ip(&h, &c, &["addr", "add", "10.0.1.3/24", "dev", "ethwe"]);
     container_ip(&h, &c, &["addr", "del", "10.0.2.1/24", "dev", "ethwe"]);
-    assert_eq!(ethwe_cidrs(&h, &c), ["10.0.1.3/24"]);
+    assert_eq!(h.ethwe_cidrs(&c), ["10.0.1.3/24"]);
     h.assert_no_ping(&c, "10.0.1.1");
     h.assert_no_ping(&c, "10.0.1.2");
     h.assert_no_ping(&a, "10.0.1.3");
@@ -430,7 +383,7 @@ fn ps_and_status_show_what_is_true() {
             "{line} line (the data planes in use):\n{status}"
         );
     }
-    assert_eq!(ps(&h), [], "nothing attached yet");
+    assert_eq!(h.ps(), [], "nothing attached yet");
 
     let a = run(&h, &["10.0.1.1/24"]);
     let b = run(&h, &[]);
@@ -444,7 +397,7 @@ fn ps_and_status_show_what_is_true() {
     );
     assert_on_bridge(&h, &c);
 
-    let entries = ps(&h);
+    let entries = h.ps();
     assert_eq!(entries.len(), 3, "{entries:?}");
     for (id, cidrs) in [
         (&a, vec!["10.0.1.1/24"]),
@@ -454,7 +407,7 @@ fn ps_and_status_show_what_is_true() {
         let entry = ps_entry(&h, id);
         assert_eq!(entry.mac, ethwe_file(&h, id, "address"), "MAC of {id}");
         assert_eq!(sorted(entry.cidrs.clone()), cidrs, "weave ps CIDRs of {id}");
-        assert_eq!(ethwe_cidrs(&h, id), cidrs, "addresses on ethwe of {id}");
+        assert_eq!(h.ethwe_cidrs(id), cidrs, "addresses on ethwe of {id}");
     }
     h.assert_ping(&c, "10.0.1.1");
 
@@ -462,7 +415,7 @@ fn ps_and_status_show_what_is_true() {
     h.weave_ok(&["detach", &c]);
     assert!(!has_ethwe(&h, &c), "detach removes ethwe");
     assert!(!h.link_names().contains(&c_port), "detach removes {c_port}");
-    let ids: Vec<String> = ps(&h).into_iter().map(|e| e.id).collect();
+    let ids: Vec<String> = h.ps().into_iter().map(|e| e.id).collect();
     assert_eq!(
         sorted(ids),
         sorted(vec![a[..12].to_string(), b[..12].to_string()]),
@@ -521,7 +474,7 @@ fn run_passes_docker_run_flags() {
         exec_ok(&h, &id, &["cat", "/data/hello"]),
         "hello from the host\n"
     );
-    assert_eq!(ethwe_cidrs(&h, &id), ["10.0.1.1/24"]);
+    assert_eq!(h.ethwe_cidrs(&id), ["10.0.1.1/24"]);
 
     let id2 =
         assert_container_id(&h.weave_ok(&["run", "--rm", "--entrypoint", "sleep", IMAGE, "3600"]));
@@ -559,12 +512,12 @@ fn stop_keeps_container_interfaces_and_reset_removes_everything() {
     h.weave_ok(&["stop"]);
     assert_eq!(h.agent_pids(), Vec::<u32>::new(), "stop ends the agent");
     assert_eq!(
-        ethwe_cidrs(&h, &a),
+        h.ethwe_cidrs(&a),
         ["10.32.0.1/12"],
         "stop leaves ethwe in place"
     );
     assert_eq!(
-        ethwe_cidrs(&h, &b),
+        h.ethwe_cidrs(&b),
         ["10.32.0.2/12"],
         "stop leaves ethwe in place"
     );

@@ -173,11 +173,25 @@ pub fn purge(name: &str) {
     remove_tree(&dir);
     if netns_path(name).exists() {
         kill_and_reap(&netns_pids(name));
+        remove_bpf_pins(&netns_path(name));
         let _ = run(
             &mut cmd("ip", ["netns", "del", name]),
             Duration::from_secs(20),
         );
     }
+}
+
+/// The directory under bpffs where a weave agent in the namespace at
+/// `netns` pins its links (`/sys/fs/bpf/weave/net<inode>`).
+pub fn bpf_pin_dir(netns: &Path) -> PathBuf {
+    let inode = fs::metadata(netns).map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m));
+    PathBuf::from(format!("/sys/fs/bpf/weave/net{inode}"))
+}
+
+/// Removes what an agent killed in the namespace at `netns` left pinned
+/// (`weave reset` does it too; this is for runs that never got there).
+pub(crate) fn remove_bpf_pins(netns: &Path) {
+    let _ = fs::remove_dir_all(bpf_pin_dir(netns));
 }
 
 /// Purges `wvt<pid>-...` namespaces and directories whose process `<pid>` is gone.

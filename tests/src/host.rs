@@ -350,16 +350,25 @@ impl Host {
 
 /// The agent process.
 impl Host {
-    /// Pids of weave processes (the agent) in the host's namespace.
+    /// Where the agent pins its classifier links: a directory per network
+    /// namespace under bpffs.
+    pub fn bpf_pin_dir(&self) -> PathBuf {
+        crate::cleanup::bpf_pin_dir(&self.netns().path())
+    }
+
+    /// Pids of weave agents in the host's namespace: `weave launch
+    /// --foreground` processes (CLI commands running at the time are not).
     pub fn agent_pids(&self) -> Vec<u32> {
         self.netns()
             .pids()
             .into_iter()
             .filter(|pid| {
-                fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+                let is_weave = fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
                     exe.file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with("weave"))
-                })
+                });
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                is_weave && cmdline.split(|&b| b == 0).any(|arg| arg == b"--foreground")
             })
             .collect()
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 
 use crate::CMD_TIMEOUT;
-use crate::cleanup::{kill_and_reap, netns_path, netns_pids};
+use crate::cleanup::{kill_and_reap, netns_path, netns_pids, remove_bpf_pins};
 use crate::command::{Output, check, cmd, run};
 
 /// One link of `ip -o link show`.
@@ -219,6 +219,7 @@ pub fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T>
 impl Drop for Netns {
     fn drop(&mut self) {
         kill_and_reap(&self.pids());
+        remove_bpf_pins(&self.path());
         match run(
             &mut cmd("ip", ["netns", "del", &self.name]),
             Duration::from_secs(20),

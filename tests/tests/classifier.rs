@@ -507,3 +507,58 @@ fn attached_loopback_port_classifies_real_traffic() {
         assert_eq!(&buf[..n], b"unclassified");
     });
 }
+
+/// Pinned classifier links outlive the `Classifier` that attached them
+/// (an agent killed with SIGKILL runs no destructor) until the next one
+/// releases them; an orderly drop unpins them.
+#[test]
+fn pinned_classifiers_outlive_their_agent_until_released() {
+    in_private_netns(|c| {
+        /// Removes the namespace's pins even when an assertion fails.
+        struct Unpin;
+        impl Drop for Unpin {
+            fn drop(&mut self) {
+                let _ = weave_agent::dataplane::remove_namespace_pins();
+            }
+        }
+        let _unpin = Unpin;
+        c.pin_links();
+        let pin_dir = weave_agent::dataplane::namespace_pin_dir().unwrap();
+        let pins = || -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&pin_dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        let lo = endpoint([0; 6], &[([127, 0, 0, 1], 8)]);
+        c.attach_endpoint("lo", &lo)
+            .unwrap_or_else(|e| panic!("attach_endpoint(lo): {}", causes(&e)));
+        let first = pins();
+        assert_eq!(first.len(), 2, "ingress and egress pinned: {first:?}");
+        assert!(first.iter().all(|p| p.starts_with("lo_")), "{first:?}");
+
+        // A second agent on the same namespace while the first one's links
+        // are still pinned (as after a SIGKILL): both sets are pinned until it
+        // releases the previous run's.
+        let mut second = Classifier::load().unwrap();
+        second.pin_links();
+        second.attach_endpoint("lo", &lo).unwrap();
+        assert_eq!(pins().len(), 4, "{:?}", pins());
+        second.release_previous_runs();
+        let kept = pins();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(
+            kept.iter().all(|p| !first.contains(p)),
+            "the old pins went: {kept:?}"
+        );
+
+        drop(second);
+        assert_eq!(pins(), Vec::<String>::new(), "an orderly drop unpins");
+        weave_agent::dataplane::remove_namespace_pins().unwrap();
+        assert!(!pin_dir.exists());
+    });
+}

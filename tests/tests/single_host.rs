@@ -262,6 +262,11 @@ fn assert_nothing_left(h: &Host) {
         "after reset no BPF program is attached"
     );
     assert!(
+        !h.bpf_pin_dir().exists(),
+        "after reset no pinned BPF link is left in {}",
+        h.bpf_pin_dir().display()
+    );
+    assert!(
         !h.state_dir().exists(),
         "after reset the state dir {} is gone",
         h.state_dir().display()

@@ -103,6 +103,8 @@ impl Agent {
             .with_context(|| format!("turning off transmit offloads on {DATAPATH_BRIDGE_END}"))?;
 
         let mut classifier = Classifier::load().context("loading the eBPF programs")?;
+        // Pinned, the isolation classifiers outlive a killed agent.
+        classifier.pin_links();
         classifier
             .attach_datapath(DATAPATH_END)
             .context("attaching the datapath XDP program")?;
@@ -157,6 +159,7 @@ impl Agent {
         agent
             .restore(saved.map(|s| s.endpoints).unwrap_or_default())
             .await?;
+        agent.classifier.release_previous_runs();
         agent.save()?;
         agent.netlink.set_up(BRIDGE).await?;
         tracing::info!(peer = %agent.peer_name, nickname = %agent.nickname, mtu, "weave agent ready");

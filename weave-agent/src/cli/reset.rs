@@ -8,7 +8,8 @@ use crate::netlink::Netlink;
 
 /// Stop the agent if it runs, then remove the bridge, every container port
 /// (containers lose their ethwe), the datapath port and the agent's state.
-/// eBPF programs go with the agent and the ports they were attached to.
+/// eBPF programs go with the agent, the ports they were attached to, and
+/// their pins in bpffs.
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
@@ -22,6 +23,8 @@ pub fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(remove_links())?;
+    // The classifier links a killed agent left pinned.
+    crate::dataplane::remove_namespace_pins().context("removing the pinned eBPF links")?;
     for file in [&paths.socket, &paths.lock_file()] {
         match std::fs::remove_file(file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -52,6 +52,12 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot pin the classifier links of {iface} in bpffs")]
+    Pin {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("BPF_PROG_TEST_RUN of {prog} failed")]
     TestRun {
         prog: String,

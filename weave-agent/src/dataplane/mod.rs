@@ -3,23 +3,22 @@
 //! [`Classifier`] owns the loaded object (`weave-ebpf`, built and embedded
 //! by this crate's build script) and the links that attach its programs:
 //! the isolation classifiers at TC ingress and egress of every container
-//! port, and the XDP program on the datapath port. Links live as long as the
-//! `Classifier` (that is, the agent process); nothing is pinned.
+//! port, and the XDP program on the datapath port. The classifiers' links
+//! are pinned in bpffs ([`pins`]), so isolation holds while no agent runs;
+//! the datapath link lives as long as the agent (nothing to forward without it).
 //!
 //! The eBPF programs do not log: every decision is a [`Counter`], read with
 //! [`Classifier::counters`], so no `aya-log` bridge is needed.
 
 mod error;
+mod pins;
 
 use std::{collections::HashMap, ffi::CString, fmt::Write as _, io};
 
 use aya::{
     Ebpf, TestRun as _, TestRunOptions,
     maps::{self, MapData, MapError},
-    programs::{
-        Program, SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId,
-        xdp::XdpLinkId,
-    },
+    programs::{Program, SchedClassifier, TcAttachType, Xdp, XdpMode, tc, xdp::XdpLinkId},
     util::KernelVersion,
 };
 use weave_common::{
@@ -28,6 +27,9 @@ use weave_common::{
 };
 
 pub use error::DataplaneError;
+pub use pins::{namespace_pin_dir, remove_namespace_pins};
+
+use pins::{PinDir, PortLink};
 
 /// The eBPF object, compiled for `bpfel-unknown-none` by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weave-ebpf.o"));
@@ -38,13 +40,16 @@ pub struct Classifier {
     /// Container ports by host-side interface name.
     ports: HashMap<String, Port>,
     datapath: Option<Datapath>,
+    /// Where the classifier links are pinned; `None` where bpffs cannot be
+    /// had (then they live as long as the agent, and the log says so).
+    pins: Option<PinDir>,
 }
 
-/// A container port with both classifiers attached.
+/// A container port with both classifiers attached; dropping it detaches them.
 struct Port {
     ifindex: u32,
-    from_container: SchedClassifierLinkId,
-    to_container: SchedClassifierLinkId,
+    _from_container: PortLink,
+    _to_container: PortLink,
 }
 
 struct Datapath {
@@ -72,7 +77,37 @@ impl Classifier {
             ebpf,
             ports: HashMap::new(),
             datapath: None,
+            pins: None,
         })
+    }
+
+    /// From now on, pins the classifier links (see [`pins`]) so they outlive
+    /// this process. Without bpffs, logs why and goes on unpinned.
+    pub fn pin_links(&mut self) {
+        match PinDir::open() {
+            Ok(dir) => self.pins = Some(dir),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot pin classifier links in bpffs: isolation lapses if the agent is killed"
+            ),
+        }
+    }
+
+    /// Drops the pinned links of earlier agent runs, once this run's
+    /// classifiers are attached to every port that is kept.
+    pub fn release_previous_runs(&self) {
+        if let Some(pins) = &self.pins {
+            match pins.release_other_generations() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    links = n,
+                    "released the classifier links of the previous run"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "releasing the previous run's classifier links")
+                }
+            }
+        }
     }
 
     /// Attaches weave_datapath (XDP, generic/SKB mode: native XDP on a veth
@@ -148,12 +183,16 @@ impl Classifier {
             return Ok(());
         };
         let alive = interface_is(ifname, port.ifindex);
-        let detached = self.detach_classifiers(ifname, port.from_container, port.to_container);
+        let ifindex = port.ifindex;
+        // Dropping the port detaches both classifiers (and unpins them).
+        drop(port);
         // Another port may have been given the index of a dead one.
-        if !self.ports.values().any(|p| p.ifindex == port.ifindex) {
-            self.remove_endpoint(port.ifindex)?;
+        if !self.ports.values().any(|p| p.ifindex == ifindex) && alive {
+            self.remove_endpoint(ifindex)?;
+        } else if !self.ports.values().any(|p| p.ifindex == ifindex) {
+            let _ = self.remove_endpoint(ifindex);
         }
-        if alive { detached } else { Ok(()) }
+        Ok(())
     }
 
     /// Sum over CPUs of every Counter, in Counter::ALL order.
@@ -251,7 +290,6 @@ impl Classifier {
             .collect();
         for name in stale {
             if let Some(port) = self.ports.remove(&name) {
-                let _ = self.detach_classifiers(&name, port.from_container, port.to_container);
                 let reused = self.ports.values().any(|p| p.ifindex == port.ifindex);
                 if port.ifindex != ifindex && !reused {
                     let _ = self.remove_endpoint(port.ifindex);
@@ -266,56 +304,43 @@ impl Classifier {
         if !tcx_supported() {
             ensure_clsact(ifname)?;
         }
-        let attach = |ebpf: &mut Ebpf, prog: &'static str, at: TcAttachType| {
-            classifier_prog(ebpf, prog)?
-                .attach(ifname, at)
-                .map_err(|source| DataplaneError::Attach {
-                    prog,
-                    iface: ifname.to_owned(),
-                    source,
-                })
-        };
-        let from_container = attach(&mut self.ebpf, FROM_CONTAINER_PROG, TcAttachType::Ingress)?;
-        let to_container = match attach(&mut self.ebpf, TO_CONTAINER_PROG, TcAttachType::Egress) {
-            Ok(link) => link,
-            Err(error) => {
-                if let Ok(prog) = classifier_prog(&mut self.ebpf, FROM_CONTAINER_PROG) {
-                    let _ = prog.detach(from_container);
-                }
-                return Err(error);
+        let attach = |ebpf: &mut Ebpf, prog: &'static str, at: TcAttachType, hook: &str| {
+            let program = classifier_prog(ebpf, prog)?;
+            let attach_error = |source| DataplaneError::Attach {
+                prog,
+                iface: ifname.to_owned(),
+                source,
+            };
+            let id = program.attach(ifname, at).map_err(attach_error)?;
+            let link = program.take_link(id).map_err(attach_error)?;
+            match &self.pins {
+                Some(pins) => pins
+                    .pin(ifname, hook, link)
+                    .map_err(|source| DataplaneError::Pin {
+                        iface: ifname.to_owned(),
+                        source,
+                    }),
+                None => Ok(PortLink::Held { _link: link }),
             }
         };
+        // On error the ingress link, already attached, is dropped: detached.
+        let from_container = attach(
+            &mut self.ebpf,
+            FROM_CONTAINER_PROG,
+            TcAttachType::Ingress,
+            "ingress",
+        )?;
+        let to_container = attach(
+            &mut self.ebpf,
+            TO_CONTAINER_PROG,
+            TcAttachType::Egress,
+            "egress",
+        )?;
         Ok(Port {
             ifindex,
-            from_container,
-            to_container,
+            _from_container: from_container,
+            _to_container: to_container,
         })
-    }
-
-    /// Detaches both links, and reports the first failure.
-    fn detach_classifiers(
-        &mut self,
-        ifname: &str,
-        from_container: SchedClassifierLinkId,
-        to_container: SchedClassifierLinkId,
-    ) -> Result<(), DataplaneError> {
-        let mut result = Ok(());
-        for (prog, link) in [
-            (FROM_CONTAINER_PROG, from_container),
-            (TO_CONTAINER_PROG, to_container),
-        ] {
-            let detached = classifier_prog(&mut self.ebpf, prog).and_then(|p| {
-                p.detach(link).map_err(|source| DataplaneError::Detach {
-                    prog,
-                    iface: ifname.to_owned(),
-                    source,
-                })
-            });
-            if result.is_ok() {
-                result = detached;
-            }
-        }
-        result
     }
 
     fn endpoints(&mut self) -> Result<maps::HashMap<&mut MapData, u32, Endpoint>, DataplaneError> {

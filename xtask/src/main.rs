@@ -3,6 +3,7 @@
 //! One module per task; each has its `Args` (whose doc comments are the help
 //! text) and a `run` function. Dependencies stay few on purpose.
 
+mod bench;
 mod build;
 mod demo;
 mod fuzz;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Project tasks for weave-rs: set up this machine, build, test, run the agent, show the demo.
+/// Project tasks for weave-rs: set up this machine, build, test, run the agent, show the demo, benchmark.
 #[derive(Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
 struct Cli {
@@ -30,6 +31,7 @@ enum Task {
     Test(test::Args),
     Run(run::Args),
     Demo(demo::Args),
+    Bench(bench::Args),
     Fuzz(fuzz::Args),
 }
 
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::run(args),
         Task::Run(args) => run::run(args),
         Task::Demo(args) => demo::run(args),
+        Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(args),
     };
     match result {

@@ -67,6 +67,13 @@ pub fn cargo() -> Command {
     c
 }
 
+/// A git command in the workspace root.
+pub fn git() -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(workspace_root());
+    c
+}
+
 /// Prints `$ command` and runs it with inherited stdio; fails unless it succeeds.
 pub fn run_loud(cmd: &mut Command) -> Result<()> {
     let line = describe(cmd);

@@ -1,0 +1,211 @@
+//! The paths between two containers that the bench compares.
+
+/// A way for traffic to go from one container to another.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Path {
+    /// Both containers on one host's `weave` bridge: no overlay at all.
+    Native,
+    /// Linux's own VXLAN device on each host, enslaved to `weave`: the in-kernel reference.
+    Vxlan,
+    /// weave's plain data plane (`weave launch --dataplane plain`).
+    Plain,
+    /// weave's accelerated data plane (`weave launch --dataplane xdp`, AF_XDP).
+    Xdp,
+    /// The plain data plane, encrypted (`--dataplane plain --password`).
+    PlainEncrypted,
+    /// The accelerated data plane, encrypted (`--dataplane xdp --password`).
+    XdpEncrypted,
+}
+
+/// The password of the encrypted paths (the hosts are simulated and gone after the run).
+pub const PASSWORD: &str = "weave-bench-not-a-secret";
+
+impl Path {
+    pub const ALL: [Path; 6] = [
+        Path::Native,
+        Path::Vxlan,
+        Path::Plain,
+        Path::Xdp,
+        Path::PlainEncrypted,
+        Path::XdpEncrypted,
+    ];
+
+    /// Name on the command line (`--only`) and in the JSON file.
+    pub fn key(self) -> &'static str {
+        match self {
+            Path::Native => "native",
+            Path::Vxlan => "vxlan",
+            Path::Plain => "plain",
+            Path::Xdp => "xdp",
+            Path::PlainEncrypted => "plain-encrypted",
+            Path::XdpEncrypted => "xdp-encrypted",
+        }
+    }
+
+    /// Name in tables and plots.
+    pub fn label(self) -> &'static str {
+        match self {
+            Path::Native => "same host (bridge)",
+            Path::Vxlan => "kernel VXLAN",
+            Path::Plain => "weave plain",
+            Path::Xdp => "weave xdp",
+            Path::PlainEncrypted => "weave plain + password",
+            Path::XdpEncrypted => "weave xdp + password",
+        }
+    }
+
+    /// Whether the two containers are on different hosts.
+    pub fn crosses_hosts(self) -> bool {
+        self != Path::Native
+    }
+
+    /// Whether weave's own overlay carries the traffic (the agents connect).
+    pub fn uses_overlay(self) -> bool {
+        !matches!(self, Path::Native | Path::Vxlan)
+    }
+
+    /// `weave launch` flags of this path. Native and kernel VXLAN pin `plain`
+    /// so that `auto` picking the accelerated path one day cannot put XDP
+    /// programs (which turn off the LAN veth's TSO) under the references.
+    pub fn launch_flags(self) -> Vec<&'static str> {
+        let mut flags = vec!["--dataplane", self.dataplane()];
+        if self.encrypted() {
+            flags.extend(["--password", PASSWORD]);
+        }
+        flags
+    }
+
+    /// The `--dataplane` value of this path.
+    pub fn dataplane(self) -> &'static str {
+        match self {
+            Path::Xdp | Path::XdpEncrypted => "xdp",
+            _ => "plain",
+        }
+    }
+
+    pub fn encrypted(self) -> bool {
+        matches!(self, Path::PlainEncrypted | Path::XdpEncrypted)
+    }
+
+    /// Why this `weave` binary cannot run the path, judged from the text of
+    /// `weave launch --help`; `None` when it can (or seems to).
+    pub fn unsupported_by(self, launch_help: &str) -> Option<String> {
+        let dataplanes = possible_values(launch_help, "--dataplane");
+        if !dataplanes.iter().any(|v| v == self.dataplane()) {
+            return Some(format!(
+                "this weave's `launch --dataplane` does not accept `{}` (it accepts: {})",
+                self.dataplane(),
+                if dataplanes.is_empty() {
+                    "nothing listed".to_string()
+                } else {
+                    dataplanes.join(", ")
+                }
+            ));
+        }
+        if self.encrypted() && !has_flag(launch_help, "--password") {
+            return Some(
+                "this weave's `launch` has no `--password` (encryption has not landed)".into(),
+            );
+        }
+        None
+    }
+}
+
+/// Whether clap's help text documents `flag`.
+fn has_flag(help: &str, flag: &str) -> bool {
+    help.split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[')
+        .any(|w| w == flag)
+}
+
+/// The `[possible values: a, b]` clap lists under `flag` in a help text.
+fn possible_values(help: &str, flag: &str) -> Vec<String> {
+    let Some(start) = help
+        .lines()
+        .position(|l| l.trim_start().split([' ', '=', ',']).any(|w| w == flag))
+    else {
+        return Vec::new();
+    };
+    // The option's block: its line and the indented lines after it, up to the next option.
+    let block: Vec<&str> = help
+        .lines()
+        .skip(start)
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || !l.trim_start().starts_with('-'))
+        .map(|(_, l)| l)
+        .collect();
+    let block = block.join(" ");
+    let Some((_, rest)) = block.split_once("[possible values:") else {
+        return Vec::new();
+    };
+    rest.split(']')
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELP_TODAY: &str = "Usage: weave launch [OPTIONS] [PEERS]...
+
+Options:
+      --foreground
+          Run in the foreground instead of as a background daemon
+      --no-discovery
+          Do not connect to peers learnt from other peers (only to targets)
+      --dataplane <DATAPLANE>
+          Data plane between hosts: `plain` (a capture socket and UDP), or `auto` (the best available; plain until the accelerated path lands)
+          [default: auto]
+          [possible values: auto, plain]
+      --name <NAME>
+          This peer's name (default: random, kept across restarts)
+";
+
+    #[test]
+    fn reads_the_dataplanes_a_weave_binary_accepts() {
+        assert_eq!(
+            possible_values(HELP_TODAY, "--dataplane"),
+            ["auto", "plain"]
+        );
+        assert_eq!(possible_values(HELP_TODAY, "--name"), Vec::<String>::new());
+        assert!(has_flag(HELP_TODAY, "--no-discovery"));
+        assert!(!has_flag(HELP_TODAY, "--password"));
+    }
+
+    #[test]
+    fn says_why_a_path_cannot_run() {
+        assert_eq!(Path::Plain.unsupported_by(HELP_TODAY), None);
+        assert_eq!(Path::Vxlan.unsupported_by(HELP_TODAY), None);
+        assert_eq!(
+            Path::Xdp.unsupported_by(HELP_TODAY).unwrap(),
+            "this weave's `launch --dataplane` does not accept `xdp` (it accepts: auto, plain)"
+        );
+        assert!(
+            Path::PlainEncrypted
+                .unsupported_by(HELP_TODAY)
+                .unwrap()
+                .contains("--password")
+        );
+        let later = HELP_TODAY
+            .replace("auto, plain]", "auto, plain, xdp]")
+            .replace(
+                "--name <NAME>",
+                "--password <PASSWORD>\n          Encrypt\n      --name <NAME>",
+            );
+        assert_eq!(Path::Xdp.unsupported_by(&later), None);
+        assert_eq!(Path::XdpEncrypted.unsupported_by(&later), None);
+    }
+
+    #[test]
+    fn flags_pin_the_dataplane() {
+        assert_eq!(Path::Vxlan.launch_flags(), ["--dataplane", "plain"]);
+        assert_eq!(
+            Path::XdpEncrypted.launch_flags(),
+            ["--dataplane", "xdp", "--password", PASSWORD]
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! The targets of the accelerated path (issue #5), judged on one run's ratios.
+//! Reported, never asserted: figures depend on the machine.
+
+use super::path::Path;
+use super::results::BenchResult;
+use super::workload::Workload;
+
+/// A ratio of medians the accelerated path should reach.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    pub text: &'static str,
+    pub path: Path,
+    pub base: Path,
+    pub workload: Workload,
+    pub bound: Bound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bound {
+    /// The ratio must be at least this.
+    AtLeast(f64),
+    /// The ratio must be at most this (latency).
+    AtMost(f64),
+}
+
+pub const TARGETS: [Target; 6] = [
+    Target {
+        text: "accelerated ≥ 3× plain, TCP 1 stream",
+        path: Path::Xdp,
+        base: Path::Plain,
+        workload: Workload::Tcp1,
+        bound: Bound::AtLeast(3.0),
+    },
+    Target {
+        text: "accelerated ≥ 3× plain, TCP 4 streams",
+        path: Path::Xdp,
+        base: Path::Plain,
+        workload: Workload::Tcp4,
+        bound: Bound::AtLeast(3.0),
+    },
+    Target {
+        text: "accelerated ≥ 3× plain, UDP 1400 B",
+        path: Path::Xdp,
+        base: Path::Plain,
+        workload: Workload::Udp1400,
+        bound: Bound::AtLeast(3.0),
+    },
+    Target {
+        text: "accelerated ≥ kernel VXLAN, UDP 1400 B",
+        path: Path::Xdp,
+        base: Path::Vxlan,
+        workload: Workload::Udp1400,
+        bound: Bound::AtLeast(1.0),
+    },
+    Target {
+        text: "aim: accelerated ≥ 50% of kernel VXLAN, TCP 1 stream",
+        path: Path::Xdp,
+        base: Path::Vxlan,
+        workload: Workload::Tcp1,
+        bound: Bound::AtLeast(0.5),
+    },
+    Target {
+        text: "accelerated RTT ≤ 2× kernel VXLAN",
+        path: Path::Xdp,
+        base: Path::Vxlan,
+        workload: Workload::Ping,
+        bound: Bound::AtMost(2.0),
+    },
+];
+
+/// A target judged on one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub target: Target,
+    pub ratio: Option<f64>,
+    pub met: Option<bool>,
+    /// `met`, `missed by 30% (2.10× of 3×)`, `not measured: ...`.
+    pub text: String,
+}
+
+pub fn judge(result: &BenchResult) -> Vec<Verdict> {
+    TARGETS.iter().map(|t| judge_one(result, *t)).collect()
+}
+
+fn judge_one(result: &BenchResult, target: Target) -> Verdict {
+    let Some(ratio) = result.ratio(target.path, target.base, target.workload) else {
+        let why: Vec<String> = [target.path, target.base]
+            .into_iter()
+            .filter(|&p| {
+                result
+                    .get(p)
+                    .and_then(|r| r.median(target.workload))
+                    .is_none()
+            })
+            .map(|p| match result.get(p) {
+                None => format!("{} was not run", p.label()),
+                Some(r) => match r.missing_reason() {
+                    Some(why) => format!("{}: {why}", p.label()),
+                    None => format!("{}: no {} figure", p.label(), target.workload.label()),
+                },
+            })
+            .collect();
+        return Verdict {
+            target,
+            ratio: None,
+            met: None,
+            text: format!("not measured ({})", why.join("; ")),
+        };
+    };
+    let (met, text) = match target.bound {
+        Bound::AtLeast(want) if ratio >= want => (true, "met".to_string()),
+        Bound::AtLeast(want) => (
+            false,
+            format!(
+                "missed by {:.0}% ({ratio:.2}× of {want}×)",
+                100.0 * (1.0 - ratio / want)
+            ),
+        ),
+        Bound::AtMost(limit) if ratio <= limit => (true, "met".to_string()),
+        Bound::AtMost(limit) => (
+            false,
+            format!(
+                "missed: {:.0}% over ({ratio:.2}× for at most {limit}×)",
+                100.0 * (ratio / limit - 1.0)
+            ),
+        ),
+    };
+    Verdict {
+        target,
+        ratio: Some(ratio),
+        met: Some(met),
+        text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::results::tests::{run, sample};
+    use crate::bench::results::{PathResult, Status};
+
+    #[test]
+    fn judges_ratios_against_bounds() {
+        let mut r = sample();
+        let mut xdp = PathResult::new(Path::Xdp, Status::Measured);
+        // TCP 1: 2.1 = 2.1× plain (missed 3× by 30%), 0.13× VXLAN (aim 0.5: missed by 74%).
+        xdp.runs
+            .insert(Workload::Tcp1, vec![run(2.1, 10.0, 1.0, None)]);
+        // UDP: 3.4 = VXLAN's (met), 6.8× plain (met).
+        xdp.runs
+            .insert(Workload::Udp1400, vec![run(3.4, 10.0, 1.0, None)]);
+        // RTT 0.075 ms = 2.5× VXLAN's 0.03 (missed by 25%).
+        xdp.runs
+            .insert(Workload::Ping, vec![run(0.075, 0.0, 1.0, None)]);
+        r.paths[3] = xdp;
+        let v = judge(&r);
+        let texts: Vec<&str> = v.iter().map(|v| v.text.as_str()).collect();
+        assert_eq!(texts[0], "missed by 30% (2.10× of 3×)");
+        assert!(
+            texts[1].starts_with("not measured (weave xdp: no TCP 4 streams figure"),
+            "{}",
+            texts[1]
+        );
+        assert_eq!(texts[2], "met");
+        assert_eq!(texts[3], "met");
+        assert_eq!(texts[4], "missed by 74% (0.13× of 0.5×)");
+        assert_eq!(texts[5], "missed: 25% over (2.50× for at most 2×)");
+        assert_eq!(v[2].met, Some(true));
+        assert_eq!(v[5].met, Some(false));
+    }
+}

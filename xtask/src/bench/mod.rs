@@ -107,6 +107,7 @@ pub fn run(args: Args) -> Result<()> {
     let machine = Machine::describe(!args.debug);
     let result = measure_all(&weave, &args, &paths, &launch_help, machine);
     if weave_tests::interrupted() {
+        println!();
         header("bench: interrupted; everything it created has been removed");
         std::process::exit(130);
     }

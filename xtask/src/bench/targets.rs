@@ -2,7 +2,7 @@
 //! Reported, never asserted: figures depend on the machine.
 
 use super::path::Path;
-use super::results::BenchResult;
+use super::results::{BenchResult, Status};
 use super::workload::Workload;
 
 /// A ratio of medians the accelerated path should reach.
@@ -94,9 +94,11 @@ fn judge_one(result: &BenchResult, target: Target) -> Verdict {
             })
             .map(|p| match result.get(p) {
                 None => format!("{} was not run", p.label()),
-                Some(r) => match r.missing_reason() {
-                    Some(why) => format!("{}: {why}", p.label()),
-                    None => format!("{}: no {} figure", p.label(), target.workload.label()),
+                Some(r) => match &r.status {
+                    // The reason is in the main table; here it would repeat on every line.
+                    Status::Unavailable(_) => format!("{} not available", p.label()),
+                    Status::Failed(_) if r.runs.is_empty() => format!("{} failed", p.label()),
+                    _ => format!("{}: no {} figure", p.label(), target.workload.label()),
                 },
             })
             .collect();
@@ -136,8 +138,8 @@ fn judge_one(result: &BenchResult, target: Target) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::results::PathResult;
     use crate::bench::results::tests::{run, sample};
-    use crate::bench::results::{PathResult, Status};
 
     #[test]
     fn judges_ratios_against_bounds() {

@@ -71,8 +71,9 @@ pub fn markdown(result: &BenchResult, plot: &str) -> String {
     }
 
     md.push_str(
-        "\nCost: CPU seconds per Gbit received (the whole machine: senders, receivers, \
-                 softirqs, agents; and the agents alone), and the agents' memory under load:\n\n",
+        "\nCost: CPU seconds per Gbit received, of the whole machine (senders, receivers, \
+         softirqs, agents, and whatever else runs: meaningful on a quiet machine only) and of \
+         the agents alone; and the agents' memory under load:\n\n",
     );
     md.push_str("| path | CPU s/Gbit TCP 1 | TCP 4 | UDP | agents' CPU s/Gbit TCP 1 | TCP 4 | UDP | agent RSS under load, MiB (max VmRSS / VmHWM) |\n");
     md.push_str("|---|---|---|---|---|---|---|---|\n");

@@ -83,7 +83,11 @@ impl<'c> Setup<'c> {
                 // The references keep weave's overlay out of the way: no peers.
                 args.push("--no-discovery");
             }
-            say(&format!("{}: weave {}", host.nickname(), shown(&args)));
+            say(&format!(
+                "{}: weave {}",
+                host.nickname(),
+                shown_flags(&args)
+            ));
             undo.launched.push(i);
             let out = host.weave(&args);
             if !out.success() {
@@ -94,7 +98,7 @@ impl<'c> Setup<'c> {
                     .to_string();
                 return Err(anyhow::Error::new(LaunchRefused(format!(
                     "`weave {}` failed on {}: {why}",
-                    shown(&args),
+                    shown_flags(&args),
                     host.nickname()
                 ))));
             }
@@ -144,11 +148,13 @@ impl<'c> Setup<'c> {
                 .context("no established connection on h1")?
                 .line;
             say(&format!("h1: weave status connections: {}", line.trim()));
-            let shown = line.split_whitespace().nth(3).unwrap_or("?").to_string();
+            let shown = connection_dataplane(&line);
+            let words: Vec<&str> = shown.split_whitespace().collect();
             ensure!(
-                shown.contains(path.dataplane()),
-                "launched with --dataplane {}, but the connection reports `{shown}`: {line}",
-                path.dataplane()
+                words.contains(&path.dataplane())
+                    && words.contains(&"encrypted") == path.encrypted(),
+                "launched with {}, but the connection reports `{shown}`: {line}",
+                shown_flags(&flags)
             );
             dataplane = Some(shown);
         }
@@ -211,7 +217,18 @@ impl<'c> Setup<'c> {
     }
 }
 
-fn shown(args: &[&str]) -> String {
+/// The dataplane words of a `weave status connections` line: between the
+/// state and the peer, e.g. `plain`, `xdp`, `encrypted plain`.
+fn connection_dataplane(line: &str) -> String {
+    line.split_whitespace()
+        .skip(3)
+        .take_while(|w| !w.contains('(') && !w.starts_with("mtu="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `args` as printed: the password hidden.
+fn shown_flags(args: &[&str]) -> String {
     args.iter()
         .map(|a| {
             if *a == super::path::PASSWORD {
@@ -263,5 +280,27 @@ impl Drop for Undo<'_> {
                 eprintln!("bench: weave reset failed (ignored):\n{out}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_dataplane_of_a_connection() {
+        let line = "<- 192.168.250.2:52838   established plain  1e:ae:fd:01:a2:91(h2) mtu=1450";
+        assert_eq!(connection_dataplane(line), "plain");
+        let line = "-> 192.168.250.1:6783 established encrypted xdp 1e:ae:fd:01:a2:91(h1) mtu=1450";
+        assert_eq!(connection_dataplane(line), "encrypted xdp");
+        assert_eq!(connection_dataplane("-> 1.2.3.4:6783 connecting"), "");
+    }
+
+    #[test]
+    fn hides_the_password() {
+        assert_eq!(
+            shown_flags(&Path::PlainEncrypted.launch_flags()),
+            "--dataplane plain --password <password>"
+        );
     }
 }

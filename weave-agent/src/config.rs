@@ -100,9 +100,11 @@ pub struct LaunchOptions {
     /// Do not connect to peers learnt from other peers (only to targets).
     #[arg(long)]
     pub no_discovery: bool,
-    /// Data plane between hosts: `plain` (a capture socket and UDP), or
-    /// `auto` (the best available; plain until the accelerated path lands).
-    #[arg(long, value_enum, default_value_t = DataplaneChoice::Auto)]
+    /// Data plane between hosts: `xdp` (eBPF tags and redirects frames into
+    /// an AF_XDP socket; batched VXLAN over UDP), `plain` (a capture socket
+    /// and UDP), or `auto` (xdp where it starts, else plain, with the reason
+    /// in the log and in `weave status`).
+    #[arg(long, value_enum, env = "WEAVE_DATAPLANE", default_value_t = DataplaneChoice::Auto)]
     pub dataplane: DataplaneChoice,
     /// This peer's name (default: random, kept across restarts).
     #[arg(long)]
@@ -115,6 +117,7 @@ pub struct LaunchOptions {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataplaneChoice {
     Auto,
+    Xdp,
     Plain,
 }
 

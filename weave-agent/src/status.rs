@@ -24,6 +24,9 @@ pub struct Status {
     pub counters: Vec<(String, u64)>,
     /// The data plane between hosts ("plain"), with its counters.
     pub overlay: String,
+    /// How that data plane runs and why it was chosen.
+    #[serde(default)]
+    pub dataplane: String,
     pub overlay_stats: OverlayStats,
 }
 
@@ -87,6 +90,7 @@ impl Status {
             "Overlay",
             format!("{} (VXLAN over UDP port {})", self.overlay, mesh.data_port),
         );
+        line(&mut s, "Dataplane", &self.dataplane);
         line(&mut s, "Bridge", &self.classifier);
         line(&mut s, "MTU", self.mtu);
         line(&mut s, "Containers", self.containers);
@@ -120,6 +124,7 @@ impl Status {
         }
         s.push('\n');
         line(&mut s, "Overlay", &self.overlay);
+        line(&mut s, "Dataplane", &self.dataplane);
         let o = &self.overlay_stats;
         for (name, value) in [
             ("frames_sent", o.frames_sent),
@@ -162,6 +167,7 @@ mod tests {
                 ("to_container_passed".into(), 9),
             ],
             overlay: "plain".into(),
+            dataplane: "capture socket on vethwe-datapath".into(),
             overlay_stats: OverlayStats {
                 dropped_malformed: 4,
                 ..Default::default()

@@ -5,6 +5,7 @@
 //! can be unit-tested on the host without loading anything.
 #![no_std]
 
+pub mod datapath;
 pub mod endpoint;
 pub mod frame;
 pub mod isolation;
@@ -21,6 +22,8 @@ pub mod names {
     pub const FROM_CONTAINER_PROG: &str = "weave_from_container";
     pub const TO_CONTAINER_PROG: &str = "weave_to_container";
     pub const DATAPATH_PROG: &str = "weave_datapath";
+    pub const XSKS_MAP: &str = "XSKS";
+    pub const PEER_MACS_MAP: &str = "PEER_MACS";
 }
 
 /// Most container ports one agent enforces isolation on.

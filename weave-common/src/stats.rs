@@ -20,10 +20,18 @@ pub enum Counter {
     DropUnknownPort = 6,
     /// Frames seen by the datapath port's XDP program.
     DatapathFrames = 7,
+    /// Datapath frames redirected into the agent's AF_XDP socket.
+    DatapathToAgent = 8,
+    /// Datapath frames passed to the kernel (no AF_XDP socket: the plain
+    /// data plane's capture socket takes them there).
+    DatapathPassed = 9,
+    /// Datapath frames handed on without a destination tag (no room for
+    /// metadata): the agent looks the destination up itself.
+    DatapathUntagged = 10,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 11;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::FromContainerPassed,
         Counter::ToContainerPassed,
@@ -33,6 +41,9 @@ impl Counter {
         Counter::DropUnsupported,
         Counter::DropUnknownPort,
         Counter::DatapathFrames,
+        Counter::DatapathToAgent,
+        Counter::DatapathPassed,
+        Counter::DatapathUntagged,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -45,6 +56,9 @@ impl Counter {
             Counter::DropUnsupported => "drop_unsupported",
             Counter::DropUnknownPort => "drop_unknown_port",
             Counter::DatapathFrames => "datapath_frames",
+            Counter::DatapathToAgent => "datapath_to_agent",
+            Counter::DatapathPassed => "datapath_passed",
+            Counter::DatapathUntagged => "datapath_untagged",
         }
     }
 }

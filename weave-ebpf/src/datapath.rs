@@ -1,13 +1,24 @@
-//! The datapath port: where the bridge hands frames to the agent.
+//! The datapath port: where the bridge hands frames for other hosts to the
+//! agent.
 //!
-//! Today it only counts and passes. The AF_XDP issue adds an `XskMap` and
-//! makes `try_datapath` return `XSKS.redirect(ctx.rx_queue_index(), XDP_PASS)`,
-//! mapping a failed redirect to a counted `Err`.
+//! Every frame is tagged with its destination peer (XDP metadata, see
+//! `weave_common::datapath`): `PEER_MACS`, which the agent fills from what
+//! it learns on frames from peers, maps the destination MAC to the peer it
+//! lives behind; broadcast, multicast and unknown MACs flood. The frame is
+//! then redirected into the agent's AF_XDP socket (`XSKS`, slot = receive
+//! queue). Without a socket (the plain data plane) it passes to the kernel,
+//! where the plain path's capture socket reads it.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use weave_common::Counter;
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated::bpf_xdp_adjust_meta, programs::XdpContext,
+};
+use weave_common::{
+    Counter,
+    datapath::{DEST_FLOOD, META_LEN, mac_key, meta},
+    frame::{ETH_DST, ETH_HLEN},
+};
 
-use crate::count;
+use crate::{PEER_MACS, XSKS, count};
 
 /// Turns the program's result into the XDP action. A failure is counted and
 /// the frame dropped: never handed on as if nothing happened.
@@ -23,7 +34,58 @@ pub fn xdp_action(result: Result<u32, Counter>) -> u32 {
 }
 
 #[inline(always)]
-pub fn try_datapath(_ctx: &XdpContext) -> Result<u32, Counter> {
+pub fn try_datapath(ctx: &XdpContext) -> Result<u32, Counter> {
     count(Counter::DatapathFrames);
-    Ok(xdp_action::XDP_PASS)
+    let dest = destination(ctx)?;
+    if !tag(ctx, dest) {
+        count(Counter::DatapathUntagged);
+    }
+    // On failure (no socket in the slot) the action is the flags' low bits.
+    match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
+        Ok(action) => {
+            count(Counter::DatapathToAgent);
+            Ok(action)
+        }
+        Err(_) => {
+            count(Counter::DatapathPassed);
+            Ok(xdp_action::XDP_PASS)
+        }
+    }
+}
+
+/// The peer the frame goes to, or [`DEST_FLOOD`]. Frames too short for an
+/// Ethernet header are dropped.
+#[inline(always)]
+fn destination(ctx: &XdpContext) -> Result<u16, Counter> {
+    let start = ctx.data();
+    if start + ETH_HLEN > ctx.data_end() {
+        return Err(Counter::DropUnsupported);
+    }
+    // SAFETY: the six bytes lie inside the packet (checked just above).
+    let dst: [u8; 6] = unsafe { *((start + ETH_DST) as *const [u8; 6]) };
+    if dst[0] & 1 != 0 {
+        return Ok(DEST_FLOOD);
+    }
+    // SAFETY: the value is a plain u32 the agent writes whole.
+    match unsafe { PEER_MACS.get(mac_key(dst)) } {
+        Some(peer) => Ok((*peer & 0xfff) as u16),
+        None => Ok(DEST_FLOOD),
+    }
+}
+
+/// Writes the destination tag in front of the frame; false when the driver
+/// leaves no room for metadata (the agent then looks the MAC up itself).
+#[inline(always)]
+fn tag(ctx: &XdpContext, dest: u16) -> bool {
+    // SAFETY: the context pointer the kernel passed to the program.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(META_LEN as i32)) } != 0 {
+        return false;
+    }
+    let at = ctx.metadata();
+    if at + META_LEN > ctx.data() {
+        return false;
+    }
+    // SAFETY: [at, at + 4) is the metadata area just made (checked above).
+    unsafe { *(at as *mut u32) = meta(dest) };
+    true
 }

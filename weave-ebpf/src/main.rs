@@ -3,7 +3,9 @@
 //! - `weave_from_container` / `weave_to_container`: TC classifiers on a
 //!   container's host-side veth (`vethwepl<pid>`), ingress and egress. They
 //!   enforce subnet isolation with the rules in `weave_common::isolation`.
-//! - `weave_datapath`: XDP on the agent's datapath veth (`vethwe-datapath`).
+//! - `weave_datapath`: XDP on the agent's datapath veth (`vethwe-datapath`):
+//!   tags each frame with its destination peer and redirects it into the
+//!   agent's AF_XDP socket, or passes it when there is none (plain path).
 //!
 //! Maps are declared here, together; each program is a thin entry around a
 //! `try_` function whose every error is a deliberate, counted action.
@@ -22,15 +24,25 @@ mod port;
 
 use aya_ebpf::{
     macros::{classifier, map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray, XskMap},
     programs::{TcContext, XdpContext},
 };
-use weave_common::{Counter, Endpoint, MAX_ENDPOINTS};
+use weave_common::{Counter, Endpoint, MAX_ENDPOINTS, datapath::MAX_PEER_MACS};
 
 /// Container ports by host-side interface index. Written by the agent before
 /// it attaches the classifiers to a port.
 #[map(name = "ENDPOINTS")]
 static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
+
+/// The agent's AF_XDP socket, in the slot of the datapath port's receive
+/// queue (a veth has one: slot 0). Empty with the plain data plane.
+#[map(name = "XSKS")]
+static XSKS: XskMap = XskMap::with_max_entries(1, 0);
+
+/// MACs learnt behind peers (`datapath::mac_key`) -> the peer's short id.
+/// Written by the agent's AF_XDP path; read by `weave_datapath`.
+#[map(name = "PEER_MACS")]
+static PEER_MACS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PEER_MACS, 0);
 
 /// One slot per [`Counter`], per CPU; the agent sums them.
 #[map(name = "COUNTERS")]

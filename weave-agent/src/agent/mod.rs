@@ -4,6 +4,7 @@
 //! an await.
 
 mod daemon;
+mod dataplane;
 mod endpoints;
 
 pub use daemon::run_foreground;
@@ -23,7 +24,7 @@ use crate::dataplane::Classifier;
 use crate::ipam::Allocator;
 use crate::mesh::{Mesh, MeshConfig};
 use crate::netlink::Netlink;
-use crate::overlay::{Overlay, PlainConfig, PlainOverlay};
+use crate::overlay::Overlay;
 use crate::peer_name::PeerName;
 use crate::state::{self, EndpointRecord, PersistedState};
 use crate::status::Status;
@@ -37,7 +38,9 @@ pub struct Agent {
     /// The bridge and container MTU in force.
     mtu: u32,
     classifier: Classifier,
-    overlay: Arc<PlainOverlay>,
+    overlay: Arc<dyn Overlay>,
+    /// Which data plane runs, and why (`weave status`).
+    dataplane: String,
     mesh: Mesh,
     /// Peers given to `launch`/`connect`, persisted so a restart redials them.
     targets: Vec<String>,
@@ -105,18 +108,19 @@ impl Agent {
         let mut classifier = Classifier::load().context("loading the eBPF programs")?;
         // Pinned, the isolation classifiers outlive a killed agent.
         classifier.pin_links();
-        classifier
-            .attach_datapath(DATAPATH_END)
-            .context("attaching the datapath XDP program")?;
+        // The AF_XDP socket binds to the datapath port's queue: it must be up.
         netlink.set_up(DATAPATH_END).await?;
         netlink.set_up(DATAPATH_BRIDGE_END).await?;
-
-        let overlay = PlainOverlay::start(PlainConfig {
-            datapath_ifname: DATAPATH_END.to_string(),
-            udp_listen: SocketAddr::from(([0, 0, 0, 0], options.data_port)),
+        let dataplane::Selected {
+            overlay,
+            reason: dataplane,
+        } = dataplane::start(
+            options.dataplane,
+            &mut classifier,
+            SocketAddr::from(([0, 0, 0, 0], options.data_port)),
             mtu,
-        })
-        .context("starting the data plane between hosts")?;
+        )?;
+        tracing::info!(overlay = overlay.name(), %dataplane, "data plane between hosts");
         // Targets from before a restart, then the ones given now.
         let mut targets = saved
             .as_ref()
@@ -151,6 +155,7 @@ impl Agent {
             mtu,
             classifier,
             overlay,
+            dataplane,
             mesh,
             targets,
             allocator,
@@ -266,6 +271,7 @@ impl Agent {
             classifier: self.classifier.describe(),
             counters,
             overlay: self.overlay.name().to_string(),
+            dataplane: self.dataplane.clone(),
             overlay_stats: self.overlay.stats(),
         }
     }

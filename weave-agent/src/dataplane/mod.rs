@@ -23,7 +23,10 @@ use aya::{
 };
 use weave_common::{
     Counter, Endpoint,
-    names::{COUNTERS_MAP, DATAPATH_PROG, ENDPOINTS_MAP, FROM_CONTAINER_PROG, TO_CONTAINER_PROG},
+    names::{
+        COUNTERS_MAP, DATAPATH_PROG, ENDPOINTS_MAP, FROM_CONTAINER_PROG, PEER_MACS_MAP,
+        TO_CONTAINER_PROG, XSKS_MAP,
+    },
 };
 
 pub use error::DataplaneError;
@@ -56,6 +59,15 @@ struct Datapath {
     ifname: String,
     ifindex: u32,
     link: XdpLinkId,
+    native: bool,
+}
+
+/// The maps the AF_XDP data plane drives the datapath program through.
+pub struct DatapathMaps {
+    /// Where the AF_XDP socket is registered (slot 0: a veth's one queue).
+    pub sockets: maps::XskMap<MapData>,
+    /// MAC (`weave_common::datapath::mac_key`) -> peer short id.
+    pub peer_macs: maps::HashMap<MapData, u64, u32>,
 }
 
 impl Classifier {
@@ -114,10 +126,51 @@ impl Classifier {
     /// turns off TSO on its peer) to `ifname`. Attaching to another interface
     /// moves it there.
     pub fn attach_datapath(&mut self, ifname: &str) -> Result<(), DataplaneError> {
+        self.attach_datapath_in(ifname, false)
+    }
+
+    /// Like [`Classifier::attach_datapath`], but native (driver) XDP when
+    /// the interface supports it, generic otherwise: for the AF_XDP data
+    /// plane. Returns whether the program runs native.
+    pub fn attach_datapath_native(&mut self, ifname: &str) -> Result<bool, DataplaneError> {
+        match self.attach_datapath_in(ifname, true) {
+            Ok(()) => Ok(true),
+            Err(native) => {
+                tracing::info!(error = %native, iface = ifname, "native XDP unavailable, using generic XDP");
+                self.attach_datapath_in(ifname, false).map(|()| false)
+            }
+        }
+    }
+
+    /// Hands the maps of the datapath program to the AF_XDP data plane
+    /// (once: they leave the loaded object; the program keeps using them).
+    pub fn take_datapath_maps(&mut self) -> Result<DatapathMaps, DataplaneError> {
+        let mut take = |name: &'static str| {
+            self.ebpf
+                .take_map(name)
+                .ok_or(DataplaneError::Missing { kind: "map", name })
+        };
+        let sockets = take(XSKS_MAP)?;
+        let peer_macs = take(PEER_MACS_MAP)?;
+        let open = |map: &'static str| {
+            move |source| DataplaneError::Map {
+                map,
+                op: "open",
+                source,
+            }
+        };
+        Ok(DatapathMaps {
+            sockets: maps::XskMap::try_from(sockets).map_err(open(XSKS_MAP))?,
+            peer_macs: maps::HashMap::try_from(peer_macs).map_err(open(PEER_MACS_MAP))?,
+        })
+    }
+
+    fn attach_datapath_in(&mut self, ifname: &str, native: bool) -> Result<(), DataplaneError> {
         let ifindex = ifindex(ifname)?;
         if let Some(current) = &self.datapath
             && current.ifname == ifname
             && current.ifindex == ifindex
+            && current.native == native
         {
             return Ok(());
         }
@@ -133,17 +186,23 @@ impl Classifier {
                 })?;
             }
         }
-        let link = prog
-            .attach_to_if_index(ifindex, XdpMode::Skb)
-            .map_err(|source| DataplaneError::Attach {
-                prog: DATAPATH_PROG,
-                iface: ifname.to_owned(),
-                source,
-            })?;
+        let mode = if native {
+            XdpMode::Driver
+        } else {
+            XdpMode::Skb
+        };
+        let link =
+            prog.attach_to_if_index(ifindex, mode)
+                .map_err(|source| DataplaneError::Attach {
+                    prog: DATAPATH_PROG,
+                    iface: ifname.to_owned(),
+                    source,
+                })?;
         self.datapath = Some(Datapath {
             ifname: ifname.to_owned(),
             ifindex,
             link,
+            native,
         });
         Ok(())
     }
@@ -230,7 +289,8 @@ impl Classifier {
         );
         match &self.datapath {
             Some(datapath) => {
-                let _ = write!(line, "XDP generic on {})", datapath.ifname);
+                let mode = if datapath.native { "native" } else { "generic" };
+                let _ = write!(line, "XDP {mode} on {})", datapath.ifname);
             }
             None => line.push_str("no datapath XDP)"),
         }
@@ -243,12 +303,25 @@ impl Classifier {
     /// A TC program sees skb ifindex 1: the loopback device of the calling
     /// thread's network namespace. `frame` must hold at least 14 bytes.
     pub fn test_run(&self, prog: &str, frame: &[u8]) -> Result<u32, DataplaneError> {
+        self.test_run_data(prog, frame).map(|(verdict, _)| verdict)
+    }
+
+    /// Like [`Classifier::test_run`], also returning the bytes the program
+    /// leaves: for XDP, from the start of its metadata (the destination tag
+    /// of `weave_datapath`) to the end of the frame.
+    pub fn test_run_data(
+        &self,
+        prog: &str,
+        frame: &[u8],
+    ) -> Result<(u32, Vec<u8>), DataplaneError> {
         let test_error = |source| DataplaneError::TestRun {
             prog: prog.to_owned(),
             source,
         };
+        let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(frame),
+            data_out: Some(&mut out),
             ..TestRunOptions::default()
         };
         let result = match self.ebpf.program(prog) {
@@ -260,7 +333,9 @@ impl Classifier {
                 ));
             }
         };
-        result.map(|r| r.return_value).map_err(test_error)
+        let result = result.map_err(test_error)?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
     }
 
     /// Test hook, not for the agent: writes ENDPOINTS[ifindex] (or removes it

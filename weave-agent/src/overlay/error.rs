@@ -27,4 +27,18 @@ pub enum OverlayError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot {op} the AF_XDP socket on {iface}")]
+    Xsk {
+        op: &'static str,
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("MTU {mtu} is too large for AF_XDP frames (at most {max})")]
+    XskMtu { mtu: u32, max: u32 },
+    #[error("cannot register the AF_XDP socket with the datapath program")]
+    XskMap {
+        #[source]
+        source: aya::maps::MapError,
+    },
 }

@@ -104,6 +104,8 @@ pub trait Overlay: Send + Sync {
     /// new one, never a mix.
     fn update(&self, table: Arc<ForwardingTable>);
     fn stats(&self) -> OverlayStats;
+    /// Stops forwarding and joins the data plane's threads; idempotent.
+    fn stop(&self) {}
 }
 
 #[cfg(test)]

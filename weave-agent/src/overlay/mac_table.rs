@@ -155,6 +155,14 @@ impl<T: Copy + PartialEq> MacTable<T> {
         dropped
     }
 
+    /// Every entry alive at `now`.
+    pub fn live(&self, now: Instant) -> impl Iterator<Item = (Mac, T)> + '_ {
+        self.entries
+            .iter()
+            .filter(move |(_, e)| self.alive(e, now))
+            .map(|(mac, e)| (*mac, e.at))
+    }
+
     /// Keeps only the entries for which `keep(mac, at)` holds.
     pub fn retain(&mut self, mut keep: impl FnMut(&Mac, T) -> bool) -> usize {
         let before = self.entries.len();

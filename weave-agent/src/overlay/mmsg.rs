@@ -118,6 +118,105 @@ impl RecvBatch {
     }
 }
 
+/// Like [`RecvBatch`], but into buffers the caller owns (frames of an
+/// AF_XDP UMEM), so that a datagram lands where it is sent on from.
+pub struct ScatterRecv {
+    iovs: Box<[libc::iovec]>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    msgs: Box<[libc::mmsghdr]>,
+    received: usize,
+}
+
+// SAFETY: the raw pointers are rewritten before each use, and only point
+// into the caller's buffers during `recv`.
+unsafe impl Send for ScatterRecv {}
+
+impl ScatterRecv {
+    pub fn new(count: usize) -> Self {
+        let count = count.max(1);
+        Self {
+            // SAFETY (all three): all-zero is a valid value of these C structs.
+            iovs: (0..count).map(|_| unsafe { zeroed() }).collect(),
+            addrs: (0..count).map(|_| unsafe { zeroed() }).collect(),
+            msgs: (0..count).map(|_| unsafe { zeroed() }).collect(),
+            received: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Receives up to `slots.len()` datagrams, the i-th into `slots[i]`
+    /// (pointer, length); waits for the first as [`RecvBatch::recv`] does.
+    ///
+    /// # Safety
+    /// Every slot must be valid for writes of its length, and not be read
+    /// or written by anyone else during the call.
+    pub unsafe fn recv(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        slots: &[(*mut u8, usize)],
+    ) -> io::Result<usize> {
+        self.received = 0;
+        let n = slots.len().min(self.msgs.len());
+        for (i, &(base, len)) in slots[..n].iter().enumerate() {
+            self.iovs[i] = libc::iovec {
+                iov_base: base.cast(),
+                iov_len: len,
+            };
+            let msg = &mut self.msgs[i];
+            msg.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
+            msg.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            msg.msg_hdr.msg_iov = &raw mut self.iovs[i];
+            msg.msg_hdr.msg_iovlen = 1;
+            msg.msg_hdr.msg_control = null_mut();
+            msg.msg_hdr.msg_controllen = 0;
+            msg.msg_hdr.msg_flags = 0;
+            msg.msg_len = 0;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        // SAFETY: messages 0..n point at live iovecs and addresses owned by
+        // `self` and at the caller's slots (valid by this function's contract).
+        let got = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_WAITFORONE | libc::MSG_TRUNC,
+                null_mut(),
+            )
+        };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.received = got as usize;
+        Ok(self.received)
+    }
+
+    pub fn len(&self) -> usize {
+        self.received
+    }
+
+    /// The real length of datagram `i`, and whether it did not fit its slot.
+    pub fn length(&self, i: usize) -> (usize, bool) {
+        assert!(i < self.received, "slot {i} of {}", self.received);
+        let msg = &self.msgs[i];
+        let len = msg.msg_len as usize;
+        (
+            len,
+            len > self.iovs[i].iov_len || msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        )
+    }
+
+    /// Where datagram `i` came from.
+    pub fn addr(&self, i: usize) -> &libc::sockaddr_storage {
+        &self.addrs[i]
+    }
+}
+
 /// What a [`Batch`] did.
 #[derive(Debug, Default)]
 pub struct SendOutcome {

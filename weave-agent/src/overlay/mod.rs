@@ -14,7 +14,9 @@ pub mod plain;
 pub mod routes;
 mod sys;
 pub mod vxlan;
+pub mod xdp;
 
 pub use error::OverlayError;
 pub use forwarding::{ForwardingTable, Overlay, OverlayStats, ShortId};
 pub use plain::{DEFAULT_DATA_PORT, PlainConfig, PlainOverlay};
+pub use xdp::{XdpConfig, XdpOverlay};

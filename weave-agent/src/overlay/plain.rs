@@ -283,6 +283,10 @@ impl Overlay for PlainOverlay {
             .sum();
         stats
     }
+
+    fn stop(&self) {
+        PlainOverlay::stop(self);
+    }
 }
 
 impl Drop for PlainOverlay {

@@ -32,9 +32,59 @@ pub struct Macs {
     pub local: MacTable<()>,
     /// Seen as the source of frames from peers.
     pub remote: MacTable<ShortId>,
+    /// Changes to `remote`, for a data plane that mirrors it into the kernel
+    /// (AF_XDP: the datapath program looks destinations up there). `None`
+    /// for the plain data plane, which keeps no mirror.
+    pub journal: Option<MacJournal>,
+}
+
+/// Changes to the remote table since the mirror last took them. Bounded:
+/// past [`MacJournal::CAPACITY`] changes it only remembers that it
+/// overflowed, and the mirror resynchronises as a whole.
+#[derive(Debug, Default)]
+pub struct MacJournal {
+    pub learnt: Vec<(Mac, ShortId)>,
+    pub forgotten: Vec<Mac>,
+    pub overflowed: bool,
+}
+
+impl MacJournal {
+    pub const CAPACITY: usize = 1024;
+
+    fn full(&self) -> bool {
+        self.learnt.len() + self.forgotten.len() >= Self::CAPACITY
+    }
 }
 
 impl Macs {
+    /// Macs whose remote changes are journaled for a mirror.
+    pub fn mirrored() -> Self {
+        Self {
+            journal: Some(MacJournal::default()),
+            ..Self::default()
+        }
+    }
+
+    fn learnt_remote(&mut self, mac: Mac, peer: ShortId) {
+        if let Some(journal) = &mut self.journal {
+            if journal.full() {
+                journal.overflowed = true;
+            } else {
+                journal.learnt.push((mac, peer));
+            }
+        }
+    }
+
+    fn forgot_remote(&mut self, mac: Mac) {
+        if let Some(journal) = &mut self.journal {
+            if journal.full() {
+                journal.overflowed = true;
+            } else {
+                journal.forgotten.push(mac);
+            }
+        }
+    }
+
     /// Forgets what expired; cheap when nothing did.
     pub fn expire(&mut self, now: Instant) {
         self.local.expire(now);
@@ -42,14 +92,14 @@ impl Macs {
     }
 }
 
-fn mac_at(frame: &[u8], offset: usize) -> Mac {
+pub(crate) fn mac_at(frame: &[u8], offset: usize) -> Mac {
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&frame[offset..offset + 6]);
     Mac(mac)
 }
 
 /// Broadcast and multicast addresses have the group bit set.
-fn is_group(mac: &Mac) -> bool {
+pub(crate) fn is_group(mac: &Mac) -> bool {
     mac.0[0] & 1 != 0
 }
 
@@ -75,19 +125,8 @@ pub fn from_bridge(
     macs: &mut Macs,
     now: Instant,
 ) -> FromBridge {
-    if frame.len() < vxlan::ETHERNET_HEADER_LEN {
-        return FromBridge::Drop(DropReason::Malformed);
-    }
-    if frame.len() > max_frame {
-        return FromBridge::Drop(DropReason::Oversize);
-    }
-    let src = mac_at(frame, SRC_MAC);
-    if is_group(&src) {
-        return FromBridge::Drop(DropReason::Malformed);
-    }
-    if macs.local.learn(src, (), now) == Learnt::New {
-        // It lived behind a peer: it has moved here.
-        macs.remote.forget(&src);
+    if let Err(reason) = learn_local_source(frame, max_frame, macs, now) {
+        return FromBridge::Drop(reason);
     }
     let dst = mac_at(frame, DST_MAC);
     if is_group(&dst) {
@@ -103,6 +142,58 @@ pub fn from_bridge(
             None => FromBridge::Drop(DropReason::NoRoute),
         },
     }
+}
+
+/// For a frame whose destination the datapath XDP program looked up already
+/// (`dest`: the peer the MAC was learnt behind, or BROADCAST for a group or
+/// unknown MAC): the same verdict as [`from_bridge`] without looking the
+/// destination up in the remote table again.
+pub fn from_bridge_tagged(
+    frame: &[u8],
+    max_frame: usize,
+    dest: ShortId,
+    routes: &Routes,
+    macs: &mut Macs,
+    now: Instant,
+) -> FromBridge {
+    if let Err(reason) = learn_local_source(frame, max_frame, macs, now) {
+        return FromBridge::Drop(reason);
+    }
+    if dest == ShortId::BROADCAST {
+        let dst = mac_at(frame, DST_MAC);
+        if !is_group(&dst) && macs.local.lookup(&dst, now).is_some() {
+            return FromBridge::Local;
+        }
+        return FromBridge::Flood;
+    }
+    match routes.next_hop(dest) {
+        Some((_, via)) => FromBridge::Unicast { peer: dest, via },
+        None => FromBridge::Drop(DropReason::NoRoute),
+    }
+}
+
+/// Checks a frame from the bridge and learns its source as local.
+fn learn_local_source(
+    frame: &[u8],
+    max_frame: usize,
+    macs: &mut Macs,
+    now: Instant,
+) -> Result<(), DropReason> {
+    if frame.len() < vxlan::ETHERNET_HEADER_LEN {
+        return Err(DropReason::Malformed);
+    }
+    if frame.len() > max_frame {
+        return Err(DropReason::Oversize);
+    }
+    let src = mac_at(frame, SRC_MAC);
+    if is_group(&src) {
+        return Err(DropReason::Malformed);
+    }
+    if macs.local.learn(src, (), now) == Learnt::New && macs.remote.forget(&src).is_some() {
+        // It lived behind a peer: it has moved here.
+        macs.forgot_remote(src);
+    }
+    Ok(())
 }
 
 /// A VXLAN packet received from the underlay.
@@ -161,7 +252,12 @@ pub fn from_peer(
     if macs.local.lookup(&src, now).is_some() {
         return FromPeer::Drop(DropReason::Spoofed);
     }
-    macs.remote.learn(src, origin, now);
+    if matches!(
+        macs.remote.learn(src, origin, now),
+        Learnt::New | Learnt::Moved { .. }
+    ) {
+        macs.learnt_remote(src, origin);
+    }
     FromPeer::Deliver {
         origin,
         sender,

@@ -1,0 +1,200 @@
+//! Peers to bridge: VXLAN packets received straight into transmit frames of
+//! the UMEM, their inner frames sent into the bridge through the AF_XDP
+//! TX ring, broadcasts passed on down the origin's tree and packets for
+//! other peers relayed unchanged.
+
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use xdpilone::xdp::XdpDesc;
+
+use super::peer_macs::Pending;
+use super::umem::{BridgeTx, DATA_OFFSET, FRAME_SIZE, RING_SIZE, chunk_of};
+use super::{BATCH, MIRROR_SYNC, Shared, nothing_came};
+use crate::overlay::counters::{Counts, DropReason, dropped};
+use crate::overlay::mmsg::{ScatterRecv, SendQueue};
+use crate::overlay::plain::verdict::{FromPeer, from_peer};
+use crate::overlay::routes::RoutesReader;
+use crate::overlay::sys;
+use crate::overlay::vxlan;
+
+/// Relays and broadcasts passed on: room for a batch sent to four peers each.
+const FORWARD_QUEUE: usize = BATCH * 4;
+/// Where a received packet starts in its chunk: its VXLAN header ends where
+/// the inner frame must start for the TX ring.
+const PACKET_OFFSET: u64 = DATA_OFFSET - vxlan::HEADER_LEN as u64;
+/// Room for a packet: the rest of the chunk.
+const PACKET_ROOM: usize = (FRAME_SIZE as u64 - PACKET_OFFSET) as usize;
+
+pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
+    let mem = half.mem.clone();
+    let mut recv = ScatterRecv::new(BATCH);
+    let mut slots: Vec<(*mut u8, usize)> = Vec::with_capacity(BATCH);
+    let mut taken: Vec<u64> = Vec::with_capacity(BATCH);
+    let mut forward = SendQueue::new(FORWARD_QUEUE, shared.udp_family);
+    let mut verdicts: Vec<FromPeer> = Vec::with_capacity(BATCH);
+    let mut deliver: Vec<XdpDesc> = Vec::with_capacity(BATCH);
+    let mut reader = RoutesReader::new(&shared.routes);
+    let mut pending = Pending::default();
+    let mut last_sync = Instant::now();
+    while !shared.stopping() {
+        reclaim(&mut half);
+        if half.free.is_empty() {
+            // Every transmit frame is in the kernel's hands: push them on.
+            kick(&half);
+            std::thread::sleep(std::time::Duration::from_micros(50));
+            continue;
+        }
+        taken.clear();
+        slots.clear();
+        while taken.len() < recv.capacity() {
+            let Some(chunk) = half.free.pop() else { break };
+            match mem.at(chunk + PACKET_OFFSET, PACKET_ROOM) {
+                Some(at) => {
+                    taken.push(chunk);
+                    slots.push((at, PACKET_ROOM));
+                }
+                None => debug_assert!(false, "chunk {chunk} outside the UMEM"),
+            }
+        }
+        // SAFETY: the slots are transmit frames off the free list: nobody,
+        // the kernel included, reads or writes them until they are queued.
+        let received = unsafe { recv.recv(shared.udp.as_fd(), &slots) };
+        let now = Instant::now();
+        if now.duration_since(last_sync) >= MIRROR_SYNC {
+            last_sync = now;
+            shared.resync_mirror();
+        }
+        match received {
+            Ok(_) => {}
+            Err(e) => {
+                half.free.extend_from_slice(&taken);
+                if !nothing_came(&e) {
+                    shared.back_off(&e, "udp receive");
+                }
+                // Frames left on the TX ring by a kick that ran out of rounds.
+                kick(&half);
+                continue;
+            }
+        }
+        let n = recv.len();
+        let routes = reader.refresh(&shared.routes);
+        let mut counts = Counts::default();
+        verdicts.clear();
+        {
+            let mut macs = shared.macs();
+            macs.expire(now);
+            verdicts.extend((0..n).map(|i| {
+                let (len, truncated) = recv.length(i);
+                let sender = sys::read_sockaddr(recv.addr(i));
+                if truncated {
+                    return match sender.and_then(|a| routes.neighbour_at(&a)) {
+                        Some(_) => FromPeer::Drop(DropReason::Oversize),
+                        None => FromPeer::Drop(DropReason::UnknownSender),
+                    };
+                }
+                // SAFETY: the packet just received into this worker's frame.
+                match unsafe { mem.frame(taken[i] + PACKET_OFFSET, len) } {
+                    Some(packet) => {
+                        from_peer(sender, packet, shared.max_frame, routes, &mut macs, now)
+                    }
+                    None => FromPeer::Drop(DropReason::Oversize),
+                }
+            }));
+            if let Some(journal) = &mut macs.journal {
+                pending.take_from(journal);
+            }
+        }
+
+        deliver.clear();
+        let mut forwarded = forward.batch(shared.udp.as_fd());
+        for (i, verdict) in verdicts.iter().enumerate() {
+            let (len, _) = recv.length(i);
+            let chunk = taken[i];
+            // SAFETY: as above; the frame is queued on the TX ring only after
+            // `forwarded` is finished.
+            let packet = unsafe { mem.frame(chunk + PACKET_OFFSET, len.min(PACKET_ROOM)) };
+            let Some(packet) = packet else {
+                half.free.push(chunk);
+                continue;
+            };
+            match *verdict {
+                FromPeer::Deliver {
+                    origin,
+                    sender,
+                    broadcast,
+                } => {
+                    deliver.push(XdpDesc {
+                        addr: chunk + DATA_OFFSET,
+                        len: (len - vxlan::HEADER_LEN) as u32,
+                        options: 0,
+                    });
+                    if broadcast {
+                        for (child, addr) in routes.children(origin) {
+                            if *child != sender && *child != origin {
+                                forwarded.push(None, packet, Some(addr));
+                            }
+                        }
+                    }
+                }
+                FromPeer::Relay { via } => {
+                    forwarded.push(None, packet, Some(&via));
+                    half.free.push(chunk);
+                }
+                FromPeer::Drop(reason) => {
+                    let from = sys::read_sockaddr(recv.addr(i));
+                    dropped!(shared.counters, counts, reason, direction = "from peers", from = ?from, len = len,);
+                    half.free.push(chunk);
+                }
+            }
+        }
+        let forwarded = forwarded.finish();
+        // Frames received but not used (the batch was not full) go back.
+        half.free.extend_from_slice(&taken[n..]);
+
+        let queued = {
+            let mut tx = half.tx.transmit(deliver.len() as u32);
+            let queued = tx.insert(deliver.iter().copied()) as usize;
+            tx.commit();
+            queued
+        };
+        // The TX ring is as large as the pool of transmit frames, so this
+        // cannot happen; but never lose track of a frame.
+        for desc in &deliver[queued..] {
+            half.free.push(chunk_of(desc.addr));
+        }
+        if queued < deliver.len() {
+            let lost = (deliver.len() - queued) as u64;
+            counts.drop(DropReason::SendFailed, lost);
+        }
+        kick(&half);
+        counts.received += queued as u64;
+        counts.relayed += forwarded.sent;
+        if let Some(error) = forwarded.first_error {
+            counts.drop(DropReason::SendFailed, forwarded.failed - 1);
+            dropped!(shared.counters, counts, DropReason::SendFailed, direction = "to peers", error = %error,);
+        }
+        shared.counters.add(&counts);
+        shared.mirror(&mut pending);
+    }
+}
+
+/// Takes back the transmit frames the kernel is done with.
+fn reclaim(half: &mut BridgeTx) {
+    let mut done = half.completion.complete(RING_SIZE);
+    while let Some(addr) = done.read() {
+        half.free.push(chunk_of(addr));
+    }
+    done.release();
+}
+
+/// Makes the kernel transmit what the TX ring holds: in copy mode it only
+/// does so inside `sendto`, at most 32 frames per call. Bounded, so that a
+/// peer that takes nothing (its queue full) cannot hold the worker here.
+fn kick(half: &BridgeTx) {
+    let mut rounds = half.tx.pending() / 32 + 2;
+    while half.tx.pending() > 0 && rounds > 0 {
+        half.tx.wake();
+        rounds -= 1;
+    }
+}

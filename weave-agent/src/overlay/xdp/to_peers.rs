@@ -1,0 +1,154 @@
+//! Bridge to peers: frames the datapath program redirected into the AF_XDP
+//! socket, tagged with their destination peer, wrapped in VXLAN and sent to
+//! the peers their verdict names straight from the UMEM.
+
+use std::os::fd::AsFd;
+
+use weave_common::datapath::{META_LEN, meta_dest};
+use xdpilone::xdp::XdpDesc;
+
+use super::peer_macs::Pending;
+use super::umem::{BridgeRx, Memory, chunk_of};
+use super::{BATCH, STOP_CHECK, Shared, wait_readable};
+use crate::overlay::counters::{Counts, DropReason, dropped};
+use crate::overlay::forwarding::ShortId;
+use crate::overlay::mmsg::SendQueue;
+use crate::overlay::plain::verdict::{FromBridge, from_bridge, from_bridge_tagged};
+use crate::overlay::routes::RoutesReader;
+use crate::overlay::vxlan;
+
+/// Most frames flood to a few peers: room for a batch sent to four each
+/// before the queue is flushed early.
+const SEND_QUEUE: usize = BATCH * 4;
+
+pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
+    let mem = half.mem.clone();
+    let mut descs: Vec<XdpDesc> = Vec::with_capacity(BATCH);
+    let mut queue = SendQueue::new(SEND_QUEUE, shared.udp_family);
+    let mut verdicts: Vec<FromBridge> = Vec::with_capacity(BATCH);
+    let mut reader = RoutesReader::new(&shared.routes);
+    let mut pending = Pending::default();
+    while !shared.stopping() {
+        if half.rx.available() == 0 && !wait_readable(mem.borrowed_fd(), STOP_CHECK) {
+            continue;
+        }
+        descs.clear();
+        {
+            let mut ring = half.rx.receive(BATCH as u32);
+            descs.extend(ring.by_ref());
+            ring.release();
+        }
+        if descs.is_empty() {
+            continue;
+        }
+        let now = std::time::Instant::now();
+        let routes = reader.refresh(&shared.routes);
+        let mut counts = Counts::default();
+        verdicts.clear();
+        {
+            let mut macs = shared.macs();
+            macs.expire(now);
+            verdicts.extend(descs.iter().map(|desc| {
+                // SAFETY: the frame came out of the RX ring and goes back to
+                // the fill ring only after this batch.
+                let Some(frame) = (unsafe { mem.frame(desc.addr, desc.len as usize) }) else {
+                    return FromBridge::Drop(DropReason::Malformed);
+                };
+                match take_tag(&mem, desc.addr) {
+                    Some(dest) => from_bridge_tagged(
+                        frame,
+                        shared.max_frame,
+                        ShortId(dest),
+                        routes,
+                        &mut macs,
+                        now,
+                    ),
+                    None => {
+                        untagged(shared);
+                        from_bridge(frame, shared.max_frame, routes, &mut macs, now)
+                    }
+                }
+            }));
+            if let Some(journal) = &mut macs.journal {
+                pending.take_from(journal);
+            }
+        }
+
+        let me = routes.me();
+        let flood_header = vxlan::header(ShortId::vni(me, ShortId::BROADCAST));
+        let mut batch = queue.batch(shared.udp.as_fd());
+        for (desc, verdict) in descs.iter().zip(&verdicts) {
+            // SAFETY: as above; `batch` is finished before the frames go back.
+            let Some(frame) = (unsafe { mem.frame(desc.addr, desc.len as usize) }) else {
+                continue;
+            };
+            match *verdict {
+                FromBridge::Flood => {
+                    for (_, addr) in routes.children(me) {
+                        batch.push(Some(flood_header), frame, Some(addr));
+                    }
+                }
+                FromBridge::Unicast { peer, via } => {
+                    let header = vxlan::header(ShortId::vni(me, peer));
+                    batch.push(Some(header), frame, Some(&via));
+                }
+                FromBridge::Local => {}
+                FromBridge::Drop(reason) => {
+                    dropped!(
+                        shared.counters,
+                        counts,
+                        reason,
+                        direction = "to peers",
+                        len = desc.len,
+                    );
+                }
+            }
+        }
+        let outcome = batch.finish();
+        // Every frame of the batch is done with: back to the kernel.
+        let mut fill = half.fill.fill(descs.len() as u32);
+        fill.insert(descs.iter().map(|d| chunk_of(d.addr)));
+        fill.commit();
+        drop(fill);
+
+        counts.sent += outcome.sent;
+        if let Some(error) = outcome.first_error {
+            counts.drop(DropReason::SendFailed, outcome.failed - 1);
+            dropped!(shared.counters, counts, DropReason::SendFailed, direction = "to peers", error = %error,);
+        }
+        shared.counters.add(&counts);
+        shared.mirror(&mut pending);
+    }
+}
+
+/// The destination the datapath program wrote in front of the frame at
+/// `addr`, if it wrote one; clears it, so that a stale tag can never be
+/// read for a later frame of the same chunk.
+fn take_tag(mem: &Memory, addr: u64) -> Option<u16> {
+    let at = mem.at(addr.checked_sub(META_LEN as u64)?, META_LEN)?;
+    if chunk_of(addr - META_LEN as u64) != chunk_of(addr) {
+        return None;
+    }
+    // SAFETY: four bytes inside the chunk this worker owns until it goes
+    // back to the fill ring (checked by `at` and just above).
+    let word = unsafe {
+        let word = at.cast::<u32>().read_unaligned();
+        at.cast::<u32>().write_unaligned(0);
+        word
+    };
+    meta_dest(word)
+}
+
+/// A frame reached the agent without a destination tag (no room for XDP
+/// metadata, or a kernel whose copy mode drops it): the remote table is
+/// consulted instead. Logged once, as it says something about the kernel.
+fn untagged(shared: &Shared) {
+    if !shared
+        .untagged_seen
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "a frame reached the xdp data plane without a destination tag: looking destinations up in userspace"
+        );
+    }
+}

@@ -132,10 +132,12 @@ impl Host {
     }
 
     /// A `weave` command running inside the namespace with this host's
-    /// WEAVE_SOCKET, WEAVE_STATE_DIR, DOCKER_HOST and WEAVE_NICKNAME.
+    /// WEAVE_SOCKET, WEAVE_STATE_DIR, DOCKER_HOST and WEAVE_NICKNAME, and
+    /// WEAVE_DATAPLANE from [`test_dataplane`] (what `weave launch` uses).
     pub fn weave_command(&self, args: &[&str]) -> Command {
         let mut c = self.netns().command(&self.weave_bin);
         c.args(args)
+            .env("WEAVE_DATAPLANE", test_dataplane())
             .env("WEAVE_SOCKET", self.socket())
             .env("WEAVE_STATE_DIR", self.state_dir())
             .env("DOCKER_HOST", self.docker_host())
@@ -515,4 +517,11 @@ impl Drop for Host {
         drop(self.netns.take());
         remove_tree(&self.dir);
     }
+}
+
+/// The data plane the harness launches agents with: `WEAVE_TEST_DATAPLANE`
+/// (`plain`, `xdp` or `auto`), default `plain`, the baseline path.
+/// `cargo xtask test` runs the multi-host suite once more with `xdp`.
+pub fn test_dataplane() -> String {
+    std::env::var("WEAVE_TEST_DATAPLANE").unwrap_or_else(|_| "plain".to_owned())
 }

@@ -41,7 +41,7 @@ pub use cleanup::{alive, host_dir, purge, sweep_stale};
 pub use cluster::{Cluster, LAN_NET, LAN_PREFIX_LEN};
 pub use command::{Output, check, run};
 pub use dockerd::Dockerd;
-pub use host::Host;
+pub use host::{Host, test_dataplane};
 pub use image::import_busybox;
 pub use lan::{Capture, LAN_BRIDGE, LAN_IFNAME, LAN_MTU, Lan, LanPort, parse_cidr};
 pub use netns::{BpfLink, Link, Netns, bpf_links_held_by, in_netns, parse_links};

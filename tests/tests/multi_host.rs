@@ -830,3 +830,125 @@ fn garbage_on_the_wire_changes_nothing() {
     );
     drop(stranger);
 }
+
+// ---------------------------------------------------------------------------
+// (h) Restart while traffic flows; reset leaves no XDP behind
+// ---------------------------------------------------------------------------
+
+/// Kernel objects an agent process holds, by kind of file descriptor.
+#[derive(Debug, PartialEq, Eq)]
+struct KernelObjects {
+    bpf_progs: usize,
+    bpf_maps: usize,
+    bpf_links: usize,
+}
+
+fn kernel_objects(pid: u32) -> KernelObjects {
+    let dir = format!("/proc/{pid}/fd");
+    let targets: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .collect();
+    let count = |kind: &str| targets.iter().filter(|t| t.as_str() == kind).count();
+    KernelObjects {
+        bpf_progs: count("anon_inode:bpf-prog"),
+        bpf_maps: count("anon_inode:bpf-map"),
+        bpf_links: count("anon_inode:bpf_link"),
+    }
+}
+
+/// XDP programs attached to any interface of the host's namespace.
+fn xdp_attachments(h: &Host) -> usize {
+    let out = h.netns().exec("ip", &["-d", "link", "show"]);
+    assert!(out.success(), "ip link show: {out:?}");
+    out.stdout.matches("prog/xdp").count()
+}
+
+#[test]
+fn an_agent_restarted_while_traffic_flows_resumes_and_leaks_nothing() {
+    let c = three_hosts("restart");
+    let (h1, h2, _) = hosts(&c);
+    c.launch_scenario(&[]);
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h2.run_container("10.0.1.2/24", "bb");
+    h1.assert_ping(&a, "10.0.1.2");
+    let xdp = weave_tests::test_dataplane() == "xdp";
+    assert_eq!(
+        xdp_attachments(h1),
+        1,
+        "one XDP program, on the datapath port"
+    );
+    let before = kernel_objects(h1.agent_pid());
+    let rss_before = h1.agent_rss_kib();
+
+    // Traffic flows (a ping every 50 ms) while the agent is killed and relaunched.
+    let flow = std::thread::scope(|s| {
+        let pinger = s.spawn(|| {
+            h1.exec_within(
+                &a,
+                &["ping", "-c", "300", "-i", "0.05", "-W", "1", "10.0.1.2"],
+                Duration::from_secs(120),
+            )
+        });
+        let sent = counter_sum(h1, &["frames_sent"]);
+        wait_until("the ping to flow through h1's data plane", CONVERGE, || {
+            (counter_sum(h1, &["frames_sent"]) >= sent + 5).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        for round in 0..2 {
+            h1.kill_agent();
+            // The kernel detaches a dead process's links as it releases its
+            // files, which can trail the process's exit a little.
+            wait_until(
+                &format!("round {round}: the dead agent's XDP program to be detached"),
+                Duration::from_secs(10),
+                || (xdp_attachments(h1) == 0).then_some(()),
+            )
+            .unwrap_or_else(|e| panic!("{e:#}"));
+            h1.launch(&[]);
+            h1.wait_established(&["h2", "h3"], REJOIN);
+            h1.wait_ping_within(&a, "10.0.1.2", REJOIN)
+                .unwrap_or_else(|e| panic!("round {round}: {e:#}"));
+            assert_eq!(
+                xdp_attachments(h1),
+                1,
+                "round {round}: XDP programs attached"
+            );
+            assert_eq!(
+                kernel_objects(h1.agent_pid()),
+                before,
+                "round {round}: the relaunched agent holds what the first one held"
+            );
+        }
+        pinger.join().expect("the pinger thread")
+    });
+    let replies = flow.stdout;
+    assert!(
+        replies.contains(" 0% packet loss") || replies.contains("packets received"),
+        "the ping ran through the restarts:\n{replies}"
+    );
+    // The last pings, after the restarts, got through.
+    h1.assert_ping(&a, "10.0.1.2");
+    h2.assert_ping(&b, "10.0.1.1");
+    let rss_after = h1.agent_rss_kib();
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "agent memory stays bounded: {rss_before} KiB at first, {rss_after} KiB after restarts"
+    );
+
+    if xdp {
+        assert!(
+            h1.weave_ok(&["status"]).contains("AF_XDP"),
+            "the xdp data plane runs after the restarts"
+        );
+        assert!(
+            !h1.agent_log().contains("without a destination tag"),
+            "copy-mode AF_XDP delivers the datapath program's tag to the agent"
+        );
+    }
+
+    // `weave reset` leaves no XDP program attached anywhere.
+    h1.weave_ok(&["reset"]);
+    assert_eq!(xdp_attachments(h1), 0, "no XDP program after weave reset");
+}

@@ -9,6 +9,7 @@ mod demo;
 mod fuzz;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Project tasks for weave-rs: set up this machine, build, test, run the agent, show the demo, benchmark.
+/// Project tasks for weave-rs: set up this machine, build, test, run the agent, show the demo, benchmark, soak.
 #[derive(Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
 struct Cli {
@@ -27,6 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     Setup(setup::Args),
+    Soak(soak::Args),
     Build(build::Args),
     Test(test::Args),
     Run(run::Args),
@@ -38,6 +40,7 @@ enum Task {
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Setup(args) => setup::run(args),
+        Task::Soak(args) => soak::run(args),
         Task::Build(args) => build::run(args).map(drop),
         Task::Test(args) => test::run(args),
         Task::Run(args) => run::run(args),

@@ -400,6 +400,7 @@ fn hello(i: u8, nickname: &str) -> Hello {
         nonce: 0x5eed,
         listen_port: protocol::DEFAULT_PORT,
         data_port: 6784,
+        encrypted: false,
     }
 }
 

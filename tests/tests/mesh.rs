@@ -325,6 +325,7 @@ fn raw_hello(last: u8, min: u32, max: u32) -> Hello {
         nonce: 1,
         listen_port: 9,
         data_port: 9,
+        encrypted: false,
     }
 }
 

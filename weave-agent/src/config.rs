@@ -2,11 +2,14 @@
 //! set by flag or environment variable, so that several agents run side by
 //! side on one machine (one per simulated host), each CLI call reaching its own.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::Args;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::peer_name::PeerName;
 
@@ -88,7 +91,8 @@ pub struct LaunchOptions {
     #[arg(value_name = "PEER")]
     pub peers: Vec<String>,
     /// MTU of the bridge and of the containers' ethwe (default: the underlay
-    /// MTU minus the 50 bytes of VXLAN encapsulation).
+    /// MTU minus the 50 bytes of VXLAN encapsulation, and 24 more for the
+    /// counter and tag of each sealed frame in password mode).
     #[arg(long, value_parser = clap::value_parser!(u32).range(576..=65535))]
     pub mtu: Option<u32>,
     /// TCP port for the control connections between peers.
@@ -112,6 +116,53 @@ pub struct LaunchOptions {
     /// This peer's nickname (default: the hostname).
     #[arg(long, env = "WEAVE_NICKNAME")]
     pub nickname: Option<String>,
+    /// Password mode: peers must share this password; they authenticate
+    /// each other and encrypt both the control connections and every frame
+    /// between hosts. Prefer the environment variable or --password-file:
+    /// a command line is visible to every user while it runs.
+    #[arg(
+        long,
+        env = "WEAVE_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "password_file"
+    )]
+    #[serde(skip)]
+    pub password: Option<Password>,
+    /// Read the password from this file (its first line).
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// A password, never printed (`Debug` shows nothing) and wiped when dropped.
+#[derive(Clone)]
+pub struct Password(Zeroizing<String>);
+
+impl Password {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Password {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("the password is empty".into());
+        }
+        Ok(Password(Zeroizing::new(s.to_owned())))
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(..)")
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +173,25 @@ pub enum DataplaneChoice {
 }
 
 impl LaunchOptions {
+    /// The password, from --password / WEAVE_PASSWORD or --password-file.
+    pub fn password(&self) -> Result<Option<Password>, String> {
+        if let Some(p) = &self.password {
+            return Ok(Some(p.clone()));
+        }
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("reading the password file {}: {e}", path.display()))?,
+        );
+        let first = text.lines().next().unwrap_or_default();
+        first
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     pub fn default_subnet(&self) -> Ipv4Net {
         self.ipalloc_default_subnet
             .unwrap_or(self.ipalloc_range)

@@ -104,7 +104,9 @@ impl Status {
         let overlay_drops = o.dropped_malformed
             + o.dropped_unknown_sender
             + o.dropped_no_route
-            + o.dropped_oversize;
+            + o.dropped_oversize
+            + o.dropped_unauthenticated
+            + o.dropped_replayed;
         line(
             &mut s,
             "Dropped",
@@ -134,6 +136,8 @@ impl Status {
             ("drop_unknown_sender", o.dropped_unknown_sender),
             ("drop_no_route", o.dropped_no_route),
             ("drop_oversize", o.dropped_oversize),
+            ("drop_unauthenticated", o.dropped_unauthenticated),
+            ("drop_replayed", o.dropped_replayed),
         ] {
             line(&mut s, name, value);
         }

@@ -22,9 +22,11 @@ use crate::config::{
 };
 use crate::dataplane::Classifier;
 use crate::ipam::Allocator;
+use crate::mesh::noise::Psk;
 use crate::mesh::{Mesh, MeshConfig};
 use crate::netlink::Netlink;
 use crate::overlay::Overlay;
+use crate::overlay::seal::OVERHEAD as SEAL_OVERHEAD;
 use crate::peer_name::PeerName;
 use crate::state::{self, EndpointRecord, PersistedState};
 use crate::status::Status;
@@ -37,6 +39,8 @@ pub struct Agent {
     bridge_index: u32,
     /// The bridge and container MTU in force.
     mtu: u32,
+    /// Password mode (`weave status`: Encryption).
+    encrypted: bool,
     classifier: Classifier,
     overlay: Arc<dyn Overlay>,
     /// Which data plane runs, and why (`weave status`).
@@ -72,6 +76,13 @@ impl Agent {
                 .unwrap_or_else(|| "weave".into())
         });
 
+        // Password mode: the key is stretched once, here (Argon2, ~0.1 s).
+        let psk = options
+            .password()
+            .map_err(anyhow::Error::msg)?
+            .map(|p| Psk::from_password(p.as_bytes()))
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         let netlink = Netlink::connect()?;
         // Encapsulated frames must fit the underlay: leave room for VXLAN.
         let mtu = match options.mtu {
@@ -82,6 +93,11 @@ impl Agent {
                     .await?
                     .unwrap_or(FALLBACK_UNDERLAY_MTU)
                     - VXLAN_OVERHEAD
+                    - if psk.is_some() {
+                        SEAL_OVERHEAD as u32
+                    } else {
+                        0
+                    }
             }
         };
         let bridge_index = netlink
@@ -119,6 +135,7 @@ impl Agent {
             &mut classifier,
             SocketAddr::from(([0, 0, 0, 0], options.data_port)),
             mtu,
+            psk.is_some(),
         )?;
         tracing::info!(overlay = overlay.name(), %dataplane, "data plane between hosts");
         // Targets from before a restart, then the ones given now.
@@ -137,6 +154,8 @@ impl Agent {
         mesh_config.discovery = !options.no_discovery;
         mesh_config.targets = targets.clone();
         mesh_config.mtu = mtu;
+        let encrypted = psk.is_some();
+        mesh_config.psk = psk;
         let mesh = match Mesh::start(mesh_config, overlay.clone()).await {
             Ok(mesh) => mesh,
             Err(e) => {
@@ -153,6 +172,7 @@ impl Agent {
             netlink,
             bridge_index,
             mtu,
+            encrypted,
             classifier,
             overlay,
             dataplane,
@@ -261,7 +281,7 @@ impl Agent {
             });
         Status {
             version: format!("weave-rs {}", env!("CARGO_PKG_VERSION")),
-            encryption: false,
+            encryption: self.encrypted,
             mesh: self.mesh.status().await,
             ipam_range: self.allocator.range(),
             default_subnet: self.allocator.default_subnet(),

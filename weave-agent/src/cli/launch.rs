@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::api::{Reply, Request, client};
-use crate::config::{LaunchOptions, Paths};
+use crate::config::{LaunchOptions, Password, Paths};
 
 /// How long the agent may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,6 +28,7 @@ pub struct Args {
 
 pub fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
     args.options.validate().map_err(anyhow::Error::msg)?;
+    let password = args.options.password().map_err(anyhow::Error::msg)?;
     if client::is_running(&paths.socket) {
         bail!(
             "the agent is already running on {} (weave stop first to relaunch)",
@@ -38,7 +39,26 @@ pub fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
         init_logging();
         return crate::agent::run_foreground(paths.clone(), args.options);
     }
-    daemonize(paths)
+    daemonize(paths, password.as_ref())
+}
+
+/// The launch arguments without the password options: the password goes
+/// to the agent in its environment (readable by root only), never on its
+/// command line, which every user can read.
+fn without_password(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        match arg.as_str() {
+            "--password" | "--password-file" => skip_value = true,
+            a if a.starts_with("--password=") || a.starts_with("--password-file=") => {}
+            _ => out.push(arg),
+        }
+    }
+    out
 }
 
 fn init_logging() {
@@ -52,7 +72,7 @@ fn init_logging() {
 
 /// Re-executes this binary as `launch --foreground` in a new session, its
 /// output going to the agent log, then waits until it answers.
-fn daemonize(paths: &Paths) -> anyhow::Result<()> {
+fn daemonize(paths: &Paths, password: Option<&Password>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("creating {}", paths.state_dir.display()))?;
     let log_path = paths.log_file();
@@ -63,10 +83,7 @@ fn daemonize(paths: &Paths) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", log_path.display()))?;
     // Same launch options as given; the paths travel in the environment so
     // they hold wherever the user put them on the command line.
-    let launch_args: Vec<String> = std::env::args()
-        .skip_while(|a| a != "launch")
-        .skip(1)
-        .collect();
+    let launch_args = without_password(std::env::args().skip_while(|a| a != "launch").skip(1));
     let exe = std::env::current_exe().context("finding the weave binary")?;
     let mut command = Command::new(exe);
     command
@@ -76,9 +93,13 @@ fn daemonize(paths: &Paths) -> anyhow::Result<()> {
         .env("WEAVE_SOCKET", &paths.socket)
         .env("WEAVE_STATE_DIR", &paths.state_dir)
         .env("DOCKER_HOST", &paths.docker_host)
+        .env_remove("WEAVE_PASSWORD")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
+    if let Some(password) = password {
+        command.env("WEAVE_PASSWORD", password.as_str());
+    }
     // SAFETY: setsid is async-signal-safe; it detaches the agent from the
     // caller's terminal and process group.
     unsafe {
@@ -122,4 +143,28 @@ fn last_error(log_path: &std::path::Path) -> String {
                 .last()
         })
         .unwrap_or_else(|| format!("see {}", log_path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_options_never_reach_the_agents_command_line() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            without_password(args(&[
+                "--password",
+                "s3cret",
+                "10.0.0.2",
+                "--password=x",
+                "--password-file",
+                "/etc/pw",
+                "--password-file=/p",
+                "--mtu",
+                "1400",
+            ])),
+            args(&["10.0.0.2", "--mtu", "1400"])
+        );
+    }
 }

@@ -8,6 +8,12 @@
 //! heartbeat. A connection is established when the peer's first message
 //! after its hello is that heartbeat, which proves it accepted us too.
 //!
+//! In password mode (both hellos say `encrypted`; a mismatch is refused
+//! like a version mismatch), a Noise handshake comes between the hellos and
+//! the heartbeat (see [`crate::mesh::noise`]): a peer with another password
+//! fails it and is refused with that reason; everything after it, the
+//! confirming heartbeat included, travels encrypted.
+//!
 //! After that, each side sends a heartbeat every `heartbeat`; a peer silent
 //! for `dead_after` is dead. Anything undecodable, oversized or out of order
 //! closes the connection with a reason the router counts.
@@ -23,6 +29,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, timeout};
 
+use crate::mesh::noise::{self, DataKeys, Handshake, Opener, Psk, Sealer};
 use crate::mesh::protocol::{
     FrameDecoder, Hello, MAX_FRAME, MAX_HELLO_FRAME, MAX_REASON, Message, Refusal, WireError,
     decode, encode, negotiate, sanitize,
@@ -60,6 +67,8 @@ pub enum Event {
         /// The peer's TCP address, IPv4-mapped addresses made plain.
         remote: SocketAddr,
         version: u32,
+        /// The data plane's keys for this connection (password mode).
+        keys: Option<DataKeys>,
     },
     /// A message for the router (gossip; heartbeats stay here).
     Received { id: ConnId, message: Message },
@@ -157,6 +166,8 @@ pub struct Setup {
     pub timing: ConnectionTiming,
     pub events: mpsc::Sender<Event>,
     pub outgoing: mpsc::Receiver<Outgoing>,
+    /// Password mode: the pre-shared key (and `hello.encrypted` is set).
+    pub psk: Option<Psk>,
 }
 
 /// Runs a connection to its end and reports why it ended.
@@ -174,22 +185,30 @@ async fn session(stream: TcpStream, setup: Setup) -> CloseReason {
         timing,
         events,
         mut outgoing,
+        psk,
     } = setup;
     let _ = stream.set_nodelay(true);
     let remote = match stream.peer_addr() {
         Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
         Err(e) => return CloseReason::io("reading the peer address", e),
     };
-    let (rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     let mut reader = Reader {
         rd,
         decoder: FrameDecoder::new(MAX_HELLO_FRAME),
         buf: vec![0; READ_CHUNK].into_boxed_slice(),
+        opener: None,
+        plain: Vec::new(),
+    };
+    let mut wr = Writer {
+        wr,
+        sealer: None,
+        sealed: Vec::new(),
     };
 
-    let (theirs, version) = match timeout(
+    let (theirs, version, keys) = match timeout(
         timing.handshake_timeout,
-        handshake(&mut reader, &mut wr, &hello),
+        handshake(&mut reader, &mut wr, &hello, psk.as_ref()),
     )
     .await
     {
@@ -207,6 +226,7 @@ async fn session(stream: TcpStream, setup: Setup) -> CloseReason {
         hello: theirs,
         remote,
         version,
+        keys,
     };
     if events.send(established).await.is_err() {
         return CloseReason::new(CloseKind::Local, "the router is gone");
@@ -218,21 +238,23 @@ async fn session(stream: TcpStream, setup: Setup) -> CloseReason {
     }
 }
 
-/// Hellos both ways, the check, then the heartbeat that confirms it.
+/// Hellos both ways, the check, the Noise handshake in password mode,
+/// then the heartbeat that confirms it.
 async fn handshake(
     reader: &mut Reader,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
     ours: &Hello,
-) -> Result<(Hello, u32), CloseReason> {
+    psk: Option<&Psk>,
+) -> Result<(Hello, u32, Option<DataKeys>), CloseReason> {
     let hello =
         encode(&Message::Hello(ours.clone()), MAX_HELLO_FRAME).map_err(CloseReason::wire)?;
-    wr.write_all(&hello)
+    wr.send(&hello)
         .await
         .map_err(|e| CloseReason::io("sending our hello", e))?;
-    let theirs = match reader.next().await? {
-        Message::Hello(h) => h,
-        Message::Refuse { reason } => return Err(CloseReason::refused_by_peer(&reason)),
-        other => {
+    let (theirs, their_body) = match reader.next_with_body().await? {
+        (Message::Hello(h), body) => (h, body),
+        (Message::Refuse { reason }, _) => return Err(CloseReason::refused_by_peer(&reason)),
+        (other, _) => {
             return Err(CloseReason::new(
                 CloseKind::Garbled,
                 format!("expected a hello, got a {}", kind_of(&other)),
@@ -242,33 +264,34 @@ async fn handshake(
     let version = match negotiate(ours, &theirs) {
         Ok(v) => v,
         Err(refusal) => {
-            let reason = refusal.to_string();
-            if let Ok(frame) = encode(
-                &Message::Refuse {
-                    reason: reason.clone(),
-                },
-                MAX_FRAME,
-            ) {
-                let _ = timeout(REFUSE_WRITE_TIMEOUT, async {
-                    let _ = wr.write_all(&frame).await;
-                    let _ = wr.shutdown().await;
-                })
-                .await;
-            }
             let kind = match refusal {
                 Refusal::SelfConnection => CloseKind::SelfConnection,
                 _ => CloseKind::Refused,
             };
-            return Err(CloseReason::new(kind, reason));
+            return Err(wr.refuse(kind, refusal.to_string()).await);
         }
+    };
+    let keys = match (ours.encrypted, psk) {
+        (true, Some(psk)) => {
+            let keys =
+                noise_handshake(reader, wr, ours, &theirs, &hello[4..], &their_body, psk).await?;
+            Some(keys)
+        }
+        (true, None) => {
+            return Err(CloseReason::new(
+                CloseKind::Local,
+                "password mode without a key",
+            ));
+        }
+        (false, _) => None,
     };
     reader.decoder.set_max(MAX_FRAME);
     let heartbeat = encode(&Message::Heartbeat, MAX_FRAME).map_err(CloseReason::wire)?;
-    wr.write_all(&heartbeat)
+    wr.send(&heartbeat)
         .await
         .map_err(|e| CloseReason::io("confirming the handshake", e))?;
     match reader.next().await? {
-        Message::Heartbeat => Ok((theirs, version)),
+        Message::Heartbeat => Ok((theirs, version, keys)),
         Message::Refuse { reason } => Err(CloseReason::refused_by_peer(&reason)),
         other => Err(CloseReason::new(
             CloseKind::Garbled,
@@ -280,12 +303,70 @@ async fn handshake(
     }
 }
 
+/// The two Noise messages; on success the reader and writer encrypt from
+/// now on. A message that fails to authenticate is refused with the
+/// reason, so both sides say why.
+async fn noise_handshake(
+    reader: &mut Reader,
+    wr: &mut Writer,
+    ours: &Hello,
+    theirs: &Hello,
+    our_body: &[u8],
+    their_body: &[u8],
+    psk: &Psk,
+) -> Result<DataKeys, CloseReason> {
+    let initiator = noise::we_initiate(&ours.name, &theirs.name);
+    let prologue = if initiator {
+        noise::prologue(our_body, their_body)
+    } else {
+        noise::prologue(their_body, our_body)
+    };
+    let internal = |e: noise::NoiseError| CloseReason::new(CloseKind::Local, e.to_string());
+    let mut hs = Handshake::new(psk, &prologue, initiator).map_err(internal)?;
+    if initiator {
+        send_noise(wr, &mut hs).await?;
+    }
+    let message = match reader.next().await? {
+        Message::Noise { handshake } => handshake,
+        Message::Refuse { reason } => return Err(CloseReason::refused_by_peer(&reason)),
+        other => {
+            return Err(CloseReason::new(
+                CloseKind::Garbled,
+                format!("expected a noise handshake, got a {}", kind_of(&other)),
+            ));
+        }
+    };
+    if let Err(e) = hs.read(&message) {
+        return Err(wr.refuse(CloseKind::Refused, e.to_string()).await);
+    }
+    if !initiator {
+        send_noise(wr, &mut hs).await?;
+    }
+    let (channel, keys) = hs.finish().map_err(internal)?;
+    let (sealer, opener) = channel.split();
+    wr.sealer = Some(sealer);
+    reader.opener = Some(opener);
+    Ok(keys)
+}
+
+async fn send_noise(wr: &mut Writer, hs: &mut Handshake) -> Result<(), CloseReason> {
+    let handshake = hs
+        .write()
+        .map_err(|e| CloseReason::new(CloseKind::Local, e.to_string()))?;
+    let frame =
+        encode(&Message::Noise { handshake }, MAX_HELLO_FRAME).map_err(CloseReason::wire)?;
+    wr.send(&frame)
+        .await
+        .map_err(|e| CloseReason::io("sending the noise handshake", e))
+}
+
 fn kind_of(m: &Message) -> &'static str {
     match m {
         Message::Hello(_) => "hello",
         Message::Refuse { .. } => "refuse",
         Message::Heartbeat => "heartbeat",
         Message::Gossip(_) => "gossip",
+        Message::Noise { .. } => "noise handshake",
     }
 }
 
@@ -293,6 +374,10 @@ struct Reader {
     rd: OwnedReadHalf,
     decoder: FrameDecoder,
     buf: Box<[u8]>,
+    /// Password mode, after the handshake: decrypts what is read.
+    opener: Option<Opener>,
+    /// Decrypted bytes on their way to the decoder.
+    plain: Vec<u8>,
 }
 
 impl Reader {
@@ -302,16 +387,43 @@ impl Reader {
             if let Some(frame) = self.decoder.next_frame().map_err(CloseReason::wire)? {
                 return decode(frame).map_err(CloseReason::wire);
             }
-            let n = self
-                .rd
-                .read(&mut self.buf)
-                .await
-                .map_err(|e| CloseReason::io("reading", e))?;
-            if n == 0 {
-                return Err(CloseReason::new(CloseKind::Eof, "closed by the peer"));
-            }
-            self.decoder.feed(&self.buf[..n]);
+            self.fill().await?;
         }
+    }
+
+    /// The next message and its frame as received (for the hellos, which
+    /// the Noise handshake binds).
+    async fn next_with_body(&mut self) -> Result<(Message, Vec<u8>), CloseReason> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame().map_err(CloseReason::wire)? {
+                let message = decode(frame).map_err(CloseReason::wire)?;
+                return Ok((message, frame.to_vec()));
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// One read from the socket into the decoder, decrypted in password mode.
+    async fn fill(&mut self) -> Result<(), CloseReason> {
+        let n = self
+            .rd
+            .read(&mut self.buf)
+            .await
+            .map_err(|e| CloseReason::io("reading", e))?;
+        if n == 0 {
+            return Err(CloseReason::new(CloseKind::Eof, "closed by the peer"));
+        }
+        match &mut self.opener {
+            None => self.decoder.feed(&self.buf[..n]),
+            Some(opener) => {
+                self.plain.clear();
+                opener.open(&self.buf[..n], &mut self.plain).map_err(|e| {
+                    CloseReason::new(CloseKind::Garbled, format!("encrypted stream: {e}"))
+                })?;
+                self.decoder.feed(&self.plain);
+            }
+        }
+        Ok(())
     }
 
     /// Passes messages on until the connection fails or goes quiet.
@@ -335,8 +447,11 @@ impl Reader {
             match message {
                 Message::Heartbeat => {}
                 Message::Refuse { reason } => return CloseReason::closed_by_peer(&reason),
-                Message::Hello(_) => {
-                    return CloseReason::new(CloseKind::Garbled, "a hello after the handshake");
+                Message::Hello(_) | Message::Noise { .. } => {
+                    return CloseReason::new(
+                        CloseKind::Garbled,
+                        "a handshake message after the handshake",
+                    );
                 }
                 message @ Message::Gossip(_) => {
                     if events.send(Event::Received { id, message }).await.is_err() {
@@ -348,9 +463,50 @@ impl Reader {
     }
 }
 
+/// The sending half: frames as they are, or encrypted in password mode.
+struct Writer {
+    wr: OwnedWriteHalf,
+    /// Password mode, after the handshake.
+    sealer: Option<Sealer>,
+    /// Encrypted bytes on their way out, reused.
+    sealed: Vec<u8>,
+}
+
+impl Writer {
+    async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        match &mut self.sealer {
+            None => self.wr.write_all(frame).await,
+            Some(sealer) => {
+                self.sealed.clear();
+                sealer
+                    .seal(frame, &mut self.sealed)
+                    .map_err(std::io::Error::other)?;
+                self.wr.write_all(&self.sealed).await
+            }
+        }
+    }
+
+    /// Tells the peer why (briefly), closes, and gives the reason.
+    async fn refuse(&mut self, kind: CloseKind, reason: String) -> CloseReason {
+        if let Ok(frame) = encode(
+            &Message::Refuse {
+                reason: reason.clone(),
+            },
+            MAX_FRAME,
+        ) {
+            let _ = timeout(REFUSE_WRITE_TIMEOUT, async {
+                let _ = self.send(&frame).await;
+                let _ = self.wr.shutdown().await;
+            })
+            .await;
+        }
+        CloseReason::new(kind, reason)
+    }
+}
+
 /// Sends the router's frames, and a heartbeat every `heartbeat`.
 async fn write_loop(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
     outgoing: &mut mpsc::Receiver<Outgoing>,
     timing: ConnectionTiming,
 ) -> CloseReason {
@@ -368,20 +524,13 @@ async fn write_loop(
             cmd = outgoing.recv() => match cmd {
                 Some(Outgoing::Frame(f)) => f,
                 Some(Outgoing::Close(reason)) => {
-                    if let Ok(frame) = encode(&Message::Refuse { reason: reason.clone() }, MAX_FRAME) {
-                        let _ = timeout(REFUSE_WRITE_TIMEOUT, async {
-                            let _ = wr.write_all(&frame).await;
-                            let _ = wr.shutdown().await;
-                        })
-                        .await;
-                    }
-                    return CloseReason::new(CloseKind::Local, reason);
+                    return wr.refuse(CloseKind::Local, reason).await;
                 }
                 None => return CloseReason::new(CloseKind::Local, "closed"),
             },
             _ = tick.tick() => heartbeat.clone(),
         };
-        match timeout(timing.dead_after, wr.write_all(&frame)).await {
+        match timeout(timing.dead_after, wr.send(&frame)).await {
             Err(_) => {
                 return CloseReason::new(
                     CloseKind::WriteTimeout,

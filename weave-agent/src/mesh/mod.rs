@@ -18,6 +18,7 @@
 
 pub mod connection;
 pub mod connection_maker;
+pub mod noise;
 pub mod protocol;
 pub mod router;
 pub mod routes;

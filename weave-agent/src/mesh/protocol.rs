@@ -55,6 +55,10 @@ pub struct Hello {
     pub listen_port: u16,
     /// The UDP port of the peer's data plane.
     pub data_port: u16,
+    /// Password mode: a Noise handshake follows the hellos, and everything
+    /// after it is encrypted. Both sides must agree.
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 /// One frame's content. New messages are new variants: a peer that does not
@@ -71,6 +75,11 @@ pub enum Message {
     Heartbeat,
     /// Entries of the sender's topology.
     Gossip(TopologyUpdate),
+    /// One message of the Noise handshake (password mode), between the
+    /// hellos and the first encrypted message.
+    Noise {
+        handshake: Vec<u8>,
+    },
 }
 
 /// Why bytes from a peer are not a message.
@@ -99,6 +108,10 @@ pub enum Refusal {
     NameClash(PeerName),
     #[error("invalid hello: {0}")]
     BadHello(String),
+    #[error("encryption mismatch: we have a password, the peer has none")]
+    PeerHasNoPassword,
+    #[error("encryption mismatch: the peer has a password, we have none")]
+    WeHaveNoPassword,
 }
 
 /// Splits a byte stream into frames. Holds at most one partial frame plus
@@ -211,6 +224,11 @@ pub fn negotiate(ours: &Hello, theirs: &Hello) -> Result<u32, Refusal> {
             Refusal::NameClash(ours.name)
         });
     }
+    match (ours.encrypted, theirs.encrypted) {
+        (true, false) => return Err(Refusal::PeerHasNoPassword),
+        (false, true) => return Err(Refusal::WeHaveNoPassword),
+        _ => {}
+    }
     let low = ours.min_version.max(theirs.min_version);
     let high = ours.max_version.min(theirs.max_version);
     if low > high {
@@ -259,6 +277,9 @@ impl fmt::Display for Message {
             Message::Refuse { reason } => write!(f, "refuse: {reason}"),
             Message::Heartbeat => f.write_str("heartbeat"),
             Message::Gossip(u) => write!(f, "gossip of {} peers", u.peers.len()),
+            Message::Noise { handshake } => {
+                write!(f, "noise handshake of {} bytes", handshake.len())
+            }
         }
     }
 }
@@ -282,6 +303,7 @@ mod tests {
             nonce: 9,
             listen_port: 6783,
             data_port: 6784,
+            encrypted: false,
         }
     }
 
@@ -493,6 +515,15 @@ mod tests {
         let mut twin = one.clone();
         twin.uid = 8;
         assert!(matches!(negotiate(&one, &twin), Err(Refusal::NameClash(_))));
+
+        // Password or not: both sides refuse, each saying which side lacks one.
+        let mut locked = hello("02:00:00:00:00:02", 1, 1);
+        locked.encrypted = true;
+        assert_eq!(negotiate(&one, &locked), Err(Refusal::WeHaveNoPassword));
+        assert_eq!(negotiate(&locked, &one), Err(Refusal::PeerHasNoPassword));
+        let mut both = one.clone();
+        both.encrypted = true;
+        assert_eq!(negotiate(&both, &locked), Ok(1));
 
         let mut bad = hello("02:00:00:00:00:02", 1, 1);
         bad.nickname = "evil\x1b[2J".into();

@@ -25,6 +25,7 @@ use crate::mesh::connection::{
 use crate::mesh::connection_maker::{
     self, Backoff, BadTarget, ConnectionMaker, DialKey, Link, MAX_TARGETS, Target,
 };
+use crate::mesh::noise::{DataKeys, Psk};
 use crate::mesh::protocol::{
     DEFAULT_PORT, Hello, MAX_FRAME, MAX_NICKNAME, Message, PROTOCOL, PROTOCOL_MAX_VERSION,
     PROTOCOL_MIN_VERSION, encode, sanitize,
@@ -38,6 +39,8 @@ use crate::mesh::topology::{
     ConnectionSummary, MAX_CONNECTIONS_PER_PEER, PeerInfo, Rejection, Topology, TopologyUpdate,
     now_ms,
 };
+use crate::overlay::NeighbourKeys;
+use crate::overlay::seal::PeerKeys;
 use crate::overlay::{ForwardingTable, Overlay, ShortId};
 use crate::peer_name::PeerName;
 
@@ -45,6 +48,9 @@ use crate::peer_name::PeerName;
 pub const SEND_QUEUE: usize = 64;
 /// Events queued from all connection tasks to the router.
 const EVENT_QUEUE: usize = 256;
+/// Inbound refusals kept for `weave status connections`, and for how long.
+const MAX_REFUSED_SHOWN: usize = 8;
+const REFUSED_SHOWN_FOR: Duration = Duration::from_secs(120);
 /// Inbound connections in their handshake at once; more are dropped.
 pub const MAX_HANDSHAKING: usize = 64;
 /// Gossip is split into frames of about this size.
@@ -96,6 +102,8 @@ pub struct MeshConfig {
     /// The overlay MTU, shown per connection.
     pub mtu: u32,
     pub timing: Timing,
+    /// Password mode: the key every peer must prove it has (see `noise`).
+    pub psk: Option<Psk>,
 }
 
 impl MeshConfig {
@@ -111,6 +119,7 @@ impl MeshConfig {
             targets: Vec::new(),
             mtu: 1376,
             timing: Timing::default(),
+            psk: None,
         }
     }
 }
@@ -259,6 +268,8 @@ struct Conn {
 struct Established {
     hello: Hello,
     version: u32,
+    /// Password mode: this connection's data keys, for the data plane.
+    keys: Option<NeighbourKeys>,
 }
 
 impl Conn {
@@ -300,6 +311,9 @@ struct Router {
     topology_changed: bool,
     /// Established since the last gossip; they get the whole topology.
     needs_topology: BTreeSet<ConnId>,
+    /// Inbound connections refused lately, newest last, for status: the
+    /// dialling side sees its own attempts fail, this is the other side.
+    refused_inbound: std::collections::VecDeque<(Instant, ConnectionStatus)>,
 }
 
 impl Router {
@@ -331,6 +345,7 @@ impl Router {
             links_changed: false,
             topology_changed: true,
             needs_topology: BTreeSet::new(),
+            refused_inbound: std::collections::VecDeque::new(),
             config,
         }
     }
@@ -450,7 +465,8 @@ impl Router {
                 hello,
                 remote,
                 version,
-            } => self.on_established(id, hello, remote, version),
+                keys,
+            } => self.on_established(id, hello, remote, version, keys),
             Event::Received { id, message } => self.on_message(id, message),
             Event::Closed { id, reason } => self.on_closed(id, reason),
         }
@@ -531,6 +547,7 @@ impl Router {
             },
             events: self.events_tx.clone(),
             outgoing,
+            psk: self.config.psk.clone(),
         };
         let abort = self.tasks.spawn(task(setup));
         self.conns.insert(
@@ -560,6 +577,7 @@ impl Router {
             nonce,
             listen_port: self.listen_port,
             data_port: self.config.data_port,
+            encrypted: self.config.psk.is_some(),
         }
     }
 
@@ -575,7 +593,14 @@ impl Router {
         }
     }
 
-    fn on_established(&mut self, id: ConnId, hello: Hello, remote: SocketAddr, version: u32) {
+    fn on_established(
+        &mut self,
+        id: ConnId,
+        hello: Hello,
+        remote: SocketAddr,
+        version: u32,
+        keys: Option<DataKeys>,
+    ) {
         let me = self.me();
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -583,7 +608,12 @@ impl Router {
         conn.remote = Some(remote);
         let name = hello.name;
         let nickname = hello.nickname.clone();
-        conn.peer = Some(Established { hello, version });
+        let keys = keys.map(|k| NeighbourKeys(Arc::new(PeerKeys::new(&k.send, &k.recv))));
+        conn.peer = Some(Established {
+            hello,
+            version,
+            keys,
+        });
         let outbound = conn.outbound;
 
         if let Some(&old_id) = self.by_peer.get(&name) {
@@ -694,6 +724,32 @@ impl Router {
             }
             None => tracing::debug!(peer = %who, %reason, "connection closed"),
         }
+        if !conn.outbound
+            && conn.peer.is_none()
+            && matches!(
+                reason.kind,
+                CloseKind::Refused | CloseKind::RefusedByPeer | CloseKind::Garbled
+            )
+            && let Some(from) = conn.accepted_from
+        {
+            if self.refused_inbound.len() >= MAX_REFUSED_SHOWN {
+                self.refused_inbound.pop_front();
+            }
+            self.refused_inbound.push_back((
+                Instant::now(),
+                ConnectionStatus {
+                    address: from.to_string(),
+                    outbound: false,
+                    state: ConnectionState::Failed,
+                    peer: None,
+                    nickname: None,
+                    version: None,
+                    last_error: Some(reason.detail.clone()),
+                    retry_in_ms: None,
+                    encrypted: false,
+                },
+            ));
+        }
         let retry = reason.kind != CloseKind::SelfConnection;
         self.forget_conn(id, &conn, &reason.detail, retry);
     }
@@ -764,6 +820,7 @@ impl Router {
             }
             self.counters.short_id_collisions = routes.shadowed.len() as u64;
             self.routes = routes;
+            self.add_keys();
             self.publish();
             self.maker.sync(&self.links(), now);
             let candidates = self.discovery_candidates();
@@ -779,6 +836,30 @@ impl Router {
         }
         self.links_changed = false;
         self.topology_changed = false;
+    }
+
+    /// Password mode: each neighbour's data keys go with the table.
+    fn add_keys(&mut self) {
+        let table = &mut self.routes.table;
+        table.encrypted = self.config.psk.is_some();
+        table.keys.clear();
+        if !table.encrypted {
+            return;
+        }
+        for (name, id) in &self.by_peer {
+            let id_of = ShortId::of(name);
+            let keys = self
+                .conns
+                .get(id)
+                .and_then(|c| c.peer.as_ref())
+                .and_then(|p| p.keys.clone());
+            if let Some(keys) = keys
+                && table.neighbours.contains_key(&id_of)
+                && !self.routes.shadowed.contains(name)
+            {
+                table.keys.insert(id_of, keys);
+            }
+        }
     }
 
     fn publish(&mut self) {
@@ -969,6 +1050,7 @@ impl Router {
                     version: Some(p.version),
                     last_error: None,
                     retry_in_ms: None,
+                    encrypted: p.hello.encrypted,
                 }),
                 (None, Some(addr)) if !c.outbound => Some(ConnectionStatus {
                     address: addr.to_string(),
@@ -979,10 +1061,17 @@ impl Router {
                     version: None,
                     last_error: None,
                     retry_in_ms: None,
+                    encrypted: false,
                 }),
                 _ => None,
             })
             .collect();
+        connections.extend(
+            self.refused_inbound
+                .iter()
+                .filter(|(at, _)| now.duration_since(*at) < REFUSED_SHOWN_FOR)
+                .map(|(_, c)| c.clone()),
+        );
         connections.extend(self.maker.attempts(now).into_iter().map(|a| {
             let state = match a.state {
                 connection_maker::AttemptState::Connecting => ConnectionState::Connecting,
@@ -1000,6 +1089,7 @@ impl Router {
                 retry_in_ms: a
                     .retry_in
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                encrypted: false,
             }
         }));
 

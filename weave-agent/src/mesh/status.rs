@@ -114,6 +114,10 @@ pub struct ConnectionStatus {
     pub last_error: Option<String>,
     /// Failed: milliseconds until the next attempt; `None` means never.
     pub retry_in_ms: Option<u64>,
+    /// Established in password mode: the connection and the frames to and
+    /// from this peer are encrypted.
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,8 +212,15 @@ impl MeshStatus {
             };
             let info = match c.state {
                 ConnectionState::Established => {
-                    format!("{:<6} {} mtu={}", self.dataplane, who, self.mtu)
+                    let dataplane = if c.encrypted {
+                        format!("encrypted {}", self.dataplane)
+                    } else {
+                        self.dataplane.clone()
+                    };
+                    format!("{dataplane:<6} {who} mtu={}", self.mtu)
                 }
+                // An inbound connection refused: no retry from this side.
+                ConnectionState::Failed if !c.outbound => c.last_error.clone().unwrap_or_default(),
                 ConnectionState::Pending => who,
                 ConnectionState::Connecting => String::new(),
                 ConnectionState::Retrying => c.last_error.clone().unwrap_or_default(),
@@ -353,6 +364,7 @@ pub(crate) mod tests {
                     nickname: Some("host2".into()),
                     version: Some(1),
                     last_error: None,
+                    encrypted: false,
                     retry_in_ms: None,
                 },
                 ConnectionStatus {
@@ -363,6 +375,7 @@ pub(crate) mod tests {
                     nickname: None,
                     version: None,
                     last_error: Some("dial tcp 192.168.48.15:6783: connection refused".into()),
+                    encrypted: false,
                     retry_in_ms: Some(4200),
                 },
                 ConnectionStatus {
@@ -373,6 +386,7 @@ pub(crate) mod tests {
                     nickname: None,
                     version: None,
                     last_error: None,
+                    encrypted: false,
                     retry_in_ms: None,
                 },
             ],

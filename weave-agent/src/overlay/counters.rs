@@ -16,10 +16,12 @@ pub enum DropReason {
     Oversize,
     Spoofed,
     SendFailed,
+    Unauthenticated,
+    Replayed,
 }
 
 impl DropReason {
-    const COUNT: usize = 6;
+    const COUNT: usize = 8;
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -29,6 +31,8 @@ impl DropReason {
             DropReason::Oversize => "oversize",
             DropReason::Spoofed => "spoofed",
             DropReason::SendFailed => "send failed",
+            DropReason::Unauthenticated => "unauthenticated",
+            DropReason::Replayed => "replayed",
         }
     }
 }
@@ -90,6 +94,8 @@ impl Counters {
             dropped_oversize: dropped(DropReason::Oversize),
             dropped_spoofed: dropped(DropReason::Spoofed),
             dropped_send_failed: dropped(DropReason::SendFailed),
+            dropped_unauthenticated: dropped(DropReason::Unauthenticated),
+            dropped_replayed: dropped(DropReason::Replayed),
             // Counted by the kernel: the data plane adds it (see `sys::socket_drops`).
             dropped_overflow: 0,
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::seal::PeerKeys;
 use crate::peer_name::PeerName;
 
 /// A 12-bit peer id. Frames between peers are standard VXLAN whose 24-bit VNI
@@ -67,7 +68,27 @@ pub struct ForwardingTable {
     /// For frames broadcast by `origin` (this peer included): the neighbours
     /// this peer passes them on to, its children in origin's broadcast tree.
     pub broadcast: HashMap<ShortId, Vec<ShortId>>,
+    /// Password mode: every frame to or from a neighbour is sealed with the
+    /// keys of the connection to it (see `overlay::seal`); a neighbour
+    /// without keys gets nothing and is heard from by nobody.
+    pub encrypted: bool,
+    /// Each neighbour's data keys (password mode).
+    pub keys: HashMap<ShortId, NeighbourKeys>,
 }
+
+/// One connection's data keys, shared between the control plane and the
+/// data plane. Equal only to itself: a new connection's keys make a new
+/// table, which the data plane switches to as a whole.
+#[derive(Clone, Debug)]
+pub struct NeighbourKeys(pub Arc<PeerKeys>);
+
+impl PartialEq for NeighbourKeys {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for NeighbourKeys {}
 
 /// Counters a data plane keeps; every drop is counted, never silent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +115,14 @@ pub struct OverlayStats {
     /// fell behind and a receive queue was full.
     #[serde(default)]
     pub dropped_overflow: u64,
+    /// Password mode: packets that did not authenticate (another key, a
+    /// forgery, corruption, a neighbour without keys yet).
+    #[serde(default)]
+    pub dropped_unauthenticated: u64,
+    /// Password mode: packets that authenticated but were seen already or
+    /// are too old for the replay window.
+    #[serde(default)]
+    pub dropped_replayed: u64,
 }
 
 /// A data plane carrying frames between this host's bridge and its peers.

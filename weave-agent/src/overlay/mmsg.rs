@@ -217,6 +217,31 @@ impl ScatterRecv {
     }
 }
 
+impl RecvBatch {
+    /// The received bytes of slot `i`, writable (to open a sealed packet in place).
+    pub fn data_mut(&mut self, i: usize) -> &mut [u8] {
+        assert!(
+            i < self.received,
+            "slot {i} of a batch of {}",
+            self.received
+        );
+        let kept = (self.msgs[i].msg_len as usize).min(self.slot);
+        let start = i * self.slot;
+        &mut self.bufs[start..start + kept]
+    }
+}
+
+impl SendOutcome {
+    /// Adds up two outcomes (of one worker's batches).
+    pub fn merge(&mut self, other: SendOutcome) {
+        self.sent += other.sent;
+        self.failed += other.failed;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
 /// What a [`Batch`] did.
 #[derive(Debug, Default)]
 pub struct SendOutcome {

@@ -12,11 +12,12 @@ pub mod mac_table;
 mod mmsg;
 pub mod plain;
 pub mod routes;
+pub mod seal;
 mod sys;
 pub mod vxlan;
 pub mod xdp;
 
 pub use error::OverlayError;
-pub use forwarding::{ForwardingTable, Overlay, OverlayStats, ShortId};
+pub use forwarding::{ForwardingTable, NeighbourKeys, Overlay, OverlayStats, ShortId};
 pub use plain::{DEFAULT_DATA_PORT, PlainConfig, PlainOverlay};
 pub use xdp::{XdpConfig, XdpOverlay};

@@ -19,6 +19,7 @@
 
 mod capture;
 mod receive;
+mod sealed;
 pub mod verdict;
 
 use std::io::ErrorKind;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::forwarding::{ForwardingTable, ShortId};
+use super::seal::PeerKeys;
 use super::sys::canonical;
 
 /// A peer id and its underlay address.
@@ -72,6 +73,16 @@ impl Routes {
     /// The neighbour at underlay address `addr`.
     pub fn neighbour_at(&self, addr: &SocketAddr) -> Option<ShortId> {
         self.by_addr.get(addr).copied()
+    }
+
+    /// Password mode: every frame to or from a neighbour is sealed.
+    pub fn encrypted(&self) -> bool {
+        self.table.encrypted
+    }
+
+    /// The data keys of the connection to `neighbour` (password mode).
+    pub fn keys(&self, neighbour: ShortId) -> Option<&PeerKeys> {
+        self.table.keys.get(&neighbour).map(|k| &*k.0)
     }
 
     /// Whether `peer` is reachable (this peer is not).

@@ -1,8 +1,10 @@
 //! Bridge to peers: frames captured on the datapath port, wrapped in VXLAN
-//! and sent to the peers their verdict names.
+//! and sent to the peers their verdict names (sealed for each next hop in
+//! password mode).
 
 use std::os::fd::AsFd;
 
+use super::sealed::Sealed;
 use super::verdict::{FromBridge, from_bridge};
 use super::{BATCH, Shared, batch_time};
 use crate::overlay::counters::{Counts, DropReason, dropped};
@@ -21,6 +23,7 @@ pub(super) fn run(shared: &Shared) {
     let mut queue = SendQueue::new(SEND_QUEUE, shared.udp_family);
     let mut verdicts: Vec<FromBridge> = Vec::with_capacity(BATCH);
     let mut reader = RoutesReader::new(&shared.routes);
+    let mut sealed = Sealed::new(shared.max_frame);
     while !shared.stopping() {
         if !shared.receive(&mut frames, shared.datapath.as_fd(), "datapath") {
             continue;
@@ -47,19 +50,38 @@ pub(super) fn run(shared: &Shared) {
         }
 
         let me = routes.me();
-        let flood_header = vxlan::header(ShortId::vni(me, ShortId::BROADCAST));
+        let encrypted = routes.encrypted();
+        let flood_vni = ShortId::vni(me, ShortId::BROADCAST);
+        let flood_header = vxlan::header(flood_vni);
         let mut batch = queue.batch(shared.udp.as_fd());
         for (i, verdict) in verdicts.iter().enumerate() {
             let frame = frames.get(i);
             match *verdict {
                 FromBridge::Flood => {
-                    for (_, addr) in routes.children(me) {
-                        batch.push(Some(flood_header), frame.data, Some(addr));
+                    for (child, addr) in routes.children(me) {
+                        if encrypted {
+                            sealed.push(i, flood_vni, *child, *addr);
+                        } else {
+                            batch.push(Some(flood_header), frame.data, Some(addr));
+                        }
                     }
                 }
                 FromBridge::Unicast { peer, via } => {
-                    let header = vxlan::header(ShortId::vni(me, peer));
-                    batch.push(Some(header), frame.data, Some(&via));
+                    let vni = ShortId::vni(me, peer);
+                    if !encrypted {
+                        batch.push(Some(vxlan::header(vni)), frame.data, Some(&via));
+                    } else if let Some((hop, _)) = routes.next_hop(peer) {
+                        // Never in clear: without a hop (so without keys), dropped.
+                        sealed.push(i, vni, hop, via);
+                    } else {
+                        dropped!(
+                            shared.counters,
+                            counts,
+                            DropReason::NoRoute,
+                            direction = "to peers",
+                            len = frame.len,
+                        );
+                    }
                 }
                 FromBridge::Local => {}
                 FromBridge::Drop(reason) => {
@@ -73,7 +95,17 @@ pub(super) fn run(shared: &Shared) {
                 }
             }
         }
-        let outcome = batch.finish();
+        let mut outcome = batch.finish();
+        if encrypted {
+            outcome.merge(sealed.send(
+                |i| frames.get(i).data,
+                routes,
+                &mut queue,
+                shared.udp.as_fd(),
+                &shared.counters,
+                &mut counts,
+            ));
+        }
         counts.sent += outcome.sent;
         if let Some(error) = outcome.first_error {
             counts.drop(DropReason::SendFailed, outcome.failed - 1);

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use weave_agent::mac::Mac;
 use weave_agent::mesh::Target;
+use weave_agent::mesh::noise::{self, Handshake, Psk};
 use weave_agent::mesh::protocol::{
     self, FrameDecoder, Hello, MAX_FRAME, MAX_HELLO_FRAME, Message, PROTOCOL, Refusal, WireError,
 };
@@ -34,6 +35,7 @@ use weave_agent::mesh::topology::{
 use weave_agent::overlay::mac_table::MacTable;
 use weave_agent::overlay::plain::verdict::{self, FromBridge, FromPeer, Macs};
 use weave_agent::overlay::routes::Routes;
+use weave_agent::overlay::seal::{self, OpenError, RecvKey, ReplayWindow, SendKey};
 use weave_agent::overlay::vxlan::{self, ETHERNET_HEADER_LEN, FLAG_VNI_VALID, HEADER_LEN};
 use weave_agent::overlay::{ForwardingTable, ShortId};
 use weave_agent::peer_name::PeerName;
@@ -71,6 +73,16 @@ pub const TARGETS: &[FuzzTarget] = &[
         name: "peer_target_parse",
         check: peer_target_parse,
         seeds: target_seeds,
+    },
+    FuzzTarget {
+        name: "sealed_open",
+        check: sealed_open,
+        seeds: sealed_seeds,
+    },
+    FuzzTarget {
+        name: "noise_handshake",
+        check: noise_handshake,
+        seeds: noise_seeds,
     },
     FuzzTarget {
         name: "overlay_verdict",
@@ -448,6 +460,15 @@ pub fn mesh_handshake(data: &[u8]) {
                 }
                 Refusal::WrongProtocol { .. } => assert_ne!(theirs.protocol, PROTOCOL),
                 Refusal::BadHello(_) => {}
+                // Password mode on one side only: the other refuses too.
+                Refusal::PeerHasNoPassword => assert_eq!(
+                    protocol::negotiate(&theirs, &ours),
+                    Err(Refusal::WeHaveNoPassword)
+                ),
+                Refusal::WeHaveNoPassword => assert_eq!(
+                    protocol::negotiate(&theirs, &ours),
+                    Err(Refusal::PeerHasNoPassword)
+                ),
             }
         }
     }
@@ -462,12 +483,15 @@ fn handshake_seeds() -> Vec<(&'static str, Vec<u8>)> {
     newer.max_version = protocol::PROTOCOL_MAX_VERSION + 5;
     let mut twin = our_hello();
     twin.uid = 99;
+    let mut password = hello(2, "host2");
+    password.encrypted = true;
     vec![
         ("peer", body(hello(2, "host2"))),
         ("ourselves", body(our_hello())),
         ("name-clash", body(twin)),
         ("wrong-protocol", body(wrong_protocol)),
         ("newer-versions", body(newer)),
+        ("password-mode", body(password)),
         ("control-characters", body(hello(3, "evil\u{1b}[2J"))),
     ]
 }
@@ -1158,5 +1182,197 @@ fn verdict_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .peer_packet(0, c, b, 1, 0)
                 .into_bytes(),
         ),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// sealed_open: password mode's data frames, as a receiver opens them.
+
+/// The key every sealed_open input is opened with (its seeds are sealed with it).
+fn fuzz_data_key() -> seal::KeyBytes {
+    seal::KeyBytes::new([0x42; 32])
+}
+
+/// Input: a first byte choosing what the rest is. Even: one sealed packet,
+/// opened twice with a fresh key state: nothing opens unless it was sealed
+/// under the key, and what opens once is a replay the second time; a
+/// failure changes neither the window nor the packet. Odd: a sequence of
+/// counters (a 16-bit step back or forward each) through a replay window,
+/// against a model: each counter taken once, none too old.
+pub fn sealed_open(data: &[u8]) {
+    let mut bytes = Bytes::new(data);
+    let mode = bytes.byte();
+    if mode.is_multiple_of(2) {
+        let input = bytes.rest();
+        let rx = RecvKey::new(&fuzz_data_key());
+        let mut packet = input.to_vec();
+        match rx.open_as_vxlan(&mut packet) {
+            Ok(range) => {
+                assert_eq!(range.start, seal::COUNTER_LEN);
+                assert_eq!(range.end, input.len() - seal::TAG_LEN);
+                assert_eq!(
+                    &packet[range.start..range.start + HEADER_LEN],
+                    &input[..HEADER_LEN]
+                );
+                assert!(range.len() >= HEADER_LEN + ETHERNET_HEADER_LEN);
+                let again = rx.open(&mut input.to_vec());
+                assert!(matches!(again, Err(OpenError::Replayed(_))), "{again:?}");
+            }
+            Err(OpenError::Truncated { len }) => {
+                assert_eq!(len, input.len());
+                assert!(len < seal::FRAME_OFFSET + ETHERNET_HEADER_LEN + seal::TAG_LEN);
+            }
+            Err(e) => {
+                assert_eq!(packet, input, "a packet that failed ({e}) was changed");
+            }
+        }
+    } else {
+        let mut window = ReplayWindow::default();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut top: Option<u64> = None;
+        let mut base: u64 = u64::from(bytes.byte()) << 56;
+        while !bytes.is_empty() {
+            let step = u64::from(u16::from_le_bytes([bytes.byte(), bytes.byte()]));
+            let back = bytes.byte() & 1 == 1;
+            let n = if back {
+                base.saturating_sub(step)
+            } else {
+                base.saturating_add(step)
+            };
+            base = base.max(n);
+            let expected = n < seal::REJECT_AFTER
+                && !seen.contains(&n)
+                && top.is_none_or(|t| n > t || t - n < seal::WINDOW - 64);
+            let accepted = window.check(n);
+            assert_eq!(accepted, expected, "counter {n}, top {top:?}");
+            if accepted {
+                window.mark(n);
+                if seen.len() < 100_000 {
+                    seen.insert(n);
+                }
+                top = Some(top.map_or(n, |t| t.max(n)));
+            }
+        }
+    }
+}
+
+fn sealed_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let tx = SendKey::new(&fuzz_data_key());
+    let sealed = |tx: &SendKey, frame: &[u8]| {
+        let mut p = vec![0u8; seal::FRAME_OFFSET + frame.len() + seal::TAG_LEN];
+        p[..HEADER_LEN].copy_from_slice(&vxlan::header(0x101_fff));
+        p[seal::FRAME_OFFSET..seal::FRAME_OFFSET + frame.len()].copy_from_slice(frame);
+        tx.seal(&mut p, frame.len()).expect("room");
+        p
+    };
+    let frame = ethernet([0xff; 6], [2, 0, 0, 0, 0, 1], 60);
+    let first = sealed(&tx, &frame);
+    let second = sealed(&tx, &frame);
+    let mut flipped = first.clone();
+    flipped[20] ^= 1;
+    let with_mode = |mode: u8, p: &[u8]| {
+        let mut v = vec![mode];
+        v.extend_from_slice(p);
+        v
+    };
+    vec![
+        ("sealed", with_mode(0, &first)),
+        ("sealed-second", with_mode(0, &second)),
+        ("flipped", with_mode(0, &flipped)),
+        ("truncated", with_mode(0, &first[..30])),
+        (
+            "plain-vxlan",
+            with_mode(0, &vxlan_packet(0x101_fff, &frame)),
+        ),
+        (
+            "window-steps",
+            vec![
+                1, 0, 10, 0, 0, 5, 0, 1, 0xff, 0x07, 0, 1, 0, 0, 0, 0xff, 0xff, 1,
+            ],
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// noise_handshake: password mode's control connection.
+
+/// Input: a first byte choosing the role, then a message. 0: the
+/// initiator's first handshake message, read by a responder; 1: the
+/// responder's reply, read by an initiator that sent a genuine first; 2:
+/// transport records after a genuine handshake. Forged messages fail and
+/// deliver nothing; the genuine peer's records still open to what was sent.
+pub fn noise_handshake(data: &[u8]) {
+    let psk = Psk::from_bytes([7; 32]);
+    let prologue = noise::prologue(b"initiator hello", b"responder hello");
+    let mut bytes = Bytes::new(data);
+    let mode = bytes.byte() % 3;
+    let input = bytes.rest();
+    let handshake =
+        |initiator| Handshake::new(&psk, &prologue, initiator).expect("valid parameters");
+    match mode {
+        0 => {
+            let mut responder = handshake(false);
+            if responder.read(input).is_ok() {
+                assert_eq!(input.len(), noise::MAX_HANDSHAKE_MESSAGE);
+            }
+        }
+        1 => {
+            let mut initiator = handshake(true);
+            initiator.write().expect("first message");
+            if initiator.read(input).is_ok() {
+                assert_eq!(input.len(), noise::MAX_HANDSHAKE_MESSAGE);
+            }
+        }
+        _ => {
+            let mut initiator = handshake(true);
+            let mut responder = handshake(false);
+            responder
+                .read(&initiator.write().expect("first message"))
+                .expect("genuine first message");
+            initiator
+                .read(&responder.write().expect("reply"))
+                .expect("genuine reply");
+            let (ci, _) = initiator.finish().expect("finished");
+            let (cr, _) = responder.finish().expect("finished");
+            let (mut si, mut oi) = ci.split();
+            let (_, mut or) = cr.split();
+            let mut out = Vec::new();
+            let _ = oi.open(input, &mut out);
+            assert!(
+                out.is_empty(),
+                "forged records delivered {} bytes",
+                out.len()
+            );
+            let mut wire = Vec::new();
+            si.seal(input, &mut wire).expect("seal");
+            let mut got = Vec::new();
+            or.open(&wire, &mut got).expect("genuine records open");
+            assert_eq!(got, input);
+        }
+    }
+}
+
+fn noise_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let with_mode = |mode: u8, p: &[u8]| {
+        let mut v = vec![mode];
+        v.extend_from_slice(p);
+        v
+    };
+    vec![
+        ("first-zeros", with_mode(0, &[0; 48])),
+        ("first-short", with_mode(0, &[9; 31])),
+        ("reply-ones", with_mode(1, &[1; 48])),
+        ("reply-long", with_mode(1, &[1; 200])),
+        (
+            "record",
+            with_mode(
+                2,
+                &[
+                    0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+                ],
+            ),
+        ),
+        ("record-short", with_mode(2, &[0, 3, 1, 2, 3])),
+        ("record-partial", with_mode(2, &[0xff, 0xff, 0])),
     ]
 }

@@ -317,8 +317,14 @@ impl Opener {
                 &mut out[at..],
             ) {
                 Ok(n) => out.truncate(at + n),
-                Err(snow::Error::Decrypt) => return Err(NoiseError::Authentication),
-                Err(e) => return Err(NoiseError::Malformed(e.to_string())),
+                Err(e) => {
+                    // Nothing of a record that failed is left in `out`.
+                    out.truncate(at);
+                    return Err(match e {
+                        snow::Error::Decrypt => NoiseError::Authentication,
+                        e => NoiseError::Malformed(e.to_string()),
+                    });
+                }
             }
             self.nonce += 1;
             start = body + len;
@@ -332,10 +338,9 @@ impl Opener {
 mod tests {
     use super::*;
 
-    fn handshake(
-        a: &Psk,
-        b: &Psk,
-    ) -> Result<((Channel, DataKeys), (Channel, DataKeys)), NoiseError> {
+    type Side = (Channel, DataKeys);
+
+    fn handshake(a: &Psk, b: &Psk) -> Result<(Side, Side), NoiseError> {
         let p = prologue(b"hello i", b"hello r");
         let mut i = Handshake::new(a, &p, true)?;
         let mut r = Handshake::new(b, &p, false)?;

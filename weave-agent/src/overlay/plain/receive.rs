@@ -58,7 +58,7 @@ pub(super) fn run(shared: &Shared) {
                 } else {
                     from_peer(
                         sender,
-                        payload(&packet.data, &plain[i]),
+                        payload(packet.data, &plain[i]),
                         shared.max_frame,
                         routes,
                         &mut macs,
@@ -72,7 +72,7 @@ pub(super) fn run(shared: &Shared) {
         let mut forwarded = forward.batch(shared.udp.as_fd());
         for (i, verdict) in verdicts.iter().enumerate() {
             let packet = packets.get(i);
-            let data = payload(&packet.data, &plain[i]);
+            let data = payload(packet.data, &plain[i]);
             match *verdict {
                 FromPeer::Deliver {
                     origin,
@@ -122,7 +122,7 @@ pub(super) fn run(shared: &Shared) {
             let packets = &packets;
             let plain = &plain;
             forwarded.merge(sealed.send(
-                |i| &payload(&packets.get(i).data, &plain[i])[vxlan::HEADER_LEN..],
+                |i| &payload(packets.get(i).data, &plain[i])[vxlan::HEADER_LEN..],
                 routes,
                 &mut forward,
                 shared.udp.as_fd(),

@@ -1,0 +1,436 @@
+//! Password mode (issue 6) on three simulated hosts: with a password, the
+//! containers talk (ping, TCP carrying a known marker, directly and through
+//! a relay) while a capture of the simulated LAN holds neither the marker,
+//! nor the containers' addresses inside VXLAN, nor any gossip in clear; a
+//! peer with another password, or none, never joins, gets no frame through
+//! even when it sends VXLAN at the others directly, and both sides say why
+//! in `weave status connections`.
+//!
+//! Each test builds its own hosts (`wvt<pid>-<test>-h1..h3` on a LAN of
+//! their own) and removes them, also when it fails. Every wait polls a
+//! condition against a deadline; no timing is asserted.
+//!
+//! Needs root, dockerd, nftables, tcpdump and the `weave` binary (WEAVE_BIN).
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddrV4, UdpSocket};
+use std::time::Duration;
+
+use weave_tests::report;
+use weave_tests::{Cluster, Host, IMAGE, wait_for, wait_until};
+
+const PASSWORD: &str = "correct horse battery staple";
+const WRONG_PASSWORD: &str = "incorrect horse";
+/// Sent between containers; must never be seen on the LAN.
+const MARKER: &str = "WEAVE-RS-MARKER-7c1f9e0b";
+const CONVERGE: Duration = Duration::from_secs(60);
+/// 1500 less VXLAN's 50, less the 24 bytes of counter and tag.
+const ENCRYPTED_MTU: u32 = 1426;
+const DATA_PORT: u16 = 6784;
+
+/// `weave launch ARGS...` with `env`; returns the peer name it prints.
+#[track_caller]
+fn launch(h: &Host, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut all = vec!["launch"];
+    all.extend_from_slice(args);
+    let out = h.weave_env(&all, env).expect_ok();
+    let name = out.trim();
+    assert!(
+        name.len() == 17 && name.split(':').count() == 6,
+        "{}: weave launch prints the peer name, got {out:?}",
+        h.nickname()
+    );
+    name.to_string()
+}
+
+fn lan(h: &Host) -> String {
+    h.lan_ip().to_string()
+}
+
+#[track_caller]
+fn wait_established(h: &Host, with: &[&str]) {
+    let want: BTreeSet<String> = with.iter().map(|n| n.to_string()).collect();
+    wait_for(
+        &format!("{} to be connected to exactly {want:?}", h.nickname()),
+        CONVERGE,
+        || {
+            let established = h.established_with()?;
+            anyhow::ensure!(established == want, "connected to {established:?}");
+            Ok(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// Waits until `weave status connections` on `h` has a line containing
+/// every one of `words`; returns that line.
+#[track_caller]
+fn wait_connection_line(h: &Host, words: &[&str]) -> String {
+    wait_for(
+        &format!("{}: a connection line with {words:?}", h.nickname()),
+        CONVERGE,
+        || {
+            let text = h.try_weave(&["status", "connections"])?;
+            text.lines()
+                .find(|l| words.iter().all(|w| l.contains(w)))
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("weave status connections:\n{text}"))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[track_caller]
+fn run(h: &Host, cidr: &str, name: &str) -> String {
+    let out = h.weave_ok(&["run", cidr, "--name", name, IMAGE, "sleep", "3600"]);
+    out.trim().to_string()
+}
+
+#[track_caller]
+fn ethwe_mtu(h: &Host, container: &str) -> u32 {
+    h.exec_ok(container, &["cat", "/sys/class/net/ethwe/mtu"])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Sends `lines` lines carrying [`MARKER`] from `src` to `dst` (at
+/// `dst_addr`) over TCP, and checks they all arrived.
+#[track_caller]
+fn send_marker(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str, port: u16) {
+    let ((sh, sc), (dh, dc)) = (src, dst);
+    let file = format!("/tmp/marker-{port}");
+    let script = format!("sleep 3600 | nc -l -p {port} > {file}");
+    dh.docker_ok(&["exec", "-d", dc, "sh", "-c", &script]);
+    wait_until(
+        &format!("{dc} to listen on port {port}"),
+        Duration::from_secs(20),
+        || {
+            let out = dh.exec(dc, &["netstat", "-ltn"]);
+            out.stdout.contains(&format!(":{port} ")).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let send = format!(
+        "i=0; while [ $i -lt 500 ]; do echo \"{MARKER} $i\"; i=$((i+1)); done | nc {dst_addr} {port}"
+    );
+    let sent = sh.exec_within(sc, &["sh", "-c", &send], Duration::from_secs(60));
+    assert!(sent.success(), "sending the marker:\n{sent}");
+    let got = wait_until(
+        &format!("{dc} to receive 500 marker lines"),
+        Duration::from_secs(30),
+        || {
+            let text = dh.exec(dc, &["cat", &file]).stdout;
+            (text.matches(MARKER).count() == 500).then_some(text)
+        },
+    )
+    .unwrap_or_else(|e| panic!("the marker must arrive intact: {e:#}"));
+    assert!(got.ends_with(&format!("{MARKER} 499\n")));
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn counter(h: &Host, name: &str) -> u64 {
+    let text = h.weave_ok(&["status", "dataplane"]);
+    *report::counters(&text)
+        .get(name)
+        .unwrap_or_else(|| panic!("no counter {name} in `weave status dataplane`:\n{text}"))
+}
+
+/// Nothing of the password in the agent's command line (readable by every
+/// user), its log or its status.
+#[track_caller]
+fn assert_password_hidden(h: &Host, password: &str) {
+    let pid = h.agent_pid();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        !contains(&cmdline, password.as_bytes()),
+        "{}: the password is on the agent's command line: {:?}",
+        h.nickname(),
+        String::from_utf8_lossy(&cmdline)
+    );
+    assert!(
+        !h.agent_log().contains(password),
+        "{}: the password is in the log",
+        h.nickname()
+    );
+    for what in [
+        &["status"][..],
+        &["status", "connections"],
+        &["status", "dataplane"],
+    ] {
+        assert!(!h.weave_ok(what).contains(password));
+    }
+}
+
+#[test]
+fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
+    let c = Cluster::new("enc", 3);
+    let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
+    // h1 and h3 only talk through h2: relays open and seal again.
+    c.block(h1, h3);
+
+    // Everything on h2's LAN port from the start: the hellos (in clear, by
+    // design), the handshakes, then direct traffic with h1 and h3 and the
+    // frames h2 relays between them.
+    let mut capture = c.lan().capture(h2.lan_port(), &[]).unwrap();
+    // The three ways to give the password.
+    launch(h1, &["--password", PASSWORD], &[]);
+    launch(h2, &[&lan(h1)], &[("WEAVE_PASSWORD", PASSWORD)]);
+    let file = h3.dir().join("password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    launch(
+        h3,
+        &["--password-file", file.to_str().unwrap(), &lan(h2)],
+        &[],
+    );
+    wait_established(h2, &["h1", "h3"]);
+    wait_established(h1, &["h2"]);
+    wait_established(h3, &["h2"]);
+
+    for h in [h1, h2, h3] {
+        let status = h.weave_ok(&["status"]);
+        assert!(status.contains("     Encryption: enabled\n"), "{status}");
+        assert!(
+            status.contains(&format!("            MTU: {ENCRYPTED_MTU}\n")),
+            "{status}"
+        );
+        // (h1 and h3 also keep trying each other over the blocked path.)
+        let established: Vec<_> = h
+            .connections()
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.is_established())
+            .collect();
+        assert!(!established.is_empty());
+        for conn in established {
+            assert!(
+                conn.line.contains(" encrypted "),
+                "{}: every connection is encrypted: {}",
+                h.nickname(),
+                conn.line
+            );
+        }
+        assert_password_hidden(h, PASSWORD);
+    }
+
+    let a = run(h1, "10.0.1.1/24", "aa");
+    let b = run(h2, "10.0.1.2/24", "bb");
+    let d = run(h3, "10.0.1.3/24", "dd");
+    assert_eq!(ethwe_mtu(h1, &a), ENCRYPTED_MTU);
+
+    h1.assert_ping(&a, "10.0.1.2");
+    h1.assert_ping(&a, "10.0.1.3");
+    // The largest ping the MTU allows crosses whole: the overhead is accounted for.
+    let max = (ENCRYPTED_MTU - 28).to_string();
+    let big = h1.exec(&a, &["ping", "-c", "3", "-W", "2", "-s", &max, "10.0.1.2"]);
+    assert!(
+        big.success() && big.stdout.contains(" 0% packet loss"),
+        "{big}"
+    );
+    send_marker((h1, &a), (h2, &b), "10.0.1.2", 5001);
+    send_marker((h1, &a), (h3, &d), "10.0.1.3", 5002);
+    send_marker((h3, &d), (h2, &b), "10.0.1.2", 5003);
+    assert!(
+        counter(h2, "frames_relayed") > 0,
+        "h2 relayed between h1 and h3"
+    );
+
+    let port = DATA_PORT.to_string();
+    let decoded = capture
+        .wait_decoded(
+            &["-t", "-T", "vxlan", "udp", "port", &port],
+            Duration::from_secs(20),
+            |d| d.lines().count() >= 100,
+        )
+        .unwrap_or_else(|e| panic!("the containers' traffic crosses the data port: {e:#}"));
+    let control = capture
+        .wait_decoded(
+            &["-t", "tcp", "port", "6783", "and", "greater", "80"],
+            Duration::from_secs(20),
+            |d| d.lines().count() >= 2,
+        )
+        .unwrap_or_else(|e| panic!("the control connections carry messages: {e:#}"));
+    capture.stop().unwrap();
+    assert!(!control.is_empty());
+    let raw = std::fs::read(capture.file()).unwrap();
+    assert!(
+        !contains(&raw, MARKER.as_bytes()),
+        "the marker sent between containers is in the LAN capture in clear"
+    );
+    // Decoded as VXLAN, the inner frames are noise: no container address.
+    assert!(
+        !decoded.contains("10.0.1."),
+        "container frames readable inside VXLAN:\n{}",
+        decoded.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+    // The search works: the hellos, sent in clear, are found.
+    assert!(
+        contains(&raw, b"\"type\":\"hello\""),
+        "the capture holds the connections' hellos"
+    );
+    for clear in [&b"\"gossip\""[..], b"\"heartbeat\"", b"\"peers\""] {
+        assert!(
+            !contains(&raw, clear),
+            "control messages in clear on the LAN: {}",
+            String::from_utf8_lossy(clear)
+        );
+    }
+    for h in [h1, h2, h3] {
+        assert_eq!(counter(h, "drop_unauthenticated"), 0, "{}", h.nickname());
+    }
+}
+
+#[test]
+fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
+    let c = Cluster::new("encbad", 3);
+    let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
+    let env = [("WEAVE_PASSWORD", PASSWORD)];
+    launch(h1, &[], &env);
+    launch(h2, &[&lan(h1)], &env);
+    // h3 dials both, with another password.
+    launch(
+        h3,
+        &[&lan(h1), &lan(h2)],
+        &[("WEAVE_PASSWORD", WRONG_PASSWORD)],
+    );
+    wait_established(h1, &["h2"]);
+    wait_established(h2, &["h1"]);
+
+    // Both sides say why: h3 about its attempts, h1 and h2 about h3's.
+    let h3_ip = lan(h3);
+    for (h, words) in [
+        (
+            h3,
+            vec![
+                lan(h1),
+                "authentication failed (the passwords differ)".into(),
+            ],
+        ),
+        (
+            h3,
+            vec![
+                lan(h2),
+                "authentication failed (the passwords differ)".into(),
+            ],
+        ),
+        (
+            h1,
+            vec![
+                format!("<- {h3_ip}:"),
+                "failed".into(),
+                "authentication failed".into(),
+            ],
+        ),
+        (
+            h2,
+            vec![
+                format!("<- {h3_ip}:"),
+                "failed".into(),
+                "authentication failed".into(),
+            ],
+        ),
+    ] {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let line = wait_connection_line(h, &words);
+        eprintln!("{}: {line}", h.nickname());
+    }
+    assert!(h3.established_with().unwrap().is_empty());
+    assert_eq!(h1.summary().unwrap().peers, 2, "h3 is not a peer of h1");
+
+    let a = run(h1, "10.0.1.1/24", "aa");
+    let b = run(h2, "10.0.1.2/24", "bb");
+    let x = run(h3, "10.0.1.3/24", "xx");
+    h1.assert_ping(&a, "10.0.1.2");
+    h3.assert_no_ping(&x, "10.0.1.1");
+
+    // h3 sends VXLAN at h1's data port directly: an ARP request for a, and
+    // the same with room for a counter and tag, from a MAC nobody knows.
+    let mut seen_by_a = h1
+        .capture_in_container(&a, &["-e", "arp", "or", "icmp"])
+        .unwrap();
+    let unknown_before = counter(h1, "drop_unknown_sender");
+    let h1_data = SocketAddrV4::new(h1.lan_ip(), DATA_PORT);
+    h3.netns()
+        .run_inside(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let mut frame = vec![0xff; 6];
+            frame.extend_from_slice(&[0x02, 0xde, 0xad, 0xbe, 0xef, 0x03, 0x08, 0x06]);
+            frame.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+            frame.extend_from_slice(&[0x02, 0xde, 0xad, 0xbe, 0xef, 0x03, 10, 0, 1, 3]);
+            frame.extend_from_slice(&[0; 6]);
+            frame.extend_from_slice(&[10, 0, 1, 1]);
+            for vni in [0xfffu32, 0x123_fff, 0xabc_def] {
+                let mut plain = vec![0x08, 0, 0, 0];
+                plain.extend_from_slice(&(vni << 8).to_be_bytes());
+                let mut sealed_looking = plain.clone();
+                plain.extend_from_slice(&frame);
+                sealed_looking.extend_from_slice(&[0; 8]);
+                sealed_looking.extend_from_slice(&frame);
+                sealed_looking.extend_from_slice(&[0; 16]);
+                for _ in 0..20 {
+                    s.send_to(&plain, h1_data).unwrap();
+                    s.send_to(&sealed_looking, h1_data).unwrap();
+                }
+            }
+        })
+        .unwrap();
+    wait_until(
+        "h1 to count h3's frames as dropped",
+        Duration::from_secs(20),
+        || (counter(h1, "drop_unknown_sender") >= unknown_before + 120).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    h2.assert_ping(&b, "10.0.1.1");
+    let seen = seen_by_a
+        .wait_decoded(&["-t", "-e"], Duration::from_secs(20), |d| {
+            d.contains("10.0.1.2 > 10.0.1.1: ICMP echo request")
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    seen_by_a.stop().unwrap();
+    assert!(
+        !seen.contains("02:de:ad:be:ef:03") && !seen.contains("10.0.1.3"),
+        "frames from the peer with the wrong password reached a container:\n{seen}"
+    );
+
+    // h3 again without a password: refused both ways, each side saying which lacks one.
+    h3.weave_ok(&["stop"]);
+    launch(h3, &[&lan(h1), &lan(h2)], &[]);
+    let status = h3.weave_ok(&["status"]);
+    assert!(status.contains("     Encryption: disabled\n"), "{status}");
+    wait_connection_line(
+        h3,
+        &[
+            &lan(h1),
+            "encryption mismatch: the peer has a password, we have none",
+        ],
+    );
+    wait_connection_line(
+        h1,
+        &[
+            &format!("<- {h3_ip}:"),
+            "encryption mismatch: we have a password, the peer has none",
+        ],
+    );
+    // And when a password peer dials the one without.
+    h1.weave_ok(&["connect", &lan(h3)]);
+    wait_connection_line(
+        h1,
+        &[
+            &format!("-> {h3_ip}:"),
+            "encryption mismatch: we have a password, the peer has none",
+        ],
+    );
+    wait_connection_line(
+        h3,
+        &[
+            &format!("<- {h1_ip}:", h1_ip = lan(h1)),
+            "encryption mismatch: the peer has a password, we have none",
+        ],
+    );
+    assert!(h3.established_with().unwrap().is_empty());
+    wait_established(h1, &["h2"]);
+    h3.assert_no_ping(&x, "10.0.1.1");
+}

@@ -10,14 +10,17 @@
 //! their own) and removes them, also when it fails. Every wait polls a
 //! condition against a deadline; no timing is asserted.
 //!
-//! Needs root, dockerd, nftables, tcpdump and the `weave` binary (WEAVE_BIN).
+//! Also (issue 6, item 2): only root talks to the control socket, even if
+//! its mode were opened up.
+//!
+//! Needs root, dockerd, nftables, tcpdump, setpriv and the `weave` binary (WEAVE_BIN).
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
 use weave_tests::report;
-use weave_tests::{Cluster, Host, IMAGE, wait_for, wait_until};
+use weave_tests::{Cluster, Host, IMAGE, wait_for, wait_until, weave_bin};
 
 const PASSWORD: &str = "correct horse battery staple";
 const WRONG_PASSWORD: &str = "incorrect horse";
@@ -433,4 +436,48 @@ fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
     assert!(h3.established_with().unwrap().is_empty());
     wait_established(h1, &["h2"]);
     h3.assert_no_ping(&x, "10.0.1.1");
+}
+
+#[test]
+fn only_root_talks_to_the_control_socket() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let c = Cluster::new("sock", 1);
+    let h = &c[0];
+    launch(h, &[], &[]);
+    let socket = h.socket();
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(
+        meta.mode() & 0o777,
+        0o600,
+        "the control socket is rw for root only"
+    );
+    assert_eq!(meta.uid(), 0);
+
+    // Opened up by mistake (mode 0666, its directory searchable), the
+    // socket still serves nobody but root: the agent checks who connects.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let dir_mode = std::fs::metadata(h.dir()).unwrap().mode();
+    std::fs::set_permissions(h.dir(), std::fs::Permissions::from_mode(dir_mode | 0o005)).unwrap();
+    let mut as_nobody = std::process::Command::new("setpriv");
+    as_nobody
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(weave_bin().unwrap())
+        .arg("status")
+        .env("WEAVE_SOCKET", &socket)
+        .env("WEAVE_STATE_DIR", h.state_dir());
+    let out = weave_tests::run(&mut as_nobody, Duration::from_secs(30)).unwrap();
+    std::fs::set_permissions(h.dir(), std::fs::Permissions::from_mode(dir_mode)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!out.success(), "a non-root user got an answer:\n{out}");
+    wait_until(
+        "the agent to log the refusal",
+        Duration::from_secs(10),
+        || {
+            h.agent_log()
+                .contains("refused a connection from a non-root user")
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("the agent itself must refuse the non-root caller: {e:#}\n{out}"));
+    h.weave_ok(&["status"]);
 }

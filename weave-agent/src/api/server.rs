@@ -33,11 +33,26 @@ pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
 }
 
 pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Envelope>) {
+    // Whoever runs the agent (root) may talk to it, nobody else: checked on
+    // every connection, so the socket's mode (set just after it was bound)
+    // is not the only guard.
+    let owner = nix::unistd::geteuid().as_raw();
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(handle(stream, requests.clone()));
-            }
+            Ok((stream, _)) => match stream.peer_cred().map(|c| c.uid()) {
+                Ok(uid) if uid == 0 || uid == owner => {
+                    tokio::spawn(handle(stream, requests.clone()));
+                }
+                Ok(uid) => {
+                    tracing::warn!(
+                        uid,
+                        "control socket: refused a connection from a non-root user"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket: cannot tell who connected; refused");
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "control socket accept failed");
             }

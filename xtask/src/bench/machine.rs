@@ -57,6 +57,14 @@ impl Machine {
     }
 }
 
+impl Machine {
+    /// Whether others' work was likely to skew the figures: a load average
+    /// at the start above half the CPUs.
+    pub fn busy(&self) -> bool {
+        self.load_at_start > self.cpus as f64 / 2.0
+    }
+}
+
 fn output(c: &mut Command) -> String {
     c.output()
         .ok()

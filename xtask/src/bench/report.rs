@@ -33,6 +33,20 @@ pub fn markdown(result: &BenchResult, plot: &str) -> String {
         result.repeat,
         result.seconds,
     );
+    if m.busy() {
+        let _ = writeln!(
+            md,
+            "**The machine was busy (load average {:.2} on {} CPUs) and the runs were {}: \
+             treat these figures as rough; compare paths only within this run.**\n",
+            m.load_at_start,
+            m.cpus,
+            if result.repeat * result.seconds < 15 {
+                "short"
+            } else {
+                "as configured"
+            }
+        );
+    }
 
     md.push_str("| path | TCP 1 stream, Gbit/s | TCP 4 streams, Gbit/s | UDP 1400 B, Gbit/s received (loss) | ping RTT, ms |\n");
     md.push_str("|---|---|---|---|---|\n");
@@ -263,6 +277,7 @@ mod tests {
     #[test]
     fn table_shows_every_path_with_spread_ratios_and_cost() {
         let md = markdown(&sample(), "throughput.svg");
+        assert!(!md.contains("busy"), "{md}");
         assert!(
             md.contains("Measured 2026-11-26T05:00:00Z on 2 × Test CPU <2 GHz>"),
             "{md}"
@@ -293,6 +308,17 @@ mod tests {
         );
         assert!(
             md.ends_with("![Throughput per path](throughput.svg)\n"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_busy_machine_is_called_out() {
+        let mut r = sample();
+        r.machine.load_at_start = 3.5;
+        let md = markdown(&r, "throughput.svg");
+        assert!(
+            md.contains("**The machine was busy (load average 3.50 on 2 CPUs) and the runs were as configured: treat these figures as rough;"),
             "{md}"
         );
     }

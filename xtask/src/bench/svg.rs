@@ -115,9 +115,9 @@ pub fn throughput_plot(result: &BenchResult) -> String {
             );
             let _ = writeln!(
                 s,
-                r#"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" font-size="10">{:.1}</text>"#,
+                r#"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text>"#,
                 y(spread.max) - 4.0,
-                spread.median
+                bar_label(spread.median)
             );
         }
     }
@@ -179,6 +179,15 @@ fn nice_ceiling(v: f64) -> f64 {
         .unwrap_or(10.0 * magnitude)
 }
 
+/// A bar's value: two decimals below 1 Gbit/s, one above.
+fn bar_label(v: f64) -> String {
+    if v < 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 fn trim_number(v: f64) -> String {
     let s = format!("{v:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -207,6 +216,8 @@ mod tests {
         assert_eq!(nice_ceiling(60.0), 100.0);
         assert_eq!(trim_number(2.5), "2.5");
         assert_eq!(trim_number(10.0), "10");
+        assert_eq!(bar_label(0.245), "0.24");
+        assert_eq!(bar_label(16.04), "16.0");
     }
 
     #[test]

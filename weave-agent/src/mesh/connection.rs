@@ -345,7 +345,7 @@ async fn noise_handshake(
     let (channel, keys) = hs.finish().map_err(internal)?;
     let (sealer, opener) = channel.split();
     wr.sealer = Some(sealer);
-    reader.opener = Some(opener);
+    reader.encrypt_from_now(opener)?;
     Ok(keys)
 }
 
@@ -401,6 +401,20 @@ impl Reader {
             }
             self.fill().await?;
         }
+    }
+
+    /// Decrypts everything from now on, including what was read already
+    /// behind the last clear frame (the peer may have sent its first
+    /// encrypted message right behind its last handshake message).
+    fn encrypt_from_now(&mut self, mut opener: Opener) -> Result<(), CloseReason> {
+        let rest = self.decoder.take_buffered();
+        self.plain.clear();
+        opener
+            .open(&rest, &mut self.plain)
+            .map_err(|e| CloseReason::new(CloseKind::Garbled, format!("encrypted stream: {e}")))?;
+        self.decoder.feed(&self.plain);
+        self.opener = Some(opener);
+        Ok(())
     }
 
     /// One read from the socket into the decoder, decrypted in password mode.
@@ -540,5 +554,103 @@ async fn write_loop(
             Ok(Err(e)) => return CloseReason::io("writing", e),
             Ok(Ok(())) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::mesh::noise;
+    use crate::mesh::protocol::PROTOCOL;
+
+    fn hello(last: u8) -> Hello {
+        Hello {
+            protocol: PROTOCOL.into(),
+            min_version: 1,
+            max_version: 1,
+            name: format!("02:00:00:00:00:{last:02x}").parse().unwrap(),
+            nickname: format!("p{last}"),
+            uid: u64::from(last),
+            nonce: 1,
+            listen_port: 6783,
+            data_port: 6784,
+            encrypted: true,
+        }
+    }
+
+    /// The next frame body from a raw stream.
+    async fn frame(stream: &mut TcpStream) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).await.unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut body).await.unwrap();
+        body
+    }
+
+    /// A responder that sends its last handshake message and its first
+    /// encrypted one in a single write: the connection must decrypt what it
+    /// read behind the handshake message, not decode it as clear frames.
+    #[test]
+    fn encrypted_bytes_right_behind_the_handshake_are_decrypted() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let psk = Psk::from_bytes([5; 32]);
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let (events_tx, mut events) = mpsc::channel(8);
+                let (_out_tx, outgoing) = mpsc::channel(8);
+                let setup = Setup {
+                    id: 1,
+                    // The smaller name: this side initiates the Noise handshake.
+                    hello: hello(1),
+                    timing: ConnectionTiming {
+                        heartbeat: Duration::from_secs(1),
+                        dead_after: Duration::from_secs(10),
+                        handshake_timeout: Duration::from_secs(10),
+                    },
+                    events: events_tx,
+                    outgoing,
+                    psk: Some(psk.clone()),
+                };
+                tokio::spawn(async move {
+                    let stream = TcpStream::connect(addr).await.unwrap();
+                    run(stream, setup).await;
+                });
+
+                let (mut peer, _) = listener.accept().await.unwrap();
+                let ours = frame(&mut peer).await;
+                let theirs = encode(&Message::Hello(hello(2)), MAX_HELLO_FRAME).unwrap();
+                peer.write_all(&theirs).await.unwrap();
+                let Ok(Message::Noise { handshake: first }) = decode(&frame(&mut peer).await)
+                else {
+                    panic!("expected the first noise message");
+                };
+                let prologue = noise::prologue(&ours, &theirs[4..]);
+                let mut hs = Handshake::new(&psk, &prologue, false).unwrap();
+                hs.read(&first).unwrap();
+                let reply = encode(
+                    &Message::Noise {
+                        handshake: hs.write().unwrap(),
+                    },
+                    MAX_HELLO_FRAME,
+                )
+                .unwrap();
+                let (channel, _) = hs.finish().unwrap();
+                let (mut sealer, _) = channel.split();
+                let mut both = reply;
+                let heartbeat = encode(&Message::Heartbeat, MAX_FRAME).unwrap();
+                sealer.seal(&heartbeat, &mut both).unwrap();
+                peer.write_all(&both).await.unwrap();
+
+                match timeout(Duration::from_secs(10), events.recv()).await {
+                    Ok(Some(Event::Established { keys, .. })) => assert!(keys.is_some()),
+                    other => panic!("expected the connection established, got {other:?}"),
+                }
+            });
     }
 }

@@ -181,6 +181,16 @@ impl FrameDecoder {
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
+
+    /// Takes the bytes held (not yet returned as frames): when the stream
+    /// switches to encryption, what arrived after the last clear frame is
+    /// ciphertext, to be decrypted before it is decoded.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        rest
+    }
 }
 
 /// A message as a frame (length prefix included), refused if over `max`.
@@ -397,6 +407,21 @@ mod tests {
             encode(&big, MAX_HELLO_FRAME),
             Err(WireError::Oversized { .. })
         ));
+    }
+
+    #[test]
+    fn bytes_after_the_last_frame_can_be_taken_back() {
+        let mut stream = encode(&Message::Heartbeat, MAX_FRAME).unwrap();
+        stream.extend_from_slice(b"ciphertext");
+        let mut dec = FrameDecoder::new(MAX_FRAME);
+        dec.feed(&stream);
+        assert_eq!(
+            decode(dec.next_frame().unwrap().unwrap()),
+            Ok(Message::Heartbeat)
+        );
+        assert_eq!(dec.take_buffered(), b"ciphertext");
+        assert_eq!(dec.buffered(), 0);
+        assert_eq!(dec.next_frame(), Ok(None));
     }
 
     #[test]

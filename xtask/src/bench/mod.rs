@@ -278,6 +278,7 @@ fn measure_path(
 ) -> Result<()> {
     let setup = Setup::create(cluster, path, &|step| println!("    {step}"))?;
     r.dataplane = setup.dataplane.clone();
+    r.mtu = setup.mtu;
     let _server = IperfServer::start(setup.host(&setup.server), setup.server.pid)?;
     for rep in 1..=args.repeat {
         for w in Workload::ALL {

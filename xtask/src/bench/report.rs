@@ -8,7 +8,10 @@ use super::path::Path;
 use super::results::{BenchResult, PathResult, Status};
 use super::stats::Spread;
 use super::targets::{self, Bound};
-use super::workload::Workload;
+use super::workload::{UDP_PAYLOAD, Workload};
+
+/// IPv4 and UDP headers in front of a UDP payload.
+const UDP_IP_HEADERS: u32 = 28;
 
 const DASH: &str = "—";
 
@@ -133,6 +136,26 @@ pub fn markdown(result: &BenchResult, plot: &str) -> String {
             )),
         })
         .collect();
+    let fragmented: Vec<String> = result
+        .paths
+        .iter()
+        .filter_map(|p| {
+            let mtu = p.mtu?;
+            (UDP_PAYLOAD + UDP_IP_HEADERS > mtu).then(|| {
+                format!(
+                    "- {}: the containers' MTU is {mtu}, so each {UDP_PAYLOAD}-byte UDP datagram \
+                     ({} bytes of IP) leaves as two IP fragments.",
+                    p.path.label(),
+                    UDP_PAYLOAD + UDP_IP_HEADERS
+                )
+            })
+        })
+        .collect();
+    if !fragmented.is_empty() {
+        md.push('\n');
+        md.push_str(&fragmented.join("\n"));
+        md.push('\n');
+    }
     if !problems.is_empty() {
         md.push_str("\nPaths not (fully) measured:\n\n");
         md.push_str(&problems.join("\n"));
@@ -226,6 +249,7 @@ pub fn json(result: &BenchResult) -> Value {
                 "status": status,
                 "reason": reason,
                 "dataplane": p.dataplane,
+                "container_mtu": p.mtu,
                 "agent_rss_max_kib": p.agent_rss_max_kib,
                 "agent_vmhwm_kib": p.agent_hwm_kib,
                 "workloads": workloads,

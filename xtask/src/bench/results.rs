@@ -39,6 +39,8 @@ pub struct PathResult {
     pub runs: BTreeMap<Workload, Vec<Run>>,
     /// What the agents' connection reported as its dataplane (overlay paths).
     pub dataplane: Option<String>,
+    /// MTU of the containers' `ethwe` on this path.
+    pub mtu: Option<u32>,
     /// Largest VmRSS of any agent sampled during the runs, KiB.
     pub agent_rss_max_kib: Option<u64>,
     /// Largest VmHWM (peak RSS since start) of any agent after the runs, KiB.
@@ -52,6 +54,7 @@ impl PathResult {
             status,
             runs: BTreeMap::new(),
             dataplane: None,
+            mtu: None,
             agent_rss_max_kib: None,
             agent_hwm_kib: None,
         }
@@ -182,6 +185,7 @@ pub mod tests {
         };
         let mut plain = path(Path::Plain, [1.0, 0.5, 1.5], 0.5, 0.12);
         plain.dataplane = Some("plain".into());
+        plain.mtu = Some(1426);
         BenchResult {
             machine,
             seconds: 5,

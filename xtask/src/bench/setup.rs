@@ -58,6 +58,8 @@ pub struct Setup<'c> {
     pub agents: Vec<u32>,
     /// What `weave status connections` says the connection runs on (overlay paths).
     pub dataplane: Option<String>,
+    /// MTU of the client container's `ethwe`.
+    pub mtu: Option<u32>,
 }
 
 impl<'c> Setup<'c> {
@@ -188,12 +190,14 @@ impl<'c> Setup<'c> {
             client.container, server.addr
         ));
         cluster[0].wait_ping_within(client.container, server.addr, CONNECT_TIMEOUT)?;
+        let mtu = container_mtu(client.pid)?;
         Ok(Setup {
             undo,
             client,
             server,
             agents,
             dataplane,
+            mtu,
         })
     }
 
@@ -215,6 +219,18 @@ impl<'c> Setup<'c> {
     pub fn host(&self, endpoint: &Endpoint) -> &'c Host {
         &self.undo.cluster[endpoint.host]
     }
+}
+
+/// The MTU of `ethwe` in the network namespace of process `pid`.
+fn container_mtu(pid: u32) -> Result<Option<u32>> {
+    let mut c = std::process::Command::new("nsenter");
+    c.arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "-o", "link", "show", "ethwe"]);
+    let links = weave_tests::check(&mut c)?;
+    Ok(weave_tests::parse_links(&links)
+        .into_iter()
+        .find(|l| l.name == "ethwe")
+        .and_then(|l| l.mtu))
 }
 
 /// The dataplane words of a `weave status connections` line: between the

@@ -151,3 +151,56 @@ impl Docker {
         }
     }
 }
+
+/// How long the watcher waits before reconnecting to a Docker that went away.
+const EVENTS_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Watches Docker for containers that die, and sends their ids on the
+/// returned channel (bounded: when full, ids are dropped, and the agent's
+/// periodic check of its ports catches those containers later). Reconnects
+/// when Docker goes away; ends when the receiver is dropped.
+pub fn watch_deaths(host: String, depth: usize) -> tokio::sync::mpsc::Receiver<String> {
+    use futures::StreamExt;
+
+    let (tx, rx) = tokio::sync::mpsc::channel(depth);
+    tokio::spawn(async move {
+        let mut logged = false;
+        loop {
+            match Docker::connect(&host).await {
+                Ok(docker) => {
+                    let filters = HashMap::from([
+                        ("type".to_string(), vec!["container".to_string()]),
+                        (
+                            "event".to_string(),
+                            vec!["die".to_string(), "destroy".to_string()],
+                        ),
+                    ]);
+                    let options = bollard::query_parameters::EventsOptions {
+                        filters: Some(filters),
+                        ..Default::default()
+                    };
+                    let mut events = docker.client.events(Some(options));
+                    while let Some(event) = events.next().await {
+                        let Ok(event) = event else { break };
+                        if let Some(id) = event.actor.and_then(|a| a.id) {
+                            match tx.try_send(id) {
+                                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                Err(e) if !logged => {
+                    tracing::warn!(error = %e, "watching Docker for dying containers");
+                    logged = true;
+                }
+                Err(_) => {}
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(EVENTS_RETRY).await;
+        }
+    });
+    rx
+}

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::ipam::Ring;
 use crate::mac::Mac;
 use crate::peer_name::PeerName;
 
@@ -28,6 +29,10 @@ pub struct PersistedState {
     /// Peers given to `weave launch`/`connect` and not `forget`-ten.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// Who owns which part of the allocation range, as this peer last knew
+    /// it (its own allocations are the endpoints' addresses).
+    #[serde(default)]
+    pub ring: Option<Ring>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,12 +106,23 @@ mod tests {
                 cidrs: vec!["10.32.0.1/12".parse().unwrap()],
             }],
             targets: vec!["192.168.1.2".into()],
+            ring: Some(
+                Ring::init_with_id("10.32.0.0/12".parse().unwrap(), PeerName::random(), 5).unwrap(),
+            ),
         };
         save(&path, &st).unwrap();
         let back = load(&path).unwrap().unwrap();
         assert_eq!(back.peer_name, st.peer_name);
         assert_eq!(back.endpoints, st.endpoints);
         assert_eq!(back.targets, st.targets);
+        assert_eq!(back.ring, st.ring);
+        // A state file from before the ring was persisted still loads.
+        let old = serde_json::json!({
+            "peer_name": st.peer_name,
+            "endpoints": [],
+        });
+        std::fs::write(&path, old.to_string()).unwrap();
+        assert_eq!(load(&path).unwrap().unwrap().ring, None);
         std::fs::write(&path, b"{ not json").unwrap();
         assert!(matches!(load(&path), Err(StateError::Corrupt { .. })));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -7,15 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::mesh::MeshStatus;
 use crate::overlay::OverlayStats;
+use crate::peer_name::PeerName;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
     pub encryption: bool,
     pub mesh: MeshStatus,
-    pub ipam_range: Ipv4Net,
-    pub default_subnet: Ipv4Net,
-    pub addresses_in_use: usize,
+    pub ipam: IpamStatus,
     pub containers: usize,
     pub mtu: u32,
     /// The eBPF programs on the bridge ports.
@@ -28,6 +27,58 @@ pub struct Status {
     #[serde(default)]
     pub dataplane: String,
     pub overlay_stats: OverlayStats,
+}
+
+/// IP allocation as this peer sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IpamStatus {
+    /// `ready`, `waiting for consensus`, `all space owned by unreachable
+    /// peers - use rmpeer...`, or why a peer's ring was refused.
+    pub status: String,
+    pub range: Ipv4Net,
+    pub default_subnet: Ipv4Net,
+    /// `None` while nobody owns anything.
+    pub ring_id: Option<u64>,
+    /// Addresses given to containers on this peer (outside the range too).
+    pub in_use_here: usize,
+    /// Every peer that owns part of the range, in name order.
+    pub peers: Vec<IpamPeerStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IpamPeerStatus {
+    pub name: PeerName,
+    /// Known for ourselves and reachable peers.
+    pub nickname: Option<String>,
+    /// Addresses of the range it owns.
+    pub owned: u32,
+    pub percent: f64,
+    /// In use: exact for us, from the free count it last reported for others.
+    pub in_use: u32,
+    pub reachable: bool,
+}
+
+impl IpamStatus {
+    /// `weave status ipam`, in Weave's shape: one line per peer.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for p in &self.peers {
+            let who = format!("{}({})", p.name, p.nickname.as_deref().unwrap_or(""));
+            let _ = write!(
+                s,
+                "{who:<32} {:>8} IPs ({:.1}% of total) ({} active)",
+                p.owned, p.percent, p.in_use
+            );
+            if !p.reachable {
+                s.push_str(" - unreachable!");
+            }
+            s.push('\n');
+        }
+        if self.peers.is_empty() {
+            let _ = writeln!(s, "nobody owns any of {} yet: {}", self.range, self.status);
+        }
+        s
+    }
 }
 
 fn line(out: &mut String, key: &str, value: impl fmt::Display) {
@@ -75,13 +126,13 @@ impl Status {
         line(&mut s, "TrustedSubnets", "none");
         s.push('\n');
         line(&mut s, "Service", "ipam");
-        line(&mut s, "Status", "ready");
-        line(&mut s, "Range", self.ipam_range);
-        line(&mut s, "DefaultSubnet", self.default_subnet);
+        line(&mut s, "Status", &self.ipam.status);
+        line(&mut s, "Range", self.ipam.range);
+        line(&mut s, "DefaultSubnet", self.ipam.default_subnet);
         line(
             &mut s,
             "Addresses",
-            format!("{} in use on this peer", self.addresses_in_use),
+            format!("{} in use on this peer", self.ipam.in_use_here),
         );
         s.push('\n');
         line(&mut s, "Service", "dataplane");
@@ -160,9 +211,31 @@ mod tests {
         let st = Status {
             version: "weave-rs 0.1.0".into(),
             encryption: false,
-            ipam_range: "10.32.0.0/12".parse().unwrap(),
-            default_subnet: "10.32.0.0/12".parse().unwrap(),
-            addresses_in_use: 2,
+            ipam: IpamStatus {
+                status: "ready".into(),
+                range: "10.32.0.0/12".parse().unwrap(),
+                default_subnet: "10.32.0.0/12".parse().unwrap(),
+                ring_id: Some(7),
+                in_use_here: 2,
+                peers: vec![
+                    IpamPeerStatus {
+                        name: mesh.name,
+                        nickname: Some(mesh.nickname.clone()),
+                        owned: 524288,
+                        percent: 50.0,
+                        in_use: 2,
+                        reachable: true,
+                    },
+                    IpamPeerStatus {
+                        name: "02:00:00:00:00:09".parse().unwrap(),
+                        nickname: None,
+                        owned: 524288,
+                        percent: 50.0,
+                        in_use: 0,
+                        reachable: false,
+                    },
+                ],
+            },
             containers: 2,
             mtu: 1450,
             classifier: "eBPF".into(),
@@ -186,6 +259,16 @@ mod tests {
         assert!(text.contains(&format!("          Peers: {}\n", mesh.peer_counts())));
         assert!(text.contains("          Range: 10.32.0.0/12\n"));
         assert!(text.contains("  DefaultSubnet: 10.32.0.0/12\n"));
+        assert!(text.contains("         Status: ready\n"), "{text}");
+        let ipam = st.ipam.render();
+        assert!(
+            ipam.contains("524288 IPs (50.0% of total) (2 active)\n"),
+            "{ipam}"
+        );
+        assert!(
+            ipam.contains("02:00:00:00:00:09()") && ipam.contains("(0 active) - unreachable!\n"),
+            "{ipam}"
+        );
         assert!(text.contains("        Dropped: 3 on the bridge, 4 between peers"));
         let dataplane = st.render_dataplane();
         assert!(dataplane.contains("drop_spoofed_ip: 3"));

@@ -64,8 +64,15 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     tracing::info!(socket = %paths.socket.display(), "listening");
 
+    let mut deaths = crate::docker::watch_deaths(paths.docker_host.clone(), server::QUEUE_DEPTH);
+    let mut tick = tokio::time::interval(super::ipam::RING_GOSSIP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
     loop {
         tokio::select! {
+            Some(packet) = agent.next_ipam() => agent.on_ipam(packet).await,
+            Some(container) = deaths.recv() => agent.container_died(&container).await,
+            _ = tick.tick() => agent.tick().await,
             Some((request, reply)) = requests.recv() => {
                 let (response, next) = agent.handle(request).await;
                 if let Next::Stop = next {

@@ -46,7 +46,7 @@ impl Agent {
         addrs: Vec<AddrRequest>,
     ) -> anyhow::Result<Reply> {
         check_count(addrs.len())?;
-        let cidrs = self.allocator.allocate_all(&addrs)?;
+        let cidrs = self.allocate_addresses(&addrs).await?;
         let result = async {
             let docker = Docker::connect(docker).await?;
             let id = docker.create_and_start(&spec).await?;
@@ -67,7 +67,7 @@ impl Agent {
                 cidrs,
             }),
             Err(e) => {
-                self.release(&cidrs);
+                self.release(&cidrs).await;
                 Err(e)
             }
         }
@@ -92,9 +92,9 @@ impl Agent {
             return self.add_addresses(i, addrs).await;
         }
         check_count(addrs.len())?;
-        let cidrs = self.allocator.allocate_all(&addrs)?;
+        let cidrs = self.allocate_addresses(&addrs).await?;
         if let Err(e) = self.plumb(&info, &cidrs).await {
-            self.release(&cidrs);
+            self.release(&cidrs).await;
             return Err(e);
         }
         Ok(Reply::Attached {
@@ -106,7 +106,7 @@ impl Agent {
     async fn add_addresses(&mut self, i: usize, addrs: Vec<AddrRequest>) -> anyhow::Result<Reply> {
         let record = self.endpoints[i].clone();
         check_count(record.cidrs.len() + addrs.len())?;
-        let new = self.allocator.allocate_all(&addrs)?;
+        let new = self.allocate_addresses(&addrs).await?;
         let mut all = record.cidrs.clone();
         all.extend(&new);
         let result = async {
@@ -118,7 +118,7 @@ impl Agent {
         }
         .await;
         if let Err(e) = result {
-            self.release(&new);
+            self.release(&new).await;
             let _ = self.classifier.attach_endpoint(
                 &record.host_ifname,
                 &classifier_entry(record.mac, &record.cidrs),
@@ -200,11 +200,27 @@ impl Agent {
         let record = self.endpoints[i].clone();
         self.classifier.detach_endpoint(&record.host_ifname)?;
         self.netlink.delete(&record.host_ifname).await?;
-        self.release(&record.cidrs);
+        self.release(&record.cidrs).await;
         self.endpoints.remove(i);
         self.save()?;
         tracing::info!(container = %record.container_name, "detached");
         Ok(())
+    }
+
+    /// Docker says a container died: if it is ours, its port goes and its
+    /// addresses come back.
+    pub async fn container_died(&mut self, container_id: &str) {
+        let Some(i) = self
+            .endpoints
+            .iter()
+            .position(|e| e.container_id == container_id)
+        else {
+            return;
+        };
+        tracing::info!(container = %self.endpoints[i].container_name, "container died");
+        if let Err(e) = self.forget_endpoint(i).await {
+            tracing::warn!(error = %e, "forgetting a dead container");
+        }
     }
 
     /// A container that died took its veth pair with it: forget it.
@@ -239,7 +255,7 @@ impl Agent {
                 .set_master(&record.host_ifname, self.bridge_index)
                 .await?;
             for cidr in &record.cidrs {
-                self.allocator.mark(cidr.addr());
+                self.ipam.mark(*cidr);
             }
             self.endpoints.push(record);
         }

@@ -6,14 +6,16 @@
 mod daemon;
 mod dataplane;
 mod endpoints;
+mod ipam;
 
 pub use daemon::run_foreground;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use ipnet::Ipv4Net;
+use tokio::sync::mpsc;
 
 use crate::api::{PsEntry, Reply, Request, Response};
 use crate::config::{
@@ -21,7 +23,7 @@ use crate::config::{
     VXLAN_OVERHEAD,
 };
 use crate::dataplane::Classifier;
-use crate::ipam::Allocator;
+use crate::ipam::{IpamPacket, Ring};
 use crate::mesh::noise::Psk;
 use crate::mesh::{Mesh, MeshConfig};
 use crate::netlink::Netlink;
@@ -48,7 +50,9 @@ pub struct Agent {
     mesh: Mesh,
     /// Peers given to `launch`/`connect`, persisted so a restart redials them.
     targets: Vec<String>,
-    allocator: Allocator,
+    ipam: ipam::PeerIpam,
+    /// IPAM messages from peers, through the mesh.
+    ipam_inbox: mpsc::Receiver<IpamPacket>,
     endpoints: Vec<EndpointRecord>,
 }
 
@@ -148,7 +152,31 @@ impl Agent {
                 targets.push(peer.clone());
             }
         }
+        let ring = match saved.as_ref().and_then(|s| s.ring.clone()) {
+            Some(ring) => {
+                if ring.range() != options.ipalloc_range.trunc() {
+                    overlay.stop();
+                    bail!(
+                        "the saved allocation ring is over {}, not --ipalloc-range {}: \
+                         run 'weave reset' to change the range",
+                        ring.range(),
+                        options.ipalloc_range.trunc()
+                    );
+                }
+                if let Err(e) = ring.validate() {
+                    overlay.stop();
+                    bail!(
+                        "the saved allocation ring in {} is invalid ({e}): run 'weave reset'",
+                        paths.state_file().display()
+                    );
+                }
+                ring
+            }
+            None => Ring::new(options.ipalloc_range)?,
+        };
+        let (ipam_tx, ipam_inbox) = mpsc::channel(ipam::INBOX);
         let mut mesh_config = MeshConfig::new(peer_name, nickname.clone());
+        mesh_config.ipam_inbox = Some(ipam_tx);
         mesh_config.listen = SocketAddr::from(([0, 0, 0, 0], options.port));
         mesh_config.data_port = options.data_port;
         mesh_config.discovery = !options.no_discovery;
@@ -164,7 +192,12 @@ impl Agent {
             }
         };
 
-        let allocator = Allocator::new(options.ipalloc_range, options.default_subnet());
+        let ipam = ipam::PeerIpam::new(
+            peer_name,
+            ring,
+            options.default_subnet(),
+            !targets.is_empty(),
+        );
         let mut agent = Agent {
             paths,
             peer_name,
@@ -178,13 +211,17 @@ impl Agent {
             dataplane,
             mesh,
             targets,
-            allocator,
+            ipam,
+            ipam_inbox,
             endpoints: Vec::new(),
         };
         agent
             .restore(saved.map(|s| s.endpoints).unwrap_or_default())
             .await?;
         agent.classifier.release_previous_runs();
+        agent.ipam.note_free();
+        agent.ipam.dirty = true;
+        agent.ipam_changed().await;
         agent.save()?;
         agent.netlink.set_up(BRIDGE).await?;
         tracing::info!(peer = %agent.peer_name, nickname = %agent.nickname, mtu, "weave agent ready");
@@ -213,6 +250,8 @@ impl Agent {
             Request::Detach { docker, container } => self.detach(&docker, &container).await,
             Request::Connect { peers } => self.connect(peers).await,
             Request::Forget { peers } => self.forget(peers).await,
+            Request::RmPeer { peer } => self.rmpeer(&peer).await,
+            Request::Leave => self.leave().await,
             Request::Stop => return (Ok(Reply::Stopping), Next::Stop),
         };
         (
@@ -242,6 +281,7 @@ impl Agent {
             peer_name: self.peer_name,
             endpoints: self.endpoints.clone(),
             targets: self.targets.clone(),
+            ring: Some(self.ipam.ring.clone()),
         };
         Ok(state::save(&self.paths.state_file(), &st)?)
     }
@@ -283,9 +323,7 @@ impl Agent {
             version: format!("weave-rs {}", env!("CARGO_PKG_VERSION")),
             encryption: self.encrypted,
             mesh: self.mesh.status().await,
-            ipam_range: self.allocator.range(),
-            default_subnet: self.allocator.default_subnet(),
-            addresses_in_use: self.allocator.in_use(),
+            ipam: self.ipam_status().await,
             containers: self.endpoints.len(),
             mtu: self.mtu,
             classifier: self.classifier.describe(),
@@ -307,9 +345,24 @@ impl Agent {
             .collect()
     }
 
-    fn release(&mut self, cidrs: &[Ipv4Net]) {
+    /// Frees addresses; the ring learns our new free counts.
+    async fn release(&mut self, cidrs: &[Ipv4Net]) {
         for cidr in cidrs {
-            self.allocator.release(cidr.addr());
+            self.ipam.release(*cidr);
         }
+        self.ipam_changed().await;
+    }
+
+    /// Work between requests: IPAM messages from peers.
+    pub async fn next_ipam(&mut self) -> Option<IpamPacket> {
+        self.ipam_inbox.recv().await
+    }
+
+    /// Periodic: our ring to the neighbours, as repair.
+    pub async fn tick(&mut self) {
+        if let Err(e) = self.prune_dead().await {
+            tracing::warn!(error = %e, "checking for dead containers");
+        }
+        self.gossip_ring().await;
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::{MAX_MESSAGE_BYTES, Reply, Request, Response};
 
-/// Long enough for Docker to create and start a container.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Long enough for Docker to create and start a container, behind the
+/// requests queued before it (each waits its turn at the agent).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -43,6 +43,12 @@ pub enum Request {
     Forget {
         peers: Vec<String>,
     },
+    /// Take over the address space of a dead peer (`weave rmpeer`).
+    RmPeer {
+        peer: String,
+    },
+    /// Hand this peer's address space to another before `weave reset`.
+    Leave,
     Stop,
 }
 
@@ -57,6 +63,8 @@ pub enum Reply {
     Detached,
     /// Done, nothing to report.
     Done,
+    /// Done, with a line for the user.
+    Message(String),
     Stopping,
 }
 

@@ -7,6 +7,7 @@ mod connect;
 mod launch;
 mod ps;
 mod reset;
+mod rmpeer;
 mod run;
 mod status;
 mod stop;
@@ -39,6 +40,7 @@ pub enum Command {
     Forget(connect::ForgetArgs),
     Stop(stop::Args),
     Reset(reset::Args),
+    Rmpeer(rmpeer::Args),
     Run(run::Args),
     Attach(attach::AttachArgs),
     Detach(attach::DetachArgs),
@@ -54,6 +56,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Forget(args) => connect::forget(&cli.paths, args),
         Command::Stop(args) => stop::run(&cli.paths, args),
         Command::Reset(args) => reset::run(&cli.paths, args),
+        Command::Rmpeer(args) => rmpeer::run(&cli.paths, args),
         Command::Run(args) => run::run(&cli.paths, args),
         Command::Attach(args) => attach::attach(&cli.paths, args),
         Command::Detach(args) => attach::detach(&cli.paths, args),

@@ -2,11 +2,12 @@
 
 use anyhow::Context;
 
-use crate::api::client;
+use crate::api::{Reply, Request, client};
 use crate::config::{BRIDGE, CONTAINER_PORT_PREFIX, DATAPATH_BRIDGE_END, DATAPATH_END, Paths};
 use crate::netlink::Netlink;
 
-/// Stop the agent if it runs, then remove the bridge, every container port
+/// Hand this peer's part of the address range to another peer, stop the
+/// agent if it runs, then remove the bridge, every container port
 /// (containers lose their ethwe), the datapath port and the agent's state.
 /// eBPF programs go with the agent, the ports they were attached to, and
 /// their pins in bpffs.
@@ -15,6 +16,12 @@ pub struct Args {}
 
 pub fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
     if client::is_running(&paths.socket) {
+        // Its containers lose their addresses below: all of its space is free.
+        match client::call(&paths.socket, &Request::Leave) {
+            Ok(Reply::Message(text)) => eprintln!("weave: {text}"),
+            Ok(_) => {}
+            Err(e) => eprintln!("weave: could not hand the address space over: {e}"),
+        }
         super::stop::run(paths, super::stop::Args {})?;
     } else {
         super::stop::wait_until_gone(paths)?;

@@ -22,6 +22,9 @@ enum Section {
     Targets,
     /// Every counter: eBPF on the bridge, overlay, control plane.
     Dataplane,
+    /// Who owns how much of the allocation range, how much is in use, and
+    /// whether the owner is reachable.
+    Ipam,
 }
 
 pub fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
@@ -34,6 +37,7 @@ pub fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
         Some(Section::Connections) => print!("{}", status.mesh.render_connections()),
         Some(Section::Targets) => print!("{}", status.mesh.render_targets()),
         Some(Section::Dataplane) => print!("{}", status.render_dataplane()),
+        Some(Section::Ipam) => print!("{}", status.ipam.render()),
     }
     Ok(())
 }

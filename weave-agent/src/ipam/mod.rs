@@ -8,6 +8,7 @@
 
 mod addr_range;
 mod allocator;
+mod message;
 mod request;
 mod ring;
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod space;
 
 pub use addr_range::AddrRange;
 pub use allocator::{Allocator, IpamError};
+pub use message::{BadPacket, IpamMessage, IpamPacket, MAX_HOPS};
 pub use request::{AddrRequest, AddrRequestError, looks_like_address, parse_addr_requests};
 pub use ring::{
     Entry, MAX_ENTRIES, Malformed, Refused, Ring, RingError, RingIdentity, RingMerge, Share,

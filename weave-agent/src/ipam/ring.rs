@@ -166,6 +166,9 @@ pub struct Share {
     pub peer: PeerName,
     /// Addresses owned.
     pub addresses: u32,
+    /// Of which this many could ever be handed out (all but the range's
+    /// network and broadcast addresses).
+    pub usable: u32,
     /// Of which the owner last reported this many free.
     pub reported_free: u32,
 }
@@ -343,9 +346,11 @@ impl Ring {
             let share = by_peer.entry(e.peer).or_insert(Share {
                 peer: e.peer,
                 addresses: 0,
+                usable: 0,
                 reported_free: 0,
             });
             share.addresses += r.len();
+            share.usable += self.usable_in(r);
             share.reported_free += e.free.min(self.usable_in(r));
         }
         by_peer.into_values().collect()

@@ -367,6 +367,7 @@ fn kind_of(m: &Message) -> &'static str {
         Message::Heartbeat => "heartbeat",
         Message::Gossip(_) => "gossip",
         Message::Noise { .. } => "noise handshake",
+        Message::Ipam(_) => "ipam",
     }
 }
 
@@ -467,7 +468,7 @@ impl Reader {
                         "a handshake message after the handshake",
                     );
                 }
-                message @ Message::Gossip(_) => {
+                message @ (Message::Gossip(_) | Message::Ipam(_)) => {
                     if events.send(Event::Received { id, message }).await.is_err() {
                         return CloseReason::new(CloseKind::Local, "the router is gone");
                     }

@@ -15,6 +15,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ipam::IpamPacket;
 use crate::mesh::topology::TopologyUpdate;
 use crate::peer_name::PeerName;
 
@@ -80,6 +81,8 @@ pub enum Message {
     Noise {
         handshake: Vec<u8>,
     },
+    /// IP allocation: a ring, or a request for space (see `ipam::message`).
+    Ipam(IpamPacket),
 }
 
 /// Why bytes from a peer are not a message.
@@ -290,6 +293,7 @@ impl fmt::Display for Message {
             Message::Noise { handshake } => {
                 write!(f, "noise handshake of {} bytes", handshake.len())
             }
+            Message::Ipam(p) => write!(f, "ipam message from {}", p.src),
         }
     }
 }

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
+use crate::ipam::IpamPacket;
 use crate::mesh::connection::{
     self, CloseKind, CloseReason, ConnId, ConnectionTiming, Event, Outgoing, Setup,
 };
@@ -104,6 +105,8 @@ pub struct MeshConfig {
     pub timing: Timing,
     /// Password mode: the key every peer must prove it has (see `noise`).
     pub psk: Option<Psk>,
+    /// Where IPAM messages for us go (the agent); `None` drops them.
+    pub ipam_inbox: Option<mpsc::Sender<IpamPacket>>,
 }
 
 impl MeshConfig {
@@ -120,6 +123,7 @@ impl MeshConfig {
             mtu: 1376,
             timing: Timing::default(),
             psk: None,
+            ipam_inbox: None,
         }
     }
 }
@@ -146,6 +150,7 @@ enum Command {
     ),
     Forget(Vec<Target>, oneshot::Sender<()>),
     Status(oneshot::Sender<MeshStatus>),
+    SendIpam(IpamPacket),
     Stop(oneshot::Sender<()>),
 }
 
@@ -224,6 +229,13 @@ impl Mesh {
             return self.fallback.clone();
         }
         rx.await.unwrap_or_else(|_| self.fallback.clone())
+    }
+
+    /// Sends an IPAM message: to every neighbour when it has no
+    /// destination, else routed to its destination. Best effort, like all
+    /// gossip: the IPAM layer repeats what matters.
+    pub async fn send_ipam(&self, packet: IpamPacket) -> Result<(), MeshError> {
+        self.send(Command::SendIpam(packet)).await
     }
 
     /// Tells every peer we are going, closes everything, waits for the actor.
@@ -447,6 +459,7 @@ impl Router {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Command::SendIpam(packet) => self.route_ipam(packet),
             Command::Stop(reply) => {
                 let _ = reply.send(());
             }
@@ -665,8 +678,10 @@ impl Router {
         else {
             return;
         };
-        let Message::Gossip(update) = message else {
-            return;
+        let update = match message {
+            Message::Gossip(update) => update,
+            Message::Ipam(packet) => return self.on_ipam(from, packet),
+            _ => return,
         };
         let outcome = self.topology.merge(&update);
         for (peer, why) in &outcome.rejected {
@@ -683,6 +698,65 @@ impl Router {
         }
         if outcome.is_changed() {
             self.topology_changed = true;
+        }
+    }
+
+    /// An IPAM message from neighbour `from`: checked, then given to the
+    /// agent if it is for us, else passed on towards its destination.
+    fn on_ipam(&mut self, from: PeerName, mut packet: IpamPacket) {
+        if let Err(e) = packet.check(from) {
+            self.counters.ipam_rejected += 1;
+            self.note("ipam", format!("rejected an IPAM message from {from}: {e}"));
+            return;
+        }
+        match packet.dst {
+            Some(dst) if dst != self.me() => {
+                packet.hops += 1;
+                self.route_ipam(packet);
+            }
+            _ => {
+                let delivered = self
+                    .config
+                    .ipam_inbox
+                    .as_ref()
+                    .is_some_and(|inbox| inbox.try_send(packet).is_ok());
+                if !delivered {
+                    self.counters.ipam_dropped += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends an IPAM packet on: to every neighbour, or to the next hop
+    /// towards its destination.
+    fn route_ipam(&mut self, packet: IpamPacket) {
+        let ids: Vec<ConnId> = match packet.dst {
+            None => self.by_peer.values().copied().collect(),
+            Some(dst) => {
+                let hop = self.routes.next_hop.get(&dst).copied().unwrap_or(dst);
+                match self.by_peer.get(&hop) {
+                    Some(id) => vec![*id],
+                    None => {
+                        self.counters.ipam_dropped += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        let frame: Arc<[u8]> = match encode(&Message::Ipam(packet), MAX_FRAME) {
+            Ok(f) => f.into(),
+            Err(e) => {
+                self.counters.ipam_dropped += 1;
+                self.note("ipam encode", format!("encoding an IPAM message: {e}"));
+                return;
+            }
+        };
+        for id in ids {
+            if let Some(conn) = self.conns.get(&id)
+                && conn.tx.try_send(Outgoing::Frame(frame.clone())).is_err()
+            {
+                self.counters.ipam_dropped += 1;
+            }
         }
     }
 

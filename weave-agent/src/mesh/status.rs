@@ -150,6 +150,12 @@ pub struct MeshCounters {
     pub gossip_entries_rejected: u64,
     /// Peers currently left out of routing: their short id is taken.
     pub short_id_collisions: u64,
+    /// IPAM messages refused (forged, looping, malformed).
+    #[serde(default)]
+    pub ipam_rejected: u64,
+    /// IPAM messages dropped: the agent's queue was full, or no route.
+    #[serde(default)]
+    pub ipam_dropped: u64,
 }
 
 impl MeshCounters {
@@ -167,6 +173,8 @@ impl MeshCounters {
             ("connections_over_limit", self.connections_over_limit),
             ("gossip_entries_rejected", self.gossip_entries_rejected),
             ("short_id_collisions", self.short_id_collisions),
+            ("ipam_rejected", self.ipam_rejected),
+            ("ipam_dropped", self.ipam_dropped),
         ]
     }
 }

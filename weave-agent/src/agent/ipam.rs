@@ -1,0 +1,599 @@
+//! IP allocation across peers, the agent's side: the ring and the space of
+//! this peer (pure, in `crate::ipam`) wired to the mesh, the disk and the
+//! requests of `run`/`attach`.
+//!
+//! How the ring starts (Weave's "waiting for consensus", simplified): a peer
+//! launched with no peers to connect to, and connected to none, owns the
+//! whole range as soon as it first needs an address. A peer with peers
+//! waits: it tells every reachable peer that it waits, asks each for space,
+//! and the smallest peer name among them initialises the ring once every
+//! reachable peer is known to be waiting too; any initialised ring that
+//! arrives is adopted. A request waits for this (and for a donation when
+//! this peer has no free space) up to [`WAIT_FOR_SPACE`].
+//!
+//! Addresses outside the allocation range are the user's: explicit ones are
+//! only checked against this host's, `net:` subnets outside the range are
+//! refused (nobody coordinates them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use ipnet::Ipv4Net;
+use tokio::time::Instant;
+
+use super::Agent;
+use crate::api::Reply;
+use crate::ipam::{
+    AddrRange, AddrRequest, Allocator, IpamMessage, IpamPacket, Ring, RingError, Space, SpaceError,
+    random_ring_id,
+};
+use crate::peer_name::PeerName;
+use crate::status::{IpamPeerStatus, IpamStatus};
+
+/// How long `run`/`attach` wait for consensus or for a donation.
+pub const WAIT_FOR_SPACE: Duration = Duration::from_secs(30);
+/// How often a waiting request asks again.
+const ASK_EVERY: Duration = Duration::from_secs(2);
+/// How often the ring is gossiped to the neighbours even when unchanged.
+pub const RING_GOSSIP_EVERY: Duration = Duration::from_secs(3);
+/// IPAM messages queued from the mesh to the agent; more are dropped (and
+/// counted by the mesh).
+pub const INBOX: usize = 256;
+
+/// This peer's part of IP allocation.
+pub(super) struct PeerIpam {
+    me: PeerName,
+    pub(super) ring: Ring,
+    /// Addresses handed out inside the range.
+    pub(super) space: Space,
+    default_subnet: Ipv4Net,
+    /// Explicit addresses outside the range, checked on this host only.
+    outside: Allocator,
+    /// Launched with peers to connect to: never initialise the ring alone.
+    has_targets: bool,
+    /// Peers known to be waiting for consensus (uninitialised rings).
+    waiting_peers: BTreeSet<PeerName>,
+    /// Peers whose ring we refused (initialised separately), and why.
+    conflicts: BTreeMap<PeerName, String>,
+    /// A request is waiting for space.
+    pub(super) waiting: bool,
+    /// When space was last asked for.
+    last_ask: Option<Instant>,
+    /// Which donor to ask next.
+    ask_round: usize,
+    /// The ring changed since it was last gossiped and saved.
+    pub(super) dirty: bool,
+}
+
+/// Why a request cannot be served now.
+enum Shortfall {
+    /// No free address of ours in this subnet (or no ring yet): ask, wait.
+    Space(Ipv4Net),
+    Fail(anyhow::Error),
+}
+
+impl PeerIpam {
+    pub(super) fn new(
+        me: PeerName,
+        ring: Ring,
+        default_subnet: Ipv4Net,
+        has_targets: bool,
+    ) -> Self {
+        PeerIpam {
+            me,
+            outside: Allocator::new(ring.range(), default_subnet),
+            ring,
+            space: Space::new(),
+            default_subnet,
+            has_targets,
+            waiting_peers: BTreeSet::new(),
+            conflicts: BTreeMap::new(),
+            waiting: false,
+            last_ask: None,
+            ask_round: 0,
+            dirty: false,
+        }
+    }
+
+    /// An address in use by a container restored after a restart.
+    pub(super) fn mark(&mut self, net: Ipv4Net) {
+        if self.ring.range().contains(&net.addr()) {
+            if let Err(e) = self.space.claim(&self.ring, self.me, net) {
+                tracing::warn!(addr = %net, error = %e, "restored address does not fit the ring");
+            }
+        } else {
+            self.outside.mark(net.addr());
+        }
+    }
+
+    pub(super) fn release(&mut self, net: Ipv4Net) {
+        if !self.space.release(net.addr()) {
+            self.outside.release(net.addr());
+        }
+        self.note_free();
+    }
+
+    pub(super) fn in_use(&self) -> usize {
+        self.space.len() + self.outside.in_use()
+    }
+
+    /// Records our free counts in the ring (a change to gossip).
+    pub(super) fn note_free(&mut self) {
+        if self.ring.report_free(self.me, &self.space) {
+            self.dirty = true;
+        }
+    }
+
+    /// Serves all of `requests` or none.
+    fn allocate_all(&mut self, requests: &[AddrRequest]) -> Result<Vec<Ipv4Net>, Shortfall> {
+        let mut granted = Vec::with_capacity(requests.len());
+        for request in requests {
+            match self.allocate(*request) {
+                Ok(net) => granted.push(net),
+                Err(e) => {
+                    for net in &granted {
+                        self.release(*net);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.note_free();
+        Ok(granted)
+    }
+
+    fn allocate(&mut self, request: AddrRequest) -> Result<Ipv4Net, Shortfall> {
+        let range = self.ring.range();
+        let subnet = match request {
+            AddrRequest::Default => self.default_subnet,
+            AddrRequest::Subnet(s) => s.trunc(),
+            AddrRequest::Explicit(net) if !range.contains(&net.addr()) => {
+                return self
+                    .outside
+                    .allocate(request)
+                    .map_err(|e| Shortfall::Fail(e.into()));
+            }
+            AddrRequest::Explicit(net) => {
+                return match self.space.claim(&self.ring, self.me, net) {
+                    Ok(()) => Ok(net),
+                    Err(SpaceError::NotInitialised) => Err(Shortfall::Space(net.trunc())),
+                    Err(e) => Err(Shortfall::Fail(e.into())),
+                };
+            }
+        };
+        if !range.contains(&subnet) {
+            return Err(Shortfall::Fail(anyhow!(
+                "net:{subnet} is outside the allocation range {range}: give an explicit \
+                 address, or launch with a --ipalloc-range that includes it"
+            )));
+        }
+        match self.space.allocate(&self.ring, self.me, subnet) {
+            Ok(net) => Ok(net),
+            Err(SpaceError::NoSpace(s)) => Err(Shortfall::Space(s)),
+            Err(SpaceError::NotInitialised) => Err(Shortfall::Space(subnet)),
+            Err(e) => Err(Shortfall::Fail(e.into())),
+        }
+    }
+
+    /// Merges a ring from `src`; whether it changed ours.
+    fn merge(&mut self, src: PeerName, ring: &Ring) -> bool {
+        if !ring.is_initialised() {
+            if ring.range() == self.ring.range() {
+                self.waiting_peers.insert(src);
+            }
+            return false;
+        }
+        self.waiting_peers.remove(&src);
+        match self.ring.merge(ring, self.me, &self.space) {
+            Ok(merge) => {
+                self.conflicts.remove(&src);
+                for refused in &merge.refused {
+                    tracing::warn!(from = %src, "refused a ring entry: {refused}");
+                }
+                if merge.changed {
+                    self.dirty = true;
+                }
+                merge.changed
+            }
+            Err(e @ RingError::Conflict { .. }) => {
+                let text = format!("refusing the ring of peer {src}: {e}");
+                if self.conflicts.get(&src) != Some(&text) {
+                    tracing::error!("{text}");
+                }
+                self.conflicts.insert(src, text);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(from = %src, error = %e, "ignoring an invalid ring");
+                false
+            }
+        }
+    }
+
+    /// Whether `peer` owns addresses in `subnet` that it reported free: it
+    /// asked again before our last donation reached it, and gets the ring
+    /// again rather than a second share.
+    fn has_free_space(&self, peer: PeerName, subnet: Ipv4Net) -> bool {
+        let Some(sub) = AddrRange::of_net(subnet.trunc()) else {
+            return false;
+        };
+        self.ring
+            .entry_ranges()
+            .any(|(r, e)| e.peer == peer && e.free > 0 && r.intersect(&sub).is_some())
+    }
+
+    /// Whether we may initialise the ring now, `reachable` being the other
+    /// peers we can reach.
+    fn may_claim(&self, reachable: &BTreeSet<PeerName>) -> bool {
+        if self.ring.is_initialised() {
+            return false;
+        }
+        if reachable.is_empty() {
+            return !self.has_targets;
+        }
+        reachable.iter().all(|p| self.waiting_peers.contains(p))
+            && reachable.iter().all(|p| self.me < *p)
+    }
+
+    fn claim_all(&mut self) {
+        if self.ring.claim_all(self.me, random_ring_id()).is_ok() {
+            tracing::info!(range = %self.ring.range(), "initialised IP allocation: this peer owns the whole range");
+            self.note_free();
+            self.dirty = true;
+        }
+    }
+
+    /// The status line of `weave status`.
+    fn status_line(&self, reachable: &BTreeSet<PeerName>) -> String {
+        // Refusals matter while the refused peer is around.
+        if let Some(conflict) = self
+            .conflicts
+            .iter()
+            .find(|(peer, _)| reachable.contains(peer))
+            .map(|(_, text)| text)
+        {
+            return conflict.clone();
+        }
+        if !self.ring.is_initialised() {
+            return if self.waiting || self.has_targets || !reachable.is_empty() {
+                "waiting for consensus".into()
+            } else {
+                "idle (the range is claimed on the first allocation)".into()
+            };
+        }
+        let shares = self.ring.shares();
+        let ours_free = self
+            .space
+            .free_per_range(&self.ring, self.me)
+            .iter()
+            .map(|(_, f)| u64::from(*f))
+            .sum::<u64>();
+        let others_reachable = shares
+            .iter()
+            .any(|s| s.peer != self.me && reachable.contains(&s.peer));
+        if ours_free == 0 && !others_reachable && shares.iter().any(|s| s.peer != self.me) {
+            return "all space owned by unreachable peers - use rmpeer if they are dead".into();
+        }
+        "ready".into()
+    }
+}
+
+impl Agent {
+    /// The other peers the mesh can reach now, by name and nickname.
+    async fn reachable_peers(&self) -> Vec<(PeerName, String)> {
+        self.mesh
+            .status()
+            .await
+            .peers
+            .into_iter()
+            .filter(|p| p.name != self.peer_name)
+            .map(|p| (p.name, p.nickname))
+            .collect()
+    }
+
+    /// Addresses for `requests`, all or none, waiting (serving IPAM messages
+    /// meanwhile) while consensus forms or a peer donates space.
+    pub(super) async fn allocate_addresses(
+        &mut self,
+        requests: &[AddrRequest],
+    ) -> anyhow::Result<Vec<Ipv4Net>> {
+        let deadline = Instant::now() + WAIT_FOR_SPACE;
+        let result = loop {
+            let subnet = match self.ipam.allocate_all(requests) {
+                Ok(granted) => break Ok(granted),
+                Err(Shortfall::Fail(e)) => break Err(e),
+                Err(Shortfall::Space(subnet)) => subnet,
+            };
+            let nobody_has_any = self.ipam.ring.is_initialised()
+                && self.ipam.ring.donors(self.peer_name, subnet).is_empty();
+            if nobody_has_any || Instant::now() >= deadline {
+                break Err(self.no_space_error(subnet).await);
+            }
+            self.ipam.waiting = true;
+            self.ask_for_space(subnet).await;
+            let wake = (Instant::now() + ASK_EVERY).min(deadline);
+            if let Ok(Some(packet)) = tokio::time::timeout_at(wake, self.ipam_inbox.recv()).await {
+                self.on_ipam(packet).await;
+            }
+        };
+        self.ipam.waiting = false;
+        self.ipam_changed().await;
+        result
+    }
+
+    async fn no_space_error(&self, subnet: Ipv4Net) -> anyhow::Error {
+        let reachable: BTreeSet<PeerName> = self
+            .reachable_peers()
+            .await
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        let line = self.ipam.status_line(&reachable);
+        if !self.ipam.ring.is_initialised() {
+            return anyhow!(
+                "no address in {subnet} within {WAIT_FOR_SPACE:?}: IP allocation is {line}"
+            );
+        }
+        let donors = self.ipam.ring.donors(self.peer_name, subnet);
+        if donors.is_empty() {
+            anyhow!("no free address left in {subnet} on any peer")
+        } else if donors.iter().all(|d| !reachable.contains(d)) {
+            anyhow!(
+                "no free address in {subnet} on this peer, and the peers that have some are \
+                 unreachable ({}): use 'weave rmpeer' if they are dead",
+                donors
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            anyhow!("no peer gave space in {subnet} within {WAIT_FOR_SPACE:?} ({line})")
+        }
+    }
+
+    /// Claims the ring, or asks peers for space, at most every [`ASK_EVERY`].
+    async fn ask_for_space(&mut self, subnet: Ipv4Net) {
+        if self
+            .ipam
+            .last_ask
+            .is_some_and(|at| at.elapsed() < ASK_EVERY)
+        {
+            return;
+        }
+        self.ipam.last_ask = Some(Instant::now());
+        let reachable: BTreeSet<PeerName> = self
+            .reachable_peers()
+            .await
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        let me = self.peer_name;
+        if !self.ipam.ring.is_initialised() {
+            if self.ipam.may_claim(&reachable) {
+                self.ipam.claim_all();
+                return;
+            }
+            // Tell everyone we wait, and ask them all: an initialised one
+            // donates, the smallest waiting one initialises.
+            for peer in &reachable {
+                let ring = self.ipam.ring.clone();
+                self.send_ipam(IpamPacket::to(me, *peer, IpamMessage::Ring { ring }))
+                    .await;
+                self.send_ipam(IpamPacket::to(
+                    me,
+                    *peer,
+                    IpamMessage::SpaceRequest { subnet },
+                ))
+                .await;
+            }
+            return;
+        }
+        let donors: Vec<PeerName> = self
+            .ipam
+            .ring
+            .donors(me, subnet)
+            .into_iter()
+            .filter(|d| reachable.contains(d))
+            .collect();
+        if donors.is_empty() {
+            return;
+        }
+        let donor = donors[self.ipam.ask_round % donors.len()];
+        self.ipam.ask_round = self.ipam.ask_round.wrapping_add(1);
+        tracing::info!(%donor, %subnet, "asking for space");
+        self.send_ipam(IpamPacket::to(
+            me,
+            donor,
+            IpamMessage::SpaceRequest { subnet },
+        ))
+        .await;
+    }
+
+    async fn send_ipam(&self, packet: IpamPacket) {
+        if let Err(e) = self.mesh.send_ipam(packet).await {
+            tracing::debug!(error = %e, "sending an IPAM message");
+        }
+    }
+
+    /// An IPAM message the mesh delivered to us.
+    pub(super) async fn on_ipam(&mut self, packet: IpamPacket) {
+        let me = self.peer_name;
+        let src = packet.src;
+        match packet.body {
+            IpamMessage::Ring { ring } => {
+                let theirs_initialised = ring.is_initialised();
+                self.ipam.merge(src, &ring);
+                if !theirs_initialised && self.ipam.ring.is_initialised() {
+                    // A waiting peer: it learns the ring from us.
+                    let ring = self.ipam.ring.clone();
+                    self.send_ipam(IpamPacket::to(me, src, IpamMessage::Ring { ring }))
+                        .await;
+                }
+            }
+            IpamMessage::SpaceRequest { subnet } => {
+                if !self.ipam.ring.is_initialised() {
+                    self.ipam.waiting_peers.insert(src);
+                    let reachable: BTreeSet<PeerName> = self
+                        .reachable_peers()
+                        .await
+                        .into_iter()
+                        .map(|p| p.0)
+                        .collect();
+                    if self.ipam.may_claim(&reachable) {
+                        self.ipam.claim_all();
+                    }
+                }
+                if self.ipam.ring.is_initialised()
+                    && !self.ipam.conflicts.contains_key(&src)
+                    && self.ipam.ring.range().contains(&subnet)
+                    && !self.ipam.has_free_space(src, subnet)
+                {
+                    let space = &self.ipam.space;
+                    if let Some(given) = self.ipam.ring.donate(me, src, subnet, space) {
+                        tracing::info!(to = %src, range = %given, "donated space");
+                        self.ipam.dirty = true;
+                    }
+                }
+                let ring = self.ipam.ring.clone();
+                self.send_ipam(IpamPacket::to(me, src, IpamMessage::Ring { ring }))
+                    .await;
+            }
+        }
+        self.ipam_changed().await;
+    }
+
+    /// After a change of the ring: gossip it and save it.
+    pub(super) async fn ipam_changed(&mut self) {
+        if !self.ipam.dirty {
+            return;
+        }
+        self.ipam.dirty = false;
+        self.gossip_ring().await;
+        if let Err(e) = self.save() {
+            tracing::warn!(error = %e, "saving state");
+        }
+    }
+
+    /// Our ring to every neighbour (also as periodic repair).
+    pub(super) async fn gossip_ring(&self) {
+        let ring = self.ipam.ring.clone();
+        self.send_ipam(IpamPacket::gossip(
+            self.peer_name,
+            IpamMessage::Ring { ring },
+        ))
+        .await;
+    }
+
+    /// `weave rmpeer PEER`: take over the space of a dead peer.
+    pub(super) async fn rmpeer(&mut self, peer: &str) -> anyhow::Result<Reply> {
+        let reachable = self.reachable_peers().await;
+        let owners = self.ipam.ring.peers();
+        let dead = match peer.parse::<PeerName>() {
+            Ok(name) => name,
+            Err(_) => {
+                // A nickname: only reachable peers have one we know.
+                match reachable.iter().find(|(_, nick)| nick == peer) {
+                    Some((name, _)) => *name,
+                    None => bail!(
+                        "unknown peer {peer}: give its name (like 8a:2f:...), as 'weave status ipam' shows it"
+                    ),
+                }
+            }
+        };
+        if dead == self.peer_name {
+            bail!("{peer} is this peer: run 'weave rmpeer' on another peer");
+        }
+        if reachable.iter().any(|(name, _)| *name == dead) {
+            bail!(
+                "peer {dead} is reachable: stop it first ('weave reset' on it hands its space over by itself)"
+            );
+        }
+        if !owners.contains(&dead) {
+            return Ok(Reply::Message(format!("0 IPs taken over from {dead}")));
+        }
+        let taken: u64 = self
+            .ipam
+            .ring
+            .transfer(dead, self.peer_name)
+            .iter()
+            .map(|r| u64::from(r.len()))
+            .sum();
+        self.ipam.note_free();
+        self.ipam.dirty = true;
+        self.ipam_changed().await;
+        tracing::info!(%dead, taken, "took over the space of a dead peer");
+        Ok(Reply::Message(format!(
+            "{taken} IPs taken over from {dead}"
+        )))
+    }
+
+    /// Before `weave reset`: hand all our space to a reachable peer.
+    pub(super) async fn leave(&mut self) -> anyhow::Result<Reply> {
+        let reachable = self.reachable_peers().await;
+        let Some((heir, _)) = reachable.iter().min() else {
+            return Ok(Reply::Message(
+                "no reachable peer to hand the address space to".into(),
+            ));
+        };
+        if !self.ipam.ring.is_initialised() || !self.ipam.ring.peers().contains(&self.peer_name) {
+            return Ok(Reply::Done);
+        }
+        let handed: u64 = self
+            .ipam
+            .ring
+            .leave(self.peer_name, *heir)
+            .iter()
+            .map(|r| u64::from(r.len()))
+            .sum();
+        self.ipam.space = Space::new();
+        self.ipam.dirty = true;
+        self.ipam_changed().await;
+        tracing::info!(%heir, handed, "handed our address space over");
+        Ok(Reply::Message(format!(
+            "{handed} IPs handed over to {heir}"
+        )))
+    }
+
+    pub(super) async fn ipam_status(&self) -> IpamStatus {
+        let reachable_list = self.reachable_peers().await;
+        let reachable: BTreeSet<PeerName> = reachable_list.iter().map(|p| p.0).collect();
+        let ring = &self.ipam.ring;
+        let total = ring.size();
+        let peers = ring
+            .shares()
+            .into_iter()
+            .map(|s| {
+                let ours = s.peer == self.peer_name;
+                IpamPeerStatus {
+                    name: s.peer,
+                    nickname: if ours {
+                        Some(self.nickname.clone())
+                    } else {
+                        reachable_list
+                            .iter()
+                            .find(|p| p.0 == s.peer)
+                            .map(|p| p.1.clone())
+                    },
+                    owned: s.addresses,
+                    percent: s.percent_of(total),
+                    in_use: if ours {
+                        self.ipam.space.len() as u32
+                    } else {
+                        s.usable.saturating_sub(s.reported_free)
+                    },
+                    reachable: ours || reachable.contains(&s.peer),
+                }
+            })
+            .collect();
+        IpamStatus {
+            status: self.ipam.status_line(&reachable),
+            range: ring.range(),
+            default_subnet: self.ipam.default_subnet,
+            ring_id: ring.ring_id(),
+            in_use_here: self.ipam.in_use(),
+            peers,
+        }
+    }
+}

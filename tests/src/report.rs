@@ -242,6 +242,45 @@ pub fn parse_ps(text: &str) -> Result<Vec<PsEntry>> {
         .collect()
 }
 
+/// One line of `weave status ipam`:
+/// `name(nickname)  N IPs (P% of total) (K active)[ - unreachable!]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IpamPeer {
+    pub name: String,
+    pub nickname: String,
+    pub owned: u64,
+    pub percent: f64,
+    pub active: u64,
+    pub reachable: bool,
+}
+
+/// Parses `weave status ipam` (no lines while nobody owns anything).
+pub fn parse_ipam(text: &str) -> Result<Vec<IpamPeer>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("nobody owns"))
+        .map(|line| {
+            let bad =
+                || anyhow!("an ipam line is `name(nick) N IPs (P% of total) (K active)`: {line:?}");
+            let words: Vec<&str> = line.split_whitespace().collect();
+            ensure!(words.len() >= 8 && words[2] == "IPs", "{}", bad());
+            let (name, nickname) = name_and_nickname(words[0]).ok_or_else(bad)?;
+            let number = |w: &str| -> Result<f64> {
+                w.trim_matches(|c: char| c == '(' || c == '%')
+                    .parse()
+                    .map_err(|_| bad())
+            };
+            Ok(IpamPeer {
+                name,
+                nickname,
+                owned: words[1].parse().map_err(|_| bad())?,
+                percent: number(words[3])?,
+                active: number(words[6])? as u64,
+                reachable: !line.ends_with("unreachable!"),
+            })
+        })
+        .collect()
+}
+
 /// The `key: value` lines of `weave status dataplane` with a numeric value.
 pub fn counters(text: &str) -> BTreeMap<String, u64> {
     text.lines()
@@ -268,6 +307,31 @@ mod tests {
         assert_eq!((c.get("established"), c.get("pending")), (1, 1));
         assert!(Counts::parse("x (1 established)").is_err());
         assert!(Counts::parse("2 (established)").is_err());
+    }
+
+    #[test]
+    fn parses_ipam_lines() {
+        let text = "02:00:00:00:00:01(h1)            524288 IPs (50.0% of total) (3 active)\n\
+                    02:00:00:00:00:02()              524288 IPs (50.0% of total) (0 active) - unreachable!\n";
+        let peers = parse_ipam(text).unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(
+            (
+                peers[0].nickname.as_str(),
+                peers[0].owned,
+                peers[0].active,
+                peers[0].reachable
+            ),
+            ("h1", 524288, 3, true)
+        );
+        assert_eq!(peers[1].percent, 50.0);
+        assert!(!peers[1].reachable);
+        assert!(parse_ipam("garbage line\n").is_err());
+        assert!(
+            parse_ipam("nobody owns any of 10.32.0.0/12 yet: idle\n")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

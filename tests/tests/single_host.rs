@@ -81,19 +81,6 @@ fn exec_ok(h: &Host, container: &str, args: &[&str]) -> String {
     h.docker_ok(&all)
 }
 
-/// `ip ARGS...` in the container's network namespace, as the container's own
-/// root with CAP_NET_ADMIN would run it. (Docker gives containers no
-/// CAP_NET_ADMIN, and `docker exec --privileged` needs capabilities this
-/// machine's root lacks, so the host's `ip` enters the namespace instead.)
-#[track_caller]
-fn container_ip(h: &Host, container: &str, args: &[&str]) {
-    let mut c = std::process::Command::new("nsenter");
-    c.arg(format!("--net=/proc/{}/ns/net", h.container_pid(container)))
-        .arg("ip")
-        .args(args);
-    weave_tests::check(&mut c).unwrap_or_else(|e| panic!("{e:#}"));
-}
-
 fn has_ethwe(h: &Host, container: &str) -> bool {
     h.exec(container, &["test", "-e", "/sys/class/net/ethwe"])
         .success()
@@ -343,9 +330,9 @@ fn subnets_are_isolated_even_after_route_and_address_changes() {
     h.assert_no_ping(&b, "10.0.2.1");
 
     // 2. Everyone adds a route to the other subnet through ethwe.
-    container_ip(&h, &c, &["route", "add", "10.0.1.0/24", "dev", "ethwe"]);
-    container_ip(&h, &a, &["route", "add", "10.0.2.0/24", "dev", "ethwe"]);
-    container_ip(&h, &b, &["route", "add", "10.0.2.0/24", "dev", "ethwe"]);
+    h.container_ip(&c, &["route", "add", "10.0.1.0/24", "dev", "ethwe"]);
+    h.container_ip(&a, &["route", "add", "10.0.2.0/24", "dev", "ethwe"]);
+    h.container_ip(&b, &["route", "add", "10.0.2.0/24", "dev", "ethwe"]);
     h.assert_no_ping(&c, "10.0.1.1");
     h.assert_no_ping(&c, "10.0.1.2");
     h.assert_no_ping(&a, "10.0.2.1");
@@ -353,8 +340,8 @@ fn subnets_are_isolated_even_after_route_and_address_changes() {
     h.assert_ping(&a, "10.0.1.2");
 
     // 3. C gives itself an address in A's and B's subnet and drops its own.
-    container_ip(&h, &c, &["addr", "add", "10.0.1.3/24", "dev", "ethwe"]);
-    container_ip(&h, &c, &["addr", "del", "10.0.2.1/24", "dev", "ethwe"]);
+    h.container_ip(&c, &["addr", "add", "10.0.1.3/24", "dev", "ethwe"]);
+    h.container_ip(&c, &["addr", "del", "10.0.2.1/24", "dev", "ethwe"]);
     assert_eq!(h.ethwe_cidrs(&c), ["10.0.1.3/24"]);
     h.assert_no_ping(&c, "10.0.1.1");
     h.assert_no_ping(&c, "10.0.1.2");

@@ -1,0 +1,454 @@
+//! Integration tests of IP address management across three simulated hosts,
+//! and of subnet isolation across hosts (issue 4).
+//!
+//! What they prove: the first container on the first host gets 10.32.0.1/12
+//! and the first on a second host 10.40.0.1/12; 200 containers started at
+//! once on three hosts get 200 distinct addresses; after an agent restart
+//! every container keeps its address and nothing is handed out twice;
+//! addresses of removed or detached containers come back; `weave reset`
+//! hands a peer's space over and `weave rmpeer` takes over a dead peer's,
+//! which is then reused without duplicates; two separately initialised rings
+//! refuse each other; and subnets isolate containers across hosts, even when
+//! a container adds routes, changes its address, or sends crafted ARP.
+//!
+//! Each test builds its own three hosts (see multi_host.rs) and removes them,
+//! also when it fails. Every wait polls against a deadline.
+//!
+//! Needs root, dockerd, nftables, tcpdump and the `weave` binary (WEAVE_BIN);
+//! run with `cargo xtask test`, which runs them one at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use weave_tests::report::{self, IpamPeer, parse_ipam};
+use weave_tests::{Cluster, Host, IMAGE, wait_for};
+
+/// A full mesh of three must form within this.
+const CONVERGE: Duration = Duration::from_secs(60);
+/// Gossip of the ring must reach every peer (and a dead peer be noticed)
+/// within this.
+const GOSSIP: Duration = Duration::from_secs(30);
+/// Containers started at once across the three hosts.
+const CONCURRENT: usize = 200;
+/// `weave run`s in flight at once per host.
+const PER_HOST_PARALLEL: usize = 12;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// `weave launch ARGS...`; returns the peer name it prints.
+#[track_caller]
+fn launch(h: &Host, args: &[&str]) -> String {
+    let mut all = vec!["launch"];
+    all.extend_from_slice(args);
+    let out = h.weave_ok(&all);
+    let name = out.trim();
+    assert!(
+        name.len() == 17 && name.split(':').count() == 6,
+        "{}: weave launch prints the peer name, got {out:?}",
+        h.nickname()
+    );
+    name.to_string()
+}
+
+fn lan(h: &Host) -> String {
+    h.lan_ip().to_string()
+}
+
+/// Waits until `h` has established connections with exactly `with`.
+#[track_caller]
+fn wait_connected(h: &Host, with: &[&str]) {
+    let want: BTreeSet<String> = with.iter().map(|n| n.to_string()).collect();
+    wait_for(
+        &format!("{} to be connected to {want:?}", h.nickname()),
+        CONVERGE,
+        || {
+            let got = h.established_with()?;
+            anyhow::ensure!(got == want, "connected to {got:?}");
+            Ok(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// `weave run ARGS... busybox sleep 3600`; the container id and addresses.
+#[track_caller]
+fn run(h: &Host, args: &[&str]) -> (String, Vec<String>) {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[IMAGE, "sleep", "3600"]);
+    let id = h.weave_ok(&all).trim().to_string();
+    assert_eq!(id.len(), 64, "weave run prints the container id: {id:?}");
+    let cidrs = ps(h)
+        .remove(&id)
+        .unwrap_or_else(|| panic!("{}: {id} not in weave ps", h.nickname()));
+    (id, cidrs)
+}
+
+/// `weave ps`: full container id → its CIDRs.
+fn ps(h: &Host) -> BTreeMap<String, Vec<String>> {
+    let full: BTreeMap<String, String> = h
+        .containers()
+        .into_iter()
+        .map(|id| (id[..12].to_string(), id))
+        .collect();
+    h.ps()
+        .into_iter()
+        .map(|e| (full.get(&e.id).cloned().unwrap_or(e.id), e.cidrs))
+        .collect()
+}
+
+/// Every address in use on `hosts`, asserting none appears twice.
+#[track_caller]
+fn all_addresses(hosts: &[&Host]) -> BTreeSet<Ipv4Addr> {
+    let mut seen: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    for h in hosts {
+        for (id, cidrs) in ps(h) {
+            for cidr in cidrs {
+                let addr: Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+                let here = format!("{}:{}", h.nickname(), &id[..12]);
+                if let Some(other) = seen.insert(addr, here.clone()) {
+                    panic!("{addr} handed out twice: to {other} and to {here}");
+                }
+            }
+        }
+    }
+    seen.into_keys().collect()
+}
+
+fn ipam(h: &Host) -> anyhow::Result<Vec<IpamPeer>> {
+    parse_ipam(&h.try_weave(&["status", "ipam"])?)
+}
+
+/// Waits until `weave status ipam` on `h` satisfies `check`.
+#[track_caller]
+fn wait_ipam(h: &Host, what: &str, check: impl Fn(&[IpamPeer]) -> bool) -> Vec<IpamPeer> {
+    wait_for(&format!("{}: {what}", h.nickname()), GOSSIP, || {
+        let peers = ipam(h)?;
+        anyhow::ensure!(check(&peers), "weave status ipam: {peers:#?}");
+        Ok(peers)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn ipam_status_line(h: &Host) -> String {
+    report::field(&h.weave_ok(&["status"]), "Status")
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `weave run` of `n` containers on `h`, `PER_HOST_PARALLEL` at a time.
+fn run_many(h: &Host, n: usize) -> Vec<String> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let ids = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..PER_HOST_PARALLEL {
+            s.spawn(|| {
+                while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+                    let out = h.weave(&["run", "-d", IMAGE, "sleep", "3600"]);
+                    let id = out.expect_ok().trim().to_string();
+                    ids.lock().unwrap().push(id);
+                }
+            });
+        }
+    });
+    ids.into_inner().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn addresses_are_unique_across_hosts_survive_restarts_and_come_back() {
+    let c = Cluster::new("ipa", 3);
+    let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
+
+    // The first container on the first host: h1 alone claims the range.
+    launch(h1, &[]);
+    let (first, cidrs) = run(h1, &[]);
+    assert_eq!(cidrs, ["10.32.0.1/12"]);
+    assert_eq!(h1.ethwe_cidrs(&first), ["10.32.0.1/12"]);
+    assert_eq!(ipam_status_line(h1), "ready");
+
+    // A second host joins and runs its first container: h1 gives it half.
+    launch(h2, &[&lan(h1)]);
+    wait_connected(h2, &["h1"]);
+    let (second, cidrs) = run(h2, &[]);
+    assert_eq!(cidrs, ["10.40.0.1/12"]);
+    assert_eq!(h2.ethwe_cidrs(&second), ["10.40.0.1/12"]);
+    wait_ipam(h1, "h1 and h2 own half each", |p| {
+        p.len() == 2 && p.iter().all(|p| p.percent == 50.0 && p.reachable)
+    });
+    h1.assert_ping(&first, "10.40.0.1");
+
+    launch(h3, &[&lan(h1)]);
+    wait_connected(h3, &["h1", "h2"]);
+
+    // 200 at once, across the three hosts, through the CLI.
+    let per_host = [
+        CONCURRENT / 3,
+        CONCURRENT / 3,
+        CONCURRENT - 2 * (CONCURRENT / 3),
+    ];
+    let started: Vec<Vec<String>> = std::thread::scope(|s| {
+        let runs: Vec<_> = [h1, h2, h3]
+            .into_iter()
+            .zip(per_host)
+            .map(|(h, n)| s.spawn(move || run_many(h, n)))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(started.iter().map(Vec::len).sum::<usize>(), CONCURRENT);
+    let before = all_addresses(&[h1, h2, h3]);
+    assert_eq!(before.len(), CONCURRENT + 2, "{before:?}");
+    let views = wait_ipam(h3, "three owners, all of the range", |p| {
+        p.len() == 3 && p.iter().map(|p| p.owned).sum::<u64>() == 1 << 20
+    });
+    assert!(views.iter().all(|p| p.reachable), "{views:#?}");
+
+    // Restart every agent (a crash for h2): everyone keeps its address.
+    let ps_before: Vec<_> = [h1, h2, h3].iter().map(|h| ps(h)).collect();
+    h2.kill_agent();
+    h1.weave_ok(&["stop"]);
+    h3.weave_ok(&["stop"]);
+    for h in [h1, h2, h3] {
+        launch(h, &[]);
+    }
+    for (h, before) in [h1, h2, h3].iter().zip(&ps_before) {
+        assert_eq!(&ps(h), before, "{}: weave ps after a restart", h.nickname());
+    }
+    wait_connected(h1, &["h2", "h3"]);
+    // New containers never get an address already in use.
+    let more: Vec<String> = [h1, h2, h3].iter().flat_map(|h| run_many(h, 3)).collect();
+    assert_eq!(more.len(), 9);
+    let after = all_addresses(&[h1, h2, h3]);
+    assert_eq!(after.len(), CONCURRENT + 2 + 9);
+    assert!(before.is_subset(&after));
+
+    // Released addresses come back: a removed container's (Docker tells the
+    // agent), and a detached one's.
+    h1.docker_ok(&["rm", "-f", &first]);
+    wait_for("h1 to release 10.32.0.1", GOSSIP, || {
+        anyhow::ensure!(!ps(h1).contains_key(&first), "still attached");
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let (_, cidrs) = run(h1, &[]);
+    assert_eq!(cidrs, ["10.32.0.1/12"]);
+    h2.weave_ok(&["detach", &second]);
+    let (_, cidrs) = run(h2, &[]);
+    assert_eq!(cidrs, ["10.40.0.1/12"]);
+    all_addresses(&[h1, h2, h3]);
+}
+
+#[test]
+fn reset_and_rmpeer_hand_space_over_and_separate_rings_refuse_each_other() {
+    let c = Cluster::new("ipr", 3);
+    let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
+
+    // Two rings initialised separately meet: both refuse, nothing merges.
+    launch(h1, &[]);
+    launch(h2, &[]);
+    let (_, a) = run(h1, &[]);
+    let (_, b) = run(h2, &[]);
+    assert_eq!(a, ["10.32.0.1/12"]);
+    assert_eq!(b, ["10.32.0.1/12"]);
+    h2.weave_ok(&["connect", &lan(h1)]);
+    wait_connected(h2, &["h1"]);
+    for h in [h1, h2] {
+        h.wait_status("the IPAM status to refuse the other ring", GOSSIP, |s| {
+            let line = report::require_field(s, "Status")?;
+            anyhow::ensure!(
+                line.contains("refusing the ring of peer")
+                    && line.contains("initialised separately"),
+                "IPAM status: {line}"
+            );
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let peers = ipam(h).unwrap();
+        assert_eq!(peers.len(), 1, "{}: {peers:#?}", h.nickname());
+    }
+
+    // h2 starts over (reset), joins h1's ring; h3 joins too.
+    h2.weave_ok(&["reset"]);
+    launch(h2, &[&lan(h1)]);
+    launch(h3, &[&lan(h1)]);
+    wait_connected(h1, &["h2", "h3"]);
+    let (_, c2) = run(h2, &[]);
+    let (_, c3) = run(h3, &[]);
+    assert_eq!(ipam_status_line(h1), "ready");
+    all_addresses(&[h1, h2, h3]);
+    assert_ne!(c2, c3);
+    wait_ipam(h1, "three owners", |p| p.len() == 3);
+
+    // h2 leaves with reset: its space goes to another peer.
+    h2.weave_ok(&["reset"]);
+    let left = wait_ipam(h1, "h2's space handed over", |p| {
+        p.len() == 2 && p.iter().map(|p| p.owned).sum::<u64>() == 1 << 20
+    });
+    assert!(left.iter().all(|p| p.nickname != "h2"), "{left:#?}");
+
+    // h3 dies: its space is unreachable until rmpeer.
+    let h3_addrs: Vec<String> = ps(h3).into_values().flatten().collect();
+    let h3_name = ipam(h1)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.nickname == "h3")
+        .expect("h3 owns space")
+        .name;
+    h3.kill_agent();
+    wait_ipam(h1, "h3 unreachable", |p| {
+        p.iter().any(|p| p.name == h3_name && !p.reachable)
+    });
+    let out = h1.weave_ok(&["rmpeer", &h3_name]);
+    assert!(out.contains("IPs taken over from"), "{out}");
+    let peers = wait_ipam(h1, "h1 owns everything", |p| p.len() == 1);
+    assert_eq!(peers[0].percent, 100.0);
+    // What h3 handed out is h1's to give now: claimed explicitly, then
+    // automatic addresses never collide with them.
+    for cidr in &h3_addrs {
+        let (_, got) = run(h1, &[cidr]);
+        assert_eq!(&got, &[cidr.clone()]);
+    }
+    run_many(h1, 5);
+    all_addresses(&[h1]);
+    // rmpeer of ourselves is refused.
+    let h1_name = peers[0].name.clone();
+    let out = h1.weave(&["rmpeer", &h1_name]);
+    assert!(!out.success(), "rmpeer of ourselves must fail: {out}");
+}
+
+#[test]
+fn subnets_isolate_containers_across_hosts() {
+    let c = Cluster::new("ipi", 3);
+    let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
+    launch(h1, &[]);
+    launch(h2, &[&lan(h1)]);
+    launch(h3, &[&lan(h1)]);
+    wait_connected(h1, &["h2", "h3"]);
+    wait_connected(h2, &["h1", "h3"]);
+
+    let (a, _) = run(h1, &["10.0.1.1/24"]);
+    let (b, _) = run(h2, &["10.0.1.2/24"]);
+    let (cc, _) = run(h2, &["10.0.2.2/24"]);
+    let (d, _) = run(h3, &["10.0.2.1/24"]);
+    let (e1, e1_cidrs) = run(h1, &[]);
+    let (e3, e3_cidrs) = run(h3, &[]);
+    let addr = |cidrs: &[String]| cidrs[0].split('/').next().unwrap().to_string();
+    let (e1_addr, e3_addr) = (addr(&e1_cidrs), addr(&e3_cidrs));
+
+    // Positive controls: the pairs of one subnet, both ways, across hosts.
+    h1.assert_ping(&a, "10.0.1.2");
+    h2.assert_ping(&b, "10.0.1.1");
+    h2.assert_ping(&cc, "10.0.2.1");
+    h3.assert_ping(&d, "10.0.2.2");
+    h1.assert_ping(&e1, &e3_addr);
+
+    let no_other_pair = |stage: &str| {
+        eprintln!("isolation: {stage}");
+        for (h, who, targets) in [
+            (
+                h1,
+                &a,
+                vec!["10.0.2.2", "10.0.2.1", e1_addr.as_str(), e3_addr.as_str()],
+            ),
+            (
+                h2,
+                &b,
+                vec!["10.0.2.2", "10.0.2.1", e1_addr.as_str(), e3_addr.as_str()],
+            ),
+            (
+                h2,
+                &cc,
+                vec!["10.0.1.1", "10.0.1.2", e1_addr.as_str(), e3_addr.as_str()],
+            ),
+            (
+                h3,
+                &d,
+                vec!["10.0.1.1", "10.0.1.2", e1_addr.as_str(), e3_addr.as_str()],
+            ),
+            (h1, &e1, vec!["10.0.1.2", "10.0.2.1", "10.0.2.2"]),
+            (h3, &e3, vec!["10.0.1.1", "10.0.1.2", "10.0.2.2"]),
+        ] {
+            for target in targets {
+                h.assert_no_ping(who, target);
+            }
+        }
+    };
+    no_other_pair("as configured");
+
+    // Everyone routes the other subnets through ethwe.
+    for (h, who) in [
+        (h1, &a),
+        (h2, &b),
+        (h2, &cc),
+        (h3, &d),
+        (h1, &e1),
+        (h3, &e3),
+    ] {
+        for net in ["10.0.1.0/24", "10.0.2.0/24", "10.32.0.0/12"] {
+            let _ = h
+                .container_command(who, "ip")
+                .args(["route", "add", net, "dev", "ethwe"])
+                .output();
+        }
+    }
+    no_other_pair("with routes to every subnet");
+    h1.assert_ping(&a, "10.0.1.2");
+
+    // d (h3, 10.0.2.1) takes an address in a's and b's subnet and drops its
+    // own: it still reaches neither, nor do they reach it.
+    h3.container_ip(&d, &["addr", "add", "10.0.1.3/24", "dev", "ethwe"]);
+    h3.container_ip(&d, &["addr", "del", "10.0.2.1/24", "dev", "ethwe"]);
+    assert_eq!(h3.ethwe_cidrs(&d), ["10.0.1.3/24"]);
+    h3.assert_no_ping(&d, "10.0.1.1");
+    h3.assert_no_ping(&d, "10.0.1.2");
+    h1.assert_no_ping(&a, "10.0.1.3");
+    h2.assert_no_ping(&b, "10.0.1.3");
+    h3.container_ip(&d, &["addr", "del", "10.0.1.3/24", "dev", "ethwe"]);
+    h3.container_ip(&d, &["addr", "add", "10.0.2.1/24", "dev", "ethwe"]);
+
+    // Crafted ARP reaching b (h2, 10.0.1.2): a's legitimate request does
+    // (the capture works); d's, whether it claims a's address or its own,
+    // never does; nor does a request from the default subnet.
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let mut capture = h2.capture_in_container(&b, &["arp"]).unwrap();
+    h1.send_arp(&a, ip("10.0.1.1"), ip("10.0.1.2"));
+    capture
+        .wait_decoded(&["-n", "-e"], Duration::from_secs(20), |d| {
+            d.contains("tell 10.0.1.1")
+        })
+        .unwrap_or_else(|e| panic!("a's own ARP must reach b: {e:#}"));
+    h3.send_arp(&d, ip("10.0.1.1"), ip("10.0.1.2"));
+    h3.send_arp(&d, ip("10.0.2.1"), ip("10.0.1.2"));
+    h3.send_arp(&e3, ip(&e3_addr), ip("10.0.1.2"));
+    h3.send_arp(&e3, ip("10.0.1.9"), ip("10.0.1.2"));
+    // A marker sent after them, from a: once it arrived, so would have
+    // they (the same overlay, a shorter path for them than for it).
+    h1.send_arp(&a, ip("10.0.1.1"), ip("10.0.1.254"));
+    let seen = capture
+        .wait_decoded(&["-n", "-e"], Duration::from_secs(20), |d| {
+            d.contains("who-has 10.0.1.254")
+        })
+        .unwrap_or_else(|e| panic!("the marker ARP must reach b: {e:#}"));
+    capture.stop().unwrap();
+    let d_mac = h3.ethwe_mac(&d);
+    let e3_mac = h3.ethwe_mac(&e3);
+    for mac in [d_mac, e3_mac] {
+        let text = mac.map(|b| format!("{b:02x}")).join(":");
+        assert!(
+            !seen.contains(&text),
+            "an ARP from {text} (h3) reached b:\n{seen}"
+        );
+    }
+    for spoof in ["tell 10.0.2.1", "tell 10.0.1.9", &format!("tell {e3_addr}")] {
+        assert!(!seen.contains(spoof), "`{spoof}` reached b:\n{seen}");
+    }
+    // And the pairs still work.
+    h3.assert_ping(&d, "10.0.2.2");
+    h2.assert_ping(&b, "10.0.1.1");
+}

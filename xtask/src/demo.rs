@@ -26,7 +26,8 @@ const PING_ATTEMPTS: usize = 3;
 /// image. Then plays the scenario: h1 `weave launch`; h2 `weave launch` and `weave connect
 /// <h1>`; h3 `weave launch <h2>`; the three converge to a full mesh. Then `weave run`s
 /// containers on each host, with explicit addresses (10.0.1.x/24, 10.0.2.x/24) and automatic
-/// ones, and prints a matrix of who pings whom across hosts. Everything is removed at the end,
+/// ones (from the range the peers share through the IPAM ring), and prints a matrix of who
+/// pings whom across hosts. Everything is removed at the end,
 /// also on Ctrl-C. Needs root.
 #[derive(clap::Args)]
 pub struct Args {
@@ -230,7 +231,7 @@ fn demo(weave_bin: &Path) -> Result<()> {
             subnet,
         });
     }
-    // Automatic addresses: each host allocates from 10.32.0.0/12 on its own.
+    // Automatic addresses: the peers share 10.32.0.0/12 through the IPAM ring.
     let mut auto = Vec::new();
     for (host, name) in [(0, "auto1"), (1, "auto2")] {
         let h = &cluster[host];
@@ -246,21 +247,27 @@ fn demo(weave_bin: &Path) -> Result<()> {
         auto.push((host, name, cidr));
     }
     println!(
-        "    auto1 (h1) got {} and auto2 (h2) got {}: automatic addresses are allocated per host\n    \
-         until cross-host IPAM lands (a later issue), so they can collide across hosts. The\n    \
-         matrix keeps auto1 and leaves auto2 out.",
+        "    auto1 (h1) got {} and auto2 (h2) got {}: the peers agreed on one allocation\n    \
+         ring (the smallest peer name claimed the range), and a peer without space was\n    \
+         given a share of another's; no address is handed out twice across hosts.",
         auto[0].2, auto[1].2
     );
-    let (host, name, cidr) = &auto[0];
-    let addr = cidr.split('/').next().unwrap_or(cidr).to_string();
-    let status = cluster[*host].try_weave(&["status"])?;
-    let default_subnet = report::require_field(&status, "DefaultSubnet")?;
-    containers.push(Container {
-        host: *host,
-        name: name.to_string(),
-        addr,
-        subnet: format!("{default_subnet} (automatic)"),
-    });
+    ensure!(
+        auto[0].2 != auto[1].2,
+        "two hosts handed out the same address"
+    );
+    weave(h1, &["status", "ipam"])?;
+    for (host, name, cidr) in &auto {
+        let addr = cidr.split('/').next().unwrap_or(cidr).to_string();
+        let status = cluster[*host].try_weave(&["status"])?;
+        let default_subnet = report::require_field(&status, "DefaultSubnet")?;
+        containers.push(Container {
+            host: *host,
+            name: name.to_string(),
+            addr,
+            subnet: format!("{default_subnet} (automatic)"),
+        });
+    }
 
     step(
         6,

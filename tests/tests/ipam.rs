@@ -312,7 +312,7 @@ fn reset_and_rmpeer_hand_space_over_and_separate_rings_refuse_each_other() {
     // automatic addresses never collide with them.
     for cidr in &h3_addrs {
         let (_, got) = run(h1, &[cidr]);
-        assert_eq!(&got, &[cidr.clone()]);
+        assert_eq!(got, [cidr.as_str()]);
     }
     run_many(h1, 5);
     all_addresses(&[h1]);

@@ -183,9 +183,11 @@ pub fn watch_deaths(host: String, depth: usize) -> tokio::sync::mpsc::Receiver<S
                     while let Some(event) = events.next().await {
                         let Ok(event) = event else { break };
                         if let Some(id) = event.actor.and_then(|a| a.id) {
-                            match tx.try_send(id) {
-                                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
-                                _ => {}
+                            // Full: dropped; the periodic check catches it.
+                            if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
+                                tx.try_send(id)
+                            {
+                                return;
                             }
                         }
                     }

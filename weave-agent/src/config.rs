@@ -81,7 +81,8 @@ impl Paths {
 /// Options of `weave launch` that the agent runs with.
 #[derive(Args, Clone, Debug, Serialize, Deserialize)]
 pub struct LaunchOptions {
-    /// Range that automatic addresses are allocated from.
+    /// Range that automatic addresses are allocated from, divided among
+    /// all peers (give every peer the same one).
     #[arg(long, default_value = crate::ipam::DEFAULT_RANGE)]
     pub ipalloc_range: Ipv4Net,
     /// Subnet used when a container is given no address (default: the whole range).

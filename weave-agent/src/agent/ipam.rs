@@ -597,3 +597,125 @@ impl Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mac::Mac;
+
+    fn peer(i: u8) -> PeerName {
+        PeerName(Mac([2, 0, 0, 0, 0, i]))
+    }
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn ipam(me: u8, has_targets: bool) -> PeerIpam {
+        let range = net("10.32.0.0/12");
+        PeerIpam::new(peer(me), Ring::new(range).unwrap(), range, has_targets)
+    }
+
+    fn wants_space(r: Result<Vec<Ipv4Net>, Shortfall>) -> Ipv4Net {
+        match r {
+            Err(Shortfall::Space(s)) => s,
+            Err(Shortfall::Fail(e)) => panic!("failed: {e}"),
+            Ok(v) => panic!("allocated {v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lone_peer_without_targets_claims_at_once_one_with_targets_waits() {
+        let none = BTreeSet::new();
+        assert!(ipam(1, false).may_claim(&none));
+        assert!(!ipam(1, true).may_claim(&none));
+        let mut alone = ipam(1, false);
+        assert_eq!(
+            wants_space(alone.allocate_all(&[AddrRequest::Default])),
+            net("10.32.0.0/12")
+        );
+        alone.claim_all();
+        assert_eq!(
+            alone.allocate_all(&[AddrRequest::Default]).ok(),
+            Some(vec![net("10.32.0.1/12")])
+        );
+        assert!(alone.dirty);
+        assert!(!alone.may_claim(&none), "never twice");
+    }
+
+    #[test]
+    fn with_peers_the_smallest_name_claims_once_everyone_waits() {
+        let reachable: BTreeSet<PeerName> = [peer(2), peer(3)].into();
+        let mut smallest = ipam(1, true);
+        assert!(!smallest.may_claim(&reachable), "peer 3 not known waiting");
+        smallest.merge(peer(2), &Ring::new(net("10.32.0.0/12")).unwrap());
+        smallest.merge(peer(3), &Ring::new(net("10.32.0.0/12")).unwrap());
+        assert!(smallest.may_claim(&reachable));
+        let mut other = ipam(2, true);
+        other.merge(peer(1), &Ring::new(net("10.32.0.0/12")).unwrap());
+        other.merge(peer(3), &Ring::new(net("10.32.0.0/12")).unwrap());
+        assert!(!other.may_claim(&[peer(1), peer(3)].into()));
+        // An initialised ring arriving is adopted instead.
+        smallest.claim_all();
+        assert!(other.merge(peer(1), &smallest.ring));
+        assert!(other.ring.is_initialised());
+        assert_eq!(other.status_line(&[peer(1)].into()), "ready");
+    }
+
+    #[test]
+    fn separately_initialised_rings_are_refused_and_reported_while_reachable() {
+        let mut a = ipam(1, false);
+        a.claim_all();
+        let mut b = ipam(2, false);
+        b.claim_all();
+        let before = a.ring.clone();
+        assert!(!a.merge(peer(2), &b.ring));
+        assert_eq!(a.ring, before);
+        let line = a.status_line(&[peer(2)].into());
+        assert!(line.contains("initialised separately"), "{line}");
+        assert_eq!(a.status_line(&BTreeSet::new()), "ready");
+    }
+
+    #[test]
+    fn addresses_outside_the_range_are_explicit_only_and_per_host() {
+        let mut p = ipam(1, false);
+        p.claim_all();
+        let explicit = AddrRequest::Explicit(net("10.0.1.1/24"));
+        assert!(p.allocate_all(&[explicit]).is_ok());
+        assert!(matches!(
+            p.allocate_all(&[explicit]),
+            Err(Shortfall::Fail(_))
+        ));
+        let Err(Shortfall::Fail(e)) = p.allocate_all(&[AddrRequest::Subnet(net("10.0.2.0/24"))])
+        else {
+            panic!("net: outside the range must fail")
+        };
+        assert!(
+            e.to_string().contains("outside the allocation range"),
+            "{e}"
+        );
+        // All or nothing: a failing second request gives the first back.
+        let before = p.in_use();
+        assert!(
+            p.allocate_all(&[
+                AddrRequest::Default,
+                AddrRequest::Explicit(net("10.32.0.0/12"))
+            ])
+            .is_err()
+        );
+        assert_eq!(p.in_use(), before);
+        p.release(net("10.0.1.1/24"));
+        assert!(p.allocate_all(&[explicit]).is_ok());
+    }
+
+    #[test]
+    fn a_requester_that_still_has_free_space_gets_no_second_share() {
+        let mut p = ipam(1, false);
+        p.claim_all();
+        let range = net("10.32.0.0/12");
+        assert!(!p.has_free_space(peer(2), range));
+        p.ring.donate(peer(1), peer(2), range, &p.space).unwrap();
+        assert!(p.has_free_space(peer(2), range));
+        assert!(!p.has_free_space(peer(2), net("10.32.0.0/16")));
+    }
+}

@@ -189,6 +189,9 @@ impl Status {
             ("drop_oversize", o.dropped_oversize),
             ("drop_unauthenticated", o.dropped_unauthenticated),
             ("drop_replayed", o.dropped_replayed),
+            ("drop_spoofed", o.dropped_spoofed),
+            ("drop_send_failed", o.dropped_send_failed),
+            ("drop_overflow", o.dropped_overflow),
         ] {
             line(&mut s, name, value);
         }

@@ -1,6 +1,7 @@
 //! Bridge to peers: frames the datapath program redirected into the AF_XDP
 //! socket, tagged with their destination peer, wrapped in VXLAN and sent to
-//! the peers their verdict names straight from the UMEM.
+//! the peers their verdict names straight from the UMEM; consecutive frames
+//! of one size for one peer leave as one UDP GSO datagram (`gso`).
 
 use std::os::fd::AsFd;
 
@@ -12,7 +13,7 @@ use super::umem::{BridgeRx, Memory, chunk_of};
 use super::{BATCH, STOP_CHECK, Shared, wait_readable};
 use crate::overlay::counters::{Counts, DropReason, dropped};
 use crate::overlay::forwarding::ShortId;
-use crate::overlay::mmsg::SendQueue;
+use crate::overlay::gso::GsoQueue;
 use crate::overlay::plain::verdict::{FromBridge, from_bridge, from_bridge_tagged};
 use crate::overlay::routes::RoutesReader;
 use crate::overlay::vxlan;
@@ -24,7 +25,7 @@ const SEND_QUEUE: usize = BATCH * 4;
 pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
     let mem = half.mem.clone();
     let mut descs: Vec<XdpDesc> = Vec::with_capacity(BATCH);
-    let mut queue = SendQueue::new(SEND_QUEUE, shared.udp_family);
+    let mut queue = GsoQueue::new(SEND_QUEUE, shared.udp_family);
     let mut verdicts: Vec<FromBridge> = Vec::with_capacity(BATCH);
     let mut reader = RoutesReader::new(&shared.routes);
     let mut pending = Pending::default();
@@ -85,12 +86,12 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
             match *verdict {
                 FromBridge::Flood => {
                     for (_, addr) in routes.children(me) {
-                        batch.push(Some(flood_header), frame, Some(addr));
+                        batch.push(flood_header, frame, addr);
                     }
                 }
                 FromBridge::Unicast { peer, via } => {
                     let header = vxlan::header(ShortId::vni(me, peer));
-                    batch.push(Some(header), frame, Some(&via));
+                    batch.push(header, frame, &via);
                 }
                 FromBridge::Local => {}
                 FromBridge::Drop(reason) => {

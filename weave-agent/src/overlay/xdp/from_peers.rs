@@ -152,12 +152,20 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
         // Frames received but not used (the batch was not full) go back.
         half.free.extend_from_slice(&taken[n..]);
 
-        let queued = {
-            let mut tx = half.tx.transmit(deliver.len() as u32);
-            let queued = tx.insert(deliver.iter().copied()) as usize;
+        // A reservation can be shorter than asked (it trusts a cached view
+        // of the ring first): repeat until everything is queued or the ring
+        // is really full.
+        let mut queued = 0;
+        while queued < deliver.len() {
+            let mut tx = half.tx.transmit((deliver.len() - queued) as u32);
+            let n = tx.insert(deliver[queued..].iter().copied()) as usize;
             tx.commit();
-            queued
-        };
+            drop(tx);
+            if n == 0 {
+                break;
+            }
+            queued += n;
+        }
         // The TX ring is as large as the pool of transmit frames, so this
         // cannot happen; but never lose track of a frame.
         for desc in &deliver[queued..] {

@@ -106,11 +106,23 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
             }
         }
         let outcome = batch.finish();
-        // Every frame of the batch is done with: back to the kernel.
-        let mut fill = half.fill.fill(descs.len() as u32);
-        fill.insert(descs.iter().map(|d| chunk_of(d.addr)));
-        fill.commit();
-        drop(fill);
+        // Every frame of the batch is done with: back to the kernel. A
+        // reservation can be shorter than asked (it trusts a cached view of
+        // the ring first), so repeat until every frame is back: a frame
+        // left out would be lost to the fill ring for good.
+        let mut rest = &descs[..];
+        while !rest.is_empty() {
+            let mut fill = half.fill.fill(rest.len() as u32);
+            let n = fill.insert(rest.iter().map(|d| chunk_of(d.addr))) as usize;
+            fill.commit();
+            drop(fill);
+            if n == 0 {
+                // Cannot happen: the ring holds every receive frame.
+                debug_assert!(false, "fill ring full");
+                break;
+            }
+            rest = &rest[n..];
+        }
 
         counts.sent += outcome.sent;
         if let Some(error) = outcome.first_error {

@@ -21,11 +21,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use weave_tests::convergence::CONVERGE;
 use weave_tests::report::{self, IpamPeer, parse_ipam};
 use weave_tests::{Cluster, Host, IMAGE, wait_for};
 
-/// A full mesh of three must form within this.
-const CONVERGE: Duration = Duration::from_secs(60);
 /// Gossip of the ring must reach every peer (and a dead peer be noticed)
 /// within this.
 const GOSSIP: Duration = Duration::from_secs(30);
@@ -37,41 +36,6 @@ const PER_HOST_PARALLEL: usize = 12;
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// `weave launch ARGS...`; returns the peer name it prints.
-#[track_caller]
-fn launch(h: &Host, args: &[&str]) -> String {
-    let mut all = vec!["launch"];
-    all.extend_from_slice(args);
-    let out = h.weave_ok(&all);
-    let name = out.trim();
-    assert!(
-        name.len() == 17 && name.split(':').count() == 6,
-        "{}: weave launch prints the peer name, got {out:?}",
-        h.nickname()
-    );
-    name.to_string()
-}
-
-fn lan(h: &Host) -> String {
-    h.lan_ip().to_string()
-}
-
-/// Waits until `h` has established connections with exactly `with`.
-#[track_caller]
-fn wait_connected(h: &Host, with: &[&str]) {
-    let want: BTreeSet<String> = with.iter().map(|n| n.to_string()).collect();
-    wait_for(
-        &format!("{} to be connected to {want:?}", h.nickname()),
-        CONVERGE,
-        || {
-            let got = h.established_with()?;
-            anyhow::ensure!(got == want, "connected to {got:?}");
-            Ok(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-}
 
 /// `weave run ARGS... busybox sleep 3600`; the container id and addresses.
 #[track_caller]
@@ -167,15 +131,15 @@ fn addresses_are_unique_across_hosts_survive_restarts_and_come_back() {
     let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
 
     // The first container on the first host: h1 alone claims the range.
-    launch(h1, &[]);
+    h1.launch(&[]);
     let (first, cidrs) = run(h1, &[]);
     assert_eq!(cidrs, ["10.32.0.1/12"]);
     assert_eq!(h1.ethwe_cidrs(&first), ["10.32.0.1/12"]);
     assert_eq!(ipam_status_line(h1), "ready");
 
     // A second host joins and runs its first container: h1 gives it half.
-    launch(h2, &[&lan(h1)]);
-    wait_connected(h2, &["h1"]);
+    h2.launch(&[&h1.lan_addr()]);
+    h2.wait_established(&["h1"], CONVERGE);
     let (second, cidrs) = run(h2, &[]);
     assert_eq!(cidrs, ["10.40.0.1/12"]);
     assert_eq!(h2.ethwe_cidrs(&second), ["10.40.0.1/12"]);
@@ -184,8 +148,8 @@ fn addresses_are_unique_across_hosts_survive_restarts_and_come_back() {
     });
     h1.assert_ping(&first, "10.40.0.1");
 
-    launch(h3, &[&lan(h1)]);
-    wait_connected(h3, &["h1", "h2"]);
+    h3.launch(&[&h1.lan_addr()]);
+    h3.wait_established(&["h1", "h2"], CONVERGE);
 
     // 200 at once, across the three hosts, through the CLI.
     let per_host = [
@@ -215,12 +179,12 @@ fn addresses_are_unique_across_hosts_survive_restarts_and_come_back() {
     h1.weave_ok(&["stop"]);
     h3.weave_ok(&["stop"]);
     for h in [h1, h2, h3] {
-        launch(h, &[]);
+        h.launch(&[]);
     }
     for (h, before) in [h1, h2, h3].iter().zip(&ps_before) {
         assert_eq!(&ps(h), before, "{}: weave ps after a restart", h.nickname());
     }
-    wait_connected(h1, &["h2", "h3"]);
+    h1.wait_established(&["h2", "h3"], CONVERGE);
     // New containers never get an address already in use.
     let more: Vec<String> = [h1, h2, h3].iter().flat_map(|h| run_many(h, 3)).collect();
     assert_eq!(more.len(), 9);
@@ -250,14 +214,14 @@ fn reset_and_rmpeer_hand_space_over_and_separate_rings_refuse_each_other() {
     let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
 
     // Two rings initialised separately meet: both refuse, nothing merges.
-    launch(h1, &[]);
-    launch(h2, &[]);
+    h1.launch(&[]);
+    h2.launch(&[]);
     let (_, a) = run(h1, &[]);
     let (_, b) = run(h2, &[]);
     assert_eq!(a, ["10.32.0.1/12"]);
     assert_eq!(b, ["10.32.0.1/12"]);
-    h2.weave_ok(&["connect", &lan(h1)]);
-    wait_connected(h2, &["h1"]);
+    h2.weave_ok(&["connect", &h1.lan_addr()]);
+    h2.wait_established(&["h1"], CONVERGE);
     for h in [h1, h2] {
         h.wait_status("the IPAM status to refuse the other ring", GOSSIP, |s| {
             let line = report::require_field(s, "Status")?;
@@ -275,9 +239,9 @@ fn reset_and_rmpeer_hand_space_over_and_separate_rings_refuse_each_other() {
 
     // h2 starts over (reset), joins h1's ring; h3 joins too.
     h2.weave_ok(&["reset"]);
-    launch(h2, &[&lan(h1)]);
-    launch(h3, &[&lan(h1)]);
-    wait_connected(h1, &["h2", "h3"]);
+    h2.launch(&[&h1.lan_addr()]);
+    h3.launch(&[&h1.lan_addr()]);
+    h1.wait_established(&["h2", "h3"], CONVERGE);
     let (_, c2) = run(h2, &[]);
     let (_, c3) = run(h3, &[]);
     assert_eq!(ipam_status_line(h1), "ready");
@@ -326,11 +290,11 @@ fn reset_and_rmpeer_hand_space_over_and_separate_rings_refuse_each_other() {
 fn subnets_isolate_containers_across_hosts() {
     let c = Cluster::new("ipi", 3);
     let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
-    launch(h1, &[]);
-    launch(h2, &[&lan(h1)]);
-    launch(h3, &[&lan(h1)]);
-    wait_connected(h1, &["h2", "h3"]);
-    wait_connected(h2, &["h1", "h3"]);
+    h1.launch(&[]);
+    h2.launch(&[&h1.lan_addr()]);
+    h3.launch(&[&h1.lan_addr()]);
+    h1.wait_established(&["h2", "h3"], CONVERGE);
+    h2.wait_established(&["h1", "h3"], CONVERGE);
 
     let (a, _) = run(h1, &["10.0.1.1/24"]);
     let (b, _) = run(h2, &["10.0.1.2/24"]);

@@ -521,7 +521,7 @@ impl Drop for Host {
 
 /// The data plane the harness launches agents with: `WEAVE_TEST_DATAPLANE`
 /// (`plain`, `xdp` or `auto`), default `plain`, the baseline path.
-/// `cargo xtask test` runs the multi-host suite once more with `xdp`.
+/// `cargo xtask test` runs the multi-host and encryption suites once more with `xdp`.
 pub fn test_dataplane() -> String {
     std::env::var("WEAVE_TEST_DATAPLANE").unwrap_or_else(|_| "plain".to_owned())
 }

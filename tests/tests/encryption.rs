@@ -286,6 +286,54 @@ fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
     }
 }
 
+/// The two data planes seal in the same wire format: an AF_XDP peer and a
+/// plain one talk in password mode, and the LAN still sees nothing in clear.
+#[test]
+fn an_xdp_peer_and_a_plain_peer_talk_encrypted() {
+    let c = Cluster::new("encmix", 2);
+    let (h1, h2) = (&c[0], &c[1]);
+    let mut capture = c.lan().capture(h2.lan_port(), &[]).unwrap();
+    let password = [("WEAVE_PASSWORD", PASSWORD)];
+    launch(h1, &["--dataplane", "xdp"], &password);
+    launch(h2, &["--dataplane", "plain", &lan(h1)], &password);
+    wait_established(h1, &["h2"]);
+    wait_established(h2, &["h1"]);
+    wait_connection_line(h1, &["h2", "encrypted xdp"]);
+    wait_connection_line(h2, &["h1", "encrypted plain"]);
+
+    let a = run(h1, "10.0.1.1/24", "aa");
+    let b = run(h2, "10.0.1.2/24", "bb");
+    h1.assert_ping(&a, "10.0.1.2");
+    h2.assert_ping(&b, "10.0.1.1");
+    let max = (ENCRYPTED_MTU - 28).to_string();
+    let big = h2.exec(&b, &["ping", "-c", "3", "-W", "2", "-s", &max, "10.0.1.1"]);
+    assert!(
+        big.success() && big.stdout.contains(" 0% packet loss"),
+        "{big}"
+    );
+    send_marker((h1, &a), (h2, &b), "10.0.1.2", 5011);
+    send_marker((h2, &b), (h1, &a), "10.0.1.1", 5012);
+
+    let port = DATA_PORT.to_string();
+    capture
+        .wait_decoded(
+            &["-t", "udp", "port", &port],
+            Duration::from_secs(20),
+            |d| d.lines().count() >= 100,
+        )
+        .unwrap_or_else(|e| panic!("the containers' traffic crosses the data port: {e:#}"));
+    capture.stop().unwrap();
+    let raw = std::fs::read(capture.file()).unwrap();
+    assert!(
+        !contains(&raw, MARKER.as_bytes()),
+        "the marker sent between containers is in the LAN capture in clear"
+    );
+    for h in [h1, h2] {
+        assert_eq!(counter(h, "drop_unauthenticated"), 0, "{}", h.nickname());
+        assert!(counter(h, "frames_received") > 0, "{}", h.nickname());
+    }
+}
+
 #[test]
 fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
     let c = Cluster::new("encbad", 3);

@@ -10,8 +10,8 @@ use crate::{build, setup};
 /// Needs root: the integration tests create network namespaces, start a dockerd per
 /// simulated host, and load BPF programs. They run one at a time against the freshly
 /// built `weave` (passed to them as WEAVE_BIN), with agents on the plain data
-/// plane; then the multi-host suite runs again on the xdp data plane
-/// (WEAVE_TEST_DATAPLANE=xdp).
+/// plane; then the multi-host and encryption suites run again on the xdp
+/// data plane (WEAVE_TEST_DATAPLANE=xdp).
 #[derive(clap::Args)]
 pub struct Args {
     /// Build and test with the release profile.
@@ -65,16 +65,21 @@ pub fn run(args: Args) -> Result<()> {
         .args(&args.test_args);
     run_loud(&mut integration)?;
 
-    // The multi-host suite once more on the accelerated data plane (the run
-    // above used the harness's default, plain): both must pass.
-    header("test: multi-host suite again with WEAVE_TEST_DATAPLANE=xdp");
-    let mut xdp = util::cargo();
-    xdp.env("WEAVE_BIN", &weave)
-        .env("WEAVE_TEST_DATAPLANE", "xdp")
-        .args(["test", "--package", "weave-tests", "--test", "multi_host"]);
-    profile(&mut xdp);
-    xdp.args(["--", "--test-threads=1"]).args(&args.test_args);
-    run_loud(&mut xdp)?;
+    // The multi-host and password-mode suites once more on the accelerated
+    // data plane (the run above used the harness's default, plain): both
+    // data planes must pass them.
+    for suite in ["multi_host", "encryption"] {
+        header(&format!(
+            "test: {suite} suite again with WEAVE_TEST_DATAPLANE=xdp"
+        ));
+        let mut xdp = util::cargo();
+        xdp.env("WEAVE_BIN", &weave)
+            .env("WEAVE_TEST_DATAPLANE", "xdp")
+            .args(["test", "--package", "weave-tests", "--test", suite]);
+        profile(&mut xdp);
+        xdp.args(["--", "--test-threads=1"]).args(&args.test_args);
+        run_loud(&mut xdp)?;
+    }
 
     header("test: all tests passed");
     Ok(())

@@ -19,16 +19,13 @@ pub struct Selected {
 }
 
 /// Attaches the datapath program in the mode the choice needs and starts
-/// the data plane. Called before the datapath port is up.
-///
-/// `encrypted` (password mode): only the plain path seals frames so far, so
-/// `auto` takes it and `xdp` is refused, rather than frames leaving in clear.
+/// the data plane. Called before the datapath port is up. Both data planes
+/// seal frames in password mode, in the same wire format.
 pub fn start(
     choice: DataplaneChoice,
     classifier: &mut Classifier,
     udp_listen: SocketAddr,
     mtu: u32,
-    encrypted: bool,
 ) -> anyhow::Result<Selected> {
     if choice == DataplaneChoice::Plain {
         return start_plain(
@@ -36,18 +33,6 @@ pub fn start(
             udp_listen,
             mtu,
             "chosen with --dataplane plain".into(),
-        );
-    }
-    if encrypted {
-        anyhow::ensure!(
-            choice != DataplaneChoice::Xdp,
-            "--dataplane xdp cannot encrypt yet: with a password, use --dataplane plain or auto"
-        );
-        return start_plain(
-            classifier,
-            udp_listen,
-            mtu,
-            "auto: password mode, which only the plain data plane supports yet".into(),
         );
     }
     match start_xdp(classifier, udp_listen, mtu) {

@@ -139,7 +139,6 @@ impl Agent {
             &mut classifier,
             SocketAddr::from(([0, 0, 0, 0], options.data_port)),
             mtu,
-            psk.is_some(),
         )?;
         tracing::info!(overlay = overlay.name(), %dataplane, "data plane between hosts");
         // Targets from before a restart, then the ones given now.

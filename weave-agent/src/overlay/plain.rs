@@ -19,7 +19,7 @@
 
 mod capture;
 mod receive;
-mod sealed;
+pub(crate) mod sealed;
 pub mod verdict;
 
 use std::io::ErrorKind;

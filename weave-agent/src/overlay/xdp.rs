@@ -25,6 +25,7 @@
 
 mod from_peers;
 mod peer_macs;
+mod sealed;
 mod to_peers;
 mod umem;
 

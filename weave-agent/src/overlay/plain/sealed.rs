@@ -26,7 +26,7 @@ struct Pending {
     to: SocketAddr,
 }
 
-pub(super) struct Sealed {
+pub(crate) struct Sealed {
     slot: usize,
     scratch: Box<[u8]>,
     pending: Vec<Pending>,
@@ -34,7 +34,7 @@ pub(super) struct Sealed {
 
 impl Sealed {
     /// Room for frames of up to `max_frame` bytes.
-    pub(super) fn new(max_frame: usize) -> Self {
+    pub(crate) fn new(max_frame: usize) -> Self {
         let slot = seal::FRAME_OFFSET + max_frame + seal::TAG_LEN;
         Sealed {
             slot,
@@ -44,7 +44,7 @@ impl Sealed {
     }
 
     /// Queues frame number `frame` (of the caller's batch) for `hop`.
-    pub(super) fn push(&mut self, frame: usize, vni: u32, hop: ShortId, to: SocketAddr) {
+    pub(crate) fn push(&mut self, frame: usize, vni: u32, hop: ShortId, to: SocketAddr) {
         self.pending.push(Pending {
             frame,
             vni,
@@ -55,7 +55,7 @@ impl Sealed {
 
     /// Seals and sends what was queued; `frame_of` gives frame `n` of the
     /// caller's batch (the inner Ethernet frame, in clear).
-    pub(super) fn send<'f>(
+    pub(crate) fn send<'f>(
         &mut self,
         frame_of: impl Fn(usize) -> &'f [u8],
         routes: &Routes,

@@ -1,7 +1,10 @@
 //! Peers to bridge: VXLAN packets received straight into transmit frames of
 //! the UMEM, their inner frames sent into the bridge through the AF_XDP
 //! TX ring, broadcasts passed on down the origin's tree and packets for
-//! other peers relayed unchanged.
+//! other peers relayed unchanged. In password mode every packet is first
+//! opened in place with the sending neighbour's key (dropped and counted if
+//! it does not authenticate or is a replay), a relayed one sealed again in
+//! place for its next hop, and broadcasts passed on sealed for each child.
 
 use std::os::fd::AsFd;
 use std::time::Instant;
@@ -9,10 +12,13 @@ use std::time::Instant;
 use xdpilone::xdp::XdpDesc;
 
 use super::peer_macs::Pending;
+use super::sealed::{self, SEALED_LEAD, seal_in_place};
 use super::umem::{BridgeTx, DATA_OFFSET, FRAME_SIZE, RING_SIZE, chunk_of};
 use super::{BATCH, MIRROR_SYNC, Shared, nothing_came};
 use crate::overlay::counters::{Counts, DropReason, dropped};
+use crate::overlay::forwarding::ShortId;
 use crate::overlay::mmsg::{ScatterRecv, SendQueue};
+use crate::overlay::plain::sealed::Sealed;
 use crate::overlay::plain::verdict::{FromPeer, from_peer};
 use crate::overlay::routes::RoutesReader;
 use crate::overlay::sys;
@@ -37,6 +43,9 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
     let mut reader = RoutesReader::new(&shared.routes);
     let mut pending = Pending::default();
     let mut last_sync = Instant::now();
+    let mut passed_on = Sealed::new(shared.max_frame);
+    // Where each packet's plain VXLAN packet is in the UMEM, or why not.
+    let mut plain: Vec<Result<(u64, usize), DropReason>> = Vec::with_capacity(BATCH);
     while !shared.stopping() {
         reclaim(&mut half);
         if half.free.is_empty() {
@@ -47,12 +56,18 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
         }
         taken.clear();
         slots.clear();
+        // Sealed packets start earlier, so that they open where plain ones are.
+        let lead = if reader.refresh(&shared.routes).encrypted() {
+            SEALED_LEAD
+        } else {
+            0
+        };
         while taken.len() < recv.capacity() {
             let Some(chunk) = half.free.pop() else { break };
-            match mem.at(chunk + PACKET_OFFSET, PACKET_ROOM) {
+            match mem.at(chunk + PACKET_OFFSET - lead, PACKET_ROOM + lead as usize) {
                 Some(at) => {
                     taken.push(chunk);
-                    slots.push((at, PACKET_ROOM));
+                    slots.push((at, PACKET_ROOM + lead as usize));
                 }
                 None => debug_assert!(false, "chunk {chunk} outside the UMEM"),
             }
@@ -80,12 +95,23 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
         let n = recv.len();
         let routes = reader.refresh(&shared.routes);
         let mut counts = Counts::default();
+        let encrypted = routes.encrypted();
+        plain.clear();
+        plain.extend((0..n).map(|i| {
+            let (len, truncated) = recv.length(i);
+            let at = taken[i] + PACKET_OFFSET - lead;
+            if truncated {
+                // Counted by the verdict.
+                return Ok((at, 0));
+            }
+            sealed::open(&mem, at, len, sys::read_sockaddr(recv.addr(i)), routes)
+        }));
         verdicts.clear();
         {
             let mut macs = shared.macs();
             macs.expire(now);
             verdicts.extend((0..n).map(|i| {
-                let (len, truncated) = recv.length(i);
+                let (_, truncated) = recv.length(i);
                 let sender = sys::read_sockaddr(recv.addr(i));
                 if truncated {
                     return match sender.and_then(|a| routes.neighbour_at(&a)) {
@@ -93,8 +119,12 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
                         None => FromPeer::Drop(DropReason::UnknownSender),
                     };
                 }
+                let (at, len) = match plain[i] {
+                    Ok(packet) => packet,
+                    Err(reason) => return FromPeer::Drop(reason),
+                };
                 // SAFETY: the packet just received into this worker's frame.
-                match unsafe { mem.frame(taken[i] + PACKET_OFFSET, len) } {
+                match unsafe { mem.frame(at, len) } {
                     Some(packet) => {
                         from_peer(sender, packet, shared.max_frame, routes, &mut macs, now)
                     }
@@ -109,11 +139,56 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
         deliver.clear();
         let mut forwarded = forward.batch(shared.udp.as_fd());
         for (i, verdict) in verdicts.iter().enumerate() {
-            let (len, _) = recv.length(i);
             let chunk = taken[i];
+            let (at, len) = *plain[i].as_ref().unwrap_or(&(chunk + PACKET_OFFSET, 0));
+            match *verdict {
+                FromPeer::Relay { via } if encrypted => {
+                    // SAFETY: as above.
+                    let vni = unsafe { mem.frame(at, len) }.and_then(|p| vxlan::parse(p).ok());
+                    let sealed = match (routes.neighbour_at(&via), vni) {
+                        (Some(hop), Some(v)) => routes
+                            .keys(hop)
+                            .ok_or(DropReason::NoRoute)
+                            .and_then(|keys| {
+                                let frame = at + vxlan::HEADER_LEN as u64;
+                                seal_in_place(&mem, frame, len - vxlan::HEADER_LEN, v.vni, keys)
+                            }),
+                        _ => Err(DropReason::NoRoute),
+                    };
+                    // SAFETY: as above; the sealed packet lies in the frame's chunk.
+                    match sealed.map(|(at, len)| unsafe { mem.frame(at, len) }) {
+                        Ok(Some(packet)) => forwarded.push(None, packet, Some(&via)),
+                        Ok(None) => {}
+                        Err(reason) => {
+                            dropped!(
+                                shared.counters,
+                                counts,
+                                reason,
+                                direction = "relayed",
+                                len = len,
+                            );
+                        }
+                    }
+                    half.free.push(chunk);
+                    continue;
+                }
+                FromPeer::Deliver {
+                    origin,
+                    sender,
+                    broadcast: true,
+                } if encrypted => {
+                    let vni = ShortId::vni(origin, ShortId::BROADCAST);
+                    for (child, addr) in routes.children(origin) {
+                        if *child != sender && *child != origin {
+                            passed_on.push(i, vni, *child, *addr);
+                        }
+                    }
+                }
+                _ => {}
+            }
             // SAFETY: as above; the frame is queued on the TX ring only after
             // `forwarded` is finished.
-            let packet = unsafe { mem.frame(chunk + PACKET_OFFSET, len.min(PACKET_ROOM)) };
+            let packet = unsafe { mem.frame(at, len.min(PACKET_ROOM)) };
             let Some(packet) = packet else {
                 half.free.push(chunk);
                 continue;
@@ -125,11 +200,11 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
                     broadcast,
                 } => {
                     deliver.push(XdpDesc {
-                        addr: chunk + DATA_OFFSET,
+                        addr: at + vxlan::HEADER_LEN as u64,
                         len: (len - vxlan::HEADER_LEN) as u32,
                         options: 0,
                     });
-                    if broadcast {
+                    if broadcast && !encrypted {
                         for (child, addr) in routes.children(origin) {
                             if *child != sender && *child != origin {
                                 forwarded.push(None, packet, Some(addr));
@@ -148,7 +223,30 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
                 }
             }
         }
-        let forwarded = forwarded.finish();
+        let mut forwarded = forwarded.finish();
+        if encrypted {
+            let plain = &plain;
+            forwarded.merge(passed_on.send(
+                // SAFETY: as above; the frames are queued only after this.
+                |i| {
+                    match plain[i] {
+                        Ok((at, len)) => unsafe {
+                            mem.frame(
+                                at + vxlan::HEADER_LEN as u64,
+                                len.saturating_sub(vxlan::HEADER_LEN),
+                            )
+                        }
+                        .unwrap_or_default(),
+                        Err(_) => &[],
+                    }
+                },
+                routes,
+                &mut forward,
+                shared.udp.as_fd(),
+                &shared.counters,
+                &mut counts,
+            ));
+        }
         // Frames received but not used (the batch was not full) go back.
         half.free.extend_from_slice(&taken[n..]);
 

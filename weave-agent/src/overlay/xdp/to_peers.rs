@@ -1,7 +1,9 @@
 //! Bridge to peers: frames the datapath program redirected into the AF_XDP
 //! socket, tagged with their destination peer, wrapped in VXLAN and sent to
 //! the peers their verdict names straight from the UMEM; consecutive frames
-//! of one size for one peer leave as one UDP GSO datagram (`gso`).
+//! of one size for one peer leave as one UDP GSO datagram (`gso`). In
+//! password mode a frame is sealed in place in its chunk for its next hop
+//! (`sealed`), or through scratch slots when flooded to several.
 
 use std::os::fd::AsFd;
 
@@ -9,11 +11,14 @@ use weave_common::datapath::{META_LEN, meta_dest};
 use xdpilone::xdp::XdpDesc;
 
 use super::peer_macs::Pending;
+use super::sealed::seal_in_place;
 use super::umem::{BridgeRx, Memory, chunk_of};
 use super::{BATCH, STOP_CHECK, Shared, wait_readable};
 use crate::overlay::counters::{Counts, DropReason, dropped};
 use crate::overlay::forwarding::ShortId;
 use crate::overlay::gso::GsoQueue;
+use crate::overlay::mmsg::SendQueue;
+use crate::overlay::plain::sealed::Sealed;
 use crate::overlay::plain::verdict::{FromBridge, from_bridge, from_bridge_tagged};
 use crate::overlay::routes::RoutesReader;
 use crate::overlay::vxlan;
@@ -29,6 +34,9 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
     let mut verdicts: Vec<FromBridge> = Vec::with_capacity(BATCH);
     let mut reader = RoutesReader::new(&shared.routes);
     let mut pending = Pending::default();
+    // Password mode: floods, sealed for each child in scratch slots.
+    let mut flooded = Sealed::new(shared.max_frame);
+    let mut flood_queue = SendQueue::new(SEND_QUEUE, shared.udp_family);
     while !shared.stopping() {
         if half.rx.available() == 0 && !wait_readable(mem.borrowed_fd(), STOP_CHECK) {
             continue;
@@ -76,9 +84,51 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
         }
 
         let me = routes.me();
-        let flood_header = vxlan::header(ShortId::vni(me, ShortId::BROADCAST));
+        let encrypted = routes.encrypted();
+        let flood_vni = ShortId::vni(me, ShortId::BROADCAST);
+        let flood_header = vxlan::header(flood_vni);
         let mut batch = queue.batch(shared.udp.as_fd());
-        for (desc, verdict) in descs.iter().zip(&verdicts) {
+        for (i, (desc, verdict)) in descs.iter().zip(&verdicts).enumerate() {
+            match *verdict {
+                FromBridge::Unicast { peer, via } if encrypted => {
+                    // Never in clear: without a hop (so without keys), dropped.
+                    let sealed = routes
+                        .next_hop(peer)
+                        .and_then(|(hop, _)| routes.keys(hop))
+                        .ok_or(DropReason::NoRoute)
+                        .and_then(|keys| {
+                            let vni = ShortId::vni(me, peer);
+                            seal_in_place(&mem, desc.addr, desc.len as usize, vni, keys)
+                        });
+                    // SAFETY: as above; the sealed packet lies in the frame's chunk.
+                    match sealed.map(|(at, len)| unsafe { mem.frame(at, len) }) {
+                        Ok(Some(packet)) => {
+                            // Sealed packets of one size still share a GSO datagram.
+                            let (header, rest) = packet.split_at(vxlan::HEADER_LEN);
+                            let header = header.try_into().unwrap_or_default();
+                            batch.push(header, rest, &via);
+                        }
+                        Ok(None) => {}
+                        Err(reason) => {
+                            dropped!(
+                                shared.counters,
+                                counts,
+                                reason,
+                                direction = "to peers",
+                                len = desc.len,
+                            );
+                        }
+                    }
+                    continue;
+                }
+                FromBridge::Flood if encrypted => {
+                    for (child, addr) in routes.children(me) {
+                        flooded.push(i, flood_vni, *child, *addr);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             // SAFETY: as above; `batch` is finished before the frames go back.
             let Some(frame) = (unsafe { mem.frame(desc.addr, desc.len as usize) }) else {
                 continue;
@@ -105,7 +155,18 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
                 }
             }
         }
-        let outcome = batch.finish();
+        let mut outcome = batch.finish();
+        if encrypted {
+            outcome.merge(flooded.send(
+                // SAFETY: as above; the frames go back only after this.
+                |i| unsafe { mem.frame(descs[i].addr, descs[i].len as usize) }.unwrap_or_default(),
+                routes,
+                &mut flood_queue,
+                shared.udp.as_fd(),
+                &shared.counters,
+                &mut counts,
+            ));
+        }
         // Every frame of the batch is done with: back to the kernel. A
         // reservation can be shorter than asked (it trusts a cached view of
         // the ring first), so repeat until every frame is back: a frame

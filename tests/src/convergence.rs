@@ -23,9 +23,16 @@ impl Host {
     /// `weave launch ARGS...`; returns the peer name it prints.
     #[track_caller]
     pub fn launch(&self, args: &[&str]) -> String {
+        self.launch_env(args, &[])
+    }
+
+    /// `weave launch ARGS...` with extra environment variables (such as
+    /// WEAVE_PASSWORD); returns the peer name it prints.
+    #[track_caller]
+    pub fn launch_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
         let mut all = vec!["launch"];
         all.extend_from_slice(args);
-        let out = self.weave_ok(&all);
+        let out = self.weave_env(&all, env).expect_ok();
         let name = out.trim();
         assert!(
             name.len() == 17 && name.split(':').count() == 6,

@@ -15,55 +15,20 @@
 //!
 //! Needs root, dockerd, nftables, tcpdump, setpriv and the `weave` binary (WEAVE_BIN).
 
-use std::collections::BTreeSet;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
+use weave_tests::convergence::CONVERGE;
 use weave_tests::report;
-use weave_tests::{Cluster, Host, IMAGE, wait_for, wait_until, weave_bin};
+use weave_tests::{Cluster, Host, wait_for, wait_until, weave_bin};
 
 const PASSWORD: &str = "correct horse battery staple";
 const WRONG_PASSWORD: &str = "incorrect horse";
 /// Sent between containers; must never be seen on the LAN.
 const MARKER: &str = "WEAVE-RS-MARKER-7c1f9e0b";
-const CONVERGE: Duration = Duration::from_secs(60);
 /// 1500 less VXLAN's 50, less the 24 bytes of counter and tag.
 const ENCRYPTED_MTU: u32 = 1426;
 const DATA_PORT: u16 = 6784;
-
-/// `weave launch ARGS...` with `env`; returns the peer name it prints.
-#[track_caller]
-fn launch(h: &Host, args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut all = vec!["launch"];
-    all.extend_from_slice(args);
-    let out = h.weave_env(&all, env).expect_ok();
-    let name = out.trim();
-    assert!(
-        name.len() == 17 && name.split(':').count() == 6,
-        "{}: weave launch prints the peer name, got {out:?}",
-        h.nickname()
-    );
-    name.to_string()
-}
-
-fn lan(h: &Host) -> String {
-    h.lan_ip().to_string()
-}
-
-#[track_caller]
-fn wait_established(h: &Host, with: &[&str]) {
-    let want: BTreeSet<String> = with.iter().map(|n| n.to_string()).collect();
-    wait_for(
-        &format!("{} to be connected to exactly {want:?}", h.nickname()),
-        CONVERGE,
-        || {
-            let established = h.established_with()?;
-            anyhow::ensure!(established == want, "connected to {established:?}");
-            Ok(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-}
 
 /// Waits until `weave status connections` on `h` has a line containing
 /// every one of `words`; returns that line.
@@ -81,12 +46,6 @@ fn wait_connection_line(h: &Host, words: &[&str]) -> String {
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-#[track_caller]
-fn run(h: &Host, cidr: &str, name: &str) -> String {
-    let out = h.weave_ok(&["run", cidr, "--name", name, IMAGE, "sleep", "3600"]);
-    out.trim().to_string()
 }
 
 #[track_caller]
@@ -180,18 +139,17 @@ fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
     // frames h2 relays between them.
     let mut capture = c.lan().capture(h2.lan_port(), &[]).unwrap();
     // The three ways to give the password.
-    launch(h1, &["--password", PASSWORD], &[]);
-    launch(h2, &[&lan(h1)], &[("WEAVE_PASSWORD", PASSWORD)]);
+    h1.launch_env(&["--password", PASSWORD], &[]);
+    h2.launch_env(&[&h1.lan_addr()], &[("WEAVE_PASSWORD", PASSWORD)]);
     let file = h3.dir().join("password");
     std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
-    launch(
-        h3,
-        &["--password-file", file.to_str().unwrap(), &lan(h2)],
+    h3.launch_env(
+        &["--password-file", file.to_str().unwrap(), &h2.lan_addr()],
         &[],
     );
-    wait_established(h2, &["h1", "h3"]);
-    wait_established(h1, &["h2"]);
-    wait_established(h3, &["h2"]);
+    h2.wait_established(&["h1", "h3"], CONVERGE);
+    h1.wait_established(&["h2"], CONVERGE);
+    h3.wait_established(&["h2"], CONVERGE);
 
     for h in [h1, h2, h3] {
         let status = h.weave_ok(&["status"]);
@@ -219,9 +177,9 @@ fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
         assert_password_hidden(h, PASSWORD);
     }
 
-    let a = run(h1, "10.0.1.1/24", "aa");
-    let b = run(h2, "10.0.1.2/24", "bb");
-    let d = run(h3, "10.0.1.3/24", "dd");
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h2.run_container("10.0.1.2/24", "bb");
+    let d = h3.run_container("10.0.1.3/24", "dd");
     assert_eq!(ethwe_mtu(h1, &a), ENCRYPTED_MTU);
 
     h1.assert_ping(&a, "10.0.1.2");
@@ -294,15 +252,15 @@ fn an_xdp_peer_and_a_plain_peer_talk_encrypted() {
     let (h1, h2) = (&c[0], &c[1]);
     let mut capture = c.lan().capture(h2.lan_port(), &[]).unwrap();
     let password = [("WEAVE_PASSWORD", PASSWORD)];
-    launch(h1, &["--dataplane", "xdp"], &password);
-    launch(h2, &["--dataplane", "plain", &lan(h1)], &password);
-    wait_established(h1, &["h2"]);
-    wait_established(h2, &["h1"]);
+    h1.launch_env(&["--dataplane", "xdp"], &password);
+    h2.launch_env(&["--dataplane", "plain", &h1.lan_addr()], &password);
+    h1.wait_established(&["h2"], CONVERGE);
+    h2.wait_established(&["h1"], CONVERGE);
     wait_connection_line(h1, &["h2", "encrypted xdp"]);
     wait_connection_line(h2, &["h1", "encrypted plain"]);
 
-    let a = run(h1, "10.0.1.1/24", "aa");
-    let b = run(h2, "10.0.1.2/24", "bb");
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h2.run_container("10.0.1.2/24", "bb");
     h1.assert_ping(&a, "10.0.1.2");
     h2.assert_ping(&b, "10.0.1.1");
     let max = (ENCRYPTED_MTU - 28).to_string();
@@ -339,31 +297,30 @@ fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
     let c = Cluster::new("encbad", 3);
     let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
     let env = [("WEAVE_PASSWORD", PASSWORD)];
-    launch(h1, &[], &env);
-    launch(h2, &[&lan(h1)], &env);
+    h1.launch_env(&[], &env);
+    h2.launch_env(&[&h1.lan_addr()], &env);
     // h3 dials both, with another password.
-    launch(
-        h3,
-        &[&lan(h1), &lan(h2)],
+    h3.launch_env(
+        &[&h1.lan_addr(), &h2.lan_addr()],
         &[("WEAVE_PASSWORD", WRONG_PASSWORD)],
     );
-    wait_established(h1, &["h2"]);
-    wait_established(h2, &["h1"]);
+    h1.wait_established(&["h2"], CONVERGE);
+    h2.wait_established(&["h1"], CONVERGE);
 
     // Both sides say why: h3 about its attempts, h1 and h2 about h3's.
-    let h3_ip = lan(h3);
+    let h3_ip = h3.lan_addr();
     for (h, words) in [
         (
             h3,
             vec![
-                lan(h1),
+                h1.lan_addr(),
                 "authentication failed (the passwords differ)".into(),
             ],
         ),
         (
             h3,
             vec![
-                lan(h2),
+                h2.lan_addr(),
                 "authentication failed (the passwords differ)".into(),
             ],
         ),
@@ -391,9 +348,9 @@ fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
     assert!(h3.established_with().unwrap().is_empty());
     assert_eq!(h1.summary().unwrap().peers, 2, "h3 is not a peer of h1");
 
-    let a = run(h1, "10.0.1.1/24", "aa");
-    let b = run(h2, "10.0.1.2/24", "bb");
-    let x = run(h3, "10.0.1.3/24", "xx");
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h2.run_container("10.0.1.2/24", "bb");
+    let x = h3.run_container("10.0.1.3/24", "xx");
     h1.assert_ping(&a, "10.0.1.2");
     h3.assert_no_ping(&x, "10.0.1.1");
 
@@ -448,13 +405,13 @@ fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
 
     // h3 again without a password: refused both ways, each side saying which lacks one.
     h3.weave_ok(&["stop"]);
-    launch(h3, &[&lan(h1), &lan(h2)], &[]);
+    h3.launch_env(&[&h1.lan_addr(), &h2.lan_addr()], &[]);
     let status = h3.weave_ok(&["status"]);
     assert!(status.contains("     Encryption: disabled\n"), "{status}");
     wait_connection_line(
         h3,
         &[
-            &lan(h1),
+            &h1.lan_addr(),
             "encryption mismatch: the peer has a password, we have none",
         ],
     );
@@ -466,7 +423,7 @@ fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
         ],
     );
     // And when a password peer dials the one without.
-    h1.weave_ok(&["connect", &lan(h3)]);
+    h1.weave_ok(&["connect", &h3.lan_addr()]);
     wait_connection_line(
         h1,
         &[
@@ -477,12 +434,12 @@ fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
     wait_connection_line(
         h3,
         &[
-            &format!("<- {h1_ip}:", h1_ip = lan(h1)),
+            &format!("<- {h1_ip}:", h1_ip = h1.lan_addr()),
             "encryption mismatch: the peer has a password, we have none",
         ],
     );
     assert!(h3.established_with().unwrap().is_empty());
-    wait_established(h1, &["h2"]);
+    h1.wait_established(&["h2"], CONVERGE);
     h3.assert_no_ping(&x, "10.0.1.1");
 }
 
@@ -491,7 +448,7 @@ fn only_root_talks_to_the_control_socket() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let c = Cluster::new("sock", 1);
     let h = &c[0];
-    launch(h, &[], &[]);
+    h.launch_env(&[], &[]);
     let socket = h.socket();
     let meta = std::fs::metadata(&socket).unwrap();
     assert_eq!(

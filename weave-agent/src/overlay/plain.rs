@@ -34,7 +34,7 @@ use super::counters::Counters;
 use super::error::OverlayError;
 use super::forwarding::{ForwardingTable, Overlay, OverlayStats};
 use super::mmsg::RecvBatch;
-use super::routes::{Routes, RoutesCell};
+use super::routes::RoutesCell;
 use super::sys;
 use super::vxlan;
 use crate::config::DATAPATH_END;
@@ -255,24 +255,7 @@ impl Overlay for PlainOverlay {
     }
 
     fn update(&self, table: Arc<ForwardingTable>) {
-        let routes = Routes::compile(table);
-        if routes.unresolved > 0 {
-            tracing::warn!(
-                hops = routes.unresolved,
-                "forwarding table names next hops or children that are not neighbours"
-            );
-        }
-        let table = routes.table().clone();
-        self.shared.routes.publish(routes);
-        // After publishing, so no worker learns again behind a peer just gone.
-        let forgotten = self.shared.macs().remote.retain_reachable(&table);
-        tracing::debug!(
-            me = %table.me,
-            neighbours = table.neighbours.len(),
-            reachable = table.next_hop.len(),
-            forgotten_macs = forgotten,
-            "overlay forwarding table updated"
-        );
+        self.shared.routes.install(table, &self.shared.macs);
     }
 
     fn stats(&self) -> OverlayStats {

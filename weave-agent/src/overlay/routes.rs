@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::forwarding::{ForwardingTable, ShortId};
+use super::plain::verdict::Macs;
 use super::seal::PeerKeys;
 use super::sys::canonical;
 
@@ -119,6 +120,34 @@ impl RoutesCell {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+    /// What every data plane does with a new forwarding table: compile and
+    /// publish it, then forget the MACs learnt behind peers no longer
+    /// reachable (after publishing, so no worker learns them again behind a
+    /// peer just gone). Returns how many MACs were forgotten.
+    pub fn install(&self, table: Arc<ForwardingTable>, macs: &Mutex<Macs>) -> usize {
+        let routes = Routes::compile(table);
+        if routes.unresolved > 0 {
+            tracing::warn!(
+                hops = routes.unresolved,
+                "forwarding table names next hops or children that are not neighbours"
+            );
+        }
+        let table = routes.table().clone();
+        self.publish(routes);
+        let forgotten = macs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remote
+            .retain_reachable(&table);
+        tracing::debug!(
+            me = %table.me,
+            neighbours = table.neighbours.len(),
+            reachable = table.next_hop.len(),
+            forgotten_macs = forgotten,
+            "overlay forwarding table updated"
+        );
+        forgotten
     }
 }
 

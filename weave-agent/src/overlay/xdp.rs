@@ -44,7 +44,7 @@ use super::error::OverlayError;
 use super::forwarding::{ForwardingTable, Overlay, OverlayStats};
 use super::plain::verdict::Macs;
 use super::plain::{MAX_MTU, MIN_MTU};
-use super::routes::{Routes, RoutesCell};
+use super::routes::RoutesCell;
 use super::sys;
 use super::vxlan;
 use crate::dataplane::DatapathMaps;
@@ -293,26 +293,9 @@ impl Overlay for XdpOverlay {
     }
 
     fn update(&self, table: Arc<ForwardingTable>) {
-        let routes = Routes::compile(table);
-        if routes.unresolved > 0 {
-            tracing::warn!(
-                hops = routes.unresolved,
-                "forwarding table names next hops or children that are not neighbours"
-            );
-        }
-        let table = routes.table().clone();
-        self.shared.routes.publish(routes);
-        let forgotten = self.shared.macs().remote.retain_reachable(&table);
-        if forgotten > 0 {
+        if self.shared.routes.install(table, &self.shared.macs) > 0 {
             self.shared.resync_mirror();
         }
-        tracing::debug!(
-            me = %table.me,
-            neighbours = table.neighbours.len(),
-            reachable = table.next_hop.len(),
-            forgotten_macs = forgotten,
-            "overlay forwarding table updated"
-        );
     }
 
     fn stats(&self) -> OverlayStats {

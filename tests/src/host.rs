@@ -218,6 +218,15 @@ impl Host {
         cidrs
     }
 
+    /// The MTU of the container's ethwe.
+    #[track_caller]
+    pub fn ethwe_mtu(&self, container: &str) -> u32 {
+        self.exec_ok(container, &["cat", "/sys/class/net/ethwe/mtu"])
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// Full ids of all containers of this host's dockerd.
     pub fn containers(&self) -> Vec<String> {
         self.dockerd()

@@ -48,14 +48,6 @@ fn wait_connection_line(h: &Host, words: &[&str]) -> String {
     .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-#[track_caller]
-fn ethwe_mtu(h: &Host, container: &str) -> u32 {
-    h.exec_ok(container, &["cat", "/sys/class/net/ethwe/mtu"])
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Sends `lines` lines carrying [`MARKER`] from `src` to `dst` (at
 /// `dst_addr`) over TCP, and checks they all arrived.
 #[track_caller]
@@ -180,7 +172,7 @@ fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
     let a = h1.run_container("10.0.1.1/24", "aa");
     let b = h2.run_container("10.0.1.2/24", "bb");
     let d = h3.run_container("10.0.1.3/24", "dd");
-    assert_eq!(ethwe_mtu(h1, &a), ENCRYPTED_MTU);
+    assert_eq!(h1.ethwe_mtu(&a), ENCRYPTED_MTU);
 
     h1.assert_ping(&a, "10.0.1.2");
     h1.assert_ping(&a, "10.0.1.3");

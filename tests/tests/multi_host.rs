@@ -64,14 +64,6 @@ fn assert_ping_all(h: &Host, container: &str, addr: &str, size: u32) {
     );
 }
 
-#[track_caller]
-fn ethwe_mtu(h: &Host, container: &str) -> u32 {
-    h.exec_ok(container, &["cat", "/sys/class/net/ethwe/mtu"])
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// `ip route add ROUTE dev ethwe` in the container's namespace (containers
 /// have no CAP_NET_ADMIN of their own).
 #[track_caller]
@@ -325,7 +317,7 @@ fn containers_on_different_hosts_share_a_subnet_and_nothing_else() {
     let y = h3.run_container("10.0.2.3/24", "yy");
     for (h, id) in [(h1, &a), (h2, &b), (h2, &x), (h3, &y)] {
         assert_eq!(
-            ethwe_mtu(h, id),
+            h.ethwe_mtu(id),
             OVERLAY_MTU,
             "{}: ethwe takes the overlay MTU",
             h.nickname()

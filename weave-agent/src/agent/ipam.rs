@@ -292,6 +292,15 @@ impl Agent {
             .collect()
     }
 
+    /// The names of [`Self::reachable_peers`], for the ring's decisions.
+    async fn reachable_names(&self) -> BTreeSet<PeerName> {
+        self.reachable_peers()
+            .await
+            .into_iter()
+            .map(|p| p.0)
+            .collect()
+    }
+
     /// Addresses for `requests`, all or none, waiting (serving IPAM messages
     /// meanwhile) while consensus forms or a peer donates space.
     pub(super) async fn allocate_addresses(
@@ -323,12 +332,7 @@ impl Agent {
     }
 
     async fn no_space_error(&self, subnet: Ipv4Net) -> anyhow::Error {
-        let reachable: BTreeSet<PeerName> = self
-            .reachable_peers()
-            .await
-            .into_iter()
-            .map(|p| p.0)
-            .collect();
+        let reachable = self.reachable_names().await;
         let line = self.ipam.status_line(&reachable);
         if !self.ipam.ring.is_initialised() {
             return anyhow!(
@@ -363,12 +367,7 @@ impl Agent {
             return;
         }
         self.ipam.last_ask = Some(Instant::now());
-        let reachable: BTreeSet<PeerName> = self
-            .reachable_peers()
-            .await
-            .into_iter()
-            .map(|p| p.0)
-            .collect();
+        let reachable = self.reachable_names().await;
         let me = self.peer_name;
         if !self.ipam.ring.is_initialised() {
             if self.ipam.may_claim(&reachable) {
@@ -435,12 +434,7 @@ impl Agent {
             IpamMessage::SpaceRequest { subnet } => {
                 if !self.ipam.ring.is_initialised() {
                     self.ipam.waiting_peers.insert(src);
-                    let reachable: BTreeSet<PeerName> = self
-                        .reachable_peers()
-                        .await
-                        .into_iter()
-                        .map(|p| p.0)
-                        .collect();
+                    let reachable = self.reachable_names().await;
                     if self.ipam.may_claim(&reachable) {
                         self.ipam.claim_all();
                     }

@@ -8,6 +8,7 @@
 mod counters;
 mod error;
 mod forwarding;
+mod gro;
 mod gso;
 pub mod mac_table;
 mod mmsg;

@@ -1,12 +1,15 @@
-//! Peers to bridge: VXLAN packets received straight into transmit frames of
-//! the UMEM, their inner frames sent into the bridge through the AF_XDP
-//! TX ring, broadcasts passed on down the origin's tree and packets for
+//! Peers to bridge: VXLAN packets received in batches of GRO datagrams
+//! (`gro`: a peer's GSO datagram of up to 64 packets crosses the receiving
+//! stack as one), each packet copied into a transmit frame of the UMEM, the
+//! inner frames sent into the bridge through the AF_XDP TX ring, broadcasts passed on down the origin's tree and packets for
 //! other peers relayed unchanged. In password mode every packet is first
 //! opened in place with the sending neighbour's key (dropped and counted if
 //! it does not authenticate or is a replay), a relayed one sealed again in
 //! place for its next hop, and broadcasts passed on sealed for each child.
 
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use xdpilone::xdp::XdpDesc;
@@ -17,7 +20,9 @@ use super::umem::{BridgeTx, DATA_OFFSET, FRAME_SIZE, RING_SIZE, chunk_of};
 use super::{BATCH, MIRROR_SYNC, Shared, nothing_came};
 use crate::overlay::counters::{Counts, DropReason, dropped};
 use crate::overlay::forwarding::ShortId;
-use crate::overlay::mmsg::{ScatterRecv, SendQueue};
+use crate::overlay::gro::GroRecv;
+use crate::overlay::gso;
+use crate::overlay::mmsg::SendQueue;
 use crate::overlay::plain::sealed::Sealed;
 use crate::overlay::plain::verdict::{FromPeer, from_peer};
 use crate::overlay::routes::RoutesReader;
@@ -31,21 +36,33 @@ const FORWARD_QUEUE: usize = BATCH * 4;
 const PACKET_OFFSET: u64 = DATA_OFFSET - vxlan::HEADER_LEN as u64;
 /// Room for a packet: the rest of the chunk.
 const PACKET_ROOM: usize = (FRAME_SIZE as u64 - PACKET_OFFSET) as usize;
+/// Datagrams taken in one receive; with GRO each holds up to
+/// `gso::MAX_SEGMENTS` packets from a peer that sends with GSO.
+const DATAGRAMS: usize = 16;
+
+/// A packet received into a transmit frame: its length, whether it was too
+/// long for the frame (then not copied), and who sent it.
+#[derive(Clone, Copy)]
+struct Arrival {
+    len: usize,
+    truncated: bool,
+    sender: Option<SocketAddr>,
+}
 
 pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
     let mem = half.mem.clone();
-    let mut recv = ScatterRecv::new(BATCH);
-    let mut slots: Vec<(*mut u8, usize)> = Vec::with_capacity(BATCH);
-    let mut taken: Vec<u64> = Vec::with_capacity(BATCH);
+    let mut recv = GroRecv::new(DATAGRAMS);
+    let mut taken: Vec<u64> = Vec::with_capacity(RING_SIZE as usize);
+    let mut arrivals: Vec<Arrival> = Vec::with_capacity(RING_SIZE as usize);
     let mut forward = SendQueue::new(FORWARD_QUEUE, shared.udp_family);
-    let mut verdicts: Vec<FromPeer> = Vec::with_capacity(BATCH);
-    let mut deliver: Vec<XdpDesc> = Vec::with_capacity(BATCH);
+    let mut verdicts: Vec<FromPeer> = Vec::with_capacity(RING_SIZE as usize);
+    let mut deliver: Vec<XdpDesc> = Vec::with_capacity(RING_SIZE as usize);
     let mut reader = RoutesReader::new(&shared.routes);
     let mut pending = Pending::default();
     let mut last_sync = Instant::now();
     let mut passed_on = Sealed::new(shared.max_frame);
     // Where each packet's plain VXLAN packet is in the UMEM, or why not.
-    let mut plain: Vec<Result<(u64, usize), DropReason>> = Vec::with_capacity(BATCH);
+    let mut plain: Vec<Result<(u64, usize), DropReason>> = Vec::with_capacity(RING_SIZE as usize);
     while !shared.stopping() {
         reclaim(&mut half);
         if half.free.is_empty() {
@@ -54,27 +71,9 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
             std::thread::sleep(std::time::Duration::from_micros(50));
             continue;
         }
-        taken.clear();
-        slots.clear();
-        // Sealed packets start earlier, so that they open where plain ones are.
-        let lead = if reader.refresh(&shared.routes).encrypted() {
-            SEALED_LEAD
-        } else {
-            0
-        };
-        while taken.len() < recv.capacity() {
-            let Some(chunk) = half.free.pop() else { break };
-            match mem.at(chunk + PACKET_OFFSET - lead, PACKET_ROOM + lead as usize) {
-                Some(at) => {
-                    taken.push(chunk);
-                    slots.push((at, PACKET_ROOM + lead as usize));
-                }
-                None => debug_assert!(false, "chunk {chunk} outside the UMEM"),
-            }
-        }
-        // SAFETY: the slots are transmit frames off the free list: nobody,
-        // the kernel included, reads or writes them until they are queued.
-        let received = unsafe { recv.recv(shared.udp.as_fd(), &slots) };
+        // Only as many datagrams as the free frames can hold when full.
+        let datagrams = (half.free.len() / gso::MAX_SEGMENTS).clamp(1, recv.capacity());
+        let received = recv.recv(shared.udp.as_fd(), datagrams);
         let now = Instant::now();
         if now.duration_since(last_sync) >= MIRROR_SYNC {
             last_sync = now;
@@ -83,7 +82,6 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
         match received {
             Ok(_) => {}
             Err(e) => {
-                half.free.extend_from_slice(&taken);
                 if !nothing_came(&e) {
                     shared.back_off(&e, "udp receive");
                 }
@@ -92,27 +90,77 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
                 continue;
             }
         }
-        let n = recv.len();
-        let routes = reader.refresh(&shared.routes);
+        // Sealed packets start earlier, so that they open where plain ones are.
+        let lead = if reader.refresh(&shared.routes).encrypted() {
+            SEALED_LEAD
+        } else {
+            0
+        };
         let mut counts = Counts::default();
+        taken.clear();
+        arrivals.clear();
+        let mut no_frame = 0;
+        for d in 0..recv.len() {
+            let datagram = recv.get(d);
+            let sender = sys::read_sockaddr(datagram.addr);
+            if datagram.truncated {
+                dropped!(shared.counters, counts, DropReason::Oversize, direction = "from peers", from = ?sender, len = datagram.bytes.len(),);
+                continue;
+            }
+            for packet in datagram.segments() {
+                let Some(chunk) = half.free.pop() else {
+                    no_frame += 1;
+                    continue;
+                };
+                // Too long for a chunk: counted by the verdict.
+                let truncated = packet.len() > PACKET_ROOM + lead as usize;
+                if !truncated {
+                    let Some(at) = mem.at(chunk + PACKET_OFFSET - lead, packet.len()) else {
+                        debug_assert!(false, "chunk {chunk} outside the UMEM");
+                        half.free.push(chunk);
+                        continue;
+                    };
+                    // SAFETY: `at` is a transmit frame off the free list
+                    // (nobody, the kernel included, touches it until it is
+                    // queued), with room for the packet (checked by `at`).
+                    unsafe { std::ptr::copy_nonoverlapping(packet.as_ptr(), at, packet.len()) };
+                }
+                taken.push(chunk);
+                arrivals.push(Arrival {
+                    len: packet.len(),
+                    truncated,
+                    sender,
+                });
+            }
+        }
+        if no_frame > 0 {
+            shared.no_frame.fetch_add(no_frame, Ordering::Relaxed);
+        }
+        let n = arrivals.len();
+        let routes = reader.refresh(&shared.routes);
         let encrypted = routes.encrypted();
         plain.clear();
         plain.extend((0..n).map(|i| {
-            let (len, truncated) = recv.length(i);
+            let Arrival {
+                len,
+                truncated,
+                sender,
+            } = arrivals[i];
             let at = taken[i] + PACKET_OFFSET - lead;
             if truncated {
                 // Counted by the verdict.
                 return Ok((at, 0));
             }
-            sealed::open(&mem, at, len, sys::read_sockaddr(recv.addr(i)), routes)
+            sealed::open(&mem, at, len, sender, routes)
         }));
         verdicts.clear();
         {
             let mut macs = shared.macs();
             macs.expire(now);
             verdicts.extend((0..n).map(|i| {
-                let (_, truncated) = recv.length(i);
-                let sender = sys::read_sockaddr(recv.addr(i));
+                let Arrival {
+                    truncated, sender, ..
+                } = arrivals[i];
                 if truncated {
                     return match sender.and_then(|a| routes.neighbour_at(&a)) {
                         Some(_) => FromPeer::Drop(DropReason::Oversize),
@@ -217,7 +265,7 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
                     half.free.push(chunk);
                 }
                 FromPeer::Drop(reason) => {
-                    let from = sys::read_sockaddr(recv.addr(i));
+                    let from = arrivals[i].sender;
                     dropped!(shared.counters, counts, reason, direction = "from peers", from = ?from, len = len,);
                     half.free.push(chunk);
                 }
@@ -247,9 +295,6 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
                 &mut counts,
             ));
         }
-        // Frames received but not used (the batch was not full) go back.
-        half.free.extend_from_slice(&taken[n..]);
-
         // A reservation can be shorter than asked (it trusts a cached view
         // of the ring first): repeat until everything is queued or the ring
         // is really full.

@@ -1,15 +1,16 @@
-//! The AF_XDP socket on the datapath port and its UMEM: one memory area of
-//! [`FRAMES`] frames, split once into two pools that never mix.
+//! The AF_XDP sockets on the datapath port and their UMEM: one memory area
+//! of [`FRAMES`] frames, split once into two pools that never mix, shared by
+//! a receiving and a transmitting socket on the port's queue.
 //!
 //! - Bridge to peers: frames the kernel copies into from the fill ring
-//!   (`BridgeRx`: fill + RX ring); the agent sends them to peers straight
+//!   (`BridgeRx`: fill + RX ring of the receiving socket); the agent sends them to peers straight
 //!   from the UMEM and gives them back to the fill ring.
 //! - Peers to bridge: frames the agent receives VXLAN packets into
-//!   (`BridgeTx`: TX + completion ring); the inner frame goes out through
+//!   (`BridgeTx`: TX ring of the transmitting socket + completion ring); the inner frame goes out through
 //!   the TX ring, and the frame is reused once the completion ring returns it.
 //!
 //! Each half belongs to one worker thread; both keep the [`Memory`] alive,
-//! which unmaps the area only after the socket and its rings are gone.
+//! which unmaps the area only after the sockets and their rings are gone.
 //! Copy mode only: veth has no zero-copy AF_XDP.
 
 use std::ffi::CString;
@@ -39,10 +40,11 @@ pub const DATA_OFFSET: u64 = 256;
 /// The largest frame a chunk holds.
 pub const MAX_FRAME: usize = (FRAME_SIZE as u64 - DATA_OFFSET) as usize;
 
-/// The memory behind the UMEM, and the socket. Fields drop in order: the
-/// socket and its registration first, the mapping last.
+/// The memory behind the UMEM, and the sockets. Fields drop in order: the
+/// sockets and their registration first, the mapping last.
 pub struct Memory {
-    user: User,
+    receiver: User,
+    _transmitter: User,
     _umem: Umem,
     area: Area,
 }
@@ -54,10 +56,10 @@ unsafe impl Sync for Memory {}
 
 impl Memory {
     pub fn fd(&self) -> RawFd {
-        self.user.as_raw_fd()
+        self.receiver.as_raw_fd()
     }
 
-    /// The socket, borrowed: for poll(2) and the XSKS map.
+    /// The receiving socket, borrowed: for poll(2) and the XSKS map.
     pub fn borrowed_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the socket lives as long as `self`.
         unsafe { BorrowedFd::borrow_raw(self.fd()) }
@@ -66,7 +68,7 @@ impl Memory {
     /// Frames the kernel dropped on the way in: RX ring full, or no frame
     /// in the fill ring.
     pub fn rx_dropped(&self) -> u64 {
-        self.user
+        self.receiver
             .statistics_v2()
             .map(|s| s.rx_dropped + s.rx_ring_full + s.rx_fill_ring_empty_descs)
             .unwrap_or(0)
@@ -181,27 +183,47 @@ pub fn open(ifname: &str) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), OverlayEr
     info.from_name(&name)
         .map_err(|e| error("find the interface of")(errno(e)))?;
     info.set_queue(0);
+    // Two sockets on the queue, sharing the UMEM and its fill and
+    // completion rings: one only receives (the XSKS map's), one only
+    // transmits. In copy mode poll(2) on a socket with a TX ring transmits
+    // too, under the socket's TX lock: with one socket, the thread waiting
+    // for frames from the bridge would stall on (and do) the other
+    // thread's transmissions.
     let socket = Socket::with_shared(&info, &umem).map_err(|e| error("create")(errno(e)))?;
     let device = umem
         .fq_cq(&socket)
         .map_err(|e| error("map the fill and completion rings of")(errno(e)))?;
-    let user = umem
+    let receiver = umem
         .rx_tx(
             &socket,
             &SocketConfig {
                 rx_size: NonZeroU32::new(RING_SIZE),
-                tx_size: NonZeroU32::new(RING_SIZE),
+                tx_size: None,
                 bind_flags: SocketConfig::XDP_BIND_COPY,
             },
         )
-        .map_err(|e| error("configure the rings of")(errno(e)))?;
-    let rx = user
+        .map_err(|e| error("configure the RX ring of")(errno(e)))?;
+    let rx = receiver
         .map_rx()
         .map_err(|e| error("map the RX ring of")(errno(e)))?;
-    let tx = user
+    umem.bind(&receiver).map_err(|e| error("bind")(errno(e)))?;
+    let socket = Socket::new(&info).map_err(|e| error("create")(errno(e)))?;
+    let transmitter = umem
+        .rx_tx(
+            &socket,
+            &SocketConfig {
+                rx_size: None,
+                tx_size: NonZeroU32::new(RING_SIZE),
+                // A socket sharing a UMEM takes its mode from the first.
+                bind_flags: 0,
+            },
+        )
+        .map_err(|e| error("configure the TX ring of")(errno(e)))?;
+    let tx = transmitter
         .map_tx()
         .map_err(|e| error("map the TX ring of")(errno(e)))?;
-    umem.bind(&user).map_err(|e| error("bind")(errno(e)))?;
+    umem.bind(&transmitter)
+        .map_err(|e| error("bind the transmitting socket on")(errno(e)))?;
     let (mut fill, completion) = device.into_parts();
     // The first half of the chunks receives from the bridge, the second
     // half transmits into it.
@@ -219,7 +241,8 @@ pub fn open(ifname: &str) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), OverlayEr
         .map(|i| u64::from(i) * u64::from(FRAME_SIZE))
         .collect();
     let mem = Arc::new(Memory {
-        user,
+        receiver,
+        _transmitter: transmitter,
         _umem: umem,
         area,
     });

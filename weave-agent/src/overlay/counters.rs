@@ -43,6 +43,8 @@ pub struct Counts {
     pub sent: u64,
     pub received: u64,
     pub relayed: u64,
+    /// Frames from peers that entered the bridge merged into super-frames.
+    pub coalesced: u64,
     dropped: [u64; DropReason::COUNT],
 }
 
@@ -57,6 +59,7 @@ pub struct Counters {
     sent: AtomicU64,
     received: AtomicU64,
     relayed: AtomicU64,
+    coalesced: AtomicU64,
     dropped: [AtomicU64; DropReason::COUNT],
     logged: [AtomicBool; DropReason::COUNT],
 }
@@ -71,6 +74,7 @@ impl Counters {
         add(&self.sent, counts.sent);
         add(&self.received, counts.received);
         add(&self.relayed, counts.relayed);
+        add(&self.coalesced, counts.coalesced);
         for (counter, &n) in self.dropped.iter().zip(&counts.dropped) {
             add(counter, n);
         }
@@ -88,6 +92,7 @@ impl Counters {
             frames_sent: self.sent.load(Relaxed),
             frames_received: self.received.load(Relaxed),
             frames_relayed: self.relayed.load(Relaxed),
+            frames_coalesced: self.coalesced.load(Relaxed),
             dropped_malformed: dropped(DropReason::Malformed),
             dropped_unknown_sender: dropped(DropReason::UnknownSender),
             dropped_no_route: dropped(DropReason::NoRoute),

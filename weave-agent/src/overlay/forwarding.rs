@@ -102,6 +102,10 @@ pub struct OverlayStats {
     pub dropped_unknown_sender: u64,
     /// Frames for peers with no route.
     pub dropped_no_route: u64,
+    /// Frames from peers that entered the bridge merged with others of
+    /// their TCP stream into GSO super-frames (xdp data plane).
+    #[serde(default)]
+    pub frames_coalesced: u64,
     /// Frames larger than the overlay MTU allows.
     pub dropped_oversize: u64,
     /// Frames from peers that claim to come from this peer, or from a MAC

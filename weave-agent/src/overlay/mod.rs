@@ -5,11 +5,13 @@
 //! Pure parts (VXLAN codec, MAC learning, resolved routes, verdicts) are
 //! unit-tested without sockets; `sys` and `mmsg` hold the system calls.
 
+pub mod coalesce;
 mod counters;
 mod error;
 mod forwarding;
 mod gro;
 mod gso;
+mod inject;
 pub mod mac_table;
 mod mmsg;
 pub mod plain;

@@ -52,6 +52,16 @@ fn set_option<T>(
     .map(drop)
 }
 
+/// Sets an int socket option.
+pub fn set_int_option(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    set_option(fd, level, name, value)
+}
+
 /// Asks for `bytes` of receive and send buffer: beyond the sysctl limits
 /// when allowed (root: SO_*BUFFORCE), else as much as they allow.
 pub fn set_buffers(fd: BorrowedFd<'_>, bytes: usize) {

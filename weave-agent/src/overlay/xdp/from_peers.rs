@@ -18,10 +18,12 @@ use super::peer_macs::Pending;
 use super::sealed::{self, SEALED_LEAD, seal_in_place};
 use super::umem::{BridgeTx, DATA_OFFSET, FRAME_SIZE, RING_SIZE, chunk_of};
 use super::{BATCH, MIRROR_SYNC, Shared, nothing_came};
+use crate::overlay::coalesce::{self, Run};
 use crate::overlay::counters::{Counts, DropReason, dropped};
 use crate::overlay::forwarding::ShortId;
 use crate::overlay::gro::GroRecv;
 use crate::overlay::gso;
+use crate::overlay::inject::Injector;
 use crate::overlay::mmsg::SendQueue;
 use crate::overlay::plain::sealed::Sealed;
 use crate::overlay::plain::verdict::{FromPeer, from_peer};
@@ -49,8 +51,9 @@ struct Arrival {
     sender: Option<SocketAddr>,
 }
 
-pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
+pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Injector>) {
     let mem = half.mem.clone();
+    let mut runs: Vec<Run> = Vec::with_capacity(RING_SIZE as usize);
     let mut recv = GroRecv::new(DATAGRAMS);
     let mut taken: Vec<u64> = Vec::with_capacity(RING_SIZE as usize);
     let mut arrivals: Vec<Arrival> = Vec::with_capacity(RING_SIZE as usize);
@@ -294,6 +297,33 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx) {
                 &shared.counters,
                 &mut counts,
             ));
+        }
+        // Segments of a TCP stream that arrived together enter the bridge as
+        // one GSO super-frame, through the injector; then the whole batch
+        // goes that way, to stay in order.
+        if let Some(injector) = injector.as_mut() {
+            // SAFETY (both): the frames are this worker's until they are
+            // queued or freed below, after the injector is done with them.
+            let frame = |i: usize| {
+                unsafe { mem.frame(deliver[i].addr, deliver[i].len as usize) }.unwrap_or_default()
+            };
+            coalesce::plan(deliver.len(), frame, &mut runs);
+            if runs.len() < deliver.len() {
+                let injected = injector.send(&runs, frame);
+                counts.received += injected.sent;
+                counts.coalesced += runs
+                    .iter()
+                    .filter(|r| r.count > 1)
+                    .map(|r| r.count as u64)
+                    .sum::<u64>();
+                if injected.failed > 0 {
+                    counts.drop(DropReason::SendFailed, injected.failed - 1);
+                    let error = injected.first_error.map(std::io::Error::from_raw_os_error);
+                    dropped!(shared.counters, counts, DropReason::SendFailed, direction = "to the bridge", error = ?error,);
+                }
+                half.free.extend(deliver.iter().map(|d| chunk_of(d.addr)));
+                deliver.clear();
+            }
         }
         // A reservation can be shorter than asked (it trusts a cached view
         // of the ring first): repeat until everything is queued or the ring

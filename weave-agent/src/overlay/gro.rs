@@ -184,7 +184,12 @@ mod tests {
         let mut recv = GroRecv::new(4);
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while got.iter().map(|(_, s): &(usize, Vec<_>)| s.len()).sum::<usize>() < segments {
+        while got
+            .iter()
+            .map(|(_, s): &(usize, Vec<_>)| s.len())
+            .sum::<usize>()
+            < segments
+        {
             assert!(Instant::now() < deadline, "got {got:?}");
             match recv.recv(rx.as_fd(), 4) {
                 Ok(n) => {
@@ -204,7 +209,8 @@ mod tests {
     #[test]
     fn a_gso_datagram_arrives_whole_and_cuts_into_its_packets() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         enable(rx.as_fd()).expect("UDP_GRO (Linux 5.0)");
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
@@ -232,12 +238,16 @@ mod tests {
     #[test]
     fn an_ordinary_datagram_is_one_segment() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         enable(rx.as_fd()).expect("UDP_GRO (Linux 5.0)");
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.send_to(&[1; 300], rx.local_addr().unwrap()).unwrap();
         tx.send_to(&[2; 20], rx.local_addr().unwrap()).unwrap();
         let got = receive(&rx, 2);
-        assert_eq!(got, vec![(300, vec![vec![1; 300]]), (20, vec![vec![2; 20]])]);
+        assert_eq!(
+            got,
+            vec![(300, vec![vec![1; 300]]), (20, vec![vec![2; 20]])]
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! [`stats`], [`results`], [`targets`] (issue #5's ratios), [`report`]
 //! (Markdown, JSON), [`svg`] (the plot), [`readme`], [`machine`].
 
+mod buffers;
 mod iperf;
 mod machine;
 mod measure;
@@ -31,6 +32,7 @@ use weave_tests::{Cluster, TEST_PREFIX};
 
 use crate::build;
 use crate::util::{self, header};
+use buffers::BufferLimits;
 use machine::Machine;
 use measure::{CpuTime, IperfServer};
 use path::Path;
@@ -50,8 +52,8 @@ const RESULTS_DIR: &str = "bench/results";
 /// reference), `plain` (`weave launch --dataplane plain`), `xdp` (`--dataplane xdp`), and
 /// `plain-encrypted` / `xdp-encrypted` (`--password`). A path this weave binary cannot run is
 /// reported as not available, with the reason. On each path, repeated: iperf3 TCP 1 stream, TCP 4
-/// streams, UDP with 1400-byte datagrams offered without a rate limit (received rate and loss),
-/// 100 pings at 10 ms (median RTT); CPU time of the machine and of the agents per Gbit; the
+/// streams, UDP with 1400-byte datagrams offered without a rate limit (received rate and loss;
+/// 2 MiB socket buffers, net.core.rmem_max/wmem_max raised for the run if lower), 100 pings at 10 ms (median RTT); CPU time of the machine and of the agents per Gbit; the
 /// agents' memory under load. Writes results.md, results.json and throughput.svg (and the
 /// README's Performance results). Removes everything it created, also on Ctrl-C. Needs root.
 #[derive(clap::Args)]
@@ -105,7 +107,9 @@ pub fn run(args: Args) -> Result<()> {
     paths.dedup();
 
     let machine = Machine::describe(!args.debug);
+    let limits = BufferLimits::raise()?;
     let result = measure_all(&weave, &args, &paths, &launch_help, machine);
+    drop(limits);
     if weave_tests::interrupted() {
         println!();
         header("bench: interrupted; everything it created has been removed");

@@ -1,6 +1,8 @@
 //! What is measured on every path: iperf3 TCP with 1 and 4 streams, iperf3
 //! UDP with 1400-byte datagrams, and ping round trips.
 
+use super::buffers::UDP_SOCKET_BUFFER;
+
 /// One kind of measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Workload {
@@ -56,7 +58,8 @@ impl Workload {
     }
 
     /// iperf3 client arguments after `-c ADDR -t SECONDS -J`; `None` for ping.
-    /// UDP is offered without a rate limit (`-b 0`): the result is what arrives.
+    /// UDP is offered without a rate limit (`-b 0`): the result is what
+    /// arrives; with socket buffers of [`UDP_SOCKET_BUFFER`] (see `buffers`).
     pub fn iperf_args(self) -> Option<Vec<String>> {
         match self {
             Workload::Tcp1 => Some(vec![]),
@@ -67,6 +70,8 @@ impl Workload {
                 "0".into(),
                 "-l".into(),
                 UDP_PAYLOAD.to_string(),
+                "-w".into(),
+                UDP_SOCKET_BUFFER.into(),
             ]),
             Workload::Ping => None,
         }

@@ -11,10 +11,9 @@
 //! and the TCP sequence number, checksum and PSH flag (only on the last).
 //! Everything else, options included, must be byte for byte the same, as
 //! in Linux's tcp_gro_receive. The super-frame's TCP checksum is left
-//! partial (NEEDS_CSUM): the segments arrived inside UDP packets whose
-//! checksum the receiving kernel verified (or sealed, in password mode),
-//! and a local receiver trusts a partial checksum as the kernel's own
-//! loopback and veth traffic does.
+//! partial (NEEDS_CSUM): the segments arrived inside UDP packets that the
+//! UDP checksum covers (or sealed, in password mode), and a local receiver
+//! trusts a partial checksum as it does the kernel's own veth traffic.
 
 use std::ops::Range;
 

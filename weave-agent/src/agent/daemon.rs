@@ -2,6 +2,7 @@
 //! file proves it), the control socket, signals, orderly shutdown.
 
 use std::fs::File;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
@@ -9,25 +10,41 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::{Agent, Next};
-use crate::api::server;
+use crate::api::{client, server};
 use crate::config::{LaunchOptions, Paths};
 
-/// Holds the agent's lock file for as long as the agent lives.
+/// How long a launch waits for the lock of an agent that is still exiting:
+/// a killed agent is gone from `ps` before the kernel has closed its
+/// sockets (AF_XDP and packet sockets wait for RCU grace periods), and the
+/// lock goes only with its last file.
+const EXITING_AGENT_GRACE: Duration = Duration::from_secs(10);
+const LOCK_POLL: Duration = Duration::from_millis(50);
+
+/// Holds the agent's lock file for as long as the agent lives. A held lock
+/// whose agent answers on the control socket is refused at once; one whose
+/// holder does not answer (an agent exiting) is waited for, for a while.
 fn take_lock(paths: &Paths) -> anyhow::Result<Flock<File>> {
     let path = paths.lock_file();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(lock),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-            bail!(
-                "the agent is already running (lock {} is held)",
-                path.display()
-            )
+    let mut file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let deadline = Instant::now() + EXITING_AGENT_GRACE;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((held, nix::errno::Errno::EWOULDBLOCK)) => {
+                if client::is_running(&paths.socket) || Instant::now() >= deadline {
+                    bail!(
+                        "the agent is already running (lock {} is held)",
+                        path.display()
+                    )
+                }
+                file = held;
+                std::thread::sleep(LOCK_POLL);
+            }
+            Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
         }
-        Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
     }
 }
 

@@ -242,9 +242,9 @@ pub fn tcp_coalesce(data: &[u8]) {
             .map(|f| Segment::parse(f).expect("a merged frame is a segment"))
             .collect();
         let bytes: usize = segments.iter().map(|s| s.payload().len()).sum();
+        assert_eq!(run.bytes, bytes, "a run's payload is its segments'");
         let mut out = [0u8; coalesce::VNET_HDR_LEN + coalesce::MAX_HEADER];
-        let last_psh = coalesce::psh(frames[next - 1]);
-        let len = coalesce::super_header(frames[run.first], bytes, last_psh, &mut out)
+        let len = coalesce::super_header(frames[run.first], run, &mut out)
             .expect("a run's first frame makes a header");
         let header = &out[coalesce::VNET_HDR_LEN..len];
         let ip_len = usize::from(u16::from_be_bytes([header[16], header[17]]));

@@ -131,11 +131,14 @@ fn continues(
 }
 
 /// A run of frames of a batch delivered as one: a lone frame (`count` 1,
-/// sent as it is) or a super-frame of `count` segments.
+/// sent as it is) or a super-frame of `count` segments, with `bytes` of
+/// payload in all, whose last segment has PSH set if `push`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
     pub first: usize,
     pub count: usize,
+    pub bytes: usize,
+    pub push: bool,
 }
 
 /// Splits frames `0..n` (`frame(i)`) into runs, in order: consecutive
@@ -145,35 +148,41 @@ pub fn plan<'f>(n: usize, frame: impl Fn(usize) -> &'f [u8], runs: &mut Vec<Run>
     let mut i = 0;
     while i < n {
         let first_frame = frame(i);
-        let mut count = 1;
+        let mut run = Run {
+            first: i,
+            count: 1,
+            bytes: 0,
+            push: false,
+        };
         if let Some(first) = Segment::parse(first_frame) {
             let mut last = first;
             let mut bytes = first.payload_len();
-            while i + count < n && count < MAX_SEGMENTS {
-                let next_frame = frame(i + count);
+            while i + run.count < n && run.count < MAX_SEGMENTS {
+                let next_frame = frame(i + run.count);
                 match Segment::parse(next_frame) {
                     Some(next)
                         if continues(first_frame, &first, &last, bytes, next_frame, &next) =>
                     {
                         bytes += next.payload_len();
                         last = next;
-                        count += 1;
+                        run.count += 1;
                     }
                     _ => break,
                 }
             }
+            run.bytes = bytes;
+            run.push = last.psh;
         }
-        runs.push(Run { first: i, count });
-        i += count;
+        runs.push(run);
+        i += run.count;
     }
 }
 
 /// Writes the virtio-net header and the super-frame's own copy of the
-/// first segment's headers into `out`, for a super-frame of `segments`
-/// (`first` and the rest, `bytes` of payload in all, the last with `psh`);
-/// returns how many bytes of `out` it used, `None` if `first` is not a
-/// segment or `out` too short.
-pub fn super_header(first: &[u8], bytes: usize, last_psh: bool, out: &mut [u8]) -> Option<usize> {
+/// first segment's headers into `out`, for `run` whose first frame is
+/// `first`; returns how many bytes of `out` it used, `None` if `first` is
+/// not a segment or `out` too short.
+pub fn super_header(first: &[u8], run: &Run, out: &mut [u8]) -> Option<usize> {
     let seg = Segment::parse(first)?;
     let header = seg.header;
     let len = VNET_HDR_LEN + header;
@@ -187,12 +196,12 @@ pub fn super_header(first: &[u8], bytes: usize, last_psh: bool, out: &mut [u8]) 
     vnet[8..10].copy_from_slice(&16u16.to_le_bytes());
 
     frame.copy_from_slice(&first[..header]);
-    let ip_len = header - IP + bytes;
+    let ip_len = header - IP + run.bytes;
     frame[IP + 2..IP + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
     frame[IP + 10..IP + 12].fill(0);
     let ip_sum = !fold(sum(&frame[IP..TCP]));
     frame[IP + 10..IP + 12].copy_from_slice(&ip_sum.to_be_bytes());
-    if last_psh {
+    if run.push {
         frame[TCP + 13] |= TCP_PSH;
     }
     // Partial checksum: the pseudo-header's, folded, not complemented.
@@ -200,11 +209,6 @@ pub fn super_header(first: &[u8], bytes: usize, last_psh: bool, out: &mut [u8]) 
     let pseudo = sum(&frame[IP + 12..TCP]) + u32::from(IPPROTO_TCP) + tcp_len;
     frame[TCP + 16..TCP + 18].copy_from_slice(&fold(pseudo).to_be_bytes());
     Some(len)
-}
-
-/// Whether the frame is a segment whose PSH flag is set.
-pub fn psh(frame: &[u8]) -> bool {
-    Segment::parse(frame).is_some_and(|s| s.psh)
 }
 
 /// A frame sent alone on the same socket needs a virtio-net header too:
@@ -367,8 +371,19 @@ mod tests {
             segment(1100, 2, 100, ACK),
             segment(1200, 3, 30, PSH_ACK),
         ];
+        let mut runs = Vec::new();
+        plan(frames.len(), |i| &frames[i], &mut runs);
+        assert_eq!(
+            runs,
+            [Run {
+                first: 0,
+                count: 3,
+                bytes: 230,
+                push: true
+            }]
+        );
         let mut out = [0u8; VNET_HDR_LEN + MAX_HEADER];
-        let len = super_header(&frames[0], 230, psh(&frames[2]), &mut out).unwrap();
+        let len = super_header(&frames[0], &runs[0], &mut out).unwrap();
         assert_eq!(len, VNET_HDR_LEN + TCP + 32);
         let (vnet, h) = out[..len].split_at(VNET_HDR_LEN);
         assert_eq!(
@@ -386,7 +401,7 @@ mod tests {
             &frames[0][TCP..TCP + 8],
             "ports and first seq"
         );
-        assert!(super_header(&frames[0], 230, false, &mut [0u8; 20]).is_none());
+        assert!(super_header(&frames[0], &runs[0], &mut [0u8; 20]).is_none());
     }
 
     #[test]

@@ -7,25 +7,16 @@
 //! frame as it is. One `sendmmsg` per up to [`MESSAGES`] runs, in order.
 
 use std::io;
-use std::mem::{size_of, zeroed};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::mem::zeroed;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::null_mut;
 
 use super::coalesce::{self, MAX_HEADER, MAX_SEGMENTS, PLAIN_VNET_HDR, Run, Segment, VNET_HDR_LEN};
+use super::mmsg::SendOutcome;
 use super::sys;
 
 /// Runs sent per `sendmmsg`.
 const MESSAGES: usize = 64;
-/// From <linux/if_packet.h>.
-const PACKET_VNET_HDR: libc::c_int = 15;
-
-/// What a send achieved, in frames (a super-frame counts its segments).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Injected {
-    pub sent: u64,
-    pub failed: u64,
-    pub first_error: Option<i32>,
-}
 
 pub struct Injector {
     fd: OwnedFd,
@@ -41,38 +32,10 @@ pub struct Injector {
 unsafe impl Send for Injector {}
 
 impl Injector {
-    /// A packet socket that sends out of interface `ifindex` (bypassing its
-    /// qdisc, like the AF_XDP TX ring) and receives nothing (protocol 0).
+    /// Opens the injection socket on interface `ifindex`.
     pub fn open(ifindex: u32) -> io::Result<Injector> {
-        // SAFETY: plain socket(2); the descriptor is owned right away.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: just returned by socket(2), owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        sys::set_int_option(fd.as_fd(), libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
-        // Best effort: without it frames pass the (noqueue) qdisc layer.
-        let _ = sys::set_int_option(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
-        sys::set_buffers(fd.as_fd(), sys::SOCKET_BUFFER);
-        // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
-        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
-        addr.sll_ifindex = libc::c_int::try_from(ifindex)
-            .map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
-        // SAFETY: `addr` is a live sockaddr_ll and its size is passed along.
-        let ret = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Injector {
-            fd,
+            fd: sys::injection_socket(ifindex)?,
             headers: vec![[0; VNET_HDR_LEN + MAX_HEADER]; MESSAGES].into_boxed_slice(),
             // SAFETY (both): all-zero is a valid value of these C structs.
             iovs: (0..MESSAGES * (MAX_SEGMENTS + 1))
@@ -84,8 +47,9 @@ impl Injector {
     }
 
     /// Sends `runs` over frames `frame(i)`, in order.
-    pub fn send<'f>(&mut self, runs: &[Run], frame: impl Fn(usize) -> &'f [u8]) -> Injected {
-        let mut outcome = Injected::default();
+    /// Counts in frames (a super-frame counts its segments).
+    pub fn send<'f>(&mut self, runs: &[Run], frame: impl Fn(usize) -> &'f [u8]) -> SendOutcome {
+        let mut outcome = SendOutcome::default();
         for batch in runs.chunks(MESSAGES) {
             let mut iov = 0;
             let mut queued = 0;
@@ -97,28 +61,18 @@ impl Injector {
                     self.iovs[iov + 1] = iovec(frame(run.first));
                     iov += 2;
                 } else {
-                    let first = frame(run.first);
-                    let last = frame(run.first + run.count - 1);
-                    let payloads =
-                        (run.first..run.first + run.count).map(|i| (i, Segment::parse(frame(i))));
-                    let bytes: usize = payloads
-                        .clone()
-                        .map(|(_, s)| s.map_or(0, |s| s.payload().len()))
-                        .sum();
-                    let Some(len) = coalesce::super_header(
-                        first,
-                        bytes,
-                        coalesce::psh(last),
-                        &mut self.headers[m],
-                    ) else {
+                    let Some(len) =
+                        coalesce::super_header(frame(run.first), run, &mut self.headers[m])
+                    else {
                         debug_assert!(false, "a run of frames that are not segments");
                         outcome.failed += run.count as u64;
                         continue;
                     };
                     self.iovs[iov] = iovec(&self.headers[m][..len]);
                     iov += 1;
-                    for (i, segment) in payloads {
-                        let payload = segment.map_or(&[][..], |s| &frame(i)[s.payload()]);
+                    for i in run.first..run.first + run.count {
+                        let f = frame(i);
+                        let payload = Segment::parse(f).map_or(&[][..], |s| &f[s.payload()]);
                         self.iovs[iov] = iovec(payload);
                         iov += 1;
                     }
@@ -141,7 +95,7 @@ impl Injector {
 
     /// Sends messages `0..queued`; a message the kernel refuses is counted
     /// and skipped.
-    fn flush(&mut self, queued: usize, outcome: &mut Injected) {
+    fn flush(&mut self, queued: usize, outcome: &mut SendOutcome) {
         let mut done = 0;
         while done < queued {
             // SAFETY: messages done..queued point at live iovecs (into
@@ -160,9 +114,7 @@ impl Injector {
                     continue;
                 }
                 outcome.failed += u64::from(self.frames[done]);
-                outcome
-                    .first_error
-                    .get_or_insert(error.raw_os_error().unwrap_or(0));
+                outcome.first_error.get_or_insert(error);
                 done += 1;
                 continue;
             }

@@ -1,6 +1,6 @@
-//! The few system calls the plain data plane needs that std lacks: a packet
-//! socket bound to one interface, a waker for the worker threads, and
-//! socket-address conversions for `recvmmsg`/`sendmmsg` (see `mmsg.rs`).
+//! The few system calls the data planes need that std lacks: packet
+//! sockets bound to one interface (capture, and injection of GSO frames),
+//! a waker for the worker threads, and socket-address conversions for `recvmmsg`/`sendmmsg` (see `mmsg.rs`).
 //! Each `unsafe` block is one libc call with arguments that live across it.
 
 use std::ffi::CString;
@@ -52,16 +52,6 @@ fn set_option<T>(
     .map(drop)
 }
 
-/// Sets an int socket option.
-pub fn set_int_option(
-    fd: BorrowedFd<'_>,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    set_option(fd, level, name, value)
-}
-
 /// Asks for `bytes` of receive and send buffer: beyond the sysctl limits
 /// when allowed (root: SO_*BUFFORCE), else as much as they allow.
 pub fn set_buffers(fd: BorrowedFd<'_>, bytes: usize) {
@@ -83,8 +73,39 @@ pub fn set_buffers(fd: BorrowedFd<'_>, bytes: usize) {
 /// receiver must skip PACKET_OUTGOING itself), and that sends frames out of
 /// that interface, bypassing its qdisc.
 pub fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
-    // Protocol 0 receives nothing until bound, so no frame of another
-    // interface slips in between socket() and bind().
+    let fd = unbound_packet_socket()?;
+    // Best effort: see the doc comment.
+    let _ = set_option(
+        fd.as_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_IGNORE_OUTGOING,
+        1 as libc::c_int,
+    );
+    bind_packet_socket(fd, ifindex, libc::ETH_P_ALL as u16)
+}
+
+/// From <linux/if_packet.h>.
+const PACKET_VNET_HDR: libc::c_int = 15;
+
+/// An AF_PACKET socket that only sends, out of interface `ifindex`
+/// (bypassing its qdisc), every frame behind a `struct virtio_net_hdr`
+/// (PACKET_VNET_HDR), so that a frame can be a GSO super-frame.
+pub fn injection_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    let fd = unbound_packet_socket()?;
+    set_option(
+        fd.as_fd(),
+        libc::SOL_PACKET,
+        PACKET_VNET_HDR,
+        1 as libc::c_int,
+    )?;
+    // Protocol 0: bound to the interface, it still receives nothing.
+    bind_packet_socket(fd, ifindex, 0)
+}
+
+/// A raw packet socket with protocol 0, which receives nothing until bound
+/// (so no frame of another interface slips in before `bind`), that sends
+/// bypassing the qdisc (best effort) through large buffers.
+fn unbound_packet_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the descriptor is owned right away.
     let fd = unsafe {
         OwnedFd::from_raw_fd(check(libc::socket(
@@ -93,13 +114,6 @@ pub fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
             0,
         ))?)
     };
-    // Best effort: see the doc comment.
-    let _ = set_option(
-        fd.as_fd(),
-        libc::SOL_PACKET,
-        libc::PACKET_IGNORE_OUTGOING,
-        1 as libc::c_int,
-    );
     let _ = set_option(
         fd.as_fd(),
         libc::SOL_PACKET,
@@ -107,10 +121,16 @@ pub fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
         1 as libc::c_int,
     );
     set_buffers(fd.as_fd(), SOCKET_BUFFER);
+    Ok(fd)
+}
+
+/// Binds packet socket `fd` to interface `ifindex`, receiving `protocol`
+/// (an ETH_P_* value; 0 for nothing).
+fn bind_packet_socket(fd: OwnedFd, ifindex: u32, protocol: u16) -> io::Result<OwnedFd> {
     // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
     let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
     addr.sll_family = libc::AF_PACKET as libc::c_ushort;
-    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    addr.sll_protocol = protocol.to_be();
     addr.sll_ifindex =
         libc::c_int::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
     // SAFETY: `addr` is a live sockaddr_ll and its size is passed along.

@@ -16,9 +16,11 @@
 //! - `weave-xsk-in` (peers to bridge): `recvmmsg` of whole GRO datagrams
 //!   (a peer's GSO datagram stays one skb up to the socket), each packet
 //!   copied into a transmit frame of the UMEM (the VXLAN header just in
-//!   front of where the inner frame must start), verdicts, relays and broadcasts passed on
-//!   with one `sendmmsg`, the inner frames queued on the TX ring and the
-//!   kernel kicked once per batch (copy-mode TX only moves in `sendto`).
+//!   front of where the inner frame must start), verdicts, relays and
+//!   broadcasts passed on with one `sendmmsg`, the inner frames queued on
+//!   the TX ring and the kernel kicked once per batch (copy-mode TX only
+//!   moves in `sendto`), or, when segments of a TCP stream merge
+//!   (`coalesce`), the batch sent as GSO super-frames through `inject`.
 //!
 //! Verdicts, VXLAN, MAC learning, routes and batching are the plain data
 //! plane's (`plain::verdict`, `vxlan`, `mac_table`, `routes`, `mmsg`): only

@@ -1,8 +1,10 @@
 //! Peers to bridge: VXLAN packets received in batches of GRO datagrams
 //! (`gro`: a peer's GSO datagram of up to 64 packets crosses the receiving
 //! stack as one), each packet copied into a transmit frame of the UMEM, the
-//! inner frames sent into the bridge through the AF_XDP TX ring, broadcasts passed on down the origin's tree and packets for
-//! other peers relayed unchanged. In password mode every packet is first
+//! inner frames sent into the bridge through the AF_XDP TX ring (or, when
+//! a TCP stream's segments merge, as GSO super-frames through `inject`),
+//! broadcasts passed on down the origin's tree and packets for other peers
+//! relayed unchanged. In password mode every packet is first
 //! opened in place with the sending neighbour's key (dropped and counted if
 //! it does not authenticate or is a replay), a relayed one sealed again in
 //! place for its next hop, and broadcasts passed on sealed for each child.
@@ -316,10 +318,9 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
                     .filter(|r| r.count > 1)
                     .map(|r| r.count as u64)
                     .sum::<u64>();
-                if injected.failed > 0 {
+                if let Some(error) = injected.first_error {
                     counts.drop(DropReason::SendFailed, injected.failed - 1);
-                    let error = injected.first_error.map(std::io::Error::from_raw_os_error);
-                    dropped!(shared.counters, counts, DropReason::SendFailed, direction = "to the bridge", error = ?error,);
+                    dropped!(shared.counters, counts, DropReason::SendFailed, direction = "to the bridge", error = %error,);
                 }
                 half.free.extend(deliver.iter().map(|d| chunk_of(d.addr)));
                 deliver.clear();

@@ -14,9 +14,9 @@ use crate::api::{client, server};
 use crate::config::{LaunchOptions, Paths};
 
 /// How long a launch waits for the lock of an agent that is still exiting:
-/// a killed agent is gone from `ps` before the kernel has closed its
-/// sockets (AF_XDP and packet sockets wait for RCU grace periods), and the
-/// lock goes only with its last file.
+/// a killed agent can be gone from `ps` before the kernel has closed all
+/// its files (seen with its AF_XDP and packet sockets), and the lock goes
+/// only with the last of them.
 const EXITING_AGENT_GRACE: Duration = Duration::from_secs(10);
 const LOCK_POLL: Duration = Duration::from_millis(50);
 

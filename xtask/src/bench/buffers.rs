@@ -10,9 +10,8 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
-/// Socket buffer asked for by iperf3 in the UDP workload (`-w`).
-pub const UDP_SOCKET_BUFFER: &str = "2M";
-const UDP_SOCKET_BUFFER_BYTES: u64 = 2 << 20;
+/// Socket buffer, in bytes, asked for by iperf3 in the UDP workload (`-w`).
+pub const UDP_SOCKET_BUFFER: u64 = 2 << 20;
 const LIMITS: [&str; 2] = ["/proc/sys/net/core/rmem_max", "/proc/sys/net/core/wmem_max"];
 
 /// Raised limits, restored on drop.
@@ -30,11 +29,11 @@ impl BufferLimits {
                 .trim()
                 .parse()
                 .with_context(|| format!("parsing {path}"))?;
-            if value < UDP_SOCKET_BUFFER_BYTES {
-                fs::write(path, UDP_SOCKET_BUFFER_BYTES.to_string())
+            if value < UDP_SOCKET_BUFFER {
+                fs::write(path, UDP_SOCKET_BUFFER.to_string())
                     .with_context(|| format!("raising {path} for the run"))?;
                 println!(
-                    "    {path}: {value} -> {UDP_SOCKET_BUFFER_BYTES} for the run (put back at the end)"
+                    "    {path}: {value} -> {UDP_SOCKET_BUFFER} for the run (put back at the end)"
                 );
                 restore.push((path, old));
             }

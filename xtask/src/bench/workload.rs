@@ -71,7 +71,7 @@ impl Workload {
                 "-l".into(),
                 UDP_PAYLOAD.to_string(),
                 "-w".into(),
-                UDP_SOCKET_BUFFER.into(),
+                UDP_SOCKET_BUFFER.to_string(),
             ]),
             Workload::Ping => None,
         }

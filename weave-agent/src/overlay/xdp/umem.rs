@@ -3,11 +3,13 @@
 //! a receiving and a transmitting socket on the port's queue.
 //!
 //! - Bridge to peers: frames the kernel copies into from the fill ring
-//!   (`BridgeRx`: fill + RX ring of the receiving socket); the agent sends them to peers straight
-//!   from the UMEM and gives them back to the fill ring.
-//! - Peers to bridge: frames the agent receives VXLAN packets into
-//!   (`BridgeTx`: TX ring of the transmitting socket + completion ring); the inner frame goes out through
-//!   the TX ring, and the frame is reused once the completion ring returns it.
+//!   (`BridgeRx`: fill + RX ring of the receiving socket); the agent sends
+//!   them to peers straight from the UMEM and gives them back to the fill
+//!   ring.
+//! - Peers to bridge: frames the agent copies VXLAN packets into
+//!   (`BridgeTx`: TX ring of the transmitting socket + completion ring);
+//!   the inner frame goes out through the TX ring, and the frame is reused
+//!   once the completion ring returns it.
 //!
 //! Each half belongs to one worker thread; both keep the [`Memory`] alive,
 //! which unmaps the area only after the sockets and their rings are gone.

@@ -35,11 +35,13 @@ use weave_agent::mesh::topology::{
 };
 use weave_agent::overlay::coalesce::{self, Run, Segment};
 use weave_agent::overlay::mac_table::MacTable;
-use weave_agent::overlay::plain::verdict::{self, FromBridge, FromPeer, Macs};
+use weave_agent::overlay::macs::Macs;
+use weave_agent::overlay::plan::{self, Action, Verdict};
 use weave_agent::overlay::routes::Routes;
 use weave_agent::overlay::seal::{self, OpenError, RecvKey, ReplayWindow, SendKey};
+use weave_agent::overlay::verdict::{self, FromBridge, FromPeer};
 use weave_agent::overlay::vxlan::{self, ETHERNET_HEADER_LEN, FLAG_VNI_VALID, HEADER_LEN};
-use weave_agent::overlay::{ForwardingTable, ShortId};
+use weave_agent::overlay::{ForwardingTable, NeighbourKeys, ShortId};
 use weave_agent::peer_name::PeerName;
 
 /// A fuzz target: its name (also its file in `fuzz_targets/` and its
@@ -955,7 +957,8 @@ fn target_seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 // ---------------------------------------------------------------------------
-// overlay_verdict: what the plain data plane does with each frame.
+// overlay_verdict: what every data plane does with each frame: the verdict,
+// then the plan of actions the engines carry out.
 
 /// Peer ids the input picks from: a few peers, the edges of the id space,
 /// and the broadcast id, so that tables and packets name the same peers.
@@ -1046,13 +1049,14 @@ impl Op {
     ];
 }
 
-/// Input: a forwarding table, table sizes and an MTU, then frames from the
-/// bridge and packets from peers (see [`Op`] and [`VerdictScript`]). Every
-/// verdict is checked against the table and the MAC tables: only
-/// well-formed frames within the MTU go anywhere, unicast follows the
-/// table's next hop, relays never go back to the sender, nothing is learnt
-/// from a dropped or relayed packet, a MAC is never both local and behind a
-/// peer, and the MAC tables stay within their capacity.
+/// Input: a forwarding table, table sizes, an MTU and whether the mesh
+/// uses a password, then frames from the bridge and packets from peers (see
+/// [`Op`] and [`VerdictScript`]). Every verdict is checked against the table
+/// and the MAC tables: only well-formed frames within the MTU go anywhere,
+/// unicast follows the table's next hop, relays never go back to the
+/// sender, nothing is learnt from a dropped or relayed packet, a MAC is
+/// never both local and behind a peer, and the MAC tables stay within their
+/// capacity. Then every verdict's plan is checked (see [`check_plan`]).
 pub fn overlay_verdict(data: &[u8]) {
     let mut input = Bytes::new(data);
     let mut table = ForwardingTable {
@@ -1060,11 +1064,17 @@ pub fn overlay_verdict(data: &[u8]) {
         ..ForwardingTable::default()
     };
     let max_frame = ETHERNET_HEADER_LEN + usize::from(input.byte()) * 8;
-    let capacity = 1 + usize::from(input.byte() % 8);
-    for _ in 0..input.byte() % 6 {
-        table
-            .neighbours
-            .insert(id(input.byte()), address(input.byte()));
+    let sizes = input.byte();
+    let capacity = 1 + usize::from(sizes % 8);
+    // Password mode, and whether the first neighbour has no keys yet.
+    table.encrypted = sizes & VerdictScript::PASSWORD != 0;
+    let first_unkeyed = sizes & VerdictScript::FIRST_UNKEYED != 0;
+    for n in 0..input.byte() % 6 {
+        let neighbour = id(input.byte());
+        table.neighbours.insert(neighbour, address(input.byte()));
+        if table.encrypted && !(n == 0 && first_unkeyed) {
+            table.keys.insert(neighbour, fuzz_neighbour_keys());
+        }
     }
     for _ in 0..input.byte() % 8 {
         table.next_hop.insert(id(input.byte()), id(input.byte()));
@@ -1075,13 +1085,11 @@ pub fn overlay_verdict(data: &[u8]) {
         table.broadcast.insert(origin, children);
     }
     let routes = Routes::compile(Arc::new(table));
-    let mut macs = Macs {
-        local: MacTable::new(capacity, Duration::from_secs(300)),
-        remote: MacTable::new(capacity, Duration::from_secs(300)),
-        // As the xdp data plane keeps it: the journal of remote changes,
-        // never drained here, so its bound is exercised too.
-        journal: Some(Default::default()),
-    };
+    // As the xdp data plane keeps them: with the journal of remote changes,
+    // never drained here, so its bound is exercised too.
+    let mut macs = Macs::mirrored();
+    macs.local = MacTable::new(capacity, Duration::from_secs(300));
+    macs.remote = MacTable::new(capacity, Duration::from_secs(300));
     let mut now = Instant::now();
     while !input.is_empty() {
         match Op::ALL[usize::from(input.byte()) % Op::ALL.len()] {
@@ -1130,6 +1138,7 @@ fn check_from_bridge(
 ) {
     let sizes = (macs.local.len(), macs.remote.len());
     let verdict = verdict::from_bridge(frame, max_frame, routes, macs, now);
+    check_plan(verdict.into(), None, routes);
     let well_formed = frame.len() >= ETHERNET_HEADER_LEN && !is_group(&mac_at(frame, 6));
     if !well_formed || frame.len() > max_frame {
         assert!(
@@ -1161,10 +1170,10 @@ fn check_from_bridge(
                     && macs.remote.lookup(&dst, now).is_none()),
             "flooded a frame for a known {dst}"
         ),
-        FromBridge::Unicast { peer, via } => {
+        FromBridge::Unicast { peer, hop, via } => {
             assert!(!is_group(&dst));
             assert_eq!(macs.remote.lookup(&dst, now), Some(peer));
-            assert_eq!(routes.next_hop(peer).map(|(_, a)| a), Some(via));
+            assert_eq!(routes.next_hop(peer), Some((hop, via)));
         }
         FromBridge::Local => assert_eq!(macs.local.lookup(&dst, now), Some(())),
         FromBridge::Drop(reason) => {
@@ -1186,8 +1195,10 @@ fn check_from_peer(
     now: Instant,
 ) {
     let sizes = (macs.local.len(), macs.remote.len());
+    let not_learnt = macs.not_learnt;
     let verdict = verdict::from_peer(from, payload, max_frame, routes, macs, now);
     let neighbour = from.and_then(|a| routes.neighbour_at(&a));
+    check_plan(verdict.into(), neighbour, routes);
     let packet = vxlan::parse(payload);
     match verdict {
         FromPeer::Deliver {
@@ -1221,18 +1232,23 @@ fn check_from_peer(
                 None,
                 "a peer claimed a local MAC"
             );
-            assert_eq!(macs.remote.lookup(&src, now), Some(origin));
+            // Learnt, unless the origin was over its learning allowance.
+            assert!(
+                macs.remote.lookup(&src, now) == Some(origin) || macs.not_learnt > not_learnt,
+                "source of a delivered frame neither learnt nor counted"
+            );
         }
-        FromPeer::Relay { via } => {
+        FromPeer::Relay { vni, hop, via } => {
             let sender = neighbour.expect("relayed for a stranger");
             let packet = packet.expect("relayed a malformed packet");
             assert!(packet.frame.len() <= max_frame);
+            assert_eq!(vni, packet.vni, "relayed under another VNI");
             let (origin, dest) = ShortId::from_vni(packet.vni);
             assert_ne!(origin, routes.me());
             assert!(dest != routes.me() && dest != ShortId::BROADCAST);
-            let (hop, addr) = routes.next_hop(dest).expect("relayed without a route");
-            assert_eq!(addr, via);
+            assert_eq!(routes.next_hop(dest), Some((hop, via)));
             assert_ne!(hop, sender, "relayed back to the sender");
+            assert_ne!(hop, origin, "relayed back to the origin");
             assert_eq!(
                 (macs.local.len(), macs.remote.len()),
                 sizes,
@@ -1249,11 +1265,161 @@ fn check_from_peer(
     }
 }
 
+/// The keys every keyed neighbour of an overlay_verdict table has.
+fn fuzz_neighbour_keys() -> NeighbourKeys {
+    static KEYS: OnceLock<NeighbourKeys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        NeighbourKeys(Arc::new(seal::PeerKeys::new(
+            &fuzz_data_key(),
+            &fuzz_data_key(),
+        )))
+    })
+    .clone()
+}
+
+/// The plan's invariants, for a frame of verdict `verdict` that came from
+/// neighbour `sender` (`None`: from the bridge):
+/// - in password mode nothing leaves in clear, and every seal is for a
+///   neighbour with keys;
+/// - every send goes to a neighbour at its address, never back to the
+///   sender nor to the frame's origin;
+/// - a broadcast is delivered once and reaches each child of the origin's
+///   tree (other than sender and origin) exactly once;
+/// - a unicast or relay is one send to the table's next hop, sealed again
+///   for that hop in password mode (a relay keeps its VNI);
+/// - a drop is one drop, a local frame nothing.
+fn check_plan(verdict: Verdict, sender: Option<ShortId>, routes: &Routes) {
+    let actions: Vec<Action> = plan::plan(verdict, routes).collect();
+    let me = routes.me();
+    let mut sends = Vec::new();
+    for action in &actions {
+        let (vni, hop, to) = match *action {
+            Action::SendClear { vni, hop, to } => {
+                assert!(
+                    !routes.encrypted(),
+                    "{verdict:?}: sent in clear in password mode"
+                );
+                (vni, hop, to)
+            }
+            Action::Seal { vni, hop, to } => {
+                assert!(routes.encrypted(), "{verdict:?}: sealed without a password");
+                assert!(
+                    routes.keys(hop).is_some(),
+                    "{verdict:?}: sealed for {hop} without keys"
+                );
+                (vni, hop, to)
+            }
+            Action::Deliver | Action::Drop(_) => continue,
+        };
+        assert_eq!(
+            routes.neighbour_at(&to),
+            Some(hop),
+            "{verdict:?}: {hop} is not at {to}"
+        );
+        assert_ne!(Some(hop), sender, "{verdict:?}: back to the sender");
+        let (origin, _) = ShortId::from_vni(vni);
+        assert_ne!(hop, origin, "{verdict:?}: back to the origin");
+        assert_ne!(hop, me, "{verdict:?}: to ourselves");
+        sends.push((vni, hop));
+    }
+    let delivers = actions.iter().filter(|a| **a == Action::Deliver).count();
+    // A child the plan cannot reach (no keys in password mode) is a counted drop.
+    let unreachable = |hop: ShortId| routes.encrypted() && routes.keys(hop).is_none();
+    let tree = |origin: ShortId, except: &[ShortId]| -> Vec<(u32, ShortId)> {
+        let vni = ShortId::vni(origin, ShortId::BROADCAST);
+        routes
+            .children(origin)
+            .iter()
+            .map(|(child, _)| *child)
+            .filter(|c| !except.contains(c) && !unreachable(*c))
+            .map(|c| (vni, c))
+            .collect()
+    };
+    let sorted = |mut v: Vec<(u32, ShortId)>| {
+        v.sort();
+        v
+    };
+    match verdict {
+        Verdict::FromBridge(FromBridge::Flood) => {
+            assert_eq!(delivers, 0);
+            assert_eq!(
+                sorted(sends),
+                sorted(tree(me, &[me])),
+                "flood must reach each child once"
+            );
+        }
+        Verdict::FromPeer(FromPeer::Deliver {
+            origin, broadcast, ..
+        }) => {
+            assert_eq!(
+                actions.first(),
+                Some(&Action::Deliver),
+                "{verdict:?}: deliver first"
+            );
+            assert_eq!(delivers, 1);
+            let expected = if broadcast {
+                tree(origin, &[origin, sender.unwrap_or(origin)])
+            } else {
+                Vec::new()
+            };
+            assert_eq!(
+                sorted(sends),
+                sorted(expected),
+                "{verdict:?}: broadcast passed on wrongly"
+            );
+        }
+        Verdict::FromBridge(FromBridge::Unicast { peer, hop, .. }) => {
+            assert_eq!(delivers, 0);
+            let expected = if unreachable(hop) {
+                vec![]
+            } else {
+                vec![(ShortId::vni(me, peer), hop)]
+            };
+            assert_eq!(sends, expected, "{verdict:?}: unicast");
+            assert_eq!(actions.len(), 1);
+        }
+        Verdict::FromPeer(FromPeer::Relay { vni, hop, .. }) => {
+            assert_eq!(delivers, 0);
+            let expected = if unreachable(hop) {
+                vec![]
+            } else {
+                vec![(vni, hop)]
+            };
+            assert_eq!(sends, expected, "{verdict:?}: relay");
+            assert_eq!(actions.len(), 1);
+            if routes.encrypted() && !sends.is_empty() {
+                assert!(
+                    matches!(actions[0], Action::Seal { .. }),
+                    "a relay not sealed again for its hop"
+                );
+            }
+        }
+        Verdict::FromBridge(FromBridge::Local) => assert!(actions.is_empty()),
+        Verdict::FromBridge(FromBridge::Drop(r)) | Verdict::FromPeer(FromPeer::Drop(r)) => {
+            assert_eq!(actions, vec![Action::Drop(r)]);
+        }
+    }
+}
+
 /// Writes inputs for [`overlay_verdict`]: the seeds, and any test that wants
 /// a readable script rather than bytes.
 pub struct VerdictScript(Vec<u8>);
 
 impl VerdictScript {
+    /// Bits of the table-size byte: the mesh uses a password…
+    const PASSWORD: u8 = 0x80;
+    /// …and its first neighbour has no keys yet.
+    const FIRST_UNKEYED: u8 = 0x40;
+
+    /// Password mode, every neighbour keyed but the first when `first_unkeyed`.
+    pub fn with_password(mut self, first_unkeyed: bool) -> Self {
+        self.0[2] |= Self::PASSWORD;
+        if first_unkeyed {
+            self.0[2] |= Self::FIRST_UNKEYED;
+        }
+        self
+    }
+
     fn pick<T: PartialEq>(pool: &[T], item: &T) -> u8 {
         pool.iter().position(|x| x == item).expect("in the pool") as u8
     }
@@ -1397,6 +1563,26 @@ fn verdict_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 .raw_bridge_frame(&[0xff; 13])
                 .bridge_frame(local, bcast, 60)
                 .bridge_frame(at_a, local, 2000)
+                .into_bytes(),
+        ),
+        (
+            "password-broadcast-and-relay",
+            line()
+                .with_password(false)
+                .bridge_frame(bcast, local, 60)
+                .peer_packet(0, a, ShortId::BROADCAST, bcast, at_a)
+                .peer_packet(0, a, c, at_c, at_a)
+                .peer_packet(0, a, b, local, at_a)
+                .bridge_frame(at_a, local, 98)
+                .into_bytes(),
+        ),
+        (
+            "password-a-neighbour-without-keys",
+            line()
+                .with_password(true)
+                .bridge_frame(bcast, local, 60)
+                .peer_packet(2, c, ShortId::BROADCAST, bcast, at_c)
+                .peer_packet(2, c, a, at_a, at_c)
                 .into_bytes(),
         ),
         (

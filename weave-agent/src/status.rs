@@ -193,6 +193,7 @@ impl Status {
             ("drop_spoofed", o.dropped_spoofed),
             ("drop_send_failed", o.dropped_send_failed),
             ("drop_overflow", o.dropped_overflow),
+            ("macs_not_learnt", o.macs_not_learnt),
         ] {
             line(&mut s, name, value);
         }

@@ -127,6 +127,10 @@ pub struct OverlayStats {
     /// are too old for the replay window.
     #[serde(default)]
     pub dropped_replayed: u64,
+    /// MACs seen behind peers but not learnt: their peer made this peer
+    /// learn new MACs faster than it allows (frames still delivered).
+    #[serde(default)]
+    pub macs_not_learnt: u64,
 }
 
 /// A data plane carrying frames between this host's bridge and its peers.

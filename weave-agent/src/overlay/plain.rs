@@ -4,61 +4,35 @@
 //! UDP to peers; VXLAN packets from peers are unwrapped and injected into the
 //! same interface, so they enter the bridge through its datapath port.
 //!
-//! Threads: two blocking OS threads, one per direction (`weave-capture`:
+//! Threads: two workers (see `engine`), one per direction (`weave-capture`:
 //! bridge to peers, `weave-receive`: peers to bridge, relays included). Each
 //! owns its buffers, allocated once; each batch is one `recvmmsg` (blocking
 //! until the first frame, then taking what is queued), one look at the
 //! forwarding table (an atomic load unless it changed), one lock of the MAC
 //! tables for all its verdicts, and one `sendmmsg` per socket: two system
-//! calls per batch when busy. Receives time out every [`STOP_CHECK`], when
-//! a worker checks whether to stop; [`PlainOverlay::stop`] (also on drop)
-//! joins both, and the sockets close with the overlay. Blocking threads
-//! rather than tokio: the work is syscall-bound, batching needs
-//! recvmmsg/sendmmsg anyway, and the agent's runtime never waits behind a
-//! busy data plane.
+//! calls per batch when busy. What happens to each frame is decided by
+//! `plan`; the workers only carry it out.
 
 mod capture;
 mod receive;
-pub(crate) mod sealed;
-pub mod verdict;
 
-use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use super::counters::Counters;
+use super::engine::{self, Core, Workers};
 use super::error::OverlayError;
 use super::forwarding::{ForwardingTable, Overlay, OverlayStats};
+use super::macs::Macs;
 use super::mmsg::RecvBatch;
-use super::routes::RoutesCell;
 use super::sys;
 use super::vxlan;
 use crate::config::DATAPATH_END;
 
-use verdict::Macs;
-
 /// The UDP port VXLAN packets travel on between peers (Weave's data port).
 pub const DEFAULT_DATA_PORT: u16 = 6784;
-/// The smallest MTU IPv4 allows.
-pub const MIN_MTU: u32 = 68;
-/// The largest MTU whose frames still fit a UDP datagram over IPv4.
-pub const MAX_MTU: u32 = 65_507 - vxlan::HEADER_LEN as u32 - vxlan::ETHERNET_HEADER_LEN as u32;
-
 /// The bridge MTU that fits a 1500-byte underlay.
 pub const DEFAULT_MTU: u32 = 1500 - vxlan::MTU_OVERHEAD_IPV4;
-
-/// Frames (or packets) taken from a socket in one `recvmmsg`.
-const BATCH: usize = 64;
-/// How long a worker waits for a frame before checking whether to stop:
-/// the longest [`PlainOverlay::stop`] takes.
-const STOP_CHECK: Duration = Duration::from_millis(100);
-/// How long a worker waits before retrying a socket that failed in an
-/// unexpected way, so that a persistent error cannot make it spin.
-const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlainConfig {
@@ -83,53 +57,24 @@ impl Default for PlainConfig {
 
 /// What the two workers share.
 struct Shared {
+    core: Core,
+    /// The capture socket on the datapath port.
     datapath: OwnedFd,
-    datapath_ifname: String,
-    udp: UdpSocket,
-    /// AF_INET or AF_INET6: how to write destinations for `udp`.
-    udp_family: libc::c_int,
-    /// Largest inner frame: mtu + 14.
-    max_frame: usize,
-    routes: RoutesCell,
-    macs: Mutex<Macs>,
-    counters: Counters,
-    stopping: AtomicBool,
 }
 
 impl Shared {
-    fn macs(&self) -> MutexGuard<'_, Macs> {
-        self.macs.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-
     /// Fills `batch` from `fd`, for both workers' loops: false when nothing
     /// came (the receive timeout, so the caller checks whether to stop; an
     /// interruption; or an error, already logged and backed off from).
     fn receive(&self, batch: &mut RecvBatch, fd: BorrowedFd<'_>, socket: &'static str) -> bool {
         match batch.recv(fd) {
             Ok(_) => true,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => false,
+            Err(e) if engine::nothing_came(&e) => false,
             Err(e) => {
-                self.back_off(&e, socket);
+                self.core.back_off(&e, socket);
                 false
             }
         }
-    }
-
-    /// After an unexpected receive error: logs it (the first at warn level,
-    /// the rest at debug) and waits a little, so that a persistent error
-    /// cannot make a worker spin.
-    fn back_off(&self, error: &std::io::Error, socket: &'static str) {
-        static LOGGED: AtomicBool = AtomicBool::new(false);
-        if !LOGGED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(%error, socket, "overlay socket error (further ones at debug level)");
-        } else {
-            tracing::debug!(%error, socket, "overlay socket error");
-        }
-        std::thread::sleep(ERROR_BACKOFF);
     }
 }
 
@@ -137,7 +82,7 @@ impl Shared {
 pub struct PlainOverlay {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    workers: Workers,
 }
 
 impl PlainOverlay {
@@ -145,14 +90,8 @@ impl PlainOverlay {
     /// starts the workers. Until the first [`Overlay::update`], the table is
     /// empty: nothing is sent, everything received is dropped.
     pub fn start(config: PlainConfig) -> Result<Arc<Self>, OverlayError> {
-        if !(MIN_MTU..=MAX_MTU).contains(&config.mtu) {
-            return Err(OverlayError::Mtu {
-                mtu: config.mtu,
-                min: MIN_MTU,
-                max: MAX_MTU,
-            });
-        }
-        let iface = config.datapath_ifname.clone();
+        let (core, local_addr) = Core::open(config.udp_listen, config.mtu, Macs::default())?;
+        let iface = config.datapath_ifname;
         let ifindex = sys::ifindex(&iface).ok_or_else(|| OverlayError::NoSuchInterface {
             iface: iface.clone(),
         })?;
@@ -162,41 +101,12 @@ impl PlainOverlay {
                 iface: iface.clone(),
                 source,
             })?;
-        let udp_error = |op| {
-            move |source| OverlayError::Udp {
-                op,
-                addr: config.udp_listen,
-                source,
-            }
-        };
-        let udp = UdpSocket::bind(config.udp_listen).map_err(udp_error("bind"))?;
-        sys::set_buffers(udp.as_fd(), sys::SOCKET_BUFFER);
-        let local_addr = udp.local_addr().map_err(udp_error("read the address of"))?;
-        for fd in [datapath.as_fd(), udp.as_fd()] {
-            sys::set_recv_timeout(fd, STOP_CHECK).map_err(|source| OverlayError::Start {
-                what: "socket receive timeout",
-                source,
-            })?;
-        }
-        let shared = Arc::new(Shared {
-            datapath,
-            datapath_ifname: iface,
-            udp,
-            udp_family: if local_addr.is_ipv4() {
-                libc::AF_INET
-            } else {
-                libc::AF_INET6
-            },
-            max_frame: config.mtu as usize + vxlan::ETHERNET_HEADER_LEN,
-            routes: RoutesCell::default(),
-            macs: Mutex::new(Macs::default()),
-            counters: Counters::default(),
-            stopping: AtomicBool::new(false),
-        });
+        engine::set_stop_check(&datapath)?;
+        let shared = Arc::new(Shared { core, datapath });
         let overlay = Arc::new(PlainOverlay {
             shared: shared.clone(),
             local_addr,
-            workers: Mutex::new(Vec::new()),
+            workers: Workers::new("plain"),
         });
         // On error, dropping `overlay` stops what was started.
         for (name, work) in [
@@ -204,17 +114,10 @@ impl PlainOverlay {
             ("weave-receive", receive::run as fn(&Shared)),
         ] {
             let shared = shared.clone();
-            let handle = std::thread::Builder::new()
-                .name(name.to_owned())
-                .spawn(move || work(&shared))
-                .map_err(|source| OverlayError::Start {
-                    what: "overlay worker thread",
-                    source,
-                })?;
-            overlay.workers().push(handle);
+            overlay.workers.spawn(name, move || work(&shared))?;
         }
         tracing::info!(
-            datapath = %overlay.shared.datapath_ifname,
+            datapath = %iface,
             udp = %local_addr,
             mtu = config.mtu,
             "plain overlay started"
@@ -231,21 +134,7 @@ impl PlainOverlay {
     /// Stops and joins the workers; idempotent. The sockets close when the
     /// overlay is dropped (which also stops it).
     pub fn stop(&self) {
-        self.shared.stopping.store(true, Ordering::Release);
-        let workers = std::mem::take(&mut *self.workers());
-        let stopped = !workers.is_empty();
-        for worker in workers {
-            if worker.join().is_err() {
-                tracing::error!("an overlay worker panicked");
-            }
-        }
-        if stopped {
-            tracing::info!(datapath = %self.shared.datapath_ifname, "plain overlay stopped");
-        }
-    }
-
-    fn workers(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.workers.lock().unwrap_or_else(PoisonError::into_inner)
+        self.workers.stop(&self.shared.core);
     }
 }
 
@@ -255,13 +144,13 @@ impl Overlay for PlainOverlay {
     }
 
     fn update(&self, table: Arc<ForwardingTable>) {
-        self.shared.routes.install(table, &self.shared.macs);
+        self.shared.core.install(table);
     }
 
     fn stats(&self) -> OverlayStats {
-        let mut stats = self.shared.counters.snapshot();
         let shared = &*self.shared;
-        stats.dropped_overflow = [shared.datapath.as_fd(), shared.udp.as_fd()]
+        let mut stats = shared.core.stats();
+        stats.dropped_overflow = [shared.datapath.as_fd(), shared.core.udp.as_fd()]
             .into_iter()
             .map(|fd| sys::socket_drops(fd).unwrap_or(0))
             .sum();
@@ -277,9 +166,4 @@ impl Drop for PlainOverlay {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// The time for one batch: MAC ages are coarse, one reading per batch is enough.
-fn batch_time() -> Instant {
-    Instant::now()
 }

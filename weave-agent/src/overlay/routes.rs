@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::forwarding::{ForwardingTable, ShortId};
-use super::plain::verdict::Macs;
+use super::macs::Macs;
 use super::seal::PeerKeys;
 use super::sys::canonical;
 

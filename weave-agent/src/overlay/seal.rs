@@ -43,6 +43,7 @@ use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
 use zeroize::Zeroizing;
 
+use super::counters::DropReason;
 use super::vxlan;
 
 /// The counter carried after the VXLAN header.
@@ -181,6 +182,18 @@ impl RecvKey {
         packet.copy_within(..vxlan::HEADER_LEN, COUNTER_LEN);
         Ok(COUNTER_LEN..frame.end)
     }
+}
+
+/// Opens a sealed packet from a neighbour in place with the keys of the
+/// connection to it, as a plain VXLAN packet (see
+/// [`RecvKey::open_as_vxlan`]); what fails is a drop, with its reason.
+pub fn open_from(keys: Option<&PeerKeys>, packet: &mut [u8]) -> Result<Range<usize>, DropReason> {
+    let keys = keys.ok_or(DropReason::Unauthenticated)?;
+    keys.recv.open_as_vxlan(packet).map_err(|e| match e {
+        OpenError::Replayed(_) => DropReason::Replayed,
+        OpenError::Truncated { .. } => DropReason::Malformed,
+        OpenError::Forged => DropReason::Unauthenticated,
+    })
 }
 
 /// One connection's data keys, both directions, as the data plane holds them.

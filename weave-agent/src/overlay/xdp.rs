@@ -22,9 +22,13 @@
 //!   moves in `sendto`), or, when segments of a TCP stream merge
 //!   (`coalesce`), the batch sent as GSO super-frames through `inject`.
 //!
-//! Verdicts, VXLAN, MAC learning, routes and batching are the plain data
-//! plane's (`plain::verdict`, `vxlan`, `mac_table`, `routes`, `mmsg`): only
-//! where frames come from and go to differs.
+//! A third thread, `weave-xsk-sync`, keeps the kernel's copy of the remote
+//! MACs in step with the agent's table (entries aged out, peers gone), off
+//! the forwarding threads.
+//!
+//! Verdicts, plans, VXLAN, MAC learning, routes and batching are shared with
+//! the plain data plane (`verdict`, `plan`, `carry`, `engine`): only where
+//! frames come from and go to differs.
 
 mod from_peers;
 mod peer_macs;
@@ -32,37 +36,27 @@ mod sealed;
 mod to_peers;
 mod umem;
 
-use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, XskMap};
 
-use super::counters::Counters;
+use super::engine::{Core, STOP_CHECK, Workers};
 use super::error::OverlayError;
 use super::forwarding::{ForwardingTable, Overlay, OverlayStats};
 use super::gro;
 use super::inject::Injector;
-use super::plain::verdict::Macs;
-use super::plain::{MAX_MTU, MIN_MTU};
-use super::routes::RoutesCell;
+use super::macs::{MacJournal, Macs};
 use super::sys;
 use super::vxlan;
 use crate::dataplane::DatapathMaps;
 
-use peer_macs::{PeerMacs, Pending};
+use peer_macs::PeerMacs;
 use umem::Memory;
 
-/// Frames (or packets) taken in one batch.
-const BATCH: usize = 64;
-/// How long a worker waits for a frame before checking whether to stop.
-const STOP_CHECK: Duration = Duration::from_millis(100);
-/// How long a worker waits before retrying after an unexpected error.
-const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the kernel's copy of the remote MACs is checked against the
 /// agent's table (for entries that aged out or whose peer went away).
 const MIRROR_SYNC: Duration = Duration::from_secs(5);
@@ -82,16 +76,10 @@ pub struct XdpConfig {
 /// The largest MTU whose frames fit a UMEM frame.
 pub const MAX_XDP_MTU: u32 = (umem::MAX_FRAME - vxlan::ETHERNET_HEADER_LEN) as u32;
 
-/// What the two workers share.
+/// What the workers share.
 struct Shared {
-    udp: UdpSocket,
-    udp_family: libc::c_int,
-    max_frame: usize,
-    routes: RoutesCell,
-    macs: Mutex<Macs>,
+    core: Core,
     peer_macs: Mutex<PeerMacs>,
-    counters: Counters,
-    stopping: AtomicBool,
     /// Whether a frame without a destination tag was seen (logged once).
     untagged_seen: AtomicBool,
     /// Packets received with no transmit frame free to take them.
@@ -100,47 +88,30 @@ struct Shared {
 }
 
 impl Shared {
-    fn macs(&self) -> MutexGuard<'_, Macs> {
-        self.macs.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn peer_macs(&self) -> MutexGuard<'_, PeerMacs> {
         self.peer_macs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-
     /// Applies what a batch changed in the remote MAC table to the kernel's
     /// copy (after the MAC lock is released), or resynchronises it whole.
-    fn mirror(&self, pending: &mut Pending) {
-        if pending.is_empty() {
+    fn mirror(&self, changes: &mut MacJournal) {
+        if changes.is_empty() {
             return;
         }
-        if pending.take_resync() {
+        if std::mem::take(&mut changes.overflowed) {
             self.resync_mirror();
         }
-        self.peer_macs().apply(pending);
+        self.peer_macs().apply(changes);
     }
 
+    /// Makes the kernel's copy equal to the agent's table: an in-memory
+    /// comparison with what the agent wrote (it is the map's only writer),
+    /// and a system call per difference only.
     fn resync_mirror(&self) {
-        let live = PeerMacs::snapshot(&self.macs().remote, Instant::now());
+        let live = PeerMacs::snapshot(&self.core.macs().remote, Instant::now());
         self.peer_macs().sync(&live);
-    }
-
-    /// After an unexpected error: logs it (the first at warn level, the rest
-    /// at debug) and waits a little, so that it cannot make a worker spin.
-    fn back_off(&self, error: &std::io::Error, what: &'static str) {
-        static LOGGED: AtomicBool = AtomicBool::new(false);
-        if !LOGGED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(%error, what, "xdp overlay error (further ones at debug level)");
-        } else {
-            tracing::debug!(%error, what, "xdp overlay error");
-        }
-        std::thread::sleep(ERROR_BACKOFF);
     }
 }
 
@@ -152,7 +123,7 @@ pub struct XdpOverlay {
     native: bool,
     /// The XSKS map, to take the socket out of it when stopping.
     sockets: Mutex<XskMap<MapData>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    workers: Workers,
 }
 
 impl XdpOverlay {
@@ -161,13 +132,7 @@ impl XdpOverlay {
     /// then registers the socket with the datapath program (which until
     /// then passes frames to the kernel).
     pub fn start(config: XdpConfig, maps: DatapathMaps) -> Result<Arc<Self>, OverlayError> {
-        if !(MIN_MTU..=MAX_MTU).contains(&config.mtu) {
-            return Err(OverlayError::Mtu {
-                mtu: config.mtu,
-                min: MIN_MTU,
-                max: MAX_MTU,
-            });
-        }
+        let (core, local_addr) = Core::open(config.udp_listen, config.mtu, Macs::mirrored())?;
         if config.mtu > MAX_XDP_MTU {
             return Err(OverlayError::XskMtu {
                 mtu: config.mtu,
@@ -176,48 +141,23 @@ impl XdpOverlay {
         }
         let iface = config.datapath_ifname.clone();
         let (to_bridge_half, from_bridge_half, mem) = umem::open(&iface)?;
-        let udp_error = |op| {
-            move |source| OverlayError::Udp {
-                op,
-                addr: config.udp_listen,
-                source,
-            }
-        };
-        let udp = UdpSocket::bind(config.udp_listen).map_err(udp_error("bind"))?;
-        sys::set_buffers(udp.as_fd(), sys::SOCKET_BUFFER);
         // Without it (Linux < 5.0) every packet arrives on its own: slower, same result.
-        if let Err(error) = gro::enable(udp.as_fd()) {
+        if let Err(error) = gro::enable(core.udp.as_fd()) {
             tracing::warn!(%error, "no UDP GRO on the data socket: receiving packet by packet");
         }
-        let local_addr = udp.local_addr().map_err(udp_error("read the address of"))?;
-        sys::set_recv_timeout(udp.as_fd(), STOP_CHECK).map_err(|source| OverlayError::Start {
-            what: "socket receive timeout",
-            source,
-        })?;
         let DatapathMaps {
             mut sockets,
             peer_macs,
         } = maps;
         let shared = Arc::new(Shared {
-            udp,
-            udp_family: if local_addr.is_ipv4() {
-                libc::AF_INET
-            } else {
-                libc::AF_INET6
-            },
-            max_frame: config.mtu as usize + vxlan::ETHERNET_HEADER_LEN,
-            routes: RoutesCell::default(),
-            macs: Mutex::new(Macs::mirrored()),
-            peer_macs: Mutex::new(PeerMacs::new(peer_macs)),
-            counters: Counters::default(),
-            stopping: AtomicBool::new(false),
+            core,
+            // An agent killed before it could clean up leaves nothing behind
+            // (the map died with it), but the mirror starts empty for sure.
+            peer_macs: Mutex::new(PeerMacs::emptied(peer_macs)),
             untagged_seen: AtomicBool::new(false),
             no_frame: AtomicU64::new(0),
             mem: mem.clone(),
         });
-        // An agent killed before it could clean up leaves nothing behind (the
-        // map died with it), but be sure the mirror starts empty.
-        shared.resync_mirror();
         let register = sockets.set(0, mem.fd(), 0);
         let overlay = Arc::new(XdpOverlay {
             shared: shared.clone(),
@@ -225,14 +165,14 @@ impl XdpOverlay {
             datapath_ifname: iface,
             native: config.native,
             sockets: Mutex::new(sockets),
-            workers: Mutex::new(Vec::new()),
+            workers: Workers::new("xdp"),
         });
         register.map_err(|source| OverlayError::XskMap { source })?;
         // On error, dropping `overlay` stops what was started.
-        let out_shared = shared.clone();
-        let out = std::thread::Builder::new()
-            .name("weave-xsk-out".to_owned())
-            .spawn(move || to_peers::run(&out_shared, to_bridge_half));
+        let out = shared.clone();
+        overlay
+            .workers
+            .spawn("weave-xsk-out", move || to_peers::run(&out, to_bridge_half))?;
         // Without it TCP segments enter the bridge one by one: slower, same result.
         let injector = sys::ifindex(&overlay.datapath_ifname)
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))
@@ -241,22 +181,14 @@ impl XdpOverlay {
                 tracing::warn!(%error, "no packet socket to coalesce TCP segments into the bridge");
             })
             .ok();
-        let in_shared = shared.clone();
-        let spawned = out.and_then(|out| {
-            overlay.workers().push(out);
-            std::thread::Builder::new()
-                .name("weave-xsk-in".to_owned())
-                .spawn(move || from_peers::run(&in_shared, from_bridge_half, injector))
-        });
-        match spawned {
-            Ok(handle) => overlay.workers().push(handle),
-            Err(source) => {
-                return Err(OverlayError::Start {
-                    what: "overlay worker thread",
-                    source,
-                });
-            }
-        }
+        let inbound = shared.clone();
+        overlay.workers.spawn("weave-xsk-in", move || {
+            from_peers::run(&inbound, from_bridge_half, injector)
+        })?;
+        let sync = shared.clone();
+        overlay
+            .workers
+            .spawn("weave-xsk-sync", move || keep_mirror_in_step(&sync))?;
         tracing::info!(
             datapath = %overlay.datapath_ifname,
             udp = %local_addr,
@@ -280,10 +212,6 @@ impl XdpOverlay {
         )
     }
 
-    fn workers(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.workers.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Takes the socket out of the datapath program's map, then stops and
     /// joins the workers; idempotent. The socket and UMEM are freed when the
     /// overlay is dropped (which also stops it).
@@ -293,16 +221,19 @@ impl XdpOverlay {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .unset(0);
-        self.shared.stopping.store(true, Ordering::Release);
-        let workers = std::mem::take(&mut *self.workers());
-        let stopped = !workers.is_empty();
-        for worker in workers {
-            if worker.join().is_err() {
-                tracing::error!("an overlay worker panicked");
-            }
-        }
-        if stopped {
-            tracing::info!(datapath = %self.datapath_ifname, "xdp overlay stopped");
+        self.workers.stop(&self.shared.core);
+    }
+}
+
+/// The `weave-xsk-sync` worker: every [`MIRROR_SYNC`], repairs what the
+/// journal cannot say (entries aged out, a journal that overflowed).
+fn keep_mirror_in_step(shared: &Shared) {
+    let mut last = Instant::now();
+    while !shared.core.stopping() {
+        std::thread::sleep(STOP_CHECK);
+        if last.elapsed() >= MIRROR_SYNC {
+            last = Instant::now();
+            shared.resync_mirror();
         }
     }
 }
@@ -313,16 +244,17 @@ impl Overlay for XdpOverlay {
     }
 
     fn update(&self, table: Arc<ForwardingTable>) {
-        if self.shared.routes.install(table, &self.shared.macs) > 0 {
+        if self.shared.core.install(table) > 0 {
             self.shared.resync_mirror();
         }
     }
 
     fn stats(&self) -> OverlayStats {
-        let mut stats = self.shared.counters.snapshot();
-        stats.dropped_overflow = sys::socket_drops(self.shared.udp.as_fd()).unwrap_or(0)
-            + self.shared.mem.rx_dropped()
-            + self.shared.no_frame.load(Ordering::Relaxed);
+        let shared = &*self.shared;
+        let mut stats = shared.core.stats();
+        stats.dropped_overflow = sys::socket_drops(shared.core.udp.as_fd()).unwrap_or(0)
+            + shared.mem.rx_dropped()
+            + shared.no_frame.load(Ordering::Relaxed);
         stats
     }
 
@@ -348,9 +280,4 @@ fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
     // SAFETY: one live pollfd.
     unsafe { libc::poll(&mut poll, 1, ms) > 0 }
-}
-
-/// Whether a receive error just means "nothing came".
-fn nothing_came(error: &std::io::Error) -> bool {
-    matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
 }

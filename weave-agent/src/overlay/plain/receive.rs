@@ -1,144 +1,140 @@
 //! Peers to bridge: VXLAN packets received on the data port, their inner
 //! frames injected into the datapath port, broadcasts passed on down the
-//! origin's tree and packets for other peers relayed unchanged. In password
-//! mode every packet is first opened in place with the sending neighbour's
-//! key (dropped and counted if it does not authenticate or is a replay),
-//! and what is passed on is sealed again for its next hop.
+//! origin's tree and packets for other peers relayed, as their plan says.
+//! In password mode every packet is first opened in place with the sending
+//! neighbour's key (dropped and counted if it does not authenticate or is a
+//! replay), and what is passed on is sealed again for its next hop.
 
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::AsFd;
+use std::time::Instant;
 
-use super::sealed::Sealed;
-use super::verdict::{FromPeer, from_peer};
-use super::{BATCH, Shared, batch_time};
-use crate::overlay::counters::{Counts, DropReason, dropped};
+use super::Shared;
+use crate::overlay::carry::{Carrier, Tally, carry_out};
+use crate::overlay::counters::DropReason;
+use crate::overlay::engine::BATCH;
 use crate::overlay::forwarding::ShortId;
-use crate::overlay::mmsg::{RecvBatch, SendQueue};
+use crate::overlay::mmsg::{Batch, RecvBatch, SendOutcome, SendQueue};
 use crate::overlay::routes::{Routes, RoutesReader};
-use crate::overlay::seal::{self, OpenError};
+use crate::overlay::seal;
+use crate::overlay::seal_slots::SealSlots;
 use crate::overlay::sys;
+use crate::overlay::verdict::{FromPeer, from_peer, from_peer_truncated};
 use crate::overlay::vxlan;
 
 /// Relays and broadcasts passed on: room for a batch sent to four peers each.
 const FORWARD_QUEUE: usize = BATCH * 4;
 
 pub(super) fn run(shared: &Shared) {
+    let core = &shared.core;
     // Room for sealed packets, whether or not the mesh uses a password.
-    let mut packets = RecvBatch::new(BATCH, vxlan::HEADER_LEN + seal::OVERHEAD + shared.max_frame);
-    let mut sealed = Sealed::new(shared.max_frame);
+    let mut packets = RecvBatch::new(BATCH, vxlan::HEADER_LEN + seal::OVERHEAD + core.max_frame);
+    let mut slots = SealSlots::new(core.max_frame);
     // Where each packet's plain VXLAN packet is in its slot, or why not.
     let mut plain: Vec<Result<Range<usize>, DropReason>> = Vec::with_capacity(BATCH);
     let mut inject = SendQueue::new(BATCH, libc::AF_PACKET);
-    let mut forward = SendQueue::new(FORWARD_QUEUE, shared.udp_family);
+    let mut forward = SendQueue::new(FORWARD_QUEUE, core.udp_family);
     let mut verdicts: Vec<FromPeer> = Vec::with_capacity(BATCH);
-    let mut reader = RoutesReader::new(&shared.routes);
-    while !shared.stopping() {
-        if !shared.receive(&mut packets, shared.udp.as_fd(), "udp") {
+    let mut reader = RoutesReader::new(&core.routes);
+    while !core.stopping() {
+        if !shared.receive(&mut packets, core.udp.as_fd(), "udp") {
             continue;
         }
-        let now = batch_time();
-        let routes = reader.refresh(&shared.routes);
-        let mut counts = Counts::default();
-        let encrypted = routes.encrypted();
+        let now = Instant::now();
+        let routes = reader.refresh(&core.routes);
         open_all(&mut packets, routes, &mut plain);
-        verdicts.clear();
-        {
-            let mut macs = shared.macs();
-            macs.expire(now);
-            verdicts.extend((0..packets.len()).map(|i| {
-                let packet = packets.get(i);
-                let sender = sys::read_sockaddr(packet.addr);
-                if packet.truncated {
-                    match sender.and_then(|a| routes.neighbour_at(&a)) {
-                        Some(_) => FromPeer::Drop(DropReason::Oversize),
-                        None => FromPeer::Drop(DropReason::UnknownSender),
-                    }
-                } else if let Err(reason) = &plain[i] {
-                    FromPeer::Drop(*reason)
-                } else {
-                    from_peer(
-                        sender,
-                        payload(packet.data, &plain[i]),
-                        shared.max_frame,
-                        routes,
-                        &mut macs,
-                        now,
-                    )
-                }
-            }));
-        }
-
-        let mut injected = inject.batch(shared.datapath.as_fd());
-        let mut forwarded = forward.batch(shared.udp.as_fd());
-        for (i, verdict) in verdicts.iter().enumerate() {
+        core.decide(packets.len(), now, &mut verdicts, None, |macs, i| {
             let packet = packets.get(i);
-            let data = payload(packet.data, &plain[i]);
-            match *verdict {
-                FromPeer::Deliver {
-                    origin,
-                    sender,
-                    broadcast,
-                } => {
-                    injected.push(None, &data[vxlan::HEADER_LEN..], None);
-                    if broadcast {
-                        let vni = ShortId::vni(origin, ShortId::BROADCAST);
-                        for (child, addr) in routes.children(origin) {
-                            if *child != sender && *child != origin {
-                                if encrypted {
-                                    sealed.push(i, vni, *child, *addr);
-                                } else {
-                                    forwarded.push(None, data, Some(addr));
-                                }
-                            }
-                        }
-                    }
-                }
-                FromPeer::Relay { via } => {
-                    if !encrypted {
-                        forwarded.push(None, data, Some(&via));
-                    } else if let (Some(hop), Ok(v)) =
-                        (routes.neighbour_at(&via), vxlan::parse(data))
-                    {
-                        sealed.push(i, v.vni, hop, via);
-                    } else {
-                        dropped!(
-                            shared.counters,
-                            counts,
-                            DropReason::NoRoute,
-                            direction = "relayed",
-                            len = packet.len,
-                        );
-                    }
-                }
-                FromPeer::Drop(reason) => {
-                    let from = sys::read_sockaddr(packet.addr);
-                    dropped!(shared.counters, counts, reason, direction = "from peers", from = ?from, len = packet.len,);
+            let sender = sys::read_sockaddr(packet.addr);
+            if packet.truncated {
+                from_peer_truncated(sender, routes)
+            } else {
+                match &plain[i] {
+                    Err(reason) => FromPeer::Drop(*reason),
+                    Ok(range) => from_peer(
+                        sender,
+                        payload(packet.data, range),
+                        core.max_frame,
+                        routes,
+                        macs,
+                        now,
+                    ),
                 }
             }
-        }
-        let injected = injected.finish();
-        let mut forwarded = forwarded.finish();
-        if encrypted {
-            let packets = &packets;
-            let plain = &plain;
-            forwarded.merge(sealed.send(
-                |i| &payload(packets.get(i).data, &plain[i])[vxlan::HEADER_LEN..],
-                routes,
-                &mut forward,
-                shared.udp.as_fd(),
-                &shared.counters,
-                &mut counts,
-            ));
-        }
-        counts.received += injected.sent;
-        counts.relayed += forwarded.sent;
-        for (outcome, direction) in [(injected, "into the bridge"), (forwarded, "to peers")] {
-            if let Some(error) = outcome.first_error {
-                counts.drop(DropReason::SendFailed, outcome.failed - 1);
-                dropped!(shared.counters, counts, DropReason::SendFailed, direction = direction, error = %error,);
-            }
-        }
-        shared.counters.add(&counts);
+        });
+        let mut tally = Tally::new(&core.counters, "from peers");
+        let mut out = ToBridge {
+            packets: &packets,
+            plain: &plain,
+            injected: inject.batch(shared.datapath.as_fd()),
+            forwarded: forward.batch(core.udp.as_fd()),
+            slots: &mut slots,
+        };
+        carry_out(&verdicts, routes, &mut out, &mut tally);
+        let (injected, forwarded) = out.finish();
+        let received = tally.sends(injected);
+        let mut relayed = tally.sends(forwarded);
+        let sealed = slots.send(
+            |i| inner_frame(&packets, &plain, i),
+            routes,
+            &mut forward,
+            core.udp.as_fd(),
+            &mut tally,
+        );
+        relayed += tally.sends(sealed);
+        tally.counts.received += received;
+        tally.counts.relayed += relayed;
+    }
+}
+
+/// Where each received packet's frames go: into the bridge through the
+/// packet socket, on to peers in clear, or through a seal slot.
+struct ToBridge<'q, 'd> {
+    packets: &'d RecvBatch,
+    plain: &'d [Result<Range<usize>, DropReason>],
+    injected: Batch<'q, 'd>,
+    forwarded: Batch<'q, 'd>,
+    slots: &'q mut SealSlots,
+}
+
+impl ToBridge<'_, '_> {
+    /// Sends what was queued: (into the bridge, on to peers).
+    fn finish(self) -> (SendOutcome, SendOutcome) {
+        (self.injected.finish(), self.forwarded.finish())
+    }
+}
+
+impl Carrier for ToBridge<'_, '_> {
+    fn len(&self, packet: usize) -> usize {
+        self.packets.get(packet).len
+    }
+
+    fn sender(&self, packet: usize) -> Option<SocketAddr> {
+        sys::read_sockaddr(self.packets.get(packet).addr)
+    }
+
+    fn deliver(&mut self, packet: usize) {
+        let frame = inner_frame(self.packets, self.plain, packet);
+        self.injected.push(None, frame, None);
+    }
+
+    fn send_clear(&mut self, packet: usize, vni: u32, to: &SocketAddr) {
+        let frame = inner_frame(self.packets, self.plain, packet);
+        self.forwarded
+            .push(Some(vxlan::header(vni)), frame, Some(to));
+    }
+
+    fn seal(
+        &mut self,
+        packet: usize,
+        vni: u32,
+        hop: ShortId,
+        to: SocketAddr,
+        _sole: bool,
+    ) -> Result<(), DropReason> {
+        self.slots.push(packet, vni, hop, to);
+        Ok(())
     }
 }
 
@@ -165,25 +161,25 @@ fn open_all(
             plain.push(Ok(0..len));
             continue;
         };
-        let opened = match routes.keys(neighbour) {
-            None => Err(DropReason::Unauthenticated),
-            Some(keys) => keys
-                .recv
-                .open_as_vxlan(packets.data_mut(i))
-                .map_err(|e| match e {
-                    OpenError::Replayed(_) => DropReason::Replayed,
-                    OpenError::Truncated { .. } => DropReason::Malformed,
-                    OpenError::Forged => DropReason::Unauthenticated,
-                }),
-        };
-        plain.push(opened);
+        plain.push(seal::open_from(routes.keys(neighbour), packets.data_mut(i)));
     }
 }
 
-/// The plain VXLAN packet in a slot: all of it, or what `open_all` left.
-fn payload<'a>(data: &'a [u8], plain: &Result<Range<usize>, DropReason>) -> &'a [u8] {
-    match plain {
-        Ok(range) => data.get(range.clone()).unwrap_or_default(),
+/// The plain VXLAN packet in a slot, or nothing.
+fn payload<'a>(data: &'a [u8], range: &Range<usize>) -> &'a [u8] {
+    data.get(range.clone()).unwrap_or_default()
+}
+
+/// The inner frame of packet `i`, once opened (empty if it was not).
+fn inner_frame<'a>(
+    packets: &'a RecvBatch,
+    plain: &[Result<Range<usize>, DropReason>],
+    i: usize,
+) -> &'a [u8] {
+    match &plain[i] {
+        Ok(range) => payload(packets.get(i).data, range)
+            .get(vxlan::HEADER_LEN..)
+            .unwrap_or_default(),
         Err(_) => &[],
     }
 }

@@ -1,13 +1,14 @@
 //! Peers to bridge: VXLAN packets received in batches of GRO datagrams
 //! (`gro`: a peer's GSO datagram of up to 64 packets crosses the receiving
-//! stack as one), each packet copied into a transmit frame of the UMEM, the
-//! inner frames sent into the bridge through the AF_XDP TX ring (or, when
-//! a TCP stream's segments merge, as GSO super-frames through `inject`),
-//! broadcasts passed on down the origin's tree and packets for other peers
-//! relayed unchanged. In password mode every packet is first
-//! opened in place with the sending neighbour's key (dropped and counted if
-//! it does not authenticate or is a replay), a relayed one sealed again in
-//! place for its next hop, and broadcasts passed on sealed for each child.
+//! stack as one), each packet copied into a transmit frame of the UMEM, and
+//! carried out as its plan says: the inner frame sent into the bridge
+//! through the AF_XDP TX ring (or, when a TCP stream's segments merge, as
+//! GSO super-frames through `inject`), broadcasts passed on down the
+//! origin's tree and packets for other peers relayed. In password mode
+//! every packet is first opened in place with the sending neighbour's key
+//! (dropped and counted if it does not authenticate or is a replay), a
+//! relayed one sealed again in place for its next hop, and broadcasts
+//! passed on sealed for each child through seal slots.
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -16,21 +17,23 @@ use std::time::Instant;
 
 use xdpilone::xdp::XdpDesc;
 
-use super::peer_macs::Pending;
+use super::Shared;
 use super::sealed::{self, SEALED_LEAD, seal_in_place};
-use super::umem::{BridgeTx, DATA_OFFSET, FRAME_SIZE, RING_SIZE, chunk_of};
-use super::{BATCH, MIRROR_SYNC, Shared, nothing_came};
+use super::umem::{BridgeTx, DATA_OFFSET, FRAME_SIZE, Memory, RING_SIZE, chunk_of};
+use crate::overlay::carry::{Carrier, Tally, carry_out};
 use crate::overlay::coalesce::{self, Run};
-use crate::overlay::counters::{Counts, DropReason, dropped};
+use crate::overlay::counters::DropReason;
+use crate::overlay::engine::{BATCH, nothing_came};
 use crate::overlay::forwarding::ShortId;
 use crate::overlay::gro::GroRecv;
 use crate::overlay::gso;
 use crate::overlay::inject::Injector;
-use crate::overlay::mmsg::SendQueue;
-use crate::overlay::plain::sealed::Sealed;
-use crate::overlay::plain::verdict::{FromPeer, from_peer};
-use crate::overlay::routes::RoutesReader;
+use crate::overlay::macs::MacJournal;
+use crate::overlay::mmsg::{Batch, SendOutcome, SendQueue};
+use crate::overlay::routes::{Routes, RoutesReader};
+use crate::overlay::seal_slots::SealSlots;
 use crate::overlay::sys;
+use crate::overlay::verdict::{FromPeer, from_peer, from_peer_truncated};
 use crate::overlay::vxlan;
 
 /// Relays and broadcasts passed on: room for a batch sent to four peers each.
@@ -53,22 +56,29 @@ struct Arrival {
     sender: Option<SocketAddr>,
 }
 
+/// Where packet `i`'s plain VXLAN packet lies in the UMEM (address and
+/// length), or why it is dropped.
+type Opened = Result<(u64, usize), DropReason>;
+
 pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Injector>) {
+    let core = &shared.core;
     let mem = half.mem.clone();
     let mut runs: Vec<Run> = Vec::with_capacity(RING_SIZE as usize);
     let mut recv = GroRecv::new(DATAGRAMS);
     let mut taken: Vec<u64> = Vec::with_capacity(RING_SIZE as usize);
     let mut arrivals: Vec<Arrival> = Vec::with_capacity(RING_SIZE as usize);
-    let mut forward = SendQueue::new(FORWARD_QUEUE, shared.udp_family);
+    let mut forward = SendQueue::new(FORWARD_QUEUE, core.udp_family);
     let mut verdicts: Vec<FromPeer> = Vec::with_capacity(RING_SIZE as usize);
     let mut deliver: Vec<XdpDesc> = Vec::with_capacity(RING_SIZE as usize);
-    let mut reader = RoutesReader::new(&shared.routes);
-    let mut pending = Pending::default();
-    let mut last_sync = Instant::now();
-    let mut passed_on = Sealed::new(shared.max_frame);
+    let mut reader = RoutesReader::new(&core.routes);
+    let mut changes = MacJournal::default();
+    let mut slots = SealSlots::new(core.max_frame);
+    // Frames that enter the bridge (their chunks stay taken until the TX
+    // ring gives them back).
+    let mut kept: Vec<bool> = Vec::with_capacity(RING_SIZE as usize);
     // Where each packet's plain VXLAN packet is in the UMEM, or why not.
-    let mut plain: Vec<Result<(u64, usize), DropReason>> = Vec::with_capacity(RING_SIZE as usize);
-    while !shared.stopping() {
+    let mut plain: Vec<Opened> = Vec::with_capacity(RING_SIZE as usize);
+    while !core.stopping() {
         reclaim(&mut half);
         if half.free.is_empty() {
             // Every transmit frame is in the kernel's hands: push them on.
@@ -78,17 +88,13 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
         }
         // Only as many datagrams as the free frames can hold when full.
         let datagrams = (half.free.len() / gso::MAX_SEGMENTS).clamp(1, recv.capacity());
-        let received = recv.recv(shared.udp.as_fd(), datagrams);
+        let received = recv.recv(core.udp.as_fd(), datagrams);
         let now = Instant::now();
-        if now.duration_since(last_sync) >= MIRROR_SYNC {
-            last_sync = now;
-            shared.resync_mirror();
-        }
         match received {
             Ok(_) => {}
             Err(e) => {
                 if !nothing_came(&e) {
-                    shared.back_off(&e, "udp receive");
+                    core.back_off(&e, "udp receive");
                 }
                 // Frames left on the TX ring by a kick that ran out of rounds.
                 kick(&half);
@@ -96,12 +102,12 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
             }
         }
         // Sealed packets start earlier, so that they open where plain ones are.
-        let lead = if reader.refresh(&shared.routes).encrypted() {
+        let lead = if reader.refresh(&core.routes).encrypted() {
             SEALED_LEAD
         } else {
             0
         };
-        let mut counts = Counts::default();
+        let mut tally = Tally::new(&core.counters, "from peers");
         taken.clear();
         arrivals.clear();
         let mut no_frame = 0;
@@ -109,7 +115,7 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
             let datagram = recv.get(d);
             let sender = sys::read_sockaddr(datagram.addr);
             if datagram.truncated {
-                dropped!(shared.counters, counts, DropReason::Oversize, direction = "from peers", from = ?sender, len = datagram.bytes.len(),);
+                tally.dropped(DropReason::Oversize, datagram.bytes.len(), sender);
                 continue;
             }
             for packet in datagram.segments() {
@@ -142,8 +148,7 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
             shared.no_frame.fetch_add(no_frame, Ordering::Relaxed);
         }
         let n = arrivals.len();
-        let routes = reader.refresh(&shared.routes);
-        let encrypted = routes.encrypted();
+        let routes = reader.refresh(&core.routes);
         plain.clear();
         plain.extend((0..n).map(|i| {
             let Arrival {
@@ -158,148 +163,57 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
             }
             sealed::open(&mem, at, len, sender, routes)
         }));
-        verdicts.clear();
-        {
-            let mut macs = shared.macs();
-            macs.expire(now);
-            verdicts.extend((0..n).map(|i| {
-                let Arrival {
-                    truncated, sender, ..
-                } = arrivals[i];
-                if truncated {
-                    return match sender.and_then(|a| routes.neighbour_at(&a)) {
-                        Some(_) => FromPeer::Drop(DropReason::Oversize),
-                        None => FromPeer::Drop(DropReason::UnknownSender),
-                    };
-                }
-                let (at, len) = match plain[i] {
-                    Ok(packet) => packet,
-                    Err(reason) => return FromPeer::Drop(reason),
-                };
-                // SAFETY: the packet just received into this worker's frame.
-                match unsafe { mem.frame(at, len) } {
-                    Some(packet) => {
-                        from_peer(sender, packet, shared.max_frame, routes, &mut macs, now)
-                    }
-                    None => FromPeer::Drop(DropReason::Oversize),
-                }
-            }));
-            if let Some(journal) = &mut macs.journal {
-                pending.take_from(journal);
+        core.decide(n, now, &mut verdicts, Some(&mut changes), |macs, i| {
+            let Arrival {
+                truncated, sender, ..
+            } = arrivals[i];
+            if truncated {
+                return from_peer_truncated(sender, routes);
             }
-        }
+            let (at, len) = match plain[i] {
+                Ok(packet) => packet,
+                Err(reason) => return FromPeer::Drop(reason),
+            };
+            // SAFETY: the packet just received into this worker's frame.
+            match unsafe { mem.frame(at, len) } {
+                Some(packet) => from_peer(sender, packet, core.max_frame, routes, macs, now),
+                None => FromPeer::Drop(DropReason::Oversize),
+            }
+        });
 
         deliver.clear();
-        let mut forwarded = forward.batch(shared.udp.as_fd());
-        for (i, verdict) in verdicts.iter().enumerate() {
-            let chunk = taken[i];
-            let (at, len) = *plain[i].as_ref().unwrap_or(&(chunk + PACKET_OFFSET, 0));
-            match *verdict {
-                FromPeer::Relay { via } if encrypted => {
-                    // SAFETY: as above.
-                    let vni = unsafe { mem.frame(at, len) }.and_then(|p| vxlan::parse(p).ok());
-                    let sealed = match (routes.neighbour_at(&via), vni) {
-                        (Some(hop), Some(v)) => routes
-                            .keys(hop)
-                            .ok_or(DropReason::NoRoute)
-                            .and_then(|keys| {
-                                let frame = at + vxlan::HEADER_LEN as u64;
-                                seal_in_place(&mem, frame, len - vxlan::HEADER_LEN, v.vni, keys)
-                            }),
-                        _ => Err(DropReason::NoRoute),
-                    };
-                    // SAFETY: as above; the sealed packet lies in the frame's chunk.
-                    match sealed.map(|(at, len)| unsafe { mem.frame(at, len) }) {
-                        Ok(Some(packet)) => forwarded.push(None, packet, Some(&via)),
-                        Ok(None) => {}
-                        Err(reason) => {
-                            dropped!(
-                                shared.counters,
-                                counts,
-                                reason,
-                                direction = "relayed",
-                                len = len,
-                            );
-                        }
-                    }
-                    half.free.push(chunk);
-                    continue;
-                }
-                FromPeer::Deliver {
-                    origin,
-                    sender,
-                    broadcast: true,
-                } if encrypted => {
-                    let vni = ShortId::vni(origin, ShortId::BROADCAST);
-                    for (child, addr) in routes.children(origin) {
-                        if *child != sender && *child != origin {
-                            passed_on.push(i, vni, *child, *addr);
-                        }
-                    }
-                }
-                _ => {}
-            }
-            // SAFETY: as above; the frame is queued on the TX ring only after
-            // `forwarded` is finished.
-            let packet = unsafe { mem.frame(at, len.min(PACKET_ROOM)) };
-            let Some(packet) = packet else {
-                half.free.push(chunk);
-                continue;
-            };
-            match *verdict {
-                FromPeer::Deliver {
-                    origin,
-                    sender,
-                    broadcast,
-                } => {
-                    deliver.push(XdpDesc {
-                        addr: at + vxlan::HEADER_LEN as u64,
-                        len: (len - vxlan::HEADER_LEN) as u32,
-                        options: 0,
-                    });
-                    if broadcast && !encrypted {
-                        for (child, addr) in routes.children(origin) {
-                            if *child != sender && *child != origin {
-                                forwarded.push(None, packet, Some(addr));
-                            }
-                        }
-                    }
-                }
-                FromPeer::Relay { via } => {
-                    forwarded.push(None, packet, Some(&via));
-                    half.free.push(chunk);
-                }
-                FromPeer::Drop(reason) => {
-                    let from = arrivals[i].sender;
-                    dropped!(shared.counters, counts, reason, direction = "from peers", from = ?from, len = len,);
-                    half.free.push(chunk);
-                }
-            }
-        }
-        let mut forwarded = forwarded.finish();
-        if encrypted {
-            let plain = &plain;
-            forwarded.merge(passed_on.send(
-                // SAFETY: as above; the frames are queued only after this.
-                |i| {
-                    match plain[i] {
-                        Ok((at, len)) => unsafe {
-                            mem.frame(
-                                at + vxlan::HEADER_LEN as u64,
-                                len.saturating_sub(vxlan::HEADER_LEN),
-                            )
-                        }
-                        .unwrap_or_default(),
-                        Err(_) => &[],
-                    }
-                },
-                routes,
-                &mut forward,
-                shared.udp.as_fd(),
-                &shared.counters,
-                &mut counts,
-            ));
-        }
+        kept.clear();
+        kept.resize(n, false);
+        let mut out = ToBridge {
+            mem: &mem,
+            plain: &plain,
+            arrivals: &arrivals,
+            routes,
+            deliver: &mut deliver,
+            kept: &mut kept,
+            forwarded: forward.batch(core.udp.as_fd()),
+            slots: &mut slots,
+        };
+        carry_out(&verdicts, routes, &mut out, &mut tally);
+        let mut relayed = tally.sends(out.finish());
+        let sealed = slots.send(
+            // SAFETY: as above; the frames are queued or freed only after this.
+            |i| unsafe { inner_frame(&mem, &plain, i) },
+            routes,
+            &mut forward,
+            core.udp.as_fd(),
+            &mut tally,
+        );
+        relayed += tally.sends(sealed);
+        tally.counts.relayed += relayed;
+        // Packets whose frame does not enter the bridge are done with.
+        half.free.extend(
+            taken
+                .iter()
+                .zip(&kept)
+                .filter(|(_, kept)| !**kept)
+                .map(|(chunk, _)| *chunk),
+        );
         // Segments of a TCP stream that arrived together enter the bridge as
         // one GSO super-frame, through the injector; then the whole batch
         // goes that way, to stay in order.
@@ -311,17 +225,12 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
             };
             coalesce::plan(deliver.len(), frame, &mut runs);
             if runs.len() < deliver.len() {
-                let injected = injector.send(&runs, frame);
-                counts.received += injected.sent;
-                counts.coalesced += runs
+                tally.counts.received += tally.sends(injector.send(&runs, frame));
+                tally.counts.coalesced += runs
                     .iter()
                     .filter(|r| r.count > 1)
                     .map(|r| r.count as u64)
                     .sum::<u64>();
-                if let Some(error) = injected.first_error {
-                    counts.drop(DropReason::SendFailed, injected.failed - 1);
-                    dropped!(shared.counters, counts, DropReason::SendFailed, direction = "to the bridge", error = %error,);
-                }
                 half.free.extend(deliver.iter().map(|d| chunk_of(d.addr)));
                 deliver.clear();
             }
@@ -347,17 +256,107 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
         }
         if queued < deliver.len() {
             let lost = (deliver.len() - queued) as u64;
-            counts.drop(DropReason::SendFailed, lost);
+            tally.counts.drop(DropReason::SendFailed, lost);
         }
         kick(&half);
-        counts.received += queued as u64;
-        counts.relayed += forwarded.sent;
-        if let Some(error) = forwarded.first_error {
-            counts.drop(DropReason::SendFailed, forwarded.failed - 1);
-            dropped!(shared.counters, counts, DropReason::SendFailed, direction = "to peers", error = %error,);
+        tally.counts.received += queued as u64;
+        drop(tally);
+        shared.mirror(&mut changes);
+    }
+}
+
+/// Where each received packet's frames go: into the bridge through the TX
+/// ring (its chunk then stays taken), on to peers straight from the UMEM
+/// (sealed in place first for a relay in password mode), or through a seal
+/// slot.
+struct ToBridge<'q, 'd> {
+    mem: &'d Memory,
+    plain: &'d [Opened],
+    arrivals: &'d [Arrival],
+    routes: &'d Routes,
+    deliver: &'q mut Vec<XdpDesc>,
+    kept: &'q mut [bool],
+    forwarded: Batch<'q, 'd>,
+    slots: &'q mut SealSlots,
+}
+
+impl ToBridge<'_, '_> {
+    fn finish(self) -> SendOutcome {
+        self.forwarded.finish()
+    }
+}
+
+impl Carrier for ToBridge<'_, '_> {
+    fn len(&self, packet: usize) -> usize {
+        self.arrivals[packet].len
+    }
+
+    fn sender(&self, packet: usize) -> Option<SocketAddr> {
+        self.arrivals[packet].sender
+    }
+
+    fn deliver(&mut self, packet: usize) {
+        if let Ok((at, len)) = self.plain[packet] {
+            self.deliver.push(XdpDesc {
+                addr: at + vxlan::HEADER_LEN as u64,
+                len: (len - vxlan::HEADER_LEN) as u32,
+                options: 0,
+            });
+            self.kept[packet] = true;
         }
-        shared.counters.add(&counts);
-        shared.mirror(&mut pending);
+    }
+
+    fn send_clear(&mut self, packet: usize, vni: u32, to: &SocketAddr) {
+        // SAFETY: the packet's frame is this worker's (taken off the free
+        // list, queued or freed only after the batch is sent).
+        let frame = unsafe { inner_frame(self.mem, self.plain, packet) };
+        self.forwarded
+            .push(Some(vxlan::header(vni)), frame, Some(to));
+    }
+
+    fn seal(
+        &mut self,
+        packet: usize,
+        vni: u32,
+        hop: ShortId,
+        to: SocketAddr,
+        sole: bool,
+    ) -> Result<(), DropReason> {
+        if !sole {
+            self.slots.push(packet, vni, hop, to);
+            return Ok(());
+        }
+        let (at, len) = self.plain[packet]?;
+        let keys = self.routes.keys(hop).ok_or(DropReason::NoRoute)?;
+        let frame = at + vxlan::HEADER_LEN as u64;
+        let (at, len) = seal_in_place(self.mem, frame, len - vxlan::HEADER_LEN, vni, keys)?;
+        // SAFETY: the packet's frame is this worker's (taken off the free
+        // list, freed only after the batch is sent); the sealed packet lies
+        // in its chunk, which nothing else in the batch refers to (its only
+        // use).
+        match unsafe { self.mem.frame(at, len) } {
+            Some(sealed) => {
+                self.forwarded.push(None, sealed, Some(&to));
+                Ok(())
+            }
+            None => Err(DropReason::Oversize),
+        }
+    }
+}
+
+/// The inner frame of packet `i`, once opened (empty if it was not).
+///
+/// # Safety
+/// As for `Memory::frame`: the packet's frame belongs to the caller, and
+/// nobody writes it while the slice lives.
+unsafe fn inner_frame<'m>(mem: &'m Memory, plain: &[Opened], i: usize) -> &'m [u8] {
+    match plain[i] {
+        // SAFETY: the caller's contract.
+        Ok((at, len)) if len >= vxlan::HEADER_LEN => {
+            unsafe { mem.frame(at + vxlan::HEADER_LEN as u64, len - vxlan::HEADER_LEN) }
+                .unwrap_or_default()
+        }
+        _ => &[],
     }
 }
 

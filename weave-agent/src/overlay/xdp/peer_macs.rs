@@ -8,6 +8,10 @@
 //! peers gone, a journal that overflowed) a periodic [`PeerMacs::sync`]
 //! repairs: a MAC left behind for a few seconds only sends frames to the
 //! peer it was last seen behind, which is what they would do anyway.
+//!
+//! The agent is the map's only writer, so it keeps its own copy of what it
+//! wrote (`written`): a resync compares in memory and makes a system call
+//! only for what differs, instead of reading the whole map back.
 
 use std::collections::HashMap as StdHashMap;
 use std::time::Instant;
@@ -15,80 +19,57 @@ use std::time::Instant;
 use aya::maps::{HashMap, MapData};
 use weave_common::datapath::mac_key;
 
-use crate::mac::Mac;
 use crate::overlay::forwarding::ShortId;
 use crate::overlay::mac_table::MacTable;
-use crate::overlay::plain::verdict::MacJournal;
+use crate::overlay::macs::MacJournal;
 
 pub struct PeerMacs {
     map: HashMap<MapData, u64, u32>,
+    /// What the map holds: what this agent wrote and did not remove.
+    written: StdHashMap<u64, u32>,
     /// Writes the kernel refused (map full): counted, logged once.
     failed: u64,
 }
 
-/// Changes taken out of the journal under the MAC lock, applied after it.
-#[derive(Default)]
-pub struct Pending {
-    learnt: Vec<(Mac, ShortId)>,
-    forgotten: Vec<Mac>,
-    resync: bool,
-}
-
-impl Pending {
-    /// Moves the journal's changes here (keeping both allocations).
-    pub fn take_from(&mut self, journal: &mut MacJournal) {
-        self.learnt.append(&mut journal.learnt);
-        self.forgotten.append(&mut journal.forgotten);
-        self.resync |= std::mem::take(&mut journal.overflowed);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.learnt.is_empty() && self.forgotten.is_empty() && !self.resync
-    }
-
-    /// Whether the whole map must be resynchronised (and forgets that it
-    /// must: the caller does it).
-    pub fn take_resync(&mut self) -> bool {
-        std::mem::take(&mut self.resync)
-    }
-}
-
 impl PeerMacs {
-    pub fn new(map: HashMap<MapData, u64, u32>) -> Self {
-        Self { map, failed: 0 }
+    /// The mirror over `map`, which it empties first (a map pinned or
+    /// reused from an earlier agent may hold entries nobody keeps track of).
+    pub fn emptied(mut map: HashMap<MapData, u64, u32>) -> Self {
+        let keys: Vec<u64> = map.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            let _ = map.remove(&key);
+        }
+        Self {
+            map,
+            written: StdHashMap::new(),
+            failed: 0,
+        }
     }
 
-    /// Writes and removes what `pending` holds, and empties it.
-    pub fn apply(&mut self, pending: &mut Pending) {
-        for (mac, peer) in pending.learnt.drain(..) {
-            self.write(mac, peer);
+    /// Writes and removes what `changes` holds, and empties it.
+    pub fn apply(&mut self, changes: &mut MacJournal) {
+        for (mac, peer) in changes.learnt.drain(..) {
+            self.write(mac_key(mac.0), u32::from(peer.0));
         }
-        for mac in pending.forgotten.drain(..) {
-            let _ = self.map.remove(&mac_key(mac.0));
+        for mac in changes.forgotten.drain(..) {
+            self.remove(mac_key(mac.0));
         }
     }
 
     /// Makes the map equal to `live` (a snapshot of the remote table's live
-    /// entries, taken under the MAC lock): removes what is absent or
-    /// elsewhere there, writes what is missing. Not on the hot path: a
-    /// system call per entry.
+    /// entries, taken under the MAC lock).
     pub fn sync(&mut self, live: &StdHashMap<u64, u32>) {
         let stale: Vec<u64> = self
-            .map
+            .written
             .iter()
-            .filter_map(Result::ok)
             .filter(|(key, peer)| live.get(key) != Some(peer))
-            .map(|(key, _)| key)
+            .map(|(key, _)| *key)
             .collect();
         for key in stale {
-            let _ = self.map.remove(&key);
+            self.remove(key);
         }
         for (&key, &peer) in live {
-            if self.map.get(&key, 0).ok() != Some(peer)
-                && let Err(error) = self.map.insert(key, peer, 0)
-            {
-                self.refused(error);
-            }
+            self.write(key, peer);
         }
     }
 
@@ -100,16 +81,28 @@ impl PeerMacs {
             .collect()
     }
 
-    fn write(&mut self, mac: Mac, peer: ShortId) {
-        if let Err(error) = self.map.insert(mac_key(mac.0), u32::from(peer.0), 0) {
-            self.refused(error);
+    fn write(&mut self, key: u64, peer: u32) {
+        if self.written.get(&key) == Some(&peer) {
+            return;
+        }
+        match self.map.insert(key, peer, 0) {
+            Ok(()) => {
+                self.written.insert(key, peer);
+            }
+            Err(error) => {
+                // Whatever the map held for it is gone or stale: forget it.
+                self.remove(key);
+                self.failed += 1;
+                if self.failed == 1 {
+                    tracing::warn!(%error, "cannot write a MAC into PEER_MACS (further failures only counted): its frames flood");
+                }
+            }
         }
     }
 
-    fn refused(&mut self, error: aya::maps::MapError) {
-        self.failed += 1;
-        if self.failed == 1 {
-            tracing::warn!(%error, "cannot write a MAC into PEER_MACS (further failures only counted): its frames flood");
+    fn remove(&mut self, key: u64) {
+        if self.written.remove(&key).is_some() {
+            let _ = self.map.remove(&key);
         }
     }
 }

@@ -8,7 +8,7 @@
 //! front of the frame, the tag in the 16 bytes behind it. Nothing is copied
 //! for a frame with a single next hop; a frame flooded to several
 //! neighbours (sealed under a different key for each) goes through the
-//! plain path's scratch slots (`plain::sealed`), as there it must be copied.
+//! plain path's scratch slots (`seal_slots`), as there it must be copied.
 //!
 //! - bridge to peers: [`seal_in_place`] on the frame the RX ring gave.
 //! - peers to bridge: packets are received [`SEALED_LEAD`] bytes earlier in
@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use super::umem::Memory;
 use crate::overlay::counters::DropReason;
 use crate::overlay::routes::Routes;
-use crate::overlay::seal::{self, OpenError, PeerKeys};
+use crate::overlay::seal::{self, PeerKeys};
 use crate::overlay::vxlan;
 
 /// How much earlier in its chunk a sealed packet is received than a plain
@@ -74,15 +74,10 @@ pub(super) fn open(
     let Some(neighbour) = sender.and_then(|a| routes.neighbour_at(&a)) else {
         return Ok((at, len));
     };
-    let keys = routes.keys(neighbour).ok_or(DropReason::Unauthenticated)?;
     let ptr = mem.at(at, len).ok_or(DropReason::Oversize)?;
     // SAFETY: the packet just received into a transmit frame the caller
     // owns, of which it holds no other reference while this one lives.
     let packet = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-    let plain = keys.recv.open_as_vxlan(packet).map_err(|e| match e {
-        OpenError::Replayed(_) => DropReason::Replayed,
-        OpenError::Truncated { .. } => DropReason::Malformed,
-        OpenError::Forged => DropReason::Unauthenticated,
-    })?;
+    let plain = seal::open_from(routes.keys(neighbour), packet)?;
     Ok((at + plain.start as u64, plain.len()))
 }

@@ -1,26 +1,30 @@
 //! Bridge to peers: frames the datapath program redirected into the AF_XDP
-//! socket, tagged with their destination peer, wrapped in VXLAN and sent to
-//! the peers their verdict names straight from the UMEM; consecutive frames
-//! of one size for one peer leave as one UDP GSO datagram (`gso`). In
-//! password mode a frame is sealed in place in its chunk for its next hop
-//! (`sealed`), or through scratch slots when flooded to several.
+//! socket, tagged with their destination peer, wrapped in VXLAN and sent
+//! where their plan says, straight from the UMEM; consecutive frames of one
+//! size for one peer leave as one UDP GSO datagram (`gso`). In password mode
+//! a frame with a single next hop is sealed in place in its chunk
+//! (`sealed`), one flooded to several through seal slots.
 
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::time::Instant;
 
 use weave_common::datapath::{META_LEN, meta_dest};
 use xdpilone::xdp::XdpDesc;
 
-use super::peer_macs::Pending;
 use super::sealed::seal_in_place;
 use super::umem::{BridgeRx, Memory, chunk_of};
-use super::{BATCH, STOP_CHECK, Shared, wait_readable};
-use crate::overlay::counters::{Counts, DropReason, dropped};
+use super::{Shared, wait_readable};
+use crate::overlay::carry::{Carrier, Tally, carry_out};
+use crate::overlay::counters::DropReason;
+use crate::overlay::engine::{BATCH, STOP_CHECK};
 use crate::overlay::forwarding::ShortId;
-use crate::overlay::gso::GsoQueue;
-use crate::overlay::mmsg::SendQueue;
-use crate::overlay::plain::sealed::Sealed;
-use crate::overlay::plain::verdict::{FromBridge, from_bridge, from_bridge_tagged};
-use crate::overlay::routes::RoutesReader;
+use crate::overlay::gso::{GsoBatch, GsoQueue};
+use crate::overlay::macs::MacJournal;
+use crate::overlay::mmsg::{SendOutcome, SendQueue};
+use crate::overlay::routes::{Routes, RoutesReader};
+use crate::overlay::seal_slots::SealSlots;
+use crate::overlay::verdict::{FromBridge, from_bridge, from_bridge_tagged};
 use crate::overlay::vxlan;
 
 /// Most frames flood to a few peers: room for a batch sent to four each
@@ -28,16 +32,17 @@ use crate::overlay::vxlan;
 const SEND_QUEUE: usize = BATCH * 4;
 
 pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
+    let core = &shared.core;
     let mem = half.mem.clone();
     let mut descs: Vec<XdpDesc> = Vec::with_capacity(BATCH);
-    let mut queue = GsoQueue::new(SEND_QUEUE, shared.udp_family);
+    let mut queue = GsoQueue::new(SEND_QUEUE, core.udp_family);
     let mut verdicts: Vec<FromBridge> = Vec::with_capacity(BATCH);
-    let mut reader = RoutesReader::new(&shared.routes);
-    let mut pending = Pending::default();
+    let mut reader = RoutesReader::new(&core.routes);
+    let mut changes = MacJournal::default();
     // Password mode: floods, sealed for each child in scratch slots.
-    let mut flooded = Sealed::new(shared.max_frame);
-    let mut flood_queue = SendQueue::new(SEND_QUEUE, shared.udp_family);
-    while !shared.stopping() {
+    let mut slots = SealSlots::new(core.max_frame);
+    let mut slot_queue = SendQueue::new(SEND_QUEUE, core.udp_family);
+    while !core.stopping() {
         if half.rx.available() == 0 && !wait_readable(mem.borrowed_fd(), STOP_CHECK) {
             continue;
         }
@@ -50,123 +55,51 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
         if descs.is_empty() {
             continue;
         }
-        let now = std::time::Instant::now();
-        let routes = reader.refresh(&shared.routes);
-        let mut counts = Counts::default();
-        verdicts.clear();
-        {
-            let mut macs = shared.macs();
-            macs.expire(now);
-            verdicts.extend(descs.iter().map(|desc| {
+        let now = Instant::now();
+        let routes = reader.refresh(&core.routes);
+        core.decide(
+            descs.len(),
+            now,
+            &mut verdicts,
+            Some(&mut changes),
+            |macs, i| {
+                let desc = &descs[i];
                 // SAFETY: the frame came out of the RX ring and goes back to
                 // the fill ring only after this batch.
                 let Some(frame) = (unsafe { mem.frame(desc.addr, desc.len as usize) }) else {
                     return FromBridge::Drop(DropReason::Malformed);
                 };
                 match take_tag(&mem, desc.addr) {
-                    Some(dest) => from_bridge_tagged(
-                        frame,
-                        shared.max_frame,
-                        ShortId(dest),
-                        routes,
-                        &mut macs,
-                        now,
-                    ),
+                    Some(dest) => {
+                        from_bridge_tagged(frame, core.max_frame, ShortId(dest), routes, macs, now)
+                    }
                     None => {
                         untagged(shared);
-                        from_bridge(frame, shared.max_frame, routes, &mut macs, now)
+                        from_bridge(frame, core.max_frame, routes, macs, now)
                     }
                 }
-            }));
-            if let Some(journal) = &mut macs.journal {
-                pending.take_from(journal);
-            }
-        }
-
-        let me = routes.me();
-        let encrypted = routes.encrypted();
-        let flood_vni = ShortId::vni(me, ShortId::BROADCAST);
-        let flood_header = vxlan::header(flood_vni);
-        let mut batch = queue.batch(shared.udp.as_fd());
-        for (i, (desc, verdict)) in descs.iter().zip(&verdicts).enumerate() {
-            match *verdict {
-                FromBridge::Unicast { peer, via } if encrypted => {
-                    // Never in clear: without a hop (so without keys), dropped.
-                    let sealed = routes
-                        .next_hop(peer)
-                        .and_then(|(hop, _)| routes.keys(hop))
-                        .ok_or(DropReason::NoRoute)
-                        .and_then(|keys| {
-                            let vni = ShortId::vni(me, peer);
-                            seal_in_place(&mem, desc.addr, desc.len as usize, vni, keys)
-                        });
-                    // SAFETY: as above; the sealed packet lies in the frame's chunk.
-                    match sealed.map(|(at, len)| unsafe { mem.frame(at, len) }) {
-                        Ok(Some(packet)) => {
-                            // Sealed packets of one size still share a GSO datagram.
-                            let (header, rest) = packet.split_at(vxlan::HEADER_LEN);
-                            let header = header.try_into().unwrap_or_default();
-                            batch.push(header, rest, &via);
-                        }
-                        Ok(None) => {}
-                        Err(reason) => {
-                            dropped!(
-                                shared.counters,
-                                counts,
-                                reason,
-                                direction = "to peers",
-                                len = desc.len,
-                            );
-                        }
-                    }
-                    continue;
-                }
-                FromBridge::Flood if encrypted => {
-                    for (child, addr) in routes.children(me) {
-                        flooded.push(i, flood_vni, *child, *addr);
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            // SAFETY: as above; `batch` is finished before the frames go back.
-            let Some(frame) = (unsafe { mem.frame(desc.addr, desc.len as usize) }) else {
-                continue;
-            };
-            match *verdict {
-                FromBridge::Flood => {
-                    for (_, addr) in routes.children(me) {
-                        batch.push(flood_header, frame, addr);
-                    }
-                }
-                FromBridge::Unicast { peer, via } => {
-                    let header = vxlan::header(ShortId::vni(me, peer));
-                    batch.push(header, frame, &via);
-                }
-                FromBridge::Local => {}
-                FromBridge::Drop(reason) => {
-                    dropped!(
-                        shared.counters,
-                        counts,
-                        reason,
-                        direction = "to peers",
-                        len = desc.len,
-                    );
-                }
-            }
-        }
-        let mut outcome = batch.finish();
-        if encrypted {
-            outcome.merge(flooded.send(
-                // SAFETY: as above; the frames go back only after this.
-                |i| unsafe { mem.frame(descs[i].addr, descs[i].len as usize) }.unwrap_or_default(),
-                routes,
-                &mut flood_queue,
-                shared.udp.as_fd(),
-                &shared.counters,
-                &mut counts,
-            ));
-        }
+            },
+        );
+        let mut tally = Tally::new(&core.counters, "to peers");
+        let mut out = ToPeers {
+            mem: &mem,
+            descs: &descs,
+            routes,
+            batch: queue.batch(core.udp.as_fd()),
+            slots: &mut slots,
+        };
+        carry_out(&verdicts, routes, &mut out, &mut tally);
+        let mut sent = tally.sends(out.finish());
+        let sealed = slots.send(
+            // SAFETY: as above; the frames go back only after this.
+            |i| unsafe { mem.frame(descs[i].addr, descs[i].len as usize) }.unwrap_or_default(),
+            routes,
+            &mut slot_queue,
+            core.udp.as_fd(),
+            &mut tally,
+        );
+        sent += tally.sends(sealed);
+        tally.counts.sent += sent;
         // Every frame of the batch is done with: back to the kernel. A
         // reservation can be shorter than asked (it trusts a cached view of
         // the ring first), so repeat until every frame is back: a frame
@@ -184,14 +117,70 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
             }
             rest = &rest[n..];
         }
+        drop(tally);
+        shared.mirror(&mut changes);
+    }
+}
 
-        counts.sent += outcome.sent;
-        if let Some(error) = outcome.first_error {
-            counts.drop(DropReason::SendFailed, outcome.failed - 1);
-            dropped!(shared.counters, counts, DropReason::SendFailed, direction = "to peers", error = %error,);
+/// Where a frame from the bridge goes: into the GSO batch straight from the
+/// UMEM (sealed in place first in password mode), or through a seal slot.
+struct ToPeers<'q, 'd> {
+    mem: &'d Memory,
+    descs: &'d [XdpDesc],
+    routes: &'d Routes,
+    batch: GsoBatch<'q, 'd>,
+    slots: &'q mut SealSlots,
+}
+
+impl ToPeers<'_, '_> {
+    fn finish(self) -> SendOutcome {
+        self.batch.finish()
+    }
+}
+
+impl Carrier for ToPeers<'_, '_> {
+    fn len(&self, frame: usize) -> usize {
+        self.descs[frame].len as usize
+    }
+
+    fn deliver(&mut self, _frame: usize) {
+        debug_assert!(false, "a frame from the bridge planned back into it");
+    }
+
+    fn send_clear(&mut self, frame: usize, vni: u32, to: &SocketAddr) {
+        let desc = &self.descs[frame];
+        // SAFETY: the frame is this worker's until it goes back to the fill
+        // ring, after the batch is finished.
+        if let Some(data) = unsafe { self.mem.frame(desc.addr, desc.len as usize) } {
+            self.batch.push(vxlan::header(vni), data, to);
         }
-        shared.counters.add(&counts);
-        shared.mirror(&mut pending);
+    }
+
+    fn seal(
+        &mut self,
+        frame: usize,
+        vni: u32,
+        hop: ShortId,
+        to: SocketAddr,
+        sole: bool,
+    ) -> Result<(), DropReason> {
+        if !sole {
+            self.slots.push(frame, vni, hop, to);
+            return Ok(());
+        }
+        let desc = &self.descs[frame];
+        let keys = self.routes.keys(hop).ok_or(DropReason::NoRoute)?;
+        let (at, len) = seal_in_place(self.mem, desc.addr, desc.len as usize, vni, keys)?;
+        // SAFETY: as in `send_clear`; the sealed packet lies in the frame's
+        // chunk, which nothing else in the batch refers to (its only use).
+        let Some(packet) = (unsafe { self.mem.frame(at, len) }) else {
+            return Err(DropReason::Oversize);
+        };
+        // Sealed packets of one size still share a GSO datagram.
+        let (header, rest) = packet.split_at(vxlan::HEADER_LEN);
+        self.batch
+            .push(header.try_into().unwrap_or_default(), rest, &to);
+        Ok(())
     }
 }
 

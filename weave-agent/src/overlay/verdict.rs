@@ -17,80 +17,12 @@ use std::time::Instant;
 use crate::mac::Mac;
 use crate::overlay::counters::DropReason;
 use crate::overlay::forwarding::ShortId;
-use crate::overlay::mac_table::{Learnt, MacTable};
+use crate::overlay::macs::Macs;
 use crate::overlay::routes::Routes;
 use crate::overlay::vxlan;
 
 const DST_MAC: usize = 0;
 const SRC_MAC: usize = 6;
-
-/// Where MAC addresses were seen. Two tables, so that addresses learnt from
-/// peers can never push out the local ones.
-#[derive(Debug, Default)]
-pub struct Macs {
-    /// Seen as the source of frames from this host's bridge.
-    pub local: MacTable<()>,
-    /// Seen as the source of frames from peers.
-    pub remote: MacTable<ShortId>,
-    /// Changes to `remote`, for a data plane that mirrors it into the kernel
-    /// (AF_XDP: the datapath program looks destinations up there). `None`
-    /// for the plain data plane, which keeps no mirror.
-    pub journal: Option<MacJournal>,
-}
-
-/// Changes to the remote table since the mirror last took them. Bounded:
-/// past [`MacJournal::CAPACITY`] changes it only remembers that it
-/// overflowed, and the mirror resynchronises as a whole.
-#[derive(Debug, Default)]
-pub struct MacJournal {
-    pub learnt: Vec<(Mac, ShortId)>,
-    pub forgotten: Vec<Mac>,
-    pub overflowed: bool,
-}
-
-impl MacJournal {
-    pub const CAPACITY: usize = 1024;
-
-    fn full(&self) -> bool {
-        self.learnt.len() + self.forgotten.len() >= Self::CAPACITY
-    }
-}
-
-impl Macs {
-    /// Macs whose remote changes are journaled for a mirror.
-    pub fn mirrored() -> Self {
-        Self {
-            journal: Some(MacJournal::default()),
-            ..Self::default()
-        }
-    }
-
-    fn learnt_remote(&mut self, mac: Mac, peer: ShortId) {
-        if let Some(journal) = &mut self.journal {
-            if journal.full() {
-                journal.overflowed = true;
-            } else {
-                journal.learnt.push((mac, peer));
-            }
-        }
-    }
-
-    fn forgot_remote(&mut self, mac: Mac) {
-        if let Some(journal) = &mut self.journal {
-            if journal.full() {
-                journal.overflowed = true;
-            } else {
-                journal.forgotten.push(mac);
-            }
-        }
-    }
-
-    /// Forgets what expired; cheap when nothing did.
-    pub fn expire(&mut self, now: Instant) {
-        self.local.expire(now);
-        self.remote.expire(now);
-    }
-}
 
 pub(crate) fn mac_at(frame: &[u8], offset: usize) -> Mac {
     let mut mac = [0u8; 6];
@@ -108,9 +40,10 @@ pub(crate) fn is_group(mac: &Mac) -> bool {
 pub enum FromBridge {
     /// To this peer's children in its own broadcast tree, VNI (me, BROADCAST).
     Flood,
-    /// To `via`, the next hop towards `peer`, VNI (me, peer).
+    /// To `hop` (at `via`), the next hop towards `peer`, VNI (me, peer).
     Unicast {
         peer: ShortId,
+        hop: ShortId,
         via: SocketAddr,
     },
     /// For a MAC on this host: the bridge flooded it here too; not for peers.
@@ -138,7 +71,7 @@ pub fn from_bridge(
     match macs.remote.lookup(&dst, now) {
         None => FromBridge::Flood,
         Some(peer) => match routes.next_hop(peer) {
-            Some((_, via)) => FromBridge::Unicast { peer, via },
+            Some((hop, via)) => FromBridge::Unicast { peer, hop, via },
             None => FromBridge::Drop(DropReason::NoRoute),
         },
     }
@@ -167,7 +100,11 @@ pub fn from_bridge_tagged(
         return FromBridge::Flood;
     }
     match routes.next_hop(dest) {
-        Some((_, via)) => FromBridge::Unicast { peer: dest, via },
+        Some((hop, via)) => FromBridge::Unicast {
+            peer: dest,
+            hop,
+            via,
+        },
         None => FromBridge::Drop(DropReason::NoRoute),
     }
 }
@@ -189,10 +126,7 @@ fn learn_local_source(
     if is_group(&src) {
         return Err(DropReason::Malformed);
     }
-    if macs.local.learn(src, (), now) == Learnt::New && macs.remote.forget(&src).is_some() {
-        // It lived behind a peer: it has moved here.
-        macs.forgot_remote(src);
-    }
+    macs.learn_local(src, now);
     Ok(())
 }
 
@@ -206,11 +140,23 @@ pub enum FromPeer {
         sender: ShortId,
         broadcast: bool,
     },
-    /// Pass the packet on unchanged to `via`.
+    /// Pass the packet on, VXLAN header `vni` unchanged, to `hop` at `via`,
+    /// the next hop towards its destination.
     Relay {
+        vni: u32,
+        hop: ShortId,
         via: SocketAddr,
     },
     Drop(DropReason),
+}
+
+/// For a packet too long for the receive buffer (so not read whole): an
+/// oversize packet from a neighbour, or one from a stranger.
+pub fn from_peer_truncated(sender: Option<SocketAddr>, routes: &Routes) -> FromPeer {
+    match sender.and_then(|a| routes.neighbour_at(&a)) {
+        Some(_) => FromPeer::Drop(DropReason::Oversize),
+        None => FromPeer::Drop(DropReason::UnknownSender),
+    }
 }
 
 /// `sender`: the packet's source address, canonical (see `sys::canonical`).
@@ -237,8 +183,13 @@ pub fn from_peer(
         return FromPeer::Drop(DropReason::Spoofed);
     }
     if dest != me && dest != ShortId::BROADCAST {
+        // Never back where it came from, nor to where it started.
         return match routes.next_hop(dest) {
-            Some((hop, via)) if hop != sender => FromPeer::Relay { via },
+            Some((hop, via)) if hop != sender && hop != origin => FromPeer::Relay {
+                vni: packet.vni,
+                hop,
+                via,
+            },
             _ => FromPeer::Drop(DropReason::NoRoute),
         };
     }
@@ -252,12 +203,8 @@ pub fn from_peer(
     if macs.local.lookup(&src, now).is_some() {
         return FromPeer::Drop(DropReason::Spoofed);
     }
-    if matches!(
-        macs.remote.learn(src, origin, now),
-        Learnt::New | Learnt::Moved { .. }
-    ) {
-        macs.learnt_remote(src, origin);
-    }
+    // Delivered whether or not the origin was over its learning allowance.
+    macs.learn_remote(src, origin, now);
     FromPeer::Deliver {
         origin,
         sender,
@@ -270,6 +217,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::mac::Mac;
     use crate::overlay::routes::tests::{A, B, C, addr, line_seen_from_b};
 
     const MTU: usize = 1450;
@@ -326,6 +274,7 @@ mod tests {
             from_bridge(&to_a, MAX, &routes, &mut macs, now),
             FromBridge::Unicast {
                 peer: A,
+                hop: A,
                 via: addr(A)
             }
         );
@@ -410,7 +359,11 @@ mod tests {
         let p = packet(A, C, &frame(AT_C, AT_A, 60));
         assert_eq!(
             from_peer(Some(addr(A)), &p, MAX, &routes, &mut macs, now),
-            FromPeer::Relay { via: addr(C) }
+            FromPeer::Relay {
+                vni: ShortId::vni(A, C),
+                hop: C,
+                via: addr(C)
+            }
         );
         // Relays learn nothing.
         assert!(macs.remote.is_empty());

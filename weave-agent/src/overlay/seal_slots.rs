@@ -1,13 +1,15 @@
-//! Password mode on the plain path: frames going to peers are copied into
-//! scratch slots allocated once, sealed there with the next hop's key
-//! (`overlay::seal`), and sent in batches. Each copy is needed anyway: a
-//! frame flooded to several neighbours is sealed under a different key for
-//! each, and a relayed one is sealed again for its next hop.
+//! Password mode, for a frame that cannot be sealed where it lies: frames
+//! going to peers are copied into scratch slots allocated once, sealed there
+//! with the next hop's key (`overlay::seal`), and sent in batches. Each copy
+//! is needed: a frame flooded to several neighbours is sealed under a
+//! different key for each, and the plain engine's receive buffers have no
+//! room around a frame for the seal.
 
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 
-use crate::overlay::counters::{Counters, Counts, DropReason, dropped};
+use crate::overlay::carry::Tally;
+use crate::overlay::counters::DropReason;
 use crate::overlay::forwarding::ShortId;
 use crate::overlay::mmsg::{SendOutcome, SendQueue};
 use crate::overlay::routes::Routes;
@@ -26,17 +28,17 @@ struct Pending {
     to: SocketAddr,
 }
 
-pub(crate) struct Sealed {
+pub(crate) struct SealSlots {
     slot: usize,
     scratch: Box<[u8]>,
     pending: Vec<Pending>,
 }
 
-impl Sealed {
+impl SealSlots {
     /// Room for frames of up to `max_frame` bytes.
     pub(crate) fn new(max_frame: usize) -> Self {
         let slot = seal::FRAME_OFFSET + max_frame + seal::TAG_LEN;
-        Sealed {
+        SealSlots {
             slot,
             scratch: vec![0u8; SLOTS * slot].into_boxed_slice(),
             pending: Vec::with_capacity(SLOTS * 4),
@@ -61,8 +63,7 @@ impl Sealed {
         routes: &Routes,
         queue: &mut SendQueue,
         fd: BorrowedFd<'_>,
-        counters: &Counters,
-        counts: &mut Counts,
+        tally: &mut Tally<'_>,
     ) -> SendOutcome {
         let mut outcome = SendOutcome::default();
         for chunk in self.pending.chunks(SLOTS) {
@@ -70,18 +71,12 @@ impl Sealed {
             for (p, slot) in chunk.iter().zip(self.scratch.chunks_mut(self.slot)) {
                 let frame = frame_of(p.frame);
                 let Some(keys) = routes.keys(p.hop) else {
-                    dropped!(counters, counts, DropReason::NoRoute, direction = "to peers", hop = %p.hop, why = "no keys",);
+                    tally.dropped(DropReason::NoRoute, frame.len(), None);
                     continue;
                 };
                 let Some(room) = slot.get_mut(..seal::FRAME_OFFSET + frame.len() + seal::TAG_LEN)
                 else {
-                    dropped!(
-                        counters,
-                        counts,
-                        DropReason::Oversize,
-                        direction = "to peers",
-                        len = frame.len(),
-                    );
+                    tally.dropped(DropReason::Oversize, frame.len(), None);
                     continue;
                 };
                 room[..vxlan::HEADER_LEN].copy_from_slice(&vxlan::header(p.vni));
@@ -92,7 +87,8 @@ impl Sealed {
                         batch.push(None, &sealed[..len], Some(&p.to));
                     }
                     Err(error) => {
-                        dropped!(counters, counts, DropReason::SendFailed, direction = "to peers", error = %error,);
+                        tracing::debug!(%error, "frame not sealed");
+                        tally.dropped(DropReason::SendFailed, frame.len(), None);
                     }
                 }
             }

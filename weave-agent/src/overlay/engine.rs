@@ -1,0 +1,220 @@
+//! What every data-plane engine is made of, written once: the UDP socket to
+//! peers, the routes and MAC tables, the counters, and worker threads that
+//! run until told to stop. An engine (plain, xdp) adds where frames from the
+//! bridge come from and how frames go into it.
+//!
+//! Workers are blocking OS threads rather than tokio tasks: the work is
+//! syscall-bound, batching needs recvmmsg/sendmmsg anyway, and the agent's
+//! runtime never waits behind a busy data plane. Each worker wakes at least
+//! every [`STOP_CHECK`] to see whether it must stop.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::counters::Counters;
+use super::error::OverlayError;
+use super::forwarding::{ForwardingTable, OverlayStats};
+use super::macs::{MacJournal, Macs};
+use super::routes::RoutesCell;
+use super::sys;
+use super::vxlan;
+
+/// Frames (or packets) taken in one batch.
+pub const BATCH: usize = 64;
+/// How long a worker waits for a frame before checking whether to stop:
+/// the longest a stop takes.
+pub const STOP_CHECK: Duration = Duration::from_millis(100);
+/// How long a worker waits before retrying after an unexpected error, so
+/// that a persistent error cannot make it spin.
+const ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The smallest MTU IPv4 allows.
+pub const MIN_MTU: u32 = 68;
+/// The largest MTU whose frames still fit a UDP datagram over IPv4.
+pub const MAX_MTU: u32 = 65_507 - vxlan::HEADER_LEN as u32 - vxlan::ETHERNET_HEADER_LEN as u32;
+
+/// The state every engine's workers share.
+pub struct Core {
+    /// VXLAN to and from peers.
+    pub udp: UdpSocket,
+    /// AF_INET or AF_INET6: how to write destinations for `udp`.
+    pub udp_family: libc::c_int,
+    /// Largest inner frame: mtu + 14.
+    pub max_frame: usize,
+    pub routes: RoutesCell,
+    pub macs: Mutex<Macs>,
+    pub counters: Counters,
+    stopping: AtomicBool,
+}
+
+impl Core {
+    /// Checks the MTU and binds the UDP socket (buffers sized, receives
+    /// timing out every [`STOP_CHECK`]); returns the core and the socket's
+    /// address (its port chosen by the system if `udp_listen` had port 0).
+    pub fn open(
+        udp_listen: SocketAddr,
+        mtu: u32,
+        macs: Macs,
+    ) -> Result<(Core, SocketAddr), OverlayError> {
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(OverlayError::Mtu {
+                mtu,
+                min: MIN_MTU,
+                max: MAX_MTU,
+            });
+        }
+        let udp_error = |op| {
+            move |source| OverlayError::Udp {
+                op,
+                addr: udp_listen,
+                source,
+            }
+        };
+        let udp = UdpSocket::bind(udp_listen).map_err(udp_error("bind"))?;
+        sys::set_buffers(udp.as_fd(), sys::SOCKET_BUFFER);
+        let local_addr = udp.local_addr().map_err(udp_error("read the address of"))?;
+        set_stop_check(&udp)?;
+        let core = Core {
+            udp,
+            udp_family: if local_addr.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            },
+            max_frame: mtu as usize + vxlan::ETHERNET_HEADER_LEN,
+            routes: RoutesCell::default(),
+            macs: Mutex::new(macs),
+            counters: Counters::default(),
+            stopping: AtomicBool::new(false),
+        };
+        Ok((core, local_addr))
+    }
+
+    pub fn macs(&self) -> MutexGuard<'_, Macs> {
+        self.macs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// The counters, and the MACs not learnt.
+    pub fn stats(&self) -> OverlayStats {
+        let mut stats = self.counters.snapshot();
+        stats.macs_not_learnt = self.macs().not_learnt;
+        stats
+    }
+
+    /// A new forwarding table; returns how many remote MACs it made the
+    /// engine forget.
+    pub fn install(&self, table: Arc<ForwardingTable>) -> usize {
+        self.routes.install(table, &self.macs)
+    }
+
+    /// The verdicts of a batch of `n` frames, `verdict(macs, i)` for each,
+    /// under one lock of the MAC tables (expired entries forgotten first).
+    /// What the batch changed in the remote table moves into `journal`, for
+    /// an engine that mirrors it.
+    pub fn decide<V>(
+        &self,
+        n: usize,
+        now: Instant,
+        verdicts: &mut Vec<V>,
+        journal: Option<&mut MacJournal>,
+        mut verdict: impl FnMut(&mut Macs, usize) -> V,
+    ) {
+        verdicts.clear();
+        let mut macs = self.macs();
+        macs.expire(now);
+        verdicts.extend((0..n).map(|i| verdict(&mut macs, i)));
+        if let (Some(out), Some(journal)) = (journal, macs.journal.as_mut()) {
+            journal.move_into(out);
+        }
+    }
+
+    /// After an unexpected error: logs it (the first at warn level, the rest
+    /// at debug) and waits a little, so that it cannot make a worker spin.
+    pub fn back_off(&self, error: &std::io::Error, what: &'static str) {
+        static LOGGED: AtomicBool = AtomicBool::new(false);
+        if !LOGGED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%error, what, "overlay socket error (further ones at debug level)");
+        } else {
+            tracing::debug!(%error, what, "overlay socket error");
+        }
+        std::thread::sleep(ERROR_BACKOFF);
+    }
+}
+
+/// Makes receives on `socket` time out every [`STOP_CHECK`].
+pub fn set_stop_check(socket: &impl AsFd) -> Result<(), OverlayError> {
+    sys::set_recv_timeout(socket.as_fd(), STOP_CHECK).map_err(|source| OverlayError::Start {
+        what: "socket receive timeout",
+        source,
+    })
+}
+
+/// Whether a receive error just means "nothing came" (the timeout, or an
+/// interruption).
+pub fn nothing_came(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    )
+}
+
+/// An engine's worker threads.
+pub struct Workers {
+    engine: &'static str,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Workers {
+    pub fn new(engine: &'static str) -> Self {
+        Workers {
+            engine,
+            handles: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts `work` on a thread named `name`.
+    pub fn spawn(
+        &self,
+        name: &str,
+        work: impl FnOnce() + Send + 'static,
+    ) -> Result<(), OverlayError> {
+        let handle = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(work)
+            .map_err(|source| OverlayError::Start {
+                what: "overlay worker thread",
+                source,
+            })?;
+        self.handles().push(handle);
+        Ok(())
+    }
+
+    /// Tells the workers to stop and joins them; idempotent. Returns whether
+    /// any were running.
+    pub fn stop(&self, core: &Core) -> bool {
+        core.stopping.store(true, Ordering::Release);
+        let handles = std::mem::take(&mut *self.handles());
+        let stopped = !handles.is_empty();
+        for handle in handles {
+            if handle.join().is_err() {
+                tracing::error!(engine = self.engine, "an overlay worker panicked");
+            }
+        }
+        if stopped {
+            tracing::info!(engine = self.engine, "overlay stopped");
+        }
+        stopped
+    }
+
+    fn handles(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.handles.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

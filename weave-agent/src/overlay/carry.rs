@@ -1,16 +1,27 @@
 //! Carrying out plans: the one loop every engine runs over a batch of
 //! verdicts. It asks [`plan`] what to do with each frame and hands each
 //! action to the engine's [`Carrier`], which knows where the frame lies and
-//! how it leaves (a capture socket's buffer, a UMEM chunk); drops are
-//! counted and logged here, so no engine can forget one.
+//! how it leaves (a capture socket's buffer, a UMEM chunk); frames sealed
+//! for several hops go through [`SealSlots`]; drops are counted and logged
+//! here, so no engine can forget one.
 
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 
 use super::counters::{Counters, Counts, DropReason, dropped};
 use super::forwarding::ShortId;
-use super::mmsg::SendOutcome;
+use super::mmsg::{SendOutcome, SendQueue};
 use super::plan::{Action, Verdict, plan};
 use super::routes::Routes;
+use super::seal_slots::SealSlots;
+
+/// One send of a frame: under VXLAN header `vni`, to neighbour `hop` at `to`.
+#[derive(Clone, Copy, Debug)]
+pub struct Onward {
+    pub vni: u32,
+    pub hop: ShortId,
+    pub to: SocketAddr,
+}
 
 /// How one engine carries out actions on frame number `frame` of its batch.
 pub trait Carrier {
@@ -20,28 +31,28 @@ pub trait Carrier {
     fn sender(&self, _frame: usize) -> Option<SocketAddr> {
         None
     }
-    /// Into this host's bridge.
-    fn deliver(&mut self, frame: usize);
-    /// In clear, under VXLAN header `vni`, to `to`.
-    fn send_clear(&mut self, frame: usize, vni: u32, to: &SocketAddr);
-    /// Sealed for neighbour `hop` under VXLAN header `vni`, to `to`. `sole`:
-    /// this is the frame's only use, so it may be sealed in place.
-    fn seal(
-        &mut self,
-        frame: usize,
-        vni: u32,
-        hop: ShortId,
-        to: SocketAddr,
-        sole: bool,
-    ) -> Result<(), DropReason>;
+    /// Into this host's bridge. Frames from the bridge are never planned
+    /// back into it, so carriers of those need not implement it.
+    fn deliver(&mut self, _frame: usize) {
+        debug_assert!(false, "a frame from the bridge planned back into it");
+    }
+    /// In clear.
+    fn send_clear(&mut self, frame: usize, onward: &Onward);
+    /// Sealed where the frame lies, for the frame's only use; `None` when
+    /// this engine cannot (the frame then goes through a seal slot).
+    fn seal_in_place(&mut self, _frame: usize, _onward: &Onward) -> Option<Result<(), DropReason>> {
+        None
+    }
 }
 
 /// Carries out the plan of every verdict of a batch (verdict `i` is frame
-/// `i`'s).
+/// `i`'s). Frames to be sealed but not in place are queued in `slots`, for
+/// [`send_sealed`] once the carrier's own sends are done.
 pub fn carry_out<V: Copy + Into<Verdict>>(
     verdicts: &[V],
     routes: &Routes,
     carrier: &mut impl Carrier,
+    slots: &mut SealSlots,
     tally: &mut Tally<'_>,
 ) {
     for (frame, &verdict) in verdicts.iter().enumerate() {
@@ -54,11 +65,18 @@ pub fn carry_out<V: Copy + Into<Verdict>>(
                     carrier.deliver(frame);
                     Ok(())
                 }
-                Action::SendClear { vni, to, .. } => {
-                    carrier.send_clear(frame, vni, &to);
+                Action::SendClear { vni, hop, to } => {
+                    carrier.send_clear(frame, &Onward { vni, hop, to });
                     Ok(())
                 }
-                Action::Seal { vni, hop, to } => carrier.seal(frame, vni, hop, to, sole),
+                Action::Seal { vni, hop, to } => {
+                    let onward = Onward { vni, hop, to };
+                    let in_place = sole.then(|| carrier.seal_in_place(frame, &onward));
+                    in_place.flatten().unwrap_or_else(|| {
+                        slots.push(frame, &onward);
+                        Ok(())
+                    })
+                }
                 Action::Drop(reason) => Err(reason),
             };
             if let Err(reason) = done {
@@ -68,8 +86,21 @@ pub fn carry_out<V: Copy + Into<Verdict>>(
     }
 }
 
-/// One batch's counts in one direction, added to the shared counters at
-/// the end of the batch.
+/// Seals and sends what [`carry_out`] queued in `slots` (`frame_of` gives
+/// the inner frame of frame `n` of the batch); returns how many went.
+pub fn send_sealed<'f>(
+    slots: &mut SealSlots,
+    frame_of: impl Fn(usize) -> &'f [u8],
+    routes: &Routes,
+    (queue, fd): (&mut SendQueue, BorrowedFd<'_>),
+    tally: &mut Tally<'_>,
+) -> u64 {
+    let outcome = slots.send(frame_of, routes, queue, fd, tally);
+    tally.sends(outcome)
+}
+
+/// One batch's counts in one direction, added to the shared counters when
+/// dropped at the end of the batch.
 pub struct Tally<'a> {
     counters: &'a Counters,
     pub counts: Counts,

@@ -5,12 +5,10 @@
 //! different key for each, and the plain engine's receive buffers have no
 //! room around a frame for the seal.
 
-use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 
-use crate::overlay::carry::Tally;
+use crate::overlay::carry::{Onward, Tally};
 use crate::overlay::counters::DropReason;
-use crate::overlay::forwarding::ShortId;
 use crate::overlay::mmsg::{SendOutcome, SendQueue};
 use crate::overlay::routes::Routes;
 use crate::overlay::seal;
@@ -19,19 +17,11 @@ use crate::overlay::vxlan;
 /// Frames sealed between two `sendmmsg` calls.
 const SLOTS: usize = 64;
 
-/// A frame waiting to be sealed: which one, its VNI, and the hop.
-#[derive(Clone, Copy, Debug)]
-struct Pending {
-    frame: usize,
-    vni: u32,
-    hop: ShortId,
-    to: SocketAddr,
-}
-
 pub(crate) struct SealSlots {
     slot: usize,
     scratch: Box<[u8]>,
-    pending: Vec<Pending>,
+    /// Frames waiting to be sealed: which one of the batch, and where to.
+    pending: Vec<(usize, Onward)>,
 }
 
 impl SealSlots {
@@ -45,14 +35,9 @@ impl SealSlots {
         }
     }
 
-    /// Queues frame number `frame` (of the caller's batch) for `hop`.
-    pub(crate) fn push(&mut self, frame: usize, vni: u32, hop: ShortId, to: SocketAddr) {
-        self.pending.push(Pending {
-            frame,
-            vni,
-            hop,
-            to,
-        });
+    /// Queues frame number `frame` (of the caller's batch) for `onward`.
+    pub(crate) fn push(&mut self, frame: usize, onward: &Onward) {
+        self.pending.push((frame, *onward));
     }
 
     /// Seals and sends what was queued; `frame_of` gives frame `n` of the
@@ -68,8 +53,8 @@ impl SealSlots {
         let mut outcome = SendOutcome::default();
         for chunk in self.pending.chunks(SLOTS) {
             let mut batch = queue.batch(fd);
-            for (p, slot) in chunk.iter().zip(self.scratch.chunks_mut(self.slot)) {
-                let frame = frame_of(p.frame);
+            for ((n, p), slot) in chunk.iter().zip(self.scratch.chunks_mut(self.slot)) {
+                let frame = frame_of(*n);
                 let Some(keys) = routes.keys(p.hop) else {
                     tally.dropped(DropReason::NoRoute, frame.len(), None);
                     continue;

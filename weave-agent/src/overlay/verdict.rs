@@ -51,6 +51,7 @@ pub enum FromBridge {
     Drop(DropReason),
 }
 
+/// The verdict for a frame captured from the bridge.
 pub fn from_bridge(
     frame: &[u8],
     max_frame: usize,
@@ -58,33 +59,17 @@ pub fn from_bridge(
     macs: &mut Macs,
     now: Instant,
 ) -> FromBridge {
-    if let Err(reason) = learn_local_source(frame, max_frame, macs, now) {
-        return FromBridge::Drop(reason);
-    }
-    let dst = mac_at(frame, DST_MAC);
-    if is_group(&dst) {
-        return FromBridge::Flood;
-    }
-    if macs.local.lookup(&dst, now).is_some() {
-        return FromBridge::Local;
-    }
-    match macs.remote.lookup(&dst, now) {
-        None => FromBridge::Flood,
-        Some(peer) => match routes.next_hop(peer) {
-            Some((hop, via)) => FromBridge::Unicast { peer, hop, via },
-            None => FromBridge::Drop(DropReason::NoRoute),
-        },
-    }
+    from_bridge_tagged(frame, max_frame, None, routes, macs, now)
 }
 
-/// For a frame whose destination the datapath XDP program looked up already
-/// (`dest`: the peer the MAC was learnt behind, or BROADCAST for a group or
-/// unknown MAC): the same verdict as [`from_bridge`] without looking the
-/// destination up in the remote table again.
+/// [`from_bridge`] for a frame whose destination the datapath XDP program
+/// may have looked up already (`tag`: the peer the MAC was learnt behind,
+/// or BROADCAST for a group or unknown MAC; `None`: not looked up): the
+/// remote table is only consulted for an untagged frame.
 pub fn from_bridge_tagged(
     frame: &[u8],
     max_frame: usize,
-    dest: ShortId,
+    tag: Option<ShortId>,
     routes: &Routes,
     macs: &mut Macs,
     now: Instant,
@@ -92,19 +77,24 @@ pub fn from_bridge_tagged(
     if let Err(reason) = learn_local_source(frame, max_frame, macs, now) {
         return FromBridge::Drop(reason);
     }
-    if dest == ShortId::BROADCAST {
-        let dst = mac_at(frame, DST_MAC);
-        if !is_group(&dst) && macs.local.lookup(&dst, now).is_some() {
-            return FromBridge::Local;
+    let peer = match tag {
+        Some(peer) if peer != ShortId::BROADCAST => peer,
+        _ => {
+            let dst = mac_at(frame, DST_MAC);
+            if is_group(&dst) {
+                return FromBridge::Flood;
+            }
+            if macs.local.lookup(&dst, now).is_some() {
+                return FromBridge::Local;
+            }
+            match (tag, macs.remote.lookup(&dst, now)) {
+                (None, Some(peer)) => peer,
+                _ => return FromBridge::Flood,
+            }
         }
-        return FromBridge::Flood;
-    }
-    match routes.next_hop(dest) {
-        Some((hop, via)) => FromBridge::Unicast {
-            peer: dest,
-            hop,
-            via,
-        },
+    };
+    match routes.next_hop(peer) {
+        Some((hop, via)) => FromBridge::Unicast { peer, hop, via },
         None => FromBridge::Drop(DropReason::NoRoute),
     }
 }

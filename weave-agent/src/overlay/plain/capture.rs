@@ -2,16 +2,14 @@
 //! and sent where their plan says (sealed for each next hop in password
 //! mode, through scratch slots).
 
-use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
 use super::Shared;
-use crate::overlay::carry::{Carrier, Tally, carry_out};
+use crate::overlay::carry::{Carrier, Onward, Tally, carry_out, send_sealed};
 use crate::overlay::counters::DropReason;
 use crate::overlay::engine::BATCH;
-use crate::overlay::forwarding::ShortId;
-use crate::overlay::mmsg::{Batch, RecvBatch, SendOutcome, SendQueue};
+use crate::overlay::mmsg::{Batch, RecvBatch, SendQueue};
 use crate::overlay::routes::RoutesReader;
 use crate::overlay::seal_slots::SealSlots;
 use crate::overlay::sys;
@@ -48,62 +46,40 @@ pub(super) fn run(shared: &Shared) {
             }
         });
         let mut tally = Tally::new(&core.counters, "to peers");
+        let mut batch = queue.batch(core.udp.as_fd());
         let mut out = ToPeers {
             frames: &frames,
-            batch: queue.batch(core.udp.as_fd()),
-            slots: &mut slots,
+            batch: &mut batch,
         };
-        carry_out(&verdicts, routes, &mut out, &mut tally);
-        let mut sent = tally.sends(out.finish());
-        let sealed = slots.send(
+        carry_out(&verdicts, routes, &mut out, &mut slots, &mut tally);
+        let mut sent = tally.sends(batch.finish());
+        let sealing = (&mut queue, core.udp.as_fd());
+        sent += send_sealed(
+            &mut slots,
             |i| frames.get(i).data,
             routes,
-            &mut queue,
-            core.udp.as_fd(),
+            sealing,
             &mut tally,
         );
-        sent += tally.sends(sealed);
         tally.counts.sent += sent;
     }
 }
 
-/// Where a captured frame goes: straight into the send batch, or through
-/// a seal slot.
-struct ToPeers<'q, 'd> {
+/// Captured frames go straight into the send batch (sealed ones through
+/// seal slots: the capture buffers have no room around a frame).
+struct ToPeers<'b, 'q, 'd> {
     frames: &'d RecvBatch,
-    batch: Batch<'q, 'd>,
-    slots: &'q mut SealSlots,
+    batch: &'b mut Batch<'q, 'd>,
 }
 
-impl ToPeers<'_, '_> {
-    fn finish(self) -> SendOutcome {
-        self.batch.finish()
-    }
-}
-
-impl Carrier for ToPeers<'_, '_> {
+impl Carrier for ToPeers<'_, '_, '_> {
     fn len(&self, frame: usize) -> usize {
         self.frames.get(frame).len
     }
 
-    fn deliver(&mut self, _frame: usize) {
-        debug_assert!(false, "a frame from the bridge planned back into it");
-    }
-
-    fn send_clear(&mut self, frame: usize, vni: u32, to: &SocketAddr) {
+    fn send_clear(&mut self, frame: usize, onward: &Onward) {
         let data = self.frames.get(frame).data;
-        self.batch.push(Some(vxlan::header(vni)), data, Some(to));
-    }
-
-    fn seal(
-        &mut self,
-        frame: usize,
-        vni: u32,
-        hop: ShortId,
-        to: SocketAddr,
-        _sole: bool,
-    ) -> Result<(), DropReason> {
-        self.slots.push(frame, vni, hop, to);
-        Ok(())
+        let header = vxlan::header(onward.vni);
+        self.batch.push(Some(header), data, Some(&onward.to));
     }
 }

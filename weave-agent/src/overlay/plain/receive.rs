@@ -11,11 +11,10 @@ use std::os::fd::AsFd;
 use std::time::Instant;
 
 use super::Shared;
-use crate::overlay::carry::{Carrier, Tally, carry_out};
+use crate::overlay::carry::{Carrier, Onward, Tally, carry_out, send_sealed};
 use crate::overlay::counters::DropReason;
 use crate::overlay::engine::BATCH;
-use crate::overlay::forwarding::ShortId;
-use crate::overlay::mmsg::{Batch, RecvBatch, SendOutcome, SendQueue};
+use crate::overlay::mmsg::{Batch, RecvBatch, SendQueue};
 use crate::overlay::routes::{Routes, RoutesReader};
 use crate::overlay::seal;
 use crate::overlay::seal_slots::SealSlots;
@@ -64,48 +63,34 @@ pub(super) fn run(shared: &Shared) {
             }
         });
         let mut tally = Tally::new(&core.counters, "from peers");
+        let mut injected = inject.batch(shared.datapath.as_fd());
+        let mut forwarded = forward.batch(core.udp.as_fd());
         let mut out = ToBridge {
             packets: &packets,
             plain: &plain,
-            injected: inject.batch(shared.datapath.as_fd()),
-            forwarded: forward.batch(core.udp.as_fd()),
-            slots: &mut slots,
+            injected: &mut injected,
+            forwarded: &mut forwarded,
         };
-        carry_out(&verdicts, routes, &mut out, &mut tally);
-        let (injected, forwarded) = out.finish();
-        let received = tally.sends(injected);
-        let mut relayed = tally.sends(forwarded);
-        let sealed = slots.send(
-            |i| inner_frame(&packets, &plain, i),
-            routes,
-            &mut forward,
-            core.udp.as_fd(),
-            &mut tally,
-        );
-        relayed += tally.sends(sealed);
-        tally.counts.received += received;
+        carry_out(&verdicts, routes, &mut out, &mut slots, &mut tally);
+        tally.counts.received += tally.sends(injected.finish());
+        let mut relayed = tally.sends(forwarded.finish());
+        let frame_of = |i| inner_frame(&packets, &plain, i);
+        let sealing = (&mut forward, core.udp.as_fd());
+        relayed += send_sealed(&mut slots, frame_of, routes, sealing, &mut tally);
         tally.counts.relayed += relayed;
     }
 }
 
 /// Where each received packet's frames go: into the bridge through the
-/// packet socket, on to peers in clear, or through a seal slot.
-struct ToBridge<'q, 'd> {
+/// packet socket, or on to peers in clear (sealed ones through seal slots).
+struct ToBridge<'b, 'q, 'd> {
     packets: &'d RecvBatch,
     plain: &'d [Result<Range<usize>, DropReason>],
-    injected: Batch<'q, 'd>,
-    forwarded: Batch<'q, 'd>,
-    slots: &'q mut SealSlots,
+    injected: &'b mut Batch<'q, 'd>,
+    forwarded: &'b mut Batch<'q, 'd>,
 }
 
-impl ToBridge<'_, '_> {
-    /// Sends what was queued: (into the bridge, on to peers).
-    fn finish(self) -> (SendOutcome, SendOutcome) {
-        (self.injected.finish(), self.forwarded.finish())
-    }
-}
-
-impl Carrier for ToBridge<'_, '_> {
+impl Carrier for ToBridge<'_, '_, '_> {
     fn len(&self, packet: usize) -> usize {
         self.packets.get(packet).len
     }
@@ -119,22 +104,10 @@ impl Carrier for ToBridge<'_, '_> {
         self.injected.push(None, frame, None);
     }
 
-    fn send_clear(&mut self, packet: usize, vni: u32, to: &SocketAddr) {
+    fn send_clear(&mut self, packet: usize, onward: &Onward) {
         let frame = inner_frame(self.packets, self.plain, packet);
-        self.forwarded
-            .push(Some(vxlan::header(vni)), frame, Some(to));
-    }
-
-    fn seal(
-        &mut self,
-        packet: usize,
-        vni: u32,
-        hop: ShortId,
-        to: SocketAddr,
-        _sole: bool,
-    ) -> Result<(), DropReason> {
-        self.slots.push(packet, vni, hop, to);
-        Ok(())
+        let header = vxlan::header(onward.vni);
+        self.forwarded.push(Some(header), frame, Some(&onward.to));
     }
 }
 

@@ -20,16 +20,15 @@ use xdpilone::xdp::XdpDesc;
 use super::Shared;
 use super::sealed::{self, SEALED_LEAD, seal_in_place};
 use super::umem::{BridgeTx, DATA_OFFSET, FRAME_SIZE, Memory, RING_SIZE, chunk_of};
-use crate::overlay::carry::{Carrier, Tally, carry_out};
+use crate::overlay::carry::{Carrier, Onward, Tally, carry_out, send_sealed};
 use crate::overlay::coalesce::{self, Run};
 use crate::overlay::counters::DropReason;
 use crate::overlay::engine::{BATCH, nothing_came};
-use crate::overlay::forwarding::ShortId;
 use crate::overlay::gro::GroRecv;
 use crate::overlay::gso;
 use crate::overlay::inject::Injector;
 use crate::overlay::macs::MacJournal;
-use crate::overlay::mmsg::{Batch, SendOutcome, SendQueue};
+use crate::overlay::mmsg::{Batch, SendQueue};
 use crate::overlay::routes::{Routes, RoutesReader};
 use crate::overlay::seal_slots::SealSlots;
 use crate::overlay::sys;
@@ -184,6 +183,7 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
         deliver.clear();
         kept.clear();
         kept.resize(n, false);
+        let mut forwarded = forward.batch(core.udp.as_fd());
         let mut out = ToBridge {
             mem: &mem,
             plain: &plain,
@@ -191,20 +191,14 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
             routes,
             deliver: &mut deliver,
             kept: &mut kept,
-            forwarded: forward.batch(core.udp.as_fd()),
-            slots: &mut slots,
+            forwarded: &mut forwarded,
         };
-        carry_out(&verdicts, routes, &mut out, &mut tally);
-        let mut relayed = tally.sends(out.finish());
-        let sealed = slots.send(
-            // SAFETY: as above; the frames are queued or freed only after this.
-            |i| unsafe { inner_frame(&mem, &plain, i) },
-            routes,
-            &mut forward,
-            core.udp.as_fd(),
-            &mut tally,
-        );
-        relayed += tally.sends(sealed);
+        carry_out(&verdicts, routes, &mut out, &mut slots, &mut tally);
+        let mut relayed = tally.sends(forwarded.finish());
+        // SAFETY: as above; the frames are queued or freed only after this.
+        let frame_of = |i| unsafe { inner_frame(&mem, &plain, i) };
+        let sealing = (&mut forward, core.udp.as_fd());
+        relayed += send_sealed(&mut slots, frame_of, routes, sealing, &mut tally);
         tally.counts.relayed += relayed;
         // Packets whose frame does not enter the bridge are done with.
         half.free.extend(
@@ -268,25 +262,18 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
 /// Where each received packet's frames go: into the bridge through the TX
 /// ring (its chunk then stays taken), on to peers straight from the UMEM
 /// (sealed in place first for a relay in password mode), or through a seal
-/// slot.
-struct ToBridge<'q, 'd> {
+/// slot (a broadcast passed on sealed to several).
+struct ToBridge<'b, 'q, 'd> {
     mem: &'d Memory,
     plain: &'d [Opened],
     arrivals: &'d [Arrival],
     routes: &'d Routes,
-    deliver: &'q mut Vec<XdpDesc>,
-    kept: &'q mut [bool],
-    forwarded: Batch<'q, 'd>,
-    slots: &'q mut SealSlots,
+    deliver: &'b mut Vec<XdpDesc>,
+    kept: &'b mut [bool],
+    forwarded: &'b mut Batch<'q, 'd>,
 }
 
-impl ToBridge<'_, '_> {
-    fn finish(self) -> SendOutcome {
-        self.forwarded.finish()
-    }
-}
-
-impl Carrier for ToBridge<'_, '_> {
+impl Carrier for ToBridge<'_, '_, '_> {
     fn len(&self, packet: usize) -> usize {
         self.arrivals[packet].len
     }
@@ -306,41 +293,27 @@ impl Carrier for ToBridge<'_, '_> {
         }
     }
 
-    fn send_clear(&mut self, packet: usize, vni: u32, to: &SocketAddr) {
+    fn send_clear(&mut self, packet: usize, onward: &Onward) {
         // SAFETY: the packet's frame is this worker's (taken off the free
         // list, queued or freed only after the batch is sent).
         let frame = unsafe { inner_frame(self.mem, self.plain, packet) };
-        self.forwarded
-            .push(Some(vxlan::header(vni)), frame, Some(to));
+        let header = vxlan::header(onward.vni);
+        self.forwarded.push(Some(header), frame, Some(&onward.to));
     }
 
-    fn seal(
-        &mut self,
-        packet: usize,
-        vni: u32,
-        hop: ShortId,
-        to: SocketAddr,
-        sole: bool,
-    ) -> Result<(), DropReason> {
-        if !sole {
-            self.slots.push(packet, vni, hop, to);
-            return Ok(());
-        }
-        let (at, len) = self.plain[packet]?;
-        let keys = self.routes.keys(hop).ok_or(DropReason::NoRoute)?;
-        let frame = at + vxlan::HEADER_LEN as u64;
-        let (at, len) = seal_in_place(self.mem, frame, len - vxlan::HEADER_LEN, vni, keys)?;
-        // SAFETY: the packet's frame is this worker's (taken off the free
-        // list, freed only after the batch is sent); the sealed packet lies
-        // in its chunk, which nothing else in the batch refers to (its only
-        // use).
-        match unsafe { self.mem.frame(at, len) } {
-            Some(sealed) => {
-                self.forwarded.push(None, sealed, Some(&to));
-                Ok(())
-            }
-            None => Err(DropReason::Oversize),
-        }
+    fn seal_in_place(&mut self, packet: usize, onward: &Onward) -> Option<Result<(), DropReason>> {
+        let sealed = self.plain[packet]
+            .and_then(|(at, len)| {
+                let keys = self.routes.keys(onward.hop).ok_or(DropReason::NoRoute)?;
+                let frame = at + vxlan::HEADER_LEN as u64;
+                seal_in_place(self.mem, frame, len - vxlan::HEADER_LEN, onward.vni, keys)
+            })
+            // SAFETY: as in `send_clear`; the sealed packet lies in the
+            // frame's chunk, which nothing else in the batch refers to (its
+            // only use).
+            .and_then(|(at, len)| unsafe { self.mem.frame(at, len) }.ok_or(DropReason::Oversize))
+            .map(|sealed| self.forwarded.push(None, sealed, Some(&onward.to)));
+        Some(sealed)
     }
 }
 

@@ -5,7 +5,6 @@
 //! a frame with a single next hop is sealed in place in its chunk
 //! (`sealed`), one flooded to several through seal slots.
 
-use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
@@ -15,16 +14,16 @@ use xdpilone::xdp::XdpDesc;
 use super::sealed::seal_in_place;
 use super::umem::{BridgeRx, Memory, chunk_of};
 use super::{Shared, wait_readable};
-use crate::overlay::carry::{Carrier, Tally, carry_out};
+use crate::overlay::carry::{Carrier, Onward, Tally, carry_out, send_sealed};
 use crate::overlay::counters::DropReason;
 use crate::overlay::engine::{BATCH, STOP_CHECK};
 use crate::overlay::forwarding::ShortId;
 use crate::overlay::gso::{GsoBatch, GsoQueue};
 use crate::overlay::macs::MacJournal;
-use crate::overlay::mmsg::{SendOutcome, SendQueue};
+use crate::overlay::mmsg::SendQueue;
 use crate::overlay::routes::{Routes, RoutesReader};
 use crate::overlay::seal_slots::SealSlots;
-use crate::overlay::verdict::{FromBridge, from_bridge, from_bridge_tagged};
+use crate::overlay::verdict::{FromBridge, from_bridge_tagged};
 use crate::overlay::vxlan;
 
 /// Most frames flood to a few peers: room for a batch sent to four each
@@ -69,36 +68,33 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
                 let Some(frame) = (unsafe { mem.frame(desc.addr, desc.len as usize) }) else {
                     return FromBridge::Drop(DropReason::Malformed);
                 };
-                match take_tag(&mem, desc.addr) {
-                    Some(dest) => {
-                        from_bridge_tagged(frame, core.max_frame, ShortId(dest), routes, macs, now)
-                    }
-                    None => {
-                        untagged(shared);
-                        from_bridge(frame, core.max_frame, routes, macs, now)
-                    }
+                let tag = take_tag(&mem, desc.addr).map(ShortId);
+                if tag.is_none() {
+                    untagged(shared);
                 }
+                from_bridge_tagged(frame, core.max_frame, tag, routes, macs, now)
             },
         );
         let mut tally = Tally::new(&core.counters, "to peers");
+        let mut batch = queue.batch(core.udp.as_fd());
         let mut out = ToPeers {
             mem: &mem,
             descs: &descs,
             routes,
-            batch: queue.batch(core.udp.as_fd()),
-            slots: &mut slots,
+            batch: &mut batch,
         };
-        carry_out(&verdicts, routes, &mut out, &mut tally);
-        let mut sent = tally.sends(out.finish());
-        let sealed = slots.send(
-            // SAFETY: as above; the frames go back only after this.
-            |i| unsafe { mem.frame(descs[i].addr, descs[i].len as usize) }.unwrap_or_default(),
+        carry_out(&verdicts, routes, &mut out, &mut slots, &mut tally);
+        let mut sent = tally.sends(batch.finish());
+        // SAFETY: as above; the frames go back only after this.
+        let frame_of = |i: usize| unsafe { mem.frame(descs[i].addr, descs[i].len as usize) };
+        let sealing = (&mut slot_queue, core.udp.as_fd());
+        sent += send_sealed(
+            &mut slots,
+            |i| frame_of(i).unwrap_or_default(),
             routes,
-            &mut slot_queue,
-            core.udp.as_fd(),
+            sealing,
             &mut tally,
         );
-        sent += tally.sends(sealed);
         tally.counts.sent += sent;
         // Every frame of the batch is done with: back to the kernel. A
         // reservation can be shorter than asked (it trusts a cached view of
@@ -123,64 +119,49 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
 }
 
 /// Where a frame from the bridge goes: into the GSO batch straight from the
-/// UMEM (sealed in place first in password mode), or through a seal slot.
-struct ToPeers<'q, 'd> {
+/// UMEM (sealed in place first in password mode, or through a seal slot
+/// when it goes to several hops).
+struct ToPeers<'b, 'q, 'd> {
     mem: &'d Memory,
     descs: &'d [XdpDesc],
     routes: &'d Routes,
-    batch: GsoBatch<'q, 'd>,
-    slots: &'q mut SealSlots,
+    batch: &'b mut GsoBatch<'q, 'd>,
 }
 
-impl ToPeers<'_, '_> {
-    fn finish(self) -> SendOutcome {
-        self.batch.finish()
-    }
-}
-
-impl Carrier for ToPeers<'_, '_> {
+impl Carrier for ToPeers<'_, '_, '_> {
     fn len(&self, frame: usize) -> usize {
         self.descs[frame].len as usize
     }
 
-    fn deliver(&mut self, _frame: usize) {
-        debug_assert!(false, "a frame from the bridge planned back into it");
-    }
-
-    fn send_clear(&mut self, frame: usize, vni: u32, to: &SocketAddr) {
+    fn send_clear(&mut self, frame: usize, onward: &Onward) {
         let desc = &self.descs[frame];
         // SAFETY: the frame is this worker's until it goes back to the fill
         // ring, after the batch is finished.
         if let Some(data) = unsafe { self.mem.frame(desc.addr, desc.len as usize) } {
-            self.batch.push(vxlan::header(vni), data, to);
+            self.batch.push(vxlan::header(onward.vni), data, &onward.to);
         }
     }
 
-    fn seal(
-        &mut self,
-        frame: usize,
-        vni: u32,
-        hop: ShortId,
-        to: SocketAddr,
-        sole: bool,
-    ) -> Result<(), DropReason> {
-        if !sole {
-            self.slots.push(frame, vni, hop, to);
-            return Ok(());
-        }
+    fn seal_in_place(&mut self, frame: usize, onward: &Onward) -> Option<Result<(), DropReason>> {
         let desc = &self.descs[frame];
-        let keys = self.routes.keys(hop).ok_or(DropReason::NoRoute)?;
-        let (at, len) = seal_in_place(self.mem, desc.addr, desc.len as usize, vni, keys)?;
-        // SAFETY: as in `send_clear`; the sealed packet lies in the frame's
-        // chunk, which nothing else in the batch refers to (its only use).
-        let Some(packet) = (unsafe { self.mem.frame(at, len) }) else {
-            return Err(DropReason::Oversize);
-        };
-        // Sealed packets of one size still share a GSO datagram.
-        let (header, rest) = packet.split_at(vxlan::HEADER_LEN);
-        self.batch
-            .push(header.try_into().unwrap_or_default(), rest, &to);
-        Ok(())
+        let sealed = self
+            .routes
+            .keys(onward.hop)
+            .ok_or(DropReason::NoRoute)
+            .and_then(|keys| {
+                seal_in_place(self.mem, desc.addr, desc.len as usize, onward.vni, keys)
+            })
+            // SAFETY: as in `send_clear`; the sealed packet lies in the
+            // frame's chunk, which nothing else in the batch refers to (its
+            // only use).
+            .and_then(|(at, len)| unsafe { self.mem.frame(at, len) }.ok_or(DropReason::Oversize))
+            .map(|packet| {
+                // Sealed packets of one size still share a GSO datagram.
+                let (header, rest) = packet.split_at(vxlan::HEADER_LEN);
+                let header = header.try_into().unwrap_or_default();
+                self.batch.push(header, rest, &onward.to);
+            });
+        Some(sealed)
     }
 }
 

@@ -86,6 +86,32 @@ pub fn carry_out<V: Copy + Into<Verdict>>(
     }
 }
 
+/// Password mode, for an engine that seals frames where they lie: calls
+/// `seal(frame, onward)` for each frame whose plan is one seal (the frame's
+/// only use), before [`carry_out`], which then asks the carrier's
+/// `seal_in_place` for what became of it. Two passes, so that the frames
+/// are written before any frame of the batch is borrowed for sending.
+pub fn for_each_sole_seal<V: Copy + Into<Verdict>>(
+    verdicts: &[V],
+    routes: &Routes,
+    mut seal: impl FnMut(usize, &Onward),
+) {
+    if !routes.encrypted() {
+        return;
+    }
+    for (frame, &verdict) in verdicts.iter().enumerate() {
+        let plan = plan(verdict, routes);
+        if plan.uses() != 1 {
+            continue;
+        }
+        for action in plan {
+            if let Action::Seal { vni, hop, to } = action {
+                seal(frame, &Onward { vni, hop, to });
+            }
+        }
+    }
+}
+
 /// Seals and sends what [`carry_out`] queued in `slots` (`frame_of` gives
 /// the inner frame of frame `n` of the batch); returns how many went.
 pub fn send_sealed<'f>(

@@ -11,16 +11,15 @@
 //! passed on sealed for each child through seal slots.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use xdpilone::xdp::XdpDesc;
-
 use super::Shared;
 use super::sealed::{self, SEALED_LEAD, seal_in_place};
-use super::umem::{BridgeTx, DATA_OFFSET, FRAME_SIZE, Memory, RING_SIZE, chunk_of};
-use crate::overlay::carry::{Carrier, Onward, Tally, carry_out, send_sealed};
+use super::umem::{BridgeTx, Chunk, DATA_OFFSET, FRAME_SIZE, Frame, Memory, RING_SIZE};
+use crate::overlay::carry::{Carrier, Onward, Tally, carry_out, for_each_sole_seal, send_sealed};
 use crate::overlay::coalesce::{self, Run};
 use crate::overlay::counters::DropReason;
 use crate::overlay::engine::{BATCH, nothing_came};
@@ -29,7 +28,7 @@ use crate::overlay::gso;
 use crate::overlay::inject::Injector;
 use crate::overlay::macs::MacJournal;
 use crate::overlay::mmsg::{Batch, SendQueue};
-use crate::overlay::routes::{Routes, RoutesReader};
+use crate::overlay::routes::RoutesReader;
 use crate::overlay::seal_slots::SealSlots;
 use crate::overlay::sys;
 use crate::overlay::verdict::{FromPeer, from_peer, from_peer_truncated};
@@ -39,15 +38,15 @@ use crate::overlay::vxlan;
 const FORWARD_QUEUE: usize = BATCH * 4;
 /// Where a received packet starts in its chunk: its VXLAN header ends where
 /// the inner frame must start for the TX ring.
-const PACKET_OFFSET: u64 = DATA_OFFSET - vxlan::HEADER_LEN as u64;
+const PACKET_OFFSET: usize = DATA_OFFSET as usize - vxlan::HEADER_LEN;
 /// Room for a packet: the rest of the chunk.
-const PACKET_ROOM: usize = (FRAME_SIZE as u64 - PACKET_OFFSET) as usize;
+const PACKET_ROOM: usize = FRAME_SIZE as usize - PACKET_OFFSET;
 /// Datagrams taken in one receive; with GRO each holds up to
 /// `gso::MAX_SEGMENTS` packets from a peer that sends with GSO.
 const DATAGRAMS: usize = 16;
 
-/// A packet received into a transmit frame: its length, whether it was too
-/// long for the frame (then not copied), and who sent it.
+/// A packet received into a transmit chunk: its length, whether it was too
+/// long for the chunk (then not copied), and who sent it.
 #[derive(Clone, Copy)]
 struct Arrival {
     len: usize,
@@ -55,50 +54,49 @@ struct Arrival {
     sender: Option<SocketAddr>,
 }
 
-/// Where packet `i`'s plain VXLAN packet lies in the UMEM (address and
-/// length), or why it is dropped.
-type Opened = Result<(u64, usize), DropReason>;
+/// Where, in its chunk, packet `i`'s plain VXLAN packet lies, or why it is
+/// dropped.
+type Opened = Result<Range<usize>, DropReason>;
 
 pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Injector>) {
     let core = &shared.core;
     let mem = half.mem.clone();
-    let mut runs: Vec<Run> = Vec::with_capacity(RING_SIZE as usize);
+    let capacity = RING_SIZE as usize;
+    let mut runs: Vec<Run> = Vec::with_capacity(capacity);
     let mut recv = GroRecv::new(DATAGRAMS);
-    let mut taken: Vec<u64> = Vec::with_capacity(RING_SIZE as usize);
-    let mut arrivals: Vec<Arrival> = Vec::with_capacity(RING_SIZE as usize);
+    // The chunk each packet was received into, and how it arrived.
+    let mut taken: Vec<Chunk> = Vec::with_capacity(capacity);
+    let mut arrivals: Vec<Arrival> = Vec::with_capacity(capacity);
+    let mut plain: Vec<Opened> = Vec::with_capacity(capacity);
+    let mut verdicts: Vec<FromPeer> = Vec::with_capacity(capacity);
+    // Password mode: relays sealed again where they lie.
+    let mut in_place: Vec<Option<Opened>> = Vec::with_capacity(capacity);
+    // Which packets' frames enter the bridge, then those frames.
+    let mut kept: Vec<bool> = Vec::with_capacity(capacity);
+    let mut deliver: Vec<Frame> = Vec::with_capacity(capacity);
     let mut forward = SendQueue::new(FORWARD_QUEUE, core.udp_family);
-    let mut verdicts: Vec<FromPeer> = Vec::with_capacity(RING_SIZE as usize);
-    let mut deliver: Vec<XdpDesc> = Vec::with_capacity(RING_SIZE as usize);
     let mut reader = RoutesReader::new(&core.routes);
     let mut changes = MacJournal::default();
     let mut slots = SealSlots::new(core.max_frame);
-    // Frames that enter the bridge (their chunks stay taken until the TX
-    // ring gives them back).
-    let mut kept: Vec<bool> = Vec::with_capacity(RING_SIZE as usize);
-    // Where each packet's plain VXLAN packet is in the UMEM, or why not.
-    let mut plain: Vec<Opened> = Vec::with_capacity(RING_SIZE as usize);
     while !core.stopping() {
-        reclaim(&mut half);
+        half.reclaim();
         if half.free.is_empty() {
-            // Every transmit frame is in the kernel's hands: push them on.
-            kick(&half);
+            // Every transmit chunk is in the kernel's hands: push them on.
+            half.kick();
             std::thread::sleep(std::time::Duration::from_micros(50));
             continue;
         }
-        // Only as many datagrams as the free frames can hold when full.
+        // Only as many datagrams as the free chunks can hold when full.
         let datagrams = (half.free.len() / gso::MAX_SEGMENTS).clamp(1, recv.capacity());
         let received = recv.recv(core.udp.as_fd(), datagrams);
         let now = Instant::now();
-        match received {
-            Ok(_) => {}
-            Err(e) => {
-                if !nothing_came(&e) {
-                    core.back_off(&e, "udp receive");
-                }
-                // Frames left on the TX ring by a kick that ran out of rounds.
-                kick(&half);
-                continue;
+        if let Err(e) = received {
+            if !nothing_came(&e) {
+                core.back_off(&e, "udp receive");
             }
+            // Frames left on the TX ring by a kick that ran out of rounds.
+            half.kick();
+            continue;
         }
         // Sealed packets start earlier, so that they open where plain ones are.
         let lead = if reader.refresh(&core.routes).encrypted() {
@@ -106,10 +104,9 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
         } else {
             0
         };
+        let start = PACKET_OFFSET - lead;
         let mut tally = Tally::new(&core.counters, "from peers");
-        taken.clear();
-        arrivals.clear();
-        let mut no_frame = 0;
+        let mut no_chunk = 0;
         for d in 0..recv.len() {
             let datagram = recv.get(d);
             let sender = sys::read_sockaddr(datagram.addr);
@@ -118,22 +115,17 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
                 continue;
             }
             for packet in datagram.segments() {
-                let Some(chunk) = half.free.pop() else {
-                    no_frame += 1;
+                let Some(mut chunk) = half.free.pop() else {
+                    no_chunk += 1;
                     continue;
                 };
-                // Too long for a chunk: counted by the verdict.
-                let truncated = packet.len() > PACKET_ROOM + lead as usize;
-                if !truncated {
-                    let Some(at) = mem.at(chunk + PACKET_OFFSET - lead, packet.len()) else {
-                        debug_assert!(false, "chunk {chunk} outside the UMEM");
-                        half.free.push(chunk);
-                        continue;
-                    };
-                    // SAFETY: `at` is a transmit frame off the free list
-                    // (nobody, the kernel included, touches it until it is
-                    // queued), with room for the packet (checked by `at`).
-                    unsafe { std::ptr::copy_nonoverlapping(packet.as_ptr(), at, packet.len()) };
+                // Too long for a chunk: not copied, counted by the verdict.
+                let room = mem
+                    .chunk_mut(&mut chunk)
+                    .get_mut(start..start + packet.len());
+                let truncated = packet.len() > PACKET_ROOM + lead || room.is_none();
+                if let Some(room) = room.filter(|_| !truncated) {
+                    room.copy_from_slice(packet);
                 }
                 taken.push(chunk);
                 arrivals.push(Arrival {
@@ -143,24 +135,18 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
                 });
             }
         }
-        if no_frame > 0 {
-            shared.no_frame.fetch_add(no_frame, Ordering::Relaxed);
+        if no_chunk > 0 {
+            shared.no_frame.fetch_add(no_chunk, Ordering::Relaxed);
         }
         let n = arrivals.len();
         let routes = reader.refresh(&core.routes);
         plain.clear();
-        plain.extend((0..n).map(|i| {
-            let Arrival {
-                len,
-                truncated,
-                sender,
-            } = arrivals[i];
-            let at = taken[i] + PACKET_OFFSET - lead;
-            if truncated {
+        plain.extend(taken.iter_mut().zip(&arrivals).map(|(chunk, a)| {
+            if a.truncated {
                 // Counted by the verdict.
-                return Ok((at, 0));
+                return Ok(start..start);
             }
-            sealed::open(&mem, at, len, sender, routes)
+            sealed::open(mem.chunk_mut(chunk), start, a.len, a.sender, routes)
         }));
         core.decide(n, now, &mut verdicts, Some(&mut changes), |macs, i| {
             let Arrival {
@@ -169,54 +155,61 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
             if truncated {
                 return from_peer_truncated(sender, routes);
             }
-            let (at, len) = match plain[i] {
-                Ok(packet) => packet,
-                Err(reason) => return FromPeer::Drop(reason),
-            };
-            // SAFETY: the packet just received into this worker's frame.
-            match unsafe { mem.frame(at, len) } {
-                Some(packet) => from_peer(sender, packet, core.max_frame, routes, macs, now),
-                None => FromPeer::Drop(DropReason::Oversize),
+            match &plain[i] {
+                Ok(range) => match mem.chunk(&taken[i]).get(range.clone()) {
+                    Some(packet) => from_peer(sender, packet, core.max_frame, routes, macs, now),
+                    None => FromPeer::Drop(DropReason::Oversize),
+                },
+                Err(reason) => FromPeer::Drop(*reason),
             }
         });
+        in_place.clear();
+        in_place.resize(n, None);
+        for_each_sole_seal(&verdicts, routes, |i, onward| {
+            let sealed = plain[i].clone().and_then(|packet| {
+                let keys = routes.keys(onward.hop).ok_or(DropReason::NoRoute)?;
+                let frame = packet.start + vxlan::HEADER_LEN;
+                let len = packet.len() - vxlan::HEADER_LEN;
+                seal_in_place(mem.chunk_mut(&mut taken[i]), frame, len, onward.vni, keys)
+            });
+            in_place[i] = Some(sealed);
+        });
 
-        deliver.clear();
         kept.clear();
         kept.resize(n, false);
         let mut forwarded = forward.batch(core.udp.as_fd());
         let mut out = ToBridge {
             mem: &mem,
+            taken: &taken,
             plain: &plain,
+            in_place: &in_place,
             arrivals: &arrivals,
-            routes,
-            deliver: &mut deliver,
             kept: &mut kept,
             forwarded: &mut forwarded,
         };
         carry_out(&verdicts, routes, &mut out, &mut slots, &mut tally);
         let mut relayed = tally.sends(forwarded.finish());
-        // SAFETY: as above; the frames are queued or freed only after this.
-        let frame_of = |i| unsafe { inner_frame(&mem, &plain, i) };
+        let frame_of = |i| inner_frame(&mem, &taken[i], &plain[i]);
         let sealing = (&mut forward, core.udp.as_fd());
         relayed += send_sealed(&mut slots, frame_of, routes, sealing, &mut tally);
         tally.counts.relayed += relayed;
-        // Packets whose frame does not enter the bridge are done with.
-        half.free.extend(
-            taken
-                .iter()
-                .zip(&kept)
-                .filter(|(_, kept)| !**kept)
-                .map(|(chunk, _)| *chunk),
-        );
+        // Frames that enter the bridge keep their chunk; the rest are done with.
+        for ((chunk, kept), packet) in taken.drain(..).zip(&kept).zip(&plain) {
+            match packet {
+                Ok(packet) if *kept => deliver.push(Frame {
+                    chunk,
+                    start: packet.start + vxlan::HEADER_LEN,
+                    len: packet.len() - vxlan::HEADER_LEN,
+                }),
+                _ => half.free.push(chunk),
+            }
+        }
+        arrivals.clear();
         // Segments of a TCP stream that arrived together enter the bridge as
         // one GSO super-frame, through the injector; then the whole batch
         // goes that way, to stay in order.
         if let Some(injector) = injector.as_mut() {
-            // SAFETY (both): the frames are this worker's until they are
-            // queued or freed below, after the injector is done with them.
-            let frame = |i: usize| {
-                unsafe { mem.frame(deliver[i].addr, deliver[i].len as usize) }.unwrap_or_default()
-            };
+            let frame = |i: usize| mem.frame(&deliver[i]);
             coalesce::plan(deliver.len(), frame, &mut runs);
             if runs.len() < deliver.len() {
                 tally.counts.received += tally.sends(injector.send(&runs, frame));
@@ -225,34 +218,19 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
                     .filter(|r| r.count > 1)
                     .map(|r| r.count as u64)
                     .sum::<u64>();
-                half.free.extend(deliver.iter().map(|d| chunk_of(d.addr)));
-                deliver.clear();
+                half.free.extend(deliver.drain(..).map(|f| f.chunk));
             }
         }
-        // A reservation can be shorter than asked (it trusts a cached view
-        // of the ring first): repeat until everything is queued or the ring
-        // is really full.
-        let mut queued = 0;
-        while queued < deliver.len() {
-            let mut tx = half.tx.transmit((deliver.len() - queued) as u32);
-            let n = tx.insert(deliver[queued..].iter().copied()) as usize;
-            tx.commit();
-            drop(tx);
-            if n == 0 {
-                break;
-            }
-            queued += n;
+        let queued = half.transmit(&mut deliver);
+        // The TX ring is as large as the pool of transmit chunks, so none
+        // can be left over; but never lose track of one.
+        if !deliver.is_empty() {
+            tally
+                .counts
+                .drop(DropReason::SendFailed, deliver.len() as u64);
+            half.free.extend(deliver.drain(..).map(|f| f.chunk));
         }
-        // The TX ring is as large as the pool of transmit frames, so this
-        // cannot happen; but never lose track of a frame.
-        for desc in &deliver[queued..] {
-            half.free.push(chunk_of(desc.addr));
-        }
-        if queued < deliver.len() {
-            let lost = (deliver.len() - queued) as u64;
-            tally.counts.drop(DropReason::SendFailed, lost);
-        }
-        kick(&half);
+        half.kick();
         tally.counts.received += queued as u64;
         drop(tally);
         shared.mirror(&mut changes);
@@ -265,10 +243,10 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
 /// slot (a broadcast passed on sealed to several).
 struct ToBridge<'b, 'q, 'd> {
     mem: &'d Memory,
+    taken: &'d [Chunk],
     plain: &'d [Opened],
+    in_place: &'d [Option<Opened>],
     arrivals: &'d [Arrival],
-    routes: &'d Routes,
-    deliver: &'b mut Vec<XdpDesc>,
     kept: &'b mut [bool],
     forwarded: &'b mut Batch<'q, 'd>,
 }
@@ -283,72 +261,31 @@ impl Carrier for ToBridge<'_, '_, '_> {
     }
 
     fn deliver(&mut self, packet: usize) {
-        if let Ok((at, len)) = self.plain[packet] {
-            self.deliver.push(XdpDesc {
-                addr: at + vxlan::HEADER_LEN as u64,
-                len: (len - vxlan::HEADER_LEN) as u32,
-                options: 0,
-            });
-            self.kept[packet] = true;
-        }
+        self.kept[packet] = true;
     }
 
     fn send_clear(&mut self, packet: usize, onward: &Onward) {
-        // SAFETY: the packet's frame is this worker's (taken off the free
-        // list, queued or freed only after the batch is sent).
-        let frame = unsafe { inner_frame(self.mem, self.plain, packet) };
+        let frame = inner_frame(self.mem, &self.taken[packet], &self.plain[packet]);
         let header = vxlan::header(onward.vni);
         self.forwarded.push(Some(header), frame, Some(&onward.to));
     }
 
     fn seal_in_place(&mut self, packet: usize, onward: &Onward) -> Option<Result<(), DropReason>> {
-        let sealed = self.plain[packet]
-            .and_then(|(at, len)| {
-                let keys = self.routes.keys(onward.hop).ok_or(DropReason::NoRoute)?;
-                let frame = at + vxlan::HEADER_LEN as u64;
-                seal_in_place(self.mem, frame, len - vxlan::HEADER_LEN, onward.vni, keys)
-            })
-            // SAFETY: as in `send_clear`; the sealed packet lies in the
-            // frame's chunk, which nothing else in the batch refers to (its
-            // only use).
-            .and_then(|(at, len)| unsafe { self.mem.frame(at, len) }.ok_or(DropReason::Oversize))
-            .map(|sealed| self.forwarded.push(None, sealed, Some(&onward.to)));
+        let sealed = self.in_place[packet].clone()?.map(|range| {
+            let chunk = self.mem.chunk(&self.taken[packet]);
+            self.forwarded.push(None, &chunk[range], Some(&onward.to));
+        });
         Some(sealed)
     }
 }
 
-/// The inner frame of packet `i`, once opened (empty if it was not).
-///
-/// # Safety
-/// As for `Memory::frame`: the packet's frame belongs to the caller, and
-/// nobody writes it while the slice lives.
-unsafe fn inner_frame<'m>(mem: &'m Memory, plain: &[Opened], i: usize) -> &'m [u8] {
-    match plain[i] {
-        // SAFETY: the caller's contract.
-        Ok((at, len)) if len >= vxlan::HEADER_LEN => {
-            unsafe { mem.frame(at + vxlan::HEADER_LEN as u64, len - vxlan::HEADER_LEN) }
-                .unwrap_or_default()
-        }
-        _ => &[],
-    }
-}
-
-/// Takes back the transmit frames the kernel is done with.
-fn reclaim(half: &mut BridgeTx) {
-    let mut done = half.completion.complete(RING_SIZE);
-    while let Some(addr) = done.read() {
-        half.free.push(chunk_of(addr));
-    }
-    done.release();
-}
-
-/// Makes the kernel transmit what the TX ring holds: in copy mode it only
-/// does so inside `sendto`, at most 32 frames per call. Bounded, so that a
-/// peer that takes nothing (its queue full) cannot hold the worker here.
-fn kick(half: &BridgeTx) {
-    let mut rounds = half.tx.pending() / 32 + 2;
-    while half.tx.pending() > 0 && rounds > 0 {
-        half.tx.wake();
-        rounds -= 1;
+/// The inner frame of a packet in `chunk`, once opened (empty if it was not).
+fn inner_frame<'a>(mem: &'a Memory, chunk: &'a Chunk, packet: &Opened) -> &'a [u8] {
+    match packet {
+        Ok(range) => mem
+            .chunk(chunk)
+            .get(range.start + vxlan::HEADER_LEN..range.end)
+            .unwrap_or_default(),
+        Err(_) => &[],
     }
 }

@@ -18,8 +18,8 @@
 //!   one is sealed again in place with [`seal_in_place`] for the next hop.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 
-use super::umem::Memory;
 use crate::overlay::counters::DropReason;
 use crate::overlay::routes::Routes;
 use crate::overlay::seal::{self, PeerKeys};
@@ -27,57 +27,53 @@ use crate::overlay::vxlan;
 
 /// How much earlier in its chunk a sealed packet is received than a plain
 /// one: the counter between the VXLAN header and the frame.
-pub(super) const SEALED_LEAD: u64 = seal::COUNTER_LEN as u64;
+pub(super) const SEALED_LEAD: usize = seal::COUNTER_LEN;
 
-/// Seals, for the connection of `keys`, the frame of `len` bytes at UMEM
-/// address `frame` (its chunk owned by the caller, as for `Memory::frame`)
-/// under VXLAN header `vni`; returns the sealed packet's address and length.
-/// Drops: no room in the chunk (`Oversize`), key used up (`SendFailed`).
+/// Seals, in `chunk` (a chunk's bytes), the frame of `len` bytes at `start`
+/// for the connection of `keys`, under VXLAN header `vni`; returns where
+/// the sealed packet lies in the chunk. Drops: no room in the chunk
+/// (`Oversize`), key used up (`SendFailed`).
 pub(super) fn seal_in_place(
-    mem: &Memory,
-    frame: u64,
+    chunk: &mut [u8],
+    start: usize,
     len: usize,
     vni: u32,
     keys: &PeerKeys,
-) -> Result<(u64, usize), DropReason> {
-    let start = frame
-        .checked_sub(seal::FRAME_OFFSET as u64)
+) -> Result<Range<usize>, DropReason> {
+    let begin = start
+        .checked_sub(seal::FRAME_OFFSET)
         .ok_or(DropReason::Oversize)?;
     let total = seal::FRAME_OFFSET + len + seal::TAG_LEN;
-    // `at` checks that the whole sealed packet lies inside one chunk.
-    let at = mem.at(start, total).ok_or(DropReason::Oversize)?;
-    // SAFETY: inside the chunk (checked by `at`), which the caller owns and
-    // of which it holds no other reference while this one lives.
-    let packet = unsafe { std::slice::from_raw_parts_mut(at, total) };
+    let packet = chunk
+        .get_mut(begin..begin + total)
+        .ok_or(DropReason::Oversize)?;
     packet[..vxlan::HEADER_LEN].copy_from_slice(&vxlan::header(vni));
     let sealed = keys.send.seal(packet, len).map_err(|error| {
         tracing::debug!(%error, "xdp overlay: frame not sealed");
         DropReason::SendFailed
     })?;
-    Ok((start, sealed))
+    Ok(begin..begin + sealed)
 }
 
-/// Where the plain VXLAN packet of the `len` bytes received at UMEM
-/// address `at` from `sender` is: the packet itself without a password;
-/// in password mode, opened in place with the sender's key (see the
-/// module docs). An unknown sender is left to the verdict to count.
+/// Where, in `chunk`, the plain VXLAN packet of the `len` bytes received at
+/// `start` from `sender` is: the packet itself without a password; in
+/// password mode, opened in place with the sender's key (see the module
+/// docs). An unknown sender is left to the verdict to count.
 pub(super) fn open(
-    mem: &Memory,
-    at: u64,
+    chunk: &mut [u8],
+    start: usize,
     len: usize,
     sender: Option<SocketAddr>,
     routes: &Routes,
-) -> Result<(u64, usize), DropReason> {
+) -> Result<Range<usize>, DropReason> {
+    let whole = start..start + len;
     if !routes.encrypted() {
-        return Ok((at, len));
+        return Ok(whole);
     }
     let Some(neighbour) = sender.and_then(|a| routes.neighbour_at(&a)) else {
-        return Ok((at, len));
+        return Ok(whole);
     };
-    let ptr = mem.at(at, len).ok_or(DropReason::Oversize)?;
-    // SAFETY: the packet just received into a transmit frame the caller
-    // owns, of which it holds no other reference while this one lives.
-    let packet = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+    let packet = chunk.get_mut(whole).ok_or(DropReason::Oversize)?;
     let plain = seal::open_from(routes.keys(neighbour), packet)?;
-    Ok((at + plain.start as u64, plain.len()))
+    Ok(start + plain.start..start + plain.end)
 }

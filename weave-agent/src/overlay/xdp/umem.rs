@@ -14,6 +14,13 @@
 //! Each half belongs to one worker thread; both keep the [`Memory`] alive,
 //! which unmaps the area only after the sockets and their rings are gone.
 //! Copy mode only: veth has no zero-copy AF_XDP.
+//!
+//! Who may touch which bytes is checked by the compiler, not by comments: a
+//! chunk's bytes are reachable only through a [`Chunk`], a token that exists
+//! once per chunk that is in the agent's hands (taken from the RX ring, the
+//! completion ring or the initial pool) and is consumed when the chunk goes
+//! back to the kernel. Shared and exclusive borrows of a token give shared
+//! and exclusive slices of its chunk; the only `unsafe` is here.
 
 use std::ffi::CString;
 use std::io;
@@ -22,6 +29,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use xdpilone::xdp::XdpDesc;
 use xdpilone::{
     CompletionQueue, FillQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig,
     User,
@@ -51,10 +59,66 @@ pub struct Memory {
     area: Area,
 }
 
-// SAFETY: the area is plain memory shared with the kernel; which frames a
-// thread touches is decided by the rings each half owns (see the module docs).
+// SAFETY: every field may be used from, and dropped on, any thread:
+// - `receiver`: a socket descriptor (shared through an Arc inside xdpilone)
+//   and its configuration; only `fd()` and `statistics_v2()` (getsockopt)
+//   are called on it after `open`, both thread-safe system calls.
+// - `_transmitter`, `_umem`: never used after `open`, only kept alive and
+//   dropped (closing descriptors). xdpilone's `Umem` is not Send because
+//   its rings must not be driven from two threads; the rings live in the
+//   halves, each owned by one worker, and `_umem` itself is never driven.
+// - `area`: plain memory shared with the kernel; no byte of it is reached
+//   but through a `Chunk`, of which exactly one exists per chunk in the
+//   agent's hands, so two threads can never alias a chunk.
 unsafe impl Send for Memory {}
+// SAFETY: as for Send; `&Memory` only hands out slices of chunks whose
+// tokens the caller holds (shared or exclusive, as the token is borrowed).
 unsafe impl Sync for Memory {}
+
+/// One chunk of the UMEM in the agent's hands: the only way to its bytes
+/// (see the module docs). Neither Copy nor Clone.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// The chunk's start, as an address in the UMEM.
+    base: u64,
+}
+
+impl Chunk {
+    /// The token for the chunk that UMEM address `addr` lies in.
+    ///
+    /// # Safety
+    /// The chunk must have just been handed to the agent (read from the RX
+    /// or completion ring, or never given to the kernel), and no other
+    /// token for it may exist.
+    unsafe fn handed_over(addr: u64) -> Chunk {
+        Chunk {
+            base: addr - addr % u64::from(FRAME_SIZE),
+        }
+    }
+
+    /// The UMEM address `offset` bytes into the chunk, for a ring descriptor.
+    pub fn addr(&self, offset: usize) -> u64 {
+        self.base + offset as u64
+    }
+}
+
+/// A frame in a chunk: `len` bytes from `start`.
+#[derive(Debug)]
+pub struct Frame {
+    pub chunk: Chunk,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl Frame {
+    fn desc(&self) -> XdpDesc {
+        XdpDesc {
+            addr: self.chunk.addr(self.start),
+            len: self.len as u32,
+            options: 0,
+        }
+    }
+}
 
 impl Memory {
     pub fn fd(&self) -> RawFd {
@@ -76,34 +140,34 @@ impl Memory {
             .unwrap_or(0)
     }
 
-    /// A pointer to `len` bytes at UMEM address `addr`, or `None` when they
-    /// do not lie inside one chunk of the area.
-    pub fn at(&self, addr: u64, len: usize) -> Option<*mut u8> {
-        let chunk = addr / u64::from(FRAME_SIZE);
-        let end = addr.checked_add(len as u64)?;
-        if chunk >= u64::from(FRAMES) || end > (chunk + 1) * u64::from(FRAME_SIZE) {
-            return None;
-        }
-        // SAFETY: addr + len lies inside the area (checked above).
-        Some(unsafe { self.area.ptr.as_ptr().add(addr as usize) })
+    /// The bytes of `chunk`, all [`FRAME_SIZE`] of them.
+    pub fn chunk<'a>(&'a self, chunk: &'a Chunk) -> &'a [u8] {
+        // SAFETY: a token's chunk lies inside the area (tokens are made
+        // only for addresses the kernel or `open` gave, all inside it), and
+        // its holder is the only one who can reach these bytes: while this
+        // shared borrow of the token lives, nobody has an exclusive one.
+        unsafe { std::slice::from_raw_parts(self.start_of(chunk), FRAME_SIZE as usize) }
     }
 
-    /// The frame of `len` bytes at `addr`, borrowed.
-    ///
-    /// # Safety
-    /// The frame must belong to the caller (taken from the RX ring and not
-    /// yet given back, or one of its own transmit frames): nobody writes it
-    /// while the slice lives.
-    pub unsafe fn frame(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        // SAFETY: in bounds (`at`), unaliased by the caller's contract.
-        self.at(addr, len)
-            .map(|p| unsafe { std::slice::from_raw_parts(p, len) })
+    /// The bytes of `chunk`, writable.
+    pub fn chunk_mut<'a>(&'a self, chunk: &'a mut Chunk) -> &'a mut [u8] {
+        // SAFETY: as in `chunk`; the token is borrowed exclusively, so no
+        // other slice of this chunk lives.
+        unsafe { std::slice::from_raw_parts_mut(self.start_of(chunk), FRAME_SIZE as usize) }
     }
-}
 
-/// The start of the chunk `addr` lies in.
-pub fn chunk_of(addr: u64) -> u64 {
-    addr - addr % u64::from(FRAME_SIZE)
+    /// The frame's bytes (empty if it does not lie inside its chunk).
+    pub fn frame<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
+        self.chunk(&frame.chunk)
+            .get(frame.start..frame.start + frame.len)
+            .unwrap_or_default()
+    }
+
+    fn start_of(&self, chunk: &Chunk) -> *mut u8 {
+        debug_assert!(chunk.base < u64::from(FRAMES) * u64::from(FRAME_SIZE));
+        // SAFETY: inside the area (see `chunk`).
+        unsafe { self.area.ptr.as_ptr().add(chunk.base as usize) }
+    }
 }
 
 /// An anonymous, page-aligned mapping; unmapped on drop.
@@ -142,18 +206,96 @@ impl Drop for Area {
 
 /// The bridge-to-peers half: frames arrive in the RX ring.
 pub struct BridgeRx {
-    pub fill: FillQueue,
+    fill: FillQueue,
     pub rx: RingRx,
     pub mem: Arc<Memory>,
 }
 
+impl BridgeRx {
+    /// Takes up to `max` frames from the RX ring into `frames`.
+    pub fn receive(&mut self, max: u32, frames: &mut Vec<Frame>) {
+        let mut ring = self.rx.receive(max);
+        frames.extend(ring.by_ref().map(|desc| Frame {
+            // SAFETY: the kernel hands the chunk over with its descriptor;
+            // it had it from the fill ring, where its previous token ended.
+            chunk: unsafe { Chunk::handed_over(desc.addr) },
+            start: (desc.addr % u64::from(FRAME_SIZE)) as usize,
+            len: desc.len as usize,
+        }));
+        ring.release();
+    }
+
+    /// Gives every frame's chunk back to the kernel through the fill ring.
+    /// A reservation can be shorter than asked (it trusts a cached view of
+    /// the ring first), so it repeats until every chunk is back: a chunk
+    /// left out would be lost to the ring for good.
+    pub fn give_back(&mut self, frames: &mut Vec<Frame>) {
+        while !frames.is_empty() {
+            let mut fill = self.fill.fill(frames.len() as u32);
+            let n = fill.insert(frames.iter().map(|f| f.chunk.base)) as usize;
+            fill.commit();
+            drop(fill);
+            if n == 0 {
+                // Cannot happen: the ring holds every receive chunk.
+                debug_assert!(false, "fill ring full");
+                break;
+            }
+            frames.drain(..n);
+        }
+    }
+}
+
 /// The peers-to-bridge half: frames leave through the TX ring.
 pub struct BridgeTx {
-    pub tx: RingTx,
-    pub completion: CompletionQueue,
-    /// Transmit frames not in the kernel's hands (chunk addresses).
-    pub free: Vec<u64>,
+    tx: RingTx,
+    completion: CompletionQueue,
+    /// Transmit chunks not in the kernel's hands.
+    pub free: Vec<Chunk>,
     pub mem: Arc<Memory>,
+}
+
+impl BridgeTx {
+    /// Takes back the transmit chunks the kernel is done with.
+    pub fn reclaim(&mut self) {
+        let mut done = self.completion.complete(RING_SIZE);
+        while let Some(addr) = done.read() {
+            // SAFETY: the kernel is done with it; its token ended when it
+            // went into the TX ring.
+            self.free.push(unsafe { Chunk::handed_over(addr) });
+        }
+        done.release();
+    }
+
+    /// Queues the frames on the TX ring, from the front; returns how many
+    /// (the rest stay in `frames`).
+    pub fn transmit(&mut self, frames: &mut Vec<Frame>) -> usize {
+        let mut queued = 0;
+        while queued < frames.len() {
+            let mut tx = self.tx.transmit((frames.len() - queued) as u32);
+            let n = tx.insert(frames[queued..].iter().map(Frame::desc)) as usize;
+            tx.commit();
+            drop(tx);
+            if n == 0 {
+                break;
+            }
+            queued += n;
+        }
+        // In the kernel's hands now: their tokens end here.
+        frames.drain(..queued);
+        queued
+    }
+
+    /// Makes the kernel transmit what the TX ring holds: in copy mode it
+    /// only does so inside `sendto`, at most 32 frames per call. Bounded, so
+    /// that a peer that takes nothing (its queue full) cannot hold the
+    /// worker here.
+    pub fn kick(&self) {
+        let mut rounds = self.tx.pending() / 32 + 2;
+        while self.tx.pending() > 0 && rounds > 0 {
+            self.tx.wake();
+            rounds -= 1;
+        }
+    }
 }
 
 /// Opens the socket on queue 0 of `ifname` (a veth has one), in copy mode,
@@ -240,7 +382,8 @@ pub fn open(ifname: &str) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), OverlayEr
         ));
     }
     let free = (RING_SIZE..FRAMES)
-        .map(|i| u64::from(i) * u64::from(FRAME_SIZE))
+        // SAFETY: never given to the kernel; one token each.
+        .map(|i| unsafe { Chunk::handed_over(u64::from(i) * u64::from(FRAME_SIZE)) })
         .collect();
     let mem = Arc::new(Memory {
         receiver,

@@ -20,7 +20,10 @@
 //! Modules: [`poll`] (deadlines, Ctrl-C), `prereq` (root, programs),
 //! `command` (running tools), `cleanup` (guards' and sweep's primitives),
 //! `netns`, `dockerd`, `image` (busybox), `host`, `lan` (LAN, faults,
-//! captures), `cluster`, [`convergence`] (launch, wait for the mesh), [`report`] (reading `weave status`).
+//! captures), `cluster`, [`convergence`] (launch, wait for the mesh),
+//! `snapshot` (`weave status --json` as weave-agent's `Status`: what tests
+//! read), [`report`] (the text of `weave ps` and of `weave status`, as the
+//! demo shows it).
 
 use std::time::Duration;
 
@@ -37,6 +40,8 @@ mod netns;
 pub mod poll;
 mod prereq;
 pub mod report;
+#[cfg(feature = "agent-status")]
+pub mod snapshot;
 
 pub use cleanup::{alive, host_dir, purge, sweep_stale};
 pub use cluster::{Cluster, LAN_NET, LAN_PREFIX_LEN};

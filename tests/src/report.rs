@@ -1,7 +1,12 @@
-//! Reading what `weave status` prints, in Weave's shapes: the `key: value`
-//! summary with its counts, `weave status connections` and `weave status
-//! peers`. Lenient about spacing, strict about meaning: a line that does not
-//! parse is an error, so a changed format fails loudly instead of counting 0.
+//! Reading what `weave ps` prints, and what `weave status` prints in
+//! Weave's shapes (the `key: value` summary with its counts, `weave status
+//! connections`). Lenient about spacing, strict about meaning: a line that
+//! does not parse is an error, so a changed format fails loudly instead of
+//! counting 0.
+//!
+//! The status parsers serve the demo (`cargo xtask demo`), which shows what
+//! a user reads, and the harness when built without the `agent-status`
+//! feature (xtask); the tests read `weave status --json` (`snapshot`).
 
 use std::collections::BTreeMap;
 
@@ -164,57 +169,6 @@ fn name_and_nickname(word: &str) -> Option<(String, String)> {
         .then(|| (name.to_string(), nickname.to_string()))
 }
 
-/// One peer of `weave status peers` and the connections it reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub name: String,
-    pub nickname: String,
-    pub connections: Vec<Connection>,
-}
-
-/// Parses `weave status peers`: `name(nickname)` lines, each followed by
-/// indented `-> address name(nickname) state` lines.
-pub fn parse_peers(text: &str) -> Result<Vec<Peer>> {
-    let mut peers: Vec<Peer> = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        if !line.starts_with(char::is_whitespace) {
-            let (name, nickname) = name_and_nickname(line.trim())
-                .ok_or_else(|| anyhow!("a peer line is `name(nickname)`: {line:?}"))?;
-            peers.push(Peer {
-                name,
-                nickname,
-                connections: Vec::new(),
-            });
-            continue;
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let peer = peers
-            .last_mut()
-            .ok_or_else(|| anyhow!("connection before any peer: {line:?}"))?;
-        let outbound = match words.first() {
-            Some(&"->") => true,
-            Some(&"<-") => false,
-            _ => bail!("a connection line starts with -> or <-: {line:?}"),
-        };
-        ensure!(
-            words.len() >= 4,
-            "`<dir> <address> <name(nick)> <state>`: {line:?}"
-        );
-        let (name, nickname) =
-            name_and_nickname(words[2]).ok_or_else(|| anyhow!("no name(nickname) in {line:?}"))?;
-        peer.connections.push(Connection {
-            outbound,
-            address: words[1].to_string(),
-            state: words[3].to_string(),
-            peer: Some(name),
-            nickname: Some(nickname),
-            mtu: None,
-            line: line.to_string(),
-        });
-    }
-    Ok(peers)
-}
-
 /// One line of `weave ps`: `<short id> <mac> <cidr>...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PsEntry {
@@ -242,55 +196,6 @@ pub fn parse_ps(text: &str) -> Result<Vec<PsEntry>> {
         .collect()
 }
 
-/// One line of `weave status ipam`:
-/// `name(nickname)  N IPs (P% of total) (K active)[ - unreachable!]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IpamPeer {
-    pub name: String,
-    pub nickname: String,
-    pub owned: u64,
-    pub percent: f64,
-    pub active: u64,
-    pub reachable: bool,
-}
-
-/// Parses `weave status ipam` (no lines while nobody owns anything).
-pub fn parse_ipam(text: &str) -> Result<Vec<IpamPeer>> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("nobody owns"))
-        .map(|line| {
-            let bad =
-                || anyhow!("an ipam line is `name(nick) N IPs (P% of total) (K active)`: {line:?}");
-            let words: Vec<&str> = line.split_whitespace().collect();
-            ensure!(words.len() >= 8 && words[2] == "IPs", "{}", bad());
-            let (name, nickname) = name_and_nickname(words[0]).ok_or_else(bad)?;
-            let number = |w: &str| -> Result<f64> {
-                w.trim_matches(|c: char| c == '(' || c == '%')
-                    .parse()
-                    .map_err(|_| bad())
-            };
-            Ok(IpamPeer {
-                name,
-                nickname,
-                owned: words[1].parse().map_err(|_| bad())?,
-                percent: number(words[3])?,
-                active: number(words[6])? as u64,
-                reachable: !line.ends_with("unreachable!"),
-            })
-        })
-        .collect()
-}
-
-/// The `key: value` lines of `weave status dataplane` with a numeric value.
-pub fn counters(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,31 +212,6 @@ mod tests {
         assert_eq!((c.get("established"), c.get("pending")), (1, 1));
         assert!(Counts::parse("x (1 established)").is_err());
         assert!(Counts::parse("2 (established)").is_err());
-    }
-
-    #[test]
-    fn parses_ipam_lines() {
-        let text = "02:00:00:00:00:01(h1)            524288 IPs (50.0% of total) (3 active)\n\
-                    02:00:00:00:00:02()              524288 IPs (50.0% of total) (0 active) - unreachable!\n";
-        let peers = parse_ipam(text).unwrap();
-        assert_eq!(peers.len(), 2);
-        assert_eq!(
-            (
-                peers[0].nickname.as_str(),
-                peers[0].owned,
-                peers[0].active,
-                peers[0].reachable
-            ),
-            ("h1", 524288, 3, true)
-        );
-        assert_eq!(peers[1].percent, 50.0);
-        assert!(!peers[1].reachable);
-        assert!(parse_ipam("garbage line\n").is_err());
-        assert!(
-            parse_ipam("nobody owns any of 10.32.0.0/12 yet: idle\n")
-                .unwrap()
-                .is_empty()
-        );
     }
 
     #[test]
@@ -366,18 +246,5 @@ mod tests {
             ("failed", None)
         );
         assert!(parse_connections("garbage\n").is_err());
-    }
-
-    #[test]
-    fn parses_the_peer_tree() {
-        let text = "12:34:56:78:9a:b1(h1)\n   -> 192.168.250.2:6783    12:34:56:78:9a:b2(h2)    established\n\
-                    12:34:56:78:9a:b2(h2)\n   <- 192.168.250.1:50000   12:34:56:78:9a:b1(h1)    established\n";
-        let p = parse_peers(text).unwrap();
-        assert_eq!(p.len(), 2);
-        assert_eq!(p[0].nickname, "h1");
-        assert_eq!(p[0].connections[0].nickname.as_deref(), Some("h2"));
-        assert!(p[0].connections[0].is_established() && p[0].connections[0].outbound);
-        assert!(!p[1].connections[0].outbound);
-        assert!(parse_peers("   -> 1.2.3.4:1 12:34:56:78:9a:b1(h1) established\n").is_err());
     }
 }

@@ -18,9 +18,9 @@
 use std::net::{SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
+use weave_agent::mesh::{ConnectionState, ConnectionStatus, MeshStatus};
 use weave_tests::convergence::CONVERGE;
-use weave_tests::report;
-use weave_tests::{Cluster, Host, wait_for, wait_until, weave_bin};
+use weave_tests::{Cluster, Host, wait_until, weave_bin};
 
 const PASSWORD: &str = "correct horse battery staple";
 const WRONG_PASSWORD: &str = "incorrect horse";
@@ -30,22 +30,60 @@ const MARKER: &str = "WEAVE-RS-MARKER-7c1f9e0b";
 const ENCRYPTED_MTU: u32 = 1426;
 const DATA_PORT: u16 = 6784;
 
-/// Waits until `weave status connections` on `h` has a line containing
-/// every one of `words`; returns that line.
+/// Waits until `h` has a connection (or destination) that `wanted` accepts
+/// (`what` describes it); returns it.
 #[track_caller]
-fn wait_connection_line(h: &Host, words: &[&str]) -> String {
-    wait_for(
-        &format!("{}: a connection line with {words:?}", h.nickname()),
-        CONVERGE,
-        || {
-            let text = h.try_weave(&["status", "connections"])?;
-            text.lines()
-                .find(|l| words.iter().all(|w| l.contains(w)))
-                .map(str::to_string)
-                .ok_or_else(|| anyhow::anyhow!("weave status connections:\n{text}"))
-        },
-    )
+fn wait_connection(
+    h: &Host,
+    what: &str,
+    wanted: impl Fn(&MeshStatus, &ConnectionStatus) -> bool,
+) -> ConnectionStatus {
+    h.wait_status(what, CONVERGE, |s| {
+        s.mesh
+            .connections
+            .iter()
+            .find(|c| wanted(&s.mesh, c))
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("connections:\n{}", s.mesh.render_connections()))
+    })
     .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// `c` is with the host at `ip` (a dialled target may show without a port).
+fn at(c: &ConnectionStatus, ip: &str) -> bool {
+    c.address == ip || c.address.starts_with(&format!("{ip}:"))
+}
+
+/// `c` failed for a reason containing `why`.
+fn failed_with(c: &ConnectionStatus, why: &str) -> bool {
+    c.last_error.as_deref().is_some_and(|e| e.contains(why))
+}
+
+/// Waits until `h` shows a connection with `ip` (`outbound`, or inbound:
+/// refused in its handshake) that failed for a reason containing `why`.
+#[track_caller]
+fn wait_failed(h: &Host, outbound: bool, ip: &str, why: &str) -> ConnectionStatus {
+    let direction = if outbound { "to" } else { "from" };
+    let what = format!("a connection {direction} {ip} failed: {why}");
+    wait_connection(h, &what, |_, c| {
+        c.outbound == outbound
+            && at(c, ip)
+            && (outbound || c.state == ConnectionState::Failed)
+            && failed_with(c, why)
+    })
+}
+
+/// `c` is established with `nickname`, encrypted, on data plane `dataplane`.
+fn encrypted_with(
+    mesh: &MeshStatus,
+    c: &ConnectionStatus,
+    nickname: &str,
+    dataplane: &str,
+) -> bool {
+    c.state == ConnectionState::Established
+        && c.encrypted
+        && c.nickname.as_deref() == Some(nickname)
+        && mesh.dataplane == dataplane
 }
 
 /// Sends `lines` lines carrying [`MARKER`] from `src` to `dst` (at
@@ -86,13 +124,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn counter(h: &Host, name: &str) -> u64 {
-    let text = h.weave_ok(&["status", "dataplane"]);
-    *report::counters(&text)
-        .get(name)
-        .unwrap_or_else(|| panic!("no counter {name} in `weave status dataplane`:\n{text}"))
-}
-
 /// Nothing of the password in the agent's command line (readable by every
 /// user), its log or its status.
 #[track_caller]
@@ -110,13 +141,12 @@ fn assert_password_hidden(h: &Host, password: &str) {
         "{}: the password is in the log",
         h.nickname()
     );
-    for what in [
-        &["status"][..],
-        &["status", "connections"],
-        &["status", "dataplane"],
-    ] {
-        assert!(!h.weave_ok(what).contains(password));
-    }
+    // The JSON holds every field any `weave status` section prints.
+    assert!(
+        !h.weave_ok(&["status", "--json"]).contains(password),
+        "{}: the password is in the status",
+        h.nickname()
+    );
 }
 
 #[test]
@@ -144,26 +174,22 @@ fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
     h3.wait_established(&["h2"], CONVERGE);
 
     for h in [h1, h2, h3] {
-        let status = h.weave_ok(&["status"]);
-        assert!(status.contains("     Encryption: enabled\n"), "{status}");
-        assert!(
-            status.contains(&format!("            MTU: {ENCRYPTED_MTU}\n")),
-            "{status}"
-        );
+        let status = h.status();
+        assert!(status.encryption, "{}: encryption enabled", h.nickname());
+        assert_eq!(status.mtu, ENCRYPTED_MTU, "{}", h.nickname());
         // (h1 and h3 also keep trying each other over the blocked path.)
-        let established: Vec<_> = h
-            .connections()
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.is_established())
+        let established: Vec<_> = status
+            .mesh
+            .connections
+            .iter()
+            .filter(|c| c.state == ConnectionState::Established)
             .collect();
         assert!(!established.is_empty());
         for conn in established {
             assert!(
-                conn.line.contains(" encrypted "),
-                "{}: every connection is encrypted: {}",
+                conn.encrypted,
+                "{}: every connection is encrypted: {conn:?}",
                 h.nickname(),
-                conn.line
             );
         }
         assert_password_hidden(h, PASSWORD);
@@ -187,7 +213,7 @@ fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
     send_marker((h1, &a), (h3, &d), "10.0.1.3", 5002);
     send_marker((h3, &d), (h2, &b), "10.0.1.2", 5003);
     assert!(
-        counter(h2, "frames_relayed") > 0,
+        h2.status().overlay_stats.frames_relayed > 0,
         "h2 relayed between h1 and h3"
     );
 
@@ -232,7 +258,8 @@ fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
         );
     }
     for h in [h1, h2, h3] {
-        assert_eq!(counter(h, "drop_unauthenticated"), 0, "{}", h.nickname());
+        let dropped = h.status().overlay_stats.dropped_unauthenticated;
+        assert_eq!(dropped, 0, "{}", h.nickname());
     }
 }
 
@@ -248,8 +275,12 @@ fn an_xdp_peer_and_a_plain_peer_talk_encrypted() {
     h2.launch_env(&["--dataplane", "plain", &h1.lan_addr()], &password);
     h1.wait_established(&["h2"], CONVERGE);
     h2.wait_established(&["h1"], CONVERGE);
-    wait_connection_line(h1, &["h2", "encrypted xdp"]);
-    wait_connection_line(h2, &["h1", "encrypted plain"]);
+    wait_connection(h1, "an encrypted xdp connection with h2", |m, c| {
+        encrypted_with(m, c, "h2", "xdp")
+    });
+    wait_connection(h2, "an encrypted plain connection with h1", |m, c| {
+        encrypted_with(m, c, "h1", "plain")
+    });
 
     let a = h1.run_container("10.0.1.1/24", "aa");
     let b = h2.run_container("10.0.1.2/24", "bb");
@@ -279,8 +310,9 @@ fn an_xdp_peer_and_a_plain_peer_talk_encrypted() {
         "the marker sent between containers is in the LAN capture in clear"
     );
     for h in [h1, h2] {
-        assert_eq!(counter(h, "drop_unauthenticated"), 0, "{}", h.nickname());
-        assert!(counter(h, "frames_received") > 0, "{}", h.nickname());
+        let stats = h.status().overlay_stats;
+        assert_eq!(stats.dropped_unauthenticated, 0, "{}", h.nickname());
+        assert!(stats.frames_received > 0, "{}", h.nickname());
     }
 }
 
@@ -301,44 +333,18 @@ fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
 
     // Both sides say why: h3 about its attempts, h1 and h2 about h3's.
     let h3_ip = h3.lan_addr();
-    for (h, words) in [
-        (
-            h3,
-            vec![
-                h1.lan_addr(),
-                "authentication failed (the passwords differ)".into(),
-            ],
-        ),
-        (
-            h3,
-            vec![
-                h2.lan_addr(),
-                "authentication failed (the passwords differ)".into(),
-            ],
-        ),
-        (
-            h1,
-            vec![
-                format!("<- {h3_ip}:"),
-                "failed".into(),
-                "authentication failed".into(),
-            ],
-        ),
-        (
-            h2,
-            vec![
-                format!("<- {h3_ip}:"),
-                "failed".into(),
-                "authentication failed".into(),
-            ],
-        ),
+    let differ = "authentication failed (the passwords differ)";
+    for (h, outbound, ip, why) in [
+        (h3, true, h1.lan_addr(), differ),
+        (h3, true, h2.lan_addr(), differ),
+        (h1, false, h3_ip.clone(), "authentication failed"),
+        (h2, false, h3_ip.clone(), "authentication failed"),
     ] {
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        let line = wait_connection_line(h, &words);
-        eprintln!("{}: {line}", h.nickname());
+        let conn = wait_failed(h, outbound, &ip, why);
+        eprintln!("{}: {conn:?}", h.nickname());
     }
-    assert!(h3.established_with().unwrap().is_empty());
-    assert_eq!(h1.summary().unwrap().peers, 2, "h3 is not a peer of h1");
+    assert!(h3.connected_to().unwrap().is_empty());
+    assert_eq!(h1.status().mesh.peers.len(), 2, "h3 is not a peer of h1");
 
     let a = h1.run_container("10.0.1.1/24", "aa");
     let b = h2.run_container("10.0.1.2/24", "bb");
@@ -351,7 +357,7 @@ fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
     let mut seen_by_a = h1
         .capture_in_container(&a, &["-e", "arp", "or", "icmp"])
         .unwrap();
-    let unknown_before = counter(h1, "drop_unknown_sender");
+    let unknown_before = h1.status().overlay_stats.dropped_unknown_sender;
     let h1_data = SocketAddrV4::new(h1.lan_ip(), DATA_PORT);
     h3.netns()
         .run_inside(move || {
@@ -380,7 +386,10 @@ fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
     wait_until(
         "h1 to count h3's frames as dropped",
         Duration::from_secs(20),
-        || (counter(h1, "drop_unknown_sender") >= unknown_before + 120).then_some(()),
+        || {
+            let dropped = h1.status().overlay_stats.dropped_unknown_sender;
+            (dropped >= unknown_before + 120).then_some(())
+        },
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
     h2.assert_ping(&b, "10.0.1.1");
@@ -398,39 +407,17 @@ fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
     // h3 again without a password: refused both ways, each side saying which lacks one.
     h3.weave_ok(&["stop"]);
     h3.launch_env(&[&h1.lan_addr(), &h2.lan_addr()], &[]);
-    let status = h3.weave_ok(&["status"]);
-    assert!(status.contains("     Encryption: disabled\n"), "{status}");
-    wait_connection_line(
-        h3,
-        &[
-            &h1.lan_addr(),
-            "encryption mismatch: the peer has a password, we have none",
-        ],
-    );
-    wait_connection_line(
-        h1,
-        &[
-            &format!("<- {h3_ip}:"),
-            "encryption mismatch: we have a password, the peer has none",
-        ],
-    );
+    assert!(!h3.status().encryption, "h3 runs without a password");
+    let peer_has = "encryption mismatch: the peer has a password, we have none";
+    let we_have = "encryption mismatch: we have a password, the peer has none";
+    let h1_ip = h1.lan_addr();
+    wait_failed(h3, true, &h1_ip, peer_has);
+    wait_failed(h1, false, &h3_ip, we_have);
     // And when a password peer dials the one without.
     h1.weave_ok(&["connect", &h3.lan_addr()]);
-    wait_connection_line(
-        h1,
-        &[
-            &format!("-> {h3_ip}:"),
-            "encryption mismatch: we have a password, the peer has none",
-        ],
-    );
-    wait_connection_line(
-        h3,
-        &[
-            &format!("<- {h1_ip}:", h1_ip = h1.lan_addr()),
-            "encryption mismatch: the peer has a password, we have none",
-        ],
-    );
-    assert!(h3.established_with().unwrap().is_empty());
+    wait_failed(h1, true, &h3_ip, we_have);
+    wait_failed(h3, false, &h1_ip, peer_has);
+    assert!(h3.connected_to().unwrap().is_empty());
     h1.wait_established(&["h2"], CONVERGE);
     h3.assert_no_ping(&x, "10.0.1.1");
 }
@@ -476,5 +463,5 @@ fn only_root_talks_to_the_control_socket() {
         },
     )
     .unwrap_or_else(|e| panic!("the agent itself must refuse the non-root caller: {e:#}\n{out}"));
-    h.weave_ok(&["status"]);
+    h.status();
 }

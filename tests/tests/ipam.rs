@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use weave_agent::status::IpamPeerStatus;
 use weave_tests::convergence::CONVERGE;
-use weave_tests::report::{self, IpamPeer, parse_ipam};
 use weave_tests::{Cluster, Host, IMAGE, wait_for};
 
 /// Gossip of the ring must reach every peer (and a dead peer be noticed)
@@ -82,25 +82,33 @@ fn all_addresses(hosts: &[&Host]) -> BTreeSet<Ipv4Addr> {
     seen.into_keys().collect()
 }
 
-fn ipam(h: &Host) -> anyhow::Result<Vec<IpamPeer>> {
-    parse_ipam(&h.try_weave(&["status", "ipam"])?)
+/// The peers that own part of the range, as `h` sees them.
+fn ipam(h: &Host) -> Vec<IpamPeerStatus> {
+    h.status().ipam.peers
 }
 
-/// Waits until `weave status ipam` on `h` satisfies `check`.
+/// Waits until the IPAM peers `h` sees satisfy `check`.
 #[track_caller]
-fn wait_ipam(h: &Host, what: &str, check: impl Fn(&[IpamPeer]) -> bool) -> Vec<IpamPeer> {
-    wait_for(&format!("{}: {what}", h.nickname()), GOSSIP, || {
-        let peers = ipam(h)?;
-        anyhow::ensure!(check(&peers), "weave status ipam: {peers:#?}");
-        Ok(peers)
+fn wait_ipam(
+    h: &Host,
+    what: &str,
+    check: impl Fn(&[IpamPeerStatus]) -> bool,
+) -> Vec<IpamPeerStatus> {
+    h.wait_status(what, GOSSIP, |s| {
+        let peers = &s.ipam.peers;
+        anyhow::ensure!(check(peers), "ipam peers: {peers:#?}");
+        Ok(peers.clone())
     })
     .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-fn ipam_status_line(h: &Host) -> String {
-    report::field(&h.weave_ok(&["status"]), "Status")
-        .unwrap_or_default()
-        .to_string()
+/// Addresses of the range owned by `peers` together.
+fn owned(peers: &[IpamPeerStatus]) -> u64 {
+    peers.iter().map(|p| u64::from(p.owned)).sum()
+}
+
+fn nickname_is(p: &IpamPeerStatus, nickname: &str) -> bool {
+    p.nickname.as_deref() == Some(nickname)
 }
 
 /// `weave run` of `n` containers on `h`, `PER_HOST_PARALLEL` at a time.
@@ -135,7 +143,7 @@ fn addresses_are_unique_across_hosts_survive_restarts_and_come_back() {
     let (first, cidrs) = run(h1, &[]);
     assert_eq!(cidrs, ["10.32.0.1/12"]);
     assert_eq!(h1.ethwe_cidrs(&first), ["10.32.0.1/12"]);
-    assert_eq!(ipam_status_line(h1), "ready");
+    assert_eq!(h1.status().ipam.status, "ready");
 
     // A second host joins and runs its first container: h1 gives it half.
     h2.launch(&[&h1.lan_addr()]);
@@ -169,7 +177,7 @@ fn addresses_are_unique_across_hosts_survive_restarts_and_come_back() {
     let before = all_addresses(&[h1, h2, h3]);
     assert_eq!(before.len(), CONCURRENT + 2, "{before:?}");
     let views = wait_ipam(h3, "three owners, all of the range", |p| {
-        p.len() == 3 && p.iter().map(|p| p.owned).sum::<u64>() == 1 << 20
+        p.len() == 3 && owned(p) == 1 << 20
     });
     assert!(views.iter().all(|p| p.reachable), "{views:#?}");
 
@@ -224,7 +232,7 @@ fn reset_and_rmpeer_hand_space_over_and_separate_rings_refuse_each_other() {
     h2.wait_established(&["h1"], CONVERGE);
     for h in [h1, h2] {
         h.wait_status("the IPAM status to refuse the other ring", GOSSIP, |s| {
-            let line = report::require_field(s, "Status")?;
+            let line = &s.ipam.status;
             anyhow::ensure!(
                 line.contains("refusing the ring of peer")
                     && line.contains("initialised separately"),
@@ -233,7 +241,7 @@ fn reset_and_rmpeer_hand_space_over_and_separate_rings_refuse_each_other() {
             Ok(())
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
-        let peers = ipam(h).unwrap();
+        let peers = ipam(h);
         assert_eq!(peers.len(), 1, "{}: {peers:#?}", h.nickname());
     }
 
@@ -244,7 +252,7 @@ fn reset_and_rmpeer_hand_space_over_and_separate_rings_refuse_each_other() {
     h1.wait_established(&["h2", "h3"], CONVERGE);
     let (_, c2) = run(h2, &[]);
     let (_, c3) = run(h3, &[]);
-    assert_eq!(ipam_status_line(h1), "ready");
+    assert_eq!(h1.status().ipam.status, "ready");
     all_addresses(&[h1, h2, h3]);
     assert_ne!(c2, c3);
     wait_ipam(h1, "three owners", |p| p.len() == 3);
@@ -252,23 +260,22 @@ fn reset_and_rmpeer_hand_space_over_and_separate_rings_refuse_each_other() {
     // h2 leaves with reset: its space goes to another peer.
     h2.weave_ok(&["reset"]);
     let left = wait_ipam(h1, "h2's space handed over", |p| {
-        p.len() == 2 && p.iter().map(|p| p.owned).sum::<u64>() == 1 << 20
+        p.len() == 2 && owned(p) == 1 << 20
     });
-    assert!(left.iter().all(|p| p.nickname != "h2"), "{left:#?}");
+    assert!(left.iter().all(|p| !nickname_is(p, "h2")), "{left:#?}");
 
     // h3 dies: its space is unreachable until rmpeer.
     let h3_addrs: Vec<String> = ps(h3).into_values().flatten().collect();
     let h3_name = ipam(h1)
-        .unwrap()
         .into_iter()
-        .find(|p| p.nickname == "h3")
+        .find(|p| nickname_is(p, "h3"))
         .expect("h3 owns space")
         .name;
     h3.kill_agent();
     wait_ipam(h1, "h3 unreachable", |p| {
         p.iter().any(|p| p.name == h3_name && !p.reachable)
     });
-    let out = h1.weave_ok(&["rmpeer", &h3_name]);
+    let out = h1.weave_ok(&["rmpeer", &h3_name.to_string()]);
     assert!(out.contains("IPs taken over from"), "{out}");
     let peers = wait_ipam(h1, "h1 owns everything", |p| p.len() == 1);
     assert_eq!(peers[0].percent, 100.0);
@@ -281,7 +288,7 @@ fn reset_and_rmpeer_hand_space_over_and_separate_rings_refuse_each_other() {
     run_many(h1, 5);
     all_addresses(&[h1]);
     // rmpeer of ourselves is refused.
-    let h1_name = peers[0].name.clone();
+    let h1_name = peers[0].name.to_string();
     let out = h1.weave(&["rmpeer", &h1_name]);
     assert!(!out.success(), "rmpeer of ourselves must fail: {out}");
 }

@@ -360,10 +360,22 @@ fn line_converges_to_full_mesh_and_a_stopped_peer_leaves() {
             st.render_targets()
         );
         assert_eq!(st.targets, vec!["127.0.0.1"]);
-        assert_eq!(st.peer_counts(), "3 (with 6 established connections)");
+        let links: Vec<_> = st.peers.iter().flat_map(|p| &p.connections).collect();
+        assert_eq!(st.peers.len(), 3);
+        assert_eq!(
+            links.iter().filter(|c| c.established).count(),
+            6,
+            "{links:#?}"
+        );
+        assert_eq!((st.dataplane.as_str(), st.mtu), ("fake", 1376));
         assert!(
-            st.render_connections()
-                .contains("established fake   02:00:00:00:00:0b(host-b) mtu=1376")
+            st.connections
+                .iter()
+                .any(|c| c.state == ConnectionState::Established
+                    && c.peer == Some(b.name)
+                    && c.nickname.as_deref() == Some("host-b")),
+            "a is connected to b: {:#?}",
+            st.connections
         );
         // Exactly one connection per pair, whatever raced.
         assert_eq!(st.established(), 2);

@@ -25,8 +25,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use weave_agent::mesh::ConnectionState;
 use weave_tests::convergence::{CONVERGE, DEAD_PEER, REJOIN};
-use weave_tests::report::{self, parse_peers};
+use weave_tests::snapshot::{Status, established_with};
 use weave_tests::{Cluster, Host, Netns, TEST_PREFIX, test_dataplane, wait_until};
 
 /// The default MTU on a 1500-byte LAN: 1500 less VXLAN's 50.
@@ -186,25 +187,20 @@ fn launch_connect_and_discovery_converge_to_a_full_mesh() {
 
     // Host 1 alone.
     let n1 = h1.launch(&[]);
-    let status = h1.weave_ok(&["status"]);
-    let summary = report::Summary::parse(&status).unwrap();
+    let status = h1.status();
+    let mesh = &status.mesh;
     assert_eq!(
-        (summary.peers, summary.connections.total, summary.targets),
+        (mesh.peers.len(), mesh.connections.len(), mesh.targets.len()),
         (1, 0, 0),
-        "h1 alone: 1 peer, 0 connections, no targets:\n{status}"
+        "h1 alone: 1 peer, 0 connections, no targets: {mesh:#?}"
     );
+    assert_eq!(status.ipam.range.to_string(), "10.32.0.0/12");
+    let peers = &mesh.peers;
     assert_eq!(
-        report::field(&status, "Range"),
-        Some("10.32.0.0/12"),
-        "{status}"
+        (peers[0].name.to_string(), peers[0].nickname.as_str()),
+        (n1.clone(), "h1")
     );
-    let peers = parse_peers(&h1.weave_ok(&["status", "peers"])).unwrap();
-    assert_eq!(peers.len(), 1, "{peers:?}");
-    assert_eq!(
-        (peers[0].name.as_str(), peers[0].nickname.as_str()),
-        (n1.as_str(), "h1")
-    );
-    assert!(peers[0].connections.is_empty(), "{peers:?}");
+    assert!(peers[0].connections.is_empty(), "{peers:#?}");
 
     // Host 2 launches, then connects to host 1.
     let n2 = h2.launch(&[]);
@@ -212,27 +208,25 @@ fn launch_connect_and_discovery_converge_to_a_full_mesh() {
     h2.weave_ok(&["connect", &h1.lan_addr()]);
     h2.wait_connected(2, 2, &["h1"], CONVERGE);
     h1.wait_connected(2, 2, &["h2"], CONVERGE);
-    let targets = h2.weave_ok(&["status", "targets"]);
-    assert_eq!(
-        targets.lines().collect::<Vec<_>>(),
-        [h1.lan_addr()],
-        "h2's targets"
-    );
-    let to_h1 = h2.connections().unwrap();
+    let h2_status = h2.status().mesh;
+    assert_eq!(h2_status.targets, [h1.lan_addr()], "h2's targets");
+    assert_eq!(h2_status.mtu, OVERLAY_MTU, "the overlay MTU");
+    let to_h1 = &h2_status.connections;
     assert!(
-        to_h1.iter().any(|c| c.is_established()
+        to_h1.iter().any(|c| c.state == ConnectionState::Established
             && c.outbound
             && c.address == format!("{}:{CONTROL_PORT}", h1.lan_addr())
-            && c.peer.as_deref() == Some(n1.as_str())
-            && c.mtu == Some(OVERLAY_MTU)),
-        "h2 dialled h1 at {}:{CONTROL_PORT}, with the overlay MTU {OVERLAY_MTU}: {to_h1:#?}",
+            && c.peer.is_some_and(|p| p.to_string() == n1)),
+        "h2 dialled h1 at {}:{CONTROL_PORT}: {to_h1:#?}",
         h1.lan_addr()
     );
-    let from_h2 = h1.connections().unwrap();
+    let from_h2 = h1.status().mesh.connections;
     assert!(
         from_h2
             .iter()
-            .any(|c| c.is_established() && !c.outbound && c.peer.as_deref() == Some(n2.as_str())),
+            .any(|c| c.state == ConnectionState::Established
+                && !c.outbound
+                && c.peer.is_some_and(|p| p.to_string() == n2)),
         "h1 accepted h2's connection: {from_h2:#?}"
     );
 
@@ -245,10 +239,11 @@ fn launch_connect_and_discovery_converge_to_a_full_mesh() {
         (n3.clone(), "h3".to_string()),
     ]);
     for h in c.hosts() {
-        let peers = parse_peers(&h.weave_ok(&["status", "peers"])).unwrap();
+        let mesh = h.status().mesh;
+        let peers = &mesh.peers;
         let seen: BTreeSet<(String, String)> = peers
             .iter()
-            .map(|p| (p.name.clone(), p.nickname.clone()))
+            .map(|p| (p.name.to_string(), p.nickname.clone()))
             .collect();
         assert_eq!(
             seen,
@@ -256,12 +251,12 @@ fn launch_connect_and_discovery_converge_to_a_full_mesh() {
             "{}: every peer, by name and nickname",
             h.nickname()
         );
-        for p in &peers {
+        for p in peers {
             let established: BTreeSet<&str> = p
                 .connections
                 .iter()
-                .filter(|c| c.is_established())
-                .filter_map(|c| c.nickname.as_deref())
+                .filter(|c| c.established)
+                .map(|c| c.nickname.as_str())
                 .collect();
             let others: BTreeSet<&str> = ["h1", "h2", "h3"]
                 .into_iter()
@@ -275,30 +270,20 @@ fn launch_connect_and_discovery_converge_to_a_full_mesh() {
                 p.nickname
             );
         }
-        for conn in h.connections().unwrap() {
-            assert!(
-                conn.is_established() && conn.mtu == Some(OVERLAY_MTU),
-                "{}: only established connections, MTU {OVERLAY_MTU}: {}",
-                h.nickname(),
-                conn.line
-            );
-        }
+        assert_eq!(mesh.mtu, OVERLAY_MTU, "{}: the overlay MTU", h.nickname());
+        assert_eq!(
+            established_with(&mesh).len(),
+            mesh.connections.len(),
+            "{}: only established connections: {:#?}",
+            h.nickname(),
+            mesh.connections
+        );
     }
-    let targets = h3.weave_ok(&["status", "targets"]);
-    assert_eq!(
-        targets.lines().collect::<Vec<_>>(),
-        [h2.lan_addr()],
-        "h3's targets"
-    );
+    assert_eq!(h3.status().mesh.targets, [h2.lan_addr()], "h3's targets");
 
     // Forgetting a target stops dialling it; the connection stays (as in Weave).
     h3.weave_ok(&["forget", &h2.lan_addr()]);
-    assert_eq!(
-        h3.weave_ok(&["status", "targets"]).trim(),
-        "",
-        "h3 forgot h2"
-    );
-    assert_eq!(h3.summary().unwrap().targets, 0);
+    assert!(h3.status().mesh.targets.is_empty(), "h3 forgot h2");
     h3.wait_connected(3, 6, &["h1", "h2"], CONVERGE);
 }
 
@@ -339,7 +324,7 @@ fn containers_on_different_hosts_share_a_subnet_and_nothing_else() {
     assert_tcp_stream((h1, &a), (h2, &b), "10.0.1.2");
     // On the xdp data plane the stream's segments enter h2's bridge merged
     // into GSO super-frames; the plain one passes them one by one.
-    let coalesced = counter_sum(h2, &["frames_coalesced"]);
+    let coalesced = h2.status().overlay_stats.frames_coalesced;
     if test_dataplane() == "xdp" {
         assert!(coalesced > 0, "no TCP segment was coalesced on h2");
     } else {
@@ -481,9 +466,7 @@ fn a_killed_agent_relaunched_restores_its_connections_and_containers() {
     // Same state directory: same name, same targets, same containers.
     assert_eq!(h2.launch(&[]), n2, "a relaunched agent keeps its peer name");
     assert_eq!(
-        h2.weave_ok(&["status", "targets"])
-            .lines()
-            .collect::<Vec<_>>(),
+        h2.status().mesh.targets,
         [h1.lan_addr()],
         "targets persist across a restart"
     );
@@ -626,32 +609,17 @@ fn tcp_session(
     .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// The sum of the counters named in `names` in `weave status dataplane`.
-fn counter_sum(h: &Host, names: &[&str]) -> u64 {
-    let text = h.weave_ok(&["status", "dataplane"]);
-    let counters = report::counters(&text);
-    names
-        .iter()
-        .map(|n| {
-            *counters
-                .get(*n)
-                .unwrap_or_else(|| panic!("no counter {n} in `weave status dataplane`:\n{text}"))
-        })
-        .sum()
+/// What h1's data plane dropped of the frames reaching its data port.
+fn overlay_drops(s: &Status) -> u64 {
+    let o = &s.overlay_stats;
+    o.dropped_malformed + o.dropped_unknown_sender + o.dropped_no_route + o.dropped_oversize
 }
 
-const OVERLAY_DROPS: &[&str] = &[
-    "drop_malformed",
-    "drop_unknown_sender",
-    "drop_no_route",
-    "drop_oversize",
-];
-const MESH_DROPS: &[&str] = &[
-    "oversized_frames",
-    "garbled_messages",
-    "handshakes_refused",
-    "handshake_timeouts",
-];
+/// What the control plane refused or dropped of what reached its port.
+fn mesh_drops(s: &Status) -> u64 {
+    let m = &s.mesh.counters;
+    m.oversized_frames + m.garbled_messages + m.handshakes_refused + m.handshake_timeouts
+}
 
 #[test]
 fn garbage_on_the_wire_changes_nothing() {
@@ -667,8 +635,8 @@ fn garbage_on_the_wire_changes_nothing() {
 
     let agent = h1.agent_pid();
     let rss_before = h1.agent_rss_kib();
-    let overlay_before = counter_sum(h1, OVERLAY_DROPS);
-    let mesh_before = counter_sum(h1, MESH_DROPS);
+    let overlay_before = overlay_drops(&h1.status());
+    let mesh_before = mesh_drops(&h1.status());
     let log_before = h1.agent_log().lines().count();
     // What reaches container a, to see that nothing of the stranger's does.
     let mut seen_by_a = h1
@@ -734,7 +702,7 @@ fn garbage_on_the_wire_changes_nothing() {
         "h1 to count the garbage it dropped",
         Duration::from_secs(30),
         || {
-            let n = counter_sum(h1, OVERLAY_DROPS) - overlay_before;
+            let n = overlay_drops(&h1.status()) - overlay_before;
             (n >= 100).then_some(n)
         },
     )
@@ -799,7 +767,7 @@ fn garbage_on_the_wire_changes_nothing() {
         let (_, closed) = tcp_session(&stranger, h1_control, junk, true, within);
         assert!(closed, "connection {i} of random bytes must be closed");
     }
-    let mesh_dropped = counter_sum(h1, MESH_DROPS) - mesh_before;
+    let mesh_dropped = mesh_drops(&h1.status()) - mesh_before;
     assert!(
         mesh_dropped >= 4,
         "the refused handshakes and bad frames are counted: {mesh_dropped}"
@@ -891,9 +859,9 @@ fn an_agent_restarted_while_traffic_flows_resumes_and_leaks_nothing() {
                 Duration::from_secs(120),
             )
         });
-        let sent = counter_sum(h1, &["frames_sent"]);
+        let sent = h1.status().overlay_stats.frames_sent;
         wait_until("the ping to flow through h1's data plane", CONVERGE, || {
-            (counter_sum(h1, &["frames_sent"]) >= sent + 5).then_some(())
+            (h1.status().overlay_stats.frames_sent >= sent + 5).then_some(())
         })
         .unwrap_or_else(|e| panic!("{e:#}"));
         for round in 0..2 {
@@ -938,9 +906,11 @@ fn an_agent_restarted_while_traffic_flows_resumes_and_leaks_nothing() {
     );
 
     if xdp {
-        assert!(
-            h1.weave_ok(&["status"]).contains("AF_XDP"),
-            "the xdp data plane runs after the restarts"
+        let status = h1.status();
+        assert_eq!(
+            status.overlay, "xdp",
+            "the xdp data plane runs after the restarts: {}",
+            status.dataplane
         );
         assert!(
             !h1.agent_log().contains("without a destination tag"),

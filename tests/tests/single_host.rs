@@ -153,23 +153,6 @@ fn snapshot(h: &Host, agent_running: bool) -> Snapshot {
     }
 }
 
-/// `key: value` lines of `weave status`, keys trimmed.
-fn status_value(status: &str, key: &str) -> Option<String> {
-    status.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.trim() == key).then(|| v.trim().to_string())
-    })
-}
-
-#[track_caller]
-fn assert_status(status: &str, key: &str, expected: &str) {
-    assert_eq!(
-        status_value(status, key).as_deref(),
-        Some(expected),
-        "`weave status` line {key}:\n{status}"
-    );
-}
-
 /// What `bpftool net show` lists in the host's namespace (XDP and netlink TC;
 /// Debian 12's bpftool 7.1 does not list TCX links).
 #[track_caller]
@@ -358,23 +341,23 @@ fn ps_and_status_show_what_is_true() {
     let h = host("show");
     let peer = launch(&h);
 
-    let status = h.weave_ok(&["status"]);
-    let name = status_value(&status, "Name").unwrap_or_else(|| panic!("no Name line:\n{status}"));
-    assert!(
-        name.starts_with(&format!("{peer}(")) && name.ends_with(')'),
-        "Name is `<peer name>(<nickname>)` with the name launch printed ({peer}):\n{status}"
+    let status = h.status();
+    assert_eq!(
+        status.mesh.name.to_string(),
+        peer,
+        "the peer name launch printed"
     );
-    assert_status(&status, "Encryption", "disabled");
-    assert_status(&status, "Peers", "1");
-    assert_status(&status, "Connections", "0");
-    assert_status(&status, "Range", "10.32.0.0/12");
-    assert_status(&status, "DefaultSubnet", "10.32.0.0/12");
-    for line in ["Overlay", "Bridge"] {
-        assert!(
-            status_value(&status, line).is_some_and(|d| !d.is_empty()),
-            "{line} line (the data planes in use):\n{status}"
-        );
-    }
+    assert!(!status.encryption, "no password, no encryption");
+    let mesh = &status.mesh;
+    assert_eq!(mesh.peers.len(), 1, "{:#?}", mesh.peers);
+    assert!(mesh.connections.is_empty(), "{:#?}", mesh.connections);
+    assert_eq!(status.ipam.range.to_string(), "10.32.0.0/12");
+    assert_eq!(status.ipam.default_subnet.to_string(), "10.32.0.0/12");
+    assert!(
+        !status.overlay.is_empty() && !status.classifier.is_empty(),
+        "the data planes in use: {status:#?}"
+    );
+    assert_eq!(status.containers, 0);
     assert_eq!(h.ps(), [], "nothing attached yet");
 
     let a = run(&h, &["10.0.1.1/24"]);
@@ -414,9 +397,10 @@ fn ps_and_status_show_what_is_true() {
         "ps after detach"
     );
 
-    let status = h.weave_ok(&["status"]);
-    assert_status(&status, "Peers", "1");
-    assert_status(&status, "Connections", "0");
+    let status = h.status();
+    assert_eq!(status.mesh.peers.len(), 1);
+    assert!(status.mesh.connections.is_empty());
+    assert_eq!(status.containers, 2, "a and b are still attached");
 }
 
 #[test]
@@ -655,11 +639,7 @@ fn run_before_launch_and_a_second_launch_are_refused() {
         "a second launch changes nothing"
     );
     assert_eq!(h.agent_pids(), agents, "the first agent still runs, alone");
-    let status = h.weave_ok(&["status"]);
-    assert!(
-        status_value(&status, "Name").is_some_and(|n| n.starts_with(&peer)),
-        "same peer:\n{status}"
-    );
+    assert_eq!(h.status().mesh.name.to_string(), peer, "same peer");
 
     // The first agent still does its job.
     let b = run(&h, &["10.0.1.2/24"]);

@@ -1,11 +1,13 @@
-//! The single snapshot behind `weave status`, printed in Weave's shape.
+//! The single snapshot behind `weave status`, printed in Weave's shape or as
+//! JSON (`--json`). Every line the renderings print is made of its fields,
+//! so a script (or a test) reading the JSON sees everything a user reads.
 
 use std::fmt::{self, Write};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::mesh::MeshStatus;
+use crate::mesh::{ConnectionStatus, MeshCounters, MeshStatus};
 use crate::overlay::OverlayStats;
 use crate::peer_name::PeerName;
 
@@ -58,6 +60,27 @@ pub struct IpamPeerStatus {
     pub reachable: bool,
 }
 
+/// `weave status connections --json`: the connections, and the data plane
+/// and MTU their lines show.
+#[derive(Debug, Serialize)]
+pub struct ConnectionsSection<'a> {
+    pub dataplane: &'a str,
+    pub mtu: u32,
+    pub connections: &'a [ConnectionStatus],
+}
+
+/// `weave status dataplane --json`: every counter, with the data planes
+/// they belong to.
+#[derive(Debug, Serialize)]
+pub struct DataplaneSection<'a> {
+    pub classifier: &'a str,
+    pub counters: &'a [(String, u64)],
+    pub overlay: &'a str,
+    pub dataplane: &'a str,
+    pub overlay_stats: &'a OverlayStats,
+    pub mesh_counters: &'a MeshCounters,
+}
+
 impl IpamStatus {
     /// `weave status ipam`, in Weave's shape: one line per peer.
     pub fn render(&self) -> String {
@@ -87,6 +110,32 @@ fn line(out: &mut String, key: &str, value: impl fmt::Display) {
 }
 
 impl Status {
+    /// The eBPF counter `name`, if the classifier reported it.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find_map(|(n, v)| (n == name).then_some(*v))
+    }
+
+    pub fn connections_section(&self) -> ConnectionsSection<'_> {
+        ConnectionsSection {
+            dataplane: &self.mesh.dataplane,
+            mtu: self.mesh.mtu,
+            connections: &self.mesh.connections,
+        }
+    }
+
+    pub fn dataplane_section(&self) -> DataplaneSection<'_> {
+        DataplaneSection {
+            classifier: &self.classifier,
+            counters: &self.counters,
+            overlay: &self.overlay,
+            dataplane: &self.dataplane,
+            overlay_stats: &self.overlay_stats,
+            mesh_counters: &self.mesh.counters,
+        }
+    }
+
     pub fn render(&self) -> String {
         let mesh = &self.mesh;
         let mut s = String::new();
@@ -278,5 +327,22 @@ mod tests {
         let dataplane = st.render_dataplane();
         assert!(dataplane.contains("drop_spoofed_ip: 3"));
         assert!(dataplane.contains(" drop_malformed: 4"));
+
+        // `--json` carries all of it: the text rendered from the decoded
+        // snapshot is the same, byte for byte.
+        let json = serde_json::to_string(&st).unwrap();
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.render(), text);
+        assert_eq!(back.render_dataplane(), dataplane);
+        assert_eq!(back.ipam.render(), ipam);
+        assert_eq!(back.mesh, st.mesh);
+        assert_eq!(back.counter("drop_spoofed_ip"), Some(3));
+        assert_eq!(back.counter("nonexistent"), None);
+        let section = serde_json::to_value(st.connections_section()).unwrap();
+        assert_eq!(section["mtu"], 1376);
+        assert_eq!(section["connections"].as_array().unwrap().len(), 3);
+        let section = serde_json::to_value(st.dataplane_section()).unwrap();
+        assert_eq!(section["overlay_stats"]["dropped_malformed"], 4);
+        assert_eq!(section["counters"][0][0], "drop_spoofed_ip");
     }
 }

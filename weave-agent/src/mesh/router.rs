@@ -33,8 +33,7 @@ use crate::mesh::protocol::{
 };
 use crate::mesh::routes::{self, Routes};
 use crate::mesh::status::{
-    ConnectionState, ConnectionStatus, MeshCounters, MeshStatus, PeerConnectionStatus, PeerStatus,
-    RouteStatus,
+    self, ConnectionStatus, LiveConnection, MeshCounters, MeshStatus, Sources,
 };
 use crate::mesh::topology::{
     ConnectionSummary, MAX_CONNECTIONS_PER_PEER, PeerInfo, Rejection, Topology, TopologyUpdate,
@@ -49,9 +48,9 @@ use crate::peer_name::PeerName;
 pub const SEND_QUEUE: usize = 64;
 /// Events queued from all connection tasks to the router.
 const EVENT_QUEUE: usize = 256;
-/// Inbound refusals kept for `weave status connections`, and for how long.
+/// Inbound refusals kept for `weave status connections` (shown for a while:
+/// see `status`).
 const MAX_REFUSED_SHOWN: usize = 8;
-const REFUSED_SHOWN_FOR: Duration = Duration::from_secs(120);
 /// Inbound connections in their handshake at once; more are dropped.
 pub const MAX_HANDSHAKING: usize = 64;
 /// Gossip is split into frames of about this size.
@@ -811,17 +810,7 @@ impl Router {
             }
             self.refused_inbound.push_back((
                 Instant::now(),
-                ConnectionStatus {
-                    address: from.to_string(),
-                    outbound: false,
-                    state: ConnectionState::Failed,
-                    peer: None,
-                    nickname: None,
-                    version: None,
-                    last_error: Some(reason.detail.clone()),
-                    retry_in_ms: None,
-                    encrypted: false,
-                },
+                ConnectionStatus::refused_inbound(from, &reason.detail),
             ));
         }
         let retry = reason.kind != CloseKind::SelfConnection;
@@ -1084,116 +1073,33 @@ impl Router {
     }
 
     fn status(&self) -> MeshStatus {
-        let now = Instant::now();
-        let nickname_of = |n: &PeerName| self.topology.get(n).map(|p| p.nickname.clone());
-        let mut peers: Vec<PeerStatus> = self
-            .topology
-            .peers()
-            .map(|p| PeerStatus {
-                name: p.name,
-                nickname: p.nickname.clone(),
-                short_id: p.short_id,
-                uid: p.uid,
-                version: p.version,
-                connections: p
-                    .connections
-                    .iter()
-                    .map(|c| PeerConnectionStatus {
-                        name: c.peer,
-                        nickname: nickname_of(&c.peer).unwrap_or_default(),
-                        address: c.address,
-                        outbound: c.outbound,
-                        established: c.established,
-                    })
-                    .collect(),
-            })
-            .collect();
-        peers.sort_by_key(|p| (p.name != self.me(), p.name));
-
-        let mut connections: Vec<ConnectionStatus> = self
+        let live = self
             .conns
             .values()
-            .filter_map(|c| match (&c.peer, c.remote.or(c.accepted_from)) {
-                // Losers of a tie-break are gone from `conns` already.
-                (Some(p), Some(addr)) => Some(ConnectionStatus {
-                    address: addr.to_string(),
-                    outbound: c.outbound,
-                    state: ConnectionState::Established,
-                    peer: Some(p.hello.name),
-                    nickname: Some(p.hello.nickname.clone()),
-                    version: Some(p.version),
-                    last_error: None,
-                    retry_in_ms: None,
-                    encrypted: p.hello.encrypted,
-                }),
-                (None, Some(addr)) if !c.outbound => Some(ConnectionStatus {
-                    address: addr.to_string(),
-                    outbound: false,
-                    state: ConnectionState::Pending,
-                    peer: None,
-                    nickname: None,
-                    version: None,
-                    last_error: None,
-                    retry_in_ms: None,
-                    encrypted: false,
-                }),
-                _ => None,
+            .map(|c| LiveConnection {
+                outbound: c.outbound,
+                address: c.remote.or(c.accepted_from),
+                established: c.peer.as_ref().map(|p| (&p.hello, p.version)),
             })
             .collect();
-        connections.extend(
-            self.refused_inbound
-                .iter()
-                .filter(|(at, _)| now.duration_since(*at) < REFUSED_SHOWN_FOR)
-                .map(|(_, c)| c.clone()),
-        );
-        connections.extend(self.maker.attempts(now).into_iter().map(|a| {
-            let state = match a.state {
-                connection_maker::AttemptState::Connecting => ConnectionState::Connecting,
-                connection_maker::AttemptState::Retrying => ConnectionState::Retrying,
-                connection_maker::AttemptState::Failed => ConnectionState::Failed,
-            };
-            ConnectionStatus {
-                address: a.key.to_string(),
-                outbound: true,
-                state,
-                peer: None,
-                nickname: None,
-                version: None,
-                last_error: a.last_error,
-                retry_in_ms: a
-                    .retry_in
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                encrypted: false,
-            }
-        }));
-
-        MeshStatus {
-            name: self.me(),
-            nickname: self.config.nickname.clone(),
-            short_id: ShortId::of(&self.me()),
-            uid: self.uid,
-            protocol: PROTOCOL.into(),
-            protocol_min_version: PROTOCOL_MIN_VERSION,
-            protocol_max_version: PROTOCOL_MAX_VERSION,
-            listen: SocketAddr::new(self.config.listen.ip(), self.listen_port),
-            data_port: self.config.data_port,
-            discovery: self.maker.discovery(),
-            dataplane: self.overlay.name().to_string(),
-            mtu: self.config.mtu,
-            peers,
-            connections,
-            targets: self.maker.targets(),
-            routes: self
-                .routes
-                .next_hop
-                .iter()
-                .map(|(d, v)| RouteStatus {
-                    destination: *d,
-                    via: *v,
-                })
-                .collect(),
-            counters: self.counters.clone(),
-        }
+        status::snapshot(
+            Sources {
+                me: self.me(),
+                nickname: &self.config.nickname,
+                uid: self.uid,
+                listen: SocketAddr::new(self.config.listen.ip(), self.listen_port),
+                data_port: self.config.data_port,
+                dataplane: self.overlay.name(),
+                mtu: self.config.mtu,
+                topology: &self.topology,
+                live,
+                refused: &self.refused_inbound,
+                maker: &self.maker,
+                next_hop: &self.routes.next_hop,
+                counters: &self.counters,
+            },
+            Instant::now(),
+        )
     }
 
     async fn shutdown(mut self, events: &mut mpsc::Receiver<Event>) {

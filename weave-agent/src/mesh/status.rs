@@ -1,14 +1,23 @@
-//! The mesh's snapshot for `weave status`, and its renderings in Weave's
-//! shapes (`weave status peers`, `connections`, `targets`, and the two
-//! counts of the summary).
+//! The mesh's snapshot for `weave status`: taken from the router's state
+//! ([`snapshot`]), and rendered in Weave's shapes (`weave status peers`,
+//! `connections`, `targets`, and the two counts of the summary).
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::{self, Write};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::mesh::connection_maker::{AttemptState, ConnectionMaker};
+use crate::mesh::protocol::{Hello, PROTOCOL, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION};
+use crate::mesh::topology::Topology;
 use crate::overlay::ShortId;
 use crate::peer_name::PeerName;
+
+/// Inbound connections refused are shown for this long: the dialling side
+/// sees its own attempts fail, this is the other side's view.
+const REFUSED_SHOWN_FOR: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshStatus {
@@ -176,6 +185,167 @@ impl MeshCounters {
             ("ipam_rejected", self.ipam_rejected),
             ("ipam_dropped", self.ipam_dropped),
         ]
+    }
+}
+
+impl ConnectionStatus {
+    /// An inbound connection refused in its handshake, from `from`.
+    pub(super) fn refused_inbound(from: SocketAddr, reason: &str) -> ConnectionStatus {
+        ConnectionStatus {
+            address: from.to_string(),
+            outbound: false,
+            state: ConnectionState::Failed,
+            peer: None,
+            nickname: None,
+            version: None,
+            last_error: Some(reason.to_string()),
+            retry_in_ms: None,
+            encrypted: false,
+        }
+    }
+}
+
+/// What the router knows, borrowed for one [`snapshot`].
+pub(super) struct Sources<'a> {
+    pub me: PeerName,
+    pub nickname: &'a str,
+    pub uid: u64,
+    /// The address the control plane listens on (the port actually bound).
+    pub listen: SocketAddr,
+    pub data_port: u16,
+    /// The data plane's name.
+    pub dataplane: &'a str,
+    pub mtu: u32,
+    pub topology: &'a Topology,
+    /// The router's connections: established, or inbound in their handshake.
+    pub live: Vec<LiveConnection<'a>>,
+    /// Inbound connections refused, oldest first, with when.
+    pub refused: &'a VecDeque<(Instant, ConnectionStatus)>,
+    /// Targets and the destinations being dialled.
+    pub maker: &'a ConnectionMaker,
+    /// Unicast next hop by destination.
+    pub next_hop: &'a BTreeMap<PeerName, PeerName>,
+    pub counters: &'a MeshCounters,
+}
+
+/// One of the router's connections, as far as status needs it.
+pub(super) struct LiveConnection<'a> {
+    pub outbound: bool,
+    /// The peer's TCP address: from the handshake, or (inbound) from accept.
+    pub address: Option<SocketAddr>,
+    /// Once established: the peer's hello and the version agreed on.
+    pub established: Option<(&'a Hello, u32)>,
+}
+
+/// The mesh's snapshot at `now`.
+pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
+    let topology = src.topology;
+    let nickname_of = |n: &PeerName| topology.get(n).map(|p| p.nickname.clone());
+    let mut peers: Vec<PeerStatus> = topology
+        .peers()
+        .map(|p| PeerStatus {
+            name: p.name,
+            nickname: p.nickname.clone(),
+            short_id: p.short_id,
+            uid: p.uid,
+            version: p.version,
+            connections: p
+                .connections
+                .iter()
+                .map(|c| PeerConnectionStatus {
+                    name: c.peer,
+                    nickname: nickname_of(&c.peer).unwrap_or_default(),
+                    address: c.address,
+                    outbound: c.outbound,
+                    established: c.established,
+                })
+                .collect(),
+        })
+        .collect();
+    peers.sort_by_key(|p| (p.name != src.me, p.name));
+
+    let mut connections: Vec<ConnectionStatus> = src
+        .live
+        .iter()
+        .filter_map(|c| match (c.established, c.address) {
+            // Losers of a tie-break are gone from the router already.
+            (Some((hello, version)), Some(addr)) => Some(ConnectionStatus {
+                address: addr.to_string(),
+                outbound: c.outbound,
+                state: ConnectionState::Established,
+                peer: Some(hello.name),
+                nickname: Some(hello.nickname.clone()),
+                version: Some(version),
+                last_error: None,
+                retry_in_ms: None,
+                encrypted: hello.encrypted,
+            }),
+            (None, Some(addr)) if !c.outbound => Some(ConnectionStatus {
+                address: addr.to_string(),
+                outbound: false,
+                state: ConnectionState::Pending,
+                peer: None,
+                nickname: None,
+                version: None,
+                last_error: None,
+                retry_in_ms: None,
+                encrypted: false,
+            }),
+            _ => None,
+        })
+        .collect();
+    connections.extend(
+        src.refused
+            .iter()
+            .filter(|(at, _)| now.duration_since(*at) < REFUSED_SHOWN_FOR)
+            .map(|(_, c)| c.clone()),
+    );
+    connections.extend(src.maker.attempts(now).into_iter().map(|a| {
+        let state = match a.state {
+            AttemptState::Connecting => ConnectionState::Connecting,
+            AttemptState::Retrying => ConnectionState::Retrying,
+            AttemptState::Failed => ConnectionState::Failed,
+        };
+        ConnectionStatus {
+            address: a.key.to_string(),
+            outbound: true,
+            state,
+            peer: None,
+            nickname: None,
+            version: None,
+            last_error: a.last_error,
+            retry_in_ms: a
+                .retry_in
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            encrypted: false,
+        }
+    }));
+
+    MeshStatus {
+        name: src.me,
+        nickname: src.nickname.to_string(),
+        short_id: ShortId::of(&src.me),
+        uid: src.uid,
+        protocol: PROTOCOL.into(),
+        protocol_min_version: PROTOCOL_MIN_VERSION,
+        protocol_max_version: PROTOCOL_MAX_VERSION,
+        listen: src.listen,
+        data_port: src.data_port,
+        discovery: src.maker.discovery(),
+        dataplane: src.dataplane.to_string(),
+        mtu: src.mtu,
+        peers,
+        connections,
+        targets: src.maker.targets(),
+        routes: src
+            .next_hop
+            .iter()
+            .map(|(d, v)| RouteStatus {
+                destination: *d,
+                via: *v,
+            })
+            .collect(),
+        counters: src.counters.clone(),
     }
 }
 

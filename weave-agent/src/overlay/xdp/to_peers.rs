@@ -186,6 +186,7 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
         }
 
         counts.sent += outcome.sent;
+        counts.gso_refused += outcome.gso_refused;
         if let Some(error) = outcome.first_error {
             counts.drop(DropReason::SendFailed, outcome.failed - 1);
             dropped!(shared.counters, counts, DropReason::SendFailed, direction = "to peers", error = %error,);

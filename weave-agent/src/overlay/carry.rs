@@ -158,6 +158,7 @@ impl<'a> Tally<'a> {
     /// Counts what a send did: every failed frame is a drop. Returns how
     /// many went.
     pub fn sends(&mut self, outcome: SendOutcome) -> u64 {
+        self.counts.gso_refused += outcome.gso_refused;
         if let Some(error) = outcome.first_error {
             self.counts
                 .drop(DropReason::SendFailed, outcome.failed.saturating_sub(1));

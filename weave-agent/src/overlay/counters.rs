@@ -45,6 +45,8 @@ pub struct Counts {
     pub relayed: u64,
     /// Frames from peers that entered the bridge merged into super-frames.
     pub coalesced: u64,
+    /// UDP GSO datagrams the kernel refused (see `gso`).
+    pub gso_refused: u64,
     dropped: [u64; DropReason::COUNT],
 }
 
@@ -60,6 +62,7 @@ pub struct Counters {
     received: AtomicU64,
     relayed: AtomicU64,
     coalesced: AtomicU64,
+    gso_refused: AtomicU64,
     dropped: [AtomicU64; DropReason::COUNT],
     logged: [AtomicBool; DropReason::COUNT],
 }
@@ -75,6 +78,7 @@ impl Counters {
         add(&self.received, counts.received);
         add(&self.relayed, counts.relayed);
         add(&self.coalesced, counts.coalesced);
+        add(&self.gso_refused, counts.gso_refused);
         for (counter, &n) in self.dropped.iter().zip(&counts.dropped) {
             add(counter, n);
         }
@@ -93,6 +97,7 @@ impl Counters {
             frames_received: self.received.load(Relaxed),
             frames_relayed: self.relayed.load(Relaxed),
             frames_coalesced: self.coalesced.load(Relaxed),
+            gso_refused: self.gso_refused.load(Relaxed),
             dropped_malformed: dropped(DropReason::Malformed),
             dropped_unknown_sender: dropped(DropReason::UnknownSender),
             dropped_no_route: dropped(DropReason::NoRoute),

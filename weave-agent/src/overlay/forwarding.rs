@@ -106,6 +106,12 @@ pub struct OverlayStats {
     /// their TCP stream into GSO super-frames (xdp data plane).
     #[serde(default)]
     pub frames_coalesced: u64,
+    /// UDP GSO datagrams the kernel refused on the way to a peer (a path
+    /// MTU below the segment size, IPsec, a socket without checksums):
+    /// their frames went one datagram each, as do later ones to that peer
+    /// (xdp data plane; the plain one sends single datagrams anyway).
+    #[serde(default)]
+    pub gso_refused: u64,
     /// Frames larger than the overlay MTU allows.
     pub dropped_oversize: u64,
     /// Frames from peers that claim to come from this peer, or from a MAC

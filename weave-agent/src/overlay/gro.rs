@@ -55,8 +55,11 @@ pub struct Datagram<'a> {
 }
 
 impl<'a> Datagram<'a> {
-    pub fn segments(&self) -> std::slice::Chunks<'a, u8> {
-        self.bytes.chunks(self.segment.max(1))
+    /// Its segments; an empty datagram is one empty segment, so that it is
+    /// judged (and counted as a drop) like any other packet, not skipped.
+    pub fn segments(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let empty = self.bytes.is_empty().then_some(self.bytes);
+        self.bytes.chunks(self.segment.max(1)).chain(empty)
     }
 }
 
@@ -233,6 +236,17 @@ mod tests {
             assert_eq!(&packet[..vxlan::HEADER_LEN], &vxlan::header(7));
             assert_eq!(&packet[vxlan::HEADER_LEN..], &frame[..]);
         }
+    }
+
+    #[test]
+    fn an_empty_datagram_is_one_empty_segment() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        enable(rx.as_fd()).expect("UDP_GRO (Linux 5.0)");
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(&[], rx.local_addr().unwrap()).unwrap();
+        assert_eq!(receive(&rx, 1), vec![(0, vec![vec![]])]);
     }
 
     #[test]

@@ -7,8 +7,12 @@
 //! gets ordinary datagrams (the kernel segments for it).
 //!
 //! One `sendmmsg` per batch as in `mmsg`, with the same zero-copy gathering
-//! of [header, frame] iovecs; when the kernel refuses `UDP_SEGMENT`, the
-//! queue stops asking and sends one datagram per segment.
+//! of [header, frame] iovecs. When the kernel refuses a `UDP_SEGMENT`
+//! datagram (see [`refusal`]), its segments go one datagram each, and so do
+//! later frames to that peer (or to every peer, when the kernel has no UDP
+//! GSO at all): the refusal depends on the path, so peers whose path takes
+//! GSO keep it. Every refused datagram is counted (`SendOutcome::gso_refused`),
+//! and every segment that could not be sent either is counted as failed.
 
 use std::io;
 use std::marker::PhantomData;
@@ -18,7 +22,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::null_mut;
 
 use super::mmsg::SendOutcome;
-use super::sys::write_sockaddr;
+use super::sys::{read_sockaddr, write_sockaddr};
 use super::vxlan;
 
 /// Segments in one datagram (the kernel's UDP_MAX_SEGMENTS is 64 or more).
@@ -28,6 +32,11 @@ const MAX_DATAGRAM: usize = 65_000;
 /// From <linux/udp.h>.
 const UDP_SEGMENT: libc::c_int = 103;
 
+/// Destinations remembered as refusing GSO, at most (more peers than this
+/// on paths that refuse it: the list starts again, at the cost of one more
+/// refused datagram each).
+const MAX_REFUSED: usize = 256;
+
 /// Room for one cmsg carrying a u16.
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
@@ -35,8 +44,11 @@ struct SegmentCmsg([u8; 24]);
 
 pub struct GsoQueue {
     family: libc::c_int,
-    /// Whether the kernel takes UDP_SEGMENT (false after it refused once).
+    /// Whether the kernel takes UDP_SEGMENT at all (false once it said it
+    /// does not know it).
     gso: bool,
+    /// Destinations whose datagrams the kernel refused with UDP_SEGMENT.
+    refused: Vec<SocketAddr>,
     headers: Box<[[u8; vxlan::HEADER_LEN]]>,
     iovs: Box<[libc::iovec]>,
     addrs: Box<[libc::sockaddr_storage]>,
@@ -71,6 +83,7 @@ impl GsoQueue {
         Self {
             family,
             gso: true,
+            refused: Vec::new(),
             headers: vec![[0; vxlan::HEADER_LEN]; capacity].into_boxed_slice(),
             // SAFETY (all): all-zero is a valid value of these C structs.
             iovs: (0..capacity * 2).map(|_| unsafe { zeroed() }).collect(),
@@ -81,6 +94,31 @@ impl GsoQueue {
             len: 0,
             iov_len: 0,
             open: None,
+        }
+    }
+
+    /// Whether datagrams to `to` may carry several segments.
+    fn gso_to(&self, to: &SocketAddr) -> bool {
+        self.gso && (self.refused.is_empty() || !self.refused.contains(to))
+    }
+
+    /// Remembers that the kernel refused a GSO datagram to `to` for `why`.
+    fn refuse(&mut self, to: SocketAddr, why: Refusal, error: &io::Error) {
+        match why {
+            Refusal::Everywhere => {
+                self.gso = false;
+                tracing::info!(%error, "no UDP GSO in this kernel: sending one datagram per frame");
+            }
+            Refusal::Path => {
+                if self.refused.contains(&to) {
+                    return;
+                }
+                if self.refused.len() == MAX_REFUSED {
+                    self.refused.clear();
+                }
+                self.refused.push(to);
+                tracing::info!(%error, peer = %to, "UDP GSO refused on the way to a peer: sending it one datagram per frame");
+            }
         }
     }
 
@@ -109,7 +147,7 @@ impl<'d> GsoBatch<'_, 'd> {
     /// it can join it, else as the start of a new one.
     pub fn push(&mut self, header: [u8; vxlan::HEADER_LEN], frame: &'d [u8], to: &SocketAddr) {
         let size = vxlan::HEADER_LEN + frame.len();
-        let joins = self.queue.gso
+        let joins = self.queue.gso_to(to)
             && self.queue.open.is_some_and(|o| {
                 !o.closed
                     && o.to == *to
@@ -181,7 +219,8 @@ impl<'d> GsoBatch<'_, 'd> {
         let q = &mut *self.queue;
         // Datagrams of several segments say their segment size.
         for m in 0..q.len {
-            if q.segments[m] > 1 && q.gso {
+            // Push only joins frames to destinations that may take it.
+            if q.segments[m] > 1 {
                 // SAFETY: the message's first iovecs are its first segment.
                 let segment = unsafe {
                     let iov = q.msgs[m].msg_hdr.msg_iov;
@@ -211,18 +250,22 @@ impl<'d> GsoBatch<'_, 'd> {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
+                // A refused datagram goes again one datagram per segment;
+                // so does any later one of this flush that the kernel refuses
+                // too (its cmsg was written before the first refusal).
                 if q.segments[start] > 1
-                    && q.gso
-                    && matches!(
-                        error.raw_os_error(),
-                        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
-                    )
+                    && let Some(why) = refusal(&error)
                 {
-                    // No UDP GSO here: send this datagram's segments one by one.
-                    q.gso = false;
-                    tracing::info!(%error, "UDP GSO refused: sending one datagram per frame");
-                    self.outcome.sent +=
-                        send_segments(self.fd, &mut q.msgs[start], q.segments[start]);
+                    self.outcome.gso_refused += 1;
+                    if let Some(to) = read_sockaddr(&q.addrs[start]) {
+                        q.refuse(to, why, &error);
+                    }
+                    send_segments(
+                        self.fd,
+                        &q.msgs[start],
+                        q.segments[start],
+                        &mut self.outcome,
+                    );
                     start += 1;
                     continue;
                 }
@@ -252,23 +295,62 @@ impl Drop for GsoBatch<'_, '_> {
     }
 }
 
-/// Sends the segments of `msg` one datagram each; returns how many went.
-fn send_segments(fd: BorrowedFd<'_>, msg: &mut libc::mmsghdr, segments: u32) -> u64 {
+/// Why the kernel refused a datagram of several segments, if it did:
+/// - `EIO`: the route passes through IPsec (xfrm), or (before Linux 6.11)
+///   the egress device cannot checksum (`ethtool -K DEV tx off`); since
+///   6.11 the kernel checksums in software and sends it;
+/// - `EMSGSIZE`: a segment is larger than the path MTU (a route with a
+///   smaller, locked MTU), where a single datagram is fragmented instead;
+/// - `EINVAL`: a socket with UDP checksums off (`SO_NO_CHECK`), or more
+///   segments than the kernel's `UDP_MAX_SEGMENTS`;
+/// - `ENOPROTOOPT`, `EOPNOTSUPP`: no UDP GSO in this kernel, for any peer.
+fn refusal(error: &io::Error) -> Option<Refusal> {
+    match error.raw_os_error()? {
+        libc::EIO | libc::EMSGSIZE | libc::EINVAL => Some(Refusal::Path),
+        libc::ENOPROTOOPT | libc::EOPNOTSUPP => Some(Refusal::Everywhere),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// This destination's path (or this socket) cannot take it.
+    Path,
+    /// The kernel cannot, whatever the destination.
+    Everywhere,
+}
+
+/// Sends the segments of `msg` one datagram each, counting into `outcome`
+/// those that went and those that did not (with the first error).
+fn send_segments(
+    fd: BorrowedFd<'_>,
+    msg: &libc::mmsghdr,
+    segments: u32,
+    outcome: &mut SendOutcome,
+) {
     let iov = msg.msg_hdr.msg_iov;
-    let mut sent = 0;
     for s in 0..segments as usize {
-        // SAFETY: one message of two iovecs out of the original's.
+        // SAFETY: all-zero is a valid msghdr.
         let mut one: libc::msghdr = unsafe { zeroed() };
         one.msg_name = msg.msg_hdr.msg_name;
         one.msg_namelen = msg.msg_hdr.msg_namelen;
+        // SAFETY: segment `s` is the message's iovecs 2s and 2s + 1.
         one.msg_iov = unsafe { iov.add(2 * s) };
         one.msg_iovlen = 2;
-        // SAFETY: `one` points at live iovecs and the address.
-        if unsafe { libc::sendmsg(fd.as_raw_fd(), &one, 0) } >= 0 {
-            sent += 1;
+        loop {
+            // SAFETY: `one` points at live iovecs and the address.
+            if unsafe { libc::sendmsg(fd.as_raw_fd(), &one, 0) } >= 0 {
+                outcome.sent += 1;
+                break;
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                outcome.failed += 1;
+                outcome.first_error.get_or_insert(error);
+                break;
+            }
         }
     }
-    sent
 }
 
 fn write_segment_cmsg(buf: &mut SegmentCmsg, segment: u16) {
@@ -287,9 +369,185 @@ fn write_segment_cmsg(buf: &mut SegmentCmsg, segment: u16) {
 mod tests {
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
-    use std::time::Duration;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::overlay::gro::{self, GroRecv};
+
+    /// Runs `f` on a thread in a network namespace of its own (gone with the
+    /// thread), whose loopback is up and whose route to 127.0.0.2 has a
+    /// locked MTU of 600 bytes: a GSO datagram of larger segments to
+    /// 127.0.0.2 is refused (EMSGSIZE), a single datagram is fragmented.
+    fn in_netns_with_a_narrow_path<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: unshare(2) of this thread's network namespace only.
+                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                    panic!(
+                        "this test needs root (CAP_SYS_ADMIN) for a network namespace of its own: {}",
+                        io::Error::last_os_error()
+                    );
+                }
+                // Children of this thread start in its namespace.
+                for args in [
+                    &["link", "set", "lo", "up"][..],
+                    &[
+                        "route", "add", "local", "127.0.0.2/32", "dev", "lo", "table", "local",
+                        "mtu", "lock", "600",
+                    ],
+                ] {
+                    let status = Command::new("ip").args(args).status().expect("running ip");
+                    assert!(status.success(), "ip {args:?}: {status}");
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn receiver(ip: &str) -> (UdpSocket, SocketAddr) {
+        let rx = UdpSocket::bind((ip, 0)).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let addr = rx.local_addr().unwrap();
+        (rx, addr)
+    }
+
+    /// The next `count` datagrams on `rx`: (segment size, segments), with
+    /// UDP_GRO on (whole GSO datagrams) or off (one datagram per segment).
+    fn receive(rx: &UdpSocket, count: usize) -> Vec<(usize, Vec<Vec<u8>>)> {
+        let mut recv = GroRecv::new(count);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got
+            .iter()
+            .map(|(_, s): &(usize, Vec<_>)| s.len())
+            .sum::<usize>()
+            < count
+        {
+            assert!(Instant::now() < deadline, "only got {got:?}");
+            match recv.recv(rx.as_fd(), count) {
+                Ok(n) => got.extend((0..n).map(|i| {
+                    let d = recv.get(i);
+                    (d.segment, d.segments().map(<[u8]>::to_vec).collect())
+                })),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("recvmmsg: {e}"),
+            }
+        }
+        got
+    }
+
+    fn packet(vni: u32, frame: &[u8]) -> Vec<u8> {
+        [&vxlan::header(vni)[..], frame].concat()
+    }
+
+    /// Regression: the first refused datagram of a flush was split, the
+    /// next ones (their cmsg already written) were refused too and dropped.
+    /// Now each goes one datagram per segment; the refusals are counted; a
+    /// later batch sends to that peer without trying GSO, and another peer,
+    /// whose path takes it, keeps GSO.
+    #[test]
+    fn every_refused_datagram_of_a_flush_is_split_and_counted() {
+        in_netns_with_a_narrow_path(|| {
+            let (narrow, narrow_addr) = receiver("127.0.0.2");
+            let (wide, wide_addr) = receiver("127.0.0.1");
+            gro::enable(wide.as_fd()).expect("UDP_GRO (Linux 5.0)");
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            // To the narrow peer: five frames and a short one (closing the
+            // datagram), five more (a second datagram); to the wide one, five.
+            let mut frames: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+            frames.extend((0..5u8).map(|n| (vec![n; 1000], narrow_addr)));
+            frames.push((vec![5; 500], narrow_addr));
+            frames.extend((6..11u8).map(|n| (vec![n; 1000], narrow_addr)));
+            frames.extend((11..16u8).map(|n| (vec![n; 1000], wide_addr)));
+            let mut queue = GsoQueue::new(16, libc::AF_INET);
+            let mut batch = queue.batch(tx.as_fd());
+            for (frame, to) in &frames {
+                batch.push(vxlan::header(7), frame, to);
+            }
+            let outcome = batch.finish();
+            assert_eq!(
+                (outcome.sent, outcome.failed, outcome.gso_refused),
+                (16, 0, 2),
+                "{:?}",
+                outcome.first_error
+            );
+            assert_eq!(queue.refused, [narrow_addr]);
+            // Fragmented on the way, reassembled: one datagram per frame.
+            let got = receive(&narrow, 11);
+            let expected: Vec<_> = frames[..11]
+                .iter()
+                .map(|(f, _)| (8 + f.len(), vec![packet(7, f)]))
+                .collect();
+            assert_eq!(got, expected);
+            let got = receive(&wide, 5);
+            assert_eq!(got.len(), 1, "one GSO datagram to the peer that takes it");
+            assert_eq!(
+                got[0].1,
+                frames[11..]
+                    .iter()
+                    .map(|(f, _)| packet(7, f))
+                    .collect::<Vec<_>>()
+            );
+
+            // Next batch: no more refusals, the narrow peer gets singles.
+            let mut batch = queue.batch(tx.as_fd());
+            for (frame, to) in &frames[..5] {
+                batch.push(vxlan::header(7), frame, to);
+            }
+            let outcome = batch.finish();
+            assert_eq!(
+                (outcome.sent, outcome.failed, outcome.gso_refused),
+                (5, 0, 0)
+            );
+            assert_eq!(receive(&narrow, 5).len(), 5);
+        });
+    }
+
+    /// Regression: segments that could not be sent one by one either were
+    /// not counted anywhere. With "don't fragment" on the socket, a single
+    /// datagram larger than the narrow path fails too: every one counts.
+    #[test]
+    fn segments_that_fail_one_by_one_are_counted_as_failed() {
+        in_netns_with_a_narrow_path(|| {
+            let (_narrow, narrow_addr) = receiver("127.0.0.2");
+            let (wide, wide_addr) = receiver("127.0.0.1");
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let do_not_fragment: libc::c_int = libc::IP_PMTUDISC_DO;
+            // SAFETY: setsockopt with a live c_int of the size given.
+            let set = unsafe {
+                libc::setsockopt(
+                    tx.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_MTU_DISCOVER,
+                    (&raw const do_not_fragment).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(set, 0, "{}", io::Error::last_os_error());
+            let frames: Vec<Vec<u8>> = (0..4u8).map(|n| vec![n; 1000]).collect();
+            let mut queue = GsoQueue::new(16, libc::AF_INET);
+            let mut batch = queue.batch(tx.as_fd());
+            for frame in &frames {
+                batch.push(vxlan::header(7), frame, &narrow_addr);
+            }
+            for frame in &frames[..3] {
+                batch.push(vxlan::header(7), frame, &wide_addr);
+            }
+            let outcome = batch.finish();
+            assert_eq!(
+                (outcome.sent, outcome.failed, outcome.gso_refused),
+                (3, 4, 1)
+            );
+            assert_eq!(
+                outcome.first_error.and_then(|e| e.raw_os_error()),
+                Some(libc::EMSGSIZE)
+            );
+            assert_eq!(receive(&wide, 3).len(), 3);
+        });
+    }
 
     /// Frames of one size to one peer go as one datagram; a receiver without
     /// UDP_GRO still gets one datagram per frame, in order, intact.

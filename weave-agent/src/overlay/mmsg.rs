@@ -137,6 +137,7 @@ impl SendOutcome {
     pub fn merge(&mut self, other: SendOutcome) {
         self.sent += other.sent;
         self.failed += other.failed;
+        self.gso_refused += other.gso_refused;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -148,6 +149,9 @@ impl SendOutcome {
 pub struct SendOutcome {
     pub sent: u64,
     pub failed: u64,
+    /// UDP GSO datagrams the kernel refused (their frames went again one
+    /// datagram each, and count in `sent` or `failed`).
+    pub gso_refused: u64,
     /// The first error, to log.
     pub first_error: Option<io::Error>,
 }

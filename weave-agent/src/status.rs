@@ -243,6 +243,7 @@ impl Status {
             ("drop_send_failed", o.dropped_send_failed),
             ("drop_overflow", o.dropped_overflow),
             ("macs_not_learnt", o.macs_not_learnt),
+            ("gso_refused", o.gso_refused),
         ] {
             line(&mut s, name, value);
         }

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 use weave_agent::report::causes;
 
-use weave_agent::dataplane::{Classifier, DataplaneError};
+use weave_agent::ebpf::{Classifier, DataplaneError};
 use weave_agent::overlay::{XdpConfig, XdpOverlay};
 use weave_common::datapath::{DEST_FLOOD, META_LEN, mac_key, meta_dest};
 use weave_common::names::{DATAPATH_PROG, FROM_CONTAINER_PROG, TO_CONTAINER_PROG};
@@ -648,12 +648,12 @@ fn pinned_classifiers_outlive_their_agent_until_released() {
         struct Unpin;
         impl Drop for Unpin {
             fn drop(&mut self) {
-                let _ = weave_agent::dataplane::remove_namespace_pins();
+                let _ = weave_agent::ebpf::remove_namespace_pins();
             }
         }
         let _unpin = Unpin;
         c.pin_links();
-        let pin_dir = weave_agent::dataplane::namespace_pin_dir().unwrap();
+        let pin_dir = weave_agent::ebpf::namespace_pin_dir().unwrap();
         let pins = || -> Vec<String> {
             let mut names: Vec<String> = std::fs::read_dir(&pin_dir)
                 .map(|d| {
@@ -688,7 +688,7 @@ fn pinned_classifiers_outlive_their_agent_until_released() {
 
         drop(second);
         assert_eq!(pins(), Vec::<String>::new(), "an orderly drop unpins");
-        weave_agent::dataplane::remove_namespace_pins().unwrap();
+        weave_agent::ebpf::remove_namespace_pins().unwrap();
         assert!(!pin_dir.exists());
     });
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use weave_agent::report::causes;
 
 use weave_agent::config::{BRIDGE, CONTAINER_IFNAME, DATAPATH_BRIDGE_END, DATAPATH_END};
-use weave_agent::dataplane::Classifier;
+use weave_agent::ebpf::Classifier;
 use weave_agent::netlink::{disable_tx_offloads, tx_offloads};
 use weave_agent::overlay::{
     DEFAULT_DATA_PORT, ForwardingTable, Overlay, OverlayStats, PlainConfig, PlainOverlay, ShortId,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::{DATAPATH_END, DataplaneChoice};
-use crate::dataplane::Classifier;
+use crate::ebpf::Classifier;
 use crate::overlay::{Overlay, PlainConfig, PlainOverlay, XdpConfig, XdpOverlay};
 
 /// The running data plane and the line `weave status` shows for it.

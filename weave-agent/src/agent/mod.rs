@@ -22,7 +22,7 @@ use crate::config::{
     BRIDGE, DATAPATH_BRIDGE_END, DATAPATH_END, FALLBACK_UNDERLAY_MTU, LaunchOptions, Paths,
     VXLAN_OVERHEAD,
 };
-use crate::dataplane::Classifier;
+use crate::ebpf::Classifier;
 use crate::ipam::{IpamPacket, Ring};
 use crate::mesh::noise::Psk;
 use crate::mesh::{Mesh, MeshConfig};

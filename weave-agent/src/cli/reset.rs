@@ -31,7 +31,7 @@ pub fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(remove_links())?;
     // The classifier links a killed agent left pinned.
-    crate::dataplane::remove_namespace_pins().context("removing the pinned eBPF links")?;
+    crate::ebpf::remove_namespace_pins().context("removing the pinned eBPF links")?;
     for file in [&paths.socket, &paths.lock_file()] {
         match std::fs::remove_file(file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -52,7 +52,7 @@ use super::plain::{MAX_MTU, MIN_MTU};
 use super::routes::RoutesCell;
 use super::sys;
 use super::vxlan;
-use crate::dataplane::DatapathMaps;
+use crate::ebpf::DatapathMaps;
 
 use peer_macs::{PeerMacs, Pending};
 use umem::Memory;

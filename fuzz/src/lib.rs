@@ -109,15 +109,15 @@ pub struct Bytes<'a> {
 }
 
 impl<'a> Bytes<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
+    pub const fn new(data: &'a [u8]) -> Self {
         Bytes { rest: data }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub const fn is_empty(&self) -> bool {
         self.rest.is_empty()
     }
 
-    pub fn byte(&mut self) -> u8 {
+    pub const fn byte(&mut self) -> u8 {
         match self.rest.split_first() {
             Some((b, rest)) => {
                 self.rest = rest;
@@ -315,29 +315,29 @@ enum Limits {
 impl Limits {
     const SMALL: usize = 64;
 
-    fn of(byte: u8) -> Self {
+    const fn of(byte: u8) -> Self {
         match byte % 3 {
-            0 => Limits::Connection,
-            1 => Limits::Established,
-            _ => Limits::Small,
+            0 => Self::Connection,
+            1 => Self::Established,
+            _ => Self::Small,
         }
     }
 
-    fn byte(self) -> u8 {
+    const fn byte(self) -> u8 {
         self as u8
     }
 
-    fn first(self) -> usize {
+    const fn first(self) -> usize {
         match self {
-            Limits::Connection => MAX_HELLO_FRAME,
-            Limits::Established => MAX_FRAME,
-            Limits::Small => Self::SMALL,
+            Self::Connection => MAX_HELLO_FRAME,
+            Self::Established => MAX_FRAME,
+            Self::Small => Self::SMALL,
         }
     }
 
-    fn after_first(self) -> usize {
+    const fn after_first(self) -> usize {
         match self {
-            Limits::Connection => MAX_FRAME,
+            Self::Connection => MAX_FRAME,
             other => other.first(),
         }
     }
@@ -499,7 +499,7 @@ fn frames_seeds() -> Vec<(&'static str, Vec<u8>)> {
 // ---------------------------------------------------------------------------
 // mesh_handshake: the first frame of a connection.
 
-fn name(i: u8) -> PeerName {
+const fn name(i: u8) -> PeerName {
     PeerName(Mac([2, 0, 0, 0, 0, i]))
 }
 
@@ -791,7 +791,7 @@ fn gossip_seeds() -> Vec<(&'static str, Vec<u8>)> {
 /// they reach the merge rather than the identity check).
 const IPAM_RING_ID: u64 = 0x5eed;
 
-fn ipam_peer(i: u8) -> PeerName {
+const fn ipam_peer(i: u8) -> PeerName {
     PeerName(Mac([2, 0, 0, 0, 0, i]))
 }
 
@@ -1012,7 +1012,7 @@ fn sender(byte: u8) -> Option<SocketAddr> {
 
 /// A frame built from the input: destination and source from [`MACS`], and
 /// a length (at least an Ethernet header).
-fn built_frame(input: &mut Bytes) -> Vec<u8> {
+fn built_frame(input: &mut Bytes<'_>) -> Vec<u8> {
     let dst = MACS[usize::from(input.byte()) % MACS.len()];
     let src = MACS[usize::from(input.byte()) % MACS.len()];
     ethernet(dst, src, usize::from(input.byte()) * 8)
@@ -1036,13 +1036,13 @@ enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 6] = [
-        Op::RawFromBridge,
-        Op::FromBridge,
-        Op::RawFromPeer,
-        Op::FromPeer,
-        Op::Wait,
-        Op::Expire,
+    const ALL: [Self; 6] = [
+        Self::RawFromBridge,
+        Self::FromBridge,
+        Self::RawFromPeer,
+        Self::FromPeer,
+        Self::Wait,
+        Self::Expire,
     ];
 }
 
@@ -1076,8 +1076,8 @@ pub fn overlay_verdict(data: &[u8]) {
     }
     let routes = Routes::compile(Arc::new(table));
     let mut macs = Macs {
-        local: MacTable::new(capacity, Duration::from_secs(300)),
-        remote: MacTable::new(capacity, Duration::from_secs(300)),
+        local: MacTable::new(capacity, Duration::from_mins(5)),
+        remote: MacTable::new(capacity, Duration::from_mins(5)),
         // As the xdp data plane keeps it: the journal of remote changes,
         // never drained here, so its bound is exercised too.
         journal: Some(Default::default()),
@@ -1117,7 +1117,7 @@ fn mac_at(frame: &[u8], offset: usize) -> Mac {
     Mac(frame[offset..offset + 6].try_into().unwrap())
 }
 
-fn is_group(mac: &Mac) -> bool {
+const fn is_group(mac: Mac) -> bool {
     mac.0[0] & 1 != 0
 }
 
@@ -1130,7 +1130,7 @@ fn check_from_bridge(
 ) {
     let sizes = (macs.local.len(), macs.remote.len());
     let verdict = verdict::from_bridge(frame, max_frame, routes, macs, now);
-    let well_formed = frame.len() >= ETHERNET_HEADER_LEN && !is_group(&mac_at(frame, 6));
+    let well_formed = frame.len() >= ETHERNET_HEADER_LEN && !is_group(mac_at(frame, 6));
     if !well_formed || frame.len() > max_frame {
         assert!(
             matches!(verdict, FromBridge::Drop(_)),
@@ -1156,13 +1156,13 @@ fn check_from_bridge(
     );
     match verdict {
         FromBridge::Flood => assert!(
-            is_group(&dst)
+            is_group(dst)
                 || (macs.local.lookup(&dst, now).is_none()
                     && macs.remote.lookup(&dst, now).is_none()),
             "flooded a frame for a known {dst}"
         ),
         FromBridge::Unicast { peer, via } => {
-            assert!(!is_group(&dst));
+            assert!(!is_group(dst));
             assert_eq!(macs.remote.lookup(&dst, now), Some(peer));
             assert_eq!(routes.next_hop(peer).map(|(_, a)| a), Some(via));
         }
@@ -1215,7 +1215,7 @@ fn check_from_peer(
                 "delivered a packet for {dest}"
             );
             let src = mac_at(packet.frame, 6);
-            assert!(!is_group(&src));
+            assert!(!is_group(src));
             assert_eq!(
                 macs.local.lookup(&src, now),
                 None,
@@ -1281,7 +1281,7 @@ impl VerdictScript {
             b.extend([Self::pick(&IDS, origin), children.len() as u8]);
             b.extend(children.iter().map(|c| Self::pick(&IDS, c)));
         }
-        VerdictScript(b)
+        Self(b)
     }
 
     fn op(mut self, op: Op, operands: &[u8]) -> Self {
@@ -1290,7 +1290,7 @@ impl VerdictScript {
         self
     }
 
-    fn frame(dst: usize, src: usize, len: usize) -> [u8; 3] {
+    const fn frame(dst: usize, src: usize, len: usize) -> [u8; 3] {
         [dst as u8, src as u8, (len / 8) as u8]
     }
 
@@ -1415,7 +1415,7 @@ fn verdict_seeds() -> Vec<(&'static str, Vec<u8>)> {
 // ---------------------------------------------------------------------------
 // sealed_open: password mode's data frames, as a receiver opens them.
 
-/// The key every sealed_open input is opened with (its seeds are sealed with it).
+/// The key every `sealed_open` input is opened with (its seeds are sealed with it).
 fn fuzz_data_key() -> seal::KeyBytes {
     seal::KeyBytes::new([0x42; 32])
 }

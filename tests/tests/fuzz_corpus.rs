@@ -9,7 +9,10 @@
 //! `WEAVE_UPDATE_SEEDS=1 cargo test -p weave-tests --test fuzz_corpus`
 //! rewrites the seeds.
 
-#[allow(dead_code)]
+#[expect(
+    unreachable_pub,
+    reason = "the fuzz crate's library, included whole: its `pub` items serve fuzz_targets/, not this test"
+)]
 #[path = "../../fuzz/src/lib.rs"]
 mod harness;
 

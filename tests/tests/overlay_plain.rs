@@ -13,12 +13,12 @@
 //! be off on the way to the capture socket, and where; stopping an overlay
 //! frees its port and threads.
 //!
-//! Needs root (namespaces, AF_PACKET, BPF); `cargo xtask test` runs them one
+//! Needs root (namespaces, `AF_PACKET`, BPF); `cargo xtask test` runs them one
 //! at a time.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::process::Command;
 use std::sync::Arc;
 use std::thread;
@@ -29,8 +29,8 @@ use weave_agent::config::{BRIDGE, CONTAINER_IFNAME, DATAPATH_BRIDGE_END, DATAPAT
 use weave_agent::ebpf::Classifier;
 use weave_agent::netlink::{disable_tx_offloads, tx_offloads};
 use weave_agent::overlay::{
-    DEFAULT_DATA_PORT, ForwardingTable, Overlay, OverlayStats, PlainConfig, PlainOverlay, ShortId,
-    vxlan,
+    DEFAULT_DATA_PORT, ForwardingTable, Overlay as _, OverlayStats, PlainConfig, PlainOverlay,
+    ShortId, vxlan,
 };
 use weave_tests::{Netns, TEST_PREFIX, check, require_root, sweep_stale, wait_until};
 
@@ -78,7 +78,7 @@ impl SimHost {
         self.overlay().stats()
     }
 
-    fn container_ip(&self) -> Ipv4Addr {
+    const fn container_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 40, 0, self.n)
     }
 }
@@ -87,10 +87,10 @@ impl SimHost {
 /// (overlays, then namespaces), then the LAN.
 struct World {
     hosts: Vec<SimHost>,
-    _lan: Netns,
+    lan: Netns,
 }
 
-fn lan_ip(n: u8) -> Ipv4Addr {
+const fn lan_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 250, n)
 }
 
@@ -113,15 +113,15 @@ fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
 impl World {
     /// Hosts 1..=count on one LAN, each with a bridge, the datapath pair and
     /// one container 10.40.0.n/24; no overlay yet.
-    fn new(test: &str, count: u8, offloads: Offloads) -> World {
+    fn new(test: &str, count: u8, offloads: Offloads) -> Self {
         require_root("the overlay tests (network namespaces, AF_PACKET sockets, BPF)");
         sweep_stale();
         let lan = Netns::create(&ns_name(test, "lan")).unwrap_or_else(|e| panic!("{e:#}"));
         ip(&["-n", lan.name(), "link", "add", "lan0", "type", "bridge"]);
         ip(&["-n", lan.name(), "link", "set", "lan0", "up"]);
-        let mut world = World {
+        let mut world = Self {
             hosts: Vec::new(),
-            _lan: lan,
+            lan,
         };
         for n in 1..=count {
             let host = world.add_host(test, n, offloads);
@@ -131,7 +131,7 @@ impl World {
     }
 
     fn add_host(&self, test: &str, n: u8, offloads: Offloads) -> SimHost {
-        let lan = self._lan.name();
+        let lan = self.lan.name();
         let ns =
             Netns::create(&ns_name(test, &format!("h{n}"))).unwrap_or_else(|e| panic!("{e:#}"));
         let container =
@@ -327,8 +327,8 @@ fn assert_ping(from: &SimHost, to: &SimHost, args: &[&str]) {
 struct Fnv(u64);
 
 impl Fnv {
-    fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+    const fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
     }
 
     fn update(&mut self, bytes: &[u8]) {
@@ -448,7 +448,7 @@ fn tcp_transfer(from: &SimHost, to: &SimHost, bytes: usize, timeout: Duration) -
 
 #[track_caller]
 fn assert_tcp(from: &SimHost, to: &SimHost, bytes: usize) {
-    let t = tcp_transfer(from, to, bytes, Duration::from_secs(60));
+    let t = tcp_transfer(from, to, bytes, Duration::from_mins(1));
     assert!(
         t.intact,
         "TCP c{} -> c{}: sent {} of {bytes}, received {}, checksum {}\nstats of h{}: {:?}\nstats of h{}: {:?}",
@@ -493,7 +493,8 @@ fn send_udp_raw(ns: &Netns, src_port: u16, to: SocketAddrV4, payload: &[u8]) {
         // SAFETY: plain socket(2); the descriptor is owned right away.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_UDP) };
         assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-        // SAFETY: `fd` is ours.
+        // SAFETY: `fd` was just returned by socket(2) (checked above) and
+        // nothing else owns it, so the OwnedFd is its only closer.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
@@ -503,7 +504,8 @@ fn send_udp_raw(ns: &Netns, src_port: u16, to: SocketAddrV4, payload: &[u8]) {
             },
             sin_zero: [0; 8],
         };
-        // SAFETY: `datagram` and `addr` are live across the call.
+        // SAFETY: the pointers and lengths describe `datagram` and `addr`,
+        // which are live and unaliased for the whole call.
         let n = unsafe {
             libc::sendto(
                 fd.as_raw_fd(),
@@ -612,11 +614,11 @@ fn two_hosts_ping_carry_tcp_and_shrug_off_garbage() {
         ShortId::vni(h2.id, h1.id),
         &ethernet([0xff; 6], [0x02, 0, 0, 0, 0x0e, 0x01], 60),
     );
-    for payload in [&b"garbage"[..], &[0u8; 0][..], &valid_to_h1[..]] {
+    for payload in [&b"garbage"[..], &[0u8; 0][..], (&*valid_to_h1)] {
         stranger.send_to(payload, to_h1).unwrap();
     }
     // Garbage from the neighbour's own data port.
-    let mut no_i_flag = valid_to_h1.clone();
+    let mut no_i_flag = valid_to_h1;
     no_i_flag[0] = 0;
     let from_h2 = [
         b"garbage".to_vec(),
@@ -744,7 +746,7 @@ fn three_hosts_in_a_line_relay_through_the_middle() {
 }
 
 /// Frames from a veth peer's stack carry unfinished checksums
-/// (CHECKSUM_PARTIAL) and GSO super-frames; a capture socket passes them on
+/// (`CHECKSUM_PARTIAL`) and GSO super-frames; a capture socket passes them on
 /// as they are, and the receiving stack drops them for their bad checksum:
 /// TCP cannot even connect (ICMP, checksummed by the stack itself, works).
 /// Turning transmit offloads off on the bridge's datapath port (which
@@ -785,7 +787,7 @@ fn transmit_offloads_must_be_off_on_the_way_to_the_capture_socket() {
 /// Threads and descriptors of this process (the integration tests run one
 /// at a time, so nothing else changes them meanwhile).
 fn threads_and_fds() -> (usize, usize) {
-    let count = |dir| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    let count = |dir| std::fs::read_dir(dir).map_or(0, Iterator::count);
     (count("/proc/self/task"), count("/proc/self/fd"))
 }
 

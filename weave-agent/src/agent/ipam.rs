@@ -595,18 +595,10 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mac::Mac;
-
-    fn peer(i: u8) -> PeerName {
-        PeerName(Mac([2, 0, 0, 0, 0, i]))
-    }
-
-    fn net(s: &str) -> Ipv4Net {
-        s.parse().unwrap()
-    }
+    use crate::ipam::test_support::{DEFAULT, net, peer};
 
     fn ipam(me: u8, has_targets: bool) -> PeerIpam {
-        let range = net("10.32.0.0/12");
+        let range = net(DEFAULT);
         PeerIpam::new(peer(me), Ring::new(range).unwrap(), range, has_targets)
     }
 

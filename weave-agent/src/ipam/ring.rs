@@ -760,25 +760,7 @@ fn best_block_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mac::Mac;
-
-    fn peer(i: u8) -> PeerName {
-        PeerName(Mac([2, 0, 0, 0, 0, i]))
-    }
-
-    fn net(s: &str) -> Ipv4Net {
-        s.parse().unwrap()
-    }
-
-    fn ip(s: &str) -> u32 {
-        u32::from(s.parse::<Ipv4Addr>().unwrap())
-    }
-
-    fn range(s: &str) -> AddrRange {
-        AddrRange::of_net(net(s)).unwrap()
-    }
-
-    const DEFAULT: &str = "10.32.0.0/12";
+    use crate::ipam::test_support::{DEFAULT, net, peer, range, token};
 
     #[test]
     fn init_claims_the_whole_range() {
@@ -880,12 +862,18 @@ mod tests {
         let mut space = Space::new();
         space.allocate(&r, peer(1), net("10.9.0.0/30")).unwrap();
         let given = r.donate(peer(1), peer(2), net("10.9.0.0/30"), &space);
-        assert_eq!(given, Some(AddrRange::new(ip("10.9.0.2"), ip("10.9.0.4"))));
+        assert_eq!(
+            given,
+            Some(AddrRange::new(token("10.9.0.2"), token("10.9.0.4")))
+        );
         assert_eq!(r.entries().len(), 2);
         // A /31 of two free addresses gives one.
         let mut r = Ring::init_with_id(net("10.9.0.4/31"), peer(1), 7).unwrap();
         let given = r.donate(peer(1), peer(2), net("10.9.0.4/31"), &Space::new());
-        assert_eq!(given, Some(AddrRange::new(ip("10.9.0.5"), ip("10.9.0.6"))));
+        assert_eq!(
+            given,
+            Some(AddrRange::new(token("10.9.0.5"), token("10.9.0.6")))
+        );
         assert_eq!(
             r.donate(peer(1), peer(3), net("10.9.0.4/31"), &Space::new()),
             None
@@ -923,7 +911,7 @@ mod tests {
         let e = ra
             .entries()
             .iter()
-            .find(|e| e.token == ip("10.40.0.0"))
+            .find(|e| e.token == token("10.40.0.0"))
             .unwrap();
         assert!(e.version > TRANSFER_VERSION_BUMP);
         // B's last word (even with its own later free reports) does not undo it.
@@ -1003,8 +991,8 @@ mod tests {
     #[test]
     fn malformed_rings_are_refused_and_change_nothing() {
         let base = Ring::init_with_id(net("10.9.0.0/24"), peer(1), 7).unwrap();
-        let entry = |token: &str, v: u32| Entry {
-            token: ip(token),
+        let entry = |at: &str, v: u32| Entry {
+            token: token(at),
             peer: peer(2),
             version: v,
             free: 0,
@@ -1064,7 +1052,7 @@ mod tests {
         let flood = Ring {
             entries: (0..=MAX_ENTRIES as u32)
                 .map(|i| Entry {
-                    token: ip("10.0.0.0") + i,
+                    token: token("10.0.0.0") + i,
                     ..entry("10.9.0.0", 1)
                 })
                 .collect(),
@@ -1135,7 +1123,7 @@ mod tests {
         space.claim(&ours, a, net("10.9.0.200/24")).unwrap();
         let mut theirs = ours.clone();
         theirs.entries.push(Entry {
-            token: ip("10.9.0.128"),
+            token: token("10.9.0.128"),
             peer: peer(2),
             version: 1,
             free: 0,
@@ -1153,7 +1141,7 @@ mod tests {
         assert!(!out.changed);
         assert_eq!(r, ours);
         // In a part we do not use, it is taken.
-        theirs.entries[1].token = ip("10.9.0.240");
+        theirs.entries[1].token = token("10.9.0.240");
         let out = r.merge(&theirs, a, &space).unwrap();
         assert!(out.changed && out.refused.is_empty());
     }

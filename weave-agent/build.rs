@@ -15,6 +15,7 @@
 use std::{
     env,
     ffi::OsString,
+    fmt::Write as _,
     fs,
     path::{Path, PathBuf},
     process::{Command, ExitCode},
@@ -152,12 +153,13 @@ impl Toolchain {
                         .push_str("  - `bpf-linker` is not on PATH (it links the BPF object);\n");
                 }
                 if toolchain.is_none() {
-                    missing.push_str(&format!(
+                    let _ = writeln!(
+                        missing,
                         "  - no compiler with a `core` library for {BPF_TARGET}: neither \
                          {DEBIAN_RUSTC} with lib/rustlib/{BPF_TARGET} in its sysroot \
                          (Debian package libstd-rust-web-dev-bpf) nor rustup's nightly \
-                         toolchain with the rust-src component;\n"
-                    ));
+                         toolchain with the rust-src component;"
+                    );
                 }
                 Err(format!(
                     "missing:\n{missing}Run `cargo xtask setup` to install them."
@@ -186,12 +188,12 @@ impl Toolchain {
 
     /// Arguments that must follow `build`.
     fn configure(&self, cargo: &mut Command) {
-        if let Self::NightlyBuildStd = self {
+        if matches!(self, Self::NightlyBuildStd) {
             cargo.args(["-Z", "build-std=core"]);
         }
     }
 
-    fn describe(&self) -> &'static str {
+    const fn describe(&self) -> &'static str {
         match self {
             Self::Debian => "Debian rustc /usr/bin/rustc with prebuilt core",
             Self::NightlyBuildStd => "rustup nightly with -Z build-std=core",

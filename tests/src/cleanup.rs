@@ -183,7 +183,7 @@ pub fn purge(name: &str) {
 
 /// The directory under bpffs where a weave agent in the namespace at
 /// `netns` pins its links (`/sys/fs/bpf/weave/net<inode>`).
-pub fn bpf_pin_dir(netns: &Path) -> PathBuf {
+pub(crate) fn bpf_pin_dir(netns: &Path) -> PathBuf {
     let inode = fs::metadata(netns).map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m));
     PathBuf::from(format!("/sys/fs/bpf/weave/net{inode}"))
 }

@@ -31,11 +31,11 @@ impl Cluster {
     /// A cluster of `n` hosts for test `test` (a short tag), prefix
     /// `wvt<pid>-<test>`. Panics loudly when a prerequisite is missing.
     #[track_caller]
-    pub fn new(test: &str, n: usize) -> Cluster {
+    pub fn new(test: &str, n: usize) -> Self {
         require_root("this integration test");
         let weave_bin = weave_bin().unwrap_or_else(|e| panic!("\n\n*** {e:#}\n\n"));
         let prefix = format!("{TEST_PREFIX}{}-{test}", std::process::id());
-        Cluster::create(&prefix, n, weave_bin, |host, step| {
+        Self::create(&prefix, n, weave_bin, |host, step| {
             eprintln!("[{prefix}-{host}] {step}")
         })
         .unwrap_or_else(|e| panic!("\n\n*** cannot set up simulated hosts {prefix}-*: {e:#}\n\n"))
@@ -48,7 +48,7 @@ impl Cluster {
         n: usize,
         weave_bin: PathBuf,
         say: impl Fn(&str, &str) + Sync,
-    ) -> Result<Cluster> {
+    ) -> Result<Self> {
         ensure!(is_root(), "creating simulated hosts needs root");
         ensure!((1..=250).contains(&n), "1 to 250 hosts, not {n}");
         sweep_stale();
@@ -75,7 +75,7 @@ impl Cluster {
                 })
                 .collect()
         });
-        let mut cluster = Cluster {
+        let mut cluster = Self {
             hosts: Vec::with_capacity(n),
             lan: Some(lan),
         };
@@ -103,7 +103,7 @@ impl Cluster {
         &self.hosts
     }
 
-    pub fn lan(&self) -> &Lan {
+    pub const fn lan(&self) -> &Lan {
         self.lan
             .as_ref()
             .expect("a cluster has a LAN until dropped")
@@ -153,14 +153,14 @@ impl Index<usize> for Cluster {
     type Output = Host;
 
     /// Host `i`, counting from 0 (`cluster[0]` is `h1`).
-    fn index(&self, i: usize) -> &Host {
-        &self.hosts[i]
+    fn index(&self, index: usize) -> &Host {
+        &self.hosts[index]
     }
 }
 
 impl IndexMut<usize> for Cluster {
-    fn index_mut(&mut self, i: usize) -> &mut Host {
-        &mut self.hosts[i]
+    fn index_mut(&mut self, index: usize) -> &mut Host {
+        &mut self.hosts[index]
     }
 }
 

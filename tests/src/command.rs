@@ -4,13 +4,13 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::CMD_TIMEOUT;
 
@@ -97,6 +97,10 @@ pub(crate) fn read_back(mut file: File) -> String {
     let mut text = String::new();
     file.seek(SeekFrom::Start(0)).ok();
     let mut bytes = Vec::new();
+    #[expect(
+        clippy::verbose_file_reads,
+        reason = "the file is already unlinked: only this handle reaches it"
+    )]
     file.read_to_end(&mut bytes).ok();
     text.push_str(&String::from_utf8_lossy(&bytes));
     text

@@ -1,12 +1,12 @@
 //! What a container's root could do to its own network to escape its subnet,
 //! done from the test: change routes and addresses (`ip` run in the
-//! container's namespace, since Docker gives containers no CAP_NET_ADMIN),
-//! and send crafted ARP on `ethwe` (an AF_PACKET socket opened inside the
+//! container's namespace, since Docker gives containers no `CAP_NET_ADMIN`),
+//! and send crafted ARP on `ethwe` (an `AF_PACKET` socket opened inside the
 //! container's namespace).
 
 use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::command::check;
 use crate::host::Host;
@@ -52,8 +52,8 @@ fn send_raw(ifname: &str, frame: &[u8]) -> Result<()> {
             frame.as_ptr().cast(),
             frame.len(),
             0,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
         );
         let err = std::io::Error::last_os_error();
         libc::close(fd);

@@ -12,13 +12,13 @@ use crate::report;
 
 /// A full mesh of three must form within this (dial, handshake, gossip,
 /// discovery, dial again).
-pub const CONVERGE: Duration = Duration::from_secs(60);
+pub const CONVERGE: Duration = Duration::from_mins(1);
 /// The others must notice a dead peer within this (the agent's dead-peer
 /// timeout is about 6 s).
 pub const DEAD_PEER: Duration = Duration::from_secs(30);
 /// A peer back on the LAN or relaunched must be reconnected within this
 /// (reconnection backoff tops out at about 10 s, plus jitter).
-pub const REJOIN: Duration = Duration::from_secs(60);
+pub const REJOIN: Duration = Duration::from_mins(1);
 
 impl Host {
     /// `weave launch ARGS...`; returns the peer name it prints.
@@ -28,7 +28,7 @@ impl Host {
     }
 
     /// `weave launch ARGS...` with extra environment variables (such as
-    /// WEAVE_PASSWORD); returns the peer name it prints.
+    /// `WEAVE_PASSWORD`); returns the peer name it prints.
     #[track_caller]
     pub fn launch_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
         let mut all = vec!["launch"];
@@ -77,7 +77,7 @@ impl Host {
         with: &[&str],
         timeout: Duration,
     ) {
-        let want: BTreeSet<String> = with.iter().map(|n| n.to_string()).collect();
+        let want: BTreeSet<String> = with.iter().map(ToString::to_string).collect();
         wait_for(
             &format!(
                 "{} to know {peers} peers with {peer_connections} established connections, \
@@ -106,7 +106,7 @@ impl Host {
     /// reaches is dropped from the topology, as in Weave).
     #[track_caller]
     pub fn wait_established(&self, with: &[&str], timeout: Duration) {
-        let want: BTreeSet<String> = with.iter().map(|n| n.to_string()).collect();
+        let want: BTreeSet<String> = with.iter().map(ToString::to_string).collect();
         wait_for(
             &format!("{} to be connected to exactly {want:?}", self.nickname()),
             timeout,

@@ -1,12 +1,12 @@
 //! A dockerd per simulated host, inside the host's network namespace.
 
 use std::fs::{self, File};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow};
 
 use crate::cleanup::{kill, remove_tree};
 use crate::command::{Output, describe, run, wait_child};
@@ -28,11 +28,11 @@ pub struct Dockerd {
 impl Dockerd {
     /// Starts dockerd in `netns` with its files under `dir` (created, must not
     /// exist), and waits until it answers.
-    pub fn start(netns: &Netns, dir: &Path) -> Result<Dockerd> {
+    pub fn start(netns: &Netns, dir: &Path) -> Result<Self> {
         let docker = docker_cli()?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         fs::write(dir.join("daemon.json"), "{}\n")?;
-        let mut daemon = Dockerd {
+        let mut daemon = Self {
             child: None,
             dir: dir.to_path_buf(),
             docker,
@@ -47,7 +47,7 @@ impl Dockerd {
     pub fn restart(&mut self, netns: &Netns) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             kill(&[child.id()], "TERM");
-            wait_child(&mut child, Duration::from_secs(60), "dockerd shutdown")?;
+            wait_child(&mut child, Duration::from_mins(1), "dockerd shutdown")?;
         }
         self.spawn(netns)
     }
@@ -106,7 +106,7 @@ impl Dockerd {
         })
     }
 
-    /// `unix://<dir>/docker.sock`, the value for DOCKER_HOST.
+    /// `unix://<dir>/docker.sock`, the value for `DOCKER_HOST`.
     pub fn host(&self) -> String {
         format!("unix://{}", self.dir.join("docker.sock").display())
     }
@@ -176,7 +176,7 @@ impl Drop for Dockerd {
 mod tests {
     use super::*;
     use crate::cleanup::netns_path;
-    use crate::cleanup::{alive, host_dir, mounts_under, processes_under, purge, remove_tree};
+    use crate::cleanup::{alive, host_dir, mounts_under, processes_under, purge};
     use crate::image::import_busybox;
     use crate::netns::parse_links;
     use crate::{IMAGE, TEST_PREFIX, require_root};

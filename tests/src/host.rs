@@ -43,25 +43,25 @@ impl Host {
     /// A host for test `test` (a short tag) named `wvt<pid>-<test>-<host>`.
     /// Panics loudly when a prerequisite is missing (root, dockerd, busybox, weave).
     #[track_caller]
-    pub fn new(test: &str, host: &str) -> Host {
+    pub fn new(test: &str, host: &str) -> Self {
         require_root("this integration test");
         let weave_bin = weave_bin().unwrap_or_else(|e| panic!("\n\n*** {e:#}\n\n"));
         let name = format!("{TEST_PREFIX}{}-{test}-{host}", std::process::id());
-        Host::create(&name, weave_bin, |step| eprintln!("[{name}] {step}"))
+        Self::create(&name, weave_bin, |step| eprintln!("[{name}] {step}"))
             .unwrap_or_else(|e| panic!("\n\n*** cannot set up simulated host {name}: {e:#}\n\n"))
     }
 
     /// Creates host `name` (leftovers of dead test runs, and of an earlier
     /// host of that name, are removed first), reporting each step through `say`.
-    pub fn create(name: &str, weave_bin: PathBuf, say: impl Fn(&str)) -> Result<Host> {
+    pub fn create(name: &str, weave_bin: PathBuf, say: impl Fn(&str)) -> Result<Self> {
         ensure!(is_root(), "creating a simulated host needs root");
         sweep_stale();
-        Host::build(name, weave_bin, say)
+        Self::build(name, weave_bin, say)
     }
 
     /// [`Host::create`] without the sweep of dead runs (done once by the
     /// caller when hosts are created side by side).
-    pub(crate) fn build(name: &str, weave_bin: PathBuf, say: impl Fn(&str)) -> Result<Host> {
+    pub(crate) fn build(name: &str, weave_bin: PathBuf, say: impl Fn(&str)) -> Result<Self> {
         ensure!(
             is_executable(&weave_bin),
             "weave binary not found at {}",
@@ -71,7 +71,7 @@ impl Host {
         let dir = host_dir(name);
         say(&format!("create network namespace {name}"));
         let netns = Netns::create(name)?;
-        let mut host = Host {
+        let mut host = Self {
             name: name.to_string(),
             nickname: name.rsplit('-').next().unwrap_or(name).to_string(),
             dir: dir.clone(),
@@ -94,18 +94,18 @@ impl Host {
         &self.name
     }
 
-    /// The last part of the name (`h1`): the peer's nickname (WEAVE_NICKNAME,
+    /// The last part of the name (`h1`): the peer's nickname (`WEAVE_NICKNAME`,
     /// since all simulated hosts share the machine's hostname) and the name of
     /// its port on the LAN.
     pub fn nickname(&self) -> &str {
         &self.nickname
     }
 
-    pub fn netns(&self) -> &Netns {
+    pub const fn netns(&self) -> &Netns {
         self.netns.as_ref().expect("host has a netns until dropped")
     }
 
-    pub fn dockerd(&self) -> &Dockerd {
+    pub const fn dockerd(&self) -> &Dockerd {
         self.dockerd
             .as_ref()
             .expect("host has a dockerd until dropped")
@@ -116,24 +116,24 @@ impl Host {
         &self.dir
     }
 
-    /// WEAVE_SOCKET of this host.
+    /// `WEAVE_SOCKET` of this host.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("weave.sock")
     }
 
-    /// WEAVE_STATE_DIR of this host.
+    /// `WEAVE_STATE_DIR` of this host.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }
 
-    /// DOCKER_HOST of this host.
+    /// `DOCKER_HOST` of this host.
     pub fn docker_host(&self) -> String {
         self.dockerd().host()
     }
 
     /// A `weave` command running inside the namespace with this host's
-    /// WEAVE_SOCKET, WEAVE_STATE_DIR, DOCKER_HOST and WEAVE_NICKNAME, and
-    /// WEAVE_DATAPLANE from [`test_dataplane`] (what `weave launch` uses).
+    /// `WEAVE_SOCKET`, `WEAVE_STATE_DIR`, `DOCKER_HOST` and `WEAVE_NICKNAME`, and
+    /// `WEAVE_DATAPLANE` from [`test_dataplane`] (what `weave launch` uses).
     pub fn weave_command(&self, args: &[&str]) -> Command {
         let mut c = self.netns().command(&self.weave_bin);
         c.args(args)
@@ -211,7 +211,7 @@ impl Host {
             .filter_map(|l| {
                 let words: Vec<&str> = l.split_whitespace().collect();
                 let i = words.iter().position(|w| *w == "inet")?;
-                words.get(i + 1).map(|c| c.to_string())
+                words.get(i + 1).map(ToString::to_string)
             })
             .collect();
         cidrs.sort();
@@ -250,7 +250,7 @@ impl Host {
     /// A command that runs the machine's `program` in the container's network
     /// namespace (`nsenter --net=/proc/PID/ns/net`), with the machine's file
     /// system and root's capabilities (which `docker exec` does not give:
-    /// containers have no CAP_NET_ADMIN).
+    /// containers have no `CAP_NET_ADMIN`).
     pub fn container_command(&self, container: &str, program: &str) -> Command {
         let mut c = Command::new("nsenter");
         c.arg(format!(
@@ -387,9 +387,9 @@ impl Host {
     /// The one agent of this host; panics unless exactly one runs.
     #[track_caller]
     pub fn agent_pid(&self) -> u32 {
-        match self.agent_pids()[..] {
-            [pid] => pid,
-            ref pids => panic!("{}: expected one agent, found {pids:?}", self.name),
+        match self.agent_pids().as_slice() {
+            &[pid] => pid,
+            pids => panic!("{}: expected one agent, found {pids:?}", self.name),
         }
     }
 
@@ -421,7 +421,7 @@ impl Host {
         pid
     }
 
-    /// Resident memory of the agent in KiB (VmRSS).
+    /// Resident memory of the agent in KiB (`VmRSS`).
     #[track_caller]
     pub fn agent_rss_kib(&self) -> u64 {
         let pid = self.agent_pid();

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 
 use crate::CMD_TIMEOUT;
 use crate::cleanup::{host_dir, kill, purge, remove_tree};
@@ -71,11 +71,11 @@ pub struct Lan {
 
 impl Lan {
     /// Creates LAN `name` (leftovers of an earlier one of that name are removed first).
-    pub fn create(name: &str) -> Result<Lan> {
+    pub fn create(name: &str) -> Result<Self> {
         purge(name);
         let dir = host_dir(name);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let lan = Lan {
+        let lan = Self {
             netns: Some(Netns::create(name)?),
             dir,
         };
@@ -96,7 +96,7 @@ impl Lan {
         Ok(lan)
     }
 
-    pub fn netns(&self) -> &Netns {
+    pub const fn netns(&self) -> &Netns {
         self.netns
             .as_ref()
             .expect("a LAN has a netns until dropped")
@@ -346,9 +346,9 @@ pub struct Capture {
 impl Capture {
     /// Captures on `iface` of the network namespace at `netns` (a
     /// `/var/run/netns/<name>` or `/proc/<pid>/ns/net`) into a new file under `dir`.
-    pub fn start(netns: &Path, iface: &str, filter: &[&str], dir: &Path) -> Result<Capture> {
+    pub fn start(netns: &Path, iface: &str, filter: &[&str], dir: &Path) -> Result<Self> {
         let tcpdump = require_program("tcpdump", "tcpdump")?;
-        let n = fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let n = fs::read_dir(dir).map_or(0, Iterator::count);
         let file = dir.join(format!("capture-{iface}-{n}.pcap"));
         let log = dir.join(format!("capture-{iface}-{n}.log"));
         let log_file = File::create(&log)?;
@@ -363,7 +363,7 @@ impl Capture {
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
         let child = c.spawn().context("cannot start tcpdump")?;
-        let mut capture = Capture {
+        let mut capture = Self {
             child: Some(child),
             file,
             log,

@@ -65,6 +65,6 @@ pub const TEST_PREFIX: &str = "wvt";
 /// How long one command (a `weave` or `docker` call) may take before it is killed.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a dockerd may take to answer after it was started.
-pub const DOCKERD_START_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DOCKERD_START_TIMEOUT: Duration = Duration::from_mins(1);
 /// How long a positive connectivity check may take to succeed.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(20);

@@ -3,12 +3,12 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 
 use crate::CMD_TIMEOUT;
 use crate::cleanup::{kill_and_reap, netns_path, netns_pids, remove_bpf_pins};
@@ -35,15 +35,13 @@ pub fn parse_links(text: &str) -> Vec<Link> {
             let rest = parts.next().unwrap_or("");
             let words: Vec<&str> = rest.split_whitespace().collect();
             let after = |key: &str| {
-                words
-                    .iter()
-                    .position(|w| *w == key)
-                    .and_then(|i| words.get(i + 1))
+                let i = words.iter().position(|w| *w == key)?;
+                words.get(i + 1)
             };
             Some(Link {
                 index,
                 name,
-                master: after("master").map(|m| m.to_string()),
+                master: after("master").map(ToString::to_string),
                 mtu: after("mtu").and_then(|m| m.parse().ok()),
                 up: rest
                     .split('>')
@@ -108,13 +106,13 @@ pub struct Netns {
 
 impl Netns {
     /// Creates namespace `name` (which must not exist) with `lo` up.
-    pub fn create(name: &str) -> Result<Netns> {
+    pub fn create(name: &str) -> Result<Self> {
         ensure!(
             !netns_path(name).exists(),
             "network namespace {name} exists already"
         );
         check(&mut cmd("ip", ["netns", "add", name]))?;
-        let ns = Netns {
+        let ns = Self {
             name: name.to_string(),
         };
         check(&mut cmd("ip", ["-n", name, "link", "set", "lo", "up"]))?;

@@ -20,12 +20,11 @@ pub fn is_root() -> bool {
 /// Panics with a loud, explicit message when not root: these tests need
 /// network namespaces, dockerd and BPF, and must never pass by doing nothing.
 pub fn require_root(what: &str) {
-    if !is_root() {
-        panic!(
-            "\n\n*** {what} needs root (network namespaces, dockerd, BPF programs).\n\
-             *** Run the tests as root with `cargo xtask test`.\n\n"
-        );
-    }
+    assert!(
+        is_root(),
+        "\n\n*** {what} needs root (network namespaces, dockerd, BPF programs).\n\
+         *** Run the tests as root with `cargo xtask test`.\n\n"
+    );
 }
 
 /// Finds `name` on PATH, then in the sbin directories root's PATH usually has.
@@ -48,7 +47,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 pub(crate) fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::PermissionsExt as _;
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
@@ -77,8 +76,7 @@ pub fn weave_bin() -> Result<PathBuf> {
     let path = match std::env::var_os("WEAVE_BIN") {
         Some(bin) => PathBuf::from(bin),
         None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target"))
+            .map_or_else(|| workspace_root().join("target"), PathBuf::from)
             .join("debug/weave"),
     };
     ensure!(

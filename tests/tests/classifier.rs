@@ -5,8 +5,8 @@
 //!
 //! Every test runs on its own thread in a network namespace of its own
 //! (`unshare(CLONE_NEWNET)`), so nothing touches the root namespace; the
-//! namespace disappears with the thread. Needs root (CAP_BPF, CAP_NET_ADMIN,
-//! CAP_SYS_ADMIN): without it the tests fail loudly rather than pass.
+//! namespace disappears with the thread. Needs root (`CAP_BPF`, `CAP_NET_ADMIN`,
+//! `CAP_SYS_ADMIN`): without it the tests fail loudly rather than pass.
 
 use std::net::UdpSocket;
 use std::process::Command;
@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 use weave_agent::report::causes;
 
-use weave_agent::dataplane::{Classifier, DataplaneError};
+use weave_agent::ebpf::{Classifier, DataplaneError};
 use weave_agent::overlay::{XdpConfig, XdpOverlay};
 use weave_common::datapath::{DEST_FLOOD, META_LEN, mac_key, meta_dest};
 use weave_common::names::{DATAPATH_PROG, FROM_CONTAINER_PROG, TO_CONTAINER_PROG};
@@ -48,22 +48,23 @@ const ETH_P_8021Q: u16 = 0x8100;
 /// Runs `test` on a fresh thread inside a new network namespace, with a
 /// freshly loaded [`Classifier`] (so its counters start at zero).
 fn in_private_netns(test: impl FnOnce(&mut Classifier) + Send + 'static) {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        panic!(
-            "the classifier tests load eBPF programs and create a network namespace: \
-             they need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN). \
-             Run them as root: `cargo test -p weave-tests --test classifier`."
-        );
-    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "the classifier tests load eBPF programs and create a network namespace: \
+         they need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN). \
+         Run them as root: `cargo test -p weave-tests --test classifier`."
+    );
     let outcome = thread::spawn(move || {
-        // SAFETY: unshare only changes this thread's namespaces.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            panic!(
-                "unshare(CLONE_NEWNET) failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        // SAFETY: unshare takes no pointers; with CLONE_NEWNET it only moves
+        // this (test-owned) thread into a new network namespace.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert!(
+            rc == 0,
+            "unshare(CLONE_NEWNET) failed: {}",
+            std::io::Error::last_os_error()
+        );
         let mut classifier = Classifier::load()
             .unwrap_or_else(|e| panic!("loading the eBPF object failed: {}", causes(&e)));
         test(&mut classifier);
@@ -86,7 +87,7 @@ fn endpoint(mac: [u8; 6], addrs: &[([u8; 4], u8)]) -> Endpoint {
     ep
 }
 
-/// The container behind the test-run port: MAC_A, 10.0.1.1/24.
+/// The container behind the test-run port: `MAC_A`, 10.0.1.1/24.
 fn container_a(classifier: &mut Classifier) {
     classifier
         .set_endpoint_for_test(TEST_RUN_IFINDEX, Some(&endpoint(MAC_A, &[(A, 24)])))
@@ -410,7 +411,7 @@ fn unknown_port_is_dropped_both_ways() {
     });
 }
 
-/// Runs weave_datapath on `frame`: its verdict and the destination in the
+/// Runs `weave_datapath` on `frame`: its verdict and the destination in the
 /// tag it wrote in front of the frame.
 fn run_datapath(c: &Classifier, frame: &[u8], what: &str) -> (u32, Option<u16>) {
     let (verdict, out) = c
@@ -430,7 +431,7 @@ fn run_datapath(c: &Classifier, frame: &[u8], what: &str) -> (u32, Option<u16>) 
     (verdict, meta_dest(word))
 }
 
-/// Without an AF_XDP socket (the plain data plane) every frame passes to
+/// Without an `AF_XDP` socket (the plain data plane) every frame passes to
 /// the kernel, tagged all the same.
 #[test]
 fn datapath_without_a_socket_passes_and_counts() {
@@ -451,7 +452,7 @@ fn datapath_without_a_socket_passes_and_counts() {
 }
 
 /// The destination peer travels with the frame: a MAC learnt behind a peer
-/// (written into PEER_MACS by the agent) tags it with that peer; broadcast,
+/// (written into `PEER_MACS` by the agent) tags it with that peer; broadcast,
 /// multicast and unknown MACs flood.
 #[test]
 fn datapath_tags_frames_with_their_destination_peer() {
@@ -494,7 +495,7 @@ fn datapath_tags_frames_with_their_destination_peer() {
     });
 }
 
-/// With the agent's AF_XDP socket registered, frames are redirected into it;
+/// With the agent's `AF_XDP` socket registered, frames are redirected into it;
 /// once the data plane stops, they pass again.
 #[test]
 fn datapath_redirects_into_the_agents_af_xdp_socket() {
@@ -536,7 +537,7 @@ fn datapath_redirects_into_the_agents_af_xdp_socket() {
 }
 
 /// The program's drop verdict (a frame shorter than an Ethernet header)
-/// cannot be reached through BPF_PROG_TEST_RUN: the kernel refuses such
+/// cannot be reached through `BPF_PROG_TEST_RUN`: the kernel refuses such
 /// input itself. Say so, rather than pretend it is tested.
 #[test]
 fn datapath_runts_cannot_be_test_run() {
@@ -648,12 +649,12 @@ fn pinned_classifiers_outlive_their_agent_until_released() {
         struct Unpin;
         impl Drop for Unpin {
             fn drop(&mut self) {
-                let _ = weave_agent::dataplane::remove_namespace_pins();
+                let _ = weave_agent::ebpf::remove_namespace_pins();
             }
         }
         let _unpin = Unpin;
         c.pin_links();
-        let pin_dir = weave_agent::dataplane::namespace_pin_dir().unwrap();
+        let pin_dir = weave_agent::ebpf::namespace_pin_dir().unwrap();
         let pins = || -> Vec<String> {
             let mut names: Vec<String> = std::fs::read_dir(&pin_dir)
                 .map(|d| {
@@ -688,7 +689,7 @@ fn pinned_classifiers_outlive_their_agent_until_released() {
 
         drop(second);
         assert_eq!(pins(), Vec::<String>::new(), "an orderly drop unpins");
-        weave_agent::dataplane::remove_namespace_pins().unwrap();
+        weave_agent::ebpf::remove_namespace_pins().unwrap();
         assert!(!pin_dir.exists());
     });
 }

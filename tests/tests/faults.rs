@@ -7,7 +7,7 @@
 //! Every wait polls against a deadline; faults are injected on events (a
 //! port appearing, a peer declared dead), never after a sleep.
 //!
-//! Needs root, dockerd, nftables and the `weave` binary (WEAVE_BIN); run
+//! Needs root, dockerd, nftables and the `weave` binary (`WEAVE_BIN`); run
 //! with `cargo xtask test`.
 
 use std::collections::BTreeMap;
@@ -142,7 +142,7 @@ fn assert_all_reach_all(members: &[(&Host, &str)]) {
 }
 
 /// `ip ARGS...` in the container's network namespace, as its root with
-/// CAP_NET_ADMIN would run it (Docker gives containers no CAP_NET_ADMIN).
+/// `CAP_NET_ADMIN` would run it (Docker gives containers no `CAP_NET_ADMIN`).
 #[track_caller]
 fn container_ip(h: &Host, container: &str, args: &[&str]) {
     h.in_container(container, "ip", args).expect_ok();
@@ -193,18 +193,14 @@ fn an_agent_killed_under_traffic_while_attaching_restarts_consistent() {
                 })
             })
             .collect();
-        wait_until(
-            "a new container port on h2",
-            Duration::from_secs(60),
-            || {
-                let ports = h2
-                    .link_names()
-                    .into_iter()
-                    .filter(|l| l.starts_with(PORT_PREFIX))
-                    .count();
-                (ports > ports_before).then_some(())
-            },
-        )
+        wait_until("a new container port on h2", Duration::from_mins(1), || {
+            let ports = h2
+                .link_names()
+                .into_iter()
+                .filter(|l| l.starts_with(PORT_PREFIX))
+                .count();
+            (ports > ports_before).then_some(())
+        })
         .unwrap_or_else(|e| panic!("{e:#}"));
         h2.kill_agent();
         for run in runs {

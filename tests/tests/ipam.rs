@@ -11,10 +11,10 @@
 //! refuse each other; and subnets isolate containers across hosts, even when
 //! a container adds routes, changes its address, or sends crafted ARP.
 //!
-//! Each test builds its own three hosts (see multi_host.rs) and removes them,
+//! Each test builds its own three hosts (see `multi_host.rs`) and removes them,
 //! also when it fails. Every wait polls against a deadline.
 //!
-//! Needs root, dockerd, nftables, tcpdump and the `weave` binary (WEAVE_BIN);
+//! Needs root, dockerd, nftables, tcpdump and the `weave` binary (`WEAVE_BIN`);
 //! run with `cargo xtask test`, which runs them one at a time.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! The control plane (weave_agent::mesh) on its own: three `Mesh` instances
+//! The control plane (`weave_agent::mesh`) on its own: three `Mesh` instances
 //! on 127.0.0.1 with different ports, inside a fresh network namespace, each
 //! with a fake data plane that records the forwarding tables it is given
 //! (the seam, not the network, is what is faked).
@@ -14,13 +14,12 @@
 //!
 //! Needs root (a network namespace per test); run with `cargo xtask test`.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use weave_agent::mesh::protocol::{self, FrameDecoder, Hello, MAX_FRAME, Message};
 use weave_agent::mesh::topology::{ConnectionSummary, PeerInfo, TopologyUpdate};
@@ -74,7 +73,7 @@ impl Overlay for Recorder {
 }
 
 /// Short: tests converge in seconds. The dead-peer timeout is 1.2 s.
-fn timing() -> Timing {
+const fn timing() -> Timing {
     Timing {
         heartbeat: Duration::from_millis(200),
         dead_after: Duration::from_millis(1200),
@@ -106,20 +105,20 @@ struct Peer {
 }
 
 impl Peer {
-    async fn start(last: u8, port: u16, discovery: bool, targets: &[&str]) -> Peer {
+    async fn start(last: u8, port: u16, discovery: bool, targets: &[&str]) -> Self {
         let name = peer_name(last);
         let mut config = MeshConfig::new(name, format!("host-{last:x}"));
         config.listen = SocketAddr::from(([127, 0, 0, 1], port));
         config.data_port = 9000 + u16::from(last);
         config.discovery = discovery;
-        config.targets = targets.iter().map(|t| t.to_string()).collect();
+        config.targets = targets.iter().map(ToString::to_string).collect();
         config.timing = timing();
         let overlay = Arc::new(Recorder {
             latest: Mutex::new(Arc::new(ForwardingTable::default())),
             updates: AtomicUsize::new(0),
         });
         let data_port = config.data_port;
-        let mesh = Mesh::start(config, overlay.clone())
+        let mesh = Mesh::start(config, Arc::<Recorder>::clone(&overlay))
             .await
             .unwrap_or_else(|e| panic!("starting peer {name}: {e}"));
         assert_eq!(mesh.local_addr().port(), port);
@@ -127,7 +126,7 @@ impl Peer {
             overlay.updates.load(Ordering::SeqCst) >= 1,
             "a table at start"
         );
-        Peer {
+        Self {
             name,
             mesh,
             overlay,
@@ -247,11 +246,11 @@ struct Raw {
 }
 
 impl Raw {
-    async fn connect(port: u16) -> Raw {
+    async fn connect(port: u16) -> Self {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap_or_else(|e| panic!("connecting to 127.0.0.1:{port}: {e}"));
-        Raw {
+        Self {
             stream,
             decoder: FrameDecoder::new(MAX_FRAME),
         }

@@ -7,7 +7,7 @@
 //! and fragmented pings too) and carry 100 MB of TCP intact, while subnets
 //! stay isolated across hosts; with the direct path between two hosts
 //! blocked, their containers talk through the third; a host cut off the LAN
-//! and plugged back rejoins by itself; a SIGKILLed agent relaunched on the
+//! and plugged back rejoins by itself; a `SIGKILLed` agent relaunched on the
 //! same state restores its connections and its containers' connectivity;
 //! the overlay on the wire is VXLAN carrying the containers' frames; garbage
 //! on the control and data ports changes nothing.
@@ -17,11 +17,11 @@
 //! it fails. All traffic stays inside those namespaces. Every wait polls a
 //! condition against a deadline; no timing is asserted.
 //!
-//! Needs root, dockerd, nftables, tcpdump and the `weave` binary (WEAVE_BIN);
+//! Needs root, dockerd, nftables, tcpdump and the `weave` binary (`WEAVE_BIN`);
 //! run with `cargo xtask test`, which runs them one at a time.
 
 use std::collections::BTreeSet;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ const DATA_PORT: u16 = 6784;
 /// Size of the TCP stream, in MiB.
 const STREAM_MIB: u64 = 100;
 /// Longest a 100 MiB transfer may take before its command is killed.
-const STREAM_TIMEOUT: Duration = Duration::from_secs(300);
+const STREAM_TIMEOUT: Duration = Duration::from_mins(5);
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -66,7 +66,7 @@ fn assert_ping_all(h: &Host, container: &str, addr: &str, size: u32) {
 }
 
 /// `ip route add ROUTE dev ethwe` in the container's namespace (containers
-/// have no CAP_NET_ADMIN of their own).
+/// have no `CAP_NET_ADMIN` of their own).
 #[track_caller]
 fn add_route(h: &Host, container: &str, route: &str) {
     h.in_container(container, "ip", &["route", "add", route, "dev", "ethwe"])
@@ -137,7 +137,7 @@ fn assert_tcp_stream(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str) {
     // The receiver ends when the sender has closed its half and all arrived.
     wait_until(
         &format!("the receiver in {dc} to finish"),
-        Duration::from_secs(60),
+        Duration::from_mins(1),
         || (!dh.exec(dc, &["pidof", "nc"]).success()).then_some(()),
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
@@ -234,9 +234,9 @@ fn launch_connect_and_discovery_converge_to_a_full_mesh() {
     let n3 = h3.launch(&[&h2.lan_addr()]);
     c.wait_full_mesh(CONVERGE);
     let names = BTreeSet::from([
-        (n1.clone(), "h1".to_string()),
-        (n2.clone(), "h2".to_string()),
-        (n3.clone(), "h3".to_string()),
+        (n1, "h1".to_string()),
+        (n2, "h2".to_string()),
+        (n3, "h3".to_string()),
     ]);
     for h in c.hosts() {
         let mesh = h.status().mesh;
@@ -537,7 +537,7 @@ fn the_overlay_on_the_wire_is_vxlan_carrying_the_containers_frames() {
 struct Noise(u64);
 
 impl Noise {
-    fn next(&mut self) -> u64 {
+    const fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -673,7 +673,6 @@ fn garbage_on_the_wire_changes_nothing() {
     let (forged_sent, garbage_sent) = stranger
         .run_inside({
             let datagrams = datagrams.clone();
-            let forged = forged.clone();
             move || {
                 let s = UdpSocket::bind("0.0.0.0:0").unwrap();
                 let mut forged_sent = 0;
@@ -841,7 +840,7 @@ fn an_agent_restarted_while_traffic_flows_resumes_and_leaks_nothing() {
     let a = h1.run_container("10.0.1.1/24", "aa");
     let b = h2.run_container("10.0.1.2/24", "bb");
     h1.assert_ping(&a, "10.0.1.2");
-    let xdp = weave_tests::test_dataplane() == "xdp";
+    let xdp = test_dataplane() == "xdp";
     assert_eq!(
         xdp_attachments(h1),
         1,
@@ -856,7 +855,7 @@ fn an_agent_restarted_while_traffic_flows_resumes_and_leaks_nothing() {
             h1.exec_within(
                 &a,
                 &["ping", "-c", "300", "-i", "0.05", "-W", "1", "10.0.1.2"],
-                Duration::from_secs(120),
+                Duration::from_mins(2),
             )
         });
         let sent = h1.status().overlay_stats.frames_sent;

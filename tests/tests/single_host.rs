@@ -7,7 +7,7 @@
 //! is true; `stop` keeps the containers' interfaces and `reset` removes
 //! everything; bad input gets a one-line error and changes nothing.
 //!
-//! Needs root, dockerd and the `weave` binary (WEAVE_BIN); run with
+//! Needs root, dockerd and the `weave` binary (`WEAVE_BIN`); run with
 //! `cargo xtask test`, which runs them one at a time.
 
 use std::fs;
@@ -538,7 +538,7 @@ fn bad_input_gets_a_one_line_error_and_changes_nothing() {
     let dead = format!("unix://{}", h.dir().join("no-dockerd.sock").display());
 
     type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
-    let cases: &[Case] = &[
+    let cases: &[Case<'_>] = &[
         (
             "an invalid address",
             &["run", "10.0.1.300/24", IMAGE, "sleep", "3600"],

@@ -106,7 +106,7 @@ pub struct LaunchOptions {
     #[arg(long)]
     pub no_discovery: bool,
     /// Data plane between hosts: `xdp` (eBPF tags and redirects frames into
-    /// an AF_XDP socket; batched VXLAN over UDP), `plain` (a capture socket
+    /// an `AF_XDP` socket; batched VXLAN over UDP), `plain` (a capture socket
     /// and UDP), or `auto` (xdp where it starts, else plain, with the reason
     /// in the log and in `weave status`).
     #[arg(long, value_enum, env = "WEAVE_DATAPLANE", default_value_t = DataplaneChoice::Auto)]
@@ -156,7 +156,7 @@ impl FromStr for Password {
         if s.is_empty() {
             return Err("the password is empty".into());
         }
-        Ok(Password(Zeroizing::new(s.to_owned())))
+        Ok(Self(Zeroizing::new(s.to_owned())))
     }
 }
 
@@ -174,7 +174,7 @@ pub enum DataplaneChoice {
 }
 
 impl LaunchOptions {
-    /// The password, from --password / WEAVE_PASSWORD or --password-file.
+    /// The password, from --password / `WEAVE_PASSWORD` or --password-file.
     pub fn password(&self) -> Result<Option<Password>, String> {
         if let Some(p) = &self.password {
             return Ok(Some(p.clone()));

@@ -160,7 +160,7 @@ const EVENTS_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 /// periodic check of its ports catches those containers later). Reconnects
 /// when Docker goes away; ends when the receiver is dropped.
 pub fn watch_deaths(host: String, depth: usize) -> tokio::sync::mpsc::Receiver<String> {
-    use futures::StreamExt;
+    use futures::StreamExt as _;
 
     let (tx, rx) = tokio::sync::mpsc::channel(depth);
     tokio::spawn(async move {

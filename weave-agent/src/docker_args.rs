@@ -94,7 +94,7 @@ pub fn parse_run_args(args: &[String]) -> Result<ContainerSpec, DockerArgsError>
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         if !arg.starts_with('-') || arg == "-" {
-            spec.image = arg.clone();
+            spec.image.clone_from(arg);
             spec.cmd = it.cloned().collect();
             return Ok(spec);
         }
@@ -135,7 +135,7 @@ mod tests {
     use super::*;
 
     fn parse(v: &[&str]) -> Result<ContainerSpec, DockerArgsError> {
-        parse_run_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        parse_run_args(&v.iter().map(ToString::to_string).collect::<Vec<_>>())
     }
 
     #[test]

@@ -15,7 +15,7 @@ impl Mac {
     pub fn random_local() -> Self {
         let mut b: [u8; 6] = rand::random();
         b[0] = (b[0] & 0xfc) | 0x02;
-        Mac(b)
+        Self(b)
     }
 }
 
@@ -50,7 +50,7 @@ impl FromStr for Mac {
         if parts.next().is_some() {
             return Err(bad());
         }
-        Ok(Mac(out))
+        Ok(Self(out))
     }
 }
 
@@ -62,7 +62,7 @@ impl TryFrom<String> for Mac {
 }
 
 impl From<Mac> for String {
-    fn from(m: Mac) -> String {
+    fn from(m: Mac) -> Self {
         m.to_string()
     }
 }

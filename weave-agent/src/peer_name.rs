@@ -13,7 +13,7 @@ pub struct PeerName(pub Mac);
 
 impl PeerName {
     pub fn random() -> Self {
-        PeerName(Mac::random_local())
+        Self(Mac::random_local())
     }
 }
 

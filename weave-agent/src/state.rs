@@ -1,6 +1,6 @@
 //! What the agent must remember across restarts, written atomically.
 
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;

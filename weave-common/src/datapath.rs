@@ -1,6 +1,6 @@
-//! What the datapath XDP program and the agent's AF_XDP path agree on: the
+//! What the datapath XDP program and the agent's `AF_XDP` path agree on: the
 //! map of MACs learnt behind peers, and the tag the program puts in front of
-//! every frame it hands to the agent (XDP metadata, which copy-mode AF_XDP
+//! every frame it hands to the agent (XDP metadata, which copy-mode `AF_XDP`
 //! delivers in the bytes just before the frame).
 
 /// The destination of frames for every peer: flood (broadcast, multicast,

@@ -26,13 +26,13 @@ impl EndpointAddr {
 
     /// True when `other` lies in this address's subnet.
     #[inline(always)]
-    pub fn same_subnet(&self, other: u32) -> bool {
+    pub const fn same_subnet(&self, other: u32) -> bool {
         (self.ip & self.netmask) == (other & self.netmask)
     }
 
     /// The subnet's directed broadcast address.
     #[inline(always)]
-    pub fn broadcast(&self) -> u32 {
+    pub const fn broadcast(&self) -> u32 {
         self.ip | !self.netmask
     }
 }
@@ -51,7 +51,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// The assigned address equal to `ip`, if any.
     #[inline(always)]
-    pub fn owned(&self, ip: u32) -> Option<&EndpointAddr> {
+    pub const fn owned(&self, ip: u32) -> Option<&EndpointAddr> {
         let n = self.addr_count as usize;
         let mut i = 0;
         while i < MAX_ENDPOINT_ADDRS {
@@ -66,7 +66,7 @@ impl Endpoint {
     /// The assigned address for which `ip` is the address itself or its
     /// subnet's broadcast: the address a frame to `ip` is meant for.
     #[inline(always)]
-    pub fn receiving(&self, ip: u32) -> Option<&EndpointAddr> {
+    pub const fn receiving(&self, ip: u32) -> Option<&EndpointAddr> {
         let n = self.addr_count as usize;
         let mut i = 0;
         while i < MAX_ENDPOINT_ADDRS {
@@ -80,7 +80,7 @@ impl Endpoint {
 
     /// True when `ip` lies in the subnet of any of the assigned addresses.
     #[inline(always)]
-    pub fn shares_subnet(&self, ip: u32) -> bool {
+    pub const fn shares_subnet(&self, ip: u32) -> bool {
         let n = self.addr_count as usize;
         let mut i = 0;
         while i < MAX_ENDPOINT_ADDRS {
@@ -93,5 +93,16 @@ impl Endpoint {
     }
 }
 
+// No padding anywhere in the map value: 6 + 2 bytes, then u32-aligned pairs.
+// The kernel copies it byte for byte, so a hole would be uninitialised memory.
+const _: () = assert!(
+    size_of::<Endpoint>() == 6 + 2 + MAX_ENDPOINT_ADDRS * 8,
+    "Endpoint must have no padding"
+);
+
 #[cfg(feature = "user")]
+// SAFETY: `Endpoint` is `repr(C)`, `Copy`, and made only of integers and
+// arrays of integers (`EndpointAddr` is two `u32` and `repr(C)` too), so every
+// bit pattern is a valid value; the assertion above proves it has no padding
+// bytes, so copying it to and from a BPF map reads no uninitialised memory.
 unsafe impl aya::Pod for Endpoint {}

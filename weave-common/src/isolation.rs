@@ -70,7 +70,7 @@ pub fn from_container(ep: &Endpoint, frame: &Frame) -> Verdict {
 
 /// A frame about to be delivered to the container behind `ep`.
 #[inline(always)]
-pub fn to_container(ep: &Endpoint, frame: &Frame) -> Verdict {
+pub const fn to_container(ep: &Endpoint, frame: &Frame) -> Verdict {
     match *frame {
         Frame::Ipv4 { src, dst, .. } => match ep.receiving(dst) {
             Some(addr) if addr.same_subnet(src) => Verdict::Pass,

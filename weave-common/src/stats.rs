@@ -20,9 +20,9 @@ pub enum Counter {
     DropUnknownPort = 6,
     /// Frames seen by the datapath port's XDP program.
     DatapathFrames = 7,
-    /// Datapath frames redirected into the agent's AF_XDP socket.
+    /// Datapath frames redirected into the agent's `AF_XDP` socket.
     DatapathToAgent = 8,
-    /// Datapath frames passed to the kernel (no AF_XDP socket: the plain
+    /// Datapath frames passed to the kernel (no `AF_XDP` socket: the plain
     /// data plane's capture socket takes them there).
     DatapathPassed = 9,
     /// Datapath frames handed on without a destination tag (no room for
@@ -32,33 +32,33 @@ pub enum Counter {
 
 impl Counter {
     pub const COUNT: u32 = 11;
-    pub const ALL: [Counter; Self::COUNT as usize] = [
-        Counter::FromContainerPassed,
-        Counter::ToContainerPassed,
-        Counter::DropSpoofedMac,
-        Counter::DropSpoofedIp,
-        Counter::DropOtherSubnet,
-        Counter::DropUnsupported,
-        Counter::DropUnknownPort,
-        Counter::DatapathFrames,
-        Counter::DatapathToAgent,
-        Counter::DatapathPassed,
-        Counter::DatapathUntagged,
+    pub const ALL: [Self; Self::COUNT as usize] = [
+        Self::FromContainerPassed,
+        Self::ToContainerPassed,
+        Self::DropSpoofedMac,
+        Self::DropSpoofedIp,
+        Self::DropOtherSubnet,
+        Self::DropUnsupported,
+        Self::DropUnknownPort,
+        Self::DatapathFrames,
+        Self::DatapathToAgent,
+        Self::DatapathPassed,
+        Self::DatapathUntagged,
     ];
 
     pub const fn name(self) -> &'static str {
         match self {
-            Counter::FromContainerPassed => "from_container_passed",
-            Counter::ToContainerPassed => "to_container_passed",
-            Counter::DropSpoofedMac => "drop_spoofed_mac",
-            Counter::DropSpoofedIp => "drop_spoofed_ip",
-            Counter::DropOtherSubnet => "drop_other_subnet",
-            Counter::DropUnsupported => "drop_unsupported",
-            Counter::DropUnknownPort => "drop_unknown_port",
-            Counter::DatapathFrames => "datapath_frames",
-            Counter::DatapathToAgent => "datapath_to_agent",
-            Counter::DatapathPassed => "datapath_passed",
-            Counter::DatapathUntagged => "datapath_untagged",
+            Self::FromContainerPassed => "from_container_passed",
+            Self::ToContainerPassed => "to_container_passed",
+            Self::DropSpoofedMac => "drop_spoofed_mac",
+            Self::DropSpoofedIp => "drop_spoofed_ip",
+            Self::DropOtherSubnet => "drop_other_subnet",
+            Self::DropUnsupported => "drop_unsupported",
+            Self::DropUnknownPort => "drop_unknown_port",
+            Self::DatapathFrames => "datapath_frames",
+            Self::DatapathToAgent => "datapath_to_agent",
+            Self::DatapathPassed => "datapath_passed",
+            Self::DatapathUntagged => "datapath_untagged",
         }
     }
 }

@@ -5,7 +5,7 @@
 //! `weave_common::datapath`): `PEER_MACS`, which the agent fills from what
 //! it learns on frames from peers, maps the destination MAC to the peer it
 //! lives behind; broadcast, multicast and unknown MACs flood. The frame is
-//! then redirected into the agent's AF_XDP socket (`XSKS`, slot = receive
+//! then redirected into the agent's `AF_XDP` socket (`XSKS`, slot = receive
 //! queue). Without a socket (the plain data plane) it passes to the kernel,
 //! where the plain path's capture socket reads it.
 
@@ -23,7 +23,7 @@ use crate::{PEER_MACS, XSKS, count};
 /// Turns the program's result into the XDP action. A failure is counted and
 /// the frame dropped: never handed on as if nothing happened.
 #[inline(always)]
-pub fn xdp_action(result: Result<u32, Counter>) -> u32 {
+pub(crate) fn xdp_action(result: Result<u32, Counter>) -> u32 {
     match result {
         Ok(action) => action,
         Err(reason) => {
@@ -34,22 +34,19 @@ pub fn xdp_action(result: Result<u32, Counter>) -> u32 {
 }
 
 #[inline(always)]
-pub fn try_datapath(ctx: &XdpContext) -> Result<u32, Counter> {
+pub(crate) fn try_datapath(ctx: &XdpContext) -> Result<u32, Counter> {
     count(Counter::DatapathFrames);
     let dest = destination(ctx)?;
     if !tag(ctx, dest) {
         count(Counter::DatapathUntagged);
     }
     // On failure (no socket in the slot) the action is the flags' low bits.
-    match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
-        Ok(action) => {
-            count(Counter::DatapathToAgent);
-            Ok(action)
-        }
-        Err(_) => {
-            count(Counter::DatapathPassed);
-            Ok(xdp_action::XDP_PASS)
-        }
+    if let Ok(action) = XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
+        count(Counter::DatapathToAgent);
+        Ok(action)
+    } else {
+        count(Counter::DatapathPassed);
+        Ok(xdp_action::XDP_PASS)
     }
 }
 
@@ -66,7 +63,8 @@ fn destination(ctx: &XdpContext) -> Result<u16, Counter> {
     if dst[0] & 1 != 0 {
         return Ok(DEST_FLOOD);
     }
-    // SAFETY: the value is a plain u32 the agent writes whole.
+    // SAFETY: the value is a plain u32 copied out at once; the agent replaces
+    // it whole (a map update), so a concurrent write cannot tear what we read.
     match unsafe { PEER_MACS.get(mac_key(dst)) } {
         Some(peer) => Ok((*peer & 0xfff) as u16),
         None => Ok(DEST_FLOOD),
@@ -86,6 +84,8 @@ fn tag(ctx: &XdpContext, dest: u16) -> bool {
         return false;
     }
     // SAFETY: [at, at + 4) is the metadata area just made (checked above).
-    unsafe { *(at as *mut u32) = meta(dest) };
+    unsafe {
+        *(at as *mut u32) = meta(dest);
+    }
     true
 }

@@ -5,7 +5,7 @@
 //!   enforce subnet isolation with the rules in `weave_common::isolation`.
 //! - `weave_datapath`: XDP on the agent's datapath veth (`vethwe-datapath`):
 //!   tags each frame with its destination peer and redirects it into the
-//!   agent's AF_XDP socket, or passes it when there is none (plain path).
+//!   agent's `AF_XDP` socket, or passes it when there is none (plain path).
 //!
 //! Maps are declared here, together; each program is a thin entry around a
 //! `try_` function whose every error is a deliberate, counted action.
@@ -34,13 +34,13 @@ use weave_common::{Counter, Endpoint, MAX_ENDPOINTS, datapath::MAX_PEER_MACS};
 #[map(name = "ENDPOINTS")]
 static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::with_max_entries(MAX_ENDPOINTS, 0);
 
-/// The agent's AF_XDP socket, in the slot of the datapath port's receive
+/// The agent's `AF_XDP` socket, in the slot of the datapath port's receive
 /// queue (a veth has one: slot 0). Empty with the plain data plane.
 #[map(name = "XSKS")]
 static XSKS: XskMap = XskMap::with_max_entries(1, 0);
 
 /// MACs learnt behind peers (`datapath::mac_key`) -> the peer's short id.
-/// Written by the agent's AF_XDP path; read by `weave_datapath`.
+/// Written by the agent's `AF_XDP` path; read by `weave_datapath`.
 #[map(name = "PEER_MACS")]
 static PEER_MACS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PEER_MACS, 0);
 
@@ -54,25 +54,27 @@ fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot is only touched by programs running on this
         // CPU, and BPF programs are not preempted by each other on one CPU.
-        unsafe { *slot += 1 };
+        unsafe {
+            *slot += 1;
+        }
     }
 }
 
 /// Frames sent by the container (TC ingress of its host-side veth).
 #[classifier]
-pub fn weave_from_container(ctx: TcContext) -> i32 {
+pub(crate) fn weave_from_container(ctx: TcContext) -> i32 {
     port::tc_action(port::try_from_container(&ctx), Counter::FromContainerPassed)
 }
 
 /// Frames about to reach the container (TC egress of its host-side veth).
 #[classifier]
-pub fn weave_to_container(ctx: TcContext) -> i32 {
+pub(crate) fn weave_to_container(ctx: TcContext) -> i32 {
     port::tc_action(port::try_to_container(&ctx), Counter::ToContainerPassed)
 }
 
 /// Frames the bridge hands to the agent's datapath port.
 #[xdp]
-pub fn weave_datapath(ctx: XdpContext) -> u32 {
+pub(crate) fn weave_datapath(ctx: XdpContext) -> u32 {
     datapath::xdp_action(datapath::try_datapath(&ctx))
 }
 
@@ -91,4 +93,4 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 }
 
 #[cfg(not(target_arch = "bpf"))]
-fn main() {}
+const fn main() {}

@@ -17,7 +17,7 @@ use weave_common::{
 const ARP_IPV4_OVER_ETHERNET: [u8; 6] = [0, 1, 0x08, 0x00, 6, 4];
 
 #[inline(always)]
-pub fn frame(ctx: &TcContext) -> Frame {
+pub(crate) fn frame(ctx: &TcContext) -> Frame {
     let Ok(eth) = ctx.load::<[u8; ETH_HLEN]>(0) else {
         return Frame::Unsupported;
     };

@@ -13,7 +13,7 @@ use crate::{ENDPOINTS, count, parse};
 
 /// Turns a classification into the TC action, counting it either way.
 #[inline(always)]
-pub fn tc_action(result: Result<(), Counter>, passed: Counter) -> i32 {
+pub(crate) fn tc_action(result: Result<(), Counter>, passed: Counter) -> i32 {
     match result {
         Ok(()) => {
             count(passed);
@@ -27,12 +27,12 @@ pub fn tc_action(result: Result<(), Counter>, passed: Counter) -> i32 {
 }
 
 #[inline(always)]
-pub fn try_from_container(ctx: &TcContext) -> Result<(), Counter> {
+pub(crate) fn try_from_container(ctx: &TcContext) -> Result<(), Counter> {
     classify(ctx, isolation::from_container)
 }
 
 #[inline(always)]
-pub fn try_to_container(ctx: &TcContext) -> Result<(), Counter> {
+pub(crate) fn try_to_container(ctx: &TcContext) -> Result<(), Counter> {
     classify(ctx, isolation::to_container)
 }
 

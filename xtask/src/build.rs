@@ -11,20 +11,20 @@ use crate::util::{self, header, run_loud};
 ///
 /// Checks the prerequisites first and installs only what is missing.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Build with the release profile (target/release/weave).
     #[arg(long)]
     pub release: bool,
 }
 
 /// Runs setup, builds, and returns the path of the `weave` binary.
-pub fn run(args: Args) -> Result<PathBuf> {
+pub(crate) fn run(args: Args) -> Result<PathBuf> {
     setup::ensure(true)?;
     build(args.release)
 }
 
 /// `cargo build -p weave-agent`; returns the path of the `weave` binary.
-pub fn build(release: bool) -> Result<PathBuf> {
+pub(crate) fn build(release: bool) -> Result<PathBuf> {
     header(&format!(
         "build: weave ({})",
         if release { "release" } else { "debug" }

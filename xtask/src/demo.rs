@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use weave_tests::report::{self, Summary};
 use weave_tests::{Cluster, Host, IMAGE, LAN_NET};
 
@@ -15,7 +15,7 @@ use crate::util::{self, header};
 /// Prefix of the demo's namespaces and directories: `wvdemo-lan`, `wvdemo-h1`...
 const PREFIX: &str = "wvdemo";
 /// How long the mesh may take to form.
-const CONVERGE: Duration = Duration::from_secs(60);
+const CONVERGE: Duration = Duration::from_mins(1);
 /// Attempts per cell of the ping matrix (`ping -c 1 -W 1` each).
 const PING_ATTEMPTS: usize = 3;
 
@@ -23,20 +23,20 @@ const PING_ATTEMPTS: usize = 3;
 ///
 /// Creates a simulated LAN (namespace wvdemo-lan with a bridge) and three hosts on it
 /// (namespaces wvdemo-h1..h3, eth0 192.168.250.1-3/24), each with its own dockerd and busybox
-/// image. Then plays the scenario: h1 `weave launch`; h2 `weave launch` and `weave connect
-/// <h1>`; h3 `weave launch <h2>`; the three converge to a full mesh. Then `weave run`s
+/// image. Then plays the scenario: h1 `weave launch`; h2 `weave launch` and
+/// `weave connect <h1>`; h3 `weave launch <h2>`; the three converge to a full mesh. Then `weave run`s
 /// containers on each host, with explicit addresses (10.0.1.x/24, 10.0.2.x/24) and automatic
 /// ones (from the range the peers share through the IPAM ring), and prints a matrix of who
 /// pings whom across hosts. Everything is removed at the end,
 /// also on Ctrl-C. Needs root.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Build and run the release profile.
     #[arg(long)]
     release: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     if !weave_tests::is_root() {
         bail!(
             "cargo xtask demo must run as root: it creates network namespaces, starts dockerd and loads BPF programs"
@@ -123,7 +123,7 @@ fn lan_addr(host: &Host) -> String {
 /// Polls until `host` knows `peers` peers and is connected to exactly the
 /// hosts named in `with`.
 fn wait_connected(host: &Host, peers: usize, with: &[&str]) -> Result<()> {
-    let want: BTreeSet<String> = with.iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = with.iter().map(ToString::to_string).collect();
     weave_tests::wait_for(
         &format!(
             "{} to know {peers} peers, connected to {want:?}",

@@ -5,21 +5,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use crate::util::{self, header, run_loud};
 
-/// Run the fuzz targets (fuzz/fuzz_targets/) with cargo fuzz, for a bounded time each.
+/// Run the fuzz targets (`fuzz/fuzz_targets/`) with cargo fuzz, for a bounded time each.
 ///
 /// Needs rustup's nightly toolchain (without it, the default toolchain with
-/// RUSTC_BOOTSTRAP=1) and cargo-fuzz, which is installed if missing
+/// `RUSTC_BOOTSTRAP=1`) and cargo-fuzz, which is installed if missing
 /// (`cargo install cargo-fuzz --locked`). Each target starts from fuzz/corpus/<target>/
 /// and fuzz/regressions/<target>/; what it finds is kept in fuzz/work/ (not committed;
 /// see --merge). A crash ends that target: its input is copied to
 /// fuzz/regressions/<target>/, where `cargo xtask test` replays it until it is fixed,
 /// and the task fails after the summary.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Seconds to fuzz each target.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
@@ -45,7 +45,7 @@ struct Report {
     log: PathBuf,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     let fuzz_dir = util::workspace_root().join("fuzz");
     let all = targets(&fuzz_dir)?;
     let targets = if args.targets.is_empty() {
@@ -130,7 +130,7 @@ pub fn run(args: Args) -> Result<()> {
     )
 }
 
-/// The targets: the files in fuzz/fuzz_targets/, sorted.
+/// The targets: the files in `fuzz/fuzz_targets/`, sorted.
 fn targets(fuzz_dir: &Path) -> Result<Vec<String>> {
     let dir = fuzz_dir.join("fuzz_targets");
     let mut names: Vec<String> = fs::read_dir(&dir)
@@ -161,16 +161,16 @@ impl Toolchain {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
         if installed.lines().any(|l| l.starts_with("nightly")) {
-            Toolchain::Nightly
+            Self::Nightly
         } else {
-            Toolchain::Bootstrap
+            Self::Bootstrap
         }
     }
 
-    fn describe(&self) -> &'static str {
+    const fn describe(&self) -> &'static str {
         match self {
-            Toolchain::Nightly => "toolchain: rustup's nightly",
-            Toolchain::Bootstrap => {
+            Self::Nightly => "toolchain: rustup's nightly",
+            Self::Bootstrap => {
                 "toolchain: no rustup nightly; the default toolchain with RUSTC_BOOTSTRAP=1"
             }
         }
@@ -189,10 +189,10 @@ impl Toolchain {
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("CARGO_BUILD_TARGET_DIR");
         match self {
-            Toolchain::Nightly => {
+            Self::Nightly => {
                 cargo.arg("+nightly");
             }
-            Toolchain::Bootstrap => {
+            Self::Bootstrap => {
                 cargo.env("RUSTC_BOOTSTRAP", "1");
             }
         }

@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod demo;
 mod fuzz;
+mod lint;
 mod run;
 mod setup;
 mod soak;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Project tasks for weave-rs: set up this machine, build, test, run the agent, show the demo, benchmark, soak.
+/// Project tasks for weave-rs: set up this machine, build, test, lint, run the agent, show the demo, benchmark, soak.
 #[derive(Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
 struct Cli {
@@ -35,6 +36,7 @@ enum Task {
     Demo(demo::Args),
     Bench(bench::Args),
     Fuzz(fuzz::Args),
+    Lint(lint::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::Lint(args) => lint::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@ use crate::util::{self, describe, header};
 
 /// Build, then run `weave launch --foreground [ARGS]` on this host (as root; Ctrl-C stops it).
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Build and run the release profile.
     #[arg(long)]
     release: bool,
@@ -17,7 +17,7 @@ pub struct Args {
     launch_args: Vec<String>,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     let weave = build::run(build::Args {
         release: args.release,
     })?;

@@ -16,7 +16,7 @@ use crate::util::{self, header, run_loud};
 /// again changes nothing. A rustup nightly with rust-src is accepted instead of
 /// Debian's rustc. Elsewhere it stops and lists exactly what is missing.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Only check and report; install nothing (fails if something is missing).
     #[arg(long)]
     check: bool,
@@ -103,12 +103,12 @@ const PACKAGES: &[Package] = &[
 const BPF_LINKER_VERSION: &str = "~0.13";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     ensure(!args.check)
 }
 
 /// Checks everything; installs what is missing when `install` is set.
-pub fn ensure(install: bool) -> Result<()> {
+pub(crate) fn ensure(install: bool) -> Result<()> {
     header("setup: checking prerequisites");
     let dpkg = util::find("dpkg-query").is_some();
     let apt = util::find("apt-get").is_some();
@@ -306,7 +306,7 @@ fn apt_install(names: &[&str]) -> Result<()> {
 }
 
 fn set_executable(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use weave_tests::convergence::REJOIN;
 use weave_tests::{Cluster, Host};
 
@@ -33,7 +33,7 @@ const RSS_SLACK_KIB: u64 = 4 * 1024;
 /// by more than 4 MiB after the warm-up. Not part of `cargo xtask test`. Everything is removed
 /// at the end, also on failure or Ctrl-C. Needs root.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// How long to soak, in minutes.
     #[arg(long, default_value_t = 10)]
     minutes: u64,
@@ -45,7 +45,7 @@ pub struct Args {
     release: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     if !weave_tests::is_root() {
         bail!(
             "cargo xtask soak must run as root: it creates network namespaces, starts dockerd and loads BPF programs"

@@ -9,11 +9,11 @@ use crate::{build, setup};
 ///
 /// Needs root: the integration tests create network namespaces, start a dockerd per
 /// simulated host, and load BPF programs. They run one at a time against the freshly
-/// built `weave` (passed to them as WEAVE_BIN), with agents on the plain data
+/// built `weave` (passed to them as `WEAVE_BIN`), with agents on the plain data
 /// plane; then the multi-host and encryption suites run again on the xdp
-/// data plane (WEAVE_TEST_DATAPLANE=xdp).
+/// data plane (`WEAVE_TEST_DATAPLANE=xdp`).
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Build and test with the release profile.
     #[arg(long)]
     release: bool,
@@ -22,7 +22,7 @@ pub struct Args {
     test_args: Vec<String>,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     if !weave_tests::is_root() {
         bail!(
             "\n\n    *** cargo xtask test must run as ROOT ***\n\n    The integration tests create network \

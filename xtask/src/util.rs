@@ -4,10 +4,10 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 /// The workspace root (parent of `xtask/`).
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask/ has a parent")
@@ -15,7 +15,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` if set, else `<workspace>/target`.
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         Some(dir) => {
             let dir = PathBuf::from(dir);
@@ -32,24 +32,27 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The `weave` binary of a build profile.
-pub fn weave_path(release: bool) -> PathBuf {
+pub(crate) fn weave_path(release: bool) -> PathBuf {
     target_dir()
         .join(if release { "release" } else { "debug" })
         .join("weave")
 }
 
 /// `$CARGO_HOME/bin` (default `~/.cargo/bin`), where `cargo install` puts bpf-linker.
-pub fn cargo_bin_dir() -> PathBuf {
+pub(crate) fn cargo_bin_dir() -> PathBuf {
     std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
-        })
+        .map_or_else(
+            || {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                    .join(".cargo")
+            },
+            PathBuf::from,
+        )
         .join("bin")
 }
 
 /// PATH with `$CARGO_HOME/bin` in front (for bpf-linker), unless it is there already.
-pub fn path_with_cargo_bin() -> OsString {
+pub(crate) fn path_with_cargo_bin() -> OsString {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let bin = cargo_bin_dir();
     if std::env::split_paths(&path).any(|p| p == bin) {
@@ -60,7 +63,7 @@ pub fn path_with_cargo_bin() -> OsString {
 
 /// A cargo command (the cargo that runs xtask) in the workspace root, with
 /// `$CARGO_HOME/bin` on PATH.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(workspace_root())
         .env("PATH", path_with_cargo_bin());
@@ -68,14 +71,14 @@ pub fn cargo() -> Command {
 }
 
 /// A git command in the workspace root.
-pub fn git() -> Command {
+pub(crate) fn git() -> Command {
     let mut c = Command::new("git");
     c.current_dir(workspace_root());
     c
 }
 
 /// Prints `$ command` and runs it with inherited stdio; fails unless it succeeds.
-pub fn run_loud(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run_loud(cmd: &mut Command) -> Result<()> {
     let line = describe(cmd);
     println!("$ {line}");
     let status = cmd
@@ -88,7 +91,7 @@ pub fn run_loud(cmd: &mut Command) -> Result<()> {
 }
 
 /// The command line of `cmd`, with the environment it sets in front.
-pub fn describe(cmd: &Command) -> String {
+pub(crate) fn describe(cmd: &Command) -> String {
     let env = cmd
         .get_envs()
         .filter(|(k, _)| *k != "PATH")
@@ -100,23 +103,28 @@ pub fn describe(cmd: &Command) -> String {
 }
 
 /// Prints a section header.
-pub fn header(text: &str) {
+pub(crate) fn header(text: &str) {
     println!("==> {text}");
 }
 
 /// Finds `name` on PATH (and in the sbin directories).
-pub fn find(name: &str) -> Option<PathBuf> {
+pub(crate) fn find(name: &str) -> Option<PathBuf> {
     weave_tests::find_program(name)
 }
 
 /// From now on SIGINT and SIGTERM only mark the run as interrupted
 /// ([`weave_tests::interrupt`]): the task stops at its next step and its guards
 /// clean up, instead of the process dying with everything left behind.
-pub fn catch_interrupts() {
+pub(crate) fn catch_interrupts() {
     extern "C" fn on_signal(_: libc::c_int) {
         weave_tests::interrupt();
     }
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    #[expect(
+        clippy::fn_to_numeric_cast_any,
+        reason = "signal(2) takes the handler as an integer (sighandler_t)"
+    )]
+    let handler = handler as libc::sighandler_t;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, handler);

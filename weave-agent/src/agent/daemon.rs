@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -15,7 +15,7 @@ use crate::config::{LaunchOptions, Paths};
 
 /// How long a launch waits for the lock of an agent that is still exiting:
 /// a killed agent can be gone from `ps` before the kernel has closed all
-/// its files (seen with its AF_XDP and packet sockets), and the lock goes
+/// its files (seen with its `AF_XDP` and packet sockets), and the lock goes
 /// only with the last of them.
 const EXITING_AGENT_GRACE: Duration = Duration::from_secs(10);
 const LOCK_POLL: Duration = Duration::from_millis(50);
@@ -92,7 +92,7 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
             _ = tick.tick() => agent.tick().await,
             Some((request, reply)) = requests.recv() => {
                 let (response, next) = agent.handle(request).await;
-                if let Next::Stop = next {
+                if matches!(next, Next::Stop) {
                     agent.shutdown().await;
                     let _ = reply.send(response);
                     break;

@@ -1,19 +1,19 @@
 //! Which data plane carries frames between hosts (`weave launch
-//! --dataplane auto|xdp|plain`), and why: `auto` takes the AF_XDP path when
+//! --dataplane auto|xdp|plain`), and why: `auto` takes the `AF_XDP` path when
 //! it starts here and falls back to the plain one with the reason logged and
 //! shown in `weave status`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::Context as _;
 
 use crate::config::{DATAPATH_END, DataplaneChoice};
-use crate::dataplane::Classifier;
+use crate::ebpf::Classifier;
 use crate::overlay::{Overlay, PlainConfig, PlainOverlay, XdpConfig, XdpOverlay};
 
 /// The running data plane and the line `weave status` shows for it.
-pub struct Selected {
+pub(super) struct Selected {
     pub overlay: Arc<dyn Overlay>,
     pub reason: String,
 }
@@ -21,7 +21,7 @@ pub struct Selected {
 /// Attaches the datapath program in the mode the choice needs and starts
 /// the data plane. Called before the datapath port is up. Both data planes
 /// seal frames in password mode, in the same wire format.
-pub fn start(
+pub(super) fn start(
     choice: DataplaneChoice,
     classifier: &mut Classifier,
     udp_listen: SocketAddr,

@@ -1,7 +1,7 @@
 //! Attaching containers to the bridge and detaching them: `run`, `attach`,
 //! `detach`, and keeping the records true across restarts and deaths.
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context as _, anyhow, bail};
 use ipnet::Ipv4Net;
 use weave_common::{Endpoint, EndpointAddr, MAX_ENDPOINT_ADDRS};
 
@@ -181,14 +181,13 @@ impl Agent {
     }
 
     pub(super) async fn detach(&mut self, docker: &str, container: &str) -> anyhow::Result<Reply> {
-        let i = match self.find(container) {
-            Some(i) => i,
-            None => {
-                // Not ours by id or name; ask Docker, for a clear answer.
-                let info = Docker::connect(docker).await?.inspect(container).await?;
-                self.find(&info.id)
-                    .ok_or_else(|| anyhow!("container {container} is not attached to weave"))?
-            }
+        let i = if let Some(i) = self.find(container) {
+            i
+        } else {
+            // Not ours by id or name; ask Docker, for a clear answer.
+            let info = Docker::connect(docker).await?.inspect(container).await?;
+            self.find(&info.id)
+                .ok_or_else(|| anyhow!("container {container} is not attached to weave"))?
         };
         self.forget_endpoint(i).await?;
         Ok(Reply::Detached)

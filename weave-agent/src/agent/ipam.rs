@@ -32,14 +32,14 @@ use crate::peer_name::PeerName;
 use crate::status::{IpamPeerStatus, IpamStatus};
 
 /// How long `run`/`attach` wait for consensus or for a donation.
-pub const WAIT_FOR_SPACE: Duration = Duration::from_secs(30);
+pub(super) const WAIT_FOR_SPACE: Duration = Duration::from_secs(30);
 /// How often a waiting request asks again.
 const ASK_EVERY: Duration = Duration::from_secs(2);
 /// How often the ring is gossiped to the neighbours even when unchanged.
-pub const RING_GOSSIP_EVERY: Duration = Duration::from_secs(3);
+pub(super) const RING_GOSSIP_EVERY: Duration = Duration::from_secs(3);
 /// IPAM messages queued from the mesh to the agent; more are dropped (and
 /// counted by the mesh).
-pub const INBOX: usize = 256;
+pub(super) const INBOX: usize = 256;
 
 /// This peer's part of IP allocation.
 pub(super) struct PeerIpam {
@@ -80,7 +80,7 @@ impl PeerIpam {
         default_subnet: Ipv4Net,
         has_targets: bool,
     ) -> Self {
-        PeerIpam {
+        Self {
             me,
             outside: Allocator::new(ring.range(), default_subnet),
             ring,
@@ -348,7 +348,7 @@ impl Agent {
                  unreachable ({}): use 'weave rmpeer' if they are dead",
                 donors
                     .iter()
-                    .map(|d| d.to_string())
+                    .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -595,18 +595,10 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mac::Mac;
-
-    fn peer(i: u8) -> PeerName {
-        PeerName(Mac([2, 0, 0, 0, 0, i]))
-    }
-
-    fn net(s: &str) -> Ipv4Net {
-        s.parse().unwrap()
-    }
+    use crate::ipam::test_support::{DEFAULT, net, peer};
 
     fn ipam(me: u8, has_targets: bool) -> PeerIpam {
-        let range = net("10.32.0.0/12");
+        let range = net(DEFAULT);
         PeerIpam::new(peer(me), Ring::new(range).unwrap(), range, has_targets)
     }
 

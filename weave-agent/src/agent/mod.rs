@@ -13,7 +13,7 @@ pub use daemon::run_foreground;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use ipnet::Ipv4Net;
 use tokio::sync::mpsc;
 
@@ -22,7 +22,7 @@ use crate::config::{
     BRIDGE, DATAPATH_BRIDGE_END, DATAPATH_END, FALLBACK_UNDERLAY_MTU, LaunchOptions, Paths,
     VXLAN_OVERHEAD,
 };
-use crate::dataplane::Classifier;
+use crate::ebpf::Classifier;
 use crate::ipam::{IpamPacket, Ring};
 use crate::mesh::noise::Psk;
 use crate::mesh::{Mesh, MeshConfig};
@@ -71,7 +71,7 @@ impl Agent {
         let saved = state::load(&paths.state_file())?;
         let peer_name = options
             .name
-            .or(saved.as_ref().map(|s| s.peer_name))
+            .or_else(|| saved.as_ref().map(|s| s.peer_name))
             .unwrap_or_else(PeerName::random);
         let nickname = options.nickname.clone().unwrap_or_else(|| {
             nix::unistd::gethostname()
@@ -183,7 +183,7 @@ impl Agent {
         mesh_config.mtu = mtu;
         let encrypted = psk.is_some();
         mesh_config.psk = psk;
-        let mesh = match Mesh::start(mesh_config, overlay.clone()).await {
+        let mesh = match Mesh::start(mesh_config, Arc::clone(&overlay)).await {
             Ok(mesh) => mesh,
             Err(e) => {
                 overlay.stop();
@@ -197,7 +197,7 @@ impl Agent {
             options.default_subnet(),
             !targets.is_empty(),
         );
-        let mut agent = Agent {
+        let mut agent = Self {
             paths,
             peer_name,
             nickname,
@@ -306,18 +306,17 @@ impl Agent {
     }
 
     async fn status(&self) -> Status {
-        let counters = self
-            .classifier
-            .counters()
-            .map(|c| {
+        let counters = self.classifier.counters().map_or_else(
+            |e| {
+                tracing::warn!(error = %e, "reading eBPF counters");
+                Vec::new()
+            },
+            |c| {
                 c.into_iter()
                     .map(|(k, v)| (k.name().to_string(), v))
                     .collect()
-            })
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "reading eBPF counters");
-                Vec::new()
-            });
+            },
+        );
         Status {
             version: format!("weave-rs {}", env!("CARGO_PKG_VERSION")),
             encryption: self.encrypted,

@@ -1,6 +1,6 @@
 //! The CLI's side of the control socket: blocking, one request per connection.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use super::{MAX_MESSAGE_BYTES, Reply, Request, Response};
 
 /// Long enough for Docker to create and start a container, behind the
 /// requests queued before it (each waits its turn at the agent).
-const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+const REPLY_TIMEOUT: Duration = Duration::from_mins(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -22,7 +22,7 @@ pub struct DetachArgs {
     container: String,
 }
 
-pub fn attach(paths: &Paths, args: AttachArgs) -> anyhow::Result<()> {
+pub(super) fn attach(paths: &Paths, args: AttachArgs) -> anyhow::Result<()> {
     let (addrs, rest) = parse_addr_requests(&args.args)?;
     let [container] = rest else {
         bail!("attach takes addresses followed by exactly one container");
@@ -42,7 +42,7 @@ pub fn attach(paths: &Paths, args: AttachArgs) -> anyhow::Result<()> {
     }
 }
 
-pub fn detach(paths: &Paths, args: DetachArgs) -> anyhow::Result<()> {
+pub(super) fn detach(paths: &Paths, args: DetachArgs) -> anyhow::Result<()> {
     client::call(
         &paths.socket,
         &Request::Detach {

@@ -18,12 +18,12 @@ pub struct ForgetArgs {
     peers: Vec<String>,
 }
 
-pub fn connect(paths: &Paths, args: ConnectArgs) -> anyhow::Result<()> {
+pub(super) fn connect(paths: &Paths, args: ConnectArgs) -> anyhow::Result<()> {
     client::call(&paths.socket, &Request::Connect { peers: args.peers })?;
     Ok(())
 }
 
-pub fn forget(paths: &Paths, args: ForgetArgs) -> anyhow::Result<()> {
+pub(super) fn forget(paths: &Paths, args: ForgetArgs) -> anyhow::Result<()> {
     client::call(&paths.socket, &Request::Forget { peers: args.peers })?;
     Ok(())
 }

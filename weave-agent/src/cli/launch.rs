@@ -1,12 +1,12 @@
 //! `weave launch`: start the agent on this host.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 
 use crate::api::{Reply, Request, client};
 use crate::config::{LaunchOptions, Password, Paths};
@@ -26,7 +26,7 @@ pub struct Args {
     options: LaunchOptions,
 }
 
-pub fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
+pub(super) fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
     args.options.validate().map_err(anyhow::Error::msg)?;
     let password = args.options.password().map_err(anyhow::Error::msg)?;
     if client::is_running(&paths.socket) {
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn password_options_never_reach_the_agents_command_line() {
-        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let args = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(
             without_password(args(&[
                 "--password",

@@ -21,7 +21,7 @@ use crate::config::Paths;
 /// are isolated by subnet. Peers gossip over TCP 6783 and carry frames as
 /// VXLAN over UDP 6784.
 ///
-/// Environment: WEAVE_SOCKET, WEAVE_STATE_DIR and DOCKER_HOST set the agent's
+/// Environment: `WEAVE_SOCKET`, `WEAVE_STATE_DIR` and `DOCKER_HOST` set the agent's
 /// control socket, state directory and Docker endpoint (one set per agent when
 /// several run side by side as simulated hosts).
 #[derive(Parser, Debug)]

@@ -7,9 +7,9 @@ use crate::config::Paths;
 
 /// List attached containers: short id, MAC, addresses.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args;
 
-pub fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
+pub(super) fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
     match client::call(&paths.socket, &Request::Ps)? {
         Reply::Ps(entries) => {
             for entry in entries {

@@ -1,6 +1,6 @@
 //! `weave reset`: remove everything weave created on this host.
 
-use anyhow::Context;
+use anyhow::Context as _;
 
 use crate::api::{Reply, Request, client};
 use crate::config::{BRIDGE, CONTAINER_PORT_PREFIX, DATAPATH_BRIDGE_END, DATAPATH_END, Paths};
@@ -12,9 +12,9 @@ use crate::netlink::Netlink;
 /// eBPF programs go with the agent, the ports they were attached to, and
 /// their pins in bpffs.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args;
 
-pub fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
+pub(super) fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
     if client::is_running(&paths.socket) {
         // Its containers lose their addresses below: all of its space is free.
         match client::call(&paths.socket, &Request::Leave) {
@@ -31,7 +31,7 @@ pub fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(remove_links())?;
     // The classifier links a killed agent left pinned.
-    crate::dataplane::remove_namespace_pins().context("removing the pinned eBPF links")?;
+    crate::ebpf::remove_namespace_pins().context("removing the pinned eBPF links")?;
     for file in [&paths.socket, &paths.lock_file()] {
         match std::fs::remove_file(file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

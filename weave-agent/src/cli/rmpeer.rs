@@ -14,7 +14,7 @@ pub struct Args {
     peer: String,
 }
 
-pub fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
+pub(super) fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
     if let Reply::Message(text) = client::call(&paths.socket, &Request::RmPeer { peer: args.peer })?
     {
         println!("{text}");

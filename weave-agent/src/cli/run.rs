@@ -28,7 +28,7 @@ pub struct Args {
     args: Vec<String>,
 }
 
-pub fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
+pub(super) fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
     let (addrs, docker_args) = parse_addr_requests(&args.args)?;
     let spec = Box::new(parse_run_args(docker_args)?);
     match client::call(

@@ -39,7 +39,7 @@ enum Section {
     Ipam,
 }
 
-pub fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
+pub(super) fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
     let Reply::Status(status) = client::call(&paths.socket, &Request::Status)? else {
         bail!("unexpected reply from the agent");
     };

@@ -13,9 +13,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Stop the weave agent. Containers keep their interfaces and addresses;
 /// the bridge forwards nothing until the next `weave launch`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args;
 
-pub fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
+pub(super) fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
     match client::call(&paths.socket, &Request::Stop) {
         Ok(_) | Err(client::ClientError::Garbled(_)) => wait_until_gone(paths),
         Err(e) => Err(e.into()),
@@ -23,7 +23,7 @@ pub fn run(paths: &Paths, _args: Args) -> anyhow::Result<()> {
 }
 
 /// The agent is gone once nothing answers and its lock is free.
-pub fn wait_until_gone(paths: &Paths) -> anyhow::Result<()> {
+pub(super) fn wait_until_gone(paths: &Paths) -> anyhow::Result<()> {
     let deadline = Instant::now() + STOP_TIMEOUT;
     while client::is_running(&paths.socket) || lock_held(&paths.lock_file()) {
         if Instant::now() > deadline {

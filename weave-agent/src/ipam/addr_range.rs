@@ -21,7 +21,7 @@ pub struct AddrRange {
 impl AddrRange {
     pub fn new(start: u32, end: u32) -> Self {
         debug_assert!(start <= end, "range {start}..{end} is reversed");
-        AddrRange { start, end }
+        Self { start, end }
     }
 
     /// Every address of `net`, network and broadcast included; `None` when it
@@ -29,7 +29,7 @@ impl AddrRange {
     pub fn of_net(net: Ipv4Net) -> Option<Self> {
         let start = u32::from(net.network());
         let end = u32::from(net.broadcast()).checked_add(1)?;
-        Some(AddrRange { start, end })
+        Some(Self { start, end })
     }
 
     /// The addresses of `net` that may be given to a container: all but the
@@ -39,31 +39,31 @@ impl AddrRange {
         Some(if net.prefix_len() >= 31 {
             all
         } else {
-            AddrRange::new(all.start + 1, all.end - 1)
+            Self::new(all.start + 1, all.end - 1)
         })
     }
 
-    pub fn len(&self) -> u32 {
+    pub const fn len(&self) -> u32 {
         self.end - self.start
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub const fn is_empty(&self) -> bool {
         self.start == self.end
     }
 
-    pub fn contains(&self, addr: u32) -> bool {
+    pub const fn contains(&self, addr: u32) -> bool {
         self.start <= addr && addr < self.end
     }
 
     /// Whether every address of `other` is in `self`.
-    pub fn covers(&self, other: &AddrRange) -> bool {
+    pub const fn covers(&self, other: &Self) -> bool {
         self.start <= other.start && other.end <= self.end
     }
 
-    pub fn intersect(&self, other: &AddrRange) -> Option<AddrRange> {
+    pub fn intersect(&self, other: &Self) -> Option<Self> {
         let start = self.start.max(other.start);
         let end = self.end.min(other.end);
-        (start < end).then_some(AddrRange { start, end })
+        (start < end).then_some(Self { start, end })
     }
 
     pub fn first(&self) -> Ipv4Addr {
@@ -102,13 +102,17 @@ impl fmt::Display for AddrRange {
 pub(crate) mod dotted {
     use std::net::Ipv4Addr;
 
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize as _, Deserializer, Serialize as _, Serializer};
 
-    pub fn serialize<S: Serializer>(addr: &u32, s: S) -> Result<S::Ok, S::Error> {
+    #[expect(
+        clippy::trivially_copy_pass_by_ref,
+        reason = "serde's serialize_with passes a reference"
+    )]
+    pub(crate) fn serialize<S: Serializer>(addr: &u32, s: S) -> Result<S::Ok, S::Error> {
         Ipv4Addr::from(*addr).serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         Ipv4Addr::deserialize(d).map(u32::from)
     }
 }

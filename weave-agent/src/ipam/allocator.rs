@@ -36,11 +36,11 @@ impl Allocator {
         }
     }
 
-    pub fn range(&self) -> Ipv4Net {
+    pub const fn range(&self) -> Ipv4Net {
         self.range
     }
 
-    pub fn default_subnet(&self) -> Ipv4Net {
+    pub const fn default_subnet(&self) -> Ipv4Net {
         self.default_subnet
     }
 

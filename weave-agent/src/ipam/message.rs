@@ -57,8 +57,8 @@ pub enum BadPacket {
 
 impl IpamPacket {
     /// A packet for the neighbours.
-    pub fn gossip(src: PeerName, body: IpamMessage) -> Self {
-        IpamPacket {
+    pub const fn gossip(src: PeerName, body: IpamMessage) -> Self {
+        Self {
             src,
             dst: None,
             hops: 0,
@@ -67,8 +67,8 @@ impl IpamPacket {
     }
 
     /// A packet routed to `dst`.
-    pub fn to(src: PeerName, dst: PeerName, body: IpamMessage) -> Self {
-        IpamPacket {
+    pub const fn to(src: PeerName, dst: PeerName, body: IpamMessage) -> Self {
+        Self {
             src,
             dst: Some(dst),
             hops: 0,

@@ -1,10 +1,12 @@
 //! IP address management.
 //!
-//! Today the agent hands out addresses from the allocation range on its own
-//! ([`Allocator`]). The cross-host core is here beside it, pure and not yet
-//! wired in: the [`Ring`] says which peer owns which part of the range (a
-//! CRDT gossiped between peers), and each peer's [`Space`] says which of the
-//! addresses it owns it has handed out.
+//! The pure core, without I/O: the [`Ring`] says which peer owns which part
+//! of the allocation range (a CRDT gossiped between peers), and each peer's
+//! [`Space`] says which of the addresses it owns it has handed out. The agent
+//! drives them (`agent/ipam.rs`): it claims or asks for space on the ring,
+//! gossips the ring through the mesh, and allocates from its own space. The
+//! [`Allocator`] covers only addresses outside the allocation range, which
+//! are this host's alone.
 
 mod addr_range;
 mod allocator;
@@ -14,6 +16,8 @@ mod ring;
 #[cfg(test)]
 mod sim_tests;
 mod space;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use addr_range::AddrRange;
 pub use allocator::{Allocator, IpamError};

@@ -19,9 +19,9 @@ pub enum AddrRequest {
 impl fmt::Display for AddrRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AddrRequest::Explicit(net) => write!(f, "{net}"),
-            AddrRequest::Subnet(net) => write!(f, "net:{net}"),
-            AddrRequest::Default => write!(f, "net:default"),
+            Self::Explicit(net) => write!(f, "{net}"),
+            Self::Subnet(net) => write!(f, "net:{net}"),
+            Self::Default => write!(f, "net:default"),
         }
     }
 }
@@ -86,7 +86,7 @@ mod tests {
     use super::*;
 
     fn args(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+        v.iter().map(ToString::to_string).collect()
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Entry {
     /// Whether this entry wins over `other` (same token) in a merge: larger
     /// `(version, peer, free)`, so that two entries never tie and the merge
     /// stays commutative even for a peer that misbehaves.
-    pub fn supersedes(&self, other: &Entry) -> bool {
+    pub fn supersedes(&self, other: &Self) -> bool {
         (self.version, self.peer, self.free) > (other.version, other.peer, other.free)
     }
 }
@@ -204,7 +204,7 @@ impl Ring {
         if AddrRange::of_net(range).is_none() {
             return Err(RingError::BadRange(range));
         }
-        Ok(Ring {
+        Ok(Self {
             range,
             ring_id: None,
             entries: Vec::new(),
@@ -238,7 +238,7 @@ impl Ring {
         Ok(())
     }
 
-    pub fn range(&self) -> Ipv4Net {
+    pub const fn range(&self) -> Ipv4Net {
         self.range
     }
 
@@ -255,15 +255,15 @@ impl Ring {
         self.addr_range().len()
     }
 
-    pub fn ring_id(&self) -> Option<u64> {
+    pub const fn ring_id(&self) -> Option<u64> {
         self.ring_id
     }
 
-    pub fn is_initialised(&self) -> bool {
+    pub const fn is_initialised(&self) -> bool {
         self.ring_id.is_some()
     }
 
-    pub fn identity(&self) -> RingIdentity {
+    pub const fn identity(&self) -> RingIdentity {
         RingIdentity {
             ring_id: self.ring_id,
             range: self.range,
@@ -284,7 +284,7 @@ impl Ring {
         let end = self
             .entries
             .get(i + 1)
-            .map_or(self.addr_range().end, |next| next.token);
+            .map_or_else(|| self.addr_range().end, |next| next.token);
         AddrRange::new(self.entries[i].token, end)
     }
 
@@ -560,7 +560,7 @@ impl Ring {
     /// space: see the module documentation. On error nothing changes.
     pub fn merge(
         &mut self,
-        other: &Ring,
+        other: &Self,
         me: PeerName,
         space: &Space,
     ) -> Result<RingMerge, RingError> {
@@ -578,7 +578,7 @@ impl Ring {
         match self.ring_id {
             None => {
                 self.ring_id = Some(theirs_id);
-                self.entries = other.entries.clone();
+                self.entries.clone_from(&other.entries);
                 return Ok(RingMerge {
                     changed: true,
                     refused: Vec::new(),
@@ -740,7 +740,7 @@ fn best_block_in(
         let mut s = a.next_multiple_of(size);
         while s + size <= b {
             let buddy = s ^ size;
-            let buddy_ok = buddy + size <= u64::from(u32::MAX)
+            let buddy_ok = u32::try_from(buddy + size).is_ok()
                 && owned
                     .iter()
                     .any(|o| o.covers(&AddrRange::new(buddy as u32, (buddy + size) as u32)));
@@ -760,25 +760,7 @@ fn best_block_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mac::Mac;
-
-    fn peer(i: u8) -> PeerName {
-        PeerName(Mac([2, 0, 0, 0, 0, i]))
-    }
-
-    fn net(s: &str) -> Ipv4Net {
-        s.parse().unwrap()
-    }
-
-    fn ip(s: &str) -> u32 {
-        u32::from(s.parse::<Ipv4Addr>().unwrap())
-    }
-
-    fn range(s: &str) -> AddrRange {
-        AddrRange::of_net(net(s)).unwrap()
-    }
-
-    const DEFAULT: &str = "10.32.0.0/12";
+    use crate::ipam::test_support::{DEFAULT, net, peer, range, token};
 
     #[test]
     fn init_claims_the_whole_range() {
@@ -792,7 +774,7 @@ mod tests {
         assert_eq!(shares.len(), 1);
         assert_eq!(shares[0].addresses, 1 << 20);
         assert_eq!(shares[0].percent_of(r.size()), 100.0);
-        let mut again = r.clone();
+        let mut again = r;
         assert_eq!(
             again.claim_all(peer(2), 8),
             Err(RingError::AlreadyInitialised)
@@ -880,12 +862,18 @@ mod tests {
         let mut space = Space::new();
         space.allocate(&r, peer(1), net("10.9.0.0/30")).unwrap();
         let given = r.donate(peer(1), peer(2), net("10.9.0.0/30"), &space);
-        assert_eq!(given, Some(AddrRange::new(ip("10.9.0.2"), ip("10.9.0.4"))));
+        assert_eq!(
+            given,
+            Some(AddrRange::new(token("10.9.0.2"), token("10.9.0.4")))
+        );
         assert_eq!(r.entries().len(), 2);
         // A /31 of two free addresses gives one.
         let mut r = Ring::init_with_id(net("10.9.0.4/31"), peer(1), 7).unwrap();
         let given = r.donate(peer(1), peer(2), net("10.9.0.4/31"), &Space::new());
-        assert_eq!(given, Some(AddrRange::new(ip("10.9.0.5"), ip("10.9.0.6"))));
+        assert_eq!(
+            given,
+            Some(AddrRange::new(token("10.9.0.5"), token("10.9.0.6")))
+        );
         assert_eq!(
             r.donate(peer(1), peer(3), net("10.9.0.4/31"), &Space::new()),
             None
@@ -923,11 +911,11 @@ mod tests {
         let e = ra
             .entries()
             .iter()
-            .find(|e| e.token == ip("10.40.0.0"))
+            .find(|e| e.token == token("10.40.0.0"))
             .unwrap();
         assert!(e.version > TRANSFER_VERSION_BUMP);
         // B's last word (even with its own later free reports) does not undo it.
-        let mut late = before_death.clone();
+        let mut late = before_death;
         let mut b_space = Space::new();
         b_space.allocate(&late, b, net(DEFAULT)).unwrap();
         late.report_free(b, &b_space);
@@ -949,7 +937,7 @@ mod tests {
         let handed = r.leave(b, a);
         assert_eq!(handed, vec![range("10.40.0.0/13")]);
         assert_eq!(
-            r.owned_ranges(a).iter().map(|o| o.len()).sum::<u32>(),
+            r.owned_ranges(a).iter().map(AddrRange::len).sum::<u32>(),
             1 << 20
         );
         assert_eq!(r.shares().len(), 1);
@@ -1003,8 +991,8 @@ mod tests {
     #[test]
     fn malformed_rings_are_refused_and_change_nothing() {
         let base = Ring::init_with_id(net("10.9.0.0/24"), peer(1), 7).unwrap();
-        let entry = |token: &str, v: u32| Entry {
-            token: ip(token),
+        let entry = |at: &str, v: u32| Entry {
+            token: token(at),
             peer: peer(2),
             version: v,
             free: 0,
@@ -1064,11 +1052,11 @@ mod tests {
         let flood = Ring {
             entries: (0..=MAX_ENTRIES as u32)
                 .map(|i| Entry {
-                    token: ip("10.0.0.0") + i,
+                    token: token("10.0.0.0") + i,
                     ..entry("10.9.0.0", 1)
                 })
                 .collect(),
-            ..big.clone()
+            ..big
         };
         let why = Malformed::TooManyEntries(MAX_ENTRIES + 1);
         assert_eq!(flood.validate(), Err(why.clone()));
@@ -1135,7 +1123,7 @@ mod tests {
         space.claim(&ours, a, net("10.9.0.200/24")).unwrap();
         let mut theirs = ours.clone();
         theirs.entries.push(Entry {
-            token: ip("10.9.0.128"),
+            token: token("10.9.0.128"),
             peer: peer(2),
             version: 1,
             free: 0,
@@ -1153,7 +1141,7 @@ mod tests {
         assert!(!out.changed);
         assert_eq!(r, ours);
         // In a part we do not use, it is taken.
-        theirs.entries[1].token = ip("10.9.0.240");
+        theirs.entries[1].token = token("10.9.0.240");
         let out = r.merge(&theirs, a, &space).unwrap();
         assert!(out.changed && out.refused.is_empty());
     }

@@ -14,8 +14,8 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::seq::SliceRandom as _;
+use rand::{Rng as _, SeedableRng as _};
 
 use super::{AddrRange, Ring, Space, SpaceError};
 use crate::mac::Mac;
@@ -64,11 +64,11 @@ struct Stats {
 }
 
 impl std::ops::AddAssign for Stats {
-    fn add_assign(&mut self, o: Stats) {
-        self.allocations += o.allocations;
-        self.donations += o.donations;
-        self.rmpeers += o.rmpeers;
-        self.resets += o.resets;
+    fn add_assign(&mut self, rhs: Self) {
+        self.allocations += rhs.allocations;
+        self.donations += rhs.donations;
+        self.rmpeers += rhs.rmpeers;
+        self.resets += rhs.resets;
     }
 }
 
@@ -97,7 +97,7 @@ impl Sim {
                 alive: true,
             })
             .collect();
-        let mut sim = Sim {
+        let mut sim = Self {
             seed,
             rng,
             range,
@@ -384,7 +384,7 @@ fn simulate(seed: u64, steps: usize) -> Stats {
         }
         assert_eq!(fold(sim.range, &shuffled), converged, "seed {seed}: order");
         let mut groups = Vec::new();
-        let mut rest = &shuffled[..];
+        let mut rest = &*shuffled;
         while !rest.is_empty() {
             let n = sim.rng.random_range(1..=rest.len());
             groups.push(fold(sim.range, &rest[..n]));
@@ -461,7 +461,7 @@ fn merge_is_a_join_even_on_arbitrary_rings() {
                     .map(|_| base + rng.random_range(1..16) * 16)
                     .collect();
                 tokens.push(base);
-                tokens.sort();
+                tokens.sort_unstable();
                 tokens.dedup();
                 let entries: Vec<super::Entry> = tokens
                     .into_iter()

@@ -220,21 +220,7 @@ impl Space {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mac::Mac;
-
-    fn peer(i: u8) -> PeerName {
-        PeerName(Mac([2, 0, 0, 0, 0, i]))
-    }
-
-    fn net(s: &str) -> Ipv4Net {
-        s.parse().unwrap()
-    }
-
-    fn ip(s: &str) -> Ipv4Addr {
-        s.parse().unwrap()
-    }
-
-    const DEFAULT: &str = "10.32.0.0/12";
+    use crate::ipam::test_support::{DEFAULT, ip, net, peer};
 
     /// The behaviour the issue asks for, end to end in the pure core.
     #[test]

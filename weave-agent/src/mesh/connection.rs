@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -118,34 +118,32 @@ pub enum CloseKind {
 
 impl CloseReason {
     pub fn new(kind: CloseKind, detail: impl Into<String>) -> Self {
-        CloseReason {
+        Self {
             kind,
             detail: detail.into(),
         }
     }
 
     fn io(op: &str, e: std::io::Error) -> Self {
-        CloseReason::new(CloseKind::Io, format!("{op}: {e}"))
+        Self::new(CloseKind::Io, format!("{op}: {e}"))
     }
 
     fn wire(e: WireError) -> Self {
         match e {
-            WireError::Oversized { .. } => CloseReason::new(CloseKind::Oversized, e.to_string()),
-            WireError::Garbled(_) => {
-                CloseReason::new(CloseKind::Garbled, sanitize(&e.to_string(), 200))
-            }
+            WireError::Oversized { .. } => Self::new(CloseKind::Oversized, e.to_string()),
+            WireError::Garbled(_) => Self::new(CloseKind::Garbled, sanitize(&e.to_string(), 200)),
         }
     }
 
     fn refused_by_peer(reason: &str) -> Self {
-        CloseReason::new(
+        Self::new(
             CloseKind::RefusedByPeer,
             format!("refused by the peer: {}", sanitize(reason, MAX_REASON)),
         )
     }
 
     fn closed_by_peer(reason: &str) -> Self {
-        CloseReason::new(
+        Self::new(
             CloseKind::Eof,
             format!("closed by the peer: {}", sanitize(reason, MAX_REASON)),
         )
@@ -360,7 +358,7 @@ async fn send_noise(wr: &mut Writer, hs: &mut Handshake) -> Result<(), CloseReas
         .map_err(|e| CloseReason::io("sending the noise handshake", e))
 }
 
-fn kind_of(m: &Message) -> &'static str {
+const fn kind_of(m: &Message) -> &'static str {
     match m {
         Message::Hello(_) => "hello",
         Message::Refuse { .. } => "refuse",
@@ -543,7 +541,7 @@ async fn write_loop(
                 }
                 None => return CloseReason::new(CloseKind::Local, "closed"),
             },
-            _ = tick.tick() => heartbeat.clone(),
+            _ = tick.tick() => Arc::clone(&heartbeat),
         };
         match timeout(timing.dead_after, wr.send(&frame)).await {
             Err(_) => {
@@ -563,7 +561,6 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::mesh::noise;
     use crate::mesh::protocol::PROTOCOL;
 
     fn hello(last: u8) -> Hello {

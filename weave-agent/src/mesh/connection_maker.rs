@@ -43,7 +43,7 @@ pub struct BadTarget {
 
 impl Target {
     /// `host`, `host:port`, `ip`, `ip:port`, `[ipv6]:port` or a bare IPv6 address.
-    pub fn parse(text: &str) -> Result<Target, BadTarget> {
+    pub fn parse(text: &str) -> Result<Self, BadTarget> {
         let bad = |reason: &str| BadTarget {
             target: text.chars().take(300).collect(),
             reason: reason.into(),
@@ -89,7 +89,7 @@ impl Target {
                 return Err(bad("not a host name or IP address"));
             }
         }
-        Ok(Target {
+        Ok(Self {
             host: host.to_ascii_lowercase(),
             port,
         })
@@ -99,7 +99,7 @@ impl Target {
         &self.host
     }
 
-    pub fn port(&self) -> u16 {
+    pub const fn port(&self) -> u16 {
         self.port
     }
 
@@ -132,8 +132,8 @@ pub enum DialKey {
 impl fmt::Display for DialKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DialKey::Target(t) => t.fmt(f),
-            DialKey::Discovered(a) => a.fmt(f),
+            Self::Target(t) => t.fmt(f),
+            Self::Discovered(a) => a.fmt(f),
         }
     }
 }
@@ -149,7 +149,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
+        Self {
             initial: Duration::from_secs(1),
             max: Duration::from_secs(10),
         }
@@ -160,7 +160,7 @@ impl Backoff {
     pub fn delay(&self, failures: u32, unit_random: f64) -> Duration {
         let exp = failures.saturating_sub(1).min(20);
         let base = self.initial.saturating_mul(1 << exp).min(self.max);
-        base.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
+        base.mul_f64(0.5f64.mul_add(unit_random.clamp(0.0, 1.0), 0.5))
     }
 }
 
@@ -209,8 +209,8 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(shown: String, addrs: BTreeSet<SocketAddr>, now: Instant) -> Entry {
-        Entry {
+    const fn new(shown: String, addrs: BTreeSet<SocketAddr>, now: Instant) -> Self {
+        Self {
             shown,
             addrs,
             in_flight: false,
@@ -221,7 +221,7 @@ impl Entry {
         }
     }
 
-    fn waiting(&self) -> bool {
+    const fn waiting(&self) -> bool {
         !self.in_flight && self.connected_since.is_none()
     }
 }
@@ -238,8 +238,8 @@ pub struct ConnectionMaker {
 
 impl ConnectionMaker {
     /// `seed` drives the jitter; any value will do.
-    pub fn new(discovery: bool, backoff: Backoff, seed: u64) -> Self {
-        ConnectionMaker {
+    pub const fn new(discovery: bool, backoff: Backoff, seed: u64) -> Self {
+        Self {
             targets: BTreeMap::new(),
             discovered: BTreeMap::new(),
             discovery,
@@ -248,7 +248,7 @@ impl ConnectionMaker {
         }
     }
 
-    pub fn discovery(&self) -> bool {
+    pub const fn discovery(&self) -> bool {
         self.discovery
     }
 
@@ -585,7 +585,7 @@ mod tests {
             assert_eq!(a.state, AttemptState::Failed);
             assert_eq!(a.last_error.as_deref(), Some("refused"));
             assert_eq!(a.retry_in, Some(delay));
-            assert!(cm.due(at - MS).is_empty());
+            assert!(cm.due(at.checked_sub(MS).unwrap()).is_empty());
             assert_eq!(cm.due(at), vec![key("10.0.0.2")]);
             assert_eq!(cm.attempts(at)[0].state, AttemptState::Retrying);
             now = at;
@@ -621,7 +621,7 @@ mod tests {
         cm.sync(&links[1..], t0 + S);
         let wake = cm.next_wakeup().unwrap();
         assert!(wake > t0 + S && wake <= t0 + 2 * S);
-        assert!(cm.due(wake - MS).is_empty());
+        assert!(cm.due(wake.checked_sub(MS).unwrap()).is_empty());
         assert_eq!(cm.due(wake), vec![key("10.0.0.2")]);
         cm.sync(&[], t0 + 60 * S);
         assert_eq!(cm.due(t0 + 60 * S), vec![key("host3")]);

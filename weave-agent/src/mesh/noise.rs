@@ -8,7 +8,7 @@
 //!   protocol-specific salt (every peer must get the same key without
 //!   talking first): an eavesdropper who records a handshake can only test
 //!   password guesses at Argon2's cost.
-//! - NNpsk0: two messages, fresh ephemeral keys on both sides (forward
+//! - `NNpsk0`: two messages, fresh ephemeral keys on both sides (forward
 //!   secrecy), the PSK mixed in before the first, so the first message
 //!   already fails to authenticate under a different password and the
 //!   responder refuses before anything else. The two hellos (sent in clear
@@ -27,6 +27,7 @@
 //! fuzzed directly.
 
 use std::fmt;
+use std::sync::Arc;
 
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -60,7 +61,7 @@ pub const MAX_HANDSHAKE_MESSAGE: usize = 32 + TAG_LEN;
 pub struct Psk(Zeroizing<[u8; 32]>);
 
 impl Psk {
-    pub fn from_password(password: &[u8]) -> Result<Psk, String> {
+    pub fn from_password(password: &[u8]) -> Result<Self, String> {
         let params = argon2::Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, 1, Some(32))
             .map_err(|e| e.to_string())?;
         let argon =
@@ -69,12 +70,12 @@ impl Psk {
         argon
             .hash_password_into(password, PSK_SALT, &mut key[..])
             .map_err(|e| format!("deriving the key from the password: {e}"))?;
-        Ok(Psk(key))
+        Ok(Self(key))
     }
 
     /// A key as is, for tests and fuzzing.
-    pub fn from_bytes(key: [u8; 32]) -> Psk {
-        Psk(Zeroizing::new(key))
+    pub fn from_bytes(key: [u8; 32]) -> Self {
+        Self(Zeroizing::new(key))
     }
 }
 
@@ -125,7 +126,7 @@ fn internal(e: snow::Error) -> NoiseError {
 }
 
 impl Handshake {
-    pub fn new(psk: &Psk, prologue: &[u8], initiator: bool) -> Result<Handshake, NoiseError> {
+    pub fn new(psk: &Psk, prologue: &[u8], initiator: bool) -> Result<Self, NoiseError> {
         let params = NOISE_PARAMS
             .parse()
             .map_err(|e: snow::Error| NoiseError::Internal(e.to_string()))?;
@@ -140,10 +141,10 @@ impl Handshake {
             builder.build_responder()
         }
         .map_err(internal)?;
-        Ok(Handshake { state, initiator })
+        Ok(Self { state, initiator })
     }
 
-    pub fn is_initiator(&self) -> bool {
+    pub const fn is_initiator(&self) -> bool {
         self.initiator
     }
 
@@ -201,7 +202,7 @@ pub struct DataKeys {
 }
 
 impl DataKeys {
-    fn derive(k1: &[u8; 32], k2: &[u8; 32], handshake_hash: &[u8], initiator: bool) -> DataKeys {
+    fn derive(k1: &[u8; 32], k2: &[u8; 32], handshake_hash: &[u8], initiator: bool) -> Self {
         let mut ikm = Zeroizing::new([0u8; 64]);
         ikm[..32].copy_from_slice(k1);
         ikm[32..].copy_from_slice(k2);
@@ -218,12 +219,12 @@ impl DataKeys {
         let i2r = expand(b" data initiator to responder");
         let r2i = expand(b" data responder to initiator");
         if initiator {
-            DataKeys {
+            Self {
                 send: i2r,
                 recv: r2i,
             }
         } else {
-            DataKeys {
+            Self {
                 send: r2i,
                 recv: i2r,
             }
@@ -246,10 +247,10 @@ pub struct Channel {
 
 impl Channel {
     pub fn split(self) -> (Sealer, Opener) {
-        let shared = std::sync::Arc::new(self.transport);
+        let shared = Arc::new(self.transport);
         (
             Sealer {
-                transport: shared.clone(),
+                transport: Arc::clone(&shared),
                 nonce: 0,
             },
             Opener {
@@ -263,7 +264,7 @@ impl Channel {
 
 /// Encrypts what we send.
 pub struct Sealer {
-    transport: std::sync::Arc<StatelessTransportState>,
+    transport: Arc<StatelessTransportState>,
     nonce: u64,
 }
 
@@ -288,7 +289,7 @@ impl Sealer {
 /// Decrypts what we receive: holds at most one partial record plus what
 /// was fed since the last call to [`Opener::open`].
 pub struct Opener {
-    transport: std::sync::Arc<StatelessTransportState>,
+    transport: Arc<StatelessTransportState>,
     nonce: u64,
     pending: Vec<u8>,
 }
@@ -370,7 +371,7 @@ mod tests {
         for chunk in wire.chunks(1000) {
             or.open(chunk, &mut got).unwrap();
         }
-        assert_eq!(&got[..big.len()], &big[..]);
+        assert_eq!(&got[..big.len()], &*big);
         assert_eq!(&got[big.len()..], b"second");
         let mut back = Vec::new();
         sr.seal(b"reply", &mut back).unwrap();

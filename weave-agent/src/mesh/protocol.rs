@@ -64,7 +64,7 @@ pub struct Hello {
 
 /// One frame's content. New messages are new variants: a peer that does not
 /// know one drops the connection as garbled, so they come with a version bump.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
     Hello(Hello),
@@ -129,8 +129,8 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
-    pub fn new(max: usize) -> Self {
-        FrameDecoder {
+    pub const fn new(max: usize) -> Self {
+        Self {
             buf: Vec::new(),
             start: 0,
             max,
@@ -139,7 +139,7 @@ impl FrameDecoder {
     }
 
     /// Changes the size limit for the frames not yet returned.
-    pub fn set_max(&mut self, max: usize) {
+    pub const fn set_max(&mut self, max: usize) {
         self.max = max;
     }
 
@@ -181,7 +181,7 @@ impl FrameDecoder {
     }
 
     /// Bytes held (a partial frame, or frames not taken yet).
-    pub fn buffered(&self) -> usize {
+    pub const fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
 
@@ -286,14 +286,14 @@ pub fn sanitize(text: &str, max: usize) -> String {
 impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Message::Hello(h) => write!(f, "hello from {}({})", h.name, h.nickname),
-            Message::Refuse { reason } => write!(f, "refuse: {reason}"),
-            Message::Heartbeat => f.write_str("heartbeat"),
-            Message::Gossip(u) => write!(f, "gossip of {} peers", u.peers.len()),
-            Message::Noise { handshake } => {
+            Self::Hello(h) => write!(f, "hello from {}({})", h.name, h.nickname),
+            Self::Refuse { reason } => write!(f, "refuse: {reason}"),
+            Self::Heartbeat => f.write_str("heartbeat"),
+            Self::Gossip(u) => write!(f, "gossip of {} peers", u.peers.len()),
+            Self::Noise { handshake } => {
                 write!(f, "noise handshake of {} bytes", handshake.len())
             }
-            Message::Ipam(p) => write!(f, "ipam message from {}", p.src),
+            Self::Ipam(p) => write!(f, "ipam message from {}", p.src),
         }
     }
 }
@@ -301,7 +301,7 @@ impl fmt::Display for Message {
 #[cfg(test)]
 mod tests {
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use rand::{Rng as _, SeedableRng as _};
 
     use super::*;
     use crate::mesh::topology::{ConnectionSummary, PeerInfo};
@@ -465,18 +465,17 @@ mod tests {
             } else {
                 1000
             });
-            let mut input: Vec<u8> = match round % 3 {
-                0 => (0..rng.random_range(0..64)).map(|_| rng.random()).collect(),
-                _ => {
-                    // A valid stream with a few bytes flipped, cut or added.
-                    let mut v = valid[rng.random_range(0..valid.len())].clone();
-                    for _ in 0..rng.random_range(1..4) {
-                        let i = rng.random_range(0..v.len());
-                        v[i] = rng.random();
-                    }
-                    v.truncate(rng.random_range(0..=v.len()));
-                    v
+            let mut input: Vec<u8> = if round % 3 == 0 {
+                (0..rng.random_range(0..64)).map(|_| rng.random()).collect()
+            } else {
+                // A valid stream with a few bytes flipped, cut or added.
+                let mut v = valid[rng.random_range(0..valid.len())].clone();
+                for _ in 0..rng.random_range(1..4) {
+                    let i = rng.random_range(0..v.len());
+                    v[i] = rng.random();
                 }
+                v.truncate(rng.random_range(0..=v.len()));
+                v
             };
             input.extend((0..rng.random_range(0..8)).map(|_| rng.random::<u8>()));
             for chunk in input.chunks(rng.random_range(1..16)) {

@@ -123,7 +123,7 @@ struct Graph {
 }
 
 impl Graph {
-    fn symmetric(topology: &Topology, shadowed: &BTreeSet<PeerName>) -> Graph {
+    fn symmetric(topology: &Topology, shadowed: &BTreeSet<PeerName>) -> Self {
         let mut edges: BTreeMap<PeerName, BTreeSet<PeerName>> = BTreeMap::new();
         for a in topology.peers().filter(|p| !shadowed.contains(&p.name)) {
             for c in a.connections.iter().filter(|c| c.established) {
@@ -138,7 +138,7 @@ impl Graph {
                 }
             }
         }
-        Graph { edges }
+        Self { edges }
     }
 
     /// Breadth-first tree from `origin`: each reached peer and its parent
@@ -163,7 +163,7 @@ mod tests {
     use std::collections::HashMap;
 
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use rand::{Rng as _, SeedableRng as _};
 
     use super::*;
     use crate::mac::Mac;

@@ -19,7 +19,7 @@ pub const MAX_PEERS: usize = 1024;
 pub const MAX_CONNECTIONS_PER_PEER: usize = 256;
 /// How far ahead of our clock a version may be. Versions start at the clock
 /// in ms and grow by one per change, so a legitimate one is never far ahead;
-/// without a bound, an entry at u64::MAX could never be outbid, and anyone
+/// without a bound, an entry at `u64::MAX` could never be outbid, and anyone
 /// could claim a name (ours included) for good.
 pub const MAX_VERSION_AHEAD_MS: u64 = 1 << 40;
 
@@ -49,7 +49,7 @@ pub struct PeerInfo {
 
 impl PeerInfo {
     pub fn new(name: PeerName, nickname: String, uid: u64, version: u64) -> Self {
-        PeerInfo {
+        Self {
             name,
             nickname,
             uid,
@@ -69,7 +69,7 @@ impl PeerInfo {
     /// Whether this entry wins over `other` (same peer) in a merge: larger
     /// `(version, uid)`, then the whole entry, so that two entries never tie
     /// and the merge stays commutative even for a peer that misbehaves.
-    pub fn supersedes(&self, other: &PeerInfo) -> bool {
+    pub fn supersedes(&self, other: &Self) -> bool {
         (self.version, self.uid, self) > (other.version, other.uid, other)
     }
 
@@ -150,13 +150,13 @@ pub struct Topology {
 impl Topology {
     pub fn new(ours: PeerInfo) -> Self {
         let me = ours.name;
-        Topology {
+        Self {
             me,
             peers: BTreeMap::from([(me, ours)]),
         }
     }
 
-    pub fn me(&self) -> PeerName {
+    pub const fn me(&self) -> PeerName {
         self.me
     }
 
@@ -282,15 +282,14 @@ impl Topology {
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
 mod tests {
     use rand::rngs::StdRng;
-    use rand::seq::SliceRandom;
-    use rand::{Rng, SeedableRng};
+    use rand::seq::SliceRandom as _;
+    use rand::{Rng as _, SeedableRng as _};
 
     use super::*;
 
@@ -470,7 +469,7 @@ mod tests {
                     shuffled.push(e);
                 }
                 let mut t = start.clone();
-                let mut rest = &shuffled[..];
+                let mut rest = &*shuffled;
                 while !rest.is_empty() {
                     let n = rng.random_range(1..=rest.len());
                     t.merge(&update(&rest[..n]));

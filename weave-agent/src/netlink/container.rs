@@ -51,7 +51,7 @@ pub async fn add_guest_addresses(pid: u32, cidrs: Vec<Ipv4Net>) -> Result<(), Ne
 async fn in_netns_of<F, Fut>(pid: u32, work: F) -> Result<(), NetlinkError>
 where
     F: FnOnce(Netlink) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), NetlinkError>>,
+    Fut: Future<Output = Result<(), NetlinkError>>,
 {
     let netns_err = move |reason: String| NetlinkError::Netns { pid, reason };
     let ns = File::open(format!("/proc/{pid}/ns/net")).map_err(|e| netns_err(e.to_string()))?;

@@ -3,15 +3,15 @@
 //! namespace.
 //!
 //! Why: a veth transmits what its peer's stack built, and with offloads on
-//! that is frames with unfinished checksums (CHECKSUM_PARTIAL) and TSO/GSO
+//! that is frames with unfinished checksums (`CHECKSUM_PARTIAL`) and TSO/GSO
 //! super-frames of up to 64 KiB. A capture socket on the far end would pass
 //! them on as they are: unusable on another host. With transmit checksum
 //! offload off (which also turns TSO off), the kernel finishes checksums and
 //! segments in software when the frame is transmitted.
 
 use std::io;
-use std::mem::{size_of, zeroed};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::mem::zeroed;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 // From <linux/ethtool.h>: get/set commands taking a `struct ethtool_value`.
 const ETHTOOL_GTXCSUM: u32 = 0x16;
@@ -65,7 +65,7 @@ pub fn tx_offloads(ifname: &str) -> io::Result<TxOffloads> {
     })
 }
 
-/// Any socket will do for SIOCETHTOOL; an AF_INET datagram one is cheapest.
+/// Any socket will do for SIOCETHTOOL; an `AF_INET` datagram one is cheapest.
 fn control_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the descriptor is owned right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
+use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};

@@ -52,7 +52,7 @@ use super::inject::Injector;
 use super::macs::{MacJournal, Macs};
 use super::sys;
 use super::vxlan;
-use crate::dataplane::DatapathMaps;
+use crate::ebpf::DatapathMaps;
 
 use peer_macs::PeerMacs;
 use umem::Memory;

@@ -1,27 +1,27 @@
-//! The UDP workload's socket buffers. iperf3 is run with `-w` (SO_RCVBUF /
-//! SO_SNDBUF at both ends): with the 208 KiB default the receiving iperf3
+//! The UDP workload's socket buffers. iperf3 is run with `-w` (`SO_RCVBUF` /
+//! `SO_SNDBUF` at both ends): with the 208 KiB default the receiving iperf3
 //! overflowed whenever the scheduler let a burst pile up, on every overlay
 //! path, so the figure measured the scheduler rather than the path. The
-//! kernel caps those options at net.core.rmem_max / wmem_max (global, not
+//! kernel caps those options at `net.core.rmem_max` / `wmem_max` (global, not
 //! per network namespace); where they are lower than the buffer asked for,
 //! they are raised for the run and put back afterwards.
 
 use std::fs;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 
 /// Socket buffer, in bytes, asked for by iperf3 in the UDP workload (`-w`).
-pub const UDP_SOCKET_BUFFER: u64 = 2 << 20;
+pub(super) const UDP_SOCKET_BUFFER: u64 = 2 << 20;
 const LIMITS: [&str; 2] = ["/proc/sys/net/core/rmem_max", "/proc/sys/net/core/wmem_max"];
 
 /// Raised limits, restored on drop.
-pub struct BufferLimits {
+pub(super) struct BufferLimits {
     restore: Vec<(&'static str, String)>,
 }
 
 impl BufferLimits {
     /// Makes sure both limits allow [`UDP_SOCKET_BUFFER`].
-    pub fn raise() -> Result<BufferLimits> {
+    pub(super) fn raise() -> Result<Self> {
         let mut restore = Vec::new();
         for path in LIMITS {
             let old = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
@@ -38,7 +38,7 @@ impl BufferLimits {
                 restore.push((path, old));
             }
         }
-        Ok(BufferLimits { restore })
+        Ok(Self { restore })
     }
 }
 

@@ -1,11 +1,11 @@
 //! Reading iperf3's JSON report (`iperf3 -c ... -J`).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 /// What one iperf3 client run measured, as seen by the receiver.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IperfResult {
+pub(super) struct IperfResult {
     /// Bits per second that arrived (the receiver's sum over all streams).
     pub received_bps: f64,
     /// Bytes that arrived.
@@ -17,13 +17,13 @@ pub struct IperfResult {
 }
 
 impl IperfResult {
-    pub fn received_gbit(&self) -> f64 {
+    pub(super) fn received_gbit(&self) -> f64 {
         self.received_bytes as f64 * 8.0 / 1e9
     }
 }
 
 /// Parses the client's JSON report; iperf3's own error (`"error": ...`) becomes ours.
-pub fn parse(json: &str) -> Result<IperfResult> {
+pub(super) fn parse(json: &str) -> Result<IperfResult> {
     let report: Value = serde_json::from_str(json).context("iperf3 did not print JSON")?;
     if let Some(error) = report.get("error").and_then(Value::as_str) {
         bail!("iperf3: {error}");

@@ -6,7 +6,7 @@ use std::process::Command;
 use crate::util;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Machine {
+pub(super) struct Machine {
     /// UTC, e.g. `2026-11-26T05:10:00Z`.
     pub date: String,
     pub kernel: String,
@@ -23,20 +23,21 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn describe(release: bool) -> Machine {
+    pub(super) fn describe(release: bool) -> Self {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        Machine {
+        Self {
             date: output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])),
             kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "?".into()),
+                .map_or_else(|_| "?".into(), |s| s.trim().to_string()),
             cpu_model: cpuinfo
                 .lines()
                 .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-                .map(|(_, m)| m.split_whitespace().collect::<Vec<_>>().join(" "))
-                .unwrap_or_else(|| "?".into()),
-            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+                .map_or_else(
+                    || "?".into(),
+                    |(_, m)| m.split_whitespace().collect::<Vec<_>>().join(" "),
+                ),
+            cpus: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             memory_gib: meminfo
                 .lines()
                 .find_map(|l| l.strip_prefix("MemTotal:"))
@@ -60,7 +61,7 @@ impl Machine {
 impl Machine {
     /// Whether others' work was likely to skew the figures: a load average
     /// at the start above half the CPUs.
-    pub fn busy(&self) -> bool {
+    pub(super) fn busy(&self) -> bool {
         self.load_at_start > self.cpus as f64 / 2.0
     }
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use weave_tests::Host;
 
 use super::iperf::{self, IperfResult};
@@ -23,7 +23,7 @@ const IPERF_PORT: u16 = 5201;
 /// How long iperf3's server may take to listen.
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Slack on top of a run's duration before its client is killed.
-const CLIENT_SLACK: Duration = Duration::from_secs(60);
+const CLIENT_SLACK: Duration = Duration::from_mins(1);
 /// Interval of the agents' memory samples during a run.
 const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -40,12 +40,12 @@ fn in_netns_of(pid: u32, program: &str) -> Command {
 /// whatever names that directory on its command line when the host goes
 /// away, so even a bench killed with SIGKILL leaves no server behind (the
 /// next run's sweep of dead runs removes it).
-pub struct IperfServer {
+pub(super) struct IperfServer {
     child: Child,
 }
 
 impl IperfServer {
-    pub fn start(host: &Host, container_pid: u32) -> Result<IperfServer> {
+    pub(super) fn start(host: &Host, container_pid: u32) -> Result<Self> {
         let pidfile: PathBuf = host.dir().join("bench-iperf3-server.pid");
         let log = host.dir().join("bench-iperf3-server.log");
         let log = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -59,7 +59,7 @@ impl IperfServer {
         // Its own process group: Ctrl-C reaches the bench, which stops it in order.
         std::os::unix::process::CommandExt::process_group(&mut c, 0);
         let child = c.spawn().context("cannot start iperf3 -s")?;
-        let mut server = IperfServer { child };
+        let mut server = Self { child };
         weave_tests::wait_for("iperf3 -s to listen", SERVER_START_TIMEOUT, || {
             if let Some(status) = server.child.try_wait()? {
                 anyhow::bail!("iperf3 -s exited ({status})");
@@ -94,7 +94,7 @@ fn listens(table: &str, port: u16) -> bool {
 }
 
 /// One iperf3 client run of `seconds` from the namespace of `client_pid` to `server`.
-pub fn iperf(
+pub(super) fn iperf(
     client_pid: u32,
     server: &str,
     workload: Workload,
@@ -109,7 +109,7 @@ pub fn iperf(
 }
 
 /// [`PING_COUNT`] pings at [`PING_INTERVAL`] from the namespace of `client_pid` to `server`.
-pub fn ping(client_pid: u32, server: &str) -> Result<PingResult> {
+pub(super) fn ping(client_pid: u32, server: &str) -> Result<PingResult> {
     let mut c = in_netns_of(client_pid, "ping");
     c.args([
         "-n",
@@ -128,34 +128,33 @@ pub fn ping(client_pid: u32, server: &str) -> Result<PingResult> {
 /// CPU time used so far: by the whole machine (every core, any process, the
 /// kernel's softirqs included) and by the agents.
 #[derive(Debug, Clone, Copy)]
-pub struct CpuTime {
+pub(super) struct CpuTime {
     pub busy_s: f64,
     pub agents_s: Option<f64>,
 }
 
 impl CpuTime {
-    pub fn now(agents: &[u32]) -> Result<CpuTime> {
+    pub(super) fn now(agents: &[u32]) -> Result<Self> {
         let tick = clock_tick();
         let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
         let busy = busy_ticks(&stat).context("no cpu line in /proc/stat")?;
         let agents_s = agents
             .iter()
             .map(|pid| {
-                fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| process_ticks(&s))
+                let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                process_ticks(&s)
             })
             .sum::<Option<u64>>()
             .map(|t| t as f64 / tick);
-        Ok(CpuTime {
+        Ok(Self {
             busy_s: busy as f64 / tick,
             agents_s,
         })
     }
 
     /// CPU time used between `earlier` and `self`.
-    pub fn since(self, earlier: CpuTime) -> CpuTime {
-        CpuTime {
+    pub(super) fn since(self, earlier: Self) -> Self {
+        Self {
             busy_s: self.busy_s - earlier.busy_s,
             agents_s: match (self.agents_s, earlier.agents_s) {
                 (Some(a), Some(b)) => Some(a - b),
@@ -193,8 +192,8 @@ fn process_ticks(stat: &str) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// A `kB` field of `/proc/<pid>/status` (VmRSS, VmHWM).
-pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`).
+pub(super) fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status_field_kib(&status, field)
 }
@@ -207,8 +206,11 @@ fn status_field_kib(status: &str, field: &str) -> Option<u64> {
 }
 
 /// Runs `f` while sampling the agents' resident memory; returns what `f`
-/// returned and the largest VmRSS any agent had meanwhile (KiB).
-pub fn with_rss_samples<T: Send>(agents: &[u32], f: impl FnOnce() -> T + Send) -> (T, Option<u64>) {
+/// returned and the largest `VmRSS` any agent had meanwhile (KiB).
+pub(super) fn with_rss_samples<T: Send>(
+    agents: &[u32],
+    f: impl FnOnce() -> T + Send,
+) -> (T, Option<u64>) {
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {

@@ -27,7 +27,7 @@ use std::io::Write as _;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
 use weave_tests::{Cluster, TEST_PREFIX};
 
 use crate::build;
@@ -53,11 +53,11 @@ const RESULTS_DIR: &str = "bench/results";
 /// `plain-encrypted` / `xdp-encrypted` (`--password`). A path this weave binary cannot run is
 /// reported as not available, with the reason. On each path, repeated: iperf3 TCP 1 stream, TCP 4
 /// streams, UDP with 1400-byte datagrams offered without a rate limit (received rate and loss;
-/// 2 MiB socket buffers, net.core.rmem_max/wmem_max raised for the run if lower), 100 pings at 10 ms (median RTT); CPU time of the machine and of the agents per Gbit; the
+/// 2 MiB socket buffers, `net.core.rmem_max/wmem_max` raised for the run if lower), 100 pings at 10 ms (median RTT); CPU time of the machine and of the agents per Gbit; the
 /// agents' memory under load. Writes results.md, results.json and throughput.svg (and the
 /// README's Performance results). Removes everything it created, also on Ctrl-C. Needs root.
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Seconds per iperf3 run.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
     seconds: u32,
@@ -78,7 +78,7 @@ pub struct Args {
     debug: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     if !weave_tests::is_root() {
         bail!(
             "cargo xtask bench must run as root: it creates network namespaces, starts dockerd and loads BPF programs"
@@ -281,7 +281,7 @@ fn measure_path(
     progress: &mut Progress,
 ) -> Result<()> {
     let setup = Setup::create(cluster, path, &|step| println!("    {step}"))?;
-    r.dataplane = setup.dataplane.clone();
+    r.dataplane.clone_from(&setup.dataplane);
     r.mtu = setup.mtu;
     let _server = IperfServer::start(setup.host(&setup.server), setup.server.pid)?;
     for rep in 1..=args.repeat {
@@ -329,7 +329,7 @@ fn measure_path(
 
 /// One run of `w` from the client container to the server's address; CPU
 /// figures are filled in by the caller.
-fn measure_once(setup: &Setup, w: Workload, seconds: u32) -> Result<Run> {
+fn measure_once(setup: &Setup<'_>, w: Workload, seconds: u32) -> Result<Run> {
     let (client, server) = (setup.client.pid, setup.server.addr);
     if w == Workload::Ping {
         let p = measure::ping(client, server)?;
@@ -368,7 +368,7 @@ fn write_outputs(result: &BenchResult, out: &FsPath, readme: Option<&FsPath>) ->
     )?;
     write(
         "results.json",
-        &(serde_json::to_string_pretty(&report::json(result))? + "\n"),
+        &format!("{}\n", serde_json::to_string_pretty(&report::json(result))?),
     )?;
     write("throughput.svg", &svg::throughput_plot(result))?;
     if let Some(readme) = readme {

@@ -2,14 +2,14 @@
 
 /// A way for traffic to go from one container to another.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Path {
+pub(super) enum Path {
     /// Both containers on one host's `weave` bridge: no overlay at all.
     Native,
     /// Linux's own VXLAN device on each host, enslaved to `weave`: the in-kernel reference.
     Vxlan,
     /// weave's plain data plane (`weave launch --dataplane plain`).
     Plain,
-    /// weave's accelerated data plane (`weave launch --dataplane xdp`, AF_XDP).
+    /// weave's accelerated data plane (`weave launch --dataplane xdp`, `AF_XDP`).
     Xdp,
     /// The plain data plane, encrypted (`--dataplane plain --password`).
     PlainEncrypted,
@@ -18,56 +18,56 @@ pub enum Path {
 }
 
 /// The password of the encrypted paths (the hosts are simulated and gone after the run).
-pub const PASSWORD: &str = "weave-bench-not-a-secret";
+pub(super) const PASSWORD: &str = "weave-bench-not-a-secret";
 
 impl Path {
-    pub const ALL: [Path; 6] = [
-        Path::Native,
-        Path::Vxlan,
-        Path::Plain,
-        Path::Xdp,
-        Path::PlainEncrypted,
-        Path::XdpEncrypted,
+    pub(super) const ALL: [Self; 6] = [
+        Self::Native,
+        Self::Vxlan,
+        Self::Plain,
+        Self::Xdp,
+        Self::PlainEncrypted,
+        Self::XdpEncrypted,
     ];
 
     /// Name on the command line (`--only`) and in the JSON file.
-    pub fn key(self) -> &'static str {
+    pub(super) const fn key(self) -> &'static str {
         match self {
-            Path::Native => "native",
-            Path::Vxlan => "vxlan",
-            Path::Plain => "plain",
-            Path::Xdp => "xdp",
-            Path::PlainEncrypted => "plain-encrypted",
-            Path::XdpEncrypted => "xdp-encrypted",
+            Self::Native => "native",
+            Self::Vxlan => "vxlan",
+            Self::Plain => "plain",
+            Self::Xdp => "xdp",
+            Self::PlainEncrypted => "plain-encrypted",
+            Self::XdpEncrypted => "xdp-encrypted",
         }
     }
 
     /// Name in tables and plots.
-    pub fn label(self) -> &'static str {
+    pub(super) const fn label(self) -> &'static str {
         match self {
-            Path::Native => "same host (bridge)",
-            Path::Vxlan => "kernel VXLAN",
-            Path::Plain => "weave plain",
-            Path::Xdp => "weave xdp",
-            Path::PlainEncrypted => "weave plain + password",
-            Path::XdpEncrypted => "weave xdp + password",
+            Self::Native => "same host (bridge)",
+            Self::Vxlan => "kernel VXLAN",
+            Self::Plain => "weave plain",
+            Self::Xdp => "weave xdp",
+            Self::PlainEncrypted => "weave plain + password",
+            Self::XdpEncrypted => "weave xdp + password",
         }
     }
 
     /// Whether the two containers are on different hosts.
-    pub fn crosses_hosts(self) -> bool {
-        self != Path::Native
+    pub(super) fn crosses_hosts(self) -> bool {
+        self != Self::Native
     }
 
     /// Whether weave's own overlay carries the traffic (the agents connect).
-    pub fn uses_overlay(self) -> bool {
-        !matches!(self, Path::Native | Path::Vxlan)
+    pub(super) const fn uses_overlay(self) -> bool {
+        !matches!(self, Self::Native | Self::Vxlan)
     }
 
     /// `weave launch` flags of this path. Native and kernel VXLAN pin `plain`
     /// so that `auto` picking the accelerated path one day cannot put XDP
     /// programs (which turn off the LAN veth's TSO) under the references.
-    pub fn launch_flags(self) -> Vec<&'static str> {
+    pub(super) fn launch_flags(self) -> Vec<&'static str> {
         let mut flags = vec!["--dataplane", self.dataplane()];
         if self.encrypted() {
             flags.extend(["--password", PASSWORD]);
@@ -76,20 +76,20 @@ impl Path {
     }
 
     /// The `--dataplane` value of this path.
-    pub fn dataplane(self) -> &'static str {
+    pub(super) const fn dataplane(self) -> &'static str {
         match self {
-            Path::Xdp | Path::XdpEncrypted => "xdp",
+            Self::Xdp | Self::XdpEncrypted => "xdp",
             _ => "plain",
         }
     }
 
-    pub fn encrypted(self) -> bool {
-        matches!(self, Path::PlainEncrypted | Path::XdpEncrypted)
+    pub(super) const fn encrypted(self) -> bool {
+        matches!(self, Self::PlainEncrypted | Self::XdpEncrypted)
     }
 
     /// Why this `weave` binary cannot run the path, judged from the text of
     /// `weave launch --help`; `None` when it can (or seems to).
-    pub fn unsupported_by(self, launch_help: &str) -> Option<String> {
+    pub(super) fn unsupported_by(self, launch_help: &str) -> Option<String> {
         let dataplanes = possible_values(launch_help, "--dataplane");
         if !dataplanes.iter().any(|v| v == self.dataplane()) {
             return Some(format!(

@@ -1,24 +1,24 @@
 //! Reading `ping` output (iputils): one round-trip time per reply.
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 
 use super::stats;
 
 /// What one `ping -c N` run saw.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PingResult {
+pub(super) struct PingResult {
     /// Round-trip time of every reply, in milliseconds, in order.
     pub rtts_ms: Vec<f64>,
     pub transmitted: u32,
 }
 
 impl PingResult {
-    pub fn median_ms(&self) -> Option<f64> {
+    pub(super) fn median_ms(&self) -> Option<f64> {
         stats::median(&self.rtts_ms)
     }
 
     /// Requests without a reply, in percent.
-    pub fn lost_percent(&self) -> f64 {
+    pub(super) fn lost_percent(&self) -> f64 {
         if self.transmitted == 0 {
             return 0.0;
         }
@@ -29,7 +29,7 @@ impl PingResult {
 
 /// Parses iputils ping output: `... time=0.045 ms` per reply and the
 /// `N packets transmitted, M received` summary. At least one reply is required.
-pub fn parse(output: &str) -> Result<PingResult> {
+pub(super) fn parse(output: &str) -> Result<PingResult> {
     let rtts_ms = output
         .lines()
         .filter_map(|l| l.split_once(" time=").map(|(_, t)| t))

@@ -3,12 +3,12 @@
 
 use anyhow::{Result, bail};
 
-pub const BEGIN: &str = "<!-- cargo xtask bench: results begin -->";
-pub const END: &str =
+pub(super) const BEGIN: &str = "<!-- cargo xtask bench: results begin -->";
+pub(super) const END: &str =
     "<!-- cargo xtask bench: results end (everything between these markers is generated) -->";
 
 /// `readme` with the text between [`BEGIN`] and [`END`] replaced by `block`.
-pub fn replace_block(readme: &str, block: &str) -> Result<String> {
+pub(super) fn replace_block(readme: &str, block: &str) -> Result<String> {
     let (Some(begin), Some(end)) = (readme.find(BEGIN), readme.find(END)) else {
         bail!("the README has no `{BEGIN}` ... `{END}` markers to put the results between");
     };

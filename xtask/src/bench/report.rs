@@ -1,6 +1,6 @@
 //! The bench's results as Markdown tables and as JSON.
 
-use std::fmt::Write;
+use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
@@ -16,7 +16,7 @@ const UDP_IP_HEADERS: u32 = 28;
 const DASH: &str = "—";
 
 /// The Markdown report; `plot` is the SVG's path relative to where the text goes.
-pub fn markdown(result: &BenchResult, plot: &str) -> String {
+pub(super) fn markdown(result: &BenchResult, plot: &str) -> String {
     let mut md = String::new();
     let m = &result.machine;
     let _ = writeln!(
@@ -204,7 +204,7 @@ fn mib_cell(kib: Option<u64>) -> String {
 }
 
 /// Everything measured, for other tools: every run, the summaries, ratios, targets.
-pub fn json(result: &BenchResult) -> Value {
+pub(super) fn json(result: &BenchResult) -> Value {
     let m = &result.machine;
     let paths: Vec<Value> = result
         .paths

@@ -9,7 +9,7 @@ use super::workload::Workload;
 
 /// One repetition of one workload.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Run {
+pub(super) struct Run {
     /// Gbit/s received, or the median RTT in ms.
     pub value: f64,
     /// UDP datagrams or pings lost, in percent.
@@ -23,8 +23,8 @@ pub struct Run {
 }
 
 /// How a path's measurement went.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Status {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Status {
     Measured,
     /// The weave binary cannot run this path (e.g. the dataplane has not landed).
     Unavailable(String),
@@ -33,7 +33,7 @@ pub enum Status {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct PathResult {
+pub(super) struct PathResult {
     pub path: Path,
     pub status: Status,
     pub runs: BTreeMap<Workload, Vec<Run>>,
@@ -41,15 +41,15 @@ pub struct PathResult {
     pub dataplane: Option<String>,
     /// MTU of the containers' `ethwe` on this path.
     pub mtu: Option<u32>,
-    /// Largest VmRSS of any agent sampled during the runs, KiB.
+    /// Largest `VmRSS` of any agent sampled during the runs, KiB.
     pub agent_rss_max_kib: Option<u64>,
-    /// Largest VmHWM (peak RSS since start) of any agent after the runs, KiB.
+    /// Largest `VmHWM` (peak RSS since start) of any agent after the runs, KiB.
     pub agent_hwm_kib: Option<u64>,
 }
 
 impl PathResult {
-    pub fn new(path: Path, status: Status) -> PathResult {
-        PathResult {
+    pub(super) const fn new(path: Path, status: Status) -> Self {
+        Self {
             path,
             status,
             runs: BTreeMap::new(),
@@ -64,31 +64,31 @@ impl PathResult {
         self.runs.get(&w).map_or(&[], Vec::as_slice)
     }
 
-    pub fn spread(&self, w: Workload) -> Option<Spread> {
+    pub(super) fn spread(&self, w: Workload) -> Option<Spread> {
         Spread::of(&self.runs(w).iter().map(|r| r.value).collect::<Vec<_>>())
     }
 
-    pub fn median(&self, w: Workload) -> Option<f64> {
+    pub(super) fn median(&self, w: Workload) -> Option<f64> {
         self.spread(w).map(|s| s.median)
     }
 
-    pub fn median_loss(&self, w: Workload) -> Option<f64> {
+    pub(super) fn median_loss(&self, w: Workload) -> Option<f64> {
         let losses: Vec<f64> = self.runs(w).iter().filter_map(|r| r.loss_percent).collect();
         stats::median(&losses)
     }
 
     /// Machine-wide CPU seconds per Gbit received, over all runs of `w`.
-    pub fn cpu_s_per_gbit(&self, w: Workload) -> Option<f64> {
+    pub(super) fn cpu_s_per_gbit(&self, w: Workload) -> Option<f64> {
         per_gbit(self.runs(w), |r| Some(r.busy_cpu_s))
     }
 
     /// The agents' CPU seconds per Gbit received, over all runs of `w`.
-    pub fn agent_cpu_s_per_gbit(&self, w: Workload) -> Option<f64> {
+    pub(super) fn agent_cpu_s_per_gbit(&self, w: Workload) -> Option<f64> {
         per_gbit(self.runs(w), |r| r.agent_cpu_s)
     }
 
     /// Why there are no figures, if there are none to show.
-    pub fn missing_reason(&self) -> Option<String> {
+    pub(super) fn missing_reason(&self) -> Option<String> {
         match &self.status {
             Status::Unavailable(why) => Some(format!("not available: {why}")),
             Status::Failed(why) if self.runs.is_empty() => Some(format!("failed: {why}")),
@@ -105,7 +105,7 @@ fn per_gbit(runs: &[Run], cpu: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
 
 /// Everything one `cargo xtask bench` measured.
 #[derive(Debug, Clone)]
-pub struct BenchResult {
+pub(super) struct BenchResult {
     pub machine: Machine,
     pub seconds: u32,
     pub repeat: u32,
@@ -113,13 +113,13 @@ pub struct BenchResult {
 }
 
 impl BenchResult {
-    pub fn get(&self, path: Path) -> Option<&PathResult> {
+    pub(super) fn get(&self, path: Path) -> Option<&PathResult> {
         self.paths.iter().find(|p| p.path == path)
     }
 
     /// The median of `path` over the median of `base` for `w` (for ping: RTT
     /// over RTT, so below 1 is better there).
-    pub fn ratio(&self, path: Path, base: Path, w: Workload) -> Option<f64> {
+    pub(super) fn ratio(&self, path: Path, base: Path, w: Workload) -> Option<f64> {
         let a = self.get(path)?.median(w)?;
         let b = self.get(base)?.median(w)?;
         (b > 0.0).then(|| a / b)
@@ -127,10 +127,10 @@ impl BenchResult {
 }
 
 #[cfg(test)]
-pub mod tests {
+pub(super) mod tests {
     use super::*;
 
-    pub fn run(value: f64, gbit: f64, busy: f64, agent: Option<f64>) -> Run {
+    pub(crate) fn run(value: f64, gbit: f64, busy: f64, agent: Option<f64>) -> Run {
         Run {
             value,
             loss_percent: None,
@@ -141,7 +141,7 @@ pub mod tests {
     }
 
     /// A run of three paths: native, kernel VXLAN, plain measured; xdp not available.
-    pub fn sample() -> BenchResult {
+    pub(crate) fn sample() -> BenchResult {
         let machine = Machine {
             date: "2026-11-26T05:00:00Z".into(),
             kernel: "6.18.44".into(),

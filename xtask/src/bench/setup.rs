@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use weave_tests::{Cluster, Host, IMAGE, LAN_IFNAME};
 
 use super::path::Path;
@@ -19,11 +19,11 @@ const VXLAN_MTU: &str = "1450";
 /// The bridge weave creates.
 const BRIDGE: &str = "weave";
 /// How long the agents may take to connect, and the first ping to get through.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// `weave launch` refused this path's flags: the error says why, in one line.
 #[derive(Debug)]
-pub struct LaunchRefused(pub String);
+pub(super) struct LaunchRefused(pub String);
 
 impl std::fmt::Display for LaunchRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -35,7 +35,7 @@ impl std::error::Error for LaunchRefused {}
 
 /// One container of a measurement.
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub(super) struct Endpoint {
     /// Index of its host in the cluster.
     pub host: usize,
     pub container: &'static str,
@@ -50,7 +50,7 @@ const SERVER: (&str, &str) = ("bench-server", "10.2.1.2/24");
 
 /// Two containers connected over one [`Path`]. Drop removes the containers
 /// and VXLAN devices and runs `weave reset` on the hosts it launched.
-pub struct Setup<'c> {
+pub(super) struct Setup<'c> {
     undo: Undo<'c>,
     pub client: Endpoint,
     pub server: Endpoint,
@@ -63,7 +63,7 @@ pub struct Setup<'c> {
 }
 
 impl<'c> Setup<'c> {
-    pub fn create(cluster: &'c Cluster, path: Path, say: &dyn Fn(&str)) -> Result<Setup<'c>> {
+    pub(super) fn create(cluster: &'c Cluster, path: Path, say: &dyn Fn(&str)) -> Result<Self> {
         let hosts: &[usize] = if path.crosses_hosts() { &[0, 1] } else { &[0] };
         let mut undo = Undo {
             cluster,
@@ -107,9 +107,9 @@ impl<'c> Setup<'c> {
         }
         let agents = hosts
             .iter()
-            .map(|&i| match cluster[i].agent_pids()[..] {
-                [pid] => Ok(pid),
-                ref pids => bail!(
+            .map(|&i| match cluster[i].agent_pids().as_slice() {
+                &[pid] => Ok(pid),
+                pids => bail!(
                     "{}: expected one agent, found {pids:?}",
                     cluster[i].nickname()
                 ),
@@ -128,8 +128,7 @@ impl<'c> Setup<'c> {
             }
         }
 
-        let mut dataplane = None;
-        if path.uses_overlay() {
+        let dataplane = if path.uses_overlay() {
             say("wait for h1 and h2 to connect");
             for (a, b) in [(0, 1), (1, 0)] {
                 let want = cluster[b].nickname().to_string();
@@ -146,7 +145,7 @@ impl<'c> Setup<'c> {
             let line = cluster[0]
                 .connections()?
                 .into_iter()
-                .find(|c| c.is_established())
+                .find(weave_tests::report::Connection::is_established)
                 .context("no established connection on h1")?
                 .line;
             say(&format!("h1: weave status connections: {}", line.trim()));
@@ -158,10 +157,12 @@ impl<'c> Setup<'c> {
                 "launched with {}, but the connection reports `{shown}`: {line}",
                 shown_flags(&flags)
             );
-            dataplane = Some(shown);
-        }
+            Some(shown)
+        } else {
+            None
+        };
 
-        let server_host = if path.crosses_hosts() { 1 } else { 0 };
+        let server_host = usize::from(path.crosses_hosts());
         let mut endpoint = |host: usize, (name, cidr): (&'static str, &'static str)| {
             let h = &cluster[host];
             say(&format!(
@@ -202,7 +203,7 @@ impl<'c> Setup<'c> {
     }
 
     /// Whether every agent still runs; an error with the last log lines otherwise.
-    pub fn check_agents(&self) -> Result<()> {
+    pub(super) fn check_agents(&self) -> Result<()> {
         for (&i, &pid) in self.undo.launched.iter().zip(&self.agents) {
             if !weave_tests::alive(pid) {
                 let host = &self.undo.cluster[i];
@@ -216,7 +217,7 @@ impl<'c> Setup<'c> {
         Ok(())
     }
 
-    pub fn host(&self, endpoint: &Endpoint) -> &'c Host {
+    pub(super) fn host(&self, endpoint: &Endpoint) -> &'c Host {
         &self.undo.cluster[endpoint.host]
     }
 }

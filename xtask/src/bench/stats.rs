@@ -2,7 +2,7 @@
 
 /// The spread of a set of measurements.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Spread {
+pub(super) struct Spread {
     pub min: f64,
     pub median: f64,
     pub max: f64,
@@ -10,10 +10,10 @@ pub struct Spread {
 
 impl Spread {
     /// The spread of `values`; `None` when there are none (NaNs are ignored).
-    pub fn of(values: &[f64]) -> Option<Spread> {
+    pub(super) fn of(values: &[f64]) -> Option<Self> {
         let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
         sorted.sort_by(f64::total_cmp);
-        Some(Spread {
+        Some(Self {
             min: *sorted.first()?,
             median: median_of_sorted(&sorted)?,
             max: *sorted.last()?,
@@ -22,7 +22,7 @@ impl Spread {
 }
 
 /// The median of `values` (the mean of the two middle ones for an even count).
-pub fn median(values: &[f64]) -> Option<f64> {
+pub(super) fn median(values: &[f64]) -> Option<f64> {
     Spread::of(values).map(|s| s.median)
 }
 
@@ -31,7 +31,7 @@ fn median_of_sorted(sorted: &[f64]) -> Option<f64> {
     match n {
         0 => None,
         _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+        _ => Some(f64::midpoint(sorted[n / 2 - 1], sorted[n / 2])),
     }
 }
 

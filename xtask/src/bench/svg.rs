@@ -1,7 +1,7 @@
 //! The throughput plot: grouped bars (one group per workload, one bar per
 //! path) of the medians, whiskers from min to max. SVG written by hand.
 
-use std::fmt::Write;
+use std::fmt::Write as _;
 
 use super::results::BenchResult;
 use super::workload::Workload;
@@ -17,7 +17,7 @@ const COLOURS: [&str; 6] = [
     "#9e9e9e", "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3",
 ];
 
-pub fn throughput_plot(result: &BenchResult) -> String {
+pub(super) fn throughput_plot(result: &BenchResult) -> String {
     let shown: Vec<_> = result
         .paths
         .iter()
@@ -30,7 +30,7 @@ pub fn throughput_plot(result: &BenchResult) -> String {
     let scale_max = nice_ceiling(top);
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let y = |v: f64| TOP + plot_h * (1.0 - v / scale_max);
+    let y = |v: f64| plot_h.mul_add(1.0 - v / scale_max, TOP);
 
     let mut s = String::new();
     let _ = writeln!(
@@ -85,11 +85,11 @@ pub fn throughput_plot(result: &BenchResult) -> String {
         group_w * 0.8 / shown.len() as f64
     };
     for (g, w) in Workload::THROUGHPUT.iter().enumerate() {
-        let gx = LEFT + group_w * g as f64 + group_w * 0.1;
+        let gx = group_w.mul_add(0.1, group_w.mul_add(g as f64, LEFT));
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-weight="bold">{}</text>"#,
-            LEFT + group_w * (g as f64 + 0.5),
+            group_w.mul_add(g as f64 + 0.5, LEFT),
             TOP + plot_h + 18.0,
             escape(w.label())
         );
@@ -134,7 +134,7 @@ pub fn throughput_plot(result: &BenchResult) -> String {
             ),
             None => p.path.label().to_string(),
         };
-        let item_w = 24.0 + 7.0 * text.chars().count() as f64;
+        let item_w = 7.0f64.mul_add(text.chars().count() as f64, 24.0);
         if lx + item_w > WIDTH - RIGHT {
             lx = LEFT;
             ly += 20.0;

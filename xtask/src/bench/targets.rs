@@ -7,7 +7,7 @@ use super::workload::Workload;
 
 /// A ratio of medians the accelerated path should reach.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Target {
+pub(super) struct Target {
     pub text: &'static str,
     pub path: Path,
     pub base: Path,
@@ -16,14 +16,14 @@ pub struct Target {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Bound {
+pub(super) enum Bound {
     /// The ratio must be at least this.
     AtLeast(f64),
     /// The ratio must be at most this (latency).
     AtMost(f64),
 }
 
-pub const TARGETS: [Target; 6] = [
+pub(super) const TARGETS: [Target; 6] = [
     Target {
         text: "accelerated ≥ 3× plain, TCP 1 stream",
         path: Path::Xdp,
@@ -70,7 +70,7 @@ pub const TARGETS: [Target; 6] = [
 
 /// A target judged on one run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
+pub(super) struct Verdict {
     pub target: Target,
     pub ratio: Option<f64>,
     pub met: Option<bool>,
@@ -78,7 +78,7 @@ pub struct Verdict {
     pub text: String,
 }
 
-pub fn judge(result: &BenchResult) -> Vec<Verdict> {
+pub(super) fn judge(result: &BenchResult) -> Vec<Verdict> {
     TARGETS.iter().map(|t| judge_one(result, *t)).collect()
 }
 

@@ -62,16 +62,16 @@ struct Datapath {
     native: bool,
 }
 
-/// The maps the AF_XDP data plane drives the datapath program through.
+/// The maps the `AF_XDP` data plane drives the datapath program through.
 pub struct DatapathMaps {
-    /// Where the AF_XDP socket is registered (slot 0: a veth's one queue).
+    /// Where the `AF_XDP` socket is registered (slot 0: a veth's one queue).
     pub sockets: maps::XskMap<MapData>,
     /// MAC (`weave_common::datapath::mac_key`) -> peer short id.
     pub peer_macs: maps::HashMap<MapData, u64, u32>,
 }
 
 impl Classifier {
-    /// Loads the eBPF object embedded at build time (aya::include_bytes_aligned!).
+    /// Loads the eBPF object embedded at build time (`aya::include_bytes_aligned!`).
     pub fn load() -> Result<Self, DataplaneError> {
         let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|source| DataplaneError::Load { source })?;
         for prog in [FROM_CONTAINER_PROG, TO_CONTAINER_PROG] {
@@ -122,7 +122,7 @@ impl Classifier {
         }
     }
 
-    /// Attaches weave_datapath (XDP, generic/SKB mode: native XDP on a veth
+    /// Attaches `weave_datapath` (XDP, generic/SKB mode: native XDP on a veth
     /// turns off TSO on its peer) to `ifname`. Attaching to another interface
     /// moves it there.
     pub fn attach_datapath(&mut self, ifname: &str) -> Result<(), DataplaneError> {
@@ -130,7 +130,7 @@ impl Classifier {
     }
 
     /// Like [`Classifier::attach_datapath`], but native (driver) XDP when
-    /// the interface supports it, generic otherwise: for the AF_XDP data
+    /// the interface supports it, generic otherwise: for the `AF_XDP` data
     /// plane. Returns whether the program runs native.
     pub fn attach_datapath_native(&mut self, ifname: &str) -> Result<bool, DataplaneError> {
         match self.attach_datapath_in(ifname, true) {
@@ -142,7 +142,7 @@ impl Classifier {
         }
     }
 
-    /// Hands the maps of the datapath program to the AF_XDP data plane
+    /// Hands the maps of the datapath program to the `AF_XDP` data plane
     /// (once: they leave the loaded object; the program keeps using them).
     pub fn take_datapath_maps(&mut self) -> Result<DatapathMaps, DataplaneError> {
         let mut take = |name: &'static str| {
@@ -208,7 +208,7 @@ impl Classifier {
     }
 
     /// Writes ENDPOINTS[ifindex(ifname)] = *endpoint FIRST, then attaches
-    /// weave_from_container at TC ingress and weave_to_container at TC egress
+    /// `weave_from_container` at TC ingress and `weave_to_container` at TC egress
     /// of `ifname` (so no frame passes unclassified). Calling it again for an
     /// attached port just rewrites the map entry.
     pub fn attach_endpoint(
@@ -254,7 +254,7 @@ impl Classifier {
         Ok(())
     }
 
-    /// Sum over CPUs of every Counter, in Counter::ALL order.
+    /// Sum over CPUs of every Counter, in `Counter::ALL` order.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
         let map = self.ebpf.map(COUNTERS_MAP).ok_or(DataplaneError::Missing {
             kind: "map",

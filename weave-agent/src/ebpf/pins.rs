@@ -2,7 +2,7 @@
 //!
 //! A BPF link lives as long as something holds it. Held only by the agent's
 //! file descriptors, the container ports' classifiers would vanish when the
-//! agent is SIGKILLed, and the bridge would forward between subnets until
+//! agent is `SIGKILLed`, and the bridge would forward between subnets until
 //! the next launch. Pinned, they stay attached, with their map, until a new
 //! agent has attached its own and removes the old pins.
 //!
@@ -28,12 +28,10 @@ use aya::programs::tc::SchedClassifierLink;
 
 /// Where bpffs is mounted, and mounted by the agent when it is not.
 const BPFFS: &str = "/sys/fs/bpf";
-/// statfs(2) magic number of bpffs.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// This network namespace's pin directory, for this agent run.
 #[derive(Debug)]
-pub struct PinDir {
+pub(super) struct PinDir {
     dir: PathBuf,
     generation: String,
 }
@@ -41,7 +39,7 @@ pub struct PinDir {
 /// A classifier link the agent holds; pinned when a [`PinDir`] is available.
 /// Dropping it detaches the program (and removes its pin).
 #[derive(Debug)]
-pub enum PortLink {
+pub(super) enum PortLink {
     /// Holding the fd is what keeps the link ours to drop; never read.
     Pinned {
         path: PathBuf,
@@ -54,7 +52,7 @@ pub enum PortLink {
 
 impl Drop for PortLink {
     fn drop(&mut self) {
-        if let PortLink::Pinned { path, .. } = self {
+        if let Self::Pinned { path, .. } = self {
             // The pin holds the link; without it the fd we drop next is the last.
             let _ = fs::remove_file(path);
         }
@@ -78,21 +76,26 @@ pub fn remove_namespace_pins() -> io::Result<()> {
 
 impl PinDir {
     /// Mounts bpffs if needed and creates this namespace's directory.
-    pub fn open() -> io::Result<PinDir> {
+    pub(super) fn open() -> io::Result<Self> {
         ensure_bpffs()?;
         let dir = namespace_pin_dir()?;
         fs::create_dir_all(&dir)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        Ok(PinDir {
+        Ok(Self {
             dir,
             generation: format!("{nanos:x}"),
         })
     }
 
     /// Pins `link` (a TCX link of port `ifname` at `hook`) for this run.
-    pub fn pin(&self, ifname: &str, hook: &str, link: SchedClassifierLink) -> io::Result<PortLink> {
+    pub(super) fn pin(
+        &self,
+        ifname: &str,
+        hook: &str,
+        link: SchedClassifierLink,
+    ) -> io::Result<PortLink> {
         let link: FdLink = link
             .try_into()
             .map_err(|e| io::Error::other(format!("not a pinnable (TCX) link: {e}")))?;
@@ -118,7 +121,7 @@ impl PinDir {
 
     /// Unpins every link of earlier runs (and of ports since deleted): once
     /// the new classifiers are attached, the old ones only cost time.
-    pub fn release_other_generations(&self) -> io::Result<usize> {
+    pub(super) fn release_other_generations(&self) -> io::Result<usize> {
         let suffix = format!("_{}", self.generation);
         let mut released = 0;
         for entry in fs::read_dir(&self.dir)? {
@@ -148,5 +151,5 @@ fn ensure_bpffs() -> io::Result<()> {
 
 fn is_bpffs(path: &Path) -> io::Result<bool> {
     let stat = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
-    Ok(stat.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+    Ok(stat.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }

@@ -74,7 +74,7 @@ fn sender(byte: u8) -> Option<SocketAddr> {
 
 /// A frame built from the input: destination and source from [`MACS`], and
 /// a length (at least an Ethernet header).
-fn built_frame(input: &mut Bytes) -> Vec<u8> {
+fn built_frame(input: &mut Bytes<'_>) -> Vec<u8> {
     let dst = MACS[usize::from(input.byte()) % MACS.len()];
     let src = MACS[usize::from(input.byte()) % MACS.len()];
     ethernet(dst, src, usize::from(input.byte()) * 8)
@@ -98,13 +98,13 @@ enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 6] = [
-        Op::RawFromBridge,
-        Op::FromBridge,
-        Op::RawFromPeer,
-        Op::FromPeer,
-        Op::Wait,
-        Op::Expire,
+    const ALL: [Self; 6] = [
+        Self::RawFromBridge,
+        Self::FromBridge,
+        Self::RawFromPeer,
+        Self::FromPeer,
+        Self::Wait,
+        Self::Expire,
     ];
 }
 
@@ -147,8 +147,8 @@ pub fn overlay_verdict(data: &[u8]) {
     // As the xdp data plane keeps them: with the journal of remote changes,
     // never drained here, so its bound is exercised too.
     let mut macs = Macs::mirrored();
-    macs.local = MacTable::new(capacity, Duration::from_secs(300));
-    macs.remote = MacTable::new(capacity, Duration::from_secs(300));
+    macs.local = MacTable::new(capacity, Duration::from_mins(5));
+    macs.remote = MacTable::new(capacity, Duration::from_mins(5));
     let mut now = Instant::now();
     while !input.is_empty() {
         match Op::ALL[usize::from(input.byte()) % Op::ALL.len()] {
@@ -184,7 +184,7 @@ fn mac_at(frame: &[u8], offset: usize) -> Mac {
     Mac(frame[offset..offset + 6].try_into().unwrap())
 }
 
-fn is_group(mac: &Mac) -> bool {
+const fn is_group(mac: Mac) -> bool {
     mac.0[0] & 1 != 0
 }
 
@@ -198,7 +198,7 @@ fn check_from_bridge(
     let sizes = (macs.local.len(), macs.remote.len());
     let verdict = verdict::from_bridge(frame, max_frame, routes, macs, now);
     check_plan(verdict.into(), None, routes);
-    let well_formed = frame.len() >= ETHERNET_HEADER_LEN && !is_group(&mac_at(frame, 6));
+    let well_formed = frame.len() >= ETHERNET_HEADER_LEN && !is_group(mac_at(frame, 6));
     if !well_formed || frame.len() > max_frame {
         assert!(
             matches!(verdict, FromBridge::Drop(_)),
@@ -224,13 +224,13 @@ fn check_from_bridge(
     );
     match verdict {
         FromBridge::Flood => assert!(
-            is_group(&dst)
+            is_group(dst)
                 || (macs.local.lookup(&dst, now).is_none()
                     && macs.remote.lookup(&dst, now).is_none()),
             "flooded a frame for a known {dst}"
         ),
         FromBridge::Unicast { peer, hop, via } => {
-            assert!(!is_group(&dst));
+            assert!(!is_group(dst));
             assert_eq!(macs.remote.lookup(&dst, now), Some(peer));
             assert_eq!(routes.next_hop(peer), Some((hop, via)));
         }
@@ -285,7 +285,7 @@ fn check_from_peer(
                 "delivered a packet for {dest}"
             );
             let src = mac_at(packet.frame, 6);
-            assert!(!is_group(&src));
+            assert!(!is_group(src));
             assert_eq!(
                 macs.local.lookup(&src, now),
                 None,
@@ -324,7 +324,7 @@ fn check_from_peer(
     }
 }
 
-/// The keys every keyed neighbour of an overlay_verdict table has.
+/// The keys every keyed neighbour of an `overlay_verdict` table has.
 fn fuzz_neighbour_keys() -> NeighbourKeys {
     static KEYS: OnceLock<NeighbourKeys> = OnceLock::new();
     KEYS.get_or_init(|| {
@@ -506,7 +506,7 @@ impl VerdictScript {
             b.extend([Self::pick(&IDS, origin), children.len() as u8]);
             b.extend(children.iter().map(|c| Self::pick(&IDS, c)));
         }
-        VerdictScript(b)
+        Self(b)
     }
 
     fn op(mut self, op: Op, operands: &[u8]) -> Self {
@@ -515,7 +515,7 @@ impl VerdictScript {
         self
     }
 
-    fn frame(dst: usize, src: usize, len: usize) -> [u8; 3] {
+    const fn frame(dst: usize, src: usize, len: usize) -> [u8; 3] {
         [dst as u8, src as u8, (len / 8) as u8]
     }
 

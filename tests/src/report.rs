@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 
 /// The value of the first `key: value` line whose key is `key` (trimmed).
 pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
@@ -35,7 +35,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn parse(value: &str) -> Result<Counts> {
+    pub fn parse(value: &str) -> Result<Self> {
         let value = value.trim();
         let (total, rest) = match value.split_once('(') {
             Some((total, rest)) => (
@@ -66,7 +66,7 @@ impl Counts {
                 by_state.insert(state.to_string(), n);
             }
         }
-        Ok(Counts { total, by_state })
+        Ok(Self { total, by_state })
     }
 
     /// How many are in `state` (0 when not shown).
@@ -89,13 +89,13 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn parse(status: &str) -> Result<Summary> {
+    pub fn parse(status: &str) -> Result<Self> {
         let peers = Counts::parse(require_field(status, "Peers")?)?;
         let connections = Counts::parse(require_field(status, "Connections")?)?;
         let targets = require_field(status, "Targets")?
             .parse()
             .with_context(|| format!("Targets in:\n{status}"))?;
-        Ok(Summary {
+        Ok(Self {
             peers: peers.total,
             peer_connections: peers.get("established"),
             connections,
@@ -190,7 +190,7 @@ pub fn parse_ps(text: &str) -> Result<Vec<PsEntry>> {
             Ok(PsEntry {
                 id: words[0].into(),
                 mac: words[1].into(),
-                cidrs: words[2..].iter().map(|w| w.to_string()).collect(),
+                cidrs: words[2..].iter().map(ToString::to_string).collect(),
             })
         })
         .collect()

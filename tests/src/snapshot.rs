@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use weave_agent::mesh::{ConnectionState, MeshStatus};
 pub use weave_agent::status::Status;
 

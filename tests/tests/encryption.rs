@@ -13,7 +13,7 @@
 //! Also (issue 6, item 2): only root talks to the control socket, even if
 //! its mode were opened up.
 //!
-//! Needs root, dockerd, nftables, tcpdump, setpriv and the `weave` binary (WEAVE_BIN).
+//! Needs root, dockerd, nftables, tcpdump, setpriv and the `weave` binary (`WEAVE_BIN`).
 
 use std::net::{SocketAddrV4, UdpSocket};
 use std::time::Duration;
@@ -106,7 +106,7 @@ fn send_marker(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str, port: u16
     let send = format!(
         "i=0; while [ $i -lt 500 ]; do echo \"{MARKER} $i\"; i=$((i+1)); done | nc {dst_addr} {port}"
     );
-    let sent = sh.exec_within(sc, &["sh", "-c", &send], Duration::from_secs(60));
+    let sent = sh.exec_within(sc, &["sh", "-c", &send], Duration::from_mins(1));
     assert!(sent.success(), "sending the marker:\n{sent}");
     let got = wait_until(
         &format!("{dc} to receive 500 marker lines"),
@@ -263,7 +263,7 @@ fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
     }
 }
 
-/// The two data planes seal in the same wire format: an AF_XDP peer and a
+/// The two data planes seal in the same wire format: an `AF_XDP` peer and a
 /// plain one talk in password mode, and the LAN still sees nothing in clear.
 #[test]
 fn an_xdp_peer_and_a_plain_peer_talk_encrypted() {
@@ -424,7 +424,7 @@ fn a_peer_with_another_password_or_none_never_joins_nor_gets_a_frame_through() {
 
 #[test]
 fn only_root_talks_to_the_control_socket() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let c = Cluster::new("sock", 1);
     let h = &c[0];
     h.launch_env(&[], &[]);

@@ -610,13 +610,13 @@ fn tcp_session(
 }
 
 /// What h1's data plane dropped of the frames reaching its data port.
-fn overlay_drops(s: &Status) -> u64 {
+const fn overlay_drops(s: &Status) -> u64 {
     let o = &s.overlay_stats;
     o.dropped_malformed + o.dropped_unknown_sender + o.dropped_no_route + o.dropped_oversize
 }
 
 /// What the control plane refused or dropped of what reached its port.
-fn mesh_drops(s: &Status) -> u64 {
+const fn mesh_drops(s: &Status) -> u64 {
     let m = &s.mesh.counters;
     m.oversized_frames + m.garbled_messages + m.handshakes_refused + m.handshake_timeouts
 }

@@ -5,7 +5,7 @@
 //! program attached as the agent does for the engine) and one "container"
 //! namespace on a veth port. An overlay runs in each host namespace with a
 //! forwarding table built by hand, as the control plane would publish it:
-//! [`PlainOverlay`] (capture socket) or [`XdpOverlay`] (AF_XDP, with the
+//! [`PlainOverlay`] (capture socket) or [`XdpOverlay`] (`AF_XDP`, with the
 //! datapath program's maps). Every case runs once per engine
 //! (`CASE::plain`, `CASE::xdp`), in the manner of aya's rstest `#[case]`s.
 //!
@@ -18,12 +18,12 @@
 //! offloads must be off on the way to the data plane, and where; stopping
 //! an overlay frees its sockets and threads.
 //!
-//! Needs root (namespaces, AF_PACKET, AF_XDP, BPF); `cargo xtask test` runs
+//! Needs root (namespaces, `AF_PACKET`, `AF_XDP`, BPF); `cargo xtask test` runs
 //! them one at a time.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::process::Command;
 use std::sync::Arc;
 use std::thread;
@@ -32,7 +32,7 @@ use weave_agent::report::causes;
 
 use weave_agent::config::{BRIDGE, CONTAINER_IFNAME, DATAPATH_BRIDGE_END, DATAPATH_END};
 // The only use of the agent's eBPF module (see `attach_datapath`).
-use weave_agent::dataplane::{Classifier, DatapathMaps};
+use weave_agent::ebpf::{Classifier, DatapathMaps};
 use weave_agent::netlink::{disable_tx_offloads, tx_offloads};
 use weave_agent::overlay::{
     DEFAULT_DATA_PORT, ForwardingTable, Overlay, OverlayError, OverlayStats, PlainConfig,
@@ -59,10 +59,10 @@ enum Engine {
 
 impl Engine {
     /// What `Overlay::name` says.
-    fn name(self) -> &'static str {
+    const fn name(self) -> &'static str {
         match self {
-            Engine::Plain => "plain",
-            Engine::Xdp => "xdp",
+            Self::Plain => "plain",
+            Self::Xdp => "xdp",
         }
     }
 }
@@ -171,7 +171,7 @@ impl SimHost {
                     udp_listen,
                     mtu,
                 })
-                .map(|o| o as Arc<dyn Overlay>)
+                .map(|o| -> Arc<dyn Overlay> { o })
             }),
             Engine::Xdp => {
                 self.reload_datapath();
@@ -188,7 +188,7 @@ impl SimHost {
                         },
                         maps,
                     )
-                    .map(|o| o as Arc<dyn Overlay>)
+                    .map(|o| -> Arc<dyn Overlay> { o })
                 })
             }
         }
@@ -207,7 +207,7 @@ impl SimHost {
         self.overlay().stats()
     }
 
-    fn container_ip(&self) -> Ipv4Addr {
+    const fn container_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 40, 0, self.n)
     }
 }
@@ -217,10 +217,10 @@ impl SimHost {
 struct World {
     hosts: Vec<SimHost>,
     engine: Engine,
-    _lan: Netns,
+    lan: Netns,
 }
 
-fn lan_ip(n: u8) -> Ipv4Addr {
+const fn lan_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 250, n)
 }
 
@@ -243,17 +243,17 @@ fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
 impl World {
     /// Hosts 1..=count on one LAN, each with a bridge, the datapath pair and
     /// one container 10.40.0.n/24; no overlay yet.
-    fn new(test: &str, count: u8, offloads: Offloads, engine: Engine) -> World {
+    fn new(test: &str, count: u8, offloads: Offloads, engine: Engine) -> Self {
         require_root("the overlay tests (network namespaces, AF_PACKET and AF_XDP sockets, BPF)");
         sweep_stale();
         let test = &format!("{test}-{}", engine.name());
         let lan = Netns::create(&ns_name(test, "lan")).unwrap_or_else(|e| panic!("{e:#}"));
         ip(&["-n", lan.name(), "link", "add", "lan0", "type", "bridge"]);
         ip(&["-n", lan.name(), "link", "set", "lan0", "up"]);
-        let mut world = World {
+        let mut world = Self {
             hosts: Vec::new(),
             engine,
-            _lan: lan,
+            lan,
         };
         for n in 1..=count {
             let host = world.add_host(test, n, offloads);
@@ -263,7 +263,7 @@ impl World {
     }
 
     fn add_host(&self, test: &str, n: u8, offloads: Offloads) -> SimHost {
-        let lan = self._lan.name();
+        let lan = self.lan.name();
         let ns =
             Netns::create(&ns_name(test, &format!("h{n}"))).unwrap_or_else(|e| panic!("{e:#}"));
         let container =
@@ -450,8 +450,8 @@ fn assert_ping(from: &SimHost, to: &SimHost, args: &[&str]) {
 struct Fnv(u64);
 
 impl Fnv {
-    fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+    const fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
     }
 
     fn update(&mut self, bytes: &[u8]) {
@@ -584,7 +584,7 @@ fn tcp_transfer_between(
 
 #[track_caller]
 fn assert_tcp(from: &SimHost, to: &SimHost, bytes: usize) {
-    let t = tcp_transfer(from, to, bytes, Duration::from_secs(60));
+    let t = tcp_transfer(from, to, bytes, Duration::from_mins(1));
     assert!(
         t.intact,
         "TCP c{} -> c{}: sent {} of {bytes}, received {}, checksum {}\nstats of h{}: {:?}\nstats of h{}: {:?}",
@@ -756,11 +756,11 @@ fn two_hosts_ping_carry_tcp_and_shrug_off_garbage(engine: Engine) {
         ShortId::vni(h2.id, h1.id),
         &ethernet([0xff; 6], [0x02, 0, 0, 0, 0x0e, 0x01], 60),
     );
-    for payload in [&b"garbage"[..], &[0u8; 0][..], &valid_to_h1[..]] {
+    for payload in [&b"garbage"[..], &[0u8; 0][..], (&*valid_to_h1)] {
         stranger.send_to(payload, to_h1).unwrap();
     }
     // Garbage from the neighbour's own data port.
-    let mut no_i_flag = valid_to_h1.clone();
+    let mut no_i_flag = valid_to_h1;
     no_i_flag[0] = 0;
     let from_h2 = [
         b"garbage".to_vec(),
@@ -976,7 +976,7 @@ fn a_mac_that_moves_to_another_host_is_followed_at_once(engine: Engine) {
         &h1.container,
         (&moved, h2.container_ip()),
         bytes,
-        Duration::from_secs(60),
+        Duration::from_mins(1),
     );
     assert!(
         t.intact,
@@ -999,7 +999,7 @@ fn a_mac_that_moves_to_another_host_is_followed_at_once(engine: Engine) {
 /// to h2 with a locked MTU below a VXLAN packet's size. Such a datagram is
 /// refused (EMSGSIZE) while a single one is fragmented on the way. (The
 /// textbook trigger, `ethtool -K eth0 tx off`, no longer is one: since
-/// Linux 6.11 the kernel checksums GSO datagrams in software; IPsec is
+/// Linux 6.11 the kernel checksums GSO datagrams in software; `IPsec` is
 /// another, but this kernel has no ESP.) Everything must still arrive, and
 /// h3, whose path takes GSO, must keep it.
 ///
@@ -1062,7 +1062,7 @@ fn a_path_that_refuses_udp_gso_still_carries_everything(engine: Engine) {
 }
 
 /// Datagrams the UDP stack of `ns` received (its `InDatagrams`: a GSO
-/// datagram kept whole by UDP_GRO counts once).
+/// datagram kept whole by `UDP_GRO` counts once).
 fn udp_in_datagrams(ns: &Netns) -> u64 {
     let mut cat = ns.command("cat");
     cat.arg("/proc/net/snmp");
@@ -1081,8 +1081,8 @@ fn udp_in_datagrams(ns: &Netns) -> u64 {
 }
 
 /// Frames from a veth peer's stack carry unfinished checksums
-/// (CHECKSUM_PARTIAL) and GSO super-frames; a capture socket passes them on
-/// as they are, and so does the AF_XDP socket (copy mode copies the bytes,
+/// (`CHECKSUM_PARTIAL`) and GSO super-frames; a capture socket passes them on
+/// as they are, and so does the `AF_XDP` socket (copy mode copies the bytes,
 /// not the checksum state), and the receiving stack drops them for their
 /// bad checksum: TCP cannot even connect (ICMP, checksummed by the stack
 /// itself, works), on both engines. Turning transmit offloads off on the
@@ -1123,7 +1123,7 @@ fn transmit_offloads_must_be_off_on_the_way_to_the_data_plane(engine: Engine) {
 /// Threads and descriptors of this process (the integration tests run one
 /// at a time, so nothing else changes them meanwhile).
 fn threads_and_fds() -> (usize, usize) {
-    let count = |dir| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    let count = |dir| std::fs::read_dir(dir).map_or(0, Iterator::count);
     (count("/proc/self/task"), count("/proc/self/fd"))
 }
 

@@ -2,7 +2,7 @@
 //! JSON (`--json`). Every line the renderings print is made of its fields,
 //! so a script (or a test) reading the JSON sees everything a user reads.
 
-use std::fmt::{self, Write};
+use std::fmt::{self, Write as _};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};

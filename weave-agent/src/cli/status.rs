@@ -1,6 +1,6 @@
 //! `weave status`: the agent's report, in Weave's shape or as JSON.
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use crate::api::{Reply, Request, client};

@@ -75,7 +75,7 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing {
+        Self {
             heartbeat: Duration::from_secs(1),
             dead_after: Duration::from_secs(6),
             handshake_timeout: Duration::from_secs(5),
@@ -112,7 +112,7 @@ impl MeshConfig {
     /// Defaults: listen on 0.0.0.0:6783, data port 6784, discovery on, no
     /// targets, MTU 1376.
     pub fn new(name: PeerName, nickname: impl Into<String>) -> Self {
-        MeshConfig {
+        Self {
             name,
             nickname: nickname.into(),
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
@@ -164,7 +164,7 @@ pub struct Mesh {
 impl Mesh {
     /// Binds the listener, starts the actor, dials the targets. The overlay
     /// gets a forwarding table at once and on every change.
-    pub async fn start(config: MeshConfig, overlay: Arc<dyn Overlay>) -> Result<Mesh, MeshError> {
+    pub async fn start(config: MeshConfig, overlay: Arc<dyn Overlay>) -> Result<Self, MeshError> {
         let targets = parse_targets(&config.targets)?;
         let listener =
             TcpListener::bind(config.listen)
@@ -188,7 +188,7 @@ impl Mesh {
         router.refresh();
         let fallback = router.status();
         let task = tokio::spawn(router.run(listener, commands_rx, events_rx));
-        Ok(Mesh {
+        Ok(Self {
             commands,
             task,
             local_addr,
@@ -197,7 +197,7 @@ impl Mesh {
     }
 
     /// The address the listener is bound to (its port when 0 was asked).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub const fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
@@ -285,7 +285,7 @@ struct Established {
 
 impl Conn {
     /// The tie-break key: who dialled, and its nonce.
-    fn initiator(&self, me: PeerName) -> (PeerName, u64) {
+    const fn initiator(&self, me: PeerName) -> (PeerName, u64) {
         match (&self.peer, self.outbound) {
             (_, true) => (me, self.nonce),
             (Some(p), false) => (p.hello.name, p.hello.nonce),
@@ -333,12 +333,12 @@ impl Router {
         listen_port: u16,
         overlay: Arc<dyn Overlay>,
         events_tx: mpsc::Sender<Event>,
-    ) -> Router {
+    ) -> Self {
         config.nickname = sanitize(&config.nickname, MAX_NICKNAME - 3);
         let uid = rand::random();
         let ours = PeerInfo::new(config.name, config.nickname.clone(), uid, now_ms());
         let maker = ConnectionMaker::new(config.discovery, config.timing.backoff, rand::random());
-        Router {
+        Self {
             listen_port,
             uid,
             overlay,
@@ -361,7 +361,7 @@ impl Router {
         }
     }
 
-    fn me(&self) -> PeerName {
+    const fn me(&self) -> PeerName {
         self.config.name
     }
 
@@ -410,7 +410,7 @@ impl Router {
                     }
                 },
                 _ = gossip.tick() => self.gossip_all(),
-                _ = sleep_until(wake) => {}
+                () = sleep_until(wake) => {}
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = done
                         && e.is_panic()
@@ -631,17 +631,17 @@ impl Router {
         if let Some(&old_id) = self.by_peer.get(&name) {
             let (new, old) = (&self.conns[&id], &self.conns[&old_id]);
             let (new_uid, old_uid) = (uid_of(new), uid_of(old));
-            let keep_new = if new_uid != old_uid {
-                true
-            } else {
+            let keep_new = if new_uid == old_uid {
                 new.initiator(me) < old.initiator(me)
+            } else {
+                true
             };
             let (winner, loser) = if keep_new { (id, old_id) } else { (old_id, id) };
-            let reason = if new_uid != old_uid {
-                format!("{name} restarted: replaced by its new connection")
-            } else {
+            let reason = if new_uid == old_uid {
                 let (by, _) = self.conns[&winner].initiator(me);
                 format!("duplicate connection to {name}: keeping the one initiated by {by}")
+            } else {
+                format!("{name} restarted: replaced by its new connection")
             };
             self.counters.duplicate_connections += 1;
             tracing::debug!(peer = %name, closing = loser, keeping = winner, "{reason}");
@@ -733,12 +733,11 @@ impl Router {
             None => self.by_peer.values().copied().collect(),
             Some(dst) => {
                 let hop = self.routes.next_hop.get(&dst).copied().unwrap_or(dst);
-                match self.by_peer.get(&hop) {
-                    Some(id) => vec![*id],
-                    None => {
-                        self.counters.ipam_dropped += 1;
-                        return;
-                    }
+                if let Some(id) = self.by_peer.get(&hop) {
+                    vec![*id]
+                } else {
+                    self.counters.ipam_dropped += 1;
+                    return;
                 }
             }
         };
@@ -752,7 +751,10 @@ impl Router {
         };
         for id in ids {
             if let Some(conn) = self.conns.get(&id)
-                && conn.tx.try_send(Outgoing::Frame(frame.clone())).is_err()
+                && conn
+                    .tx
+                    .try_send(Outgoing::Frame(Arc::clone(&frame)))
+                    .is_err()
             {
                 self.counters.ipam_dropped += 1;
             }
@@ -768,7 +770,7 @@ impl Router {
             .as_ref()
             .map(|p| p.hello.name.to_string())
             .or_else(|| conn.accepted_from.map(|a| a.to_string()))
-            .or_else(|| conn.via.as_ref().map(|k| k.to_string()))
+            .or_else(|| conn.via.as_ref().map(ToString::to_string))
             .unwrap_or_default();
         let counter = match reason.kind {
             CloseKind::Oversized => Some((&mut self.counters.oversized_frames, "oversized")),
@@ -872,7 +874,7 @@ impl Router {
                 routes = routes::compute(&self.topology, &neighbours);
             }
             if !routes.shadowed.is_empty() && routes.shadowed != self.routes.shadowed {
-                let names: Vec<String> = routes.shadowed.iter().map(|n| n.to_string()).collect();
+                let names: Vec<String> = routes.shadowed.iter().map(ToString::to_string).collect();
                 self.note(
                     "short id",
                     format!(
@@ -935,7 +937,7 @@ impl Router {
             reachable = table.next_hop.len(),
             "publishing forwarding table"
         );
-        self.overlay.update(table.clone());
+        self.overlay.update(Arc::clone(&table));
         self.published = Some(table);
     }
 
@@ -1009,7 +1011,7 @@ impl Router {
                 continue;
             };
             for frame in &frames {
-                match conn.tx.try_send(Outgoing::Frame(frame.clone())) {
+                match conn.tx.try_send(Outgoing::Frame(Arc::clone(frame))) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         slow.push(*id);
@@ -1029,14 +1031,12 @@ impl Router {
         }
     }
 
-    /// The whole topology as gossip frames of at most about GOSSIP_CHUNK.
+    /// The whole topology as gossip frames of at most about `GOSSIP_CHUNK`.
     fn topology_frames(&self) -> Vec<Arc<[u8]>> {
         let mut chunks: Vec<Vec<PeerInfo>> = vec![Vec::new()];
         let mut size = 0;
         for p in self.topology.peers() {
-            let n = serde_json::to_vec(p)
-                .map(|v| v.len())
-                .unwrap_or(GOSSIP_CHUNK);
+            let n = serde_json::to_vec(p).map_or(GOSSIP_CHUNK, |v| v.len());
             if size + n > GOSSIP_CHUNK && !chunks.last().is_some_and(Vec::is_empty) {
                 chunks.push(Vec::new());
                 size = 0;

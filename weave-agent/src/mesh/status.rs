@@ -3,7 +3,7 @@
 //! `connections`, `targets`, and the two counts of the summary).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::{self, Write};
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use crate::peer_name::PeerName;
 
 /// Inbound connections refused are shown for this long: the dialling side
 /// sees its own attempts fail, this is the other side's view.
-const REFUSED_SHOWN_FOR: Duration = Duration::from_secs(120);
+const REFUSED_SHOWN_FOR: Duration = Duration::from_mins(2);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshStatus {
@@ -84,21 +84,21 @@ pub enum ConnectionState {
 
 impl ConnectionState {
     /// Weave's order for the counts.
-    pub const ALL: [ConnectionState; 5] = [
-        ConnectionState::Established,
-        ConnectionState::Pending,
-        ConnectionState::Retrying,
-        ConnectionState::Failed,
-        ConnectionState::Connecting,
+    pub const ALL: [Self; 5] = [
+        Self::Established,
+        Self::Pending,
+        Self::Retrying,
+        Self::Failed,
+        Self::Connecting,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
-            ConnectionState::Established => "established",
-            ConnectionState::Pending => "pending",
-            ConnectionState::Connecting => "connecting",
-            ConnectionState::Retrying => "retrying",
-            ConnectionState::Failed => "failed",
+            Self::Established => "established",
+            Self::Pending => "pending",
+            Self::Connecting => "connecting",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
         }
     }
 }
@@ -190,8 +190,8 @@ impl MeshCounters {
 
 impl ConnectionStatus {
     /// An inbound connection refused in its handshake, from `from`.
-    pub(super) fn refused_inbound(from: SocketAddr, reason: &str) -> ConnectionStatus {
-        ConnectionStatus {
+    pub(super) fn refused_inbound(from: SocketAddr, reason: &str) -> Self {
+        Self {
             address: from.to_string(),
             outbound: false,
             state: ConnectionState::Failed,
@@ -349,7 +349,7 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
     }
 }
 
-fn arrow(outbound: bool) -> &'static str {
+const fn arrow(outbound: bool) -> &'static str {
     if outbound { "->" } else { "<-" }
 }
 
@@ -427,7 +427,11 @@ impl MeshStatus {
 
     /// `weave status targets`: one per line.
     pub fn render_targets(&self) -> String {
-        self.targets.iter().map(|t| format!("{t}\n")).collect()
+        self.targets.iter().fold(String::new(), |mut s, t| {
+            s.push_str(t);
+            s.push('\n');
+            s
+        })
     }
 
     /// After `Connections: ` in `weave status`, e.g. `3 (2 established, 1 failed)`.
@@ -609,7 +613,7 @@ pub(crate) mod tests {
             "2 (with 2 established, 1 pending connections)"
         );
         assert_eq!(st.established(), 1);
-        let mut alone = st.clone();
+        let mut alone = st;
         alone.connections.clear();
         alone.peers.truncate(1);
         alone.peers[0].connections.clear();

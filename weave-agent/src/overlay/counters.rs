@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use super::forwarding::OverlayStats;
+use crate::overlay::forwarding::OverlayStats;
 
 /// Why a frame or packet was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,23 +23,23 @@ pub enum DropReason {
 impl DropReason {
     const COUNT: usize = 8;
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
-            DropReason::Malformed => "malformed",
-            DropReason::UnknownSender => "unknown sender",
-            DropReason::NoRoute => "no route",
-            DropReason::Oversize => "oversize",
-            DropReason::Spoofed => "spoofed",
-            DropReason::SendFailed => "send failed",
-            DropReason::Unauthenticated => "unauthenticated",
-            DropReason::Replayed => "replayed",
+            Self::Malformed => "malformed",
+            Self::UnknownSender => "unknown sender",
+            Self::NoRoute => "no route",
+            Self::Oversize => "oversize",
+            Self::Spoofed => "spoofed",
+            Self::SendFailed => "send failed",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Replayed => "replayed",
         }
     }
 }
 
 /// One batch's counts, kept by one worker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(super) struct Counts {
     pub sent: u64,
     pub received: u64,
     pub relayed: u64,
@@ -51,13 +51,13 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn drop(&mut self, reason: DropReason, n: u64) {
+    pub(super) const fn drop(&mut self, reason: DropReason, n: u64) {
         self.dropped[reason as usize] += n;
     }
 }
 
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(super) struct Counters {
     sent: AtomicU64,
     received: AtomicU64,
     relayed: AtomicU64,
@@ -68,7 +68,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn add(&self, counts: &Counts) {
+    pub(super) fn add(&self, counts: &Counts) {
         let add = |counter: &AtomicU64, n: u64| {
             if n != 0 {
                 counter.fetch_add(n, Relaxed);
@@ -85,12 +85,12 @@ impl Counters {
     }
 
     /// True the first time it is called for `reason`: log that one.
-    pub fn first(&self, reason: DropReason) -> bool {
+    pub(super) fn first(&self, reason: DropReason) -> bool {
         let flag = &self.logged[reason as usize];
         !flag.load(Relaxed) && !flag.swap(true, Relaxed)
     }
 
-    pub fn snapshot(&self) -> OverlayStats {
+    pub(super) fn snapshot(&self) -> OverlayStats {
         let dropped = |r: DropReason| self.dropped[r as usize].load(Relaxed);
         OverlayStats {
             frames_sent: self.sent.load(Relaxed),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::seal::PeerKeys;
+use crate::overlay::wire::seal::PeerKeys;
 use crate::peer_name::PeerName;
 
 /// A 12-bit peer id. Frames between peers are standard VXLAN whose 24-bit VNI
@@ -21,30 +21,30 @@ pub struct ShortId(pub u16);
 
 impl ShortId {
     /// The destination of frames for every peer (broadcast, unknown unicast).
-    pub const BROADCAST: ShortId = ShortId(0xfff);
+    pub const BROADCAST: Self = Self(0xfff);
 
     /// Derived from the peer name, so every peer computes the same id for
     /// every other without agreeing on anything. Never BROADCAST.
-    pub fn of(name: &PeerName) -> ShortId {
+    pub fn of(name: &PeerName) -> Self {
         // FNV-1a: stable across builds and platforms, unlike std's hasher.
         let mut h: u32 = 0x811c_9dc5;
         for b in name.0.0 {
             h ^= u32::from(b);
             h = h.wrapping_mul(0x0100_0193);
         }
-        ShortId(((h ^ (h >> 12) ^ (h >> 24)) % 0xfff) as u16)
+        Self(((h ^ (h >> 12) ^ (h >> 24)) % 0xfff) as u16)
     }
 
     /// The VXLAN network identifier for a frame from `origin` to `dest`.
-    pub fn vni(origin: ShortId, dest: ShortId) -> u32 {
+    pub fn vni(origin: Self, dest: Self) -> u32 {
         (u32::from(origin.0) << 12) | u32::from(dest.0)
     }
 
     /// (origin, destination) of a VNI.
-    pub fn from_vni(vni: u32) -> (ShortId, ShortId) {
+    pub const fn from_vni(vni: u32) -> (Self, Self) {
         (
-            ShortId(((vni >> 12) & 0xfff) as u16),
-            ShortId((vni & 0xfff) as u16),
+            Self(((vni >> 12) & 0xfff) as u16),
+            Self((vni & 0xfff) as u16),
         )
     }
 }
@@ -107,7 +107,7 @@ pub struct OverlayStats {
     #[serde(default)]
     pub frames_coalesced: u64,
     /// UDP GSO datagrams the kernel refused on the way to a peer (a path
-    /// MTU below the segment size, IPsec, a socket without checksums):
+    /// MTU below the segment size, `IPsec`, a socket without checksums):
     /// their frames went one datagram each, as do later ones to that peer
     /// (xdp data plane; the plain one sends single datagrams anyway).
     #[serde(default)]

@@ -1,37 +1,38 @@
 //! The data plane between hosts, behind one seam: the control plane (mesh/)
-//! publishes a `ForwardingTable` and never learns whether frames travel
-//! through a capture socket (plain) or AF_XDP (accelerated).
+//! publishes a `ForwardingTable` (`forwarding`) and never learns whether
+//! frames travel through a capture socket (plain) or `AF_XDP` (xdp).
 //!
-//! Pure parts (VXLAN codec, MAC learning, resolved routes, verdicts, the
-//! plan of actions for each frame) are unit-tested without sockets; `sys`,
-//! `mmsg`, `gso`, `gro` and `inject` hold the system calls; `engine` is what
-//! both engines share, `plain` and `xdp` what differs.
+//! The tree:
+//! - `wire/`: pure wire formats: VXLAN, sealed frames, TCP segment
+//!   coalescing. Bytes in, bytes out, no I/O.
+//! - `decide/`: pure decisions: MAC learning, resolved routes, each frame's
+//!   verdict and the plan of actions that follows from it (`plan`, the one
+//!   place the forwarding rules live).
+//! - `sys/`: system-call plumbing: socket options, batched sends and
+//!   receives (`mmsg`), UDP GSO and GRO, the injection packet socket.
+//! - `engine/`: what every engine shares: the UDP socket, tables, counters
+//!   and workers, and the loop that carries plans out.
+//! - `plain/`, `xdp/`: the two engines, which only say where frames come
+//!   from and how they leave.
+//!
+//! Everything in `wire/` and `decide/` is unit-tested without sockets and
+//! fuzzed (`fuzz/`).
 
-mod carry;
-pub mod coalesce;
 mod counters;
+mod decide;
 mod engine;
 mod error;
 mod forwarding;
-mod gro;
-mod gso;
-mod inject;
-pub mod mac_table;
-pub mod macs;
-mod mmsg;
 pub mod plain;
-pub mod plan;
-pub mod routes;
-pub mod seal;
-mod seal_slots;
 mod sys;
-pub mod verdict;
-pub mod vxlan;
+mod wire;
 pub mod xdp;
 
 pub use counters::DropReason;
+pub use decide::{mac_table, macs, plan, routes, verdict};
 pub use engine::{MAX_MTU, MIN_MTU};
 pub use error::OverlayError;
 pub use forwarding::{ForwardingTable, NeighbourKeys, Overlay, OverlayStats, ShortId};
 pub use plain::{DEFAULT_DATA_PORT, PlainConfig, PlainOverlay};
+pub use wire::{coalesce, seal, vxlan};
 pub use xdp::{XdpConfig, XdpOverlay};

@@ -2,19 +2,19 @@
 //! and sent where their plan says (sealed for each next hop in password
 //! mode, through scratch slots).
 
-use std::os::fd::AsFd;
+use std::os::fd::AsFd as _;
 use std::time::Instant;
 
 use super::Shared;
-use crate::overlay::carry::{Carrier, Onward, Tally, carry_out, send_sealed};
 use crate::overlay::counters::DropReason;
+use crate::overlay::decide::routes::RoutesReader;
+use crate::overlay::decide::verdict::{FromBridge, from_bridge};
 use crate::overlay::engine::BATCH;
-use crate::overlay::mmsg::{Batch, RecvBatch, SendQueue};
-use crate::overlay::routes::RoutesReader;
-use crate::overlay::seal_slots::SealSlots;
+use crate::overlay::engine::carry::{Carrier, Onward, Tally, carry_out, send_sealed};
+use crate::overlay::engine::seal_slots::SealSlots;
 use crate::overlay::sys;
-use crate::overlay::verdict::{FromBridge, from_bridge};
-use crate::overlay::vxlan;
+use crate::overlay::sys::mmsg::{Batch, RecvBatch, SendQueue};
+use crate::overlay::wire::vxlan;
 
 /// Most frames flood to a few peers: room for a batch sent to four each
 /// before the queue is flushed early.
@@ -28,7 +28,7 @@ pub(super) fn run(shared: &Shared) {
     let mut reader = RoutesReader::new(&core.routes);
     let mut slots = SealSlots::new(core.max_frame);
     while !core.stopping() {
-        if !shared.receive(&mut frames, shared.datapath.as_fd(), "datapath") {
+        if !super::receive(&mut frames, shared.datapath.as_fd(), "datapath") {
             continue;
         }
         let now = Instant::now();

@@ -7,20 +7,20 @@
 
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::os::fd::AsFd;
+use std::os::fd::AsFd as _;
 use std::time::Instant;
 
 use super::Shared;
-use crate::overlay::carry::{Carrier, Onward, Tally, carry_out, send_sealed};
 use crate::overlay::counters::DropReason;
+use crate::overlay::decide::routes::{Routes, RoutesReader};
+use crate::overlay::decide::verdict::{FromPeer, from_peer, from_peer_truncated};
 use crate::overlay::engine::BATCH;
-use crate::overlay::mmsg::{Batch, RecvBatch, SendQueue};
-use crate::overlay::routes::{Routes, RoutesReader};
-use crate::overlay::seal;
-use crate::overlay::seal_slots::SealSlots;
+use crate::overlay::engine::carry::{Carrier, Onward, Tally, carry_out, send_sealed};
+use crate::overlay::engine::seal_slots::SealSlots;
 use crate::overlay::sys;
-use crate::overlay::verdict::{FromPeer, from_peer, from_peer_truncated};
-use crate::overlay::vxlan;
+use crate::overlay::sys::mmsg::{Batch, RecvBatch, SendQueue};
+use crate::overlay::wire::seal;
+use crate::overlay::wire::vxlan;
 
 /// Relays and broadcasts passed on: room for a batch sent to four peers each.
 const FORWARD_QUEUE: usize = BATCH * 4;
@@ -37,7 +37,7 @@ pub(super) fn run(shared: &Shared) {
     let mut verdicts: Vec<FromPeer> = Vec::with_capacity(BATCH);
     let mut reader = RoutesReader::new(&core.routes);
     while !core.stopping() {
-        if !shared.receive(&mut packets, core.udp.as_fd(), "udp") {
+        if !super::receive(&mut packets, core.udp.as_fd(), "udp") {
             continue;
         }
         let now = Instant::now();
@@ -91,21 +91,21 @@ struct ToBridge<'b, 'q, 'd> {
 }
 
 impl Carrier for ToBridge<'_, '_, '_> {
-    fn len(&self, packet: usize) -> usize {
-        self.packets.get(packet).len
+    fn len(&self, frame: usize) -> usize {
+        self.packets.get(frame).len
     }
 
-    fn sender(&self, packet: usize) -> Option<SocketAddr> {
-        sys::read_sockaddr(self.packets.get(packet).addr)
+    fn sender(&self, frame: usize) -> Option<SocketAddr> {
+        sys::read_sockaddr(self.packets.get(frame).addr)
     }
 
-    fn deliver(&mut self, packet: usize) {
-        let frame = inner_frame(self.packets, self.plain, packet);
+    fn deliver(&mut self, frame: usize) {
+        let frame = inner_frame(self.packets, self.plain, frame);
         self.injected.push(None, frame, None);
     }
 
-    fn send_clear(&mut self, packet: usize, onward: &Onward) {
-        let frame = inner_frame(self.packets, self.plain, packet);
+    fn send_clear(&mut self, frame: usize, onward: &Onward) {
+        let frame = inner_frame(self.packets, self.plain, frame);
         let header = vxlan::header(onward.vni);
         self.forwarded.push(Some(header), frame, Some(&onward.to));
     }

@@ -2,7 +2,7 @@
 //! (`gro`: a peer's GSO datagram of up to 64 packets crosses the receiving
 //! stack as one), each packet copied into a transmit frame of the UMEM, and
 //! carried out as its plan says: the inner frame sent into the bridge
-//! through the AF_XDP TX ring (or, when a TCP stream's segments merge, as
+//! through the `AF_XDP` TX ring (or, when a TCP stream's segments merge, as
 //! GSO super-frames through `inject`), broadcasts passed on down the
 //! origin's tree and packets for other peers relayed. In password mode
 //! every packet is first opened in place with the sending neighbour's key
@@ -12,27 +12,30 @@
 
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::os::fd::AsFd;
+use std::os::fd::AsFd as _;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::Shared;
 use super::sealed::{self, SEALED_LEAD, seal_in_place};
 use super::umem::{BridgeTx, Chunk, DATA_OFFSET, FRAME_SIZE, Frame, Memory, RING_SIZE};
-use crate::overlay::carry::{Carrier, Onward, Tally, carry_out, for_each_sole_seal, send_sealed};
-use crate::overlay::coalesce::{self, Run};
 use crate::overlay::counters::DropReason;
-use crate::overlay::engine::{BATCH, nothing_came};
-use crate::overlay::gro::GroRecv;
-use crate::overlay::gso;
-use crate::overlay::inject::Injector;
-use crate::overlay::macs::MacJournal;
-use crate::overlay::mmsg::{Batch, SendQueue};
-use crate::overlay::routes::RoutesReader;
-use crate::overlay::seal_slots::SealSlots;
+use crate::overlay::decide::macs::MacJournal;
+use crate::overlay::decide::routes::RoutesReader;
+use crate::overlay::decide::verdict::{FromPeer, from_peer, from_peer_truncated};
+use crate::overlay::engine::carry::{
+    Carrier, Onward, Tally, carry_out, for_each_sole_seal, send_sealed,
+};
+use crate::overlay::engine::seal_slots::SealSlots;
+use crate::overlay::engine::{self, BATCH, nothing_came};
 use crate::overlay::sys;
-use crate::overlay::verdict::{FromPeer, from_peer, from_peer_truncated};
-use crate::overlay::vxlan;
+use crate::overlay::sys::gro::GroRecv;
+use crate::overlay::sys::gso;
+use crate::overlay::sys::inject::Injector;
+use crate::overlay::sys::mmsg::{Batch, SendQueue};
+use crate::overlay::wire::coalesce::{self, Run};
+use crate::overlay::wire::vxlan;
 
 /// Relays and broadcasts passed on: room for a batch sent to four peers each.
 const FORWARD_QUEUE: usize = BATCH * 4;
@@ -58,9 +61,13 @@ struct Arrival {
 /// dropped.
 type Opened = Result<Range<usize>, DropReason>;
 
+#[expect(
+    clippy::iter_with_drain,
+    reason = "drain keeps the buffers' allocations for the next batch"
+)]
 pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Injector>) {
     let core = &shared.core;
-    let mem = half.mem.clone();
+    let mem = Arc::clone(&half.mem);
     let capacity = RING_SIZE as usize;
     let mut runs: Vec<Run> = Vec::with_capacity(capacity);
     let mut recv = GroRecv::new(DATAGRAMS);
@@ -92,7 +99,7 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
         let now = Instant::now();
         if let Err(e) = received {
             if !nothing_came(&e) {
-                core.back_off(&e, "udp receive");
+                engine::back_off(&e, "udp receive");
             }
             // Frames left on the TX ring by a kick that ran out of rounds.
             half.kick();
@@ -252,27 +259,27 @@ struct ToBridge<'b, 'q, 'd> {
 }
 
 impl Carrier for ToBridge<'_, '_, '_> {
-    fn len(&self, packet: usize) -> usize {
-        self.arrivals[packet].len
+    fn len(&self, frame: usize) -> usize {
+        self.arrivals[frame].len
     }
 
-    fn sender(&self, packet: usize) -> Option<SocketAddr> {
-        self.arrivals[packet].sender
+    fn sender(&self, frame: usize) -> Option<SocketAddr> {
+        self.arrivals[frame].sender
     }
 
-    fn deliver(&mut self, packet: usize) {
-        self.kept[packet] = true;
+    fn deliver(&mut self, frame: usize) {
+        self.kept[frame] = true;
     }
 
-    fn send_clear(&mut self, packet: usize, onward: &Onward) {
-        let frame = inner_frame(self.mem, &self.taken[packet], &self.plain[packet]);
+    fn send_clear(&mut self, frame: usize, onward: &Onward) {
+        let frame = inner_frame(self.mem, &self.taken[frame], &self.plain[frame]);
         let header = vxlan::header(onward.vni);
         self.forwarded.push(Some(header), frame, Some(&onward.to));
     }
 
-    fn seal_in_place(&mut self, packet: usize, onward: &Onward) -> Option<Result<(), DropReason>> {
-        let sealed = self.in_place[packet].clone()?.map(|range| {
-            let chunk = self.mem.chunk(&self.taken[packet]);
+    fn seal_in_place(&mut self, frame: usize, onward: &Onward) -> Option<Result<(), DropReason>> {
+        let sealed = self.in_place[frame].clone()?.map(|range| {
+            let chunk = self.mem.chunk(&self.taken[frame]);
             self.forwarded.push(None, &chunk[range], Some(&onward.to));
         });
         Some(sealed)

@@ -19,11 +19,11 @@ use std::time::Instant;
 use aya::maps::{HashMap, MapData};
 use weave_common::datapath::mac_key;
 
+use crate::overlay::decide::mac_table::MacTable;
+use crate::overlay::decide::macs::MacJournal;
 use crate::overlay::forwarding::ShortId;
-use crate::overlay::mac_table::MacTable;
-use crate::overlay::macs::MacJournal;
 
-pub struct PeerMacs {
+pub(super) struct PeerMacs {
     map: HashMap<MapData, u64, u32>,
     /// What the map holds: what this agent wrote and did not remove.
     written: StdHashMap<u64, u32>,
@@ -34,7 +34,7 @@ pub struct PeerMacs {
 impl PeerMacs {
     /// The mirror over `map`, which it empties first (a map pinned or
     /// reused from an earlier agent may hold entries nobody keeps track of).
-    pub fn emptied(mut map: HashMap<MapData, u64, u32>) -> Self {
+    pub(super) fn emptied(mut map: HashMap<MapData, u64, u32>) -> Self {
         let keys: Vec<u64> = map.keys().filter_map(Result::ok).collect();
         for key in keys {
             let _ = map.remove(&key);
@@ -47,7 +47,7 @@ impl PeerMacs {
     }
 
     /// Writes and removes what `changes` holds, and empties it.
-    pub fn apply(&mut self, changes: &mut MacJournal) {
+    pub(super) fn apply(&mut self, changes: &mut MacJournal) {
         for (mac, peer) in changes.learnt.drain(..) {
             self.write(mac_key(mac.0), u32::from(peer.0));
         }
@@ -58,7 +58,7 @@ impl PeerMacs {
 
     /// Makes the map equal to `live` (a snapshot of the remote table's live
     /// entries, taken under the MAC lock).
-    pub fn sync(&mut self, live: &StdHashMap<u64, u32>) {
+    pub(super) fn sync(&mut self, live: &StdHashMap<u64, u32>) {
         let stale: Vec<u64> = self
             .written
             .iter()
@@ -74,7 +74,7 @@ impl PeerMacs {
     }
 
     /// The snapshot [`PeerMacs::sync`] takes.
-    pub fn snapshot(remote: &MacTable<ShortId>, now: Instant) -> StdHashMap<u64, u32> {
+    pub(super) fn snapshot(remote: &MacTable<ShortId>, now: Instant) -> StdHashMap<u64, u32> {
         remote
             .live(now)
             .map(|(mac, peer)| (mac_key(mac.0), u32::from(peer.0)))

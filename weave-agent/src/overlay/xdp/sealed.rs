@@ -1,4 +1,4 @@
-//! Password mode on the AF_XDP path: frames sealed and opened in place in
+//! Password mode on the `AF_XDP` path: frames sealed and opened in place in
 //! their UMEM chunk, in the same wire format as the plain path
 //! (`overlay::seal`), so that xdp and plain peers interoperate.
 //!
@@ -21,9 +21,9 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use crate::overlay::counters::DropReason;
-use crate::overlay::routes::Routes;
-use crate::overlay::seal::{self, PeerKeys};
-use crate::overlay::vxlan;
+use crate::overlay::decide::routes::Routes;
+use crate::overlay::wire::seal::{self, PeerKeys};
+use crate::overlay::wire::vxlan;
 
 /// How much earlier in its chunk a sealed packet is received than a plain
 /// one: the counter between the VXLAN header and the frame.

@@ -1,4 +1,4 @@
-//! Bridge to peers: frames the datapath program redirected into the AF_XDP
+//! Bridge to peers: frames the datapath program redirected into the `AF_XDP`
 //! socket, tagged with their destination peer, wrapped in VXLAN and sent
 //! where their plan says, straight from the UMEM; consecutive frames of one
 //! size for one peer leave as one UDP GSO datagram (`gso`). In password mode
@@ -6,25 +6,29 @@
 //! (`sealed`), one flooded to several through seal slots.
 
 use std::ops::Range;
-use std::os::fd::AsFd;
+use std::os::fd::AsFd as _;
+use std::sync::Arc;
 use std::time::Instant;
 
 use weave_common::datapath::{META_LEN, meta_dest};
 
+use super::Shared;
 use super::sealed::seal_in_place;
 use super::umem::{BridgeRx, Frame, Memory};
-use super::{Shared, wait_readable};
-use crate::overlay::carry::{Carrier, Onward, Tally, carry_out, for_each_sole_seal, send_sealed};
+use super::wait_readable;
 use crate::overlay::counters::DropReason;
+use crate::overlay::decide::macs::MacJournal;
+use crate::overlay::decide::routes::RoutesReader;
+use crate::overlay::decide::verdict::{FromBridge, from_bridge_tagged};
+use crate::overlay::engine::carry::{
+    Carrier, Onward, Tally, carry_out, for_each_sole_seal, send_sealed,
+};
+use crate::overlay::engine::seal_slots::SealSlots;
 use crate::overlay::engine::{BATCH, STOP_CHECK};
 use crate::overlay::forwarding::ShortId;
-use crate::overlay::gso::{GsoBatch, GsoQueue};
-use crate::overlay::macs::MacJournal;
-use crate::overlay::mmsg::SendQueue;
-use crate::overlay::routes::RoutesReader;
-use crate::overlay::seal_slots::SealSlots;
-use crate::overlay::verdict::{FromBridge, from_bridge_tagged};
-use crate::overlay::vxlan;
+use crate::overlay::sys::gso::{GsoBatch, GsoQueue};
+use crate::overlay::sys::mmsg::SendQueue;
+use crate::overlay::wire::vxlan;
 
 /// Most frames flood to a few peers: room for a batch sent to four each
 /// before the queue is flushed early.
@@ -36,7 +40,7 @@ type SealedInPlace = Option<Result<Range<usize>, DropReason>>;
 
 pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
     let core = &shared.core;
-    let mem = half.mem.clone();
+    let mem = Arc::clone(&half.mem);
     let mut frames: Vec<Frame> = Vec::with_capacity(BATCH);
     let mut tags: Vec<Option<ShortId>> = Vec::with_capacity(BATCH);
     let mut queue = GsoQueue::new(SEND_QUEUE, core.udp_family);

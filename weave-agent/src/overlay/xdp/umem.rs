@@ -1,4 +1,4 @@
-//! The AF_XDP sockets on the datapath port and their UMEM: one memory area
+//! The `AF_XDP` sockets on the datapath port and their UMEM: one memory area
 //! of [`FRAMES`] frames, split once into two pools that never mix, shared by
 //! a receiving and a transmitting socket on the port's queue.
 //!
@@ -13,7 +13,7 @@
 //!
 //! Each half belongs to one worker thread; both keep the [`Memory`] alive,
 //! which unmaps the area only after the sockets and their rings are gone.
-//! Copy mode only: veth has no zero-copy AF_XDP.
+//! Copy mode only: veth has no zero-copy `AF_XDP`.
 //!
 //! Who may touch which bytes is checked by the compiler, not by comments: a
 //! chunk's bytes are reachable only through a [`Chunk`], a token that exists
@@ -38,27 +38,31 @@ use xdpilone::{
 use crate::overlay::error::OverlayError;
 
 /// Frame size: the kernel accepts 2048 or 4096 (a page) in aligned mode.
-pub const FRAME_SIZE: u32 = 4096;
+pub(super) const FRAME_SIZE: u32 = 4096;
 /// Frames in the UMEM: half for each direction (16 MiB in all).
-pub const FRAMES: u32 = 4096;
+pub(super) const FRAMES: u32 = 4096;
 /// Entries in each ring: one direction's frames fit in its rings.
-pub const RING_SIZE: u32 = FRAMES / 2;
+pub(super) const RING_SIZE: u32 = FRAMES / 2;
 /// Where a frame's data starts in its chunk: the kernel leaves
-/// XDP_PACKET_HEADROOM (256) in front in copy mode; the agent does the same
+/// `XDP_PACKET_HEADROOM` (256) in front in copy mode; the agent does the same
 /// for the frames it transmits, with the VXLAN header just before.
-pub const DATA_OFFSET: u64 = 256;
+pub(super) const DATA_OFFSET: u64 = 256;
 /// The largest frame a chunk holds.
-pub const MAX_FRAME: usize = (FRAME_SIZE as u64 - DATA_OFFSET) as usize;
+pub(super) const MAX_FRAME: usize = (FRAME_SIZE as u64 - DATA_OFFSET) as usize;
 
 /// The memory behind the UMEM, and the sockets. Fields drop in order: the
 /// sockets and their registration first, the mapping last.
-pub struct Memory {
+pub(super) struct Memory {
     receiver: User,
     _transmitter: User,
     _umem: Umem,
     area: Area,
 }
 
+#[expect(
+    clippy::non_send_fields_in_send_ty,
+    reason = "the raw pointers are justified in the SAFETY comment above"
+)]
 // SAFETY: every field may be used from, and dropped on, any thread:
 // - `receiver`: a socket descriptor (shared through an Arc inside xdpilone)
 //   and its configuration; only `fd()` and `statistics_v2()` (getsockopt)
@@ -78,7 +82,7 @@ unsafe impl Sync for Memory {}
 /// One chunk of the UMEM in the agent's hands: the only way to its bytes
 /// (see the module docs). Neither Copy nor Clone.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Chunk {
+pub(super) struct Chunk {
     /// The chunk's start, as an address in the UMEM.
     base: u64,
 }
@@ -90,28 +94,28 @@ impl Chunk {
     /// The chunk must have just been handed to the agent (read from the RX
     /// or completion ring, or never given to the kernel), and no other
     /// token for it may exist.
-    unsafe fn handed_over(addr: u64) -> Chunk {
-        Chunk {
+    unsafe fn handed_over(addr: u64) -> Self {
+        Self {
             base: addr - addr % u64::from(FRAME_SIZE),
         }
     }
 
     /// The UMEM address `offset` bytes into the chunk, for a ring descriptor.
-    pub fn addr(&self, offset: usize) -> u64 {
+    pub(super) const fn addr(&self, offset: usize) -> u64 {
         self.base + offset as u64
     }
 }
 
 /// A frame in a chunk: `len` bytes from `start`.
 #[derive(Debug)]
-pub struct Frame {
+pub(super) struct Frame {
     pub chunk: Chunk,
     pub start: usize,
     pub len: usize,
 }
 
 impl Frame {
-    fn desc(&self) -> XdpDesc {
+    const fn desc(&self) -> XdpDesc {
         XdpDesc {
             addr: self.chunk.addr(self.start),
             len: self.len as u32,
@@ -121,27 +125,26 @@ impl Frame {
 }
 
 impl Memory {
-    pub fn fd(&self) -> RawFd {
+    pub(super) fn fd(&self) -> RawFd {
         self.receiver.as_raw_fd()
     }
 
     /// The receiving socket, borrowed: for poll(2) and the XSKS map.
-    pub fn borrowed_fd(&self) -> BorrowedFd<'_> {
+    pub(super) fn borrowed_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the socket lives as long as `self`.
         unsafe { BorrowedFd::borrow_raw(self.fd()) }
     }
 
     /// Frames the kernel dropped on the way in: RX ring full, or no frame
     /// in the fill ring.
-    pub fn rx_dropped(&self) -> u64 {
-        self.receiver
-            .statistics_v2()
-            .map(|s| s.rx_dropped + s.rx_ring_full + s.rx_fill_ring_empty_descs)
-            .unwrap_or(0)
+    pub(super) fn rx_dropped(&self) -> u64 {
+        self.receiver.statistics_v2().map_or(0, |s| {
+            s.rx_dropped + s.rx_ring_full + s.rx_fill_ring_empty_descs
+        })
     }
 
     /// The bytes of `chunk`, all [`FRAME_SIZE`] of them.
-    pub fn chunk<'a>(&'a self, chunk: &'a Chunk) -> &'a [u8] {
+    pub(super) fn chunk<'a>(&'a self, chunk: &'a Chunk) -> &'a [u8] {
         // SAFETY: a token's chunk lies inside the area (tokens are made
         // only for addresses the kernel or `open` gave, all inside it), and
         // its holder is the only one who can reach these bytes: while this
@@ -150,14 +153,14 @@ impl Memory {
     }
 
     /// The bytes of `chunk`, writable.
-    pub fn chunk_mut<'a>(&'a self, chunk: &'a mut Chunk) -> &'a mut [u8] {
+    pub(super) fn chunk_mut<'a>(&'a self, chunk: &'a mut Chunk) -> &'a mut [u8] {
         // SAFETY: as in `chunk`; the token is borrowed exclusively, so no
         // other slice of this chunk lives.
         unsafe { std::slice::from_raw_parts_mut(self.start_of(chunk), FRAME_SIZE as usize) }
     }
 
     /// The frame's bytes (empty if it does not lie inside its chunk).
-    pub fn frame<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
+    pub(super) fn frame<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
         self.chunk(&frame.chunk)
             .get(frame.start..frame.start + frame.len)
             .unwrap_or_default()
@@ -177,7 +180,7 @@ struct Area {
 }
 
 impl Area {
-    fn map(len: usize) -> io::Result<Area> {
+    fn map(len: usize) -> io::Result<Self> {
         // SAFETY: a fresh anonymous private mapping; checked below.
         let ptr = unsafe {
             libc::mmap(
@@ -193,19 +196,21 @@ impl Area {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(ptr.cast()).ok_or_else(io::Error::last_os_error)?;
-        Ok(Area { ptr, len })
+        Ok(Self { ptr, len })
     }
 }
 
 impl Drop for Area {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
     }
 }
 
 /// The bridge-to-peers half: frames arrive in the RX ring.
-pub struct BridgeRx {
+pub(super) struct BridgeRx {
     fill: FillQueue,
     pub rx: RingRx,
     pub mem: Arc<Memory>,
@@ -213,7 +218,7 @@ pub struct BridgeRx {
 
 impl BridgeRx {
     /// Takes up to `max` frames from the RX ring into `frames`.
-    pub fn receive(&mut self, max: u32, frames: &mut Vec<Frame>) {
+    pub(super) fn receive(&mut self, max: u32, frames: &mut Vec<Frame>) {
         let mut ring = self.rx.receive(max);
         frames.extend(ring.by_ref().map(|desc| Frame {
             // SAFETY: the kernel hands the chunk over with its descriptor;
@@ -229,7 +234,7 @@ impl BridgeRx {
     /// A reservation can be shorter than asked (it trusts a cached view of
     /// the ring first), so it repeats until every chunk is back: a chunk
     /// left out would be lost to the ring for good.
-    pub fn give_back(&mut self, frames: &mut Vec<Frame>) {
+    pub(super) fn give_back(&mut self, frames: &mut Vec<Frame>) {
         while !frames.is_empty() {
             let mut fill = self.fill.fill(frames.len() as u32);
             let n = fill.insert(frames.iter().map(|f| f.chunk.base)) as usize;
@@ -246,7 +251,7 @@ impl BridgeRx {
 }
 
 /// The peers-to-bridge half: frames leave through the TX ring.
-pub struct BridgeTx {
+pub(super) struct BridgeTx {
     tx: RingTx,
     completion: CompletionQueue,
     /// Transmit chunks not in the kernel's hands.
@@ -256,7 +261,7 @@ pub struct BridgeTx {
 
 impl BridgeTx {
     /// Takes back the transmit chunks the kernel is done with.
-    pub fn reclaim(&mut self) {
+    pub(super) fn reclaim(&mut self) {
         let mut done = self.completion.complete(RING_SIZE);
         while let Some(addr) = done.read() {
             // SAFETY: the kernel is done with it; its token ended when it
@@ -268,7 +273,7 @@ impl BridgeTx {
 
     /// Queues the frames on the TX ring, from the front; returns how many
     /// (the rest stay in `frames`).
-    pub fn transmit(&mut self, frames: &mut Vec<Frame>) -> usize {
+    pub(super) fn transmit(&mut self, frames: &mut Vec<Frame>) -> usize {
         let mut queued = 0;
         while queued < frames.len() {
             let mut tx = self.tx.transmit((frames.len() - queued) as u32);
@@ -289,7 +294,7 @@ impl BridgeTx {
     /// only does so inside `sendto`, at most 32 frames per call. Bounded, so
     /// that a peer that takes nothing (its queue full) cannot hold the
     /// worker here.
-    pub fn kick(&self) {
+    pub(super) fn kick(&self) {
         let mut rounds = self.tx.pending() / 32 + 2;
         while self.tx.pending() > 0 && rounds > 0 {
             self.tx.wake();
@@ -302,7 +307,7 @@ impl BridgeTx {
 /// with the fill ring full. The caller registers it in the XSKS map after
 /// this returns (a socket in the map before its fill ring has frames would
 /// see frames dropped).
-pub fn open(ifname: &str) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), OverlayError> {
+pub(super) fn open(ifname: &str) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), OverlayError> {
     let error = |op: &'static str| {
         let iface = ifname.to_owned();
         move |source: io::Error| OverlayError::Xsk { op, iface, source }
@@ -395,13 +400,13 @@ pub fn open(ifname: &str) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), OverlayEr
         BridgeRx {
             fill,
             rx,
-            mem: mem.clone(),
+            mem: Arc::clone(&mem),
         },
         BridgeTx {
             tx,
             completion,
             free,
-            mem: mem.clone(),
+            mem: Arc::clone(&mem),
         },
         mem,
     ))

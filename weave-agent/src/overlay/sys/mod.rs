@@ -3,20 +3,47 @@
 //! a waker for the worker threads, and socket-address conversions for `recvmmsg`/`sendmmsg` (see `mmsg.rs`).
 //! Each `unsafe` block is one libc call with arguments that live across it.
 
+pub(super) mod gro;
+pub(super) mod gso;
+pub(super) mod inject;
+pub(super) mod mmsg;
+
 use std::ffi::CString;
 use std::io;
-use std::mem::{size_of, zeroed};
+use std::mem::zeroed;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::time::Duration;
+
+/// C structs that the kernel takes all-zero as "nothing set": what the
+/// batched receive and send buffers start as.
+///
+/// # Safety
+/// All-zero bytes must be a valid value of the type.
+pub(crate) unsafe trait ZeroedC: Sized {}
+
+// SAFETY: plain C structs of integers and raw pointers (null is valid).
+unsafe impl ZeroedC for libc::iovec {}
+// SAFETY: as above.
+unsafe impl ZeroedC for libc::mmsghdr {}
+// SAFETY: as above.
+unsafe impl ZeroedC for libc::sockaddr_storage {}
+// SAFETY: an array of valid all-zero values.
+unsafe impl<T: ZeroedC, const N: usize> ZeroedC for [T; N] {}
+
+/// `n` all-zero values, for buffers allocated once.
+pub(crate) fn zeroed_c<T: ZeroedC>(n: usize) -> Box<[T]> {
+    // SAFETY: all-zero is a valid `T` (`ZeroedC`'s contract).
+    (0..n).map(|_| unsafe { zeroed() }).collect()
+}
 
 /// Receive and send buffers asked for on the data sockets: a burst of a few
 /// thousand frames waits there while a worker is busy.
-pub const SOCKET_BUFFER: usize = 4 << 20;
+pub(crate) const SOCKET_BUFFER: usize = 4 << 20;
 
 /// The index of interface `ifname` in the calling thread's network
 /// namespace, or `None` when there is none by that name.
-pub fn ifindex(ifname: &str) -> Option<u32> {
+pub(crate) fn ifindex(ifname: &str) -> Option<u32> {
     let name = CString::new(ifname).ok()?;
     // SAFETY: `name` is a valid NUL-terminated string for the whole call.
     match unsafe { libc::if_nametoindex(name.as_ptr()) } {
@@ -54,7 +81,7 @@ fn set_option<T>(
 
 /// Asks for `bytes` of receive and send buffer: beyond the sysctl limits
 /// when allowed (root: SO_*BUFFORCE), else as much as they allow.
-pub fn set_buffers(fd: BorrowedFd<'_>, bytes: usize) {
+pub(crate) fn set_buffers(fd: BorrowedFd<'_>, bytes: usize) {
     let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     for (force, plain) in [
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
@@ -67,37 +94,32 @@ pub fn set_buffers(fd: BorrowedFd<'_>, bytes: usize) {
     }
 }
 
-/// An AF_PACKET socket bound to interface `ifindex` that receives every
-/// frame arriving there (ETH_P_ALL) but not those sent through it or by the
-/// host's stack (PACKET_IGNORE_OUTGOING, Linux 4.20; on older kernels the
-/// receiver must skip PACKET_OUTGOING itself), and that sends frames out of
+/// An `AF_PACKET` socket bound to interface `ifindex` that receives every
+/// frame arriving there (`ETH_P_ALL`) but not those sent through it or by the
+/// host's stack (`PACKET_IGNORE_OUTGOING`, Linux 4.20; on older kernels the
+/// receiver must skip `PACKET_OUTGOING` itself), and that sends frames out of
 /// that interface, bypassing its qdisc.
-pub fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
+pub(crate) fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     let fd = unbound_packet_socket()?;
     // Best effort: see the doc comment.
     let _ = set_option(
         fd.as_fd(),
         libc::SOL_PACKET,
         libc::PACKET_IGNORE_OUTGOING,
-        1 as libc::c_int,
+        1,
     );
     bind_packet_socket(fd, ifindex, libc::ETH_P_ALL as u16)
 }
 
-/// From <linux/if_packet.h>.
+/// From <`linux/if_packet.h`>.
 const PACKET_VNET_HDR: libc::c_int = 15;
 
-/// An AF_PACKET socket that only sends, out of interface `ifindex`
+/// An `AF_PACKET` socket that only sends, out of interface `ifindex`
 /// (bypassing its qdisc), every frame behind a `struct virtio_net_hdr`
-/// (PACKET_VNET_HDR), so that a frame can be a GSO super-frame.
-pub fn injection_socket(ifindex: u32) -> io::Result<OwnedFd> {
+/// (`PACKET_VNET_HDR`), so that a frame can be a GSO super-frame.
+pub(crate) fn injection_socket(ifindex: u32) -> io::Result<OwnedFd> {
     let fd = unbound_packet_socket()?;
-    set_option(
-        fd.as_fd(),
-        libc::SOL_PACKET,
-        PACKET_VNET_HDR,
-        1 as libc::c_int,
-    )?;
+    set_option(fd.as_fd(), libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
     // Protocol 0: bound to the interface, it still receives nothing.
     bind_packet_socket(fd, ifindex, 0)
 }
@@ -114,18 +136,13 @@ fn unbound_packet_socket() -> io::Result<OwnedFd> {
             0,
         ))?)
     };
-    let _ = set_option(
-        fd.as_fd(),
-        libc::SOL_PACKET,
-        libc::PACKET_QDISC_BYPASS,
-        1 as libc::c_int,
-    );
+    let _ = set_option(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
     set_buffers(fd.as_fd(), SOCKET_BUFFER);
     Ok(fd)
 }
 
 /// Binds packet socket `fd` to interface `ifindex`, receiving `protocol`
-/// (an ETH_P_* value; 0 for nothing).
+/// (an `ETH_P`_* value; 0 for nothing).
 fn bind_packet_socket(fd: OwnedFd, ifindex: u32, protocol: u16) -> io::Result<OwnedFd> {
     // SAFETY: an all-zero sockaddr_ll is valid; the fields are set below.
     let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
@@ -145,22 +162,22 @@ fn bind_packet_socket(fd: OwnedFd, ifindex: u32, protocol: u16) -> io::Result<Ow
 }
 
 /// The packet type of a frame received on a packet socket (`sll_pkttype`).
-pub fn packet_type(addr: &libc::sockaddr_storage) -> u8 {
+pub(crate) const fn packet_type(addr: &libc::sockaddr_storage) -> u8 {
     // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_ll.
     let ll = unsafe { &*(&raw const *addr).cast::<libc::sockaddr_ll>() };
     ll.sll_pkttype
 }
 
-pub use libc::PACKET_OUTGOING;
+pub(crate) use libc::PACKET_OUTGOING;
 
-/// SO_MEMINFO (asm-generic), for the count of packets the kernel dropped
+/// `SO_MEMINFO` (asm-generic), for the count of packets the kernel dropped
 /// because the socket's receive queue was full.
 const SO_MEMINFO: libc::c_int = 55;
 const SK_MEMINFO_VARS: usize = 9;
 
 /// How many packets the kernel dropped for `fd` since it was opened, for a
-/// full receive queue (UDP, and packet sockets, which count tp_drops there too).
-pub fn socket_drops(fd: BorrowedFd<'_>) -> io::Result<u64> {
+/// full receive queue (UDP, and packet sockets, which count `tp_drops` there too).
+pub(crate) fn socket_drops(fd: BorrowedFd<'_>) -> io::Result<u64> {
     let mut info = [0u32; SK_MEMINFO_VARS];
     let mut len = size_of_val(&info) as libc::socklen_t;
     // SAFETY: `info` is a live buffer of `len` bytes; the kernel writes at most that.
@@ -170,7 +187,7 @@ pub fn socket_drops(fd: BorrowedFd<'_>) -> io::Result<u64> {
             libc::SOL_SOCKET,
             SO_MEMINFO,
             info.as_mut_ptr().cast(),
-            &mut len,
+            &raw mut len,
         )
     })?;
     Ok(u64::from(info[libc::SK_MEMINFO_DROPS as usize]))
@@ -178,7 +195,7 @@ pub fn socket_drops(fd: BorrowedFd<'_>) -> io::Result<u64> {
 
 /// Makes blocking receives on `fd` give up after `timeout` (EAGAIN), so a
 /// worker blocked there checks now and then whether it should stop.
-pub fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
@@ -187,9 +204,9 @@ pub fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()>
 }
 
 /// Writes `addr` as a C socket address for a socket of family `family`
-/// (an IPv4 address becomes IPv4-mapped for an AF_INET6 socket); returns
+/// (an IPv4 address becomes IPv4-mapped for an `AF_INET6` socket); returns
 /// its length.
-pub fn write_sockaddr(
+pub(crate) fn write_sockaddr(
     addr: &SocketAddr,
     family: libc::c_int,
     out: &mut libc::sockaddr_storage,
@@ -227,7 +244,7 @@ pub fn write_sockaddr(
 
 /// Reads a C socket address; IPv4-mapped IPv6 addresses come back as IPv4,
 /// so that they compare equal to the addresses the control plane gives.
-pub fn read_sockaddr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn read_sockaddr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(addr.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says this is a sockaddr_in.
@@ -254,7 +271,7 @@ pub fn read_sockaddr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4; everything else as it is.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
+pub(crate) const fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
             Some(ip) => SocketAddr::V4(SocketAddrV4::new(ip, a.port())),
@@ -292,13 +309,7 @@ mod tests {
         assert_eq!(socket_drops(rx.as_fd()).unwrap(), 0);
         // The smallest buffer the kernel allows holds a few datagrams at most;
         // loopback delivers synchronously, so the rest are dropped now.
-        set_option(
-            rx.as_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            1 as libc::c_int,
-        )
-        .unwrap();
+        set_option(rx.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 1).unwrap();
         for _ in 0..200 {
             tx.send_to(&[0u8; 1000], rx.local_addr().unwrap()).unwrap();
         }

@@ -25,7 +25,7 @@ pub const FLAG_VNI_VALID: u8 = 0x08;
 /// The largest VNI (24 bits).
 pub const VNI_MAX: u32 = 0x00ff_ffff;
 
-/// Destination and source MAC plus EtherType: the shortest inner frame.
+/// Destination and source MAC plus `EtherType`: the shortest inner frame.
 pub const ETHERNET_HEADER_LEN: usize = 14;
 /// How much smaller the overlay MTU must be than the underlay's (IPv4):
 /// the underlay carries outer IPv4 (20) + UDP (8) + VXLAN (8) + the inner
@@ -53,7 +53,7 @@ pub enum VxlanError {
 }
 
 /// Parses a UDP payload into its VNI and inner frame, without copying.
-pub fn parse(payload: &[u8]) -> Result<Vxlan<'_>, VxlanError> {
+pub const fn parse(payload: &[u8]) -> Result<Vxlan<'_>, VxlanError> {
     let Some((header, frame)) = payload.split_first_chunk::<HEADER_LEN>() else {
         return Err(VxlanError::Truncated { len: payload.len() });
     };

@@ -16,10 +16,10 @@ use std::time::Instant;
 
 use crate::mac::Mac;
 use crate::overlay::counters::DropReason;
+use crate::overlay::decide::macs::Macs;
+use crate::overlay::decide::routes::Routes;
 use crate::overlay::forwarding::ShortId;
-use crate::overlay::macs::Macs;
-use crate::overlay::routes::Routes;
-use crate::overlay::vxlan;
+use crate::overlay::wire::vxlan;
 
 const DST_MAC: usize = 0;
 const SRC_MAC: usize = 6;
@@ -31,7 +31,7 @@ pub(crate) fn mac_at(frame: &[u8], offset: usize) -> Mac {
 }
 
 /// Broadcast and multicast addresses have the group bit set.
-pub(crate) fn is_group(mac: &Mac) -> bool {
+pub(crate) const fn is_group(mac: Mac) -> bool {
     mac.0[0] & 1 != 0
 }
 
@@ -81,7 +81,7 @@ pub fn from_bridge_tagged(
         Some(peer) if peer != ShortId::BROADCAST => peer,
         _ => {
             let dst = mac_at(frame, DST_MAC);
-            if is_group(&dst) {
+            if is_group(dst) {
                 return FromBridge::Flood;
             }
             if macs.local.lookup(&dst, now).is_some() {
@@ -113,7 +113,7 @@ fn learn_local_source(
         return Err(DropReason::Oversize);
     }
     let src = mac_at(frame, SRC_MAC);
-    if is_group(&src) {
+    if is_group(src) {
         return Err(DropReason::Malformed);
     }
     macs.learn_local(src, now);
@@ -187,7 +187,7 @@ pub fn from_peer(
         return FromPeer::Drop(DropReason::UnknownSender);
     }
     let src = mac_at(packet.frame, SRC_MAC);
-    if is_group(&src) {
+    if is_group(src) {
         return FromPeer::Drop(DropReason::Malformed);
     }
     if macs.local.lookup(&src, now).is_some() {
@@ -207,8 +207,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::mac::Mac;
-    use crate::overlay::routes::tests::{A, B, C, addr, line_seen_from_b};
+    use crate::overlay::decide::routes::tests::{A, B, C, addr, line_seen_from_b};
 
     const MTU: usize = 1450;
     const MAX: usize = MTU + vxlan::ETHERNET_HEADER_LEN;

@@ -13,9 +13,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::forwarding::ShortId;
-use super::mac_table::{Learnt, MacTable};
 use crate::mac::Mac;
+use crate::overlay::decide::mac_table::{Learnt, MacTable};
+use crate::overlay::forwarding::ShortId;
 
 /// New or moved MACs one peer may make this peer learn at once…
 const LEARN_BURST: u32 = 512;
@@ -32,7 +32,7 @@ pub struct Macs {
     /// Seen as the source of frames from peers.
     pub remote: MacTable<ShortId>,
     /// Changes to `remote`, for a data plane that mirrors it into the kernel
-    /// (AF_XDP: the datapath program looks destinations up there). `None`
+    /// (`AF_XDP`: the datapath program looks destinations up there). `None`
     /// for the plain data plane, which keeps no mirror.
     pub journal: Option<MacJournal>,
     /// Per origin peer: how many more new MACs it may make us learn now.
@@ -54,17 +54,17 @@ pub struct MacJournal {
 impl MacJournal {
     pub const CAPACITY: usize = 1024;
 
-    fn full(&self) -> bool {
+    const fn full(&self) -> bool {
         self.learnt.len() + self.forgotten.len() >= Self::CAPACITY
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub const fn is_empty(&self) -> bool {
         self.learnt.is_empty() && self.forgotten.is_empty() && !self.overflowed
     }
 
     /// Moves every change into `out` (keeping both allocations): a worker
     /// takes them under the MAC lock and applies them after it.
-    pub fn move_into(&mut self, out: &mut MacJournal) {
+    pub fn move_into(&mut self, out: &mut Self) {
         out.learnt.append(&mut self.learnt);
         out.forgotten.append(&mut self.forgotten);
         out.overflowed |= std::mem::take(&mut self.overflowed);
@@ -79,8 +79,8 @@ struct Allowance {
 }
 
 impl Allowance {
-    fn full(now: Instant) -> Self {
-        Allowance {
+    const fn full(now: Instant) -> Self {
+        Self {
             tokens: LEARN_BURST,
             since: now,
         }
@@ -167,7 +167,7 @@ impl Macs {
     pub fn expire(&mut self, now: Instant) {
         self.local.expire(now);
         self.remote.expire(now);
-        const IDLE: Duration = Duration::from_secs(60);
+        const IDLE: Duration = Duration::from_mins(1);
         if self.allowance.len() > 64 {
             self.allowance
                 .retain(|_, a| now.saturating_duration_since(a.since) < IDLE);

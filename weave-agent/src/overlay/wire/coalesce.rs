@@ -10,17 +10,17 @@
 //! differs: the IPv4 total length, ID (incrementing by one), and checksum,
 //! and the TCP sequence number, checksum and PSH flag (only on the last).
 //! Everything else, options included, must be byte for byte the same, as
-//! in Linux's tcp_gro_receive. The super-frame's TCP checksum is left
-//! partial (NEEDS_CSUM): the segments arrived inside UDP packets that the
+//! in Linux's `tcp_gro_receive`. The super-frame's TCP checksum is left
+//! partial (`NEEDS_CSUM)`: the segments arrived inside UDP packets that the
 //! UDP checksum covers (or sealed, in password mode), and a local receiver
 //! trusts a partial checksum as it does the kernel's own veth traffic.
 
 use std::ops::Range;
 
-use super::vxlan::ETHERNET_HEADER_LEN;
+use crate::overlay::wire::vxlan::ETHERNET_HEADER_LEN;
 
 /// `struct virtio_net_hdr` (legacy, 10 bytes), in front of every frame sent
-/// on a packet socket with PACKET_VNET_HDR.
+/// on a packet socket with `PACKET_VNET_HDR`.
 pub const VNET_HDR_LEN: usize = 10;
 /// The longest header a super-frame repeats: Ethernet, IPv4 without
 /// options, TCP with 40 bytes of options.
@@ -57,7 +57,7 @@ pub struct Segment {
 impl Segment {
     /// The frame's segment, if it is TCP over IPv4 without IP options or
     /// fragmentation, with DF set, only ACK (and PSH) flags, and payload.
-    pub fn parse(frame: &[u8]) -> Option<Segment> {
+    pub fn parse(frame: &[u8]) -> Option<Self> {
         if frame.len() < TCP + 20 || frame[12..14] != ETHERTYPE_IPV4 {
             return None;
         }
@@ -79,7 +79,7 @@ impl Segment {
         {
             return None;
         }
-        Some(Segment {
+        Some(Self {
             header,
             end,
             seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
@@ -88,11 +88,11 @@ impl Segment {
         })
     }
 
-    pub fn payload(&self) -> Range<usize> {
+    pub const fn payload(&self) -> Range<usize> {
         self.header..self.end
     }
 
-    fn payload_len(&self) -> usize {
+    const fn payload_len(&self) -> usize {
         self.end - self.header
     }
 }
@@ -228,7 +228,7 @@ fn sum(bytes: &[u8]) -> u32 {
     total
 }
 
-fn fold(mut sum: u32) -> u16 {
+const fn fold(mut sum: u32) -> u16 {
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }

@@ -1,24 +1,27 @@
 //! Frames into the bridge through a send-only packet socket with virtio-net
-//! headers (PACKET_VNET_HDR), for runs that `coalesce` merged: the only way
-//! from userspace to hand the kernel a GSO super-frame (AF_XDP's TX ring
+//! headers (`PACKET_VNET_HDR`), for runs that `coalesce` merged: the only way
+//! from userspace to hand the kernel a GSO super-frame (`AF_XDP`'s TX ring
 //! carries no offload metadata). A run of segments leaves as the
 //! super-frame's header followed by each segment's payload, gathered
 //! straight from where the segments lie (no copy in userspace); a lone
 //! frame as it is. One `sendmmsg` per up to [`MESSAGES`] runs, in order.
 
 use std::io;
-use std::mem::zeroed;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::ptr::null_mut;
 
-use super::coalesce::{self, MAX_HEADER, MAX_SEGMENTS, PLAIN_VNET_HDR, Run, Segment, VNET_HDR_LEN};
-use super::mmsg::SendOutcome;
-use super::sys;
+use super::zeroed_c;
+
+use crate::overlay::sys;
+use crate::overlay::sys::mmsg::SendOutcome;
+use crate::overlay::wire::coalesce::{
+    self, MAX_HEADER, MAX_SEGMENTS, PLAIN_VNET_HDR, Run, Segment, VNET_HDR_LEN,
+};
 
 /// Runs sent per `sendmmsg`.
 const MESSAGES: usize = 64;
 
-pub struct Injector {
+pub(crate) struct Injector {
     fd: OwnedFd,
     headers: Box<[[u8; VNET_HDR_LEN + MAX_HEADER]]>,
     iovs: Box<[libc::iovec]>,
@@ -27,28 +30,33 @@ pub struct Injector {
     frames: [u32; MESSAGES],
 }
 
+#[expect(
+    clippy::non_send_fields_in_send_ty,
+    reason = "the raw pointers are justified in the SAFETY comment above"
+)]
 // SAFETY: the raw pointers point into the injector's own boxes and into
 // frames borrowed for one `send` only; rewritten before each use.
 unsafe impl Send for Injector {}
 
 impl Injector {
     /// Opens the injection socket on interface `ifindex`.
-    pub fn open(ifindex: u32) -> io::Result<Injector> {
-        Ok(Injector {
+    pub(crate) fn open(ifindex: u32) -> io::Result<Self> {
+        Ok(Self {
             fd: sys::injection_socket(ifindex)?,
             headers: vec![[0; VNET_HDR_LEN + MAX_HEADER]; MESSAGES].into_boxed_slice(),
-            // SAFETY (both): all-zero is a valid value of these C structs.
-            iovs: (0..MESSAGES * (MAX_SEGMENTS + 1))
-                .map(|_| unsafe { zeroed() })
-                .collect(),
-            msgs: (0..MESSAGES).map(|_| unsafe { zeroed() }).collect(),
+            iovs: zeroed_c(MESSAGES * (MAX_SEGMENTS + 1)),
+            msgs: zeroed_c(MESSAGES),
             frames: [0; MESSAGES],
         })
     }
 
     /// Sends `runs` over frames `frame(i)`, in order.
     /// Counts in frames (a super-frame counts its segments).
-    pub fn send<'f>(&mut self, runs: &[Run], frame: impl Fn(usize) -> &'f [u8]) -> SendOutcome {
+    pub(crate) fn send<'f>(
+        &mut self,
+        runs: &[Run],
+        frame: impl Fn(usize) -> &'f [u8],
+    ) -> SendOutcome {
         let mut outcome = SendOutcome::default();
         for batch in runs.chunks(MESSAGES) {
             let mut iov = 0;
@@ -128,7 +136,7 @@ impl Injector {
     }
 }
 
-fn iovec(bytes: &[u8]) -> libc::iovec {
+const fn iovec(bytes: &[u8]) -> libc::iovec {
     libc::iovec {
         iov_base: bytes.as_ptr().cast_mut().cast(),
         iov_len: bytes.len(),

@@ -7,12 +7,12 @@
 
 use std::os::fd::BorrowedFd;
 
-use crate::overlay::carry::{Onward, Tally};
 use crate::overlay::counters::DropReason;
-use crate::overlay::mmsg::{SendOutcome, SendQueue};
-use crate::overlay::routes::Routes;
-use crate::overlay::seal;
-use crate::overlay::vxlan;
+use crate::overlay::decide::routes::Routes;
+use crate::overlay::engine::carry::{Onward, Tally};
+use crate::overlay::sys::mmsg::{SendOutcome, SendQueue};
+use crate::overlay::wire::seal;
+use crate::overlay::wire::vxlan;
 
 /// Frames sealed between two `sendmmsg` calls.
 const SLOTS: usize = 64;
@@ -28,7 +28,7 @@ impl SealSlots {
     /// Room for frames of up to `max_frame` bytes.
     pub(crate) fn new(max_frame: usize) -> Self {
         let slot = seal::FRAME_OFFSET + max_frame + seal::TAG_LEN;
-        SealSlots {
+        Self {
             slot,
             scratch: vec![0u8; SLOTS * slot].into_boxed_slice(),
             pending: Vec::with_capacity(SLOTS * 4),

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use super::forwarding::{ForwardingTable, ShortId};
-use super::macs::Macs;
-use super::seal::PeerKeys;
-use super::sys::canonical;
+use crate::overlay::decide::macs::Macs;
+use crate::overlay::forwarding::{ForwardingTable, ShortId};
+use crate::overlay::sys::canonical;
+use crate::overlay::wire::seal::PeerKeys;
 
 /// A peer id and its underlay address.
 pub type Hop = (ShortId, SocketAddr);
@@ -30,11 +30,12 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn compile(table: Arc<ForwardingTable>) -> Routes {
+    pub fn compile(table: Arc<ForwardingTable>) -> Self {
         let mut unresolved = 0;
-        let mut hop = |id: &ShortId| match table.neighbours.get(id) {
-            Some(addr) => Some((*id, canonical(*addr))),
-            None => {
+        let mut hop = |id: &ShortId| {
+            if let Some(addr) = table.neighbours.get(id) {
+                Some((*id, canonical(*addr)))
+            } else {
                 unresolved += 1;
                 None
             }
@@ -54,16 +55,16 @@ impl Routes {
             .iter()
             .map(|(id, addr)| (canonical(*addr), *id))
             .collect();
-        Routes {
+        Self {
+            table,
             by_addr,
             unicast,
             broadcast,
             unresolved,
-            table,
         }
     }
 
-    pub fn table(&self) -> &Arc<ForwardingTable> {
+    pub const fn table(&self) -> &Arc<ForwardingTable> {
         &self.table
     }
 
@@ -133,7 +134,7 @@ impl RoutesCell {
                 "forwarding table names next hops or children that are not neighbours"
             );
         }
-        let table = routes.table().clone();
+        let table = Arc::clone(routes.table());
         self.publish(routes);
         let forgotten = macs
             .lock()
@@ -185,16 +186,16 @@ impl RoutesReader {
 pub(crate) mod tests {
     use super::*;
 
-    pub const A: ShortId = ShortId(0x101);
-    pub const B: ShortId = ShortId(0x102);
-    pub const C: ShortId = ShortId(0x103);
+    pub(crate) const A: ShortId = ShortId(0x101);
+    pub(crate) const B: ShortId = ShortId(0x102);
+    pub(crate) const C: ShortId = ShortId(0x103);
 
-    pub fn addr(id: ShortId) -> SocketAddr {
+    pub(crate) fn addr(id: ShortId) -> SocketAddr {
         SocketAddr::from(([192, 168, 250, id.0 as u8], 6784))
     }
 
     /// B's view of A - B - C in a line: B relays between A and C.
-    pub fn line_seen_from_b() -> ForwardingTable {
+    pub(crate) fn line_seen_from_b() -> ForwardingTable {
         let mut t = ForwardingTable {
             me: B,
             ..ForwardingTable::default()

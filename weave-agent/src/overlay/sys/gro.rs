@@ -10,9 +10,10 @@
 //! one segment. Kernels without `UDP_GRO` only ever give those.
 
 use std::io;
-use std::mem::{size_of, zeroed};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd as _, BorrowedFd};
 use std::ptr::null_mut;
+
+use super::zeroed_c;
 
 /// From <linux/udp.h>.
 const UDP_GRO: libc::c_int = 104;
@@ -25,7 +26,7 @@ const BUFFER: usize = 1 << 16;
 struct SegmentCmsg([u8; 24]);
 
 /// Asks the kernel to keep GSO datagrams whole up to this socket.
-pub fn enable(fd: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn enable(fd: BorrowedFd<'_>) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: `on` is a live int and its size is passed along.
     let ret = unsafe {
@@ -45,7 +46,7 @@ pub fn enable(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// One received datagram: its bytes, cut into segments of `segment` bytes
 /// (the last one may be shorter).
-pub struct Datagram<'a> {
+pub(crate) struct Datagram<'a> {
     pub bytes: &'a [u8],
     pub segment: usize,
     /// Where it came from.
@@ -57,14 +58,14 @@ pub struct Datagram<'a> {
 impl<'a> Datagram<'a> {
     /// Its segments; an empty datagram is one empty segment, so that it is
     /// judged (and counted as a drop) like any other packet, not skipped.
-    pub fn segments(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+    pub(crate) fn segments(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
         let empty = self.bytes.is_empty().then_some(self.bytes);
         self.bytes.chunks(self.segment.max(1)).chain(empty)
     }
 }
 
 /// `count` receive buffers of 64 KiB, reused for every batch.
-pub struct GroRecv {
+pub(crate) struct GroRecv {
     bufs: Box<[u8]>,
     iovs: Box<[libc::iovec]>,
     addrs: Box<[libc::sockaddr_storage]>,
@@ -73,32 +74,35 @@ pub struct GroRecv {
     received: usize,
 }
 
+#[expect(
+    clippy::non_send_fields_in_send_ty,
+    reason = "the raw pointers are justified in the SAFETY comment above"
+)]
 // SAFETY: the raw pointers in `iovs` and `msgs` point only into the
 // receiver's own boxes, and are rewritten before each use.
 unsafe impl Send for GroRecv {}
 
 impl GroRecv {
-    pub fn new(count: usize) -> Self {
+    pub(crate) fn new(count: usize) -> Self {
         let count = count.max(1);
         Self {
             bufs: vec![0; count * BUFFER].into_boxed_slice(),
-            // SAFETY (all three): all-zero is a valid value of these C structs.
-            iovs: (0..count).map(|_| unsafe { zeroed() }).collect(),
-            addrs: (0..count).map(|_| unsafe { zeroed() }).collect(),
+            iovs: zeroed_c(count),
+            addrs: zeroed_c(count),
             cmsgs: vec![SegmentCmsg([0; 24]); count].into_boxed_slice(),
-            msgs: (0..count).map(|_| unsafe { zeroed() }).collect(),
+            msgs: zeroed_c(count),
             received: 0,
         }
     }
 
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.msgs.len()
     }
 
     /// Receives up to `count` datagrams: waits for the first (up to the
     /// socket's receive timeout: `WouldBlock` then), and takes whatever else
     /// is queued.
-    pub fn recv(&mut self, fd: BorrowedFd<'_>, count: usize) -> io::Result<usize> {
+    pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>, count: usize) -> io::Result<usize> {
         self.received = 0;
         let n = count.clamp(1, self.msgs.len());
         for i in 0..n {
@@ -112,7 +116,7 @@ impl GroRecv {
             msg.msg_hdr.msg_iov = &raw mut self.iovs[i];
             msg.msg_hdr.msg_iovlen = 1;
             msg.msg_hdr.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
-            msg.msg_hdr.msg_controllen = size_of::<SegmentCmsg>() as _;
+            msg.msg_hdr.msg_controllen = size_of::<SegmentCmsg>();
             msg.msg_hdr.msg_flags = 0;
             msg.msg_len = 0;
         }
@@ -134,12 +138,12 @@ impl GroRecv {
         Ok(self.received)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) const fn len(&self) -> usize {
         self.received
     }
 
     /// Datagram `i` of the last batch.
-    pub fn get(&self, i: usize) -> Datagram<'_> {
+    pub(crate) fn get(&self, i: usize) -> Datagram<'_> {
         assert!(i < self.received, "datagram {i} of {}", self.received);
         let msg = &self.msgs[i];
         let len = (msg.msg_len as usize).min(BUFFER);
@@ -175,12 +179,12 @@ fn segment_size(hdr: &libc::msghdr) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use std::net::UdpSocket;
-    use std::os::fd::AsFd;
+    use std::os::fd::AsFd as _;
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::overlay::gso::GsoQueue;
-    use crate::overlay::vxlan;
+    use crate::overlay::sys::gso::GsoQueue;
+    use crate::overlay::wire::vxlan;
 
     /// Everything that arrives within the deadline, as (segment size, segments).
     fn receive(rx: &UdpSocket, segments: usize) -> Vec<(usize, Vec<Vec<u8>>)> {
@@ -234,7 +238,7 @@ mod tests {
         assert_eq!(*segment, vxlan::HEADER_LEN + 100);
         for (packet, frame) in packets.iter().zip(&frames) {
             assert_eq!(&packet[..vxlan::HEADER_LEN], &vxlan::header(7));
-            assert_eq!(&packet[vxlan::HEADER_LEN..], &frame[..]);
+            assert_eq!(&packet[vxlan::HEADER_LEN..], &**frame);
         }
     }
 

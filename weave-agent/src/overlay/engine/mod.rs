@@ -8,6 +8,9 @@
 //! runtime never waits behind a busy data plane. Each worker wakes at least
 //! every [`STOP_CHECK`] to see whether it must stop.
 
+pub(super) mod carry;
+pub(super) mod seal_slots;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,19 +18,19 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::counters::Counters;
-use super::error::OverlayError;
-use super::forwarding::{ForwardingTable, OverlayStats};
-use super::macs::{MacJournal, Macs};
-use super::routes::RoutesCell;
-use super::sys;
-use super::vxlan;
+use crate::overlay::counters::Counters;
+use crate::overlay::decide::macs::{MacJournal, Macs};
+use crate::overlay::decide::routes::RoutesCell;
+use crate::overlay::error::OverlayError;
+use crate::overlay::forwarding::{ForwardingTable, OverlayStats};
+use crate::overlay::sys;
+use crate::overlay::wire::vxlan;
 
 /// Frames (or packets) taken in one batch.
-pub const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 /// How long a worker waits for a frame before checking whether to stop:
 /// the longest a stop takes.
-pub const STOP_CHECK: Duration = Duration::from_millis(100);
+pub(crate) const STOP_CHECK: Duration = Duration::from_millis(100);
 /// How long a worker waits before retrying after an unexpected error, so
 /// that a persistent error cannot make it spin.
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
@@ -38,10 +41,10 @@ pub const MIN_MTU: u32 = 68;
 pub const MAX_MTU: u32 = 65_507 - vxlan::HEADER_LEN as u32 - vxlan::ETHERNET_HEADER_LEN as u32;
 
 /// The state every engine's workers share.
-pub struct Core {
+pub(crate) struct Core {
     /// VXLAN to and from peers.
     pub udp: UdpSocket,
-    /// AF_INET or AF_INET6: how to write destinations for `udp`.
+    /// `AF_INET` or `AF_INET6`: how to write destinations for `udp`.
     pub udp_family: libc::c_int,
     /// Largest inner frame: mtu + 14.
     pub max_frame: usize,
@@ -55,11 +58,11 @@ impl Core {
     /// Checks the MTU and binds the UDP socket (buffers sized, receives
     /// timing out every [`STOP_CHECK`]); returns the core and the socket's
     /// address (its port chosen by the system if `udp_listen` had port 0).
-    pub fn open(
+    pub(crate) fn open(
         udp_listen: SocketAddr,
         mtu: u32,
         macs: Macs,
-    ) -> Result<(Core, SocketAddr), OverlayError> {
+    ) -> Result<(Self, SocketAddr), OverlayError> {
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(OverlayError::Mtu {
                 mtu,
@@ -78,7 +81,7 @@ impl Core {
         sys::set_buffers(udp.as_fd(), sys::SOCKET_BUFFER);
         let local_addr = udp.local_addr().map_err(udp_error("read the address of"))?;
         set_stop_check(&udp)?;
-        let core = Core {
+        let core = Self {
             udp,
             udp_family: if local_addr.is_ipv4() {
                 libc::AF_INET
@@ -94,16 +97,16 @@ impl Core {
         Ok((core, local_addr))
     }
 
-    pub fn macs(&self) -> MutexGuard<'_, Macs> {
+    pub(crate) fn macs(&self) -> MutexGuard<'_, Macs> {
         self.macs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
 
     /// The counters, and the MACs not learnt.
-    pub fn stats(&self) -> OverlayStats {
+    pub(crate) fn stats(&self) -> OverlayStats {
         let mut stats = self.counters.snapshot();
         stats.macs_not_learnt = self.macs().not_learnt;
         stats
@@ -111,7 +114,7 @@ impl Core {
 
     /// A new forwarding table; returns how many remote MACs it made the
     /// engine forget.
-    pub fn install(&self, table: Arc<ForwardingTable>) -> usize {
+    pub(crate) fn install(&self, table: Arc<ForwardingTable>) -> usize {
         self.routes.install(table, &self.macs)
     }
 
@@ -119,7 +122,7 @@ impl Core {
     /// under one lock of the MAC tables (expired entries forgotten first).
     /// What the batch changed in the remote table moves into `journal`, for
     /// an engine that mirrors it.
-    pub fn decide<V>(
+    pub(crate) fn decide<V>(
         &self,
         n: usize,
         now: Instant,
@@ -135,22 +138,22 @@ impl Core {
             journal.move_into(out);
         }
     }
+}
 
-    /// After an unexpected error: logs it (the first at warn level, the rest
-    /// at debug) and waits a little, so that it cannot make a worker spin.
-    pub fn back_off(&self, error: &std::io::Error, what: &'static str) {
-        static LOGGED: AtomicBool = AtomicBool::new(false);
-        if !LOGGED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(%error, what, "overlay socket error (further ones at debug level)");
-        } else {
-            tracing::debug!(%error, what, "overlay socket error");
-        }
-        std::thread::sleep(ERROR_BACKOFF);
+/// After an unexpected error: logs it (the first at warn level, the rest
+/// at debug) and waits a little, so that it cannot make a worker spin.
+pub(crate) fn back_off(error: &std::io::Error, what: &'static str) {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    if LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::debug!(%error, what, "overlay socket error");
+    } else {
+        tracing::warn!(%error, what, "overlay socket error (further ones at debug level)");
     }
+    std::thread::sleep(ERROR_BACKOFF);
 }
 
 /// Makes receives on `socket` time out every [`STOP_CHECK`].
-pub fn set_stop_check(socket: &impl AsFd) -> Result<(), OverlayError> {
+pub(crate) fn set_stop_check(socket: &impl AsFd) -> Result<(), OverlayError> {
     sys::set_recv_timeout(socket.as_fd(), STOP_CHECK).map_err(|source| OverlayError::Start {
         what: "socket receive timeout",
         source,
@@ -159,7 +162,7 @@ pub fn set_stop_check(socket: &impl AsFd) -> Result<(), OverlayError> {
 
 /// Whether a receive error just means "nothing came" (the timeout, or an
 /// interruption).
-pub fn nothing_came(error: &std::io::Error) -> bool {
+pub(crate) fn nothing_came(error: &std::io::Error) -> bool {
     matches!(
         error.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
@@ -167,21 +170,21 @@ pub fn nothing_came(error: &std::io::Error) -> bool {
 }
 
 /// An engine's worker threads.
-pub struct Workers {
+pub(crate) struct Workers {
     engine: &'static str,
     handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Workers {
-    pub fn new(engine: &'static str) -> Self {
-        Workers {
+    pub(crate) const fn new(engine: &'static str) -> Self {
+        Self {
             engine,
             handles: Mutex::new(Vec::new()),
         }
     }
 
     /// Starts `work` on a thread named `name`.
-    pub fn spawn(
+    pub(crate) fn spawn(
         &self,
         name: &str,
         work: impl FnOnce() + Send + 'static,
@@ -199,7 +202,7 @@ impl Workers {
 
     /// Tells the workers to stop and joins them; idempotent. Returns whether
     /// any were running.
-    pub fn stop(&self, core: &Core) -> bool {
+    pub(crate) fn stop(&self, core: &Core) -> bool {
         core.stopping.store(true, Ordering::Release);
         let handles = std::mem::take(&mut *self.handles());
         let stopped = !handles.is_empty();

@@ -1,7 +1,7 @@
 //! Sealing data frames between peers in password mode: ChaCha20-Poly1305
 //! over the inner Ethernet frame, in place in the packet buffer, with a
 //! 64-bit counter as the nonce and a sliding replay window on receipt.
-//! Dataplane-agnostic: the plain path and the AF_XDP path call the same two
+//! Dataplane-agnostic: the plain path and the `AF_XDP` path call the same two
 //! functions on their own buffers; nothing here allocates or does I/O.
 //!
 //! A sealed packet (the UDP payload) is the VXLAN packet with a counter
@@ -23,7 +23,7 @@
 //!
 //! Usage, for any data plane:
 //! - send: write the VXLAN header at `0..8` and the frame at
-//!   [`FRAME_OFFSET`]`..`, leave [`TAG_LEN`] bytes of room after it, call
+//!   from [`FRAME_OFFSET`] on, leave [`TAG_LEN`] bytes of room after it, call
 //!   [`SendKey::seal`]; it returns the length of the UDP payload.
 //! - receive: [`RecvKey::open_as_vxlan`] on the whole UDP payload; on
 //!   success the buffer holds, at the returned range, a plain VXLAN packet
@@ -39,12 +39,12 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
+use chacha20poly1305::aead::AeadInPlace as _;
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit as _, Nonce, Tag};
 use zeroize::Zeroizing;
 
-use super::counters::DropReason;
-use super::vxlan;
+use crate::overlay::counters::DropReason;
+use crate::overlay::wire::vxlan;
 
 /// The counter carried after the VXLAN header.
 pub const COUNTER_LEN: usize = 8;
@@ -59,7 +59,7 @@ pub const FRAME_OFFSET: usize = vxlan::HEADER_LEN + COUNTER_LEN;
 pub const WINDOW: u64 = 2048;
 /// Counters at or over this are refused (send and receive): far beyond
 /// what a connection lives to send, and it keeps the arithmetic away from
-/// overflow. (WireGuard's REJECT_AFTER_MESSAGES.)
+/// overflow. (`WireGuard`'s `REJECT_AFTER_MESSAGES`.)
 pub const REJECT_AFTER: u64 = u64::MAX - (1 << 13);
 
 const WORDS: usize = (WINDOW / 64) as usize;
@@ -95,7 +95,7 @@ pub struct SendKey {
 
 impl SendKey {
     pub fn new(key: &KeyBytes) -> Self {
-        SendKey {
+        Self {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key[..])),
             counter: AtomicU64::new(0),
         }
@@ -145,7 +145,7 @@ pub struct RecvKey {
 
 impl RecvKey {
     pub fn new(key: &KeyBytes) -> Self {
-        RecvKey {
+        Self {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key[..])),
             window: Mutex::new(ReplayWindow::default()),
         }
@@ -153,6 +153,10 @@ impl RecvKey {
 
     /// Authenticates and decrypts `packet` (a whole sealed UDP payload) in
     /// place; returns where the plain inner frame now is.
+    #[expect(
+        clippy::significant_drop_tightening,
+        reason = "check and mark must see one window"
+    )]
     pub fn open(&self, packet: &mut [u8]) -> Result<Range<usize>, OpenError> {
         let len = packet.len();
         if len < FRAME_OFFSET + vxlan::ETHERNET_HEADER_LEN + TAG_LEN {
@@ -162,6 +166,8 @@ impl RecvKey {
         let (counter_bytes, rest) = rest.split_at_mut(COUNTER_LEN);
         let (frame, tag_bytes) = rest.split_at_mut(rest.len() - TAG_LEN);
         let counter = u64::from_le_bytes(counter_bytes.try_into().unwrap_or_default());
+        // Held until the counter is marked: a replay racing this packet
+        // through the decryption must not pass the check too.
         let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         if !window.check(counter) {
             return Err(OpenError::Replayed(counter));
@@ -204,7 +210,7 @@ pub struct PeerKeys {
 
 impl PeerKeys {
     pub fn new(send: &KeyBytes, recv: &KeyBytes) -> Self {
-        PeerKeys {
+        Self {
             send: SendKey::new(send),
             recv: RecvKey::new(recv),
         }
@@ -237,7 +243,7 @@ pub struct ReplayWindow {
 
 impl Default for ReplayWindow {
     fn default() -> Self {
-        ReplayWindow {
+        Self {
             top: 0,
             bits: [0; WORDS],
         }
@@ -246,7 +252,7 @@ impl Default for ReplayWindow {
 
 impl ReplayWindow {
     /// Whether `counter` may be accepted: not seen, not too old. Changes nothing.
-    pub fn check(&self, counter: u64) -> bool {
+    pub const fn check(&self, counter: u64) -> bool {
         if counter >= REJECT_AFTER {
             return false;
         }
@@ -281,11 +287,11 @@ impl ReplayWindow {
     }
 }
 
-fn word(counter: u64) -> usize {
+const fn word(counter: u64) -> usize {
     ((counter / 64) % WORDS as u64) as usize
 }
 
-fn bit(counter: u64) -> u64 {
+const fn bit(counter: u64) -> u64 {
     1 << (counter % 64)
 }
 
@@ -308,7 +314,7 @@ mod tests {
         f
     }
 
-    /// A sealed packet of `frame()` with VNI 0x101_102, in a buffer just big enough.
+    /// A sealed packet of `frame()` with VNI `0x101_102`, in a buffer just big enough.
     fn sealed(tx: &SendKey) -> Vec<u8> {
         let f = frame();
         let mut buf = vec![0u8; FRAME_OFFSET + f.len() + TAG_LEN];
@@ -334,7 +340,7 @@ mod tests {
         let r = rx.open_as_vxlan(&mut p).unwrap();
         let v = vxlan::parse(&p[r]).unwrap();
         assert_eq!(v.vni, 0x101_102);
-        assert_eq!(v.frame, &frame()[..]);
+        assert_eq!(v.frame, &*frame());
     }
 
     #[test]

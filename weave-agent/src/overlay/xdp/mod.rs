@@ -1,11 +1,11 @@
 //! The accelerated data plane: frames leave the bridge through eBPF and
-//! AF_XDP instead of a capture socket.
+//! `AF_XDP` instead of a capture socket.
 //!
 //! The datapath XDP program (`weave_datapath` on `vethwe-datapath`) tags
 //! every frame the bridge sends towards other hosts with its destination
 //! peer, looked up in `PEER_MACS` (the kernel's copy of the MACs learnt
 //! behind peers, see `peer_macs`), and redirects it into this overlay's
-//! AF_XDP socket (copy mode: veth has no zero-copy). Frames from peers go
+//! `AF_XDP` socket (copy mode: veth has no zero-copy). Frames from peers go
 //! back into the bridge through the same socket's TX ring.
 //!
 //! Threads, one per direction, as in the plain data plane:
@@ -37,22 +37,22 @@ mod to_peers;
 mod umem;
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, XskMap};
 
-use super::engine::{Core, STOP_CHECK, Workers};
-use super::error::OverlayError;
-use super::forwarding::{ForwardingTable, Overlay, OverlayStats};
-use super::gro;
-use super::inject::Injector;
-use super::macs::{MacJournal, Macs};
-use super::sys;
-use super::vxlan;
 use crate::ebpf::DatapathMaps;
+use crate::overlay::decide::macs::{MacJournal, Macs};
+use crate::overlay::engine::{Core, STOP_CHECK, Workers};
+use crate::overlay::error::OverlayError;
+use crate::overlay::forwarding::{ForwardingTable, Overlay, OverlayStats};
+use crate::overlay::sys;
+use crate::overlay::sys::gro;
+use crate::overlay::sys::inject::Injector;
+use crate::overlay::wire::vxlan;
 
 use peer_macs::PeerMacs;
 use umem::Memory;
@@ -115,7 +115,7 @@ impl Shared {
     }
 }
 
-/// The AF_XDP data plane; see the module documentation.
+/// The `AF_XDP` data plane; see the module documentation.
 pub struct XdpOverlay {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
@@ -127,7 +127,7 @@ pub struct XdpOverlay {
 }
 
 impl XdpOverlay {
-    /// Opens the AF_XDP socket on the datapath port and the UDP socket, in
+    /// Opens the `AF_XDP` socket on the datapath port and the UDP socket, in
     /// the calling thread's network namespace, starts the workers, and only
     /// then registers the socket with the datapath program (which until
     /// then passes frames to the kernel).
@@ -156,11 +156,11 @@ impl XdpOverlay {
             peer_macs: Mutex::new(PeerMacs::emptied(peer_macs)),
             untagged_seen: AtomicBool::new(false),
             no_frame: AtomicU64::new(0),
-            mem: mem.clone(),
+            mem: Arc::clone(&mem),
         });
         let register = sockets.set(0, mem.fd(), 0);
-        let overlay = Arc::new(XdpOverlay {
-            shared: shared.clone(),
+        let overlay = Arc::new(Self {
+            shared: Arc::clone(&shared),
             local_addr,
             datapath_ifname: iface,
             native: config.native,
@@ -169,7 +169,7 @@ impl XdpOverlay {
         });
         register.map_err(|source| OverlayError::XskMap { source })?;
         // On error, dropping `overlay` stops what was started.
-        let out = shared.clone();
+        let out = Arc::clone(&shared);
         overlay
             .workers
             .spawn("weave-xsk-out", move || to_peers::run(&out, to_bridge_half))?;
@@ -181,11 +181,11 @@ impl XdpOverlay {
                 tracing::warn!(%error, "no packet socket to coalesce TCP segments into the bridge");
             })
             .ok();
-        let inbound = shared.clone();
+        let inbound = Arc::clone(&shared);
         overlay.workers.spawn("weave-xsk-in", move || {
             from_peers::run(&inbound, from_bridge_half, injector)
         })?;
-        let sync = shared.clone();
+        let sync = shared;
         overlay
             .workers
             .spawn("weave-xsk-sync", move || keep_mirror_in_step(&sync))?;
@@ -199,7 +199,7 @@ impl XdpOverlay {
         Ok(overlay)
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub const fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
@@ -271,7 +271,7 @@ impl Drop for XdpOverlay {
 
 /// Waits up to `timeout` for `fd` to be readable; false on timeout.
 fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsRawFd as _;
     let mut poll = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
@@ -279,5 +279,5 @@ fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     };
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
     // SAFETY: one live pollfd.
-    unsafe { libc::poll(&mut poll, 1, ms) > 0 }
+    unsafe { libc::poll(&raw mut poll, 1, ms) > 0 }
 }

@@ -3,7 +3,7 @@
 //! as a single datagram of up to [`MAX_SEGMENTS`] segments, which the
 //! kernel (or the NIC) cuts up as late as possible. Over a veth underlay it
 //! is never cut before the receiving socket, so the per-packet cost of the
-//! UDP/IP stacks is paid once per up to 64 KiB. A receiver without UDP_GRO
+//! UDP/IP stacks is paid once per up to 64 KiB. A receiver without `UDP_GRO`
 //! gets ordinary datagrams (the kernel segments for it).
 //!
 //! One `sendmmsg` per batch as in `mmsg`, with the same zero-copy gathering
@@ -16,17 +16,19 @@
 
 use std::io;
 use std::marker::PhantomData;
-use std::mem::{size_of, zeroed};
+use std::mem::zeroed;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd as _, BorrowedFd};
+
+use super::zeroed_c;
 use std::ptr::null_mut;
 
-use super::mmsg::SendOutcome;
-use super::sys::{read_sockaddr, write_sockaddr};
-use super::vxlan;
+use crate::overlay::sys::mmsg::SendOutcome;
+use crate::overlay::sys::{read_sockaddr, write_sockaddr};
+use crate::overlay::wire::vxlan;
 
-/// Segments in one datagram (the kernel's UDP_MAX_SEGMENTS is 64 or more).
-pub const MAX_SEGMENTS: usize = 64;
+/// Segments in one datagram (the kernel's `UDP_MAX_SEGMENTS` is 64 or more).
+pub(crate) const MAX_SEGMENTS: usize = 64;
 /// A datagram's payload stays below the IPv4 limit.
 const MAX_DATAGRAM: usize = 65_000;
 /// From <linux/udp.h>.
@@ -42,12 +44,12 @@ const MAX_REFUSED: usize = 256;
 #[derive(Clone, Copy)]
 struct SegmentCmsg([u8; 24]);
 
-pub struct GsoQueue {
+pub(crate) struct GsoQueue {
     family: libc::c_int,
-    /// Whether the kernel takes UDP_SEGMENT at all (false once it said it
+    /// Whether the kernel takes `UDP_SEGMENT` at all (false once it said it
     /// does not know it).
     gso: bool,
-    /// Destinations whose datagrams the kernel refused with UDP_SEGMENT.
+    /// Destinations whose datagrams the kernel refused with `UDP_SEGMENT`.
     refused: Vec<SocketAddr>,
     headers: Box<[[u8; vxlan::HEADER_LEN]]>,
     iovs: Box<[libc::iovec]>,
@@ -72,24 +74,27 @@ struct Open {
     closed: bool,
 }
 
+#[expect(
+    clippy::non_send_fields_in_send_ty,
+    reason = "the raw pointers are justified in the SAFETY comment above"
+)]
 // SAFETY: as `mmsg::SendQueue`: pointers only within one batch, into the
 // queue itself and into data the batch borrows.
 unsafe impl Send for GsoQueue {}
 
 impl GsoQueue {
     /// Room for `capacity` frames (and as many messages).
-    pub fn new(capacity: usize, family: libc::c_int) -> Self {
+    pub(crate) fn new(capacity: usize, family: libc::c_int) -> Self {
         let capacity = capacity.max(1);
         Self {
             family,
             gso: true,
             refused: Vec::new(),
             headers: vec![[0; vxlan::HEADER_LEN]; capacity].into_boxed_slice(),
-            // SAFETY (all): all-zero is a valid value of these C structs.
-            iovs: (0..capacity * 2).map(|_| unsafe { zeroed() }).collect(),
-            addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            iovs: zeroed_c(capacity * 2),
+            addrs: zeroed_c(capacity),
             cmsgs: vec![SegmentCmsg([0; 24]); capacity].into_boxed_slice(),
-            msgs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            msgs: zeroed_c(capacity),
             segments: vec![0; capacity].into_boxed_slice(),
             len: 0,
             iov_len: 0,
@@ -122,7 +127,7 @@ impl GsoQueue {
         }
     }
 
-    pub fn batch<'q, 'd>(&'q mut self, fd: BorrowedFd<'q>) -> GsoBatch<'q, 'd> {
+    pub(crate) fn batch<'q, 'd>(&'q mut self, fd: BorrowedFd<'q>) -> GsoBatch<'q, 'd> {
         self.len = 0;
         self.iov_len = 0;
         self.open = None;
@@ -135,7 +140,7 @@ impl GsoQueue {
     }
 }
 
-pub struct GsoBatch<'q, 'd> {
+pub(crate) struct GsoBatch<'q, 'd> {
     queue: &'q mut GsoQueue,
     fd: BorrowedFd<'q>,
     outcome: SendOutcome,
@@ -145,7 +150,12 @@ pub struct GsoBatch<'q, 'd> {
 impl<'d> GsoBatch<'_, 'd> {
     /// Queues `frame` after `header` to `to`: into the open datagram when
     /// it can join it, else as the start of a new one.
-    pub fn push(&mut self, header: [u8; vxlan::HEADER_LEN], frame: &'d [u8], to: &SocketAddr) {
+    pub(crate) fn push(
+        &mut self,
+        header: [u8; vxlan::HEADER_LEN],
+        frame: &'d [u8],
+        to: &SocketAddr,
+    ) {
         let size = vxlan::HEADER_LEN + frame.len();
         let joins = self.queue.gso_to(to)
             && self.queue.open.is_some_and(|o| {
@@ -210,7 +220,7 @@ impl<'d> GsoBatch<'_, 'd> {
     }
 
     /// Sends what is queued and tells how it went (in frames).
-    pub fn finish(mut self) -> SendOutcome {
+    pub(crate) fn finish(mut self) -> SendOutcome {
         self.flush();
         std::mem::take(&mut self.outcome)
     }
@@ -296,7 +306,7 @@ impl Drop for GsoBatch<'_, '_> {
 }
 
 /// Why the kernel refused a datagram of several segments, if it did:
-/// - `EIO`: the route passes through IPsec (xfrm), or (before Linux 6.11)
+/// - `EIO`: the route passes through `IPsec` (xfrm), or (before Linux 6.11)
 ///   the egress device cannot checksum (`ethtool -K DEV tx off`); since
 ///   6.11 the kernel checksums in software and sends it;
 /// - `EMSGSIZE`: a segment is larger than the path MTU (a route with a
@@ -339,7 +349,7 @@ fn send_segments(
         one.msg_iovlen = 2;
         loop {
             // SAFETY: `one` points at live iovecs and the address.
-            if unsafe { libc::sendmsg(fd.as_raw_fd(), &one, 0) } >= 0 {
+            if unsafe { libc::sendmsg(fd.as_raw_fd(), &raw const one, 0) } >= 0 {
                 outcome.sent += 1;
                 break;
             }
@@ -355,9 +365,10 @@ fn send_segments(
 
 fn write_segment_cmsg(buf: &mut SegmentCmsg, segment: u16) {
     buf.0 = [0; 24];
-    // SAFETY: the buffer is aligned for cmsghdr and CMSG_SPACE(2) <= 24.
+    let cmsg = std::ptr::from_mut(buf).cast::<libc::cmsghdr>();
+    // SAFETY: the buffer is aligned for cmsghdr (`SegmentCmsg` is aligned
+    // to 8) and CMSG_SPACE(2) <= 24.
     unsafe {
-        let cmsg = buf.0.as_mut_ptr().cast::<libc::cmsghdr>();
         (*cmsg).cmsg_level = libc::SOL_UDP;
         (*cmsg).cmsg_type = UDP_SEGMENT;
         (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
@@ -368,12 +379,12 @@ fn write_segment_cmsg(buf: &mut SegmentCmsg, segment: u16) {
 #[cfg(test)]
 mod tests {
     use std::net::UdpSocket;
-    use std::os::fd::AsFd;
+    use std::os::fd::AsFd as _;
     use std::process::Command;
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::overlay::gro::{self, GroRecv};
+    use crate::overlay::sys::gro::{self, GroRecv};
 
     /// Runs `f` on a thread in a network namespace of its own (gone with the
     /// thread), whose loopback is up and whose route to 127.0.0.2 has a
@@ -383,18 +394,27 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 // SAFETY: unshare(2) of this thread's network namespace only.
-                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                    panic!(
-                        "this test needs root (CAP_SYS_ADMIN) for a network namespace of its own: {}",
-                        io::Error::last_os_error()
-                    );
-                }
+                let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+                assert!(
+                    unshared == 0,
+                    "this test needs root (CAP_SYS_ADMIN) for a network namespace of its own: {}",
+                    io::Error::last_os_error()
+                );
                 // Children of this thread start in its namespace.
                 for args in [
                     &["link", "set", "lo", "up"][..],
                     &[
-                        "route", "add", "local", "127.0.0.2/32", "dev", "lo", "table", "local",
-                        "mtu", "lock", "600",
+                        "route",
+                        "add",
+                        "local",
+                        "127.0.0.2/32",
+                        "dev",
+                        "lo",
+                        "table",
+                        "local",
+                        "mtu",
+                        "lock",
+                        "600",
                     ],
                 ] {
                     let status = Command::new("ip").args(args).status().expect("running ip");
@@ -415,7 +435,7 @@ mod tests {
     }
 
     /// The next `count` datagrams on `rx`: (segment size, segments), with
-    /// UDP_GRO on (whole GSO datagrams) or off (one datagram per segment).
+    /// `UDP_GRO` on (whole GSO datagrams) or off (one datagram per segment).
     fn receive(rx: &UdpSocket, count: usize) -> Vec<(usize, Vec<Vec<u8>>)> {
         let mut recv = GroRecv::new(count);
         let mut got = Vec::new();
@@ -550,7 +570,7 @@ mod tests {
     }
 
     /// Frames of one size to one peer go as one datagram; a receiver without
-    /// UDP_GRO still gets one datagram per frame, in order, intact.
+    /// `UDP_GRO` still gets one datagram per frame, in order, intact.
     #[test]
     fn segments_arrive_as_separate_datagrams() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -576,7 +596,7 @@ mod tests {
         for frame in &frames {
             let n = rx.recv(&mut buf).unwrap();
             assert_eq!(&buf[..8], &vxlan::header(7));
-            assert_eq!(&buf[8..n], &frame[..]);
+            assert_eq!(&buf[8..n], &**frame);
         }
     }
 }

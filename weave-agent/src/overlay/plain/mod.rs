@@ -1,6 +1,6 @@
 //! The plain data plane: no eBPF, just sockets. Frames the bridge sends
 //! out of its datapath port are captured on the port's other end
-//! (`vethwe-datapath`) by an AF_PACKET socket, wrapped in VXLAN and sent over
+//! (`vethwe-datapath`) by an `AF_PACKET` socket, wrapped in VXLAN and sent over
 //! UDP to peers; VXLAN packets from peers are unwrapped and injected into the
 //! same interface, so they enter the bridge through its datapath port.
 //!
@@ -17,17 +17,17 @@ mod capture;
 mod receive;
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use super::engine::{self, Core, Workers};
-use super::error::OverlayError;
-use super::forwarding::{ForwardingTable, Overlay, OverlayStats};
-use super::macs::Macs;
-use super::mmsg::RecvBatch;
-use super::sys;
-use super::vxlan;
 use crate::config::DATAPATH_END;
+use crate::overlay::decide::macs::Macs;
+use crate::overlay::engine::{self, Core, Workers};
+use crate::overlay::error::OverlayError;
+use crate::overlay::forwarding::{ForwardingTable, Overlay, OverlayStats};
+use crate::overlay::sys;
+use crate::overlay::sys::mmsg::RecvBatch;
+use crate::overlay::wire::vxlan;
 
 /// The UDP port VXLAN packets travel on between peers (Weave's data port).
 pub const DEFAULT_DATA_PORT: u16 = 6784;
@@ -62,18 +62,16 @@ struct Shared {
     datapath: OwnedFd,
 }
 
-impl Shared {
-    /// Fills `batch` from `fd`, for both workers' loops: false when nothing
-    /// came (the receive timeout, so the caller checks whether to stop; an
-    /// interruption; or an error, already logged and backed off from).
-    fn receive(&self, batch: &mut RecvBatch, fd: BorrowedFd<'_>, socket: &'static str) -> bool {
-        match batch.recv(fd) {
-            Ok(_) => true,
-            Err(e) if engine::nothing_came(&e) => false,
-            Err(e) => {
-                self.core.back_off(&e, socket);
-                false
-            }
+/// Fills `batch` from `fd`, for both workers' loops: false when nothing
+/// came (the receive timeout, so the caller checks whether to stop; an
+/// interruption; or an error, already logged and backed off from).
+fn receive(batch: &mut RecvBatch, fd: BorrowedFd<'_>, socket: &'static str) -> bool {
+    match batch.recv(fd) {
+        Ok(_) => true,
+        Err(e) if engine::nothing_came(&e) => false,
+        Err(e) => {
+            engine::back_off(&e, socket);
+            false
         }
     }
 }
@@ -103,19 +101,20 @@ impl PlainOverlay {
             })?;
         engine::set_stop_check(&datapath)?;
         let shared = Arc::new(Shared { core, datapath });
-        let overlay = Arc::new(PlainOverlay {
-            shared: shared.clone(),
+        let overlay = Arc::new(Self {
+            shared: Arc::clone(&shared),
             local_addr,
             workers: Workers::new("plain"),
         });
         // On error, dropping `overlay` stops what was started.
-        for (name, work) in [
-            ("weave-capture", capture::run as fn(&Shared)),
-            ("weave-receive", receive::run as fn(&Shared)),
-        ] {
-            let shared = shared.clone();
-            overlay.workers.spawn(name, move || work(&shared))?;
-        }
+        let to_peers = Arc::clone(&shared);
+        overlay
+            .workers
+            .spawn("weave-capture", move || capture::run(&to_peers))?;
+        let from_peers = Arc::clone(&shared);
+        overlay
+            .workers
+            .spawn("weave-receive", move || receive::run(&from_peers))?;
         tracing::info!(
             datapath = %iface,
             udp = %local_addr,
@@ -127,7 +126,7 @@ impl PlainOverlay {
 
     /// The UDP address packets are received on (its port chosen by the
     /// system if `udp_listen` had port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub const fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
@@ -158,7 +157,7 @@ impl Overlay for PlainOverlay {
     }
 
     fn stop(&self) {
-        PlainOverlay::stop(self);
+        Self::stop(self);
     }
 }
 

@@ -4,27 +4,28 @@
 
 use std::io;
 use std::marker::PhantomData;
-use std::mem::{size_of, zeroed};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd as _, BorrowedFd};
 use std::ptr::null_mut;
 
-use super::sys::write_sockaddr;
-use super::vxlan;
+use super::zeroed_c;
+
+use crate::overlay::sys::write_sockaddr;
+use crate::overlay::wire::vxlan;
 
 /// One datagram or frame of a [`RecvBatch`].
-pub struct Received<'a> {
+pub(crate) struct Received<'a> {
     /// What fits in the slot (all of it unless `truncated`).
     pub data: &'a [u8],
     /// Its real length.
     pub len: usize,
     pub truncated: bool,
-    /// Where it came from (sockaddr_in/in6, or sockaddr_ll on a packet socket).
+    /// Where it came from (`sockaddr_in/in6`, or `sockaddr_ll` on a packet socket).
     pub addr: &'a libc::sockaddr_storage,
 }
 
 /// `count` receive slots of `slot` bytes each, reused for every batch.
-pub struct RecvBatch {
+pub(crate) struct RecvBatch {
     slot: usize,
     bufs: Box<[u8]>,
     iovs: Box<[libc::iovec]>,
@@ -33,20 +34,23 @@ pub struct RecvBatch {
     received: usize,
 }
 
+#[expect(
+    clippy::non_send_fields_in_send_ty,
+    reason = "the raw pointers are justified in the SAFETY comment above"
+)]
 // SAFETY: the raw pointers in `iovs` and `msgs` point only into the batch's
 // own boxes, and are rewritten before each use.
 unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
-    pub fn new(count: usize, slot: usize) -> Self {
+    pub(crate) fn new(count: usize, slot: usize) -> Self {
         let count = count.max(1);
         Self {
             slot,
             bufs: vec![0u8; count * slot].into_boxed_slice(),
-            // SAFETY (all three): all-zero is a valid value of these C structs.
-            iovs: (0..count).map(|_| unsafe { zeroed() }).collect(),
-            addrs: (0..count).map(|_| unsafe { zeroed() }).collect(),
-            msgs: (0..count).map(|_| unsafe { zeroed() }).collect(),
+            iovs: zeroed_c(count),
+            addrs: zeroed_c(count),
+            msgs: zeroed_c(count),
             received: 0,
         }
     }
@@ -54,7 +58,7 @@ impl RecvBatch {
     /// Waits for at least one datagram on `fd` (up to the socket's receive
     /// timeout: `WouldBlock` then), and takes whatever else is queued, up to
     /// the batch size, without waiting more. Forgets the previous batch.
-    pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+    pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         self.received = 0;
         let base = self.bufs.as_mut_ptr();
         for (i, ((iov, addr), msg)) in self
@@ -96,11 +100,11 @@ impl RecvBatch {
         Ok(self.received)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) const fn len(&self) -> usize {
         self.received
     }
 
-    pub fn get(&self, i: usize) -> Received<'_> {
+    pub(crate) fn get(&self, i: usize) -> Received<'_> {
         assert!(
             i < self.received,
             "slot {i} of a batch of {}",
@@ -120,7 +124,7 @@ impl RecvBatch {
 
 impl RecvBatch {
     /// The received bytes of slot `i`, writable (to open a sealed packet in place).
-    pub fn data_mut(&mut self, i: usize) -> &mut [u8] {
+    pub(crate) fn data_mut(&mut self, i: usize) -> &mut [u8] {
         assert!(
             i < self.received,
             "slot {i} of a batch of {}",
@@ -134,7 +138,7 @@ impl RecvBatch {
 
 impl SendOutcome {
     /// Adds up two outcomes (of one worker's batches).
-    pub fn merge(&mut self, other: SendOutcome) {
+    pub(crate) fn merge(&mut self, other: Self) {
         self.sent += other.sent;
         self.failed += other.failed;
         self.gso_refused += other.gso_refused;
@@ -146,7 +150,7 @@ impl SendOutcome {
 
 /// What a [`Batch`] did.
 #[derive(Debug, Default)]
-pub struct SendOutcome {
+pub(crate) struct SendOutcome {
     pub sent: u64,
     pub failed: u64,
     /// UDP GSO datagrams the kernel refused (their frames went again one
@@ -157,7 +161,7 @@ pub struct SendOutcome {
 }
 
 /// Storage for up to `capacity` messages of one `sendmmsg`, reused.
-pub struct SendQueue {
+pub(crate) struct SendQueue {
     /// Family of the socket the messages go to, for their addresses.
     family: libc::c_int,
     headers: Box<[[u8; vxlan::HEADER_LEN]]>,
@@ -168,29 +172,32 @@ pub struct SendQueue {
     len: usize,
 }
 
+#[expect(
+    clippy::non_send_fields_in_send_ty,
+    reason = "the raw pointers are justified in the SAFETY comment above"
+)]
 // SAFETY: between batches the queue holds no pointer (a Batch empties it
 // when dropped); within one, only into itself and into data the Batch borrows.
 unsafe impl Send for SendQueue {}
 
 impl SendQueue {
-    /// `family`: AF_INET or AF_INET6 for a UDP socket (messages carry a
+    /// `family`: `AF_INET` or `AF_INET6` for a UDP socket (messages carry a
     /// destination); anything else for a bound packet socket (they don't).
-    pub fn new(capacity: usize, family: libc::c_int) -> Self {
+    pub(crate) fn new(capacity: usize, family: libc::c_int) -> Self {
         let capacity = capacity.max(1);
         Self {
             family,
             headers: vec![[0; vxlan::HEADER_LEN]; capacity].into_boxed_slice(),
-            // SAFETY (all three): all-zero is a valid value of these C structs.
-            iovs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
-            addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            iovs: zeroed_c(capacity),
+            addrs: zeroed_c(capacity),
             addr_lens: vec![0; capacity].into_boxed_slice(),
-            msgs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            msgs: zeroed_c(capacity),
             len: 0,
         }
     }
 
     /// Starts a batch of messages to `fd` whose data lives at least `'d`.
-    pub fn batch<'q, 'd>(&'q mut self, fd: BorrowedFd<'q>) -> Batch<'q, 'd> {
+    pub(crate) fn batch<'q, 'd>(&'q mut self, fd: BorrowedFd<'q>) -> Batch<'q, 'd> {
         self.len = 0;
         Batch {
             queue: self,
@@ -203,7 +210,7 @@ impl SendQueue {
 
 /// Messages queued for one `sendmmsg` (more if they don't fit): borrows the
 /// frames it sends, so they cannot change before it is finished.
-pub struct Batch<'q, 'd> {
+pub(crate) struct Batch<'q, 'd> {
     queue: &'q mut SendQueue,
     fd: BorrowedFd<'q>,
     outcome: SendOutcome,
@@ -213,7 +220,7 @@ pub struct Batch<'q, 'd> {
 impl<'d> Batch<'_, 'd> {
     /// Queues `data`, after `header` if any, to `to` (ignored on a packet
     /// socket); sends the queue first when it is full.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         header: Option<[u8; vxlan::HEADER_LEN]>,
         data: &'d [u8],
@@ -228,22 +235,19 @@ impl<'d> Batch<'_, 'd> {
             iov_base: data.as_ptr().cast_mut().cast(),
             iov_len: data.len(),
         };
-        let iovs = match header {
-            Some(h) => {
-                q.headers[i] = h;
-                q.iovs[i] = [
-                    libc::iovec {
-                        iov_base: q.headers[i].as_mut_ptr().cast(),
-                        iov_len: vxlan::HEADER_LEN,
-                    },
-                    data_iov,
-                ];
-                2
-            }
-            None => {
-                q.iovs[i][0] = data_iov;
-                1
-            }
+        let iovs = if let Some(h) = header {
+            q.headers[i] = h;
+            q.iovs[i] = [
+                libc::iovec {
+                    iov_base: q.headers[i].as_mut_ptr().cast(),
+                    iov_len: vxlan::HEADER_LEN,
+                },
+                data_iov,
+            ];
+            2
+        } else {
+            q.iovs[i][0] = data_iov;
+            1
         };
         q.addr_lens[i] = match to {
             Some(addr) if q.family == libc::AF_INET || q.family == libc::AF_INET6 => {
@@ -267,7 +271,7 @@ impl<'d> Batch<'_, 'd> {
     }
 
     /// Sends what is queued and tells how it went.
-    pub fn finish(mut self) -> SendOutcome {
+    pub(crate) fn finish(mut self) -> SendOutcome {
         self.flush();
         std::mem::take(&mut self.outcome)
     }
@@ -314,7 +318,7 @@ impl Drop for Batch<'_, '_> {
 #[cfg(test)]
 mod tests {
     use std::net::UdpSocket;
-    use std::os::fd::AsFd;
+    use std::os::fd::AsFd as _;
 
     use super::*;
 
@@ -346,7 +350,7 @@ mod tests {
                     for i in 0..n {
                         let r = recv.get(i);
                         assert_eq!(
-                            super::super::sys::read_sockaddr(r.addr),
+                            crate::overlay::sys::read_sockaddr(r.addr),
                             Some(tx.local_addr().unwrap())
                         );
                         got.push((r.len, r.truncated, r.data.to_vec()));

@@ -10,13 +10,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use super::forwarding::{ForwardingTable, ShortId};
 use crate::mac::Mac;
+use crate::overlay::forwarding::{ForwardingTable, ShortId};
 
 /// Entries a table holds at most.
 pub const DEFAULT_CAPACITY: usize = 8192;
 /// How long an entry lives without being seen again.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_mins(5);
 /// A live entry is re-stamped at most this often, so a stream of frames from
 /// one address costs one hash lookup per frame, not a reordering.
 const RESTAMP_AFTER: Duration = Duration::from_secs(1);

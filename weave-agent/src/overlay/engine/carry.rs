@@ -8,23 +8,23 @@
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 
-use super::counters::{Counters, Counts, DropReason, dropped};
-use super::forwarding::ShortId;
-use super::mmsg::{SendOutcome, SendQueue};
-use super::plan::{Action, Verdict, plan};
-use super::routes::Routes;
-use super::seal_slots::SealSlots;
+use crate::overlay::counters::{Counters, Counts, DropReason, dropped};
+use crate::overlay::decide::plan::{Action, Verdict, plan};
+use crate::overlay::decide::routes::Routes;
+use crate::overlay::engine::seal_slots::SealSlots;
+use crate::overlay::forwarding::ShortId;
+use crate::overlay::sys::mmsg::{SendOutcome, SendQueue};
 
 /// One send of a frame: under VXLAN header `vni`, to neighbour `hop` at `to`.
 #[derive(Clone, Copy, Debug)]
-pub struct Onward {
+pub(crate) struct Onward {
     pub vni: u32,
     pub hop: ShortId,
     pub to: SocketAddr,
 }
 
 /// How one engine carries out actions on frame number `frame` of its batch.
-pub trait Carrier {
+pub(crate) trait Carrier {
     /// The frame's length, for the log of a drop.
     fn len(&self, frame: usize) -> usize;
     /// Who sent the frame, for the log of a drop (frames from peers).
@@ -48,7 +48,7 @@ pub trait Carrier {
 /// Carries out the plan of every verdict of a batch (verdict `i` is frame
 /// `i`'s). Frames to be sealed but not in place are queued in `slots`, for
 /// [`send_sealed`] once the carrier's own sends are done.
-pub fn carry_out<V: Copy + Into<Verdict>>(
+pub(crate) fn carry_out<V: Copy + Into<Verdict>>(
     verdicts: &[V],
     routes: &Routes,
     carrier: &mut impl Carrier,
@@ -91,7 +91,7 @@ pub fn carry_out<V: Copy + Into<Verdict>>(
 /// only use), before [`carry_out`], which then asks the carrier's
 /// `seal_in_place` for what became of it. Two passes, so that the frames
 /// are written before any frame of the batch is borrowed for sending.
-pub fn for_each_sole_seal<V: Copy + Into<Verdict>>(
+pub(crate) fn for_each_sole_seal<V: Copy + Into<Verdict>>(
     verdicts: &[V],
     routes: &Routes,
     mut seal: impl FnMut(usize, &Onward),
@@ -114,7 +114,7 @@ pub fn for_each_sole_seal<V: Copy + Into<Verdict>>(
 
 /// Seals and sends what [`carry_out`] queued in `slots` (`frame_of` gives
 /// the inner frame of frame `n` of the batch); returns how many went.
-pub fn send_sealed<'f>(
+pub(crate) fn send_sealed<'f>(
     slots: &mut SealSlots,
     frame_of: impl Fn(usize) -> &'f [u8],
     routes: &Routes,
@@ -127,14 +127,14 @@ pub fn send_sealed<'f>(
 
 /// One batch's counts in one direction, added to the shared counters when
 /// dropped at the end of the batch.
-pub struct Tally<'a> {
+pub(crate) struct Tally<'a> {
     counters: &'a Counters,
     pub counts: Counts,
     direction: &'static str,
 }
 
 impl<'a> Tally<'a> {
-    pub fn new(counters: &'a Counters, direction: &'static str) -> Self {
+    pub(crate) fn new(counters: &'a Counters, direction: &'static str) -> Self {
         Tally {
             counters,
             counts: Counts::default(),
@@ -144,7 +144,7 @@ impl<'a> Tally<'a> {
 
     /// Counts a drop; logs it at warn level the first time this reason is
     /// seen, at debug level afterwards.
-    pub fn dropped(&mut self, reason: DropReason, len: usize, from: Option<SocketAddr>) {
+    pub(crate) fn dropped(&mut self, reason: DropReason, len: usize, from: Option<SocketAddr>) {
         dropped!(
             self.counters,
             self.counts,
@@ -157,7 +157,7 @@ impl<'a> Tally<'a> {
 
     /// Counts what a send did: every failed frame is a drop. Returns how
     /// many went.
-    pub fn sends(&mut self, outcome: SendOutcome) -> u64 {
+    pub(crate) fn sends(&mut self, outcome: SendOutcome) -> u64 {
         self.counts.gso_refused += outcome.gso_refused;
         if let Some(error) = outcome.first_error {
             self.counts

@@ -17,10 +17,10 @@
 
 use std::net::SocketAddr;
 
-use super::counters::DropReason;
-use super::forwarding::ShortId;
-use super::routes::{Hop, Routes};
-use super::verdict::{FromBridge, FromPeer};
+use crate::overlay::counters::DropReason;
+use crate::overlay::decide::routes::{Hop, Routes};
+use crate::overlay::decide::verdict::{FromBridge, FromPeer};
+use crate::overlay::forwarding::ShortId;
 
 /// One thing to do with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,13 +53,13 @@ pub enum Verdict {
 
 impl From<FromBridge> for Verdict {
     fn from(v: FromBridge) -> Self {
-        Verdict::FromBridge(v)
+        Self::FromBridge(v)
     }
 }
 
 impl From<FromPeer> for Verdict {
     fn from(v: FromPeer) -> Self {
-        Verdict::FromPeer(v)
+        Self::FromPeer(v)
     }
 }
 
@@ -190,13 +190,13 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::overlay::forwarding::{ForwardingTable, NeighbourKeys};
-    use crate::overlay::routes::tests::{A, B, C, addr, line_seen_from_b};
-    use crate::overlay::seal::PeerKeys;
+    use crate::overlay::decide::routes::tests::{A, B, C, addr, line_seen_from_b};
+    use crate::overlay::forwarding::NeighbourKeys;
+    use crate::overlay::wire::seal::PeerKeys;
     use zeroize::Zeroizing;
 
     fn routes(encrypted: bool, keyed: &[ShortId]) -> Routes {
-        let mut table: ForwardingTable = line_seen_from_b();
+        let mut table = line_seen_from_b();
         table.encrypted = encrypted;
         for &peer in keyed {
             let key = Zeroizing::new([peer.0 as u8; 32]);

@@ -1,0 +1,6 @@
+//! Pure wire formats: what travels between peers (`vxlan`, `seal`) and how
+//! TCP segments from peers merge back into super-frames (`coalesce`).
+
+pub mod coalesce;
+pub mod seal;
+pub mod vxlan;

@@ -10,8 +10,8 @@ use crate::{build, setup};
 /// Needs root: the integration tests create network namespaces, start a dockerd per
 /// simulated host, and load BPF programs. They run one at a time against the freshly
 /// built `weave` (passed to them as `WEAVE_BIN`), with agents on the plain data
-/// plane; then the multi-host and encryption suites run again on the xdp
-/// data plane (`WEAVE_TEST_DATAPLANE=xdp`).
+/// plane; then every suite that launches agents runs again on the xdp data
+/// plane (`WEAVE_TEST_DATAPLANE=xdp`).
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Build and test with the release profile.
@@ -21,6 +21,17 @@ pub(crate) struct Args {
     #[arg(last = true)]
     test_args: Vec<String>,
 }
+
+/// The integration suites whose agents run on the data plane that
+/// `WEAVE_TEST_DATAPLANE` names.
+const AGENT_SUITES: [&str; 6] = [
+    "single_host",
+    "mesh",
+    "multi_host",
+    "ipam",
+    "encryption",
+    "faults",
+];
 
 pub(crate) fn run(args: Args) -> Result<()> {
     if !weave_tests::is_root() {
@@ -65,10 +76,11 @@ pub(crate) fn run(args: Args) -> Result<()> {
         .args(&args.test_args);
     run_loud(&mut integration)?;
 
-    // The multi-host and password-mode suites once more on the accelerated
-    // data plane (the run above used the harness's default, plain): both
-    // data planes must pass them.
-    for suite in ["multi_host", "encryption"] {
+    // Every suite that launches agents once more on the accelerated data
+    // plane (the run above used the harness's default, plain): both data
+    // planes must pass them. (`overlay` runs both engines itself;
+    // `classifier` and `fuzz_corpus` launch no agent.)
+    for suite in AGENT_SUITES {
         header(&format!(
             "test: {suite} suite again with WEAVE_TEST_DATAPLANE=xdp"
         ));

@@ -127,10 +127,11 @@ pub struct XdpOverlay {
 }
 
 impl XdpOverlay {
-    /// Opens the `AF_XDP` socket on the datapath port and the UDP socket, in
-    /// the calling thread's network namespace, starts the workers, and only
-    /// then registers the socket with the datapath program (which until
-    /// then passes frames to the kernel).
+    /// Opens the `AF_XDP` sockets on the datapath port and the UDP socket, in
+    /// the calling thread's network namespace, registers the receiving
+    /// socket with the datapath program (which until then passes frames to
+    /// the kernel; the fill ring is full by then, so nothing is dropped for
+    /// want of a frame), then starts the workers, which take what queued.
     pub fn start(config: XdpConfig, maps: DatapathMaps) -> Result<Arc<Self>, OverlayError> {
         let (core, local_addr) = Core::open(config.udp_listen, config.mtu, Macs::mirrored())?;
         if config.mtu > MAX_XDP_MTU {

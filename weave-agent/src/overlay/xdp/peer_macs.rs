@@ -58,17 +58,12 @@ impl PeerMacs {
 
     /// Makes the map equal to `live` (a snapshot of the remote table's live
     /// entries, taken under the MAC lock).
-    pub(super) fn sync(&mut self, live: &StdHashMap<u64, u32>) {
-        let stale: Vec<u64> = self
-            .written
-            .iter()
-            .filter(|(key, peer)| live.get(key) != Some(peer))
-            .map(|(key, _)| *key)
-            .collect();
+    pub(crate) fn sync(&mut self, live: &StdHashMap<u64, u32>) {
+        let (stale, missing) = differences(&self.written, live);
         for key in stale {
             self.remove(key);
         }
-        for (&key, &peer) in live {
+        for (key, peer) in missing {
             self.write(key, peer);
         }
     }
@@ -104,5 +99,47 @@ impl PeerMacs {
         if self.written.remove(&key).is_some() {
             let _ = self.map.remove(&key);
         }
+    }
+}
+
+/// What makes `written` equal to `live`: the keys to remove (absent from
+/// `live`, or there with another peer) and the entries to write (absent
+/// from `written`, or there with another peer). In memory: a resync costs
+/// system calls only for these.
+fn differences(
+    written: &StdHashMap<u64, u32>,
+    live: &StdHashMap<u64, u32>,
+) -> (Vec<u64>, Vec<(u64, u32)>) {
+    let stale = written
+        .iter()
+        .filter(|&(key, peer)| live.get(key) != Some(peer))
+        .map(|(key, _)| *key)
+        .collect();
+    let missing = live
+        .iter()
+        .filter(|&(key, peer)| written.get(key) != Some(peer))
+        .map(|(key, peer)| (*key, *peer))
+        .collect();
+    (stale, missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resync_of_an_unchanged_table_touches_nothing_and_a_change_only_itself() {
+        let live: StdHashMap<u64, u32> = (0..8192).map(|k| (k, (k % 7) as u32)).collect();
+        let (stale, missing) = differences(&live, &live);
+        assert!(stale.is_empty() && missing.is_empty());
+        let mut changed = live.clone();
+        changed.remove(&1);
+        changed.insert(2, 99);
+        changed.insert(10_000, 1);
+        let (mut stale, mut missing) = differences(&live, &changed);
+        stale.sort_unstable();
+        missing.sort_unstable();
+        assert_eq!(stale, vec![1, 2]);
+        assert_eq!(missing, vec![(2, 99), (10_000, 1)]);
     }
 }

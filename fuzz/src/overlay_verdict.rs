@@ -387,8 +387,10 @@ fn check_plan(verdict: Verdict, sender: Option<ShortId>, routes: &Routes) {
         sends.push((vni, hop));
     }
     let delivers = actions.iter().filter(|a| **a == Action::Deliver).count();
-    // A child the plan cannot reach (no keys in password mode) is a counted drop.
-    let unreachable = |hop: ShortId| routes.encrypted() && routes.keys(hop).is_none();
+    // A hop the plan cannot send to (ourselves, named by an inconsistent
+    // table; no keys in password mode) is a counted drop.
+    let unreachable =
+        |hop: ShortId| hop == me || (routes.encrypted() && routes.keys(hop).is_none());
     let tree = |origin: ShortId, except: &[ShortId]| -> Vec<(u32, ShortId)> {
         let vni = ShortId::vni(origin, ShortId::BROADCAST);
         routes

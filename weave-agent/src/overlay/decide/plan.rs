@@ -9,7 +9,8 @@
 //!   for the hop it goes to, so relays and broadcasts passed on are sealed
 //!   again for each hop; a hop without keys gets nothing (dropped).
 //! - A frame never goes back to the neighbour it came from, nor to its
-//!   origin.
+//!   origin, nor to this peer itself (which only an inconsistent table
+//!   could name as a hop).
 //! - A broadcast goes to each of this peer's children in the origin's
 //!   broadcast tree, once.
 //!
@@ -137,7 +138,7 @@ impl Plan<'_> {
 
     /// The action for one send to `hop`.
     fn send(&self, (hop, to): Hop) -> Action {
-        if self.never.contains(&hop) {
+        if self.never.contains(&hop) || hop == self.routes.me() {
             // Cannot come from a consistent table; never act on it.
             return Action::Drop(DropReason::NoRoute);
         }
@@ -313,5 +314,12 @@ mod tests {
         };
         assert_eq!(actions(home, &r), vec![Action::Drop(DropReason::NoRoute)]);
         assert_eq!(plan(home, &r).uses(), 0);
+        // A table naming this peer as a hop (found by the fuzzer).
+        let to_me = FromPeer::Relay {
+            vni: ShortId::vni(A, C),
+            hop: B,
+            via: addr(B),
+        };
+        assert_eq!(actions(to_me, &r), vec![Action::Drop(DropReason::NoRoute)]);
     }
 }

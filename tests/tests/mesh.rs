@@ -10,7 +10,10 @@
 //! timeout, and a restarted one rejoins; two peers dialling each other at
 //! once keep the same single connection; wrong handshakes are refused with a
 //! reason, oversized or garbled frames drop the connection and are counted,
-//! and the mesh keeps working.
+//! and the mesh keeps working. Issue 12: fastdp is used on a connection only
+//! when both hellos offer it and there is no password; the table says which
+//! neighbours it carries, with our address on each link, and status labels
+//! every connection with its data plane.
 //!
 //! Needs root (a network namespace per test); run with `cargo xtask test`.
 
@@ -106,6 +109,17 @@ struct Peer {
 
 impl Peer {
     async fn start(last: u8, port: u16, discovery: bool, targets: &[&str]) -> Self {
+        Self::start_with(last, port, discovery, targets, |_| {}).await
+    }
+
+    /// As `start`, with `configure` applied to the config last.
+    async fn start_with(
+        last: u8,
+        port: u16,
+        discovery: bool,
+        targets: &[&str],
+        configure: impl FnOnce(&mut MeshConfig),
+    ) -> Self {
         let name = peer_name(last);
         let mut config = MeshConfig::new(name, format!("host-{last:x}"));
         config.listen = SocketAddr::from(([127, 0, 0, 1], port));
@@ -113,6 +127,7 @@ impl Peer {
         config.discovery = discovery;
         config.targets = targets.iter().map(ToString::to_string).collect();
         config.timing = timing();
+        configure(&mut config);
         let overlay = Arc::new(Recorder {
             latest: Mutex::new(Arc::new(ForwardingTable::default())),
             updates: AtomicUsize::new(0),
@@ -325,6 +340,7 @@ fn raw_hello(last: u8, min: u32, max: u32) -> Hello {
         listen_port: 9,
         data_port: 9,
         encrypted: false,
+        fastdp: false,
     }
 }
 
@@ -634,6 +650,120 @@ fn bad_clients_are_refused_dropped_and_counted() {
         fully_meshed(&b, &[&a]).await.unwrap();
         assert_eq!(a.status().await.counters.oversized_frames, 0);
 
+        a.stop().await;
+        b.stop().await;
+    });
+}
+
+/// The established connection of `p` with `peer`: its data plane label and
+/// why fastdp is off, or what `p` shows instead.
+async fn label(p: &Peer, peer: PeerName) -> Result<(String, Option<String>), String> {
+    let st = p.status().await;
+    st.connections
+        .iter()
+        .find(|c| c.state == ConnectionState::Established && c.peer == Some(peer))
+        .map(|c| (c.dataplane.clone(), c.fastdp_off.clone()))
+        .ok_or_else(|| {
+            format!(
+                "{} not connected to {peer}:\n{}",
+                p.name,
+                st.render_connections()
+            )
+        })
+}
+
+/// a and b run fastdp, c does not: only a - b uses it, in both tables with
+/// the address each knows the other by (127.0.0.1 here), and status says
+/// why a - c and b - c do not.
+#[test]
+fn fastdp_is_used_only_where_both_ends_offer_it() {
+    in_netns("fastdp", || async {
+        let fastdp = |c: &mut MeshConfig| {
+            c.fastdp = true;
+            c.dataplane_name = "xdp".into();
+        };
+        let b = Peer::start_with(0xb, B_PORT, true, &[], fastdp).await;
+        let a = Peer::start_with(0xa, A_PORT, true, &["127.0.0.1"], fastdp).await;
+        let c = Peer::start(0xc, C_PORT, true, &["127.0.0.1:6783"]).await;
+        eventually("a full mesh of three", CONVERGE, || async {
+            fully_meshed(&a, &[&b, &c]).await?;
+            fully_meshed(&b, &[&a, &c]).await?;
+            fully_meshed(&c, &[&a, &b]).await
+        })
+        .await;
+
+        let lo = std::net::Ipv4Addr::LOCALHOST;
+        for (p, q) in [(&a, &b), (&b, &a)] {
+            let t = p.table();
+            assert_eq!(
+                t.fastdp.iter().collect::<Vec<_>>(),
+                [(&q.id(), &lo)],
+                "{}: fastdp only to {}",
+                p.name,
+                q.name
+            );
+            assert_eq!(
+                label(p, q.name).await.unwrap(),
+                ("fastdp".to_string(), None)
+            );
+            assert_eq!(
+                label(p, c.name).await.unwrap(),
+                ("xdp".to_string(), Some("peer has no fastdp".to_string()))
+            );
+            let text = p.status().await.render_connections();
+            eprintln!("{}:\n{text}", p.name);
+            assert!(
+                text.contains(
+                    "established xdp (fastdp off: peer has no fastdp) 02:00:00:00:00:0c(host-c)"
+                ),
+                "{text}"
+            );
+        }
+        // c does not run fastdp: nothing to explain, its own data plane.
+        assert!(c.table().fastdp.is_empty());
+        for p in [&a, &b] {
+            assert_eq!(label(&c, p.name).await.unwrap(), ("fake".to_string(), None));
+        }
+
+        // b gone: a's table drops it from fastdp with the neighbour.
+        let b_id = b.id();
+        b.stop().await;
+        eventually("b gone from a's fastdp peers", FORGET, || async {
+            let t = a.table();
+            if t.fastdp.contains_key(&b_id) || t.neighbours.contains_key(&b_id) {
+                return Err(format!("{:?}", t.fastdp));
+            }
+            Ok(())
+        })
+        .await;
+        a.stop().await;
+        c.stop().await;
+    });
+}
+
+/// With a password, a fastdp agent offers nothing: the table stays empty
+/// and each connection says why.
+#[test]
+fn fastdp_is_off_in_password_mode() {
+    in_netns("fastdp-psk", || async {
+        let with_password = |c: &mut MeshConfig| {
+            c.fastdp = true;
+            c.psk = Some(weave_agent::mesh::noise::Psk::from_bytes([7; 32]));
+        };
+        let b = Peer::start_with(0xb, B_PORT, true, &[], with_password).await;
+        let a = Peer::start_with(0xa, A_PORT, true, &["127.0.0.1"], with_password).await;
+        eventually("a and b connected", CONVERGE, || async {
+            fully_meshed(&a, &[&b]).await
+        })
+        .await;
+        for (p, q) in [(&a, &b), (&b, &a)] {
+            assert!(p.table().encrypted);
+            assert!(p.table().fastdp.is_empty(), "{:?}", p.table().fastdp);
+            assert_eq!(
+                label(p, q.name).await.unwrap(),
+                ("fake".to_string(), Some("password mode".to_string()))
+            );
+        }
         a.stop().await;
         b.stop().await;
     });

@@ -341,7 +341,7 @@ mod tests {
         assert_eq!(back.counter("nonexistent"), None);
         let section = serde_json::to_value(st.connections_section()).unwrap();
         assert_eq!(section["mtu"], 1376);
-        assert_eq!(section["connections"].as_array().unwrap().len(), 3);
+        assert_eq!(section["connections"].as_array().unwrap().len(), 4);
         let section = serde_json::to_value(st.dataplane_section()).unwrap();
         assert_eq!(section["overlay_stats"]["dropped_malformed"], 4);
         assert_eq!(section["counters"][0][0], "drop_spoofed_ip");

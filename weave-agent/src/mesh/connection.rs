@@ -66,6 +66,9 @@ pub enum Event {
         hello: Hello,
         /// The peer's TCP address, IPv4-mapped addresses made plain.
         remote: SocketAddr,
+        /// Our end of the connection, IPv4-mapped addresses made plain: the
+        /// address the peer knows us by (fastdp's outer source address).
+        local: SocketAddr,
         version: u32,
         /// The data plane's keys for this connection (password mode).
         keys: Option<DataKeys>,
@@ -190,6 +193,10 @@ async fn session(stream: TcpStream, setup: Setup) -> CloseReason {
         Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
         Err(e) => return CloseReason::io("reading the peer address", e),
     };
+    let local = match stream.local_addr() {
+        Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
+        Err(e) => return CloseReason::io("reading our address", e),
+    };
     let (rd, wr) = stream.into_split();
     let mut reader = Reader {
         rd,
@@ -223,6 +230,7 @@ async fn session(stream: TcpStream, setup: Setup) -> CloseReason {
         id,
         hello: theirs,
         remote,
+        local,
         version,
         keys,
     };
@@ -575,6 +583,7 @@ mod tests {
             listen_port: 6783,
             data_port: 6784,
             encrypted: true,
+            fastdp: false,
         }
     }
 

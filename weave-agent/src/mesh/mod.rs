@@ -5,6 +5,7 @@
 //! - `protocol`: the wire (handshake, frames, messages) and its decoder;
 //! - `topology`: what every peer knows about every peer (a CRDT);
 //! - `routes`: the forwarding table computed from a topology;
+//! - `fastdp`: which connections use the in-kernel data path;
 //! - `connection_maker`: which addresses to dial, and when;
 //! - `connection`: one task per TCP connection;
 //! - `router`: the actor tying them together, and its handle [`Mesh`];
@@ -18,6 +19,7 @@
 
 pub mod connection;
 pub mod connection_maker;
+pub mod fastdp;
 pub mod noise;
 pub mod protocol;
 pub mod router;

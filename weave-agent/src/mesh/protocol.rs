@@ -60,6 +60,11 @@ pub struct Hello {
     /// after it is encrypted. Both sides must agree.
     #[serde(default)]
     pub encrypted: bool,
+    /// The peer runs the in-kernel data path (fastdp) and can take frames on
+    /// it; never with a password. A connection uses it when both hellos say
+    /// so (see `mesh::fastdp`). Peers that predate it send nothing: false.
+    #[serde(default)]
+    pub fastdp: bool,
 }
 
 /// One frame's content. New messages are new variants: a peer that does not
@@ -318,6 +323,7 @@ mod tests {
             listen_port: 6783,
             data_port: 6784,
             encrypted: false,
+            fastdp: false,
         }
     }
 
@@ -373,6 +379,25 @@ mod tests {
         let f = encode(&Message::Heartbeat, MAX_FRAME).unwrap();
         assert_eq!(&f[..4], &(f.len() as u32 - 4).to_be_bytes());
         assert_eq!(&f[4..], br#"{"type":"heartbeat"}"#);
+    }
+
+    /// `fastdp` came without a version bump: a hello from a peer that
+    /// predates it decodes as "no fastdp", and the field survives the wire.
+    #[test]
+    fn hello_fastdp_defaults_to_false_and_round_trips() {
+        let old = br#"{"type":"hello","protocol":"weave-rs","min_version":1,"max_version":1,
+            "name":"02:00:00:00:00:01","nickname":"h1","uid":1,"nonce":2,
+            "listen_port":6783,"data_port":6784,"encrypted":false}"#;
+        let Ok(Message::Hello(h)) = decode(old) else {
+            panic!("an old hello decodes");
+        };
+        assert!(!h.fastdp);
+
+        let mut h = hello("02:00:00:00:00:01", 1, 1);
+        h.fastdp = true;
+        let f = encode(&Message::Hello(h.clone()), MAX_HELLO_FRAME).unwrap();
+        assert!(f.windows(13).any(|w| w == br#""fastdp":true"#));
+        assert_eq!(decode(&f[4..]), Ok(Message::Hello(h)));
     }
 
     #[test]

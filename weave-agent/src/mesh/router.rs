@@ -11,7 +11,7 @@
 //! kept and the other closed with a reason.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use crate::mesh::connection::{
 use crate::mesh::connection_maker::{
     self, Backoff, BadTarget, ConnectionMaker, DialKey, Link, MAX_TARGETS, Target,
 };
+use crate::mesh::fastdp::{self, FastdpOff};
 use crate::mesh::noise::{DataKeys, Psk};
 use crate::mesh::protocol::{
     DEFAULT_PORT, Hello, MAX_FRAME, MAX_NICKNAME, Message, PROTOCOL, PROTOCOL_MAX_VERSION,
@@ -106,11 +107,18 @@ pub struct MeshConfig {
     pub psk: Option<Psk>,
     /// Where IPAM messages for us go (the agent); `None` drops them.
     pub ipam_inbox: Option<mpsc::Sender<IpamPacket>>,
+    /// This agent runs the in-kernel data path (fastdp). It is offered in
+    /// our hellos and used per connection only without a password: fastdp
+    /// carries unencrypted traffic only (see `mesh::fastdp`).
+    pub fastdp: bool,
+    /// The userspace data plane's name ("xdp", "plain"), shown for the
+    /// connections that do not use fastdp; empty means `overlay.name()`.
+    pub dataplane_name: String,
 }
 
 impl MeshConfig {
     /// Defaults: listen on 0.0.0.0:6783, data port 6784, discovery on, no
-    /// targets, MTU 1376.
+    /// targets, MTU 1376, no fastdp.
     pub fn new(name: PeerName, nickname: impl Into<String>) -> Self {
         Self {
             name,
@@ -123,6 +131,8 @@ impl MeshConfig {
             timing: Timing::default(),
             psk: None,
             ipam_inbox: None,
+            fastdp: false,
+            dataplane_name: String::new(),
         }
     }
 }
@@ -271,6 +281,8 @@ struct Conn {
     abort: AbortHandle,
     /// Set once established.
     remote: Option<SocketAddr>,
+    /// Our end of the connection, set once established.
+    local: Option<SocketAddr>,
     peer: Option<Established>,
     /// Inbound: the TCP address from accept.
     accepted_from: Option<SocketAddr>,
@@ -291,6 +303,17 @@ impl Conn {
             (Some(p), false) => (p.hello.name, p.hello.nonce),
             (None, false) => (me, u64::MAX),
         }
+    }
+
+    /// Once established: the connection as the fastdp rule sees it.
+    fn fastdp_link(&self, config: &MeshConfig) -> Option<fastdp::Link> {
+        let (local, peer) = (self.local?, self.peer.as_ref()?);
+        Some(fastdp::Link {
+            ours: config.fastdp,
+            encrypted: config.psk.is_some() || peer.hello.encrypted,
+            theirs: peer.hello.fastdp,
+            local,
+        })
     }
 
     /// The peer's listen address as seen from here.
@@ -476,9 +499,10 @@ impl Router {
                 id,
                 hello,
                 remote,
+                local,
                 version,
                 keys,
-            } => self.on_established(id, hello, remote, version, keys),
+            } => self.on_established(id, hello, (remote, local), version, keys),
             Event::Received { id, message } => self.on_message(id, message),
             Event::Closed { id, reason } => self.on_closed(id, reason),
         }
@@ -571,6 +595,7 @@ impl Router {
                 tx,
                 abort,
                 remote: None,
+                local: None,
                 peer: None,
                 accepted_from,
             },
@@ -590,6 +615,7 @@ impl Router {
             listen_port: self.listen_port,
             data_port: self.config.data_port,
             encrypted: self.config.psk.is_some(),
+            fastdp: self.config.fastdp && self.config.psk.is_none(),
         }
     }
 
@@ -609,7 +635,7 @@ impl Router {
         &mut self,
         id: ConnId,
         hello: Hello,
-        remote: SocketAddr,
+        (remote, local): (SocketAddr, SocketAddr),
         version: u32,
         keys: Option<DataKeys>,
     ) {
@@ -618,6 +644,7 @@ impl Router {
             return;
         };
         conn.remote = Some(remote);
+        conn.local = Some(local);
         let name = hello.name;
         let nickname = hello.nickname.clone();
         let keys = keys.map(|k| NeighbourKeys(Arc::new(PeerKeys::new(&k.send, &k.recv))));
@@ -886,6 +913,7 @@ impl Router {
             self.counters.short_id_collisions = routes.shadowed.len() as u64;
             self.routes = routes;
             self.add_keys();
+            self.add_fastdp();
             self.publish();
             self.maker.sync(&self.links(), now);
             let candidates = self.discovery_candidates();
@@ -925,6 +953,38 @@ impl Router {
                 table.keys.insert(id_of, keys);
             }
         }
+    }
+
+    /// The neighbours fastdp carries frames to, and our address towards
+    /// each; beside `neighbours` (shadowed peers are not in it).
+    fn add_fastdp(&mut self) {
+        let links: Vec<(ShortId, fastdp::Link)> = self
+            .by_peer
+            .iter()
+            .filter_map(|(name, id)| {
+                let link = self.conns.get(id)?.fastdp_link(&self.config)?;
+                Some((ShortId::of(name), link))
+            })
+            .collect();
+        let table = &mut self.routes.table;
+        table.fastdp = fastdp::table(&table.neighbours, links);
+    }
+
+    /// Whether the established connection `id` uses fastdp (our address on
+    /// it), or why not: what its status line shows.
+    fn fastdp_of(&self, id: ConnId, c: &Conn) -> Result<Ipv4Addr, FastdpOff> {
+        let Some(link) = c.fastdp_link(&self.config) else {
+            return Err(FastdpOff::NotHere);
+        };
+        // Only the kept connection of a routed peer: a shadowed peer shares
+        // its short id with another, whose table entry is not its own.
+        let data = c
+            .peer
+            .as_ref()
+            .map(|p| p.hello.name)
+            .filter(|n| self.by_peer.get(n) == Some(&id) && !self.routes.shadowed.contains(n))
+            .and_then(|n| self.routes.table.neighbours.get(&ShortId::of(&n)).copied());
+        fastdp::choose(&link, data)
     }
 
     fn publish(&mut self) {
@@ -1075,13 +1135,19 @@ impl Router {
     fn status(&self) -> MeshStatus {
         let live = self
             .conns
-            .values()
-            .map(|c| LiveConnection {
+            .iter()
+            .map(|(id, c)| LiveConnection {
                 outbound: c.outbound,
                 address: c.remote.or(c.accepted_from),
                 established: c.peer.as_ref().map(|p| (&p.hello, p.version)),
+                fastdp: self.fastdp_of(*id, c),
             })
             .collect();
+        let dataplane = if self.config.dataplane_name.is_empty() {
+            self.overlay.name()
+        } else {
+            &self.config.dataplane_name
+        };
         status::snapshot(
             Sources {
                 me: self.me(),
@@ -1089,7 +1155,7 @@ impl Router {
                 uid: self.uid,
                 listen: SocketAddr::new(self.config.listen.ip(), self.listen_port),
                 data_port: self.config.data_port,
-                dataplane: self.overlay.name(),
+                dataplane,
                 mtu: self.config.mtu,
                 topology: &self.topology,
                 live,

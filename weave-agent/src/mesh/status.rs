@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::{self, Write as _};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::mesh::connection_maker::{AttemptState, ConnectionMaker};
+use crate::mesh::fastdp::{self, FastdpOff};
 use crate::mesh::protocol::{Hello, PROTOCOL, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION};
 use crate::mesh::topology::Topology;
 use crate::overlay::ShortId;
@@ -32,7 +33,8 @@ pub struct MeshStatus {
     pub listen: SocketAddr,
     pub data_port: u16,
     pub discovery: bool,
-    /// The data plane's name (`overlay.name()`), per established connection.
+    /// The userspace data plane's name (`xdp`, `plain`): what established
+    /// connections without fastdp use (each says which in its `dataplane`).
     pub dataplane: String,
     pub mtu: u32,
     /// Every known peer, ourselves first, then by name.
@@ -127,6 +129,16 @@ pub struct ConnectionStatus {
     /// from this peer are encrypted.
     #[serde(default)]
     pub encrypted: bool,
+    /// Established: the data plane carrying the frames to this peer,
+    /// `fastdp` when the connection uses it, else the agent's own (`xdp`,
+    /// `plain`). Empty otherwise, and from agents that predate it (the
+    /// rendering then shows `MeshStatus::dataplane`).
+    #[serde(default)]
+    pub dataplane: String,
+    /// Established, when this agent runs fastdp but this connection does
+    /// not use it: why (`peer has no fastdp`, `password mode`...).
+    #[serde(default)]
+    pub fastdp_off: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +213,8 @@ impl ConnectionStatus {
             last_error: Some(reason.to_string()),
             retry_in_ms: None,
             encrypted: false,
+            dataplane: String::new(),
+            fastdp_off: None,
         }
     }
 }
@@ -213,7 +227,7 @@ pub(super) struct Sources<'a> {
     /// The address the control plane listens on (the port actually bound).
     pub listen: SocketAddr,
     pub data_port: u16,
-    /// The data plane's name.
+    /// The userspace data plane's name, for connections without fastdp.
     pub dataplane: &'a str,
     pub mtu: u32,
     pub topology: &'a Topology,
@@ -235,6 +249,9 @@ pub(super) struct LiveConnection<'a> {
     pub address: Option<SocketAddr>,
     /// Once established: the peer's hello and the version agreed on.
     pub established: Option<(&'a Hello, u32)>,
+    /// Established: whether the connection uses fastdp (our address on it),
+    /// or why not.
+    pub fastdp: Result<Ipv4Addr, FastdpOff>,
 }
 
 /// The mesh's snapshot at `now`.
@@ -279,6 +296,11 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
                 last_error: None,
                 retry_in_ms: None,
                 encrypted: hello.encrypted,
+                dataplane: match c.fastdp {
+                    Ok(_) => fastdp::NAME.to_string(),
+                    Err(_) => src.dataplane.to_string(),
+                },
+                fastdp_off: c.fastdp.err().and_then(FastdpOff::reason).map(String::from),
             }),
             (None, Some(addr)) if !c.outbound => Some(ConnectionStatus {
                 address: addr.to_string(),
@@ -290,6 +312,8 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
                 last_error: None,
                 retry_in_ms: None,
                 encrypted: false,
+                dataplane: String::new(),
+                fastdp_off: None,
             }),
             _ => None,
         })
@@ -318,6 +342,8 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
                 .retry_in
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             encrypted: false,
+            dataplane: String::new(),
+            fastdp_off: None,
         }
     }));
 
@@ -390,11 +416,17 @@ impl MeshStatus {
             };
             let info = match c.state {
                 ConnectionState::Established => {
-                    let dataplane = if c.encrypted {
-                        format!("encrypted {}", self.dataplane)
-                    } else {
+                    let mut dataplane = if c.dataplane.is_empty() {
                         self.dataplane.clone()
+                    } else {
+                        c.dataplane.clone()
                     };
+                    if c.encrypted {
+                        dataplane.insert_str(0, "encrypted ");
+                    }
+                    if let Some(why) = &c.fastdp_off {
+                        let _ = write!(dataplane, " (fastdp off: {why})");
+                    }
                     format!("{dataplane:<6} {who} mtu={}", self.mtu)
                 }
                 // An inbound connection refused: no retry from this side.
@@ -525,7 +557,7 @@ pub(crate) mod tests {
             listen: "0.0.0.0:6783".parse().unwrap(),
             data_port: 6784,
             discovery: true,
-            dataplane: "fastdp".into(),
+            dataplane: "xdp".into(),
             mtu: 1376,
             peers: vec![
                 peer(1, vec![link(2, "192.168.48.14:6783", true, true)]),
@@ -548,6 +580,21 @@ pub(crate) mod tests {
                     last_error: None,
                     encrypted: false,
                     retry_in_ms: None,
+                    dataplane: "fastdp".into(),
+                    fastdp_off: None,
+                },
+                ConnectionStatus {
+                    address: "192.168.48.17:41234".into(),
+                    outbound: false,
+                    state: ConnectionState::Established,
+                    peer: Some(name(0x12)),
+                    nickname: Some("host4".into()),
+                    version: Some(1),
+                    last_error: None,
+                    encrypted: false,
+                    retry_in_ms: None,
+                    dataplane: "xdp".into(),
+                    fastdp_off: Some("peer has no fastdp".into()),
                 },
                 ConnectionStatus {
                     address: "192.168.48.15:6783".into(),
@@ -559,6 +606,8 @@ pub(crate) mod tests {
                     last_error: Some("dial tcp 192.168.48.15:6783: connection refused".into()),
                     encrypted: false,
                     retry_in_ms: Some(4200),
+                    dataplane: String::new(),
+                    fastdp_off: None,
                 },
                 ConnectionStatus {
                     address: "192.168.48.16:6783".into(),
@@ -570,6 +619,8 @@ pub(crate) mod tests {
                     last_error: None,
                     encrypted: false,
                     retry_in_ms: None,
+                    dataplane: String::new(),
+                    fastdp_off: None,
                 },
             ],
             targets: vec!["192.168.48.14".into(), "host3".into()],
@@ -583,8 +634,102 @@ pub(crate) mod tests {
         assert_eq!(
             sample().render_connections(),
             "-> 192.168.48.14:6783    established fastdp a6:66:4f:a5:8b:11(host2) mtu=1376\n\
+             <- 192.168.48.17:41234   established xdp (fastdp off: peer has no fastdp) a6:66:4f:a5:8b:12(host4) mtu=1376\n\
              -> 192.168.48.15:6783    failed      dial tcp 192.168.48.15:6783: connection refused, retry: in 4.2s\n\
              -> 192.168.48.16:6783    connecting\n"
+        );
+    }
+
+    /// Password mode keeps its prefix and says why fastdp is off; a
+    /// connection from an agent that predates the per-connection label
+    /// shows the mesh's data plane, as before.
+    #[test]
+    fn encrypted_and_unlabelled_connections_render() {
+        let mut st = sample();
+        st.connections.truncate(2);
+        st.connections[0].dataplane = "xdp".into();
+        st.connections[0].encrypted = true;
+        st.connections[0].fastdp_off = Some("password mode".into());
+        let legacy = serde_json::json!({
+            "address": "192.168.48.17:41234", "outbound": false, "state": "established",
+            "peer": name(0x12), "nickname": "host4", "version": 1,
+            "last_error": null, "retry_in_ms": null,
+        });
+        st.connections[1] = serde_json::from_value(legacy).unwrap();
+        assert_eq!(st.connections[1].dataplane, "");
+        assert_eq!(st.connections[1].fastdp_off, None);
+        st.dataplane = "plain".into();
+        assert_eq!(
+            st.render_connections(),
+            "-> 192.168.48.14:6783    established encrypted xdp (fastdp off: password mode) a6:66:4f:a5:8b:11(host2) mtu=1376\n\
+             <- 192.168.48.17:41234   established plain  a6:66:4f:a5:8b:12(host4) mtu=1376\n"
+        );
+    }
+
+    /// Each established connection is labelled with the data plane it
+    /// uses; the reason fastdp is off is shown only when this agent runs it.
+    #[test]
+    fn the_snapshot_labels_each_connection_with_its_data_plane() {
+        use crate::mesh::connection_maker::Backoff;
+        use crate::mesh::protocol::PROTOCOL;
+        use crate::mesh::topology::PeerInfo;
+
+        let hello = |i: u8| Hello {
+            protocol: PROTOCOL.into(),
+            min_version: 1,
+            max_version: 1,
+            name: name(i),
+            nickname: format!("host{i}"),
+            uid: 1,
+            nonce: 1,
+            listen_port: 6783,
+            data_port: 6784,
+            encrypted: false,
+            fastdp: i == 2,
+        };
+        let (h2, h3, h4) = (hello(2), hello(3), hello(4));
+        let live = |i: u8, h, fastdp| LiveConnection {
+            outbound: true,
+            address: Some(format!("10.0.0.{i}:6783").parse().unwrap()),
+            established: Some((h, 1)),
+            fastdp,
+        };
+        let topology = Topology::new(PeerInfo::new(name(1), "host1".into(), 1, 1));
+        let maker = ConnectionMaker::new(true, Backoff::default(), 1);
+        let st = snapshot(
+            Sources {
+                me: name(1),
+                nickname: "host1",
+                uid: 1,
+                listen: "0.0.0.0:6783".parse().unwrap(),
+                data_port: 6784,
+                dataplane: "xdp",
+                mtu: 1376,
+                topology: &topology,
+                live: vec![
+                    live(2, &h2, Ok("10.0.0.1".parse().unwrap())),
+                    live(3, &h3, Err(FastdpOff::PeerHasNone)),
+                    live(4, &h4, Err(FastdpOff::NotHere)),
+                ],
+                refused: &VecDeque::new(),
+                maker: &maker,
+                next_hop: &BTreeMap::new(),
+                counters: &MeshCounters::default(),
+            },
+            Instant::now(),
+        );
+        let labels: Vec<(&str, Option<&str>)> = st
+            .connections
+            .iter()
+            .map(|c| (c.dataplane.as_str(), c.fastdp_off.as_deref()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("fastdp", None),
+                ("xdp", Some("peer has no fastdp")),
+                ("xdp", None)
+            ]
         );
     }
 
@@ -606,13 +751,13 @@ pub(crate) mod tests {
         assert_eq!(st.render_targets(), "192.168.48.14\nhost3\n");
         assert_eq!(
             st.connection_counts(),
-            "3 (1 established, 1 failed, 1 connecting)"
+            "4 (2 established, 1 failed, 1 connecting)"
         );
         assert_eq!(
             st.peer_counts(),
             "2 (with 2 established, 1 pending connections)"
         );
-        assert_eq!(st.established(), 1);
+        assert_eq!(st.established(), 2);
         let mut alone = st;
         alone.connections.clear();
         alone.peers.truncate(1);

@@ -2,7 +2,7 @@
 //! plane implements.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,12 @@ pub struct ForwardingTable {
     pub encrypted: bool,
     /// Each neighbour's data keys (password mode).
     pub keys: HashMap<ShortId, NeighbourKeys>,
+    /// Neighbours whose frames the in-kernel data path (fastdp) carries:
+    /// both ends run it, the connection is not encrypted, and the underlay
+    /// is IPv4 at both ends (see `mesh::fastdp`). The value is our address
+    /// on the connection to that neighbour, the outer source of the frames
+    /// encapsulated to it. Always empty in password mode.
+    pub fastdp: HashMap<ShortId, Ipv4Addr>,
 }
 
 /// One connection's data keys, shared between the control plane and the

@@ -233,9 +233,10 @@ mod tests {
     fn parses_connections() {
         let text = "-> 192.168.250.2:6783     established plain  12:34:56:78:9a:bc(h2) mtu=1450\n\
                     <- 192.168.250.3:41234    established plain  02:00:00:00:00:03(h3) mtu=1450\n\
-                    -> 192.168.250.9:6783     failed      connect: no route to host, retry: in 4.2s\n";
+                    -> 192.168.250.9:6783     failed      connect: no route to host, retry: in 4.2s\n\
+                    -> 192.168.250.4:6783     established xdp (fastdp off: peer has no fastdp) 02:00:00:00:00:04(h4) mtu=1450\n";
         let c = parse_connections(text).unwrap();
-        assert_eq!(c.len(), 3);
+        assert_eq!(c.len(), 4);
         assert!(c[0].outbound && c[0].is_established());
         assert_eq!(c[0].nickname.as_deref(), Some("h2"));
         assert_eq!(c[0].mtu, Some(1450));
@@ -244,6 +245,12 @@ mod tests {
         assert_eq!(
             (c[2].state.as_str(), c[2].nickname.as_ref()),
             ("failed", None)
+        );
+        // The data plane label and why fastdp is off do not hide the peer.
+        assert!(c[3].is_established());
+        assert_eq!(
+            (c[3].peer.as_deref(), c[3].nickname.as_deref(), c[3].mtu),
+            (Some("02:00:00:00:00:04"), Some("h4"), Some(1450))
         );
         assert!(parse_connections("garbage\n").is_err());
     }

@@ -84,6 +84,7 @@ fn encrypted_with(
         && c.encrypted
         && c.nickname.as_deref() == Some(nickname)
         && mesh.dataplane == dataplane
+        && c.dataplane == dataplane
 }
 
 /// Sends `lines` lines carrying [`MARKER`] from `src` to `dst` (at

@@ -7,6 +7,7 @@
 
 pub mod datapath;
 pub mod endpoint;
+pub mod fastdp;
 pub mod frame;
 pub mod isolation;
 pub mod stats;
@@ -24,6 +25,15 @@ pub mod names {
     pub const DATAPATH_PROG: &str = "weave_datapath";
     pub const XSKS_MAP: &str = "XSKS";
     pub const PEER_MACS_MAP: &str = "PEER_MACS";
+    pub const FASTDP_ENCAP_PROG: &str = "weave_fastdp_encap";
+    pub const FASTDP_DECAP_PROG: &str = "weave_fastdp_decap";
+    pub const FASTDP_PROBE_PROG: &str = "weave_fastdp_probe";
+    pub const FASTDP_CONFIG_MAP: &str = "FASTDP_CONFIG";
+    pub const FASTDP_PEERS_MAP: &str = "FASTDP_PEERS";
+    pub const FASTDP_SENDERS_MAP: &str = "FASTDP_SENDERS";
+    pub const FASTDP_SEEN_MAP: &str = "FASTDP_SEEN";
+    pub const FASTDP_LEARNT_MAP: &str = "FASTDP_LEARNT";
+    pub const LOCAL_MACS_MAP: &str = "LOCAL_MACS";
 }
 
 /// Most container ports one agent enforces isolation on.

@@ -28,10 +28,48 @@ pub enum Counter {
     /// Datapath frames handed on without a destination tag (no room for
     /// metadata): the agent looks the destination up itself.
     DatapathUntagged = 10,
+    /// Frames encapsulated in the kernel (fastdp) and sent straight to a peer.
+    FastdpEncap = 11,
+    /// Of those, super-frames (GSO) sent whole.
+    FastdpEncapGso = 12,
+    /// Frames fastdp left to the agent: it is off (password mode, not started).
+    FastdpPassDisabled = 13,
+    /// Frames fastdp left to the agent: broadcast, multicast or a MAC not learnt behind a peer.
+    FastdpPassFlood = 14,
+    /// Frames fastdp left to the agent: not a whole IPv4 packet (ARP, VLAN, options it cannot carry).
+    FastdpPassNotIpv4 = 15,
+    /// Frames fastdp left to the agent: the peer is not a direct fastdp neighbour (relayed, or no fastdp).
+    FastdpPassNoPeer = 16,
+    /// Frames fastdp left to the agent: larger than the overlay MTU allows.
+    FastdpPassOversize = 17,
+    /// Frames fastdp left to the agent: the kernel refused to make room for the headers.
+    FastdpPassEncapFailed = 18,
+    /// Frames dropped: the headers could not be written after room was made.
+    FastdpDropRewrite = 19,
+    /// VXLAN packets decapsulated in the kernel (fastdp) and handed to the bridge.
+    FastdpDecap = 20,
+    /// Of those, super-frames (GSO) handed on whole.
+    FastdpDecapGso = 21,
+    /// Packets on the data port fastdp left to the agent: it is off.
+    FastdpToAgentDisabled = 22,
+    /// Packets on the data port fastdp left to the agent: not from a fastdp neighbour.
+    FastdpToAgentUnknownSender = 23,
+    /// Packets on the data port fastdp left to the agent: to relay, flooded, or relayed to us.
+    FastdpToAgentNotForUs = 24,
+    /// Packets on the data port fastdp left to the agent: the inner frame is not one unicast IPv4 packet.
+    FastdpToAgentInner = 25,
+    /// Packets on the data port fastdp left to the agent: the inner source is a MAC of this host.
+    FastdpToAgentSpoofed = 26,
+    /// Super-frames fastdp left to the agent: not for a local container, and this kernel cannot clear their tunnel state.
+    FastdpToAgentGsoRestricted = 27,
+    /// Packets fastdp left to the agent: the kernel refused to remove the headers.
+    FastdpDecapFailed = 28,
+    /// MACs fastdp could not report to the agent (its ring was full).
+    FastdpLearnLost = 29,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 30;
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::FromContainerPassed,
         Self::ToContainerPassed,
@@ -44,6 +82,25 @@ impl Counter {
         Self::DatapathToAgent,
         Self::DatapathPassed,
         Self::DatapathUntagged,
+        Self::FastdpEncap,
+        Self::FastdpEncapGso,
+        Self::FastdpPassDisabled,
+        Self::FastdpPassFlood,
+        Self::FastdpPassNotIpv4,
+        Self::FastdpPassNoPeer,
+        Self::FastdpPassOversize,
+        Self::FastdpPassEncapFailed,
+        Self::FastdpDropRewrite,
+        Self::FastdpDecap,
+        Self::FastdpDecapGso,
+        Self::FastdpToAgentDisabled,
+        Self::FastdpToAgentUnknownSender,
+        Self::FastdpToAgentNotForUs,
+        Self::FastdpToAgentInner,
+        Self::FastdpToAgentSpoofed,
+        Self::FastdpToAgentGsoRestricted,
+        Self::FastdpDecapFailed,
+        Self::FastdpLearnLost,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -59,6 +116,25 @@ impl Counter {
             Self::DatapathToAgent => "datapath_to_agent",
             Self::DatapathPassed => "datapath_passed",
             Self::DatapathUntagged => "datapath_untagged",
+            Self::FastdpEncap => "fastdp_encap",
+            Self::FastdpEncapGso => "fastdp_encap_gso",
+            Self::FastdpPassDisabled => "fastdp_pass_disabled",
+            Self::FastdpPassFlood => "fastdp_pass_flood",
+            Self::FastdpPassNotIpv4 => "fastdp_pass_not_ipv4",
+            Self::FastdpPassNoPeer => "fastdp_pass_no_peer",
+            Self::FastdpPassOversize => "fastdp_pass_oversize",
+            Self::FastdpPassEncapFailed => "fastdp_pass_encap_failed",
+            Self::FastdpDropRewrite => "fastdp_drop_rewrite",
+            Self::FastdpDecap => "fastdp_decap",
+            Self::FastdpDecapGso => "fastdp_decap_gso",
+            Self::FastdpToAgentDisabled => "fastdp_to_agent_disabled",
+            Self::FastdpToAgentUnknownSender => "fastdp_to_agent_unknown_sender",
+            Self::FastdpToAgentNotForUs => "fastdp_to_agent_not_for_us",
+            Self::FastdpToAgentInner => "fastdp_to_agent_inner",
+            Self::FastdpToAgentSpoofed => "fastdp_to_agent_spoofed",
+            Self::FastdpToAgentGsoRestricted => "fastdp_to_agent_gso_restricted",
+            Self::FastdpDecapFailed => "fastdp_decap_failed",
+            Self::FastdpLearnLost => "fastdp_learn_lost",
         }
     }
 }

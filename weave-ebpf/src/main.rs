@@ -3,6 +3,8 @@
 //! - `weave_from_container` / `weave_to_container`: TC classifiers on a
 //!   container's host-side veth (`vethwepl<pid>`), ingress and egress. They
 //!   enforce subnet isolation with the rules in `weave_common::isolation`.
+//! - `weave_fastdp_encap` / `weave_fastdp_decap`: in-kernel VXLAN for
+//!   unencrypted traffic between direct fastdp neighbours (see `fastdp`).
 //! - `weave_datapath`: XDP on the agent's datapath veth (`vethwe-datapath`):
 //!   tags each frame with its destination peer and redirects it into the
 //!   agent's `AF_XDP` socket, or passes it when there is none (plain path).
@@ -19,15 +21,23 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod datapath;
+mod fastdp;
 mod parse;
 mod port;
 
 use aya_ebpf::{
     macros::{classifier, map, xdp},
-    maps::{HashMap, PerCpuArray, XskMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, XskMap},
     programs::{TcContext, XdpContext},
 };
-use weave_common::{Counter, Endpoint, MAX_ENDPOINTS, datapath::MAX_PEER_MACS};
+use weave_common::{
+    Counter, Endpoint, MAX_ENDPOINTS,
+    datapath::MAX_PEER_MACS,
+    fastdp::{
+        FastdpConfig, FastdpPeer, LEARNT_RING_BYTES, MAX_FASTDP_PEERS, MAX_SEEN, Seen, Sender,
+        SenderKey,
+    },
+};
 
 /// Container ports by host-side interface index. Written by the agent before
 /// it attaches the classifiers to a port.
@@ -43,6 +53,31 @@ static XSKS: XskMap = XskMap::with_max_entries(1, 0);
 /// Written by the agent's `AF_XDP` path; read by `weave_datapath`.
 #[map(name = "PEER_MACS")]
 static PEER_MACS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PEER_MACS, 0);
+
+/// fastdp's settings (one entry), written by the agent.
+#[map(name = "FASTDP_CONFIG")]
+static FASTDP_CONFIG: Array<FastdpConfig> = Array::with_max_entries(1, 0);
+
+/// Direct fastdp neighbours by short id: where encapsulated frames go.
+#[map(name = "FASTDP_PEERS")]
+static FASTDP_PEERS: HashMap<u32, FastdpPeer> = HashMap::with_max_entries(MAX_FASTDP_PEERS, 0);
+
+/// Direct fastdp neighbours by the (IPv4, UDP port) their VXLAN comes from.
+#[map(name = "FASTDP_SENDERS")]
+static FASTDP_SENDERS: HashMap<SenderKey, Sender> = HashMap::with_max_entries(MAX_FASTDP_PEERS, 0);
+
+/// MACs of this host's bridge (`datapath::mac_key` -> `fastdp::LOCAL_*`):
+/// containers and the bridge itself. Written by the agent.
+#[map(name = "LOCAL_MACS")]
+static LOCAL_MACS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_ENDPOINTS + 1, 0);
+
+/// What the decapsulation program last reported for each MAC.
+#[map(name = "FASTDP_SEEN")]
+static FASTDP_SEEN: LruHashMap<u64, Seen> = LruHashMap::with_max_entries(MAX_SEEN, 0);
+
+/// MACs the decapsulation program reports to the agent (`fastdp::Learnt`).
+#[map(name = "FASTDP_LEARNT")]
+static FASTDP_LEARNT: RingBuf = RingBuf::with_byte_size(LEARNT_RING_BYTES, 0);
 
 /// One slot per [`Counter`], per CPU; the agent sums them.
 #[map(name = "COUNTERS")]
@@ -94,3 +129,21 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 
 #[cfg(not(target_arch = "bpf"))]
 const fn main() {}
+
+/// fastdp encapsulation (TCX egress of the bridge's datapath port).
+#[classifier]
+pub(crate) fn weave_fastdp_encap(ctx: TcContext) -> i32 {
+    fastdp::tc_action(fastdp::encap::try_encap(&ctx))
+}
+
+/// fastdp decapsulation (TCX ingress of an underlay interface).
+#[classifier]
+pub(crate) fn weave_fastdp_decap(ctx: TcContext) -> i32 {
+    fastdp::tc_action(fastdp::decap::try_decap(&ctx))
+}
+
+/// Feature probe, run by the agent through `BPF_PROG_TEST_RUN` only.
+#[classifier]
+pub(crate) fn weave_fastdp_probe(ctx: TcContext) -> i32 {
+    fastdp::probe::try_probe(&ctx)
+}

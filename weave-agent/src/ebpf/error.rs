@@ -64,4 +64,9 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
+    #[error("{what} needs {needs}")]
+    Unsupported {
+        what: &'static str,
+        needs: &'static str,
+    },
 }

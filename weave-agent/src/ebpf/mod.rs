@@ -11,6 +11,7 @@
 //! [`Classifier::counters`], so no `aya-log` bridge is needed.
 
 mod error;
+mod fastdp;
 mod pins;
 
 use std::{collections::HashMap, ffi::CString, fmt::Write as _, io};
@@ -23,13 +24,16 @@ use aya::{
 };
 use weave_common::{
     Counter, Endpoint,
+    datapath::mac_key,
+    fastdp::LOCAL_CONTAINER,
     names::{
-        COUNTERS_MAP, DATAPATH_PROG, ENDPOINTS_MAP, FROM_CONTAINER_PROG, PEER_MACS_MAP,
-        TO_CONTAINER_PROG, XSKS_MAP,
+        COUNTERS_MAP, DATAPATH_PROG, ENDPOINTS_MAP, FROM_CONTAINER_PROG, LOCAL_MACS_MAP,
+        PEER_MACS_MAP, TO_CONTAINER_PROG, XSKS_MAP,
     },
 };
 
 pub use error::DataplaneError;
+pub use fastdp::FastdpMaps;
 pub use pins::{namespace_pin_dir, remove_namespace_pins};
 
 use pins::{PinDir, PortLink};
@@ -43,6 +47,8 @@ pub struct Classifier {
     /// Container ports by host-side interface name.
     ports: HashMap<String, Port>,
     datapath: Option<Datapath>,
+    /// fastdp's links, when it runs.
+    fastdp: Option<fastdp::FastdpLinks>,
     /// Where the classifier links are pinned; `None` where bpffs cannot be
     /// had (then they live as long as the agent, and the log says so).
     pins: Option<PinDir>,
@@ -89,6 +95,7 @@ impl Classifier {
             ebpf,
             ports: HashMap::new(),
             datapath: None,
+            fastdp: None,
             pins: None,
         })
     }
@@ -294,6 +301,10 @@ impl Classifier {
             }
             None => line.push_str("no datapath XDP)"),
         }
+        if let Some(fastdp) = self.describe_fastdp() {
+            line.pop();
+            let _ = write!(line, ", {fastdp})");
+        }
         line
     }
 
@@ -314,6 +325,33 @@ impl Classifier {
         prog: &str,
         frame: &[u8],
     ) -> Result<(u32, Vec<u8>), DataplaneError> {
+        self.test_run_ctx(prog, frame, None)
+    }
+
+    /// Like [`Classifier::test_run_data`] for a TC program, with the skb
+    /// made a GSO super-frame of `gso_size`-byte segments, `gso_segs` of them
+    /// (the only GSO fields `BPF_PROG_TEST_RUN` lets a caller set; the GSO
+    /// type stays 0, which the kernel treats as not TCP).
+    pub fn test_run_gso(
+        &self,
+        prog: &str,
+        frame: &[u8],
+        gso_size: u32,
+        gso_segs: u32,
+    ) -> Result<(u32, Vec<u8>), DataplaneError> {
+        // A zeroed `struct __sk_buff` with only these two fields set.
+        let mut ctx = [0u8; SK_BUFF_LEN];
+        ctx[SK_BUFF_GSO_SEGS..SK_BUFF_GSO_SEGS + 4].copy_from_slice(&gso_segs.to_ne_bytes());
+        ctx[SK_BUFF_GSO_SIZE..SK_BUFF_GSO_SIZE + 4].copy_from_slice(&gso_size.to_ne_bytes());
+        self.test_run_ctx(prog, frame, Some(&ctx))
+    }
+
+    fn test_run_ctx(
+        &self,
+        prog: &str,
+        frame: &[u8],
+        ctx: Option<&[u8]>,
+    ) -> Result<(u32, Vec<u8>), DataplaneError> {
         let test_error = |source| DataplaneError::TestRun {
             prog: prog.to_owned(),
             source,
@@ -322,6 +360,7 @@ impl Classifier {
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
+            ctx_in: ctx,
             ..TestRunOptions::default()
         };
         let result = match self.ebpf.program(prog) {
@@ -434,6 +473,7 @@ impl Classifier {
     }
 
     fn write_endpoint(&mut self, ifindex: u32, endpoint: &Endpoint) -> Result<(), DataplaneError> {
+        self.set_local_mac(endpoint.mac, LOCAL_CONTAINER)?;
         self.endpoints()?
             .insert(ifindex, endpoint, 0)
             .map_err(|source| DataplaneError::Map {
@@ -443,8 +483,41 @@ impl Classifier {
             })
     }
 
-    /// Removes ENDPOINTS[ifindex]; an absent entry is not an error.
+    /// Records a MAC of this host's bridge (`fastdp::LOCAL_*`): fastdp never
+    /// takes a frame from a peer that claims one as its source, and hands
+    /// super-frames only to containers.
+    pub fn set_local_mac(&mut self, mac: [u8; 6], kind: u32) -> Result<(), DataplaneError> {
+        self.local_macs()?
+            .insert(mac_key(mac), kind, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: LOCAL_MACS_MAP,
+                op: "write",
+                source,
+            })
+    }
+
+    fn local_macs(&mut self) -> Result<maps::HashMap<&mut MapData, u64, u32>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(LOCAL_MACS_MAP)
+            .ok_or(DataplaneError::Missing {
+                kind: "map",
+                name: LOCAL_MACS_MAP,
+            })?;
+        maps::HashMap::try_from(map).map_err(|source| DataplaneError::Map {
+            map: LOCAL_MACS_MAP,
+            op: "open",
+            source,
+        })
+    }
+
+    /// Removes `ENDPOINTS[ifindex]` and its MAC from `LOCAL_MACS`; an absent
+    /// entry is not an error.
     fn remove_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        if let Ok(old) = self.endpoints()?.get(&ifindex, 0) {
+            // Best effort: a MAC left behind only makes fastdp more careful.
+            let _ = self.local_macs()?.remove(&mac_key(old.mac));
+        }
         match self.endpoints()?.remove(&ifindex) {
             Ok(()) => Ok(()),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
@@ -484,6 +557,12 @@ fn xdp_prog(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
             source,
         })
 }
+
+/// `struct __sk_buff` (uapi `linux/bpf.h`): its size and the offsets of
+/// `gso_segs` and `gso_size`, for [`Classifier::test_run_gso`].
+const SK_BUFF_LEN: usize = 200;
+const SK_BUFF_GSO_SEGS: usize = 172;
+const SK_BUFF_GSO_SIZE: usize = 184;
 
 /// The index of interface `ifname` in the agent's network namespace.
 fn ifindex(ifname: &str) -> Result<u32, DataplaneError> {

@@ -14,6 +14,8 @@
 //!   and workers, and the loop that carries plans out.
 //! - `plain/`, `xdp/`: the two engines, which only say where frames come
 //!   from and how they leave.
+//! - `fastdp/`: in-kernel VXLAN between direct neighbours, wrapped around
+//!   the xdp engine, which carries everything else.
 //!
 //! Everything in `wire/` and `decide/` is unit-tested without sockets and
 //! fuzzed (`fuzz/`).
@@ -22,6 +24,7 @@ mod counters;
 mod decide;
 mod engine;
 mod error;
+pub mod fastdp;
 mod forwarding;
 pub mod plain;
 mod sys;
@@ -32,6 +35,7 @@ pub use counters::DropReason;
 pub use decide::{mac_table, macs, plan, routes, verdict};
 pub use engine::{MAX_MTU, MIN_MTU};
 pub use error::OverlayError;
+pub use fastdp::{FastdpOverlay, FastdpSettings};
 pub use forwarding::{ForwardingTable, NeighbourKeys, Overlay, OverlayStats, ShortId};
 pub use plain::{DEFAULT_DATA_PORT, PlainConfig, PlainOverlay};
 pub use wire::{coalesce, seal, vxlan};

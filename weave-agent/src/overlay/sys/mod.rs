@@ -281,6 +281,18 @@ pub(crate) const fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Waits up to `timeout` for `fd` to be readable; false on timeout.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one live pollfd.
+    unsafe { libc::poll(&raw mut poll, 1, ms) > 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

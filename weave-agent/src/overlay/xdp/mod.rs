@@ -37,7 +37,7 @@ mod to_peers;
 mod umem;
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd as _, BorrowedFd};
+use std::os::fd::AsFd as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -45,10 +45,11 @@ use std::time::{Duration, Instant};
 use aya::maps::{MapData, XskMap};
 
 use crate::ebpf::DatapathMaps;
+use crate::mac::Mac;
 use crate::overlay::decide::macs::{MacJournal, Macs};
 use crate::overlay::engine::{Core, STOP_CHECK, Workers};
 use crate::overlay::error::OverlayError;
-use crate::overlay::forwarding::{ForwardingTable, Overlay, OverlayStats};
+use crate::overlay::forwarding::{ForwardingTable, Overlay, OverlayStats, ShortId};
 use crate::overlay::sys;
 use crate::overlay::sys::gro;
 use crate::overlay::sys::inject::Injector;
@@ -216,6 +217,45 @@ impl XdpOverlay {
     /// Takes the socket out of the datapath program's map, then stops and
     /// joins the workers; idempotent. The socket and UMEM are freed when the
     /// overlay is dropped (which also stops it).
+    /// MACs the kernel saw behind neighbours (fastdp decapsulates without
+    /// this engine): learnt as if their frames had crossed it, so that the
+    /// agent's table and the kernel's copy keep them while they talk.
+    pub fn learn_remote(&self, learnt: &[(Mac, ShortId)]) {
+        let mut changes = MacJournal::default();
+        {
+            let mut macs = self.shared.core.macs();
+            let now = Instant::now();
+            for &(mac, peer) in learnt {
+                macs.learn_remote(mac, peer, now);
+            }
+            if let Some(journal) = macs.journal.as_mut() {
+                journal.move_into(&mut changes);
+            }
+        }
+        self.shared.mirror(&mut changes);
+    }
+
+    /// Starts `weave-fastdp-learn`, which hands what fastdp's decapsulation
+    /// reports (its ring) to [`XdpOverlay::learn_remote`] until the engine
+    /// stops.
+    pub fn spawn_kernel_learning(
+        self: &Arc<Self>,
+        mut ring: aya::maps::RingBuf<MapData>,
+    ) -> Result<(), OverlayError> {
+        let overlay = Arc::downgrade(self);
+        let shared = Arc::clone(&self.shared);
+        self.workers.spawn("weave-fastdp-learn", move || {
+            let mut batch = Vec::new();
+            while !shared.core.stopping() {
+                crate::overlay::fastdp::drain_learnt(&mut ring, STOP_CHECK, &mut batch, |learnt| {
+                    if let Some(overlay) = overlay.upgrade() {
+                        overlay.learn_remote(learnt);
+                    }
+                });
+            }
+        })
+    }
+
     pub fn stop_workers(&self) {
         let _ = self
             .sockets
@@ -268,17 +308,4 @@ impl Drop for XdpOverlay {
     fn drop(&mut self) {
         self.stop_workers();
     }
-}
-
-/// Waits up to `timeout` for `fd` to be readable; false on timeout.
-fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
-    use std::os::fd::AsRawFd as _;
-    let mut poll = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one live pollfd.
-    unsafe { libc::poll(&raw mut poll, 1, ms) > 0 }
 }

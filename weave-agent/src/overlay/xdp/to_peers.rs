@@ -15,7 +15,6 @@ use weave_common::datapath::{META_LEN, meta_dest};
 use super::Shared;
 use super::sealed::seal_in_place;
 use super::umem::{BridgeRx, Frame, Memory};
-use super::wait_readable;
 use crate::overlay::counters::DropReason;
 use crate::overlay::decide::macs::MacJournal;
 use crate::overlay::decide::routes::RoutesReader;
@@ -28,6 +27,7 @@ use crate::overlay::engine::{BATCH, STOP_CHECK};
 use crate::overlay::forwarding::ShortId;
 use crate::overlay::sys::gso::{GsoBatch, GsoQueue};
 use crate::overlay::sys::mmsg::SendQueue;
+use crate::overlay::sys::wait_readable;
 use crate::overlay::wire::vxlan;
 
 /// Most frames flood to a few peers: room for a batch sent to four each

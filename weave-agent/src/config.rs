@@ -105,10 +105,12 @@ pub struct LaunchOptions {
     /// Do not connect to peers learnt from other peers (only to targets).
     #[arg(long)]
     pub no_discovery: bool,
-    /// Data plane between hosts: `xdp` (eBPF tags and redirects frames into
-    /// an `AF_XDP` socket; batched VXLAN over UDP), `plain` (a capture socket
-    /// and UDP), or `auto` (xdp where it starts, else plain, with the reason
-    /// in the log and in `weave status`).
+    /// Data plane between hosts: `fastdp` (unencrypted frames between peers
+    /// that both run it are encapsulated in VXLAN by eBPF in the kernel;
+    /// everything else takes xdp), `xdp` (eBPF tags and redirects frames
+    /// into an `AF_XDP` socket; batched VXLAN over UDP), `plain` (a capture
+    /// socket and UDP), or `auto` (fastdp without a password, else xdp, where
+    /// they start, else plain, with the reason in the log and in `weave status`).
     #[arg(long, value_enum, env = "WEAVE_DATAPLANE", default_value_t = DataplaneChoice::Auto)]
     pub dataplane: DataplaneChoice,
     /// This peer's name (default: random, kept across restarts).
@@ -169,6 +171,7 @@ impl fmt::Debug for Password {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataplaneChoice {
     Auto,
+    Fastdp,
     Xdp,
     Plain,
 }

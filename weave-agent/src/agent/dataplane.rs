@@ -1,95 +1,183 @@
 //! Which data plane carries frames between hosts (`weave launch
-//! --dataplane auto|xdp|plain`), and why: `auto` takes the `AF_XDP` path when
-//! it starts here and falls back to the plain one with the reason logged and
-//! shown in `weave status`.
+//! --dataplane auto|fastdp|xdp|plain`), and why: `auto` takes fastdp (in
+//! the kernel, with xdp for the rest) when there is no password, else xdp,
+//! and falls back a step at a time with the reason logged and shown in
+//! `weave status`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::config::{DATAPATH_END, DataplaneChoice};
+use crate::config::{DATAPATH_BRIDGE_END, DATAPATH_END, DataplaneChoice};
 use crate::ebpf::Classifier;
-use crate::overlay::{Overlay, PlainConfig, PlainOverlay, XdpConfig, XdpOverlay};
+use crate::overlay::{
+    FastdpOverlay, FastdpSettings, Overlay, PlainConfig, PlainOverlay, XdpConfig, XdpOverlay,
+};
 
 /// The running data plane and the line `weave status` shows for it.
 pub(super) struct Selected {
     pub overlay: Arc<dyn Overlay>,
     pub reason: String,
+    /// The in-kernel path runs (advertised to peers in the handshake).
+    pub fastdp: bool,
+}
+
+/// What the data planes need to know about this host.
+pub(super) struct Host {
+    pub udp_listen: SocketAddr,
+    pub mtu: u32,
+    /// Password mode: fastdp cannot seal, so it does not run.
+    pub encrypted: bool,
+    /// Interfaces VXLAN from other hosts arrives on (fastdp decapsulates there).
+    pub underlays: Vec<String>,
+    pub bridge_mac: [u8; 6],
+    pub bridge_port_index: u32,
 }
 
 /// Attaches the datapath program in the mode the choice needs and starts
-/// the data plane. Called before the datapath port is up. Both data planes
-/// seal frames in password mode, in the same wire format.
+/// the data plane. Called before the datapath port is up. Every data plane
+/// seals frames in password mode (fastdp by leaving them to xdp), in the
+/// same wire format.
 pub(super) fn start(
     choice: DataplaneChoice,
     classifier: &mut Classifier,
-    udp_listen: SocketAddr,
-    mtu: u32,
+    host: &Host,
 ) -> anyhow::Result<Selected> {
+    let chosen = match choice {
+        DataplaneChoice::Plain => "chosen with --dataplane plain",
+        DataplaneChoice::Xdp => "chosen with --dataplane xdp",
+        DataplaneChoice::Fastdp => "chosen with --dataplane fastdp",
+        DataplaneChoice::Auto => "auto: supported here",
+    };
     if choice == DataplaneChoice::Plain {
-        return start_plain(
-            classifier,
-            udp_listen,
-            mtu,
-            "chosen with --dataplane plain".into(),
-        );
+        return start_plain(classifier, host, chosen.into());
     }
-    match start_xdp(classifier, udp_listen, mtu) {
-        Ok((overlay, how)) => Ok(Selected {
-            reason: format!(
-                "{how} ({})",
-                if choice == DataplaneChoice::Xdp {
-                    "chosen with --dataplane xdp"
-                } else {
-                    "auto: supported here"
-                }
-            ),
-            overlay,
-        }),
+    let xdp = match start_xdp(classifier, host) {
+        Ok(xdp) => xdp,
         Err(error) if choice == DataplaneChoice::Auto => {
             let why = crate::report::one_line(error.as_ref());
             tracing::warn!(reason = %why, "the accelerated data plane cannot run here: falling back to plain");
-            start_plain(
+            return start_plain(
                 classifier,
-                udp_listen,
-                mtu,
+                host,
                 format!("auto: fallback, xdp failed: {why}"),
-            )
+            );
         }
-        Err(error) => Err(error.context("starting the xdp data plane (--dataplane xdp)")),
+        Err(error) => {
+            return Err(error.context(format!(
+                "starting the xdp data plane (--dataplane {})",
+                if choice == DataplaneChoice::Fastdp {
+                    "fastdp, which needs it"
+                } else {
+                    "xdp"
+                }
+            )));
+        }
+    };
+    let xdp_line = xdp.describe();
+    let fallback = |reason: String| {
+        let overlay: Arc<dyn Overlay> = Arc::<XdpOverlay>::clone(&xdp);
+        Selected {
+            reason: format!("{xdp_line} ({reason})"),
+            overlay,
+            fastdp: false,
+        }
+    };
+    match choice {
+        DataplaneChoice::Xdp => return Ok(fallback(chosen.into())),
+        DataplaneChoice::Auto if host.encrypted => {
+            return Ok(fallback(
+                "auto: password mode, fastdp carries unencrypted traffic only".into(),
+            ));
+        }
+        _ => {}
+    }
+    match start_fastdp(classifier, host, Arc::clone(&xdp)) {
+        // Chosen explicitly with a password: the programs are attached but
+        // stay off (every frame must be sealed, which only the agent does),
+        // so the choice is honoured and nothing weaker than asked runs.
+        Ok(fastdp) if host.encrypted => {
+            tracing::warn!(
+                "fastdp carries unencrypted traffic only: in password mode every frame takes xdp"
+            );
+            Ok(Selected {
+                reason: format!(
+                    "fastdp idle in password mode (every frame is sealed and takes {xdp_line}) ({chosen})"
+                ),
+                overlay: fastdp,
+                fastdp: false,
+            })
+        }
+        Ok(fastdp) => Ok(Selected {
+            reason: format!(
+                "fastdp: {} + {xdp_line} for the rest ({chosen})",
+                classifier.describe_fastdp().unwrap_or_default()
+            ),
+            overlay: fastdp,
+            fastdp: true,
+        }),
+        Err(error) if choice == DataplaneChoice::Auto => {
+            let why = crate::report::one_line(error.as_ref());
+            tracing::warn!(reason = %why, "the in-kernel data plane cannot run here: using xdp alone");
+            Ok(fallback(format!("auto: fastdp unavailable: {why}")))
+        }
+        Err(error) => {
+            xdp.stop();
+            Err(error.context("starting the in-kernel data plane (--dataplane fastdp)"))
+        }
     }
 }
 
-fn start_xdp(
+fn start_fastdp(
     classifier: &mut Classifier,
-    udp_listen: SocketAddr,
-    mtu: u32,
-) -> anyhow::Result<(Arc<dyn Overlay>, String)> {
+    host: &Host,
+    xdp: Arc<XdpOverlay>,
+) -> anyhow::Result<Arc<dyn Overlay>> {
+    classifier
+        .attach_fastdp(DATAPATH_BRIDGE_END, host.bridge_mac, &host.underlays)
+        .context("attaching the fastdp programs")?;
+    let maps = classifier
+        .take_fastdp_maps()
+        .context("taking the fastdp programs' maps")?;
+    let decap_l4_udp = classifier.probe_decap_l4_udp();
+    let overlay = FastdpOverlay::start(
+        xdp,
+        maps,
+        FastdpSettings {
+            data_port: host.udp_listen.port(),
+            mtu: host.mtu,
+            bridge_port: host.bridge_port_index,
+            decap_l4_udp,
+        },
+    )
+    .context("starting fastdp")?;
+    tracing::info!(decap_l4_udp, "fastdp started");
+    Ok(overlay)
+}
+
+fn start_xdp(classifier: &mut Classifier, host: &Host) -> anyhow::Result<Arc<XdpOverlay>> {
     let native = classifier
         .attach_datapath_native(DATAPATH_END)
         .context("attaching the datapath XDP program")?;
     let maps = classifier
         .take_datapath_maps()
         .context("taking the datapath program's maps")?;
-    let overlay = XdpOverlay::start(
+    XdpOverlay::start(
         XdpConfig {
             datapath_ifname: DATAPATH_END.to_string(),
-            udp_listen,
-            mtu,
+            udp_listen: host.udp_listen,
+            mtu: host.mtu,
             native,
         },
         maps,
     )
-    .context("starting the AF_XDP data plane")?;
-    let how = overlay.describe();
-    Ok((overlay, how))
+    .context("starting the AF_XDP data plane")
 }
 
 fn start_plain(
     classifier: &mut Classifier,
-    udp_listen: SocketAddr,
-    mtu: u32,
+    host: &Host,
     reason: String,
 ) -> anyhow::Result<Selected> {
     classifier
@@ -97,12 +185,13 @@ fn start_plain(
         .context("attaching the datapath XDP program")?;
     let overlay = PlainOverlay::start(PlainConfig {
         datapath_ifname: DATAPATH_END.to_string(),
-        udp_listen,
-        mtu,
+        udp_listen: host.udp_listen,
+        mtu: host.mtu,
     })
     .context("starting the data plane between hosts")?;
     Ok(Selected {
         overlay,
         reason: format!("capture socket on {DATAPATH_END} ({reason})"),
+        fastdp: false,
     })
 }

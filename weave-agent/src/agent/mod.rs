@@ -131,15 +131,25 @@ impl Agent {
         // The AF_XDP socket binds to the datapath port's queue: it must be up.
         netlink.set_up(DATAPATH_END).await?;
         netlink.set_up(DATAPATH_BRIDGE_END).await?;
+        let host = dataplane::Host {
+            udp_listen: SocketAddr::from(([0, 0, 0, 0], options.data_port)),
+            mtu,
+            encrypted: psk.is_some(),
+            underlays: netlink
+                .underlays()
+                .await
+                .context("listing the underlay interfaces")?
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect(),
+            bridge_mac: netlink.mac_of(BRIDGE).await?.unwrap_or_default(),
+            bridge_port_index: netlink.require(DATAPATH_BRIDGE_END).await?,
+        };
         let dataplane::Selected {
             overlay,
             reason: dataplane,
-        } = dataplane::start(
-            options.dataplane,
-            &mut classifier,
-            SocketAddr::from(([0, 0, 0, 0], options.data_port)),
-            mtu,
-        )?;
+            fastdp,
+        } = dataplane::start(options.dataplane, &mut classifier, &host)?;
         tracing::info!(overlay = overlay.name(), %dataplane, "data plane between hosts");
         // Targets from before a restart, then the ones given now.
         let mut targets = saved
@@ -181,6 +191,8 @@ impl Agent {
         mesh_config.discovery = !options.no_discovery;
         mesh_config.targets = targets.clone();
         mesh_config.mtu = mtu;
+        mesh_config.fastdp = fastdp;
+        mesh_config.dataplane_name = overlay.name().to_owned();
         let encrypted = psk.is_some();
         mesh_config.psk = psk;
         let mesh = match Mesh::start(mesh_config, Arc::clone(&overlay)).await {

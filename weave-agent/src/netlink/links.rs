@@ -202,9 +202,9 @@ impl Netlink {
         }
     }
 
-    /// The smallest MTU among the interfaces that can carry traffic to other
-    /// hosts: up, holding an IPv4 address, neither loopback nor weave's own.
-    pub async fn underlay_mtu(&self) -> Result<Option<u32>, NetlinkError> {
+    /// The interfaces that can carry traffic to other hosts: up, holding an
+    /// IPv4 address, neither loopback nor weave's own. Names and MTUs.
+    pub async fn underlays(&self) -> Result<Vec<(String, u32)>, NetlinkError> {
         let mut addressed = std::collections::HashSet::new();
         let mut addrs = self.handle.address().get().execute();
         while let Some(msg) = addrs.try_next().await.map_err(op("listing", "addresses"))? {
@@ -212,11 +212,13 @@ impl Netlink {
                 addressed.insert(msg.header.index);
             }
         }
-        let mut smallest: Option<u32> = None;
+        let mut found = Vec::new();
         let mut links = self.handle.link().get().execute();
         while let Some(msg) = links.try_next().await.map_err(op("listing", "links"))? {
-            let ours =
-                link_name(&msg).is_none_or(|n| n == "lo" || n == BRIDGE || n.starts_with("vethwe"));
+            let Some(name) = link_name(&msg) else {
+                continue;
+            };
+            let ours = name == "lo" || name == BRIDGE || name.starts_with("vethwe");
             if ours
                 || !msg.header.flags.contains(LinkFlags::Up)
                 || !addressed.contains(&msg.header.index)
@@ -228,10 +230,35 @@ impl Netlink {
                 _ => None,
             });
             if let Some(mtu) = mtu {
-                smallest = Some(smallest.map_or(mtu, |s| s.min(mtu)));
+                found.push((name.to_owned(), mtu));
             }
         }
-        Ok(smallest)
+        Ok(found)
+    }
+
+    /// The smallest MTU among the [`Netlink::underlays`].
+    pub async fn underlay_mtu(&self) -> Result<Option<u32>, NetlinkError> {
+        Ok(self.underlays().await?.iter().map(|&(_, mtu)| mtu).min())
+    }
+
+    /// The hardware address of `name`.
+    pub async fn mac_of(&self, name: &str) -> Result<Option<[u8; 6]>, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        let msg = match links.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            Err(e) if is_no_device(&e) => return Ok(None),
+            Err(e) => return Err(op("reading", name)(e)),
+        };
+        Ok(msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            _ => None,
+        }))
     }
 
     pub async fn add_address(&self, name: &str, cidr: Ipv4Net) -> Result<(), NetlinkError> {

@@ -9,6 +9,8 @@ pub(super) enum Path {
     Vxlan,
     /// weave's plain data plane (`weave launch --dataplane plain`).
     Plain,
+    /// weave's in-kernel data plane (`weave launch --dataplane fastdp`: eBPF VXLAN).
+    Fastdp,
     /// weave's accelerated data plane (`weave launch --dataplane xdp`, `AF_XDP`).
     Xdp,
     /// The plain data plane, encrypted (`--dataplane plain --password`).
@@ -21,10 +23,11 @@ pub(super) enum Path {
 pub(super) const PASSWORD: &str = "weave-bench-not-a-secret";
 
 impl Path {
-    pub(super) const ALL: [Self; 6] = [
+    pub(super) const ALL: [Self; 7] = [
         Self::Native,
         Self::Vxlan,
         Self::Plain,
+        Self::Fastdp,
         Self::Xdp,
         Self::PlainEncrypted,
         Self::XdpEncrypted,
@@ -36,6 +39,7 @@ impl Path {
             Self::Native => "native",
             Self::Vxlan => "vxlan",
             Self::Plain => "plain",
+            Self::Fastdp => "fastdp",
             Self::Xdp => "xdp",
             Self::PlainEncrypted => "plain-encrypted",
             Self::XdpEncrypted => "xdp-encrypted",
@@ -48,6 +52,7 @@ impl Path {
             Self::Native => "same host (bridge)",
             Self::Vxlan => "kernel VXLAN",
             Self::Plain => "weave plain",
+            Self::Fastdp => "weave fastdp",
             Self::Xdp => "weave xdp",
             Self::PlainEncrypted => "weave plain + password",
             Self::XdpEncrypted => "weave xdp + password",
@@ -79,6 +84,7 @@ impl Path {
     pub(super) const fn dataplane(self) -> &'static str {
         match self {
             Self::Xdp | Self::XdpEncrypted => "xdp",
+            Self::Fastdp => "fastdp",
             _ => "plain",
         }
     }

@@ -13,8 +13,8 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 56.0;
 const BOTTOM: f64 = 110.0;
 /// One colour per path, in the order of [`super::path::Path::ALL`].
-const COLOURS: [&str; 6] = [
-    "#9e9e9e", "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3",
+const COLOURS: [&str; 7] = [
+    "#9e9e9e", "#4c72b0", "#dd8452", "#937860", "#55a868", "#c44e52", "#8172b3",
 ];
 
 pub(super) fn throughput_plot(result: &BenchResult) -> String {

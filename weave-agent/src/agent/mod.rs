@@ -192,7 +192,7 @@ impl Agent {
         mesh_config.targets = targets.clone();
         mesh_config.mtu = mtu;
         mesh_config.fastdp = fastdp;
-        mesh_config.dataplane_name = overlay.name().to_owned();
+        mesh_config.dataplane_name = overlay.userspace().to_owned();
         let encrypted = psk.is_some();
         mesh_config.psk = psk;
         let mesh = match Mesh::start(mesh_config, Arc::clone(&overlay)).await {

@@ -112,7 +112,7 @@ pub struct MeshConfig {
     /// carries unencrypted traffic only (see `mesh::fastdp`).
     pub fastdp: bool,
     /// The userspace data plane's name ("xdp", "plain"), shown for the
-    /// connections that do not use fastdp; empty means `overlay.name()`.
+    /// connections that do not use fastdp; empty means `overlay.userspace()`.
     pub dataplane_name: String,
 }
 
@@ -1144,7 +1144,7 @@ impl Router {
             })
             .collect();
         let dataplane = if self.config.dataplane_name.is_empty() {
-            self.overlay.name()
+            self.overlay.userspace()
         } else {
             &self.config.dataplane_name
         };

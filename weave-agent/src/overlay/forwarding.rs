@@ -147,8 +147,14 @@ pub struct OverlayStats {
 
 /// A data plane carrying frames between this host's bridge and its peers.
 pub trait Overlay: Send + Sync {
-    /// "plain" or "xdp": shown in `weave status connections`.
+    /// "plain", "xdp" or "fastdp": shown in `weave status`.
     fn name(&self) -> &'static str;
+    /// The engine in userspace that carries what no kernel path takes:
+    /// "plain" or "xdp" (for fastdp, the engine it wraps). Connections that
+    /// do not use fastdp show it in `weave status connections`.
+    fn userspace(&self) -> &'static str {
+        self.name()
+    }
     /// Replaces the forwarding table; frames in flight use the old or the
     /// new one, never a mix.
     fn update(&self, table: Arc<ForwardingTable>);

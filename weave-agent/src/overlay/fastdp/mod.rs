@@ -102,8 +102,12 @@ impl FastdpOverlay {
 }
 
 impl Overlay for FastdpOverlay {
-    /// The engine below: what carries everything the kernel does not.
     fn name(&self) -> &'static str {
+        "fastdp"
+    }
+
+    /// The engine below: what carries everything the kernel does not.
+    fn userspace(&self) -> &'static str {
         self.inner.name()
     }
 

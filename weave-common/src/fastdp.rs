@@ -1,5 +1,5 @@
 //! What the fastdp programs (in-kernel VXLAN for unencrypted traffic between
-//! directly connected peers, see `docs/design/fastdp.md`) and the agent agree
+//! directly connected peers, see `docs/fastdp.md`) and the agent agree
 //! on: the maps the agent writes, the event the decapsulation program reports
 //! back, and the outer headers both sides build the same way.
 //!

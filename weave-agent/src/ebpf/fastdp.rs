@@ -1,7 +1,7 @@
 //! fastdp's programs in the kernel: loading them (only when fastdp is
 //! chosen, so the other data planes never depend on them), attaching them
 //! first on their TCX hooks, their maps, and the probe for what this kernel
-//! can do. See `weave-ebpf/src/fastdp` and `docs/design/fastdp.md`.
+//! can do. See `weave-ebpf/src/fastdp` and `docs/fastdp.md`.
 //!
 //! The links are not pinned: like the datapath XDP link they die with the
 //! agent, and then frames fall back to the datapath port and VXLAN to the

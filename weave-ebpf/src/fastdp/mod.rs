@@ -1,5 +1,5 @@
 //! fastdp: VXLAN in the kernel for unencrypted traffic between directly
-//! connected peers that both run it (see `docs/design/fastdp.md`).
+//! connected peers that both run it (see `docs/fastdp.md`).
 //!
 //! - [`encap`]: TCX egress of the bridge's datapath port (`vethwe-bridge`),
 //!   where frames for other hosts leave the bridge as whole TSO super-frames.

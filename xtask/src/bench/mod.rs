@@ -49,7 +49,8 @@ const RESULTS_DIR: &str = "bench/results";
 /// dockerd, on a veth LAN with MTU 1500) and, for each path, one container per host (two on h1
 /// for the same-host path). Paths: `native` (same host, the bridge only), `vxlan` (Linux's VXLAN
 /// device on each host enslaved to weave's bridge; agents launched without peers: the in-kernel
-/// reference), `plain` (`weave launch --dataplane plain`), `xdp` (`--dataplane xdp`), and
+/// reference), `plain` (`weave launch --dataplane plain`), `fastdp` (`--dataplane fastdp`), `xdp`
+/// (`--dataplane xdp`), and
 /// `plain-encrypted` / `xdp-encrypted` (`--password`). A path this weave binary cannot run is
 /// reported as not available, with the reason. On each path, repeated: iperf3 TCP 1 stream, TCP 4
 /// streams, UDP with 1400-byte datagrams offered without a rate limit (received rate and loss;

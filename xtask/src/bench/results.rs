@@ -124,6 +124,13 @@ impl BenchResult {
         let b = self.get(base)?.median(w)?;
         (b > 0.0).then(|| a / b)
     }
+
+    /// The machine's CPU seconds per Gbit on `path` over those on `base` for `w`.
+    pub(super) fn cpu_ratio(&self, path: Path, base: Path, w: Workload) -> Option<f64> {
+        let a = self.get(path)?.cpu_s_per_gbit(w)?;
+        let b = self.get(base)?.cpu_s_per_gbit(w)?;
+        (b > 0.0).then(|| a / b)
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The targets of the accelerated path (issue #5), judged on one run's ratios.
+//! The targets of the accelerated path (issue #5) and of the in-kernel path
+//! (issue #12), judged on one run's ratios.
 //! Reported, never asserted: figures depend on the machine.
 
 use super::path::Path;
@@ -12,7 +13,17 @@ pub(super) struct Target {
     pub path: Path,
     pub base: Path,
     pub workload: Workload,
+    pub measure: Measure,
     pub bound: Bound,
+}
+
+/// What the ratio compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Measure {
+    /// Medians of the workload's figure (throughput, or RTT for ping).
+    Median,
+    /// The whole machine's CPU seconds per Gbit received (lower is better).
+    CpuPerGbit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,11 +34,12 @@ pub(super) enum Bound {
     AtMost(f64),
 }
 
-pub(super) const TARGETS: [Target; 6] = [
+pub(super) const TARGETS: [Target; 12] = [
     Target {
         text: "accelerated ≥ 3× plain, TCP 1 stream",
         path: Path::Xdp,
         base: Path::Plain,
+        measure: Measure::Median,
         workload: Workload::Tcp1,
         bound: Bound::AtLeast(3.0),
     },
@@ -35,6 +47,7 @@ pub(super) const TARGETS: [Target; 6] = [
         text: "accelerated ≥ 3× plain, TCP 4 streams",
         path: Path::Xdp,
         base: Path::Plain,
+        measure: Measure::Median,
         workload: Workload::Tcp4,
         bound: Bound::AtLeast(3.0),
     },
@@ -42,6 +55,7 @@ pub(super) const TARGETS: [Target; 6] = [
         text: "accelerated ≥ 3× plain, UDP 1400 B",
         path: Path::Xdp,
         base: Path::Plain,
+        measure: Measure::Median,
         workload: Workload::Udp1400,
         bound: Bound::AtLeast(3.0),
     },
@@ -49,6 +63,7 @@ pub(super) const TARGETS: [Target; 6] = [
         text: "accelerated ≥ kernel VXLAN, UDP 1400 B",
         path: Path::Xdp,
         base: Path::Vxlan,
+        measure: Measure::Median,
         workload: Workload::Udp1400,
         bound: Bound::AtLeast(1.0),
     },
@@ -56,6 +71,7 @@ pub(super) const TARGETS: [Target; 6] = [
         text: "aim: accelerated ≥ 50% of kernel VXLAN, TCP 1 stream",
         path: Path::Xdp,
         base: Path::Vxlan,
+        measure: Measure::Median,
         workload: Workload::Tcp1,
         bound: Bound::AtLeast(0.5),
     },
@@ -63,8 +79,57 @@ pub(super) const TARGETS: [Target; 6] = [
         text: "accelerated RTT ≤ 2× kernel VXLAN",
         path: Path::Xdp,
         base: Path::Vxlan,
+        measure: Measure::Median,
         workload: Workload::Ping,
         bound: Bound::AtMost(2.0),
+    },
+    Target {
+        text: "fastdp ≥ kernel VXLAN, TCP 1 stream",
+        path: Path::Fastdp,
+        base: Path::Vxlan,
+        measure: Measure::Median,
+        workload: Workload::Tcp1,
+        bound: Bound::AtLeast(1.0),
+    },
+    Target {
+        text: "fastdp ≥ kernel VXLAN, TCP 4 streams",
+        path: Path::Fastdp,
+        base: Path::Vxlan,
+        measure: Measure::Median,
+        workload: Workload::Tcp4,
+        bound: Bound::AtLeast(1.0),
+    },
+    Target {
+        text: "fastdp ≥ kernel VXLAN, UDP 1400 B",
+        path: Path::Fastdp,
+        base: Path::Vxlan,
+        measure: Measure::Median,
+        workload: Workload::Udp1400,
+        bound: Bound::AtLeast(1.0),
+    },
+    Target {
+        text: "fastdp RTT ≤ kernel VXLAN",
+        path: Path::Fastdp,
+        base: Path::Vxlan,
+        measure: Measure::Median,
+        workload: Workload::Ping,
+        bound: Bound::AtMost(1.0),
+    },
+    Target {
+        text: "fastdp machine CPU per Gbit ≤ kernel VXLAN, TCP 1 stream",
+        path: Path::Fastdp,
+        base: Path::Vxlan,
+        measure: Measure::CpuPerGbit,
+        workload: Workload::Tcp1,
+        bound: Bound::AtMost(1.0),
+    },
+    Target {
+        text: "fastdp machine CPU per Gbit ≤ kernel VXLAN, UDP 1400 B",
+        path: Path::Fastdp,
+        base: Path::Vxlan,
+        measure: Measure::CpuPerGbit,
+        workload: Workload::Udp1400,
+        bound: Bound::AtMost(1.0),
     },
 ];
 
@@ -83,7 +148,11 @@ pub(super) fn judge(result: &BenchResult) -> Vec<Verdict> {
 }
 
 fn judge_one(result: &BenchResult, target: Target) -> Verdict {
-    let Some(ratio) = result.ratio(target.path, target.base, target.workload) else {
+    let ratio = match target.measure {
+        Measure::Median => result.ratio(target.path, target.base, target.workload),
+        Measure::CpuPerGbit => result.cpu_ratio(target.path, target.base, target.workload),
+    };
+    let Some(ratio) = ratio else {
         let why: Vec<String> = [target.path, target.base]
             .into_iter()
             .filter(|&p| {
@@ -169,5 +238,33 @@ mod tests {
         assert_eq!(texts[5], "missed: 25% over (2.50× for at most 2×)");
         assert_eq!(v[2].met, Some(true));
         assert_eq!(v[5].met, Some(false));
+        assert!(
+            texts[6].starts_with("not measured (weave fastdp was not run"),
+            "{}",
+            texts[6]
+        );
+    }
+
+    #[test]
+    fn judges_cpu_per_gbit_lower_is_better() {
+        let mut r = sample();
+        let mut fastdp = PathResult::new(Path::Fastdp, Status::Measured);
+        let vxlan = r.get(Path::Vxlan).unwrap().runs[&Workload::Tcp1].clone();
+        fastdp.runs.insert(Workload::Tcp1, vxlan);
+        r.paths.push(fastdp);
+        let v = judge(&r);
+        let cpu = v
+            .iter()
+            .find(|v| {
+                v.target.measure == Measure::CpuPerGbit && v.target.workload == Workload::Tcp1
+            })
+            .unwrap();
+        assert_eq!(cpu.ratio, Some(1.0));
+        assert_eq!(cpu.met, Some(true));
+        let tcp1 = v
+            .iter()
+            .find(|v| v.target.path == Path::Fastdp && v.target.workload == Workload::Tcp1)
+            .unwrap();
+        assert_eq!(tcp1.text, "met");
     }
 }

@@ -324,6 +324,9 @@ fn demo(weave_bin: &Path) -> Result<()> {
             &format!("Peers: {peers}; Connections: {conns}"),
         );
     }
+    // Which data plane carries each connection (fastdp where both ends run
+    // it, in the kernel; xdp or plain otherwise).
+    weave(h1, &["status", "connections"])?;
     Ok(())
 }
 

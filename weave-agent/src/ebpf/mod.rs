@@ -559,10 +559,15 @@ fn xdp_prog(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
 }
 
 /// `struct __sk_buff` (uapi `linux/bpf.h`): its size and the offsets of
-/// `gso_segs` and `gso_size`, for [`Classifier::test_run_gso`].
-const SK_BUFF_LEN: usize = 200;
-const SK_BUFF_GSO_SEGS: usize = 172;
-const SK_BUFF_GSO_SIZE: usize = 184;
+/// `gso_segs` and `gso_size`, for [`Classifier::test_run_gso`]. The two
+/// `__bpf_md_ptr` unions are 8 bytes, 8-aligned: `flow_keys` at 144,
+/// `tstamp` 152, `wire_len` 160, `gso_segs` 164, `sk` 168, `gso_size` 176,
+/// `tstamp_type` 180, `hwtstamp` 184. A wrong offset is refused (`EINVAL`:
+/// the kernel wants `sk` zero) or lands in `hwtstamp` unnoticed; the
+/// `fastdp_programs` tests see `gso_size` in the program's size verdicts.
+const SK_BUFF_LEN: usize = 192;
+const SK_BUFF_GSO_SEGS: usize = 164;
+const SK_BUFF_GSO_SIZE: usize = 176;
 
 /// The index of interface `ifname` in the agent's network namespace.
 fn ifindex(ifname: &str) -> Result<u32, DataplaneError> {

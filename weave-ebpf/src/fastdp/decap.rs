@@ -49,10 +49,19 @@ pub(crate) fn try_decap(ctx: &TcContext) -> Result<i32, Counter> {
         return Ok(TCX_NEXT);
     };
     let len = ctx.len() as usize;
-    if be16(&outer, 12) != ETH_P_IPV4
-        || outer[OUTER_IP + 9] != IPPROTO_UDP
-        || be16(&outer, OUTER_UDP + 2) != data_port
-    {
+    if be16(&outer, 12) != ETH_P_IPV4 || outer[OUTER_IP + 9] != IPPROTO_UDP {
+        return Ok(TCX_NEXT);
+    }
+    // IP options move the UDP header: look for the port where it is, so a
+    // packet to our port is counted below (it is left to the agent).
+    let header_len = usize::from(outer[OUTER_IP] & 0x0f) * 4;
+    let dport = if header_len == 20 {
+        be16(&outer, OUTER_UDP + 2)
+    } else {
+        let at = ETH_HLEN + header_len + 2;
+        ctx.load::<[u8; 2]>(at).map_or(0, u16::from_be_bytes)
+    };
+    if dport != data_port {
         return Ok(TCX_NEXT);
     }
     if config_flags & FLAG_ENABLED == 0 {

@@ -8,7 +8,10 @@
 //! look like plain VXLAN from the outside and only the agent can open them.
 
 use aya_ebpf::{
-    bindings::{BPF_CSUM_LEVEL_DEC, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, bpf_adj_room_mode},
+    bindings::{
+        BPF_CSUM_LEVEL_DEC, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_ADJ_ROOM_NO_CSUM_RESET, BPF_F_INGRESS,
+        bpf_adj_room_mode,
+    },
     helpers::{bpf_csum_level, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_skb_ecn_set_ce},
     programs::TcContext,
 };
@@ -126,7 +129,10 @@ pub(crate) fn try_decap(ctx: &TcContext) -> Result<i32, Counter> {
     if unsafe { LOCAL_MACS.get(mac_key(src)) }.is_some() {
         return Err(Counter::FastdpToAgentSpoofed);
     }
-    let mut shrink = u64::from(BPF_F_ADJ_ROOM_FIXED_GSO);
+    // Checksum state kept (`NO_CSUM_RESET`), then lowered one level below:
+    // a NIC's verdict on the inner checksum, if it gave one, survives.
+    let mut shrink =
+        u64::from(BPF_F_ADJ_ROOM_FIXED_GSO) | u64::from(BPF_F_ADJ_ROOM_NO_CSUM_RESET);
     if gso_size != 0 {
         if config_flags & FLAG_DECAP_L4_UDP != 0 {
             shrink |= ADJ_ROOM_DECAP_L4_UDP;

@@ -21,6 +21,7 @@
 //! `command` (running tools), `cleanup` (guards' and sweep's primitives),
 //! `netns`, `dockerd`, `image` (busybox), `host`, `lan` (LAN, faults,
 //! captures), `cluster`, [`convergence`] (launch, wait for the mesh),
+//! [`program_tests`] (the eBPF program suites' private namespaces),
 //! `snapshot` (`weave status --json` as weave-agent's `Status`: what tests
 //! read), [`report`] (the text of `weave ps` and of `weave status`, as the
 //! demo shows it).
@@ -39,6 +40,8 @@ mod lan;
 mod netns;
 pub mod poll;
 mod prereq;
+#[cfg(feature = "agent-status")]
+pub mod program_tests;
 pub mod report;
 #[cfg(feature = "agent-status")]
 pub mod snapshot;

@@ -10,9 +10,9 @@
 
 use std::net::UdpSocket;
 use std::process::Command;
-use std::thread;
 use std::time::Duration;
 use weave_agent::report::causes;
+use weave_tests::program_tests;
 
 use weave_agent::ebpf::{Classifier, DataplaneError};
 use weave_agent::overlay::{XdpConfig, XdpOverlay};
@@ -45,34 +45,9 @@ const ETH_P_8021Q: u16 = 0x8100;
 
 // ---- harness -------------------------------------------------------------
 
-/// Runs `test` on a fresh thread inside a new network namespace, with a
-/// freshly loaded [`Classifier`] (so its counters start at zero).
+/// Runs `test` with a freshly loaded [`Classifier`] in a private namespace.
 fn in_private_netns(test: impl FnOnce(&mut Classifier) + Send + 'static) {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert!(
-        euid == 0,
-        "the classifier tests load eBPF programs and create a network namespace: \
-         they need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN). \
-         Run them as root: `cargo test -p weave-tests --test classifier`."
-    );
-    let outcome = thread::spawn(move || {
-        // SAFETY: unshare takes no pointers; with CLONE_NEWNET it only moves
-        // this (test-owned) thread into a new network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert!(
-            rc == 0,
-            "unshare(CLONE_NEWNET) failed: {}",
-            std::io::Error::last_os_error()
-        );
-        let mut classifier = Classifier::load()
-            .unwrap_or_else(|e| panic!("loading the eBPF object failed: {}", causes(&e)));
-        test(&mut classifier);
-    })
-    .join();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    program_tests::in_private_netns("classifier", test);
 }
 
 fn endpoint(mac: [u8; 6], addrs: &[([u8; 4], u8)]) -> Endpoint {

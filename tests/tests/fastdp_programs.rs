@@ -22,8 +22,6 @@
 //! in `classifier.rs`. Needs root (`CAP_BPF`, `CAP_NET_ADMIN`,
 //! `CAP_SYS_ADMIN`): without it the tests fail loudly rather than pass.
 
-use std::thread;
-
 use weave_agent::ebpf::{Classifier, DatapathMaps, FastdpMaps};
 use weave_agent::overlay::{seal, vxlan};
 use weave_agent::report::causes;
@@ -34,6 +32,7 @@ use weave_common::fastdp::{
     Learnt, Sender, SenderKey,
 };
 use weave_common::names::{FASTDP_DECAP_PROG, FASTDP_ENCAP_PROG, FASTDP_PROBE_PROG};
+use weave_tests::program_tests;
 
 /// `TC_ACT_REDIRECT`: what `bpf_redirect` and `bpf_redirect_neigh` return.
 const TC_ACT_REDIRECT: u32 = 7;
@@ -106,36 +105,13 @@ const DSCP_AF41: u8 = 0x88;
 
 // ---- harness -------------------------------------------------------------
 
-/// Runs `test` on a fresh thread inside a new network namespace, with a
-/// freshly loaded [`Classifier`] (so its counters start at zero), fastdp's
-/// programs loaded and its maps written by [`Fastdp::new`].
+/// Runs `test` with a freshly loaded [`Classifier`] in a private namespace,
+/// fastdp's programs loaded and its maps written by [`Fastdp::new`].
 fn in_private_netns(test: impl FnOnce(&mut Classifier, &mut Fastdp) + Send + 'static) {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert!(
-        euid == 0,
-        "the fastdp program tests load eBPF programs and create a network namespace: \
-         they need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN). \
-         Run them as root: `cargo test -p weave-tests --test fastdp_programs`."
-    );
-    let outcome = thread::spawn(move || {
-        // SAFETY: unshare takes no pointers; with CLONE_NEWNET it only moves
-        // this (test-owned) thread into a new network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert!(
-            rc == 0,
-            "unshare(CLONE_NEWNET) failed: {}",
-            std::io::Error::last_os_error()
-        );
-        let mut classifier = Classifier::load()
-            .unwrap_or_else(|e| panic!("loading the eBPF object failed: {}", causes(&e)));
-        let mut fastdp = Fastdp::new(&mut classifier);
-        test(&mut classifier, &mut fastdp);
-    })
-    .join();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    program_tests::in_private_netns("fastdp_programs", |classifier| {
+        let mut fastdp = Fastdp::new(classifier);
+        test(classifier, &mut fastdp);
+    });
 }
 
 /// fastdp's maps, as the agent holds them, written for this mesh:

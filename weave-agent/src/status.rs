@@ -244,6 +244,7 @@ impl Status {
             ("drop_overflow", o.dropped_overflow),
             ("macs_not_learnt", o.macs_not_learnt),
             ("gso_refused", o.gso_refused),
+            ("fastdp_map_failures", o.fastdp_map_failures),
         ] {
             line(&mut s, name, value);
         }

@@ -108,6 +108,8 @@ impl Counters {
             dropped_replayed: dropped(DropReason::Replayed),
             // Counted by the kernel: the data plane adds it (see `sys::socket_drops`).
             dropped_overflow: 0,
+            // Counted by fastdp's map writer, which adds it.
+            fastdp_map_failures: 0,
             // Kept with the MAC tables: the engine adds it.
             macs_not_learnt: 0,
         }

@@ -143,6 +143,10 @@ pub struct OverlayStats {
     /// learn new MACs faster than it allows (frames still delivered).
     #[serde(default)]
     pub macs_not_learnt: u64,
+    /// fastdp: writes to the kernel's maps that failed (a full map, no
+    /// memory); the peer's frames then take the userspace engine.
+    #[serde(default)]
+    pub fastdp_map_failures: u64,
 }
 
 /// A data plane carrying frames between this host's bridge and its peers.

@@ -118,7 +118,10 @@ impl Overlay for FastdpOverlay {
     }
 
     fn stats(&self) -> OverlayStats {
-        self.inner.stats()
+        OverlayStats {
+            fastdp_map_failures: self.writer().failures(),
+            ..self.inner.stats()
+        }
     }
 
     fn stop(&self) {

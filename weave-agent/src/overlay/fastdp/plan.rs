@@ -7,7 +7,7 @@
 //! straight (not through a relay), both its data address and our address on
 //! the connection are IPv4, and the interface holding our address is known.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use weave_common::fastdp::{FastdpPeer, Sender, SenderKey};
@@ -20,7 +20,7 @@ use crate::overlay::forwarding::ShortId;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Desired {
     /// `FASTDP_PEERS`: short id -> where to send.
-    pub peers: BTreeMap<u32, FastdpPeer>,
+    pub peers: HashMap<u32, FastdpPeer>,
     /// `FASTDP_SENDERS`: where a neighbour sends from -> who it is.
     pub senders: HashMap<SenderKey, Sender>,
 }

@@ -8,6 +8,9 @@
 //! configuration that turns the programs on goes last, and the one that turns
 //! them off (password mode) first.
 
+use std::hash::Hash;
+
+use aya::Pod;
 use aya::maps::{Array, HashMap, MapData, MapError};
 use weave_common::fastdp::{FLAG_ENABLED, FastdpConfig, FastdpPeer, Sender, SenderKey};
 
@@ -20,7 +23,7 @@ pub(crate) struct Writer {
     written: Desired,
     config: Option<FastdpConfig>,
     /// Writes the kernel refused (a full map, memory): logged, counted.
-    pub failures: u64,
+    failures: u64,
 }
 
 impl Writer {
@@ -44,47 +47,37 @@ impl Writer {
         if config.flags & FLAG_ENABLED == 0 {
             self.write_config(config);
         }
-        let gone: Vec<u32> = self
-            .written
-            .peers
-            .iter()
-            .filter(|(id, peer)| want.peers.get(id) != Some(peer))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in gone {
-            let result = self.peers.remove(&id);
-            self.check(result, "remove a peer from");
-            self.written.peers.remove(&id);
-        }
-        let gone: Vec<SenderKey> = self
-            .written
-            .senders
-            .iter()
-            .filter(|(key, sender)| want.senders.get(key) != Some(sender))
-            .map(|(&key, _)| key)
-            .collect();
-        for key in gone {
-            let result = self.senders.remove(&key);
-            self.check(result, "remove a sender from");
-            self.written.senders.remove(&key);
-        }
-        for (&id, &peer) in &want.peers {
-            if !self.written.peers.contains_key(&id) {
-                let result = self.peers.insert(id, peer, 0);
-                if self.check(result, "write a peer to") {
-                    self.written.peers.insert(id, peer);
-                }
-            }
-        }
-        for (&key, &sender) in &want.senders {
-            if !self.written.senders.contains_key(&key) {
-                let result = self.senders.insert(key, sender, 0);
-                if self.check(result, "write a sender to") {
-                    self.written.senders.insert(key, sender);
-                }
-            }
-        }
+        let failures = &mut self.failures;
+        remove_stale(
+            &mut self.peers,
+            &mut self.written.peers,
+            &want.peers,
+            failures,
+        );
+        remove_stale(
+            &mut self.senders,
+            &mut self.written.senders,
+            &want.senders,
+            failures,
+        );
+        add_new(
+            &mut self.peers,
+            &mut self.written.peers,
+            &want.peers,
+            failures,
+        );
+        add_new(
+            &mut self.senders,
+            &mut self.written.senders,
+            &want.senders,
+            failures,
+        );
         self.write_config(config);
+    }
+
+    /// Writes the kernel refused so far.
+    pub(crate) const fn failures(&self) -> u64 {
+        self.failures
     }
 
     /// What the maps hold now.
@@ -97,25 +90,54 @@ impl Writer {
             return;
         }
         let result = self.config_map.set(0, config, 0);
-        if self.check(result, "write the configuration to") {
+        if check(result, &mut self.failures) {
             self.config = Some(config);
         }
     }
+}
 
-    /// Whether `result` is a success; a failure is logged and counted (an
-    /// absent entry on removal is not one).
-    fn check(&mut self, result: Result<(), MapError>, what: &str) -> bool {
-        match result {
-            Ok(()) => true,
-            Err(MapError::KeyNotFound) => true,
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                true
-            }
-            Err(error) => {
-                self.failures += 1;
-                tracing::warn!(%error, "fastdp: cannot {what} the kernel's maps");
-                false
-            }
+/// Removes from `map` (and from `written`, its copy) every entry that
+/// `want` does not hold as it is.
+fn remove_stale<K: Pod + Eq + Hash, V: Pod + PartialEq>(
+    map: &mut HashMap<MapData, K, V>,
+    written: &mut std::collections::HashMap<K, V>,
+    want: &std::collections::HashMap<K, V>,
+    failures: &mut u64,
+) {
+    written.retain(|key, value| {
+        if want.get(key) == Some(value) {
+            return true;
+        }
+        // Forgotten even when the removal failed: the next write replaces it.
+        check(map.remove(key), failures);
+        false
+    });
+}
+
+/// Writes to `map` every entry of `want` that `written` does not hold yet.
+fn add_new<K: Pod + Eq + Hash, V: Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    written: &mut std::collections::HashMap<K, V>,
+    want: &std::collections::HashMap<K, V>,
+    failures: &mut u64,
+) {
+    for (key, value) in want {
+        if !written.contains_key(key) && check(map.insert(key, value, 0), failures) {
+            written.insert(*key, *value);
+        }
+    }
+}
+
+/// Whether `result` is a success; a failure is logged and counted (an
+/// absent entry on removal is not one).
+fn check(result: Result<(), MapError>, failures: &mut u64) -> bool {
+    match result {
+        Ok(()) | Err(MapError::KeyNotFound) => true,
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => true,
+        Err(error) => {
+            *failures += 1;
+            tracing::warn!(%error, "fastdp: a write to the kernel's maps failed");
+            false
         }
     }
 }

@@ -131,8 +131,7 @@ pub(crate) fn try_decap(ctx: &TcContext) -> Result<i32, Counter> {
     }
     // Checksum state kept (`NO_CSUM_RESET`), then lowered one level below:
     // a NIC's verdict on the inner checksum, if it gave one, survives.
-    let mut shrink =
-        u64::from(BPF_F_ADJ_ROOM_FIXED_GSO) | u64::from(BPF_F_ADJ_ROOM_NO_CSUM_RESET);
+    let mut shrink = u64::from(BPF_F_ADJ_ROOM_FIXED_GSO) | u64::from(BPF_F_ADJ_ROOM_NO_CSUM_RESET);
     if gso_size != 0 {
         if config_flags & FLAG_DECAP_L4_UDP != 0 {
             shrink |= ADJ_ROOM_DECAP_L4_UDP;

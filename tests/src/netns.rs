@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result, ensure};
 use crate::CMD_TIMEOUT;
 use crate::cleanup::{kill_and_reap, netns_path, netns_pids, remove_bpf_pins};
 use crate::command::{Output, check, cmd, run};
+use crate::prereq::require_program;
 
 /// One link of `ip -o link show`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub fn parse_links(text: &str) -> Vec<Link> {
 pub struct BpfLink {
     /// `xdp`, `tcx`, ...
     pub link_type: String,
+    /// The kernel's id of the link (`bpftool link show id N`).
+    pub link_id: Option<u32>,
     /// The interface it is attached to (in the holder's network namespace).
     pub ifindex: Option<u32>,
     /// E.g. `46 (ingress)`, for TCX links.
@@ -89,12 +92,57 @@ pub fn bpf_links_held_by(pid: u32) -> Vec<BpfLink> {
         };
         Some(BpfLink {
             link_type: field("link_type")?,
+            link_id: field("link_id").and_then(|v| v.parse().ok()),
             ifindex: field("ifindex").and_then(|v| v.parse().ok()),
             attach_type: field("attach_type"),
             prog_id: field("prog_id").and_then(|v| v.parse().ok()),
         })
     })
     .collect()
+}
+
+/// Whether the kernel still has BPF link `id` (held by a process or a pin,
+/// attached or not): `bpftool link show id ID` finds it.
+pub fn bpf_link_exists(id: u32) -> Result<bool> {
+    let bpftool = require_program("bpftool", "bpftool")?;
+    let mut c = Command::new(bpftool);
+    c.args(["link", "show", "id", &id.to_string()]);
+    let out = run(&mut c, CMD_TIMEOUT)?;
+    if out.success() {
+        return Ok(true);
+    }
+    ensure!(
+        out.stderr.contains("No such file or directory"),
+        "cannot tell whether BPF link {id} exists:\n{out}"
+    );
+    Ok(false)
+}
+
+/// Packet and byte counters of one interface, from `/proc/net/dev`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+}
+
+/// The counters of `dev` in `/proc/net/dev` text.
+pub fn parse_link_stats(text: &str, dev: &str) -> Option<LinkStats> {
+    let line = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(dev)?.strip_prefix(':'))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    Some(LinkStats {
+        rx_bytes: *fields.first()?,
+        rx_packets: *fields.get(1)?,
+        tx_bytes: *fields.get(8)?,
+        tx_packets: *fields.get(9)?,
+    })
 }
 
 /// A network namespace created with `ip netns add`, deleted on drop together
@@ -150,6 +198,17 @@ impl Netns {
             "ip",
             ["-n", &self.name, "-o", "link", "show"],
         ))?))
+    }
+
+    /// Counters of interface `dev` of this namespace. Read from
+    /// `/proc/self/net/dev` of a process inside it: `/sys/class/net` would
+    /// show the sysfs mounted where the command runs, the machine's.
+    pub fn link_stats(&self, dev: &str) -> Result<LinkStats> {
+        let mut c = self.command("cat");
+        c.arg("/proc/self/net/dev");
+        let text = check(&mut c)?;
+        parse_link_stats(&text, dev)
+            .with_context(|| format!("no counters of {dev} in {}:\n{text}", self.name))
     }
 
     /// Pids of the processes inside this namespace.
@@ -275,6 +334,25 @@ mod tests {
                 up: false
             }
         );
+    }
+
+    #[test]
+    fn parses_proc_net_dev() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+                    face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+                    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n  \
+                    eth0: 1000      10    0    0    0     0          0         0   200000      20    0    0    0     0       0          0\n";
+        assert_eq!(
+            parse_link_stats(text, "eth0"),
+            Some(LinkStats {
+                rx_bytes: 1000,
+                rx_packets: 10,
+                tx_bytes: 200_000,
+                tx_packets: 20
+            })
+        );
+        assert_eq!(parse_link_stats(text, "eth1"), None);
+        assert_eq!(parse_link_stats(text, "eth"), None);
     }
 
     #[test]

@@ -55,8 +55,7 @@ pub use host::{Host, test_dataplane};
 pub use image::import_busybox;
 pub use lan::{Capture, LAN_BRIDGE, LAN_IFNAME, LAN_MTU, Lan, LanPort, parse_cidr};
 pub use netns::{
-    BpfLink, Link, LinkStats, Netns, bpf_link_exists, bpf_links_held_by, in_netns,
-    parse_link_stats, parse_links,
+    BpfLink, Link, LinkStats, Netns, bpf_links_held_by, in_netns, parse_link_stats, parse_links,
 };
 pub use poll::{interrupt, interrupted, wait_for, wait_until};
 pub use prereq::{docker_cli, find_program, is_root, require_root, weave_bin, workspace_root};

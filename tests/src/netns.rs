@@ -13,7 +13,6 @@ use anyhow::{Context as _, Result, ensure};
 use crate::CMD_TIMEOUT;
 use crate::cleanup::{kill_and_reap, netns_path, netns_pids, remove_bpf_pins};
 use crate::command::{Output, check, cmd, run};
-use crate::prereq::require_program;
 
 /// One link of `ip -o link show`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +57,6 @@ pub fn parse_links(text: &str) -> Vec<Link> {
 pub struct BpfLink {
     /// `xdp`, `tcx`, ...
     pub link_type: String,
-    /// The kernel's id of the link (`bpftool link show id N`).
-    pub link_id: Option<u32>,
     /// The interface it is attached to (in the holder's network namespace).
     pub ifindex: Option<u32>,
     /// E.g. `46 (ingress)`, for TCX links.
@@ -92,30 +89,12 @@ pub fn bpf_links_held_by(pid: u32) -> Vec<BpfLink> {
         };
         Some(BpfLink {
             link_type: field("link_type")?,
-            link_id: field("link_id").and_then(|v| v.parse().ok()),
             ifindex: field("ifindex").and_then(|v| v.parse().ok()),
             attach_type: field("attach_type"),
             prog_id: field("prog_id").and_then(|v| v.parse().ok()),
         })
     })
     .collect()
-}
-
-/// Whether the kernel still has BPF link `id` (held by a process or a pin,
-/// attached or not): `bpftool link show id ID` finds it.
-pub fn bpf_link_exists(id: u32) -> Result<bool> {
-    let bpftool = require_program("bpftool", "bpftool")?;
-    let mut c = Command::new(bpftool);
-    c.args(["link", "show", "id", &id.to_string()]);
-    let out = run(&mut c, CMD_TIMEOUT)?;
-    if out.success() {
-        return Ok(true);
-    }
-    ensure!(
-        out.stderr.contains("No such file or directory"),
-        "cannot tell whether BPF link {id} exists:\n{out}"
-    );
-    Ok(false)
 }
 
 /// Packet and byte counters of one interface, from `/proc/net/dev`.

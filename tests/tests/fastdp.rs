@@ -14,7 +14,7 @@
 //!   cannot segment tunnels (the kernel segments in software);
 //! - a capture of fastdp traffic decodes as the same VXLAN the agents send
 //!   (VNI `origin << 12 | destination`, flags, ports): one wire format;
-//! - `weave stop` and SIGKILL leave no fastdp link in the kernel, the host
+//! - `weave stop` and SIGKILL leave no program on fastdp's hooks, the host
 //!   fails closed while no agent runs, and a relaunched agent carries
 //!   traffic on fastdp again;
 //! - with a password, fastdp stays idle: everything is sealed on the xdp
@@ -27,7 +27,7 @@
 //! `WEAVE_DATAPLANE` per host, whatever `WEAVE_TEST_DATAPLANE` says. Every
 //! wait polls a condition against a deadline; no timing is asserted.
 //!
-//! Needs root, dockerd, nftables, tcpdump, bpftool, ethtool, TCX (Linux 6.6
+//! Needs root, dockerd, nftables, tcpdump, ethtool, TCX (Linux 6.6
 //! or later) and the `weave` binary (`WEAVE_BIN`).
 
 use std::collections::BTreeMap;
@@ -35,15 +35,14 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::ensure;
+use aya::programs::SchedClassifier;
+use aya::programs::tc::TcAttachType;
 use weave_agent::mesh::ConnectionState;
 use weave_tests::convergence::{CONVERGE, DEAD_PEER, REJOIN};
 use weave_tests::snapshot::Status;
 use weave_tests::traffic::assert_tcp_stream;
 use weave_tests::wire::{DATA_PORT, carries, vni, vxlan_between, vxlan_pairs};
-use weave_tests::{
-    BpfLink, Cluster, Host, LAN_IFNAME, Netns, TEST_PREFIX, bpf_link_exists, parse_link_stats,
-    wait_until,
-};
+use weave_tests::{Cluster, Host, LAN_IFNAME, Netns, TEST_PREFIX, parse_link_stats, wait_until};
 
 const FASTDP: &str = "fastdp";
 /// The bridge's end of the datapath port, where encapsulation runs.
@@ -162,55 +161,49 @@ fn mac_of(h: &Host, container: &str) -> String {
         .to_string()
 }
 
-/// The fastdp links the agent of `h` holds: TCX on the bridge port's egress
-/// (encapsulation) and on the LAN interface's ingress (decapsulation).
+/// The fastdp hooks: encapsulation at TCX egress of the bridge port,
+/// decapsulation at TCX ingress of the LAN interface.
+const HOOKS: [(&str, TcAttachType); 2] = [
+    (BRIDGE_PORT, TcAttachType::Egress),
+    (LAN_IFNAME, TcAttachType::Ingress),
+];
+
+/// (id, name) of the programs attached to the fastdp hooks of `h`, as the
+/// kernel reports them, whoever keeps them there (a process, a pin). An
+/// interface that is gone has none.
 #[track_caller]
-fn fastdp_links(h: &Host) -> Vec<(String, BpfLink)> {
-    let held = h.netns().bpf_links().unwrap_or_else(|e| panic!("{e:#}"));
-    held.into_iter()
-        .filter_map(|(dev, l)| {
-            let dev = dev?;
-            let attach = l.attach_type.as_deref().unwrap_or("");
-            let fastdp_hook = (dev == BRIDGE_PORT && attach.contains("egress"))
-                || (dev == LAN_IFNAME && attach.contains("ingress"));
-            (l.link_type == "tcx" && fastdp_hook).then_some((dev, l))
+fn tcx_programs(h: &Host) -> Vec<(u32, String)> {
+    let present = h.link_names();
+    h.netns()
+        .run_inside(|| {
+            HOOKS
+                .iter()
+                .filter(|(dev, _)| present.iter().any(|p| p == dev))
+                .flat_map(|&(dev, hook)| {
+                    let (_, programs) = SchedClassifier::query_tcx(dev, hook)
+                        .unwrap_or_else(|e| panic!("querying TCX {hook:?} of {dev}: {e}"));
+                    programs.into_iter().map(move |p| {
+                        let name = p.name_as_str().unwrap_or("?");
+                        (p.id(), format!("{name} on {dev} {hook:?}"))
+                    })
+                })
+                .collect()
         })
-        .collect()
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// Asserts that the agent of `h` holds exactly one encapsulation and one
-/// decapsulation link; returns their kernel ids.
+/// Asserts that exactly fastdp's two programs sit on its hooks of `h`;
+/// returns their ids.
 #[track_caller]
 fn assert_fastdp_attached(h: &Host) -> Vec<u32> {
-    let links = fastdp_links(h);
-    let mut hooks: Vec<&str> = links.iter().map(|(dev, _)| dev.as_str()).collect();
-    hooks.sort_unstable();
-    assert_eq!(
-        hooks,
-        [LAN_IFNAME, BRIDGE_PORT],
-        "{}: one fastdp link on each hook: {links:#?}",
+    let programs = tcx_programs(h);
+    let names: Vec<&str> = programs.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(
+        names.len() == 2 && names.iter().all(|n| n.starts_with("weave_fastdp")),
+        "{}: one fastdp program on each hook: {names:?}",
         h.nickname()
     );
-    links
-        .iter()
-        .map(|(_, l)| l.link_id.expect("fdinfo of a BPF link names its id"))
-        .collect()
-}
-
-/// Waits until the kernel has none of the BPF links `ids` any more (it
-/// releases a dead process's files a little after the process is gone).
-#[track_caller]
-fn assert_links_gone(ids: &[u32], after: &str) {
-    wait_until(
-        &format!("{after}: fastdp links {ids:?} to be gone"),
-        Duration::from_secs(10),
-        || {
-            ids.iter()
-                .all(|&id| !bpf_link_exists(id).unwrap_or_else(|e| panic!("{e:#}")))
-                .then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    programs.into_iter().map(|(id, _)| id).collect()
 }
 
 /// `ethwe` addresses and names of one container per host, in one subnet.
@@ -584,7 +577,7 @@ fn fastdp_on_the_wire_is_the_same_vxlan_as_the_agents_path() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn a_stopped_or_killed_fastdp_agent_leaves_no_link_fails_closed_and_resumes() {
+fn a_stopped_or_killed_fastdp_agent_leaves_no_program_fails_closed_and_resumes() {
     let (c, a, b) = two_fastdp_hosts("fdstop");
     let (h1, h2) = (&c[0], &c[1]);
 
@@ -596,11 +589,14 @@ fn a_stopped_or_killed_fastdp_agent_leaves_no_link_fails_closed_and_resumes() {
             h1.kill_agent();
         }
         assert!(h1.agent_pids().is_empty(), "{end}: h1's agent is gone");
-        assert_links_gone(&ids, end);
-        assert!(
-            fastdp_links(h1).is_empty(),
-            "{end}: no process of h1 holds a fastdp link"
-        );
+        // The kernel detaches a dead process's links as it releases its
+        // files, which can trail the process's exit a little.
+        wait_until(
+            &format!("{end}: no program left on fastdp's hooks (were {ids:?})"),
+            Duration::from_secs(10),
+            || tcx_programs(h1).is_empty().then_some(()),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}: {:?}", tcx_programs(h1)));
         // No agent: nothing leaves or enters h1's containers, neither
         // through the kernel nor otherwise.
         h1.assert_no_ping(&a, "10.0.1.2");
@@ -613,7 +609,7 @@ fn a_stopped_or_killed_fastdp_agent_leaves_no_link_fails_closed_and_resumes() {
         let new_ids = assert_fastdp_attached(h1);
         assert!(
             new_ids.iter().all(|id| !ids.contains(id)),
-            "{end}: the relaunched agent attached links of its own"
+            "{end}: the relaunched agent attached programs of its own: {ids:?}, {new_ids:?}"
         );
         let names = ["fastdp_encap", "fastdp_decap"];
         let before = [h1, h2].map(|h| counters(h, names));

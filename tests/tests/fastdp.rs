@@ -551,8 +551,10 @@ fn fastdp_on_the_wire_is_the_same_vxlan_as_the_agents_path() {
         let ip = lines
             .windows(2)
             .find(|w| w[1].trim().starts_with(&between))
-            .map(|w| w[0])
-            .unwrap_or_else(|| panic!("no verbose header for {between}:\n{verbose}"));
+            .map_or_else(
+                || panic!("no verbose header for {between}:\n{verbose}"),
+                |w| w[0],
+            );
         let fields: Vec<&str> = ip
             .split([',', '(', ')'])
             .map(str::trim)

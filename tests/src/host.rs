@@ -517,8 +517,11 @@ impl Drop for Host {
 }
 
 /// The data plane the harness launches agents with: `WEAVE_TEST_DATAPLANE`
-/// (`plain`, `xdp` or `auto`), default `plain`, the baseline path.
-/// `cargo xtask test` runs the multi-host and encryption suites once more with `xdp`.
+/// (`plain`, `xdp`, `fastdp` or `auto`), default `plain`, the baseline path.
+/// `cargo xtask test` runs the suites that launch agents once more with
+/// `xdp`, and those that carry traffic between hosts a third time with
+/// `fastdp`. A test can still launch a host on another data plane
+/// (`launch_env` with `WEAVE_DATAPLANE`), as the fastdp suite does per host.
 pub fn test_dataplane() -> String {
     std::env::var("WEAVE_TEST_DATAPLANE").unwrap_or_else(|_| "plain".to_owned())
 }

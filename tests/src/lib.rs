@@ -24,7 +24,8 @@
 //! [`program_tests`] (the eBPF program suites' private namespaces),
 //! `snapshot` (`weave status --json` as weave-agent's `Status`: what tests
 //! read), [`report`] (the text of `weave ps` and of `weave status`, as the
-//! demo shows it).
+//! demo shows it), [`traffic`] (a listener, a SHA-1-checked TCP stream
+//! between containers), [`wire`] (reading VXLAN off a LAN capture).
 
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ pub mod program_tests;
 pub mod report;
 #[cfg(feature = "agent-status")]
 pub mod snapshot;
+pub mod traffic;
+pub mod wire;
 
 pub use cleanup::{alive, host_dir, purge, sweep_stale};
 pub use cluster::{Cluster, LAN_NET, LAN_PREFIX_LEN};
@@ -54,7 +57,9 @@ pub use dockerd::Dockerd;
 pub use host::{Host, test_dataplane};
 pub use image::import_busybox;
 pub use lan::{Capture, LAN_BRIDGE, LAN_IFNAME, LAN_MTU, Lan, LanPort, parse_cidr};
-pub use netns::{BpfLink, Link, Netns, bpf_links_held_by, in_netns, parse_links};
+pub use netns::{
+    BpfLink, Link, LinkStats, Netns, bpf_links_held_by, in_netns, parse_link_stats, parse_links,
+};
 pub use poll::{interrupt, interrupted, wait_for, wait_until};
 pub use prereq::{docker_cli, find_program, is_root, require_root, weave_bin, workspace_root};
 

@@ -97,6 +97,33 @@ pub fn bpf_links_held_by(pid: u32) -> Vec<BpfLink> {
     .collect()
 }
 
+/// Packet and byte counters of one interface, from `/proc/net/dev`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+}
+
+/// The counters of `dev` in `/proc/net/dev` text.
+pub fn parse_link_stats(text: &str, dev: &str) -> Option<LinkStats> {
+    let line = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(dev)?.strip_prefix(':'))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    Some(LinkStats {
+        rx_bytes: *fields.first()?,
+        rx_packets: *fields.get(1)?,
+        tx_bytes: *fields.get(8)?,
+        tx_packets: *fields.get(9)?,
+    })
+}
+
 /// A network namespace created with `ip netns add`, deleted on drop together
 /// with any process still inside it.
 #[derive(Debug)]
@@ -150,6 +177,17 @@ impl Netns {
             "ip",
             ["-n", &self.name, "-o", "link", "show"],
         ))?))
+    }
+
+    /// Counters of interface `dev` of this namespace. Read from
+    /// `/proc/self/net/dev` of a process inside it: `/sys/class/net` would
+    /// show the sysfs mounted where the command runs, the machine's.
+    pub fn link_stats(&self, dev: &str) -> Result<LinkStats> {
+        let mut c = self.command("cat");
+        c.arg("/proc/self/net/dev");
+        let text = check(&mut c)?;
+        parse_link_stats(&text, dev)
+            .with_context(|| format!("no counters of {dev} in {}:\n{text}", self.name))
     }
 
     /// Pids of the processes inside this namespace.
@@ -275,6 +313,25 @@ mod tests {
                 up: false
             }
         );
+    }
+
+    #[test]
+    fn parses_proc_net_dev() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+                    face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+                    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n  \
+                    eth0: 1000      10    0    0    0     0          0         0   200000      20    0    0    0     0       0          0\n";
+        assert_eq!(
+            parse_link_stats(text, "eth0"),
+            Some(LinkStats {
+                rx_bytes: 1000,
+                rx_packets: 10,
+                tx_bytes: 200_000,
+                tx_packets: 20
+            })
+        );
+        assert_eq!(parse_link_stats(text, "eth1"), None);
+        assert_eq!(parse_link_stats(text, "eth"), None);
     }
 
     #[test]

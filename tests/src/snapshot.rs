@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use weave_agent::mesh::{ConnectionState, MeshStatus};
+use weave_agent::mesh::{ConnectionState, ConnectionStatus, MeshStatus};
 pub use weave_agent::status::Status;
 
 use crate::host::Host;
@@ -24,6 +24,17 @@ impl Host {
         let json = self.try_weave(&["status", "--json"])?;
         serde_json::from_str(&json)
             .with_context(|| format!("decoding `weave status --json`:\n{json}"))
+    }
+
+    /// `weave status connections --json`: the connections, each with the
+    /// data plane carrying it (`fastdp`, `xdp`, `plain`) and why fastdp is off.
+    pub fn try_connections(&self) -> Result<Vec<ConnectionStatus>> {
+        let json = self.try_weave(&["status", "connections", "--json"])?;
+        let section: serde_json::Value = serde_json::from_str(&json)
+            .with_context(|| format!("decoding `weave status connections --json`:\n{json}"))?;
+        serde_json::from_value(section["connections"].clone()).with_context(|| {
+            format!("the connections of `weave status connections --json`:\n{json}")
+        })
     }
 
     /// [`Host::try_status`], panicking on failure.

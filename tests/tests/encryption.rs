@@ -8,7 +8,10 @@
 //!
 //! Each test builds its own hosts (`wvt<pid>-<test>-h1..h3` on a LAN of
 //! their own) and removes them, also when it fails. Every wait polls a
-//! condition against a deadline; no timing is asserted.
+//! condition against a deadline; no timing is asserted. Agents run on the
+//! data plane `WEAVE_TEST_DATAPLANE` names unless a test picks one:
+//! `cargo xtask test` runs the suite on plain, xdp and fastdp (whose
+//! programs stay idle with a password: the xdp engine seals every frame).
 //!
 //! Also (issue 6, item 2): only root talks to the control socket, even if
 //! its mode were opened up.

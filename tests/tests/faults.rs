@@ -5,7 +5,9 @@
 //! Each test builds its own hosts (`wvt<pid>-<test>-h1..h3`) and removes
 //! them, also when it fails. All traffic stays inside those namespaces.
 //! Every wait polls against a deadline; faults are injected on events (a
-//! port appearing, a peer declared dead), never after a sleep.
+//! port appearing, a peer declared dead), never after a sleep. Agents run
+//! on the data plane `WEAVE_TEST_DATAPLANE` names: `cargo xtask test` runs
+//! the suite on plain, xdp and fastdp.
 //!
 //! Needs root, dockerd, nftables and the `weave` binary (`WEAVE_BIN`); run
 //! with `cargo xtask test`.

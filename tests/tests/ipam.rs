@@ -12,7 +12,9 @@
 //! a container adds routes, changes its address, or sends crafted ARP.
 //!
 //! Each test builds its own three hosts (see `multi_host.rs`) and removes them,
-//! also when it fails. Every wait polls against a deadline.
+//! also when it fails. Every wait polls against a deadline. Agents run on
+//! the data plane `WEAVE_TEST_DATAPLANE` names: `cargo xtask test` runs the
+//! suite on plain, xdp and fastdp, so isolation holds on each.
 //!
 //! Needs root, dockerd, nftables, tcpdump and the `weave` binary (`WEAVE_BIN`);
 //! run with `cargo xtask test`, which runs them one at a time.

@@ -17,27 +17,29 @@
 //! it fails. All traffic stays inside those namespaces. Every wait polls a
 //! condition against a deadline; no timing is asserted.
 //!
+//! Agents run on the data plane `WEAVE_TEST_DATAPLANE` names (plain by
+//! default; `cargo xtask test` runs the suite again on xdp and on fastdp).
+//! Where the data planes differ, the expectation says so: the xdp engine
+//! coalesces a stream's segments into super-frames, fastdp carries the
+//! container's super-frames whole in the kernel, plain does neither.
+//!
 //! Needs root, dockerd, nftables, tcpdump and the `weave` binary (`WEAVE_BIN`);
 //! run with `cargo xtask test`, which runs them one at a time.
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read as _, Write as _};
-use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use weave_agent::mesh::ConnectionState;
 use weave_tests::convergence::{CONVERGE, DEAD_PEER, REJOIN};
 use weave_tests::snapshot::{Status, established_with};
+use weave_tests::traffic::{assert_tcp_stream, listen};
+use weave_tests::wire::{CONTROL_PORT, DATA_PORT, carries, vxlan_pairs};
 use weave_tests::{Cluster, Host, Netns, TEST_PREFIX, test_dataplane, wait_until};
 
 /// The default MTU on a 1500-byte LAN: 1500 less VXLAN's 50.
 const OVERLAY_MTU: u32 = 1450;
-const CONTROL_PORT: u16 = 6783;
-const DATA_PORT: u16 = 6784;
-/// Size of the TCP stream, in MiB.
-const STREAM_MIB: u64 = 100;
-/// Longest a 100 MiB transfer may take before its command is killed.
-const STREAM_TIMEOUT: Duration = Duration::from_mins(5);
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -65,115 +67,20 @@ fn assert_ping_all(h: &Host, container: &str, addr: &str, size: u32) {
     );
 }
 
+/// eBPF counter `name` of `h`.
+#[track_caller]
+fn counter(h: &Host, name: &str) -> u64 {
+    h.status()
+        .counter(name)
+        .unwrap_or_else(|| panic!("{}: no eBPF counter {name}", h.nickname()))
+}
+
 /// `ip route add ROUTE dev ethwe` in the container's namespace (containers
 /// have no `CAP_NET_ADMIN` of their own).
 #[track_caller]
 fn add_route(h: &Host, container: &str, route: &str) {
     h.in_container(container, "ip", &["route", "add", route, "dev", "ethwe"])
         .expect_ok();
-}
-
-/// `sha1sum FILE` in a container.
-#[track_caller]
-fn sha1(h: &Host, container: &str, file: &str) -> String {
-    let out = h.exec_ok(container, &["sha1sum", file]);
-    out.split_whitespace()
-        .next()
-        .unwrap_or_else(|| panic!("sha1sum printed {out:?}"))
-        .to_string()
-}
-
-#[track_caller]
-fn file_size(h: &Host, container: &str, file: &str) -> u64 {
-    h.exec_ok(container, &["stat", "-c", "%s", file])
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// Starts busybox `nc -l -p PORT > FILE` in the container, detached, and
-/// waits until it listens. Its stdin is a pipe that stays open: on EOF there
-/// busybox nc would close its sending half, and the client, seeing EOF,
-/// would quit before it has sent everything.
-#[track_caller]
-fn listen(h: &Host, container: &str, port: u16, file: &str) {
-    let script = format!("sleep 3600 | nc -l -p {port} > {file}");
-    h.docker_ok(&["exec", "-d", container, "sh", "-c", &script]);
-    wait_until(
-        &format!("{container} to listen on port {port}"),
-        Duration::from_secs(20),
-        || {
-            let out = h.exec(container, &["netstat", "-ltn"]);
-            out.stdout.contains(&format!(":{port} ")).then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-}
-
-/// Sends `STREAM_MIB` MiB of random data over TCP from `src` to `dst` (at
-/// `dst_addr`) with busybox `nc`, and compares size and SHA-1 on both ends.
-#[track_caller]
-fn assert_tcp_stream(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str) {
-    let ((sh, sc), (dh, dc)) = (src, dst);
-    let bytes = STREAM_MIB * 1024 * 1024;
-    sh.exec_ok(
-        sc,
-        &[
-            "dd",
-            "if=/dev/urandom",
-            "of=/tmp/sent",
-            "bs=1048576",
-            &format!("count={STREAM_MIB}"),
-        ],
-    );
-    assert_eq!(file_size(sh, sc, "/tmp/sent"), bytes);
-    listen(dh, dc, 5000, "/tmp/received");
-    let sent = sh.exec_within(
-        sc,
-        &["sh", "-c", &format!("nc {dst_addr} 5000 < /tmp/sent")],
-        STREAM_TIMEOUT,
-    );
-    assert!(sent.success(), "sending {STREAM_MIB} MiB:\n{sent}");
-    // The receiver ends when the sender has closed its half and all arrived.
-    wait_until(
-        &format!("the receiver in {dc} to finish"),
-        Duration::from_mins(1),
-        || (!dh.exec(dc, &["pidof", "nc"]).success()).then_some(()),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(
-        file_size(dh, dc, "/tmp/received"),
-        bytes,
-        "all {STREAM_MIB} MiB arrived"
-    );
-    assert_eq!(
-        sha1(dh, dc, "/tmp/received"),
-        sha1(sh, sc, "/tmp/sent"),
-        "the stream arrived intact"
-    );
-}
-
-/// (outer, inner) line pairs of `tcpdump -T vxlan` output: each VXLAN line
-/// and the line of the frame it carries.
-fn vxlan_pairs(decoded: &str) -> Vec<(String, String)> {
-    let lines: Vec<&str> = decoded.lines().collect();
-    lines
-        .windows(2)
-        .filter(|w| w[0].contains("VXLAN"))
-        .map(|w| (w[0].to_string(), w[1].to_string()))
-        .collect()
-}
-
-/// Whether some VXLAN packet from `from` to `to` (LAN addresses) carries a
-/// frame whose line contains `inner`.
-fn carries(decoded: &str, from: Ipv4Addr, to: Ipv4Addr, inner: &str) -> bool {
-    let outer = |line: &str| {
-        line.contains(&format!("IP {from}."))
-            && line.contains(&format!("> {to}.{DATA_PORT}: VXLAN"))
-    };
-    vxlan_pairs(decoded)
-        .iter()
-        .any(|(o, i)| outer(o) && i.contains(inner))
 }
 
 // ---------------------------------------------------------------------------
@@ -321,14 +228,29 @@ fn containers_on_different_hosts_share_a_subnet_and_nothing_else() {
         assert_ping_all(h3, &y, "10.0.2.2", size);
     }
 
-    assert_tcp_stream((h1, &a), (h2, &b), "10.0.1.2");
+    let gso_before = (
+        counter(h1, "fastdp_encap_gso"),
+        counter(h2, "fastdp_decap_gso"),
+    );
+    assert_tcp_stream((h1, &a), (h2, &b), "10.0.1.2", 5000);
     // On the xdp data plane the stream's segments enter h2's bridge merged
-    // into GSO super-frames; the plain one passes them one by one.
+    // into GSO super-frames; the plain one passes them one by one; on
+    // fastdp the stream bypasses the agents: the kernel carries the
+    // container's super-frames whole (whether the agent coalesced anything,
+    // say frames sent before h1 learnt b's MAC, does not matter).
     let coalesced = h2.status().overlay_stats.frames_coalesced;
-    if test_dataplane() == "xdp" {
-        assert!(coalesced > 0, "no TCP segment was coalesced on h2");
-    } else {
-        assert_eq!(coalesced, 0, "the plain data plane coalesces nothing");
+    let gso = (
+        counter(h1, "fastdp_encap_gso"),
+        counter(h2, "fastdp_decap_gso"),
+    );
+    match test_dataplane().as_str() {
+        "xdp" => assert!(coalesced > 0, "no TCP segment was coalesced on h2"),
+        "fastdp" => assert!(
+            gso.0 > gso_before.0 && gso.1 > gso_before.1,
+            "the stream's super-frames crossed in the kernel: encapsulated on h1 and \
+             decapsulated on h2 (before, after): {gso_before:?}, {gso:?}"
+        ),
+        _ => assert_eq!(coalesced, 0, "the plain data plane coalesces nothing"),
     }
 
     // Subnets stay apart across hosts, even when containers route into the
@@ -904,6 +826,18 @@ fn an_agent_restarted_while_traffic_flows_resumes_and_leaks_nothing() {
         "agent memory stays bounded: {rss_before} KiB at first, {rss_after} KiB after restarts"
     );
 
+    if test_dataplane() == "fastdp" {
+        // The relaunched agent runs fastdp, and h2 uses it with h1 again.
+        let connections = h2.try_connections().unwrap();
+        assert!(
+            connections
+                .iter()
+                .any(|c| c.state == ConnectionState::Established
+                    && c.nickname.as_deref() == Some("h1")
+                    && c.dataplane == "fastdp"),
+            "h2 - h1 on fastdp after h1's restarts: {connections:#?}"
+        );
+    }
     if xdp {
         let status = h1.status();
         assert_eq!(

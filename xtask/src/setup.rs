@@ -93,6 +93,11 @@ const PACKAGES: &[Package] = &[
     ),
     pkg("iputils-ping", "ping on the hosts", Probe::Program("ping")),
     pkg(
+        "ethtool",
+        "turning a LAN interface's tunnel segmentation off in the fastdp tests",
+        Probe::Program("ethtool"),
+    ),
+    pkg(
         "nftables",
         "blocking paths between simulated hosts in tests",
         Probe::Program("nft"),

@@ -11,7 +11,10 @@ use crate::{build, setup};
 /// simulated host, and load BPF programs. They run one at a time against the freshly
 /// built `weave` (passed to them as `WEAVE_BIN`), with agents on the plain data
 /// plane; then every suite that launches agents runs again on the xdp data
-/// plane (`WEAVE_TEST_DATAPLANE=xdp`).
+/// plane (`WEAVE_TEST_DATAPLANE=xdp`), and the suites that carry traffic
+/// between hosts a third time on fastdp (`WEAVE_TEST_DATAPLANE=fastdp`: eBPF
+/// VXLAN in the kernel between fastdp neighbours, xdp for the rest). The
+/// `fastdp` suite itself mixes data planes per host and runs once.
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Build and test with the release profile.
@@ -23,7 +26,7 @@ pub(crate) struct Args {
 }
 
 /// The integration suites whose agents run on the data plane that
-/// `WEAVE_TEST_DATAPLANE` names.
+/// `WEAVE_TEST_DATAPLANE` names: each runs again on xdp.
 const AGENT_SUITES: [&str; 6] = [
     "single_host",
     "mesh",
@@ -32,6 +35,12 @@ const AGENT_SUITES: [&str; 6] = [
     "encryption",
     "faults",
 ];
+
+/// Of those, the suites that run again on fastdp: the ones whose traffic
+/// crosses between hosts (`single_host` has one host, and `mesh` runs the
+/// control plane alone; what fastdp changes there, the negotiation, `mesh`
+/// and `fastdp` test directly).
+const FASTDP_SUITES: [&str; 4] = ["multi_host", "ipam", "encryption", "faults"];
 
 pub(crate) fn run(args: Args) -> Result<()> {
     if !weave_tests::is_root() {
@@ -77,20 +86,26 @@ pub(crate) fn run(args: Args) -> Result<()> {
     run_loud(&mut integration)?;
 
     // Every suite that launches agents once more on the accelerated data
-    // plane (the run above used the harness's default, plain): both data
-    // planes must pass them. (`overlay` runs both engines itself;
-    // `classifier` and `fuzz_corpus` launch no agent.)
-    for suite in AGENT_SUITES {
+    // plane, and those that carry traffic between hosts on fastdp too (the
+    // run above used the harness's default, plain): every data plane must
+    // pass them. (`overlay` runs both engines itself; `classifier` and
+    // `fuzz_corpus` launch no agent.)
+    let passes = AGENT_SUITES
+        .iter()
+        .map(|suite| (*suite, "xdp"))
+        .chain(FASTDP_SUITES.iter().map(|suite| (*suite, "fastdp")));
+    for (suite, dataplane) in passes {
         header(&format!(
-            "test: {suite} suite again with WEAVE_TEST_DATAPLANE=xdp"
+            "test: {suite} suite again with WEAVE_TEST_DATAPLANE={dataplane}"
         ));
-        let mut xdp = util::cargo();
-        xdp.env("WEAVE_BIN", &weave)
-            .env("WEAVE_TEST_DATAPLANE", "xdp")
+        let mut again = util::cargo();
+        again
+            .env("WEAVE_BIN", &weave)
+            .env("WEAVE_TEST_DATAPLANE", dataplane)
             .args(["test", "--package", "weave-tests", "--test", suite]);
-        profile(&mut xdp);
-        xdp.args(["--", "--test-threads=1"]).args(&args.test_args);
-        run_loud(&mut xdp)?;
+        profile(&mut again);
+        again.args(["--", "--test-threads=1"]).args(&args.test_args);
+        run_loud(&mut again)?;
     }
 
     header("test: all tests passed");

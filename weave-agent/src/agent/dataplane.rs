@@ -19,7 +19,9 @@ use crate::overlay::{
 pub(super) struct Selected {
     pub overlay: Arc<dyn Overlay>,
     pub reason: String,
-    /// The in-kernel path runs (advertised to peers in the handshake).
+    /// The in-kernel path runs: attached, and idle in password mode. The
+    /// mesh offers it in hellos and uses it only without a password, and
+    /// says per connection why not ("password mode", "peer has no fastdp").
     pub fastdp: bool,
 }
 
@@ -106,7 +108,10 @@ pub(super) fn start(
                     "fastdp idle in password mode (every frame is sealed and takes {xdp_line}) ({chosen})"
                 ),
                 overlay: fastdp,
-                fastdp: false,
+                // It runs (idle): the mesh neither offers nor uses it with a
+                // password, and shows "fastdp off: password mode" on each
+                // connection rather than nothing.
+                fastdp: true,
             })
         }
         Ok(fastdp) => Ok(Selected {

@@ -6,6 +6,7 @@ mod attach;
 mod connect;
 mod launch;
 mod ps;
+mod report;
 mod reset;
 mod rmpeer;
 mod run;
@@ -46,6 +47,7 @@ pub enum Command {
     Detach(attach::DetachArgs),
     Ps(ps::Args),
     Status(status::Args),
+    Report(report::Args),
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -62,6 +64,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Detach(args) => attach::detach(&cli.paths, args),
         Command::Ps(args) => ps::run(&cli.paths, args),
         Command::Status(args) => status::run(&cli.paths, args),
+        Command::Report(args) => report::run(&cli.paths, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

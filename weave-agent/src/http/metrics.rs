@@ -135,19 +135,19 @@ pub fn render(status: &Status, terminations: u64) -> String {
     }
     r.register(
         "weave_connections",
-        "Number of peer-to-peer connections.",
+        "Number of peer-to-peer connections",
         connections,
     );
     counter(
         &mut r,
         "weave_connection_terminations",
-        "Number of peer-to-peer connections terminated (established connections this endpoint saw end between two snapshots).",
+        "Number of peer-to-peer connections terminated (established connections this endpoint saw end between two snapshots)",
         terminations,
     );
     gauge(
         &mut r,
         "weave_peers",
-        "Number of peers this peer knows, itself included.",
+        "Number of peers this peer knows, itself included",
         mesh.peers.len() as i64,
     );
 
@@ -159,25 +159,26 @@ pub fn render(status: &Status, terminations: u64) -> String {
         .set(ipam.in_use_here as i64);
     ips.get_or_create(&vec![("state", "local-owned".to_string())])
         .set(ours.map_or(0, |p| i64::from(p.owned)));
-    r.register("weave_ips", "Number of IP addresses.", ips);
+    r.register("weave_ips", "Number of IP addresses", ips);
     gauge(
         &mut r,
         "weave_max_ips",
-        "Size of IP address space used by allocator.",
+        "Size of IP address space used by allocator",
         1i64 << (32 - u32::from(ipam.range.prefix_len())),
     );
     let unreachable: Vec<_> = ipam.peers.iter().filter(|p| !p.reachable).collect();
     gauge(
         &mut r,
         "weave_ipam_unreachable_count",
-        "Number of unreachable peers that own part of the address space.",
+        "Number of unreachable peers that own part of the address space",
         unreachable.len() as i64,
     );
     let percent = Gauge::<f64, AtomicU64>::default();
-    percent.set(unreachable.iter().map(|p| p.percent).sum());
+    // (An empty f64 sum is -0.0.)
+    percent.set(unreachable.iter().fold(0.0, |sum, p| sum + p.percent));
     r.register(
         "weave_ipam_unreachable_percentage",
-        "Percentage of the address space owned by unreachable peers.",
+        "Percentage of the address space owned by unreachable peers",
         percent,
     );
     // The agent serves one request at a time and answers a snapshot only
@@ -187,19 +188,19 @@ pub fn render(status: &Status, terminations: u64) -> String {
     gauge(
         &mut r,
         "weave_ipam_pending_allocates",
-        "Number of pending allocates (always 0 when answered: see the README).",
+        "Number of pending allocates (always 0 when answered: see the README)",
         0,
     );
     gauge(
         &mut r,
         "weave_ipam_pending_claims",
-        "Number of pending claims (always 0 when answered: see the README).",
+        "Number of pending claims (always 0 when answered: see the README)",
         0,
     );
     gauge(
         &mut r,
         "weave_containers",
-        "Containers attached on this peer.",
+        "Containers attached on this peer",
         status.containers as i64,
     );
 
@@ -209,7 +210,7 @@ pub fn render(status: &Status, terminations: u64) -> String {
     counters(
         &mut r,
         "weave_frames",
-        "Frames the userspace data plane carried between hosts, by direction.",
+        "Frames the userspace data plane carried between hosts, by direction",
         [
             ("sent", o.frames_sent),
             ("received", o.frames_received),
@@ -256,13 +257,13 @@ pub fn render(status: &Status, terminations: u64) -> String {
     counters(
         &mut r,
         "weave_dropped_frames",
-        "Frames dropped, by where (overlay, bridge, fastdp) and why.",
+        "Frames dropped, by where (overlay, bridge, fastdp) and why",
         overlay_drops.into_iter().chain(bridge_drops),
     );
     counters(
         &mut r,
         "weave_overlay_events",
-        "Other data plane events between hosts (MACs not learnt, GSO refused).",
+        "Other data plane events between hosts (MACs not learnt, GSO refused)",
         [
             ("macs_not_learnt", o.macs_not_learnt),
             ("gso_refused", o.gso_refused),
@@ -272,7 +273,7 @@ pub fn render(status: &Status, terminations: u64) -> String {
     counters(
         &mut r,
         "weave_ebpf_packets",
-        "The eBPF programs' verdict counters, by name (as in `weave status dataplane`).",
+        "The eBPF programs' verdict counters, by name (as in `weave status dataplane`)",
         status
             .counters
             .iter()
@@ -281,7 +282,7 @@ pub fn render(status: &Status, terminations: u64) -> String {
     counters(
         &mut r,
         "weave_mesh_events",
-        "Control plane events (refused handshakes, timeouts, dropped connections...), by name.",
+        "Control plane events (refused handshakes, timeouts, dropped connections...), by name",
         mesh.counters
             .named()
             .into_iter()

@@ -20,7 +20,9 @@ use crate::config::Paths;
 /// Weave Net, rebuilt in Rust with an eBPF dataplane: containers on every
 /// host join one virtual switch, `weave`, get addresses automatically, and
 /// are isolated by subnet. Peers gossip over TCP 6783 and carry frames as
-/// VXLAN over UDP 6784.
+/// VXLAN over UDP 6784. A read-only HTTP endpoint (`launch --status-addr`,
+/// default 127.0.0.1:6782) serves the status, the JSON report, Prometheus
+/// metrics and a live topology page.
 ///
 /// Environment: `WEAVE_SOCKET`, `WEAVE_STATE_DIR` and `DOCKER_HOST` set the agent's
 /// control socket, state directory and Docker endpoint (one set per agent when

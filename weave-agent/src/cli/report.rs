@@ -5,9 +5,10 @@ use anyhow::{Context as _, bail};
 use crate::api::{Reply, Request, client};
 use crate::config::Paths;
 
-/// Print the agent's report: one JSON object with everything `weave status`
-/// and its sections show (the same snapshot as `weave status --json` and
-/// the HTTP endpoint's `/report`).
+/// Print the agent's report as JSON, for scripts.
+///
+/// One object with everything `weave status` and its sections show: the
+/// same snapshot as `weave status --json` and the HTTP endpoint's `/report`.
 #[derive(clap::Args, Debug)]
 pub struct Args;
 

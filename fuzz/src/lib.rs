@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod gossip_merge;
+mod http_route;
 mod ipam_merge;
 mod mesh_frames;
 mod mesh_handshake;
@@ -32,6 +33,7 @@ mod tcp_coalesce;
 mod vxlan_parse;
 
 pub use gossip_merge::gossip_merge;
+pub use http_route::http_route;
 pub use ipam_merge::ipam_merge;
 pub use mesh_frames::mesh_frames;
 pub use mesh_handshake::mesh_handshake;
@@ -100,6 +102,11 @@ pub const TARGETS: &[FuzzTarget] = &[
         name: "tcp_coalesce",
         check: tcp_coalesce,
         seeds: tcp_coalesce::coalesce_seeds,
+    },
+    FuzzTarget {
+        name: "http_route",
+        check: http_route,
+        seeds: http_route::route_seeds,
     },
 ];
 

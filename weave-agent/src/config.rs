@@ -3,6 +3,7 @@
 //! side on one machine (one per simulated host), each CLI call reaching its own.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -32,6 +33,8 @@ pub const FALLBACK_UNDERLAY_MTU: u32 = 1500;
 /// Weave's ports: gossip over TCP, frames over UDP.
 pub const DEFAULT_PORT: u16 = 6783;
 pub const DEFAULT_DATA_PORT: u16 = 6784;
+/// Weave's read-only HTTP endpoint (status, report, metrics, topology page).
+pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:6782";
 
 #[derive(Args, Clone, Debug)]
 pub struct Paths {
@@ -102,6 +105,14 @@ pub struct LaunchOptions {
     /// UDP port for the encapsulated frames between peers.
     #[arg(long, default_value_t = DEFAULT_DATA_PORT)]
     pub data_port: u16,
+    /// Address of the read-only HTTP endpoint: `/status`, `/report` (JSON),
+    /// `/metrics` (Prometheus) and a live topology page at `/`. It answers
+    /// GET and HEAD only and never takes a command. Localhost by default;
+    /// `0.0.0.0:6782` lets a Prometheus elsewhere scrape it (anyone who can
+    /// reach the port then sees the mesh's status). `off` or an empty value
+    /// turns it off.
+    #[arg(long, env = "WEAVE_STATUS_ADDR", default_value = DEFAULT_STATUS_ADDR, value_name = "ADDR:PORT")]
+    pub status_addr: StatusAddr,
     /// Do not connect to peers learnt from other peers (only to targets).
     #[arg(long)]
     pub no_discovery: bool,
@@ -168,6 +179,33 @@ impl fmt::Debug for Password {
     }
 }
 
+/// `--status-addr`: where the HTTP endpoint listens, or nowhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusAddr(pub Option<SocketAddr>);
+
+impl FromStr for StatusAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|a| Self(Some(a)))
+            .map_err(|_| format!("{s:?} is not an address and port like 127.0.0.1:6782 (or `off`)"))
+    }
+}
+
+impl fmt::Display for StatusAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataplaneChoice {
     Auto,
@@ -217,5 +255,29 @@ impl LaunchOptions {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_addr_is_an_address_or_off() {
+        let parse = |s: &str| s.parse::<StatusAddr>();
+        assert_eq!(
+            parse(DEFAULT_STATUS_ADDR).unwrap().0,
+            Some("127.0.0.1:6782".parse().unwrap())
+        );
+        assert_eq!(parse("").unwrap(), StatusAddr(None));
+        assert_eq!(parse("off").unwrap(), StatusAddr(None));
+        assert_eq!(parse("OFF").unwrap().to_string(), "off");
+        assert_eq!(parse("[::1]:80").unwrap().to_string(), "[::1]:80");
+        assert!(
+            parse("localhost:6782")
+                .unwrap_err()
+                .contains("not an address")
+        );
+        assert!(parse("127.0.0.1").is_err());
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod docker;
 pub mod docker_args;
 pub mod ebpf;
+pub mod http;
 pub mod ipam;
 pub mod mac;
 pub mod mesh;

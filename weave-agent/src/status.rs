@@ -258,13 +258,13 @@ impl Status {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn renders_in_weaves_shape() {
+    /// A snapshot with a bit of everything (the HTTP endpoint's tests use it too).
+    pub(crate) fn sample() -> Status {
         let mesh = crate::mesh::status::tests::sample();
-        let st = Status {
+        Status {
             version: "weave-rs 0.1.0".into(),
             encryption: false,
             ipam: IpamStatus {
@@ -305,8 +305,14 @@ mod tests {
                 dropped_malformed: 4,
                 ..Default::default()
             },
-            mesh: mesh.clone(),
-        };
+            mesh,
+        }
+    }
+
+    #[test]
+    fn renders_in_weaves_shape() {
+        let st = sample();
+        let mesh = &st.mesh;
         let text = st.render();
         let name = format!("           Name: {}({})\n", mesh.name, mesh.nickname);
         assert!(text.contains(&name), "{text}");

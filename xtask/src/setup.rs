@@ -102,6 +102,16 @@ const PACKAGES: &[Package] = &[
         "blocking paths between simulated hosts in tests",
         Probe::Program("nft"),
     ),
+    pkg(
+        "prometheus",
+        "a real Prometheus scraping /metrics, and `promtool check metrics` (http tests)",
+        Probe::Program("promtool"),
+    ),
+    pkg(
+        "chromium",
+        "headless Chromium rendering the topology page (http tests)",
+        Probe::Program("chromium"),
+    ),
 ];
 
 /// bpf-linker as the notes build it: against Debian's LLVM 22.

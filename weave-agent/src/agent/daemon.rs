@@ -2,6 +2,7 @@
 //! file proves it), the control socket, signals, orderly shutdown.
 
 use std::fs::File;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 use super::{Agent, Next};
 use crate::api::{client, server};
 use crate::config::{LaunchOptions, Paths};
+use crate::http::{self, snapshot::Snapshots};
 
 /// How long a launch waits for the lock of an agent that is still exiting:
 /// a killed agent can be gone from `ps` before the kernel has closed all
@@ -72,10 +74,26 @@ pub fn run_foreground(paths: Paths, options: LaunchOptions) -> anyhow::Result<()
 }
 
 async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
+    // Bound before the agent starts, so that a taken port fails the launch
+    // before anything is built.
+    let status_listener = match options.status_addr.0 {
+        Some(addr) => Some(http::bind(addr).await.with_context(|| {
+            format!("opening the status endpoint on {addr} (--status-addr; `off` turns it off)")
+        })?),
+        None => None,
+    };
     let mut agent = Agent::start(paths.clone(), options).await?;
     let listener = server::bind(&paths.socket)
         .with_context(|| format!("opening the control socket {}", paths.socket.display()))?;
     let (tx, mut requests) = mpsc::channel(server::QUEUE_DEPTH);
+    // The HTTP endpoint asks for snapshots through the same queue as the
+    // control socket: the agent task stays the only owner of its state.
+    let http_task = status_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "status endpoint listening");
+        }
+        tokio::spawn(http::serve(l, Arc::new(Snapshots::new(tx.clone()))))
+    });
     let server_task = tokio::spawn(server::serve(listener, tx));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -104,5 +122,8 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
         }
     }
     server_task.abort();
+    if let Some(task) = http_task {
+        task.abort();
+    }
     Ok(())
 }

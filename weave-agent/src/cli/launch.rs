@@ -16,7 +16,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Start the weave agent on this host: the `weave` bridge and its eBPF
 /// programs, the connections to peers (TCP 6783) and the data plane between
-/// hosts (UDP 6784), and the control socket the other commands talk to.
+/// hosts (UDP 6784), the control socket the other commands talk to, and the
+/// read-only HTTP endpoint (`--status-addr`).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Run in the foreground instead of as a background daemon.

@@ -6,6 +6,7 @@ mod attach;
 mod connect;
 mod launch;
 mod ps;
+mod report;
 mod reset;
 mod rmpeer;
 mod run;
@@ -19,7 +20,9 @@ use crate::config::Paths;
 /// Weave Net, rebuilt in Rust with an eBPF dataplane: containers on every
 /// host join one virtual switch, `weave`, get addresses automatically, and
 /// are isolated by subnet. Peers gossip over TCP 6783 and carry frames as
-/// VXLAN over UDP 6784.
+/// VXLAN over UDP 6784. A read-only HTTP endpoint (`launch --status-addr`,
+/// default 127.0.0.1:6782) serves the status, the JSON report, Prometheus
+/// metrics and a live topology page.
 ///
 /// Environment: `WEAVE_SOCKET`, `WEAVE_STATE_DIR` and `DOCKER_HOST` set the agent's
 /// control socket, state directory and Docker endpoint (one set per agent when
@@ -46,6 +49,7 @@ pub enum Command {
     Detach(attach::DetachArgs),
     Ps(ps::Args),
     Status(status::Args),
+    Report(report::Args),
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -62,6 +66,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Detach(args) => attach::detach(&cli.paths, args),
         Command::Ps(args) => ps::run(&cli.paths, args),
         Command::Status(args) => status::run(&cli.paths, args),
+        Command::Report(args) => report::run(&cli.paths, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1058,7 +1058,7 @@ fn probe_finds_no_decap_l4_udp_on_this_kernel() {
         assert_eq!(
             run.verdict, EINVAL,
             "the probe returned {} (0 would mean the kernel clears tunnel GSO state on \
-             decapsulation: update this test and `docs/design/fastdp.md`)",
+             decapsulation: update this test and `docs/fastdp.md`)",
             run.verdict as i32
         );
         assert!(run.out == packet, "refused: the packet is unchanged");

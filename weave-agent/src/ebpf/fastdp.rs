@@ -108,27 +108,11 @@ impl Classifier {
 
     /// Hands fastdp's maps to the data plane (once).
     pub fn take_fastdp_maps(&mut self) -> Result<FastdpMaps, DataplaneError> {
-        let mut take = |name: &'static str| {
-            self.ebpf
-                .take_map(name)
-                .ok_or(DataplaneError::Missing { kind: "map", name })
-        };
-        let config = take(FASTDP_CONFIG_MAP)?;
-        let peers = take(FASTDP_PEERS_MAP)?;
-        let senders = take(FASTDP_SENDERS_MAP)?;
-        let learnt = take(FASTDP_LEARNT_MAP)?;
-        let open = |map: &'static str| {
-            move |source| DataplaneError::Map {
-                map,
-                op: "open",
-                source,
-            }
-        };
         Ok(FastdpMaps {
-            config: maps::Array::try_from(config).map_err(open(FASTDP_CONFIG_MAP))?,
-            peers: maps::HashMap::try_from(peers).map_err(open(FASTDP_PEERS_MAP))?,
-            senders: maps::HashMap::try_from(senders).map_err(open(FASTDP_SENDERS_MAP))?,
-            learnt: maps::RingBuf::try_from(learnt).map_err(open(FASTDP_LEARNT_MAP))?,
+            config: self.take_map(FASTDP_CONFIG_MAP)?,
+            peers: self.take_map(FASTDP_PEERS_MAP)?,
+            senders: self.take_map(FASTDP_SENDERS_MAP)?,
+            learnt: self.take_map(FASTDP_LEARNT_MAP)?,
         })
     }
 

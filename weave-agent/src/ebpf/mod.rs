@@ -152,23 +152,9 @@ impl Classifier {
     /// Hands the maps of the datapath program to the `AF_XDP` data plane
     /// (once: they leave the loaded object; the program keeps using them).
     pub fn take_datapath_maps(&mut self) -> Result<DatapathMaps, DataplaneError> {
-        let mut take = |name: &'static str| {
-            self.ebpf
-                .take_map(name)
-                .ok_or(DataplaneError::Missing { kind: "map", name })
-        };
-        let sockets = take(XSKS_MAP)?;
-        let peer_macs = take(PEER_MACS_MAP)?;
-        let open = |map: &'static str| {
-            move |source| DataplaneError::Map {
-                map,
-                op: "open",
-                source,
-            }
-        };
         Ok(DatapathMaps {
-            sockets: maps::XskMap::try_from(sockets).map_err(open(XSKS_MAP))?,
-            peer_macs: maps::HashMap::try_from(peer_macs).map_err(open(PEER_MACS_MAP))?,
+            sockets: self.take_map(XSKS_MAP)?,
+            peer_macs: self.take_map(PEER_MACS_MAP)?,
         })
     }
 
@@ -458,15 +444,37 @@ impl Classifier {
     }
 
     fn endpoints(&mut self) -> Result<maps::HashMap<&mut MapData, u32, Endpoint>, DataplaneError> {
+        self.hash_map(ENDPOINTS_MAP)
+    }
+
+    /// The loaded object's hash map `name`, opened in place.
+    fn hash_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<maps::HashMap<&mut MapData, K, V>, DataplaneError> {
         let map = self
             .ebpf
-            .map_mut(ENDPOINTS_MAP)
-            .ok_or(DataplaneError::Missing {
-                kind: "map",
-                name: ENDPOINTS_MAP,
-            })?;
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
         maps::HashMap::try_from(map).map_err(|source| DataplaneError::Map {
-            map: ENDPOINTS_MAP,
+            map: name,
+            op: "open",
+            source,
+        })
+    }
+
+    /// Takes map `name` out of the loaded object (the programs keep using
+    /// it) as the typed map `T`; once per map.
+    fn take_map<T>(&mut self, name: &'static str) -> Result<T, DataplaneError>
+    where
+        T: TryFrom<maps::Map, Error = MapError>,
+    {
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
+        T::try_from(map).map_err(|source| DataplaneError::Map {
+            map: name,
             op: "open",
             source,
         })
@@ -497,18 +505,7 @@ impl Classifier {
     }
 
     fn local_macs(&mut self) -> Result<maps::HashMap<&mut MapData, u64, u32>, DataplaneError> {
-        let map = self
-            .ebpf
-            .map_mut(LOCAL_MACS_MAP)
-            .ok_or(DataplaneError::Missing {
-                kind: "map",
-                name: LOCAL_MACS_MAP,
-            })?;
-        maps::HashMap::try_from(map).map_err(|source| DataplaneError::Map {
-            map: LOCAL_MACS_MAP,
-            op: "open",
-            source,
-        })
+        self.hash_map(LOCAL_MACS_MAP)
     }
 
     /// Removes `ENDPOINTS[ifindex]` and its MAC from `LOCAL_MACS`; an absent

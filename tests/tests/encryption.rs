@@ -96,17 +96,7 @@ fn encrypted_with(
 fn send_marker(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str, port: u16) {
     let ((sh, sc), (dh, dc)) = (src, dst);
     let file = format!("/tmp/marker-{port}");
-    let script = format!("sleep 3600 | nc -l -p {port} > {file}");
-    dh.docker_ok(&["exec", "-d", dc, "sh", "-c", &script]);
-    wait_until(
-        &format!("{dc} to listen on port {port}"),
-        Duration::from_secs(20),
-        || {
-            let out = dh.exec(dc, &["netstat", "-ltn"]);
-            out.stdout.contains(&format!(":{port} ")).then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    weave_tests::traffic::listen(dh, dc, port, &file);
     let send = format!(
         "i=0; while [ $i -lt 500 ]; do echo \"{MARKER} $i\"; i=$((i+1)); done | nc {dst_addr} {port}"
     );

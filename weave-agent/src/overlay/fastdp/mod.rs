@@ -112,7 +112,13 @@ impl Overlay for FastdpOverlay {
     }
 
     fn update(&self, table: Arc<ForwardingTable>) {
-        let want = plan::desired(&table, interface_holding);
+        // One listing of the host's addresses per table, not one per peer.
+        let held = addresses_held();
+        let want = plan::desired(&table, |ip| {
+            held.iter()
+                .find(|&&(a, _)| a == ip)
+                .map(|&(_, index)| index)
+        });
         self.writer().apply(&want, self.config(&table));
         self.inner.update(table);
     }
@@ -140,18 +146,16 @@ impl Overlay for FastdpOverlay {
     }
 }
 
-/// The index of the interface that holds `ip`, if any.
-fn interface_holding(ip: Ipv4Addr) -> Option<u32> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    for addr in addrs {
-        let held = addr
-            .address
-            .as_ref()
-            .and_then(|a| a.as_sockaddr_in())
-            .map(nix::sys::socket::SockaddrIn::ip);
-        if held == Some(ip) {
-            return crate::overlay::sys::ifindex(&addr.interface_name);
-        }
-    }
-    None
+/// Every IPv4 address of this host with the index of the interface that
+/// holds it (empty when they cannot be listed: nothing is encapsulated then).
+fn addresses_held() -> Vec<(Ipv4Addr, u32)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|addr| {
+            let ip = addr.address.as_ref()?.as_sockaddr_in()?.ip();
+            Some((ip, crate::overlay::sys::ifindex(&addr.interface_name)?))
+        })
+        .collect()
 }

@@ -45,6 +45,10 @@ pub struct IpamStatus {
     pub in_use_here: usize,
     /// Every peer that owns part of the range, in name order.
     pub peers: Vec<IpamPeerStatus>,
+    /// `run`/`attach` requests waiting for consensus or for space from a
+    /// peer (the agent serves one request at a time: 0 or 1).
+    #[serde(default)]
+    pub pending_allocates: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -291,6 +295,7 @@ pub(crate) mod tests {
                         reachable: false,
                     },
                 ],
+                pending_allocates: 0,
             },
             containers: 2,
             mtu: 1450,

@@ -322,8 +322,15 @@ impl Agent {
             self.ipam.waiting = true;
             self.ask_for_space(subnet).await;
             let wake = (Instant::now() + ASK_EVERY).min(deadline);
-            if let Ok(Some(packet)) = tokio::time::timeout_at(wake, self.ipam_inbox.recv()).await {
-                self.on_ipam(packet).await;
+            // The status endpoint is answered meanwhile, so that a wait
+            // shows in its metrics instead of making it unavailable.
+            tokio::select! {
+                packet = tokio::time::timeout_at(wake, self.ipam_inbox.recv()) => {
+                    if let Ok(Some(packet)) = packet {
+                        self.on_ipam(packet).await;
+                    }
+                }
+                Some(ask) = self.status_asks.recv() => self.answer_status(ask).await,
             }
         };
         self.ipam.waiting = false;
@@ -588,6 +595,7 @@ impl Agent {
             ring_id: ring.ring_id(),
             in_use_here: self.ipam.in_use(),
             peers,
+            pending_allocates: usize::from(self.ipam.waiting),
         }
     }
 }

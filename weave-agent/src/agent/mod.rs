@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use ipnet::Ipv4Net;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{PsEntry, Reply, Request, Response};
 use crate::config::{
@@ -53,7 +53,23 @@ pub struct Agent {
     ipam: ipam::PeerIpam,
     /// IPAM messages from peers, through the mesh.
     ipam_inbox: mpsc::Receiver<IpamPacket>,
+    /// Snapshots asked for by the status endpoint: a queue of its own, so
+    /// that they are answered while a request waits for the ring too.
+    status_asks: mpsc::Receiver<StatusAsk>,
+    status_asker: mpsc::Sender<StatusAsk>,
     endpoints: Vec<EndpointRecord>,
+}
+
+/// Where the agent sends one snapshot of its status.
+pub type StatusAsk = oneshot::Sender<Box<Status>>;
+
+/// The status endpoint's snapshots asked for at once, at most.
+const STATUS_ASKS: usize = 4;
+
+/// What the agent does between requests.
+pub enum Work {
+    Ipam(IpamPacket),
+    Status(StatusAsk),
 }
 
 /// Whether the agent loop goes on after a request.
@@ -184,6 +200,7 @@ impl Agent {
             None => Ring::new(options.ipalloc_range)?,
         };
         let (ipam_tx, ipam_inbox) = mpsc::channel(ipam::INBOX);
+        let (status_asker, status_asks) = mpsc::channel(STATUS_ASKS);
         let mut mesh_config = MeshConfig::new(peer_name, nickname.clone());
         mesh_config.ipam_inbox = Some(ipam_tx);
         mesh_config.listen = SocketAddr::from(([0, 0, 0, 0], options.port));
@@ -224,6 +241,8 @@ impl Agent {
             targets,
             ipam,
             ipam_inbox,
+            status_asks,
+            status_asker,
             endpoints: Vec::new(),
         };
         agent
@@ -363,9 +382,31 @@ impl Agent {
         self.ipam_changed().await;
     }
 
-    /// Work between requests: IPAM messages from peers.
-    pub async fn next_ipam(&mut self) -> Option<IpamPacket> {
-        self.ipam_inbox.recv().await
+    /// Where the status endpoint asks for snapshots.
+    pub fn status_asker(&self) -> mpsc::Sender<StatusAsk> {
+        self.status_asker.clone()
+    }
+
+    /// Work between requests: IPAM messages from peers, snapshots for the
+    /// status endpoint.
+    pub async fn next_work(&mut self) -> Option<Work> {
+        tokio::select! {
+            Some(packet) = self.ipam_inbox.recv() => Some(Work::Ipam(packet)),
+            Some(ask) = self.status_asks.recv() => Some(Work::Status(ask)),
+            else => None,
+        }
+    }
+
+    pub async fn work(&mut self, work: Work) {
+        match work {
+            Work::Ipam(packet) => self.on_ipam(packet).await,
+            Work::Status(ask) => self.answer_status(ask).await,
+        }
+    }
+
+    async fn answer_status(&self, ask: StatusAsk) {
+        // A client that gave up is no error.
+        let _ = ask.send(Box::new(self.status().await));
     }
 
     /// Periodic: our ring to the neighbours, as repair.

@@ -89,9 +89,8 @@ const fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-/// The metrics of `status`; `terminations` is the count of established
-/// connections seen to end (kept by the HTTP endpoint, see `snapshot`).
-pub fn render(status: &Status, terminations: u64) -> String {
+/// The metrics of `status`.
+pub fn render(status: &Status) -> String {
     let mut r = Registry::default();
     let mesh = &status.mesh;
 
@@ -141,8 +140,8 @@ pub fn render(status: &Status, terminations: u64) -> String {
     counter(
         &mut r,
         "weave_connection_terminations",
-        "Number of peer-to-peer connections terminated (established connections this endpoint saw end between two snapshots)",
-        terminations,
+        "Number of peer-to-peer connections terminated",
+        mesh.counters.connections_terminated,
     );
     gauge(
         &mut r,
@@ -181,20 +180,18 @@ pub fn render(status: &Status, terminations: u64) -> String {
         "Percentage of the address space owned by unreachable peers",
         percent,
     );
-    // The agent serves one request at a time and answers a snapshot only
-    // between requests, when no allocation or claim is waiting: these are
-    // zero in every snapshot by construction (an agent stuck waiting does
-    // not answer /metrics at all, which Prometheus records as `up` = 0).
     gauge(
         &mut r,
         "weave_ipam_pending_allocates",
-        "Number of pending allocates (always 0 when answered: see the README)",
-        0,
+        "Number of pending allocates",
+        ipam.pending_allocates as i64,
     );
+    // An address asked for explicitly in another peer's space is refused at
+    // once today, never waited for: no claim is ever pending (Weave's are).
     gauge(
         &mut r,
         "weave_ipam_pending_claims",
-        "Number of pending claims (always 0 when answered: see the README)",
+        "Number of pending claims (none: claims of another peer's space are refused at once)",
         0,
     );
     gauge(
@@ -301,8 +298,10 @@ mod tests {
 
     #[test]
     fn weaves_names_and_the_data_plane_counters() {
-        let st = sample();
-        let text = render(&st, 3);
+        let mut st = sample();
+        st.mesh.counters.connections_terminated = 3;
+        st.ipam.pending_allocates = 1;
+        let text = render(&st);
         let established = st
             .mesh
             .connections
@@ -330,6 +329,7 @@ mod tests {
         );
         assert!(text.contains("weave_max_ips 1048576\n"), "{text}");
         assert!(text.contains("weave_ipam_unreachable_count 1\n"), "{text}");
+        assert!(text.contains("weave_ipam_pending_allocates 1\n"), "{text}");
         assert!(
             text.contains("weave_ipam_unreachable_percentage 50.0\n"),
             "{text}"

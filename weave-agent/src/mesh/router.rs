@@ -869,6 +869,7 @@ impl Router {
             Some(name) if self.by_peer.get(&name) == Some(&id) => {
                 self.by_peer.remove(&name);
                 self.links_changed = true;
+                self.counters.connections_terminated += 1;
             }
             _ => {
                 if let Some(key) = &conn.via {

@@ -34,8 +34,8 @@ use weave_common::{
     Counter, Endpoint, MAX_ENDPOINTS,
     datapath::MAX_PEER_MACS,
     fastdp::{
-        FastdpConfig, FastdpPeer, LEARNT_RING_BYTES, MAX_FASTDP_PEERS, MAX_SEEN, Seen, Sender,
-        SenderKey,
+        FastdpConfig, FastdpPeer, LEARNT_RING_BYTES, MAX_FASTDP_PEERS, MAX_SEEN, MAX_SHORT_IDS,
+        PeerTraffic, Seen, Sender, SenderKey,
     },
 };
 
@@ -78,6 +78,11 @@ static FASTDP_SEEN: LruHashMap<u64, Seen> = LruHashMap::with_max_entries(MAX_SEE
 /// MACs the decapsulation program reports to the agent (`fastdp::Learnt`).
 #[map(name = "FASTDP_LEARNT")]
 static FASTDP_LEARNT: RingBuf = RingBuf::with_byte_size(LEARNT_RING_BYTES, 0);
+
+/// What fastdp carried to and from each neighbour, by short id, per CPU;
+/// the agent sums them (`weave status`, per-peer metrics).
+#[map(name = "FASTDP_TRAFFIC")]
+static FASTDP_TRAFFIC: PerCpuArray<PeerTraffic> = PerCpuArray::with_max_entries(MAX_SHORT_IDS, 0);
 
 /// One slot per [`Counter`], per CPU; the agent sums them.
 #[map(name = "COUNTERS")]

@@ -359,6 +359,7 @@ impl Agent {
             counters,
             overlay: self.overlay.name().to_string(),
             dataplane: self.dataplane.clone(),
+            userspace: self.overlay.userspace().to_string(),
             overlay_stats: self.overlay.stats(),
         }
     }

@@ -669,8 +669,9 @@ fn status_addr_can_be_moved_turned_off_and_is_checked() {
 }
 
 /// A `weave run` waiting for the allocation ring (its peer is not up yet)
-/// shows in the metrics as a pending allocation, and the endpoint answers
-/// while it waits; once the peer comes, the run gets its address.
+/// shows in the metrics as a pending allocation, and the endpoint and
+/// `weave status` answer while it waits; once the peer comes, the run gets
+/// its address.
 #[test]
 fn a_run_waiting_for_the_ring_is_a_pending_allocate() {
     let c = Cluster::new("httpwait", 2);
@@ -704,7 +705,15 @@ fn a_run_waiting_for_the_ring_is_a_pending_allocate() {
         Duration::from_secs(20),
         pending(1),
     );
-    if let Err(e) = waited {
+    // `weave status` answers meanwhile too, saying what the run waits for.
+    let status = h1.weave(&["status"]);
+    if let Err(e) = waited.and_then(|()| {
+        ensure!(
+            status.success() && status.stdout.contains("waiting for consensus"),
+            "weave status while the run waits: {status}"
+        );
+        Ok(())
+    }) {
         let _ = run.kill();
         panic!("{e:#}");
     }

@@ -36,6 +36,10 @@ pub struct Status {
     pub overlay_stats: OverlayStats,
 }
 
+/// Where the agent sends one snapshot of its status (asked for by the
+/// status endpoint and by `weave status`, outside the request queue).
+pub type StatusAsk = tokio::sync::oneshot::Sender<Box<Status>>;
+
 /// IP allocation as this peer sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IpamStatus {

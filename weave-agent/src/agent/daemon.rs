@@ -97,7 +97,11 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
             Arc::new(Snapshots::new(agent.status_asker())),
         ))
     });
-    let server_task = tokio::spawn(server::serve(listener, tx));
+    let queues = server::Queues {
+        requests: tx,
+        status: agent.status_asker(),
+    };
+    let server_task = tokio::spawn(server::serve(listener, queues));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     tracing::info!(socket = %paths.socket.display(), "listening");

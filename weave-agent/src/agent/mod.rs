@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use ipnet::Ipv4Net;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::api::{PsEntry, Reply, Request, Response};
 use crate::config::{
@@ -31,7 +31,7 @@ use crate::overlay::Overlay;
 use crate::overlay::seal::OVERHEAD as SEAL_OVERHEAD;
 use crate::peer_name::PeerName;
 use crate::state::{self, EndpointRecord, PersistedState};
-use crate::status::Status;
+use crate::status::{Status, StatusAsk};
 
 pub struct Agent {
     paths: Paths,
@@ -59,9 +59,6 @@ pub struct Agent {
     status_asker: mpsc::Sender<StatusAsk>,
     endpoints: Vec<EndpointRecord>,
 }
-
-/// Where the agent sends one snapshot of its status.
-pub type StatusAsk = oneshot::Sender<Box<Status>>;
 
 /// The status endpoint's snapshots asked for at once, at most.
 const STATUS_ASKS: usize = 4;

@@ -12,8 +12,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::agent::StatusAsk;
-use crate::status::Status;
+use crate::status::{Status, StatusAsk};
 
 /// A snapshot younger than this is served again rather than asked for.
 pub const FRESH_FOR: Duration = Duration::from_secs(1);

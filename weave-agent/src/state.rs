@@ -1,5 +1,6 @@
 //! What the agent must remember across restarts, written atomically.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,11 @@ pub struct PersistedState {
     /// it (its own allocations are the endpoints' addresses).
     #[serde(default)]
     pub ring: Option<Ring>,
+    /// The nicknames of the peers that own part of the ring, as last seen
+    /// while they were reachable: `weave rmpeer NICKNAME` names a peer that
+    /// is gone, and `weave status ipam` shows who it was.
+    #[serde(default)]
+    pub nicknames: BTreeMap<PeerName, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +115,7 @@ mod tests {
             ring: Some(
                 Ring::init_with_id("10.32.0.0/12".parse().unwrap(), PeerName::random(), 5).unwrap(),
             ),
+            nicknames: [(PeerName::random(), "host2".to_string())].into(),
         };
         save(&path, &st).unwrap();
         let back = load(&path).unwrap().unwrap();
@@ -116,6 +123,7 @@ mod tests {
         assert_eq!(back.endpoints, st.endpoints);
         assert_eq!(back.targets, st.targets);
         assert_eq!(back.ring, st.ring);
+        assert_eq!(back.nicknames, st.nicknames);
         // A state file from before the ring was persisted still loads.
         let old = serde_json::json!({
             "peer_name": st.peer_name,

@@ -10,6 +10,7 @@ mod ipam;
 
 pub use daemon::run_foreground;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -50,6 +51,8 @@ pub struct Agent {
     mesh: Mesh,
     /// Peers given to `launch`/`connect`, persisted so a restart redials them.
     targets: Vec<String>,
+    /// Nicknames of the ring's owners, remembered (see `PersistedState`).
+    nicknames: BTreeMap<PeerName, String>,
     ipam: ipam::PeerIpam,
     /// IPAM messages from peers, through the mesh.
     ipam_inbox: mpsc::Receiver<IpamPacket>,
@@ -86,6 +89,10 @@ impl Agent {
             .name
             .or_else(|| saved.as_ref().map(|s| s.peer_name))
             .unwrap_or_else(PeerName::random);
+        let nicknames = saved
+            .as_ref()
+            .map(|s| s.nicknames.clone())
+            .unwrap_or_default();
         let nickname = options.nickname.clone().unwrap_or_else(|| {
             nix::unistd::gethostname()
                 .ok()
@@ -236,6 +243,7 @@ impl Agent {
             dataplane,
             mesh,
             targets,
+            nicknames,
             ipam,
             ipam_inbox,
             status_asks,
@@ -309,6 +317,7 @@ impl Agent {
             endpoints: self.endpoints.clone(),
             targets: self.targets.clone(),
             ring: Some(self.ipam.ring.clone()),
+            nicknames: self.nicknames.clone(),
         };
         Ok(state::save(&self.paths.state_file(), &st)?)
     }
@@ -413,5 +422,6 @@ impl Agent {
             tracing::warn!(error = %e, "checking for dead containers");
         }
         self.gossip_ring().await;
+        self.remember_nicknames().await;
     }
 }

@@ -2,6 +2,7 @@
 //! calling thread is in when the handle is created).
 
 use std::net::IpAddr;
+use std::os::fd::AsRawFd as _;
 
 use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
@@ -9,7 +10,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
 
-use super::NetlinkError;
+use super::{NetlinkError, NetnsRef};
 use crate::config::BRIDGE;
 
 const ENODEV: i32 = 19;
@@ -181,12 +182,16 @@ impl Netlink {
         Ok(index)
     }
 
-    /// Moves a link into the network namespace of process `pid`.
-    pub async fn move_to_netns_of(&self, name: &str, pid: u32) -> Result<(), NetlinkError> {
+    /// Moves a link into a container's network namespace.
+    pub async fn move_to_netns(&self, name: &str, netns: &NetnsRef) -> Result<(), NetlinkError> {
         let index = self.require(name).await?;
+        // The file stays open until the kernel has answered.
+        let ns = netns.open()?;
         self.set(
             name,
-            LinkUnspec::new_with_index(index).setns_by_pid(pid).build(),
+            LinkUnspec::new_with_index(index)
+                .setns_by_fd(ns.as_raw_fd())
+                .build(),
         )
         .await
     }

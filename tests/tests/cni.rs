@@ -387,3 +387,194 @@ fn pods_on_two_hosts_ping_each_other() {
     p1.call(h1, "DEL", &conf(h1, "1.0.0")).silent_success();
     p2.call(h2, "DEL", &conf(h2, "1.0.0")).silent_success();
 }
+
+// ---------------------------------------------------------------------------
+// A real runtime: containerd's `ctr run --cni`
+// ---------------------------------------------------------------------------
+
+/// The containerd namespace the pods run in (dockerd's containers live in
+/// another, named after the host); it also names their cgroups.
+fn ctr_namespace() -> String {
+    format!("{TEST_PREFIX}{}-cni", std::process::id())
+}
+
+/// A host's containerd (the one its dockerd started) as `ctr` drives it.
+fn ctr(h: &Host) -> Command {
+    let mut c = Command::new("ctr");
+    c.arg("-a")
+        .arg(h.dir().join("docker/exec/containerd/containerd.sock"))
+        .arg("-n")
+        .arg(ctr_namespace());
+    c
+}
+
+/// Pods started with `ctr run -d`: Drop kills and deletes them (their
+/// processes would outlive the host's containerd and shim otherwise) and
+/// removes their cgroups. Declared after the cluster, it runs first.
+struct CtrPods<'a> {
+    pods: Vec<(&'a Host, String)>,
+}
+
+impl Drop for CtrPods<'_> {
+    fn drop(&mut self) {
+        for (h, id) in &self.pods {
+            for args in [
+                &["task", "kill", "-s", "KILL", id.as_str()][..],
+                &["task", "delete", "-f", id.as_str()],
+                &["container", "delete", id.as_str()],
+            ] {
+                let mut c = ctr(h);
+                c.args(args);
+                let _ = weave_tests::run(&mut c, Duration::from_secs(20));
+            }
+        }
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let ns = h.path().join(ctr_namespace());
+                for id in self.pods.iter().map(|(_, id)| id) {
+                    let _ = std::fs::remove_dir(ns.join(id));
+                }
+                let _ = std::fs::remove_dir(ns);
+            }
+        }
+    }
+}
+
+#[track_caller]
+fn ctr_ok(h: &Host, args: &[&str]) -> String {
+    let mut c = ctr(h);
+    c.args(args);
+    weave_tests::check(&mut c).unwrap_or_else(|e| panic!("{}: {e:#}", h.nickname()))
+}
+
+/// Installs the plugin with `weave setup-cni` into the host's own CNI
+/// directories and the busybox image into its containerd.
+fn prepare_ctr(h: &Host) -> String {
+    let cni = h.dir().join("cni");
+    let (bin, conf) = (cni.join("bin"), cni.join("net.d"));
+    h.weave_ok(&[
+        "setup-cni",
+        "--bin-dir",
+        bin.to_str().unwrap(),
+        "--conf-dir",
+        conf.to_str().unwrap(),
+        "--plugin",
+        plugin_bin().to_str().unwrap(),
+    ]);
+    let tarball = h.dir().join("busybox.tar");
+    h.docker_ok(&["save", "-o", tarball.to_str().unwrap(), weave_tests::IMAGE]);
+    ctr_ok(h, &["images", "import", tarball.to_str().unwrap()]);
+    format!("docker.io/library/{}", weave_tests::IMAGE)
+}
+
+/// `ctr run -d --cni IMAGE ID sleep 3600` in the host's namespace. ctr reads
+/// CNI from the fixed `/opt/cni/bin` and `/etc/cni/net.d`: it runs in a
+/// mount namespace of its own where those are the host's test directories
+/// (the machine's own directories are never touched).
+#[track_caller]
+fn ctr_run<'a>(pods: &mut CtrPods<'a>, h: &'a Host, image: &str, id: &str) {
+    pods.pods.push((h, id.to_owned()));
+    let cni = h.dir().join("cni");
+    let scratch = h.dir().join("cni-mnt");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let script = format!(
+        "set -e
+         mount -t tmpfs tmpfs /opt
+         mkdir -p /opt/cni/bin
+         mount --bind {bin} /opt/cni/bin
+         mount -t tmpfs tmpfs {scratch}
+         mkdir {scratch}/upper {scratch}/work
+         mount -t overlay overlay -o lowerdir=/etc,upperdir={scratch}/upper,workdir={scratch}/work /etc
+         mkdir -p /etc/cni/net.d
+         mount --bind {conf} /etc/cni/net.d
+         exec nsenter --net={netns} ctr -a {sock} -n {ns} run -d --cni {image} {id} sleep 3600",
+        ns = ctr_namespace(),
+        bin = cni.join("bin").display(),
+        conf = cni.join("net.d").display(),
+        scratch = scratch.display(),
+        netns = h.netns().path().display(),
+        sock = h.dir().join("docker/exec/containerd/containerd.sock").display(),
+    );
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    weave_tests::check(&mut c).unwrap_or_else(|e| panic!("{}: ctr run {id}: {e:#}", h.nickname()));
+}
+
+/// The address `weave ps` shows for a pod ctr started (its CNI container ID
+/// is `<namespace>-<id>`).
+#[track_caller]
+fn pod_addr(h: &Host, id: &str) -> String {
+    let full = format!("{}-{id}", ctr_namespace());
+    let short: String = full.chars().take(12).collect();
+    let entry = h
+        .ps()
+        .into_iter()
+        .find(|e| e.id == short)
+        .unwrap_or_else(|| panic!("{}: {full} is not in weave ps: {:?}", h.nickname(), h.ps()));
+    entry.cidrs[0].split('/').next().unwrap().to_string()
+}
+
+fn ctr_ping(h: &Host, id: &str, addr: &str) -> bool {
+    let mut c = ctr(h);
+    c.args([
+        "task",
+        "exec",
+        "--exec-id",
+        &format!("ping{}", std::process::id()),
+        id,
+    ]);
+    c.args(["ping", "-c", "1", "-W", "1", addr]);
+    weave_tests::run(&mut c, Duration::from_secs(20)).is_ok_and(|o| o.success())
+}
+
+/// Pods that containerd runs through `ctr run --cni` on three hosts ping
+/// each other and a `weave run` container; when a pod dies without a DEL
+/// its address comes back.
+#[test]
+fn ctr_run_pods_on_three_hosts_reach_each_other() {
+    let c = Cluster::new("cnictr", 3);
+    c.launch_scenario(&[]);
+    let hosts = [&c[0], &c[1], &c[2]];
+    let image = prepare_ctr(hosts[0]);
+    prepare_ctr(hosts[1]);
+    prepare_ctr(hosts[2]);
+    let mut pods = CtrPods { pods: Vec::new() };
+    let mut addrs = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let id = format!("pod{}", i + 1);
+        ctr_run(&mut pods, h, &image, &id);
+        addrs.push(pod_addr(h, &id));
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        let id = format!("pod{}", i + 1);
+        for (j, addr) in addrs.iter().enumerate() {
+            if i != j {
+                wait_until(&format!("{id} pings pod{}", j + 1), PING, || {
+                    ctr_ping(h, &id, addr).then_some(())
+                })
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            }
+        }
+    }
+    // A container of `weave run` on h3, in the same (default) subnet.
+    let c3 = hosts[2].run_container("", "c3");
+    let c3_addr = hosts[2]
+        .ps()
+        .into_iter()
+        .find(|e| c3.starts_with(&e.id))
+        .map(|e| e.cidrs[0].split('/').next().unwrap().to_string())
+        .expect("c3 in weave ps");
+    wait_until("pod1 pings the weave run container on h3", PING, || {
+        ctr_ping(hosts[0], "pod1", &c3_addr).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(hosts[2].ping("c3", &addrs[0]), "c3 pings pod1");
+    // The pod dies without a DEL (ctr -d never sends one): its namespace
+    // and port go, and the agent frees the address.
+    let before = in_use(hosts[0]);
+    ctr_ok(hosts[0], &["task", "kill", "-s", "KILL", "pod1"]);
+    wait_until("pod1's address is freed", PING, || {
+        (in_use(hosts[0]) == before - 1).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}

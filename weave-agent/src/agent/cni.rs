@@ -105,7 +105,7 @@ impl Agent {
 
     /// CNI CHECK: the record, its namespace, and both ends of the port.
     pub(super) async fn cni_check(
-        &mut self,
+        &self,
         attachment: &CniAttachment,
         netns: &Path,
     ) -> anyhow::Result<Reply> {

@@ -64,8 +64,8 @@ pub fn claimed_version(stdin: &[u8]) -> Option<String> {
         cni_version: Option<String>,
     }
     serde_json::from_slice::<OnlyVersion>(stdin)
-        .ok()
-        .and_then(|v| v.cni_version)
+        .ok()?
+        .cni_version
 }
 
 /// Parses and checks a configuration: undecodable is code 6, a missing or

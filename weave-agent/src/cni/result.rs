@@ -116,7 +116,7 @@ pub fn version_result(cni_version: &str) -> Value {
 mod tests {
     use super::*;
 
-    fn attached<'a>(cidrs: &'a [Ipv4Net]) -> Attached<'a> {
+    fn attached(cidrs: &[Ipv4Net]) -> Attached<'_> {
         Attached {
             ifname: "eth0",
             netns: Path::new("/var/run/netns/pod"),

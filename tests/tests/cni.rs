@@ -244,7 +244,36 @@ fn every_verb_and_error_code_on_one_host() {
         "{not json",
     );
     assert_eq!(garbage.code(), 6);
+    // ADD into a namespace that has the interface already (the spec: an
+    // error), or that does not exist: refused, the address given back and
+    // no port left behind on the bridge.
+    let taken = Pod::new("cni", "taken");
+    taken
+        .ns
+        .ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+        ])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let exists = taken.call(&h, "ADD", &v11);
+    assert_eq!(exists.code(), 100, "{exists:?}");
+    let nowhere = plugin(
+        &h,
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "nowhere"),
+            ("CNI_NETNS", "/var/run/netns/no-such-namespace"),
+            ("CNI_IFNAME", "eth0"),
+        ],
+        &v11.to_string(),
+    );
+    assert_eq!(nowhere.code(), 100, "{nowhere:?}");
     assert_eq!(in_use(&h), 0, "failed ADDs allocate nothing");
+    assert!(
+        !h.link_names().iter().any(|l| l.starts_with("vethwep")),
+        "no port is left from a failed ADD: {:?}",
+        h.link_names()
+    );
+    taken.call(&h, "DEL", &v11).silent_success();
 
     // ADD: eth0 in the pod with the address of the result, both ends up.
     let (a1, result) = p1.add(&h, &v11);

@@ -353,6 +353,14 @@ fn every_verb_and_error_code_on_one_host() {
     // CHECK of what is gone is an error.
     assert_eq!(p1.call(&h, "CHECK", &v11).code(), 100);
 
+    // CHECK notices a pod interface that lost its address.
+    other.call(&h, "CHECK", &v11).silent_success();
+    other
+        .ns
+        .ip(&["addr", "flush", "dev", "eth0"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(other.call(&h, "CHECK", &v11).code(), 100);
+
     // GC: p3's DEL never came; only p2 is still valid. The container
     // started by `weave run` is not the runtime's and stays.
     let before = in_use(&h);

@@ -15,7 +15,7 @@ use super::Agent;
 use super::endpoints::Guest;
 use crate::api::{CniAttachment, Reply};
 use crate::ipam::AddrRequest;
-use crate::netlink::{NetnsRef, guest_is_up};
+use crate::netlink::{NetnsRef, guest_state};
 use crate::state::CniRecord;
 
 /// The host port of a pod is `vethwepl` + this: a `c` (a PID, which names a
@@ -103,7 +103,8 @@ impl Agent {
         Ok(Reply::Done)
     }
 
-    /// CNI CHECK: the record, its namespace, and both ends of the port.
+    /// CNI CHECK: the record, its namespace, both ends of the port up, and
+    /// the pod's interface holding its addresses.
     pub(super) async fn cni_check(
         &self,
         attachment: &CniAttachment,
@@ -128,12 +129,18 @@ impl Agent {
         if !self.netlink.is_up(&record.host_ifname).await? {
             bail!("host port {} is down", record.host_ifname);
         }
-        if !guest_is_up(&record.netns(), record.guest_ifname()).await? {
-            bail!(
-                "{} is missing or down in {}",
-                record.guest_ifname(),
-                netns.display()
-            );
+        let ifname = record.guest_ifname();
+        match guest_state(&record.netns(), ifname).await? {
+            None => bail!("{ifname} is missing from {}", netns.display()),
+            Some((false, _)) => bail!("{ifname} is down in {}", netns.display()),
+            Some((true, have)) => {
+                if let Some(lost) = record.cidrs.iter().find(|c| !have.contains(c)) {
+                    bail!(
+                        "{ifname} in {} has lost its address {lost}",
+                        netns.display()
+                    );
+                }
+            }
         }
         Ok(Reply::Done)
     }

@@ -94,17 +94,26 @@ pub async fn add_guest_addresses(
     .await
 }
 
-/// Is `ifname` in the namespace, and up (CNI's CHECK)?
-pub async fn guest_is_up(netns: &NetnsRef, ifname: &str) -> Result<bool, NetlinkError> {
+/// How the guest's interface stands (CNI's CHECK): `None` when it is
+/// missing, else whether it is up and its IPv4 addresses.
+pub async fn guest_state(
+    netns: &NetnsRef,
+    ifname: &str,
+) -> Result<Option<(bool, Vec<Ipv4Net>)>, NetlinkError> {
     let ifname = ifname.to_owned();
     let (tx, rx) = std::sync::mpsc::channel();
     in_netns(netns, move |nl| async move {
-        let up = nl.index_of(&ifname).await?.is_some() && nl.is_up(&ifname).await?;
-        let _ = tx.send(up);
+        let state = if nl.index_of(&ifname).await?.is_some() {
+            Some((nl.is_up(&ifname).await?, nl.addresses_of(&ifname).await?))
+        } else {
+            None
+        };
+        let _ = tx.send(state);
         Ok(())
     })
     .await?;
-    Ok(rx.try_recv().unwrap_or(false))
+    // The thread has finished: its answer is waiting.
+    Ok(rx.try_recv().unwrap_or(None))
 }
 
 async fn in_netns<F, Fut>(netns: &NetnsRef, work: F) -> Result<(), NetlinkError>

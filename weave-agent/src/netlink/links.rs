@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd as _;
 use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
 
@@ -264,6 +265,28 @@ impl Netlink {
             LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
             _ => None,
         }))
+    }
+
+    /// The IPv4 addresses on `name` (none when it does not exist).
+    pub async fn addresses_of(&self, name: &str) -> Result<Vec<Ipv4Net>, NetlinkError> {
+        let Some(index) = self.index_of(name).await? else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.map_err(op("listing", "addresses"))? {
+            if msg.header.family != AddressFamily::Inet || msg.header.index != index {
+                continue;
+            }
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(a)) = attr
+                    && let Ok(net) = Ipv4Net::new(*a, msg.header.prefix_len)
+                {
+                    found.push(net);
+                }
+            }
+        }
+        Ok(found)
     }
 
     pub async fn add_address(&self, name: &str, cidr: Ipv4Net) -> Result<(), NetlinkError> {

@@ -5,7 +5,7 @@ mod container;
 mod ethtool;
 mod links;
 
-pub use container::{GuestConfig, NetnsRef, add_guest_addresses, configure_guest, guest_is_up};
+pub use container::{GuestConfig, NetnsRef, add_guest_addresses, configure_guest, guest_state};
 pub use ethtool::{TxOffloads, disable_tx_offloads, tx_offloads};
 pub use links::Netlink;
 

@@ -3,6 +3,7 @@
 //! serves the CLI's requests one at a time, so no lock is ever held across
 //! an await.
 
+mod cni;
 mod daemon;
 mod dataplane;
 mod endpoints;
@@ -288,6 +289,14 @@ impl Agent {
             Request::RmPeer { peer } => self.rmpeer(&peer).await,
             Request::Leave => self.leave().await,
             Request::Stop => return (Ok(Reply::Stopping), Next::Stop),
+            Request::CniAdd {
+                attachment,
+                netns,
+                addrs,
+            } => self.cni_add(attachment, netns, addrs).await,
+            Request::CniDel { attachment } => self.cni_del(&attachment).await,
+            Request::CniCheck { attachment, netns } => self.cni_check(&attachment, &netns).await,
+            Request::CniGc { valid } => self.cni_gc(&valid).await,
         };
         (
             result.map_err(|e| crate::report::one_line(e.as_ref())),

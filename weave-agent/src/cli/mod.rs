@@ -10,6 +10,7 @@ mod report;
 mod reset;
 mod rmpeer;
 mod run;
+mod setup_cni;
 mod status;
 mod stop;
 
@@ -50,6 +51,7 @@ pub enum Command {
     Ps(ps::Args),
     Status(status::Args),
     Report(report::Args),
+    SetupCni(setup_cni::Args),
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -67,6 +69,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Ps(args) => ps::run(&cli.paths, args),
         Command::Status(args) => status::run(&cli.paths, args),
         Command::Report(args) => report::run(&cli.paths, args),
+        Command::SetupCni(args) => setup_cni::run(&cli.paths, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

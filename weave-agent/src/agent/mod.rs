@@ -211,6 +211,7 @@ impl Agent {
         mesh_config.listen = SocketAddr::from(([0, 0, 0, 0], options.port));
         mesh_config.data_port = options.data_port;
         mesh_config.discovery = !options.no_discovery;
+        mesh_config.conn_limit = options.conn_limit;
         mesh_config.targets = targets.clone();
         mesh_config.mtu = mtu;
         mesh_config.fastdp = fastdp;

@@ -9,6 +9,7 @@ mod demo;
 mod fuzz;
 mod lint;
 mod run;
+mod scale;
 mod setup;
 mod soak;
 mod test;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Project tasks for weave-rs: set up this machine, build, test, lint, run the agent, show the demo, benchmark, soak.
+/// Project tasks for weave-rs: set up this machine, build, test, lint, run the agent, show the demo, benchmark, measure at scale, soak.
 #[derive(Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
 struct Cli {
@@ -35,6 +36,7 @@ enum Task {
     Run(run::Args),
     Demo(demo::Args),
     Bench(bench::Args),
+    Scale(scale::Args),
     Fuzz(fuzz::Args),
     Lint(lint::Args),
 }
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Task::Run(args) => run::run(args),
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::Scale(args) => scale::run(args),
         Task::Fuzz(args) => fuzz::run(args),
         Task::Lint(args) => lint::run(args),
     };

@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::seq::{IndexedRandom as _, SliceRandom as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
@@ -58,6 +59,10 @@ pub const MAX_HANDSHAKING: usize = 64;
 pub const DEFAULT_CONN_LIMIT: usize = 200;
 /// Gossip is split into frames of about this size.
 const GOSSIP_CHUNK: usize = 256 * 1024;
+/// Neighbours a peer passes other peers' changed entries to (its own go to
+/// all): enough for an epidemic to reach every peer in a few rounds with
+/// high probability; the periodic repair catches the rest.
+const GOSSIP_FANOUT: usize = 4;
 /// Events handled before the routes are recomputed (batching bursts).
 const EVENT_BATCH: usize = 64;
 
@@ -83,7 +88,7 @@ impl Default for Timing {
             dead_after: Duration::from_secs(6),
             handshake_timeout: Duration::from_secs(5),
             dial_timeout: Duration::from_secs(5),
-            gossip_interval: Duration::from_secs(5),
+            gossip_interval: Duration::from_secs(10),
             backoff: Backoff::default(),
         }
     }
@@ -352,6 +357,9 @@ struct Router {
     topology_changed: bool,
     /// Established since the last gossip; they get the whole topology.
     needs_topology: BTreeSet<ConnId>,
+    /// Entries that changed since gossip last went out: what is sent next
+    /// (see [`Router::gossip_changes`]), rather than the whole topology.
+    changed_entries: BTreeSet<PeerName>,
     /// Inbound connections refused lately, newest last, for status: the
     /// dialling side sees its own attempts fail, this is the other side.
     refused_inbound: std::collections::VecDeque<(Instant, ConnectionStatus)>,
@@ -386,6 +394,7 @@ impl Router {
             links_changed: false,
             topology_changed: true,
             needs_topology: BTreeSet::new(),
+            changed_entries: BTreeSet::new(),
             refused_inbound: std::collections::VecDeque::new(),
             config,
         }
@@ -439,7 +448,7 @@ impl Router {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                _ = gossip.tick() => self.gossip_all(),
+                _ = gossip.tick() => self.gossip_repair(),
                 () = sleep_until(wake) => {}
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = done
@@ -731,6 +740,7 @@ impl Router {
             );
         }
         if outcome.is_changed() {
+            self.changed_entries.extend(outcome.changed.iter().copied());
             self.topology_changed = true;
         }
     }
@@ -897,6 +907,7 @@ impl Router {
                 .topology
                 .set_our_connections(self.our_connections(), now_ms())
         {
+            self.changed_entries.insert(self.me());
             self.topology_changed = true;
         }
         if self.links_changed || self.topology_changed {
@@ -928,13 +939,14 @@ impl Router {
             let candidates = self.discovery_candidates();
             self.maker.set_discovered(candidates, now);
         }
-        if self.topology_changed {
-            self.gossip_all();
-        } else if !self.needs_topology.is_empty() {
+        if !self.needs_topology.is_empty() {
             let ids: Vec<ConnId> = std::mem::take(&mut self.needs_topology)
                 .into_iter()
                 .collect();
             self.send_topology(&ids);
+        }
+        if self.topology_changed {
+            self.gossip_changes();
         }
         self.links_changed = false;
         self.topology_changed = false;
@@ -1063,23 +1075,62 @@ impl Router {
             .collect()
     }
 
-    fn gossip_all(&mut self) {
-        self.needs_topology.clear();
+    /// What changed goes out as it changes, in the manner of an epidemic:
+    /// our own entry to every neighbour (only we can say it), other peers'
+    /// entries we just learnt to [`GOSSIP_FANOUT`] random neighbours, who
+    /// pass on what is new to them. A change costs messages in proportion
+    /// to the peers, not to their square; the rare one lost is repaired by
+    /// [`Router::gossip_repair`].
+    fn gossip_changes(&mut self) {
+        let changed = std::mem::take(&mut self.changed_entries);
+        let me = self.me();
+        let entries = |names: &mut dyn Iterator<Item = &PeerName>| -> Vec<PeerInfo> {
+            names
+                .filter_map(|name| self.topology.get(name).cloned())
+                .collect()
+        };
+        let ours = entries(&mut changed.iter().filter(|n| **n == me));
+        let theirs = entries(&mut changed.iter().filter(|n| **n != me));
+        let everyone: Vec<ConnId> = self.by_peer.values().copied().collect();
+        if !ours.is_empty() {
+            let frames = gossip_frames(ours);
+            self.send_frames(&everyone, &frames);
+        }
+        if !theirs.is_empty() {
+            let mut some = everyone;
+            let fanout = GOSSIP_FANOUT.min(some.len());
+            let (picked, _) = some.partial_shuffle(&mut rand::rng(), fanout);
+            let picked = picked.to_vec();
+            let frames = gossip_frames(theirs);
+            self.send_frames(&picked, &frames);
+        }
+    }
+
+    /// Anti-entropy, once a gossip interval: the whole topology to one
+    /// random neighbour. Every peer doing so, each peer hears the whole
+    /// topology about once an interval whatever the size of the mesh.
+    fn gossip_repair(&mut self) {
         let ids: Vec<ConnId> = self.by_peer.values().copied().collect();
-        self.send_topology(&ids);
+        if let Some(&one) = ids.choose(&mut rand::rng()) {
+            self.send_topology(&[one]);
+        }
     }
 
     fn send_topology(&mut self, ids: &[ConnId]) {
         if ids.is_empty() {
             return;
         }
-        let frames = self.topology_frames();
+        let frames = gossip_frames(self.topology.peers().cloned().collect());
+        self.send_frames(ids, &frames);
+    }
+
+    fn send_frames(&mut self, ids: &[ConnId], frames: &[Arc<[u8]>]) {
         let mut slow = Vec::new();
         for id in ids {
             let Some(conn) = self.conns.get(id) else {
                 continue;
             };
-            for frame in &frames {
+            for frame in frames {
                 match conn.tx.try_send(Outgoing::Frame(Arc::clone(frame))) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -1098,35 +1149,6 @@ impl Router {
             );
             self.close(id, "send queue full: the peer does not keep up");
         }
-    }
-
-    /// The whole topology as gossip frames of at most about `GOSSIP_CHUNK`.
-    fn topology_frames(&self) -> Vec<Arc<[u8]>> {
-        let mut chunks: Vec<Vec<PeerInfo>> = vec![Vec::new()];
-        let mut size = 0;
-        for p in self.topology.peers() {
-            let n = serde_json::to_vec(p).map_or(GOSSIP_CHUNK, |v| v.len());
-            if size + n > GOSSIP_CHUNK && !chunks.last().is_some_and(Vec::is_empty) {
-                chunks.push(Vec::new());
-                size = 0;
-            }
-            size += n + 1;
-            if let Some(last) = chunks.last_mut() {
-                last.push(p.clone());
-            }
-        }
-        chunks
-            .into_iter()
-            .filter_map(|peers| {
-                match encode(&Message::Gossip(TopologyUpdate { peers }), MAX_FRAME) {
-                    Ok(f) => Some(f.into()),
-                    Err(e) => {
-                        tracing::error!(error = %e, "encoding gossip");
-                        None
-                    }
-                }
-            })
-            .collect()
     }
 
     /// Logs trouble: the first of each kind at warn, the rest at debug
@@ -1210,4 +1232,34 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// `entries` as gossip frames of at most about `GOSSIP_CHUNK` each.
+fn gossip_frames(entries: Vec<PeerInfo>) -> Vec<Arc<[u8]>> {
+    let mut chunks: Vec<Vec<PeerInfo>> = vec![Vec::new()];
+    let mut size = 0;
+    for p in entries {
+        let n = serde_json::to_vec(&p).map_or(GOSSIP_CHUNK, |v| v.len());
+        if size + n > GOSSIP_CHUNK && !chunks.last().is_some_and(Vec::is_empty) {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += n + 1;
+        if let Some(last) = chunks.last_mut() {
+            last.push(p);
+        }
+    }
+    chunks
+        .into_iter()
+        .filter(|peers| !peers.is_empty())
+        .filter_map(
+            |peers| match encode(&Message::Gossip(TopologyUpdate { peers }), MAX_FRAME) {
+                Ok(f) => Some(f.into()),
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding gossip");
+                    None
+                }
+            },
+        )
+        .collect()
 }

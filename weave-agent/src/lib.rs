@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod docker;
 pub mod docker_args;
 pub mod ebpf;

@@ -29,6 +29,9 @@ pub struct Status {
     #[serde(default)]
     pub dataplane: String,
     pub overlay_stats: OverlayStats,
+    /// weaveDNS; `None` with `--no-dns`.
+    #[serde(default)]
+    pub dns: Option<crate::agent::DnsStatus>,
 }
 
 /// IP allocation as this peer sees it.
@@ -306,6 +309,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
             mesh,
+            dns: None,
         }
     }
 

@@ -34,6 +34,7 @@ pub mod names {
     pub const FASTDP_SEEN_MAP: &str = "FASTDP_SEEN";
     pub const FASTDP_LEARNT_MAP: &str = "FASTDP_LEARNT";
     pub const LOCAL_MACS_MAP: &str = "LOCAL_MACS";
+    pub const DNS_ADDR_MAP: &str = "DNS_ADDR";
 }
 
 /// Most container ports one agent enforces isolation on.

@@ -5,10 +5,12 @@
 
 mod daemon;
 mod dataplane;
+mod dns;
 mod endpoints;
 mod ipam;
 
 pub use daemon::run_foreground;
+pub use dns::DnsStatus;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +56,12 @@ pub struct Agent {
     /// IPAM messages from peers, through the mesh.
     ipam_inbox: mpsc::Receiver<IpamPacket>,
     endpoints: Vec<EndpointRecord>,
+    /// weaveDNS; `None` with `--no-dns`.
+    dns: Option<dns::PeerDns>,
+    /// weaveDNS gossip from peers, through the mesh.
+    dns_inbox: Option<mpsc::Receiver<crate::dns::DnsGossip>>,
+    /// The upstream resolvers, for `weave status dns`.
+    dns_upstreams: Vec<String>,
 }
 
 /// Whether the agent loop goes on after a request.
@@ -186,6 +194,10 @@ impl Agent {
         let (ipam_tx, ipam_inbox) = mpsc::channel(ipam::INBOX);
         let mut mesh_config = MeshConfig::new(peer_name, nickname.clone());
         mesh_config.ipam_inbox = Some(ipam_tx);
+        let (dns_tx, dns_inbox) = dns::inbox();
+        if !options.no_dns {
+            mesh_config.dns_inbox = Some(dns_tx);
+        }
         mesh_config.listen = SocketAddr::from(([0, 0, 0, 0], options.port));
         mesh_config.data_port = options.data_port;
         mesh_config.discovery = !options.no_discovery;
@@ -225,6 +237,9 @@ impl Agent {
             ipam,
             ipam_inbox,
             endpoints: Vec::new(),
+            dns: None,
+            dns_inbox: (!options.no_dns).then_some(dns_inbox),
+            dns_upstreams: Vec::new(),
         };
         agent
             .restore(saved.map(|s| s.endpoints).unwrap_or_default())
@@ -235,6 +250,14 @@ impl Agent {
         agent.ipam_changed().await;
         agent.save()?;
         agent.netlink.set_up(BRIDGE).await?;
+        // The DNS address is bound once the bridge (where it lives) is up.
+        if let Some((dns, upstreams)) =
+            dns::start(&options, agent.peer_name, &agent.netlink, &mut agent.classifier).await?
+        {
+            agent.dns = Some(dns);
+            agent.dns_upstreams = upstreams;
+            agent.dns_sync().await;
+        }
         tracing::info!(peer = %agent.peer_name, nickname = %agent.nickname, mtu, "weave agent ready");
         Ok(agent)
     }
@@ -265,6 +288,9 @@ impl Agent {
             Request::Leave => self.leave().await,
             Request::Stop => return (Ok(Reply::Stopping), Next::Stop),
         };
+        // Names follow the containers before the CLI hears back, so that a
+        // container just run can already resolve and be resolved.
+        self.dns_sync().await;
         (
             result.map_err(|e| crate::report::one_line(e.as_ref())),
             Next::Continue,
@@ -341,6 +367,7 @@ impl Agent {
             overlay: self.overlay.name().to_string(),
             dataplane: self.dataplane.clone(),
             overlay_stats: self.overlay.stats(),
+            dns: self.dns_status(),
         }
     }
 
@@ -374,5 +401,6 @@ impl Agent {
             tracing::warn!(error = %e, "checking for dead containers");
         }
         self.gossip_ring().await;
+        self.gossip_dns().await;
     }
 }

@@ -177,6 +177,9 @@ pub struct MeshCounters {
     /// IPAM messages dropped: the agent's queue was full, or no route.
     #[serde(default)]
     pub ipam_dropped: u64,
+    /// weaveDNS gossip dropped: the agent's queue or a peer's was full.
+    #[serde(default)]
+    pub dns_dropped: u64,
 }
 
 impl MeshCounters {
@@ -196,6 +199,7 @@ impl MeshCounters {
             ("short_id_collisions", self.short_id_collisions),
             ("ipam_rejected", self.ipam_rejected),
             ("ipam_dropped", self.ipam_dropped),
+            ("dns_dropped", self.dns_dropped),
         ]
     }
 }

@@ -48,6 +48,15 @@ pub async fn add_guest_addresses(pid: u32, cidrs: Vec<Ipv4Net>) -> Result<(), Ne
     .await
 }
 
+/// Routes the agent's DNS address out of `ethwe`, whatever the container's
+/// subnets: the bridge answers for it (see `dns`).
+pub async fn add_guest_dns_route(pid: u32, addr: std::net::Ipv4Addr) -> Result<(), NetlinkError> {
+    in_netns_of(pid, move |nl| async move {
+        nl.replace_host_route(CONTAINER_IFNAME, addr).await
+    })
+    .await
+}
+
 async fn in_netns_of<F, Fut>(pid: u32, work: F) -> Result<(), NetlinkError>
 where
     F: FnOnce(Netlink) -> Fut + Send + 'static,

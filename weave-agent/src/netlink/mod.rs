@@ -5,7 +5,7 @@ mod container;
 mod ethtool;
 mod links;
 
-pub use container::{GuestConfig, add_guest_addresses, configure_guest};
+pub use container::{GuestConfig, add_guest_addresses, add_guest_dns_route, configure_guest};
 pub use ethtool::{TxOffloads, disable_tx_offloads, tx_offloads};
 pub use links::Netlink;
 

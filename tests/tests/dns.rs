@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use weave_tests::{Cluster, Host, Netns, TEST_PREFIX, wait_until};
+use weave_tests::{Cluster, Host, LAN_IFNAME, Netns, TEST_PREFIX, wait_until};
 
 /// The agent's DNS address (weave-agent's `dns::DEFAULT_LISTEN`).
 const DNS_ADDR: &str = "169.254.53.53";
@@ -26,7 +26,9 @@ const SPREAD: Duration = Duration::from_secs(15);
 /// The container's address without its prefix length.
 fn addr_of(h: &Host, container: &str) -> String {
     let cidrs = h.ethwe_cidrs(container);
-    let cidr = cidrs.first().unwrap_or_else(|| panic!("{container} has no address"));
+    let cidr = cidrs
+        .first()
+        .unwrap_or_else(|| panic!("{container} has no address"));
     cidr.split('/').next().unwrap_or_default().to_string()
 }
 
@@ -48,9 +50,7 @@ fn dig(h: &Host, args: &[&str]) -> Vec<String> {
 /// The status line of a full `dig` answer (`status: NOERROR` ...).
 fn dig_status(h: &Host, name: &str) -> String {
     let at = format!("@{DNS_ADDR}");
-    let out = h
-        .netns()
-        .exec("dig", &[&at, "+tries=1", "+time=10", name]);
+    let out = h.netns().exec("dig", &[&at, "+tries=1", "+time=10", name]);
     out.stdout
         .lines()
         .find_map(|l| l.split("status: ").nth(1))
@@ -104,14 +104,24 @@ fn containers_find_each_other_by_name_across_hosts() {
     }
     // Isolation holds: the other subnet resolves web but cannot reach it,
     // and the DNS address answers nothing but DNS.
-    assert!(!h1.exec("other", &["ping", "-c", "1", "-W", "1", "web"]).success());
-    assert!(!h1.exec("client", &["ping", "-c", "1", "-W", "1", DNS_ADDR]).success());
     assert!(
-        !h1.exec("client", &["nc", "-w", "1", DNS_ADDR, "6782"]).success(),
+        !h1.exec("other", &["ping", "-c", "1", "-W", "1", "web"])
+            .success()
+    );
+    assert!(
+        !h1.exec("client", &["ping", "-c", "1", "-W", "1", DNS_ADDR])
+            .success()
+    );
+    assert!(
+        !h1.exec("client", &["nc", "-w", "1", DNS_ADDR, "6782"])
+            .success(),
         "TCP to another port of the DNS address must not cross"
     );
     let passed = h1.status().counter("dns_passed").unwrap_or_default();
-    assert!(passed > 0, "the classifier let DNS cross subnets: dns_passed = {passed}");
+    assert!(
+        passed > 0,
+        "the classifier let DNS cross subnets: dns_passed = {passed}"
+    );
     // Unknown names in the domain: NXDOMAIN, answered here.
     assert_eq!(dig_status(h1, "nope.weave.local"), "NXDOMAIN");
 
@@ -151,11 +161,26 @@ fn containers_find_each_other_by_name_across_hosts() {
     assert!(status.contains(&web2), "weave status dns:\n{status}");
 }
 
+/// `count` queries for names outside the domain, as fast as they go.
+fn flood(dns: &str, count: u64) {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    socket.connect((dns, 53)).expect("connecting to the agent");
+    for i in 0..count {
+        let mut q = ((i % 65_536) as u16).to_be_bytes().to_vec();
+        q.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        let label = format!("n{i}");
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+        q.extend([4, b't', b'e', b's', b't', 0, 0, 1, 0, 1]);
+        let _ = socket.send(&q);
+    }
+}
+
 /// dnsmasq in its own namespace on the LAN; killed (and the namespace
 /// removed) on drop.
 struct Upstream {
     child: Option<Child>,
-    _ns: Netns,
+    ns: Netns,
 }
 
 impl Upstream {
@@ -163,7 +188,11 @@ impl Upstream {
         let name = format!("{TEST_PREFIX}{}-dnsup", std::process::id());
         let ns = Netns::create(&name).expect("upstream namespace");
         c.lan()
-            .attach(&ns, &format!("wvtup{}", std::process::id() % 100_000), &format!("{ip}/24"))
+            .attach(
+                &ns,
+                &format!("wvtup{}", std::process::id() % 100_000),
+                &format!("{ip}/24"),
+            )
             .expect("plugging the upstream into the LAN");
         let child = ns
             .command("dnsmasq")
@@ -184,14 +213,17 @@ impl Upstream {
             .expect("starting dnsmasq (cargo xtask setup installs it)");
         Self {
             child: Some(child),
-            _ns: ns,
+            ns,
         }
     }
 
+    /// Dead as a host that is gone: no process, and no answer at all (not
+    /// even "port unreachable"), so the agent's questions time out.
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            let _ = self.ns.exec("ip", &["link", "set", LAN_IFNAME, "down"]);
         }
     }
 }
@@ -222,10 +254,45 @@ fn other_names_go_upstream_and_a_dead_upstream_is_servfail() {
     assert_eq!(dig(h1, &["outside.test"]), ["192.0.2.7"]);
     assert_eq!(dig_status(h1, "outside.test"), "NOERROR");
 
+    // By hand: dns-add, dns-lookup, dns-remove, and what they refuse.
+    let client = addr_of(h1, "client");
+    let out = h1.weave(&["dns-add", "10.99.0.1", "client"]);
+    assert!(
+        !out.success() && out.stderr.contains("outside every subnet"),
+        "dns-add of an address outside the container's subnets:\n{out}"
+    );
+    let out = h1.weave(&["dns-add", "client", "-h", "no way!"]);
+    assert!(
+        !out.success() && out.stderr.contains("not a valid DNS name"),
+        "dns-add of a name that is not a DNS name:\n{out}"
+    );
+    let out = h1.weave(&["dns-add", "client", "-h", "web.example.com"]);
+    assert!(
+        !out.success(),
+        "a name outside the domain is refused:\n{out}"
+    );
+    h1.weave_ok(&["dns-add", "client", "-h", "alias"]);
+    assert_eq!(dig(h1, &["alias.weave.local"]), [client.clone()]);
+    assert_eq!(h1.weave_ok(&["dns-lookup", "alias"]).trim(), client);
+    h1.weave_ok(&["dns-remove", "client", "-h", "alias"]);
+    assert!(dig(h1, &["alias.weave.local"]).is_empty());
+    assert!(!h1.weave(&["dns-lookup", "alias"]).success());
+
     upstream.stop();
     assert_eq!(dig_status(h1, "outside.test"), "SERVFAIL");
+    // A flood of queries to forward: bounded, the excess dropped and
+    // counted, and the agent still answers.
+    let sent = 3000;
+    weave_tests::in_netns(&h1.netns().path(), || flood(DNS_ADDR, sent)).expect("flooding");
+    assert_eq!(dig(h1, &["client.weave.local"]), [client.clone()]);
+    let status = h1.status();
+    let counters = &status.dns.as_ref().expect("weaveDNS is on").counters;
+    assert!(
+        counters.dropped > 0 && counters.forwarded <= sent + 10,
+        "the flood beyond the forwarding limit is dropped and counted: {counters:?}"
+    );
     // The domain is still answered locally.
     assert_eq!(dig(h1, &["client.weave.local"]), [addr_of(h1, "client")]);
     let status = h1.weave_ok(&["status", "dns"]);
-    assert!(status.contains("upstream_failed 1"), "{status}");
+    assert!(status.contains("upstream_failed"), "{status}");
 }

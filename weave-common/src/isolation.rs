@@ -198,13 +198,19 @@ mod tests {
         let drop = Verdict::Drop(Counter::DropOtherSubnet);
         // Another port, another protocol, another address, or port 53 the
         // wrong way round: dropped.
-        assert_eq!(from_container(&a, &l4(MAC_A, me, dns, IPPROTO_UDP, 53, 54), dns), drop);
+        assert_eq!(
+            from_container(&a, &l4(MAC_A, me, dns, IPPROTO_UDP, 53, 54), dns),
+            drop
+        );
         assert_eq!(from_container(&a, &ipv4(MAC_A, me, dns), dns), drop);
         assert_eq!(
             from_container(&a, &l4(MAC_A, me, ip(10, 0, 2, 1), IPPROTO_UDP, 1, 53), dns),
             drop
         );
-        assert_eq!(to_container(&a, &l4(MAC_X, dns, me, IPPROTO_UDP, 54, 53), dns), drop);
+        assert_eq!(
+            to_container(&a, &l4(MAC_X, dns, me, IPPROTO_UDP, 54, 53), dns),
+            drop
+        );
         assert_eq!(to_container(&a, &ipv4(MAC_X, dns, me), dns), drop);
         // Still no spoofing through the exception.
         assert_eq!(
@@ -212,8 +218,14 @@ mod tests {
             Verdict::Drop(Counter::DropSpoofedIp)
         );
         // ARP for the address, and the agent's ARP.
-        assert_eq!(from_container(&a, &arp(MAC_A, me, dns), dns), Verdict::PassDns);
-        assert_eq!(to_container(&a, &arp(MAC_X, dns, me), dns), Verdict::PassDns);
+        assert_eq!(
+            from_container(&a, &arp(MAC_A, me, dns), dns),
+            Verdict::PassDns
+        );
+        assert_eq!(
+            to_container(&a, &arp(MAC_X, dns, me), dns),
+            Verdict::PassDns
+        );
     }
 
     fn arp(mac: [u8; 6], spa: u32, tpa: u32) -> Frame {

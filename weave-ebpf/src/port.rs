@@ -37,10 +37,7 @@ pub(crate) fn try_to_container(ctx: &TcContext) -> Result<(), Counter> {
 }
 
 #[inline(always)]
-fn classify(
-    ctx: &TcContext,
-    rule: fn(&Endpoint, &Frame, u32) -> Verdict,
-) -> Result<(), Counter> {
+fn classify(ctx: &TcContext, rule: fn(&Endpoint, &Frame, u32) -> Verdict) -> Result<(), Counter> {
     let endpoint = endpoint(ctx)?;
     let frame = parse::frame(ctx);
     match rule(endpoint, &frame, dns_addr()) {

@@ -3,9 +3,9 @@
 //! `sync`), peers' entries arrive through the mesh, and the server is given
 //! a fresh [`Zone`] whenever the live entries change.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
@@ -21,6 +21,10 @@ use crate::peer_name::PeerName;
 /// weaveDNS gossip queued from the mesh to the agent; more is dropped (and
 /// counted by the mesh): the periodic full gossip repairs it.
 pub(super) const INBOX: usize = 256;
+/// How long a peer may be missing from the mesh before its entries go. As
+/// long as the mesh remembers a peer (a restart, a short partition), its
+/// names stay; when the mesh has forgotten it, they go too (as in Weave).
+const FORGET_ABSENT_AFTER: Duration = Duration::from_secs(30);
 
 /// This peer's weaveDNS.
 pub(super) struct PeerDns {
@@ -34,6 +38,12 @@ pub(super) struct PeerDns {
     configured: BTreeSet<String>,
     /// Entries refused from peers (bad names, table full).
     pub(super) refused: u64,
+    /// Names given with `dns-add`, and taken away with `dns-remove`, on top
+    /// of the containers' own (kept while the container is attached).
+    added: BTreeSet<Local>,
+    removed: BTreeSet<Local>,
+    /// Origins of entries that the mesh does not know, since when.
+    absent: BTreeMap<PeerName, Instant>,
 }
 
 /// `weave status dns`.
@@ -145,6 +155,9 @@ pub(super) async fn start(
             server,
             configured: BTreeSet::new(),
             refused: 0,
+            absent: BTreeMap::new(),
+            added: BTreeSet::new(),
+            removed: BTreeSet::new(),
         },
         shown,
     )))
@@ -158,9 +171,16 @@ impl PeerDns {
 }
 
 impl Agent {
-    /// The entries this peer's containers should have now.
-    fn wanted_dns(&self, domain: &str) -> Vec<Local> {
-        let mut wanted = Vec::new();
+    /// The entries this peer's containers should have now: their own
+    /// names, plus `dns-add`, less `dns-remove`.
+    fn wanted_dns(&self, dns: &PeerDns) -> Vec<Local> {
+        let domain = &dns.domain;
+        let mut wanted: Vec<Local> = dns
+            .added
+            .iter()
+            .filter(|l| self.endpoints.iter().any(|e| e.container_id == l.container))
+            .cloned()
+            .collect();
         for e in &self.endpoints {
             // A name that is not a DNS name gets no entry (said once, at attach).
             let Ok(name) = fqdn(&e.container_name, domain) else {
@@ -174,7 +194,110 @@ impl Agent {
                 });
             }
         }
+        wanted.retain(|l| !dns.removed.contains(l));
+        wanted.sort();
+        wanted.dedup();
         wanted
+    }
+
+    /// `weave dns-add` / `dns-remove`.
+    pub(super) async fn dns_edit(
+        &mut self,
+        docker: &str,
+        container: &str,
+        ips: &[std::net::Ipv4Addr],
+        fqdn_given: Option<&str>,
+        add: bool,
+    ) -> anyhow::Result<crate::api::Reply> {
+        let Some(dns) = &self.dns else {
+            anyhow::bail!("weaveDNS is off (the agent was launched with --no-dns)");
+        };
+        let find = |c: &str| {
+            self.endpoints.iter().position(|e| {
+                e.container_id == c
+                    || e.container_name.trim_start_matches('/') == c.trim_start_matches('/')
+                    || (c.len() >= 4 && e.container_id.starts_with(c))
+            })
+        };
+        let i = match find(container) {
+            Some(i) => i,
+            None => {
+                let info = crate::docker::Docker::connect(docker)
+                    .await?
+                    .inspect(container)
+                    .await?;
+                find(&info.id).ok_or_else(|| {
+                    anyhow::anyhow!("container {container} is not attached to weave")
+                })?
+            }
+        };
+        let record = &self.endpoints[i];
+        let given = fqdn_given.unwrap_or(&record.container_name);
+        let name = fqdn(given, &dns.domain).map_err(|_| {
+            anyhow::anyhow!(
+                "{given:?} is not a valid DNS name in {} (letters, digits, '-' and '_', \
+                 labels of at most 63)",
+                dns.domain
+            )
+        })?;
+        let addrs: Vec<std::net::Ipv4Addr> = if ips.is_empty() {
+            record.cidrs.iter().map(ipnet::Ipv4Net::addr).collect()
+        } else {
+            for ip in ips {
+                if !record.cidrs.iter().any(|c| c.contains(ip)) {
+                    anyhow::bail!(
+                        "{ip} is outside every subnet of container {container} ({})",
+                        record
+                            .cidrs
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+            }
+            ips.to_vec()
+        };
+        let id = record.container_id.clone();
+        let Some(dns) = &mut self.dns else {
+            return Ok(crate::api::Reply::Done);
+        };
+        for addr in addrs {
+            let local = Local {
+                name: name.clone(),
+                addr,
+                container: id.clone(),
+            };
+            if add {
+                dns.removed.remove(&local);
+                dns.added.insert(local);
+            } else {
+                dns.added.remove(&local);
+                dns.removed.insert(local);
+            }
+        }
+        Ok(crate::api::Reply::Done)
+    }
+
+    /// `weave dns-lookup`: the addresses every peer gave `name`.
+    pub(super) fn dns_lookup(&self, name: &str) -> anyhow::Result<crate::api::Reply> {
+        let Some(dns) = &self.dns else {
+            anyhow::bail!("weaveDNS is off (the agent was launched with --no-dns)");
+        };
+        let full = fqdn(name, &dns.domain)
+            .map_err(|_| anyhow::anyhow!("{name:?} is not a valid name in {}", dns.domain))?;
+        let mut addrs: Vec<String> = dns
+            .records
+            .live()
+            .filter(|e| e.key.name == full)
+            .map(|e| e.key.addr.to_string())
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        if addrs.is_empty() {
+            anyhow::bail!("{full}: no such name");
+        }
+        Ok(crate::api::Reply::Message(addrs.join("\n")))
     }
 
     /// Brings this peer's entries in line with its containers, gossips the
@@ -183,7 +306,7 @@ impl Agent {
         let Some(dns) = &self.dns else {
             return;
         };
-        let wanted = self.wanted_dns(&dns.domain);
+        let wanted = self.wanted_dns(dns);
         let new: Vec<(String, u32, String)> = self
             .endpoints
             .iter()
@@ -196,8 +319,10 @@ impl Agent {
             return;
         };
         let changed = dns.records.reconcile(&wanted, now_ms());
-        dns.configured
-            .retain(|id| self.endpoints.iter().any(|e| &e.container_id == id));
+        let attached = |id: &String| self.endpoints.iter().any(|e| &e.container_id == id);
+        dns.configured.retain(attached);
+        dns.added.retain(|l| attached(&l.container));
+        dns.removed.retain(|l| attached(&l.container));
         for (id, _, _) in &new {
             dns.configured.insert(id.clone());
         }
@@ -231,10 +356,38 @@ impl Agent {
     /// Periodic: the whole table to every neighbour (repair, and how a new
     /// neighbour learns it), after expiring old tombstones.
     pub(super) async fn gossip_dns(&mut self) {
+        if self.dns.is_none() {
+            return;
+        }
+        let known: BTreeSet<PeerName> = self
+            .mesh
+            .status()
+            .await
+            .peers
+            .iter()
+            .map(|p| p.name)
+            .collect();
         let Some(dns) = &mut self.dns else {
             return;
         };
         dns.records.expire(now_ms());
+        let now = Instant::now();
+        let origins = dns.records.origins();
+        dns.absent
+            .retain(|o, _| origins.contains(o) && !known.contains(o));
+        let mut forgot = false;
+        for origin in origins.iter().filter(|o| !known.contains(o)) {
+            let since = *dns.absent.entry(*origin).or_insert(now);
+            if now.duration_since(since) >= FORGET_ABSENT_AFTER {
+                tracing::info!(peer = %origin, "forgetting the names of a peer gone from the mesh");
+                dns.records.forget_origin(*origin);
+                dns.absent.remove(origin);
+                forgot = true;
+            }
+        }
+        if forgot {
+            dns.publish();
+        }
         let all = dns.records.all();
         if !all.is_empty() {
             self.send_dns(all).await;

@@ -251,8 +251,13 @@ impl Agent {
         agent.save()?;
         agent.netlink.set_up(BRIDGE).await?;
         // The DNS address is bound once the bridge (where it lives) is up.
-        if let Some((dns, upstreams)) =
-            dns::start(&options, agent.peer_name, &agent.netlink, &mut agent.classifier).await?
+        if let Some((dns, upstreams)) = dns::start(
+            &options,
+            agent.peer_name,
+            &agent.netlink,
+            &mut agent.classifier,
+        )
+        .await?
         {
             agent.dns = Some(dns);
             agent.dns_upstreams = upstreams;
@@ -286,6 +291,17 @@ impl Agent {
             Request::Forget { peers } => self.forget(peers).await,
             Request::RmPeer { peer } => self.rmpeer(&peer).await,
             Request::Leave => self.leave().await,
+            Request::DnsEdit {
+                docker,
+                container,
+                ips,
+                fqdn,
+                add,
+            } => {
+                self.dns_edit(&docker, &container, &ips, fqdn.as_deref(), add)
+                    .await
+            }
+            Request::DnsLookup { name } => self.dns_lookup(&name),
             Request::Stop => return (Ok(Reply::Stopping), Next::Stop),
         };
         // Names follow the containers before the CLI hears back, so that a

@@ -4,6 +4,7 @@
 
 mod attach;
 mod connect;
+mod dns;
 mod launch;
 mod ps;
 mod report;
@@ -50,6 +51,9 @@ pub enum Command {
     Ps(ps::Args),
     Status(status::Args),
     Report(report::Args),
+    DnsAdd(dns::AddArgs),
+    DnsRemove(dns::RemoveArgs),
+    DnsLookup(dns::LookupArgs),
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -67,6 +71,9 @@ pub fn main() -> std::process::ExitCode {
         Command::Ps(args) => ps::run(&cli.paths, args),
         Command::Status(args) => status::run(&cli.paths, args),
         Command::Report(args) => report::run(&cli.paths, args),
+        Command::DnsAdd(args) => dns::add(&cli.paths, args),
+        Command::DnsRemove(args) => dns::remove(&cli.paths, args),
+        Command::DnsLookup(args) => dns::lookup(&cli.paths, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

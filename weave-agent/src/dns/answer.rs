@@ -32,7 +32,10 @@ pub struct Zone {
 
 impl Zone {
     /// `domain` is checked by the launch options (a valid FQDN).
-    #[expect(single_use_lifetimes, reason = "an anonymous lifetime is unstable in impl Trait")]
+    #[expect(
+        single_use_lifetimes,
+        reason = "an anonymous lifetime is unstable in impl Trait"
+    )]
     pub fn new<'a>(domain: &str, ttl: u32, live: impl IntoIterator<Item = &'a Entry>) -> Self {
         let domain = Name::from_ascii(domain)
             .map(|n| n.to_lowercase())
@@ -251,9 +254,9 @@ fn servfail_of(query: &Message) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::Query;
     use crate::dns::records::{Entry, EntryKey};
     use crate::peer_name::PeerName;
+    use hickory_proto::op::Query;
 
     fn entry(name: &str, last: u8) -> Entry {
         Entry {
@@ -316,12 +319,22 @@ mod tests {
     #[test]
     fn unknown_names_in_the_domain_are_nxdomain_and_others_forwarded() {
         let z = zone();
-        let m = parse(answer(&query("nope.weave.local.", RecordType::A), &z, 0, true));
+        let m = parse(answer(
+            &query("nope.weave.local.", RecordType::A),
+            &z,
+            0,
+            true,
+        ));
         assert_eq!(m.response_code(), ResponseCode::NXDomain);
         let (out, kind) = answer(&query("example.com.", RecordType::A), &z, 0, true);
         assert_eq!((out, kind), (Outcome::Forward, Kind::Forward));
         // NODATA for another type of a known name.
-        let m = parse(answer(&query("db.weave.local.", RecordType::AAAA), &z, 0, true));
+        let m = parse(answer(
+            &query("db.weave.local.", RecordType::AAAA),
+            &z,
+            0,
+            true,
+        ));
         assert_eq!(m.response_code(), ResponseCode::NoError);
         assert!(m.answers().is_empty());
     }
@@ -329,10 +342,22 @@ mod tests {
     #[test]
     fn ptr_answers_known_addresses_and_forwards_the_rest() {
         let z = zone();
-        let m = parse(answer(&query("3.0.0.10.in-addr.arpa.", RecordType::PTR), &z, 0, true));
+        let m = parse(answer(
+            &query("3.0.0.10.in-addr.arpa.", RecordType::PTR),
+            &z,
+            0,
+            true,
+        ));
         assert_eq!(m.answers().len(), 1);
-        assert!(matches!(m.answers()[0].data(), RData::PTR(p) if p.0.to_ascii() == "db.weave.local."));
-        let (out, _) = answer(&query("9.0.0.10.in-addr.arpa.", RecordType::PTR), &z, 0, true);
+        assert!(
+            matches!(m.answers()[0].data(), RData::PTR(p) if p.0.to_ascii() == "db.weave.local.")
+        );
+        let (out, _) = answer(
+            &query("9.0.0.10.in-addr.arpa.", RecordType::PTR),
+            &z,
+            0,
+            true,
+        );
         assert_eq!(out, Outcome::Forward);
     }
 
@@ -353,7 +378,9 @@ mod tests {
         let z = Zone::new("weave.local.", 30, entries.iter());
         let q = query("many.weave.local.", RecordType::A);
         let out = answer(&q, &z, 0, true);
-        let Outcome::Reply(bytes) = &out.0 else { panic!() };
+        let Outcome::Reply(bytes) = &out.0 else {
+            panic!()
+        };
         assert!(bytes.len() <= UDP_PLAIN);
         let over_tcp = parse(answer(&q, &z, 0, false));
         assert_eq!(addrs(&over_tcp).len(), 100);

@@ -231,7 +231,9 @@ impl Records {
 
     fn check(entry: &Entry) -> Result<(), EntryError> {
         if !valid_name(&entry.key.name) {
-            return Err(EntryError::BadName(entry.key.name.chars().take(64).collect()));
+            return Err(EntryError::BadName(
+                entry.key.name.chars().take(64).collect(),
+            ));
         }
         if entry.key.container.len() > 128 {
             return Err(EntryError::BadContainer(entry.key.container.len()));
@@ -244,6 +246,23 @@ impl Records {
         self.entries.retain(|_, e| {
             !e.tombstone || now_ms.saturating_sub(e.version) < TOMBSTONE_LIFETIME_MS
         });
+    }
+
+    /// The peers other than us that entries come from.
+    pub fn origins(&self) -> std::collections::BTreeSet<PeerName> {
+        self.entries
+            .keys()
+            .map(|k| k.origin)
+            .filter(|o| *o != self.me)
+            .collect()
+    }
+
+    /// Forgets every entry of `origin` (a peer gone from the mesh: its
+    /// containers are unreachable; if it comes back it gossips them again).
+    pub fn forget_origin(&mut self, origin: PeerName) {
+        if origin != self.me {
+            self.entries.retain(|k, _| k.origin != origin);
+        }
     }
 
     /// The whole table, to gossip as repair.
@@ -270,7 +289,9 @@ mod tests {
     use super::*;
 
     fn peer(n: u64) -> PeerName {
-        format!("00:00:00:00:00:{n:02x}").parse().expect("peer name")
+        format!("00:00:00:00:00:{n:02x}")
+            .parse()
+            .expect("peer name")
     }
 
     fn local(name: &str, last: u8, container: &str) -> Local {
@@ -314,7 +335,9 @@ mod tests {
         let mut a = Records::new(peer(1));
         let mut b = Records::new(peer(2));
         let live = a.reconcile(&[local("web", 1, "c1")], 100);
-        b.merge(&DnsGossip { entries: live.clone() });
+        b.merge(&DnsGossip {
+            entries: live.clone(),
+        });
         let dead = a.reconcile(&[], 200);
         // The partition heals: B gossips the old live copy, A the tombstone.
         a.merge(&DnsGossip { entries: b.all() });
@@ -344,6 +367,20 @@ mod tests {
             vec![("web.weave.local.".into(), Ipv4Addr::new(10, 0, 0, 1))]
         );
         drop(a);
+    }
+
+    #[test]
+    fn a_gone_peers_entries_are_forgotten_and_ours_kept() {
+        let mut a = Records::new(peer(1));
+        let mut b = Records::new(peer(2));
+        a.reconcile(&[local("web", 1, "c1")], 100);
+        a.merge(&DnsGossip {
+            entries: b.reconcile(&[local("db", 2, "c2")], 100),
+        });
+        assert_eq!(a.origins().into_iter().collect::<Vec<_>>(), [peer(2)]);
+        a.forget_origin(peer(2));
+        a.forget_origin(peer(1));
+        assert_eq!(names(&a).len(), 1);
     }
 
     #[test]

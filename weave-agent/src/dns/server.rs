@@ -132,12 +132,17 @@ pub struct ServerError {
 }
 
 /// Binds the sockets and starts answering from `zone`.
-pub fn start(config: &ServerConfig, zone: watch::Receiver<Arc<Zone>>) -> Result<Server, ServerError> {
+pub fn start(
+    config: &ServerConfig,
+    zone: watch::Receiver<Arc<Zone>>,
+) -> Result<Server, ServerError> {
     let addr = config.listen;
-    let err = |what| move |e: nix::Error| ServerError {
-        addr,
-        what,
-        source: std::io::Error::from(e),
+    let err = |what| {
+        move |e: nix::Error| ServerError {
+            addr,
+            what,
+            source: std::io::Error::from(e),
+        }
     };
     let io_err = |what| move |source| ServerError { addr, what, source };
     let bridge_udp = udp_socket(addr, Some(&config.device)).map_err(err("UDP, bridge"))?;
@@ -205,7 +210,11 @@ fn tcp_listener(addr: SocketAddr, device: &str) -> Result<OwnedFd, nix::Error> {
         None,
     )?;
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(device))?;
+    setsockopt(
+        &fd,
+        sockopt::BindToDevice,
+        &std::ffi::OsString::from(device),
+    )?;
     bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &v4(addr)?)?;
     listen(&fd, nix::sys::socket::Backlog::new(64)?)?;
     Ok(fd)

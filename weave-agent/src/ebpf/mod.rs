@@ -255,7 +255,13 @@ impl Classifier {
             .ebpf
             .map_mut(name)
             .ok_or(DataplaneError::Missing { kind: "map", name })?;
-        let map_error = |op| move |source| DataplaneError::Map { map: name, op, source };
+        let map_error = |op| {
+            move |source| DataplaneError::Map {
+                map: name,
+                op,
+                source,
+            }
+        };
         let mut array =
             maps::Array::<&mut MapData, u32>::try_from(map).map_err(map_error("open"))?;
         array

@@ -30,8 +30,8 @@ use crate::mesh::connection_maker::{
 use crate::mesh::fastdp::{self, FastdpOff};
 use crate::mesh::noise::{DataKeys, Psk};
 use crate::mesh::protocol::{
-    DEFAULT_PORT, DNS_VERSION, Hello, MAX_FRAME, MAX_NICKNAME, Message, PROTOCOL, PROTOCOL_MAX_VERSION,
-    PROTOCOL_MIN_VERSION, encode, sanitize,
+    DEFAULT_PORT, DNS_VERSION, Hello, MAX_FRAME, MAX_NICKNAME, Message, PROTOCOL,
+    PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, encode, sanitize,
 };
 use crate::mesh::routes::{self, Routes};
 use crate::mesh::status::{

@@ -35,7 +35,7 @@ fn addr_of(h: &Host, container: &str) -> String {
 /// `dig @DNS_ADDR ARGS +short` on the host; the answer lines.
 fn dig(h: &Host, args: &[&str]) -> Vec<String> {
     let mut all = vec![
-        "@".to_owned() + DNS_ADDR,
+        format!("@{DNS_ADDR}"),
         "+short".into(),
         "+tries=1".into(),
         "+time=3".into(),
@@ -54,8 +54,10 @@ fn dig_status(h: &Host, name: &str) -> String {
     out.stdout
         .lines()
         .find_map(|l| l.split("status: ").nth(1))
-        .map(|s| s.split(',').next().unwrap_or_default().to_string())
-        .unwrap_or_else(|| format!("no status in:\n{out}"))
+        .map_or_else(
+            || format!("no status in:\n{out}"),
+            |s| s.split(',').next().unwrap_or_default().to_string(),
+        )
 }
 
 /// Waits until every host answers `name` with exactly `addrs` (sorted).
@@ -272,7 +274,10 @@ fn other_names_go_upstream_and_a_dead_upstream_is_servfail() {
         "a name outside the domain is refused:\n{out}"
     );
     h1.weave_ok(&["dns-add", "client", "-h", "alias"]);
-    assert_eq!(dig(h1, &["alias.weave.local"]), [client.clone()]);
+    assert_eq!(
+        dig(h1, &["alias.weave.local"]),
+        std::slice::from_ref(&client)
+    );
     assert_eq!(h1.weave_ok(&["dns-lookup", "alias"]).trim(), client);
     h1.weave_ok(&["dns-remove", "client", "-h", "alias"]);
     assert!(dig(h1, &["alias.weave.local"]).is_empty());
@@ -284,7 +289,7 @@ fn other_names_go_upstream_and_a_dead_upstream_is_servfail() {
     // counted, and the agent still answers.
     let sent = 3000;
     weave_tests::in_netns(&h1.netns().path(), || flood(DNS_ADDR, sent)).expect("flooding");
-    assert_eq!(dig(h1, &["client.weave.local"]), [client.clone()]);
+    assert_eq!(dig(h1, &["client.weave.local"]), [client]);
     let status = h1.status();
     let counters = &status.dns.as_ref().expect("weaveDNS is on").counters;
     assert!(

@@ -13,6 +13,9 @@ use weave_common::{
     isolation::{Frame, IPPROTO_TCP, IPPROTO_UDP},
 };
 
+/// The fragment offset's bits of the IPv4 flags-and-offset field.
+const FRAGMENT_OFFSET: u16 = 0x1fff;
+
 /// ARP for IPv4 over Ethernet: htype 1, ptype 0x0800, hlen 6, plen 4.
 const ARP_IPV4_OVER_ETHERNET: [u8; 6] = [0, 1, 0x08, 0x00, 6, 4];
 
@@ -42,7 +45,7 @@ fn ipv4(ctx: &TcContext, eth_src: [u8; 6]) -> Frame {
     let proto = ip[9];
     // Ports only in the first fragment (offset 0) of UDP and TCP; the
     // header length is in words (5..=15), so the offset is bounded.
-    let first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
+    let first = u16::from_be_bytes([ip[6], ip[7]]) & FRAGMENT_OFFSET == 0;
     let (sport, dport) = if first && (proto == IPPROTO_UDP || proto == IPPROTO_TCP) {
         let at = ETH_HLEN + usize::from(ip[0] & 0x0f) * 4;
         match ctx.load::<[u8; 4]>(at) {

@@ -219,17 +219,16 @@ impl Agent {
                     || (c.len() >= 4 && e.container_id.starts_with(c))
             })
         };
-        let i = match find(container) {
-            Some(i) => i,
-            None => {
-                let info = crate::docker::Docker::connect(docker)
-                    .await?
-                    .inspect(container)
-                    .await?;
-                find(&info.id).ok_or_else(|| {
-                    anyhow::anyhow!("container {container} is not attached to weave")
-                })?
-            }
+        let i = if let Some(i) = find(container) {
+            i
+        } else {
+            // Not ours by id or name; ask Docker, for a clear answer.
+            let info = crate::docker::Docker::connect(docker)
+                .await?
+                .inspect(container)
+                .await?;
+            find(&info.id)
+                .ok_or_else(|| anyhow::anyhow!("container {container} is not attached to weave"))?
         };
         let record = &self.endpoints[i];
         let given = fqdn_given.unwrap_or(&record.container_name);
@@ -407,7 +406,7 @@ impl Agent {
 
     /// weaveDNS gossip from peers, for the daemon's loop to wait on (the
     /// agent is borrowed by every other branch).
-    pub fn take_dns_inbox(&mut self) -> Option<mpsc::Receiver<DnsGossip>> {
+    pub const fn take_dns_inbox(&mut self) -> Option<mpsc::Receiver<DnsGossip>> {
         self.dns_inbox.take()
     }
 

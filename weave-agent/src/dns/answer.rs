@@ -37,9 +37,7 @@ impl Zone {
         reason = "an anonymous lifetime is unstable in impl Trait"
     )]
     pub fn new<'a>(domain: &str, ttl: u32, live: impl IntoIterator<Item = &'a Entry>) -> Self {
-        let domain = Name::from_ascii(domain)
-            .map(|n| n.to_lowercase())
-            .unwrap_or_else(|_| Name::root());
+        let domain = Name::from_ascii(domain).map_or_else(|_| Name::root(), |n| n.to_lowercase());
         let mut by_name: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
         let mut by_addr: HashMap<Ipv4Addr, Vec<String>> = HashMap::new();
         for e in live {
@@ -97,9 +95,8 @@ pub enum Kind {
 /// and `udp` says whether the answer must fit a UDP datagram (larger ones
 /// come back empty with TC set, and the client asks again over TCP).
 pub fn answer(query: &[u8], zone: &Zone, rotation: usize, udp: bool) -> (Outcome, Kind) {
-    let msg = match Message::from_vec(query) {
-        Ok(m) => m,
-        Err(_) => return malformed(query),
+    let Ok(msg) = Message::from_vec(query) else {
+        return malformed(query);
     };
     if msg.message_type() != MessageType::Query {
         return (Outcome::Ignore, Kind::Ignored);
@@ -254,7 +251,7 @@ fn servfail_of(query: &Message) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::records::{Entry, EntryKey};
+    use crate::dns::records::EntryKey;
     use crate::peer_name::PeerName;
     use hickory_proto::op::Query;
 

@@ -134,7 +134,7 @@ pub(super) async fn start(
     let (zone, zone_rx) = watch::channel(Arc::new(Zone::new(
         &options.dns_domain,
         options.dns_ttl,
-        [],
+        Vec::<Entry>::new(),
     )));
     let server = server::start(
         &ServerConfig {

@@ -2,6 +2,7 @@
 //! answer (or "forward it upstream") out. No sockets, so the fuzz target and
 //! the unit tests call exactly what the server calls.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::str::FromStr as _;
@@ -32,15 +33,16 @@ pub struct Zone {
 
 impl Zone {
     /// `domain` is checked by the launch options (a valid FQDN).
-    #[expect(
-        single_use_lifetimes,
-        reason = "an anonymous lifetime is unstable in impl Trait"
-    )]
-    pub fn new<'a>(domain: &str, ttl: u32, live: impl IntoIterator<Item = &'a Entry>) -> Self {
+    pub fn new<E: Borrow<Entry>>(
+        domain: &str,
+        ttl: u32,
+        live: impl IntoIterator<Item = E>,
+    ) -> Self {
         let domain = Name::from_ascii(domain).map_or_else(|_| Name::root(), |n| n.to_lowercase());
         let mut by_name: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
         let mut by_addr: HashMap<Ipv4Addr, Vec<String>> = HashMap::new();
         for e in live {
+            let e = e.borrow();
             let addrs = by_name.entry(e.key.name.clone()).or_default();
             if !addrs.contains(&e.key.addr) {
                 addrs.push(e.key.addr);

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use weave_tests::convergence::REJOIN;
 use weave_tests::{Cluster, Host, LAN_IFNAME, Netns, TEST_PREFIX, wait_until};
 
 /// The agent's DNS address (weave-agent's `dns::DEFAULT_LISTEN`).
@@ -161,6 +162,23 @@ fn containers_find_each_other_by_name_across_hosts() {
     wait_answers(&c, "web.weave.local", &[&web2]);
     let status = h1.weave_ok(&["status", "dns"]);
     assert!(status.contains(&web2), "weave status dns:\n{status}");
+
+    // A name removed on one side of a partition is not resurrected by the
+    // other side's live copy when it heals.
+    h3.run_container("", "cache");
+    let cache3 = addr_of(h3, "cache");
+    wait_answers(&c, "cache.weave.local", &[&cache3]);
+    c.cut(h3);
+    h3.docker_ok(&["rm", "-f", "cache"]);
+    // h3 itself forgets it at once; the others still have the live copy.
+    wait_until("h3 to drop cache", SPREAD, || {
+        dig(h3, &["cache.weave.local"]).is_empty().then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(dig(h1, &["cache.weave.local"]), [cache3]);
+    c.reconnect(h3);
+    c.wait_full_mesh(REJOIN);
+    wait_answers(&c, "cache.weave.local", &[]);
 }
 
 /// `count` queries for names outside the domain, as fast as they go.

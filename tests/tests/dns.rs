@@ -120,10 +120,19 @@ fn containers_find_each_other_by_name_across_hosts() {
             .success(),
         "TCP to another port of the DNS address must not cross"
     );
-    let passed = h1.status().counter("dns_passed").unwrap_or_default();
+    let status = h1.status();
+    let passed = status.counter("dns_passed").unwrap_or_default();
     assert!(
         passed > 0,
         "the classifier let DNS cross subnets: dns_passed = {passed}"
+    );
+    // The containers' ARP for the DNS address stayed on h1.
+    let kept = status
+        .counter("datapath_dns_arp_dropped")
+        .unwrap_or_default();
+    assert!(
+        kept > 0,
+        "ARP for the DNS address never leaves the host: {kept}"
     );
     // Unknown names in the domain: NXDOMAIN, answered here.
     assert_eq!(dig_status(h1, "nope.weave.local"), "NXDOMAIN");

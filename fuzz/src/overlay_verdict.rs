@@ -297,8 +297,14 @@ fn check_from_peer(
                 "source of a delivered frame neither learnt nor counted"
             );
         }
-        FromPeer::Relay { vni, hop, via } => {
+        FromPeer::Relay {
+            vni,
+            sender: said,
+            hop,
+            via,
+        } => {
             let sender = neighbour.expect("relayed for a stranger");
+            assert_eq!(said, sender, "a relay names another sender");
             let packet = packet.expect("relayed a malformed packet");
             assert!(packet.frame.len() <= max_frame);
             assert_eq!(vni, packet.vni, "relayed under another VNI");

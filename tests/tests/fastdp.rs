@@ -153,6 +153,19 @@ fn short_id(h: &Host) -> u32 {
     u32::from(h.status().mesh.short_id.0)
 }
 
+/// What `h` counts with the peer of short id `peer`, per data plane:
+/// (bytes sent to it, bytes received from it) by data plane name.
+#[track_caller]
+fn traffic_with(h: &Host, peer: u32) -> BTreeMap<String, (u64, u64)> {
+    h.status()
+        .overlay_stats
+        .neighbours
+        .iter()
+        .filter(|t| u32::from(t.peer.0) == peer)
+        .map(|t| (t.dataplane.clone(), (t.sent_bytes, t.received_bytes)))
+        .collect()
+}
+
 /// The MAC of a container's `ethwe`.
 #[track_caller]
 fn mac_of(h: &Host, container: &str) -> String {
@@ -388,6 +401,17 @@ fn a_stream_crosses_on_fastdp_as_whole_super_frames_and_in_software_segments() {
 
     let [encap, encap_gso] = counters(h1, ["fastdp_encap", "fastdp_encap_gso"]);
     let [decap_gso] = counters(h2, ["fastdp_decap_gso"]);
+    let (id1, id2) = (short_id(h1), short_id(h2));
+    // (fastdp's bytes, every plane's bytes) sent to or received from a peer.
+    let with = |h: &Host, peer: u32, sent: bool| {
+        let t = traffic_with(h, peer);
+        let pick = |&(s, r): &(u64, u64)| if sent { s } else { r };
+        (
+            t.get("fastdp").map_or(0, pick),
+            t.values().map(pick).sum::<u64>(),
+        )
+    };
+    let (sent_before, received_before) = (with(h1, id2, true), with(h2, id1, false));
     let (from_a, lan) = (sent_by_a(), on_lan());
     let bytes = assert_tcp_stream((h1, &a), (h2, &b), "10.0.1.2", 5000);
     let from_a = sent_by_a().tx_packets - from_a.tx_packets;
@@ -424,6 +448,25 @@ fn a_stream_crosses_on_fastdp_as_whole_super_frames_and_in_software_segments() {
         h1.status().render_dataplane()
     );
     wait_counters_above(h2, ["fastdp_decap_gso"], [decap_gso]);
+
+    // The traffic by neighbour counts the stream's frames, super-frames as
+    // the segments they stand for: at least its bytes, and no more than its
+    // headers add (66 bytes a segment of at least 1,300; 10% allowed, for
+    // the ACKs' and the agents' own frames too).
+    let (sent, received) = (with(h1, id2, true), with(h2, id1, false));
+    for (what, before, now) in [
+        ("h1 sent to h2", sent_before, sent),
+        ("h2 received from h1", received_before, received),
+    ] {
+        let (fastdp, all) = (now.0 - before.0, now.1 - before.1);
+        assert!(
+            all >= bytes && all <= bytes + bytes / 10 && fastdp >= bytes / 2,
+            "{what}: {all} bytes, {fastdp} of them on fastdp, for a stream of {bytes}\n\
+             h1:\n{}\nh2:\n{}",
+            h1.status().render_dataplane(),
+            h2.status().render_dataplane()
+        );
+    }
 
     // The LAN interface cannot segment UDP tunnels any more: the kernel
     // segments the encapsulated super-frames in software before it, and the

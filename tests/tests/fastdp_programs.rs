@@ -29,7 +29,7 @@ use weave_common::Counter;
 use weave_common::datapath::mac_key;
 use weave_common::fastdp::{
     FLAG_DECAP_L4_UDP, FLAG_ENABLED, FastdpConfig, FastdpPeer, LOCAL_BRIDGE, LOCAL_CONTAINER,
-    Learnt, Sender, SenderKey,
+    Learnt, PeerTraffic, Sender, SenderKey,
 };
 use weave_common::names::{FASTDP_DECAP_PROG, FASTDP_ENCAP_PROG, FASTDP_PROBE_PROG};
 use weave_tests::program_tests;
@@ -194,6 +194,23 @@ impl Fastdp {
             .peer_macs
             .insert(mac_key(mac), u32::from(peer), 0)
             .expect("writing PEER_MACS");
+    }
+
+    /// `FASTDP_TRAFFIC[peer]`, summed over CPUs.
+    fn traffic(&self, peer: u16) -> PeerTraffic {
+        let per_cpu = self
+            .maps
+            .traffic
+            .get(&u32::from(peer), 0)
+            .expect("reading FASTDP_TRAFFIC");
+        per_cpu
+            .iter()
+            .fold(PeerTraffic::default(), |a, t| PeerTraffic {
+                sent_frames: a.sent_frames + t.sent_frames,
+                sent_bytes: a.sent_bytes + t.sent_bytes,
+                received_frames: a.received_frames + t.received_frames,
+                received_bytes: a.received_bytes + t.received_bytes,
+            })
     }
 
     /// The next event in `FASTDP_LEARNT`, if any.
@@ -463,12 +480,21 @@ fn vxlan_to_peer(inner: &[u8], ecn: u8) -> Vec<u8> {
 /// inside, redirected (`bpf_redirect_neigh`) towards the neighbour.
 #[test]
 fn encap_wraps_a_frame_for_a_fastdp_neighbour_in_vxlan() {
-    in_private_netns(|c, _| {
+    in_private_netns(|c, fastdp| {
         // ECN ECT(0) with a DSCP: only the ECN bits reach the outer header.
         let inner = tcp_frame(MAC_REMOTE, MAC_LOCAL, DSCP_AF41 | ECN_ECT0, 1000);
         let run = run(c, FASTDP_ENCAP_PROG, &inner, None, "to the neighbour");
         assert_eq!(run.verdict, TC_ACT_REDIRECT, "redirected to the underlay");
         assert_eq!(run.moved, [(Counter::FastdpEncap, 1)]);
+        assert_eq!(
+            fastdp.traffic(PEER),
+            PeerTraffic {
+                sent_frames: 1,
+                sent_bytes: inner.len() as u64,
+                ..PeerTraffic::default()
+            },
+            "counted as sent to the neighbour: the inner frame"
+        );
         let out = &run.out;
 
         // Field by field, for readable failures.
@@ -534,7 +560,7 @@ fn encap_takes_a_frame_of_exactly_the_overlay_mtu() {
 /// agent's path, counted by reason.
 #[test]
 fn encap_passes_what_it_does_not_take() {
-    in_private_netns(|c, _| {
+    in_private_netns(|c, fastdp| {
         let mut wrong_length = to_remote(100);
         let claimed = u16::from_be_bytes([wrong_length[16], wrong_length[17]]) - 4;
         wrong_length[16..18].copy_from_slice(&claimed.to_be_bytes());
@@ -582,6 +608,13 @@ fn encap_passes_what_it_does_not_take() {
         ];
         for (what, frame, counter) in cases {
             assert_passed(c, FASTDP_ENCAP_PROG, &frame, None, Some(counter), what);
+        }
+        for peer in [PEER, OTHER] {
+            assert_eq!(
+                fastdp.traffic(peer),
+                PeerTraffic::default(),
+                "nothing passed on counts as fastdp's traffic"
+            );
         }
     });
 }
@@ -703,6 +736,15 @@ fn decap_hands_the_inner_frame_to_the_bridge_and_reports_its_source_once() {
         assert!(run2.out == inner, "again: the inner frame");
         assert_eq!(run2.moved, [(Counter::FastdpDecap, 1)]);
         assert_eq!(fastdp.learnt(), None, "nothing new to report");
+        assert_eq!(
+            fastdp.traffic(PEER),
+            PeerTraffic {
+                received_frames: 2,
+                received_bytes: 2 * inner.len() as u64,
+                ..PeerTraffic::default()
+            },
+            "counted as received from the neighbour: the inner frames"
+        );
 
         // The MAC moves behind another neighbour: reported again, at once.
         fastdp

@@ -326,11 +326,30 @@ fn prometheus_scrapes_the_mesh_and_the_page_shows_it() {
             .context("no sample yet")
     })
     .unwrap();
+    // 20 echo requests of 98 bytes.
+    const ECHO_BYTES: f64 = 1960.0;
+    // And the traffic with h2, by neighbour, in bytes of the containers'
+    // frames (whichever data plane carried them): 20 echo requests of 98
+    // bytes (Ethernet, IPv4, ICMP, 56 bytes of data) at least.
+    let to_h2 = format!(
+        "sum(weave_peer_bytes_total{{direction=\"sent\",nickname=\"h2\",instance=\"{}\"}})",
+        targets[0]
+    );
+    let sent_before = prom
+        .query(h1.netns(), &to_h2)
+        .unwrap()
+        .first()
+        .map_or(0.0, |r| r.1);
     let out = h1.exec("c1", &["ping", "-c", "20", "-i", "0.05", "10.2.1.2"]);
     assert!(out.success(), "{out}");
-    wait_for("the counter to grow in prometheus", SCRAPE_WAIT, || {
+    wait_for("the counters to grow in prometheus", SCRAPE_WAIT, || {
         let now = prom.query(h1.netns(), &query)?.first().map_or(0.0, |r| r.1);
         ensure!(now >= before + 20.0, "{before} then {now}");
+        let sent = prom.query(h1.netns(), &to_h2)?.first().map_or(0.0, |r| r.1);
+        ensure!(
+            sent >= sent_before + ECHO_BYTES,
+            "bytes sent to h2: {sent_before} then {sent}"
+        );
         Ok(())
     })
     .unwrap();
@@ -395,6 +414,16 @@ fn page_in_chromium(h: &Host, names: &[String], nicknames: &[&str]) {
             // Three edges in the graph, two rows in the connections table.
             ensure!(established >= 5, "{established} established shown:\n{dom}");
             ensure!(dom.contains(">established<"), "no connection state shown");
+            // The traffic with h2 (the containers pinged it), with its rate
+            // once the page has polled twice.
+            ensure!(
+                dom.contains(&format!("data-peer=\"{}\"", names[1])),
+                "no traffic row for h2:\n{dom}"
+            );
+            ensure!(
+                dom.contains("bit/s<"),
+                "no rate on the graph's edges:\n{dom}"
+            );
             Ok(dom)
         },
     )
@@ -637,4 +666,63 @@ fn status_addr_can_be_moved_turned_off_and_is_checked() {
             .iter()
             .all(|c| c.state != ConnectionState::Established)
     );
+}
+
+/// A `weave run` waiting for the allocation ring (its peer is not up yet)
+/// shows in the metrics as a pending allocation, and the endpoint and
+/// `weave status` answer while it waits; once the peer comes, the run gets
+/// its address.
+#[test]
+fn a_run_waiting_for_the_ring_is_a_pending_allocate() {
+    let c = Cluster::new("httpwait", 2);
+    let [h1, h2] = c.hosts() else { unreachable!() };
+    // h2 runs no agent yet: h1 waits for consensus with it.
+    h1.launch(&[&h2.lan_addr()]);
+    let mut run = h1
+        .weave_command(&[
+            "run",
+            "--name",
+            "waiting",
+            weave_tests::IMAGE,
+            "sleep",
+            "3600",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pending = |want: u32| {
+        move || {
+            let m = http(h1.netns(), &local(), "GET", "/metrics", &[])?;
+            ensure!(m.status == 200, "{m:?}");
+            let line = format!("weave_ipam_pending_allocates {want}\n");
+            ensure!(m.body.contains(&line), "no {line:?} in\n{}", m.body);
+            Ok(())
+        }
+    };
+    let waited = wait_for(
+        "the wait to show in /metrics",
+        Duration::from_secs(20),
+        pending(1),
+    );
+    // `weave status` answers meanwhile too, saying what the run waits for.
+    let status = h1.weave(&["status"]);
+    if let Err(e) = waited.and_then(|()| {
+        ensure!(
+            status.success() && status.stdout.contains("waiting for consensus"),
+            "weave status while the run waits: {status}"
+        );
+        Ok(())
+    }) {
+        let _ = run.kill();
+        panic!("{e:#}");
+    }
+    h2.launch(&[&h1.lan_addr()]);
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the run, once the ring formed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("no pending allocate", Duration::from_secs(10), pending(0)).unwrap();
 }

@@ -274,11 +274,21 @@ fn reset_and_rmpeer_hand_space_over_and_separate_rings_refuse_each_other() {
         .expect("h3 owns space")
         .name;
     h3.kill_agent();
+    // Gone, it is still shown, and named, by its nickname.
     wait_ipam(h1, "h3 unreachable", |p| {
-        p.iter().any(|p| p.name == h3_name && !p.reachable)
+        p.iter()
+            .any(|p| p.name == h3_name && !p.reachable && nickname_is(p, "h3"))
     });
-    let out = h1.weave_ok(&["rmpeer", &h3_name.to_string()]);
-    assert!(out.contains("IPs taken over from"), "{out}");
+    let out = h1.weave(&["rmpeer", "nosuchpeer"]);
+    assert!(
+        !out.success() && out.stderr.contains("unknown peer nosuchpeer"),
+        "{out}"
+    );
+    let out = h1.weave_ok(&["rmpeer", "h3"]);
+    assert!(
+        out.contains(&format!("IPs taken over from {h3_name}")),
+        "{out}"
+    );
     let peers = wait_ipam(h1, "h1 owns everything", |p| p.len() == 1);
     assert_eq!(peers[0].percent, 100.0);
     // What h3 handed out is h1's to give now: claimed explicitly, then

@@ -116,6 +116,13 @@ pub struct LaunchOptions {
     /// Do not connect to peers learnt from other peers (only to targets).
     #[arg(long)]
     pub no_discovery: bool,
+    /// Most connections to other peers; more are refused (counted as
+    /// `connections_over_limit`). A full mesh of N peers needs N - 1.
+    #[arg(long, default_value_t = crate::mesh::DEFAULT_CONN_LIMIT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=crate::mesh::MAX_CONNECTIONS_PER_PEER as u64))]
+    #[serde(default = "default_conn_limit")]
+    pub conn_limit: usize,
     /// Data plane between hosts: `fastdp` (unencrypted frames between peers
     /// that both run it are encapsulated in VXLAN by eBPF in the kernel;
     /// everything else takes xdp), `xdp` (eBPF tags and redirects frames
@@ -316,6 +323,10 @@ impl LaunchOptions {
         }
         Ok(())
     }
+}
+
+const fn default_conn_limit() -> usize {
+    crate::mesh::DEFAULT_CONN_LIMIT
 }
 
 #[cfg(test)]

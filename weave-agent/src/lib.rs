@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod cni;
 pub mod config;
 pub mod dns;
 pub mod docker;

@@ -1,13 +1,16 @@
 //! What the agent must remember across restarts, written atomically.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::config::CONTAINER_IFNAME;
 use crate::ipam::Ring;
 use crate::mac::Mac;
+use crate::netlink::NetnsRef;
 use crate::peer_name::PeerName;
 
 /// A container attached to the bridge.
@@ -20,6 +23,36 @@ pub struct EndpointRecord {
     pub host_ifname: String,
     pub mac: Mac,
     pub cidrs: Vec<Ipv4Net>,
+    /// Set for a pod attached by the CNI plugin (`pid` is then 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniRecord>,
+}
+
+/// Where a CNI attachment lives: the runtime names a pod's namespace by
+/// path, and the attachment by (container ID, interface name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniRecord {
+    pub netns: PathBuf,
+    pub ifname: String,
+}
+
+impl EndpointRecord {
+    /// The namespace the container's end of the port is in.
+    pub fn netns(&self) -> NetnsRef {
+        self.cni
+            .as_ref()
+            .map_or(NetnsRef::Pid(self.pid), |c| NetnsRef::Path(c.netns.clone()))
+    }
+
+    /// The name of the container's end of the port.
+    pub fn guest_ifname(&self) -> &str {
+        self.cni.as_ref().map_or(CONTAINER_IFNAME, |c| &c.ifname)
+    }
+
+    /// Is this the CNI attachment (`container_id`, `ifname`)?
+    pub fn is_cni(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id == container_id && self.cni.as_ref().is_some_and(|c| c.ifname == ifname)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -33,6 +66,11 @@ pub struct PersistedState {
     /// it (its own allocations are the endpoints' addresses).
     #[serde(default)]
     pub ring: Option<Ring>,
+    /// The nicknames of the peers that own part of the ring, as last seen
+    /// while they were reachable: `weave rmpeer NICKNAME` names a peer that
+    /// is gone, and `weave status ipam` shows who it was.
+    #[serde(default)]
+    pub nicknames: BTreeMap<PeerName, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,18 +135,34 @@ mod tests {
         assert!(load(&path).unwrap().is_none());
         let st = PersistedState {
             peer_name: PeerName::random(),
-            endpoints: vec![EndpointRecord {
-                container_id: "abc".into(),
-                container_name: "c1".into(),
-                pid: 42,
-                host_ifname: "vethwepl42".into(),
-                mac: Mac::random_local(),
-                cidrs: vec!["10.32.0.1/12".parse().unwrap()],
-            }],
+            endpoints: vec![
+                EndpointRecord {
+                    container_id: "abc".into(),
+                    container_name: "c1".into(),
+                    pid: 42,
+                    host_ifname: "vethwepl42".into(),
+                    mac: Mac::random_local(),
+                    cidrs: vec!["10.32.0.1/12".parse().unwrap()],
+                    cni: None,
+                },
+                EndpointRecord {
+                    container_id: "pod1".into(),
+                    container_name: "cni:pod1".into(),
+                    pid: 0,
+                    host_ifname: "vethweplc012345".into(),
+                    mac: Mac::random_local(),
+                    cidrs: vec!["10.32.0.2/12".parse().unwrap()],
+                    cni: Some(CniRecord {
+                        netns: "/var/run/netns/pod1".into(),
+                        ifname: "eth0".into(),
+                    }),
+                },
+            ],
             targets: vec!["192.168.1.2".into()],
             ring: Some(
                 Ring::init_with_id("10.32.0.0/12".parse().unwrap(), PeerName::random(), 5).unwrap(),
             ),
+            nicknames: [(PeerName::random(), "host2".to_string())].into(),
         };
         save(&path, &st).unwrap();
         let back = load(&path).unwrap().unwrap();
@@ -116,6 +170,7 @@ mod tests {
         assert_eq!(back.endpoints, st.endpoints);
         assert_eq!(back.targets, st.targets);
         assert_eq!(back.ring, st.ring);
+        assert_eq!(back.nicknames, st.nicknames);
         // A state file from before the ring was persisted still loads.
         let old = serde_json::json!({
             "peer_name": st.peer_name,

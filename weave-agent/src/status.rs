@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::mesh::{ConnectionStatus, MeshCounters, MeshStatus};
-use crate::overlay::OverlayStats;
+use crate::overlay::{OverlayStats, ShortId};
 use crate::peer_name::PeerName;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -28,11 +28,20 @@ pub struct Status {
     /// How that data plane runs and why it was chosen.
     #[serde(default)]
     pub dataplane: String,
+    /// The engine in userspace that carries what no kernel path takes
+    /// ("xdp" under fastdp; otherwise the overlay itself): the data plane
+    /// of `overlay_stats`' own counters.
+    #[serde(default)]
+    pub userspace: String,
     pub overlay_stats: OverlayStats,
     /// weaveDNS; `None` with `--no-dns`.
     #[serde(default)]
     pub dns: Option<crate::agent::DnsStatus>,
 }
+
+/// Where the agent sends one snapshot of its status (asked for by the
+/// status endpoint and by `weave status`, outside the request queue).
+pub type StatusAsk = tokio::sync::oneshot::Sender<Box<Status>>;
 
 /// IP allocation as this peer sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,6 +57,10 @@ pub struct IpamStatus {
     pub in_use_here: usize,
     /// Every peer that owns part of the range, in name order.
     pub peers: Vec<IpamPeerStatus>,
+    /// `run`/`attach` requests waiting for consensus or for space from a
+    /// peer (the agent serves one request at a time: 0 or 1).
+    #[serde(default)]
+    pub pending_allocates: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -112,7 +125,33 @@ fn line(out: &mut String, key: &str, value: impl fmt::Display) {
     let _ = writeln!(out, "{key:>15}: {value}");
 }
 
+/// `n` bytes for people: B, KiB, MiB, GiB with one decimal.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 impl Status {
+    /// A neighbour by its short id: its nickname, or the id when this peer
+    /// does not know it (any more).
+    pub fn peer_label(&self, id: ShortId) -> String {
+        self.mesh
+            .peers
+            .iter()
+            .find(|p| p.short_id == id)
+            .map_or_else(|| format!("peer {id}"), |p| p.nickname.clone())
+    }
+
     /// The eBPF counter `name`, if the classifier reported it.
     pub fn counter(&self, name: &str) -> Option<u64> {
         self.counters
@@ -251,6 +290,29 @@ impl Status {
         ] {
             line(&mut s, name, value);
         }
+        if !o.neighbours.is_empty() {
+            s.push('\n');
+            line(
+                &mut s,
+                "Traffic by peer",
+                "inner frames (bytes), per data plane",
+            );
+            for t in &o.neighbours {
+                line(
+                    &mut s,
+                    &self.peer_label(t.peer),
+                    format!(
+                        "{:<6} sent {} ({}), received {} ({}), dropped {}",
+                        t.dataplane,
+                        t.sent_frames,
+                        human_bytes(t.sent_bytes),
+                        t.received_frames,
+                        human_bytes(t.received_bytes),
+                        t.dropped
+                    ),
+                );
+            }
+        }
         s.push('\n');
         line(&mut s, "Control plane", "");
         for (name, value) in self.mesh.counters.named() {
@@ -294,6 +356,7 @@ pub(crate) mod tests {
                         reachable: false,
                     },
                 ],
+                pending_allocates: 0,
             },
             containers: 2,
             mtu: 1450,
@@ -304,8 +367,18 @@ pub(crate) mod tests {
             ],
             overlay: "plain".into(),
             dataplane: "capture socket on vethwe-datapath".into(),
+            userspace: "plain".into(),
             overlay_stats: OverlayStats {
                 dropped_malformed: 4,
+                neighbours: vec![crate::overlay::NeighbourTraffic {
+                    peer: mesh.peers[1].short_id,
+                    dataplane: "plain".into(),
+                    sent_frames: 10,
+                    sent_bytes: 15_000,
+                    received_frames: 5,
+                    received_bytes: 3 << 20,
+                    dropped: 1,
+                }],
                 ..Default::default()
             },
             mesh,
@@ -339,6 +412,13 @@ pub(crate) mod tests {
         let dataplane = st.render_dataplane();
         assert!(dataplane.contains("drop_spoofed_ip: 3"));
         assert!(dataplane.contains(" drop_malformed: 4"));
+        let neighbour = &st.mesh.peers[1].nickname;
+        assert!(
+            dataplane.contains(&format!(
+                "{neighbour:>15}: plain  sent 10 (14.6 KiB), received 5 (3.0 MiB), dropped 1\n"
+            )),
+            "{dataplane}"
+        );
 
         // `--json` carries all of it: the text rendered from the decoded
         // snapshot is the same, byte for byte.

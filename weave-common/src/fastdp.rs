@@ -107,6 +107,30 @@ pub const LOCAL_BRIDGE: u32 = 2;
 
 /// Most entries of `FASTDP_PEERS` and `FASTDP_SENDERS` (one per neighbour).
 pub const MAX_FASTDP_PEERS: u32 = 4096;
+/// `FASTDP_TRAFFIC[short id]`, per CPU: what fastdp carried to and from
+/// one neighbour. Frames and bytes are the inner Ethernet frames, a
+/// super-frame counted as the segments it stands for (each with its
+/// headers), so the figures match what the userspace engines count.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerTraffic {
+    pub sent_frames: u64,
+    pub sent_bytes: u64,
+    pub received_frames: u64,
+    pub received_bytes: u64,
+}
+
+/// Entries of `FASTDP_TRAFFIC`: one per possible short id (12 bits).
+pub const MAX_SHORT_IDS: u32 = 4096;
+
+/// Bytes of the inner frames a frame of `len` bytes stands for when it is a
+/// super-frame of `segments` segments whose headers (Ethernet to L4) are
+/// `headers` bytes long: each segment but the first repeats them.
+#[inline(always)]
+pub const fn segmented_bytes(len: u64, segments: u64, headers: u64) -> u64 {
+    len + segments.saturating_sub(1) * headers
+}
+
 /// Most MACs the decapsulation program remembers having reported.
 pub const MAX_SEEN: u32 = 8192;
 /// Bytes of the `FASTDP_LEARNT` ring (a power of two, a multiple of the page).
@@ -220,11 +244,20 @@ no_padding!(
     Sender = 8,
     Seen = 8,
     Learnt = 8,
+    PeerTraffic = 32,
 );
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_super_frame_counts_the_headers_of_every_segment() {
+        // 3 segments of 1000 payload bytes behind 66 bytes of headers.
+        assert_eq!(segmented_bytes(66 + 3000, 3, 66), 3 * (66 + 1000));
+        assert_eq!(segmented_bytes(100, 1, 66), 100);
+        assert_eq!(segmented_bytes(100, 0, 66), 100);
+    }
 
     #[test]
     fn the_tunnel_header_is_vxlan_with_a_valid_ipv4_checksum() {

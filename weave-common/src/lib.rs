@@ -33,6 +33,7 @@ pub mod names {
     pub const FASTDP_SENDERS_MAP: &str = "FASTDP_SENDERS";
     pub const FASTDP_SEEN_MAP: &str = "FASTDP_SEEN";
     pub const FASTDP_LEARNT_MAP: &str = "FASTDP_LEARNT";
+    pub const FASTDP_TRAFFIC_MAP: &str = "FASTDP_TRAFFIC";
     pub const LOCAL_MACS_MAP: &str = "LOCAL_MACS";
     pub const DNS_ADDR_MAP: &str = "DNS_ADDR";
 }

@@ -34,8 +34,8 @@ use weave_common::{
     Counter, Endpoint, MAX_ENDPOINTS,
     datapath::MAX_PEER_MACS,
     fastdp::{
-        FastdpConfig, FastdpPeer, LEARNT_RING_BYTES, MAX_FASTDP_PEERS, MAX_SEEN, Seen, Sender,
-        SenderKey,
+        FastdpConfig, FastdpPeer, LEARNT_RING_BYTES, MAX_FASTDP_PEERS, MAX_SEEN, MAX_SHORT_IDS,
+        PeerTraffic, Seen, Sender, SenderKey,
     },
 };
 
@@ -79,6 +79,10 @@ static FASTDP_SEEN: LruHashMap<u64, Seen> = LruHashMap::with_max_entries(MAX_SEE
 #[map(name = "FASTDP_LEARNT")]
 static FASTDP_LEARNT: RingBuf = RingBuf::with_byte_size(LEARNT_RING_BYTES, 0);
 
+/// What fastdp carried to and from each neighbour, by short id, per CPU;
+/// the agent sums them (`weave status`, per-peer metrics).
+#[map(name = "FASTDP_TRAFFIC")]
+static FASTDP_TRAFFIC: PerCpuArray<PeerTraffic> = PerCpuArray::with_max_entries(MAX_SHORT_IDS, 0);
 /// The agent's weaveDNS address (one entry, host byte order; 0 = off): the
 /// isolation classifiers let DNS to and from it through (see
 /// `weave_common::isolation`), and the datapath keeps ARP about it local.

@@ -86,15 +86,22 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
     let listener = server::bind(&paths.socket)
         .with_context(|| format!("opening the control socket {}", paths.socket.display()))?;
     let (tx, mut requests) = mpsc::channel(server::QUEUE_DEPTH);
-    // The HTTP endpoint asks for snapshots through the same queue as the
-    // control socket: the agent task stays the only owner of its state.
+    // The HTTP endpoint asks the agent task for snapshots: it stays the
+    // only owner of its state.
     let http_task = status_listener.map(|l| {
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, "status endpoint listening");
         }
-        tokio::spawn(http::serve(l, Arc::new(Snapshots::new(tx.clone()))))
+        tokio::spawn(http::serve(
+            l,
+            Arc::new(Snapshots::new(agent.status_asker())),
+        ))
     });
-    let server_task = tokio::spawn(server::serve(listener, tx));
+    let queues = server::Queues {
+        requests: tx,
+        status: agent.status_asker(),
+    };
+    let server_task = tokio::spawn(server::serve(listener, queues));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     tracing::info!(socket = %paths.socket.display(), "listening");
@@ -106,7 +113,7 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
 
     loop {
         tokio::select! {
-            Some(packet) = agent.next_ipam() => agent.on_ipam(packet).await,
+            Some(work) = agent.next_work() => agent.work(work).await,
             Some(gossip) = super::dns::next(&mut dns_inbox) => agent.on_dns(gossip).await,
             Some(container) = deaths.recv() => agent.container_died(&container).await,
             _ = tick.tick() => agent.tick().await,

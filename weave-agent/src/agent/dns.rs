@@ -329,7 +329,8 @@ impl Agent {
             dns.publish();
             self.send_dns(changed).await;
         }
-        for (_, pid, name) in new {
+        // A CNI pod (no PID) gets its resolver from its runtime.
+        for (_, pid, name) in new.into_iter().filter(|(_, pid, _)| *pid != 0) {
             if let Err(e) = configure_resolver(pid, addr, &domain).await {
                 tracing::warn!(container = %name, error = %e, "setting the container's resolver");
             }

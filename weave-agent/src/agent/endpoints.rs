@@ -7,16 +7,48 @@ use weave_common::{Endpoint, EndpointAddr, MAX_ENDPOINT_ADDRS};
 
 use super::Agent;
 use crate::api::Reply;
-use crate::config::{BRIDGE, CONTAINER_PORT_PREFIX, GUEST_TMP_PREFIX};
+use crate::config::{BRIDGE, CONTAINER_IFNAME, CONTAINER_PORT_PREFIX, GUEST_TMP_PREFIX};
 use crate::docker::{ContainerInfo, Docker, DockerError};
 use crate::docker_args::ContainerSpec;
 use crate::ipam::AddrRequest;
 use crate::mac::Mac;
-use crate::netlink::{GuestConfig, add_guest_addresses, configure_guest};
-use crate::state::EndpointRecord;
+use crate::netlink::{GuestConfig, NetnsRef, add_guest_addresses, configure_guest};
+use crate::state::{CniRecord, EndpointRecord};
+
+/// What gets a port on the bridge: a Docker container (its namespace named
+/// by its init's PID, `ethwe` inside) or a pod the CNI plugin asked for (its
+/// namespace by path, the runtime's interface name inside). Both go through
+/// [`Agent::plumb`], so a pod gets the same port, addresses and isolation.
+pub(super) struct Guest {
+    pub(super) id: String,
+    pub(super) name: String,
+    /// 0 for a pod.
+    pub(super) pid: u32,
+    pub(super) netns: NetnsRef,
+    /// Ends the host port's name (`vethwepl<suffix>`, at most 15 bytes).
+    pub(super) port_suffix: String,
+    pub(super) cni: Option<CniRecord>,
+}
+
+impl Guest {
+    fn docker(info: &ContainerInfo) -> Self {
+        Self {
+            id: info.id.clone(),
+            name: info.name.clone(),
+            pid: info.pid,
+            netns: NetnsRef::Pid(info.pid),
+            port_suffix: info.pid.to_string(),
+            cni: None,
+        }
+    }
+
+    fn ifname(&self) -> &str {
+        self.cni.as_ref().map_or(CONTAINER_IFNAME, |c| &c.ifname)
+    }
+}
 
 /// The map value the eBPF classifier checks frames of this container against.
-fn classifier_entry(mac: Mac, cidrs: &[Ipv4Net]) -> Endpoint {
+pub(super) fn classifier_entry(mac: Mac, cidrs: &[Ipv4Net]) -> Endpoint {
     let mut ep = Endpoint {
         mac: mac.0,
         addr_count: cidrs.len().min(MAX_ENDPOINT_ADDRS) as u16,
@@ -51,7 +83,7 @@ impl Agent {
             let docker = Docker::connect(docker).await?;
             let id = docker.create_and_start(&spec).await?;
             let plumbed = match docker.inspect(&id).await {
-                Ok(info) if info.pid != 0 => self.plumb(&info, &cidrs).await,
+                Ok(info) if info.pid != 0 => self.plumb(&Guest::docker(&info), &cidrs).await,
                 Ok(info) => Err(DockerError::NotRunning(info.name).into()),
                 Err(e) => Err(e.into()),
             };
@@ -93,7 +125,7 @@ impl Agent {
         }
         check_count(addrs.len())?;
         let cidrs = self.allocate_addresses(&addrs).await?;
-        if let Err(e) = self.plumb(&info, &cidrs).await {
+        if let Err(e) = self.plumb(&Guest::docker(&info), &cidrs).await {
             self.release(&cidrs).await;
             return Err(e);
         }
@@ -113,7 +145,7 @@ impl Agent {
             // The classifier learns the addresses before the container uses them.
             self.classifier
                 .attach_endpoint(&record.host_ifname, &classifier_entry(record.mac, &all))?;
-            add_guest_addresses(record.pid, new.clone()).await?;
+            add_guest_addresses(&record.netns(), record.guest_ifname(), new.clone()).await?;
             anyhow::Ok(())
         }
         .await;
@@ -133,23 +165,29 @@ impl Agent {
         })
     }
 
-    /// Creates the container's port: `vethwepl<pid>` on the bridge, `ethwe`
-    /// inside. The classifier is attached before the host side comes up.
-    async fn plumb(&mut self, info: &ContainerInfo, cidrs: &[Ipv4Net]) -> anyhow::Result<()> {
-        let host = format!("{CONTAINER_PORT_PREFIX}{}", info.pid);
-        let guest = format!("{GUEST_TMP_PREFIX}{}", info.pid);
-        // Left over from a container that had this PID before.
+    /// Creates the guest's port: `vethwepl<suffix>` on the bridge, and inside
+    /// the guest's namespace `ethwe` (a Docker container) or the runtime's
+    /// interface name (a CNI pod). The classifier is attached before the
+    /// host side comes up.
+    pub(super) async fn plumb(&mut self, guest: &Guest, cidrs: &[Ipv4Net]) -> anyhow::Result<()> {
+        let host = format!("{CONTAINER_PORT_PREFIX}{}", guest.port_suffix);
+        let tmp = format!("{GUEST_TMP_PREFIX}{}", guest.port_suffix);
+        if self.endpoints.iter().any(|e| e.host_ifname == host) {
+            bail!("port {host} is taken by another container");
+        }
+        // Left over from a container that had this PID (or port name) before.
         self.netlink.delete(&host).await?;
-        self.netlink.delete(&guest).await?;
+        self.netlink.delete(&tmp).await?;
         let mac = Mac::random_local();
         let result = async {
-            self.netlink.create_veth(&host, &guest, self.mtu).await?;
+            self.netlink.create_veth(&host, &tmp, self.mtu).await?;
             self.netlink.set_master(&host, self.bridge_index).await?;
-            self.netlink.move_to_netns_of(&guest, info.pid).await?;
+            self.netlink.move_to_netns(&tmp, &guest.netns).await?;
             configure_guest(
-                info.pid,
+                &guest.netns,
                 GuestConfig {
-                    arrived_as: guest.clone(),
+                    arrived_as: tmp.clone(),
+                    ifname: guest.ifname().to_owned(),
                     mac: mac.0,
                     mtu: self.mtu,
                     cidrs: cidrs.to_vec(),
@@ -164,19 +202,22 @@ impl Agent {
         .await;
         if let Err(e) = result {
             let _ = self.classifier.detach_endpoint(&host);
+            // The temporary end may be stranded in the guest's namespace
+            // under its own name: deleting the host end takes it along.
             let _ = self.netlink.delete(&host).await;
-            return Err(e).with_context(|| format!("attaching container {}", info.name));
+            return Err(e).with_context(|| format!("attaching container {}", guest.name));
         }
         self.endpoints.push(EndpointRecord {
-            container_id: info.id.clone(),
-            container_name: info.name.clone(),
-            pid: info.pid,
+            container_id: guest.id.clone(),
+            container_name: guest.name.clone(),
+            pid: guest.pid,
             host_ifname: host,
             mac,
             cidrs: cidrs.to_vec(),
+            cni: guest.cni.clone(),
         });
         self.save()?;
-        tracing::info!(container = %info.name, addrs = ?cidrs, "attached");
+        tracing::info!(container = %guest.name, addrs = ?cidrs, "attached");
         Ok(())
     }
 
@@ -195,7 +236,7 @@ impl Agent {
 
     /// Removes a container's port (deleting the host end deletes `ethwe`)
     /// and frees its addresses.
-    async fn forget_endpoint(&mut self, i: usize) -> anyhow::Result<()> {
+    pub(super) async fn forget_endpoint(&mut self, i: usize) -> anyhow::Result<()> {
         let record = self.endpoints[i].clone();
         self.classifier.detach_endpoint(&record.host_ifname)?;
         self.netlink.delete(&record.host_ifname).await?;

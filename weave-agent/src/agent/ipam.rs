@@ -322,8 +322,15 @@ impl Agent {
             self.ipam.waiting = true;
             self.ask_for_space(subnet).await;
             let wake = (Instant::now() + ASK_EVERY).min(deadline);
-            if let Ok(Some(packet)) = tokio::time::timeout_at(wake, self.ipam_inbox.recv()).await {
-                self.on_ipam(packet).await;
+            // The status endpoint is answered meanwhile, so that a wait
+            // shows in its metrics instead of making it unavailable.
+            tokio::select! {
+                packet = tokio::time::timeout_at(wake, self.ipam_inbox.recv()) => {
+                    if let Ok(Some(packet)) = packet {
+                        self.on_ipam(packet).await;
+                    }
+                }
+                Some(ask) = self.status_asks.recv() => self.answer_status(ask).await,
             }
         };
         self.ipam.waiting = false;
@@ -456,6 +463,9 @@ impl Agent {
             }
         }
         self.ipam_changed().await;
+        // A new owner is usually reachable when its ring arrives: the time
+        // to learn its nickname, before it can go away.
+        self.remember_nicknames().await;
     }
 
     /// After a change of the ring: gossip it and save it.
@@ -480,21 +490,67 @@ impl Agent {
         .await;
     }
 
-    /// `weave rmpeer PEER`: take over the space of a dead peer.
+    /// Learns the nicknames of the ring's owners this peer does not know
+    /// yet (only while they are reachable is their nickname known), so that
+    /// they can still be named once they are gone. Asks the mesh only when
+    /// an owner is new: nothing to do at rest.
+    pub(super) async fn remember_nicknames(&mut self) {
+        let owners = self.ipam.ring.peers();
+        if owners
+            .iter()
+            .all(|o| *o == self.peer_name || self.nicknames.contains_key(o))
+        {
+            return;
+        }
+        let mut learnt = false;
+        for (name, nickname) in self.reachable_peers().await {
+            if owners.contains(&name) && self.nicknames.get(&name) != Some(&nickname) {
+                self.nicknames.insert(name, nickname);
+                learnt = true;
+            }
+        }
+        // Owners no more are forgotten, so the map stays as small as the ring.
+        self.nicknames.retain(|name, _| owners.contains(name));
+        if learnt && let Err(e) = self.save() {
+            tracing::warn!(error = %e, "saving the peers' nicknames");
+        }
+    }
+
+    /// The one ring owner remembered with nickname `nickname`.
+    fn peer_by_nickname(&self, nickname: &str) -> anyhow::Result<PeerName> {
+        let named: Vec<PeerName> = self
+            .nicknames
+            .iter()
+            .filter(|(_, nick)| *nick == nickname)
+            .map(|(name, _)| *name)
+            .collect();
+        match named[..] {
+            [name] => Ok(name),
+            [] => bail!(
+                "unknown peer {nickname}: no peer that owns address space had that nickname; \
+                 give its name (like 8a:2f:...), as 'weave status ipam' shows it"
+            ),
+            _ => bail!(
+                "{} peers had the nickname {nickname} ({}): give the name of the one to remove",
+                named.len(),
+                named
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// `weave rmpeer PEER`: take over the space of a dead peer, named by
+    /// its name or its nickname.
     pub(super) async fn rmpeer(&mut self, peer: &str) -> anyhow::Result<Reply> {
+        self.remember_nicknames().await;
         let reachable = self.reachable_peers().await;
         let owners = self.ipam.ring.peers();
         let dead = match peer.parse::<PeerName>() {
             Ok(name) => name,
-            Err(_) => {
-                // A nickname: only reachable peers have one we know.
-                match reachable.iter().find(|(_, nick)| nick == peer) {
-                    Some((name, _)) => *name,
-                    None => bail!(
-                        "unknown peer {peer}: give its name (like 8a:2f:...), as 'weave status ipam' shows it"
-                    ),
-                }
-            }
+            Err(_) => self.peer_by_nickname(peer)?,
         };
         if dead == self.peer_name {
             bail!("{peer} is this peer: run 'weave rmpeer' on another peer");
@@ -569,6 +625,7 @@ impl Agent {
                             .iter()
                             .find(|p| p.0 == s.peer)
                             .map(|p| p.1.clone())
+                            .or_else(|| self.nicknames.get(&s.peer).cloned())
                     },
                     owned: s.addresses,
                     percent: s.percent_of(total),
@@ -588,6 +645,7 @@ impl Agent {
             ring_id: ring.ring_id(),
             in_use_here: self.ipam.in_use(),
             peers,
+            pending_allocates: usize::from(self.ipam.waiting),
         }
     }
 }

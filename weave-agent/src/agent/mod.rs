@@ -3,6 +3,7 @@
 //! serves the CLI's requests one at a time, so no lock is ever held across
 //! an await.
 
+mod cni;
 mod daemon;
 mod dataplane;
 mod dns;
@@ -12,6 +13,7 @@ mod ipam;
 pub use daemon::run_foreground;
 pub use dns::DnsStatus;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -33,7 +35,7 @@ use crate::overlay::Overlay;
 use crate::overlay::seal::OVERHEAD as SEAL_OVERHEAD;
 use crate::peer_name::PeerName;
 use crate::state::{self, EndpointRecord, PersistedState};
-use crate::status::Status;
+use crate::status::{Status, StatusAsk};
 
 pub struct Agent {
     paths: Paths,
@@ -52,9 +54,15 @@ pub struct Agent {
     mesh: Mesh,
     /// Peers given to `launch`/`connect`, persisted so a restart redials them.
     targets: Vec<String>,
+    /// Nicknames of the ring's owners, remembered (see `PersistedState`).
+    nicknames: BTreeMap<PeerName, String>,
     ipam: ipam::PeerIpam,
     /// IPAM messages from peers, through the mesh.
     ipam_inbox: mpsc::Receiver<IpamPacket>,
+    /// Snapshots asked for by the status endpoint: a queue of its own, so
+    /// that they are answered while a request waits for the ring too.
+    status_asks: mpsc::Receiver<StatusAsk>,
+    status_asker: mpsc::Sender<StatusAsk>,
     endpoints: Vec<EndpointRecord>,
     /// weaveDNS; `None` with `--no-dns`.
     dns: Option<dns::PeerDns>,
@@ -62,6 +70,15 @@ pub struct Agent {
     dns_inbox: Option<mpsc::Receiver<crate::dns::DnsGossip>>,
     /// The upstream resolvers, for `weave status dns`.
     dns_upstreams: Vec<String>,
+}
+
+/// The status endpoint's snapshots asked for at once, at most.
+const STATUS_ASKS: usize = 4;
+
+/// What the agent does between requests.
+pub enum Work {
+    Ipam(IpamPacket),
+    Status(StatusAsk),
 }
 
 /// Whether the agent loop goes on after a request.
@@ -81,6 +98,10 @@ impl Agent {
             .name
             .or_else(|| saved.as_ref().map(|s| s.peer_name))
             .unwrap_or_else(PeerName::random);
+        let nicknames = saved
+            .as_ref()
+            .map(|s| s.nicknames.clone())
+            .unwrap_or_default();
         let nickname = options.nickname.clone().unwrap_or_else(|| {
             nix::unistd::gethostname()
                 .ok()
@@ -192,6 +213,7 @@ impl Agent {
             None => Ring::new(options.ipalloc_range)?,
         };
         let (ipam_tx, ipam_inbox) = mpsc::channel(ipam::INBOX);
+        let (status_asker, status_asks) = mpsc::channel(STATUS_ASKS);
         let mut mesh_config = MeshConfig::new(peer_name, nickname.clone());
         mesh_config.ipam_inbox = Some(ipam_tx);
         let (dns_tx, dns_inbox) = dns::inbox();
@@ -201,6 +223,7 @@ impl Agent {
         mesh_config.listen = SocketAddr::from(([0, 0, 0, 0], options.port));
         mesh_config.data_port = options.data_port;
         mesh_config.discovery = !options.no_discovery;
+        mesh_config.conn_limit = options.conn_limit;
         mesh_config.targets = targets.clone();
         mesh_config.mtu = mtu;
         mesh_config.fastdp = fastdp;
@@ -234,8 +257,11 @@ impl Agent {
             dataplane,
             mesh,
             targets,
+            nicknames,
             ipam,
             ipam_inbox,
+            status_asks,
+            status_asker,
             endpoints: Vec::new(),
             dns: None,
             dns_inbox: (!options.no_dns).then_some(dns_inbox),
@@ -303,6 +329,14 @@ impl Agent {
             }
             Request::DnsLookup { name } => self.dns_lookup(&name),
             Request::Stop => return (Ok(Reply::Stopping), Next::Stop),
+            Request::CniAdd {
+                attachment,
+                netns,
+                addrs,
+            } => self.cni_add(attachment, netns, addrs).await,
+            Request::CniDel { attachment } => self.cni_del(&attachment).await,
+            Request::CniCheck { attachment, netns } => self.cni_check(&attachment, &netns).await,
+            Request::CniGc { valid } => self.cni_gc(&valid).await,
         };
         // Names follow the containers before the CLI hears back, so that a
         // container just run can already resolve and be resolved.
@@ -335,6 +369,7 @@ impl Agent {
             endpoints: self.endpoints.clone(),
             targets: self.targets.clone(),
             ring: Some(self.ipam.ring.clone()),
+            nicknames: self.nicknames.clone(),
         };
         Ok(state::save(&self.paths.state_file(), &st)?)
     }
@@ -382,6 +417,7 @@ impl Agent {
             counters,
             overlay: self.overlay.name().to_string(),
             dataplane: self.dataplane.clone(),
+            userspace: self.overlay.userspace().to_string(),
             overlay_stats: self.overlay.stats(),
             dns: self.dns_status(),
         }
@@ -406,9 +442,31 @@ impl Agent {
         self.ipam_changed().await;
     }
 
-    /// Work between requests: IPAM messages from peers.
-    pub async fn next_ipam(&mut self) -> Option<IpamPacket> {
-        self.ipam_inbox.recv().await
+    /// Where the status endpoint asks for snapshots.
+    pub fn status_asker(&self) -> mpsc::Sender<StatusAsk> {
+        self.status_asker.clone()
+    }
+
+    /// Work between requests: IPAM messages from peers, snapshots for the
+    /// status endpoint.
+    pub async fn next_work(&mut self) -> Option<Work> {
+        tokio::select! {
+            Some(packet) = self.ipam_inbox.recv() => Some(Work::Ipam(packet)),
+            Some(ask) = self.status_asks.recv() => Some(Work::Status(ask)),
+            else => None,
+        }
+    }
+
+    pub async fn work(&mut self, work: Work) {
+        match work {
+            Work::Ipam(packet) => self.on_ipam(packet).await,
+            Work::Status(ask) => self.answer_status(ask).await,
+        }
+    }
+
+    async fn answer_status(&self, ask: StatusAsk) {
+        // A client that gave up is no error.
+        let _ = ask.send(Box::new(self.status().await));
     }
 
     /// Periodic: our ring to the neighbours, as repair.
@@ -417,6 +475,7 @@ impl Agent {
             tracing::warn!(error = %e, "checking for dead containers");
         }
         self.gossip_ring().await;
+        self.remember_nicknames().await;
         self.gossip_dns().await;
     }
 }

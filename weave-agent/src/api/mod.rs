@@ -4,6 +4,8 @@
 pub mod client;
 pub mod server;
 
+use std::path::PathBuf;
+
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +65,35 @@ pub enum Request {
         name: String,
     },
     Stop,
+    /// CNI ADD (the `weave-net` plugin): a port into the pod's namespace,
+    /// through the same path as `weave attach`.
+    CniAdd {
+        attachment: CniAttachment,
+        netns: PathBuf,
+        addrs: Vec<AddrRequest>,
+    },
+    /// CNI DEL: the port goes, the addresses come back; nothing to do when
+    /// the attachment is unknown.
+    CniDel {
+        attachment: CniAttachment,
+    },
+    /// CNI CHECK: the attachment is recorded, in that namespace, with both
+    /// ends of its port present and up.
+    CniCheck {
+        attachment: CniAttachment,
+        netns: PathBuf,
+    },
+    /// CNI GC: every CNI attachment not in `valid` is removed.
+    CniGc {
+        valid: Vec<CniAttachment>,
+    },
+}
+
+/// A CNI attachment is identified by the pair (`CNI_CONTAINERID`, `CNI_IFNAME`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniAttachment {
+    pub container_id: String,
+    pub ifname: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,6 +105,15 @@ pub enum Reply {
         cidrs: Vec<Ipv4Net>,
     },
     Detached,
+    /// A pod's port (CNI ADD): what the plugin's result reports.
+    CniAttached {
+        host_ifname: String,
+        mac: Mac,
+        mtu: u32,
+        cidrs: Vec<Ipv4Net>,
+    },
+    /// CNI GC: the attachments removed.
+    CniCollected(Vec<CniAttachment>),
     /// Done, nothing to report.
     Done,
     /// Done, with a line for the user.

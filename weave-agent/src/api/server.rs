@@ -1,5 +1,8 @@
 //! The agent's side of the control socket. Each connection carries one
-//! request; requests go to the agent task in order, through a bounded queue.
+//! request; requests go to the agent task in order, through a bounded queue,
+//! except `Status`, which goes through the agent's queue of snapshots: it is
+//! answered while a `run` waits for the allocation ring, as the status
+//! endpoint's are.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -8,13 +11,25 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{MAX_MESSAGE_BYTES, Request, Response};
+use super::{MAX_MESSAGE_BYTES, Reply, Request, Response};
+use crate::status::StatusAsk;
 
 /// A request and where its answer goes.
 pub type Envelope = (Request, oneshot::Sender<Response>);
 
 /// Requests waiting for the agent task; more connections wait in the kernel.
 pub const QUEUE_DEPTH: usize = 64;
+
+/// How long the accept loop pauses after a failed accept (out of file
+/// descriptors, say), rather than spinning on the error.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Where the agent task takes what arrives on the socket.
+#[derive(Clone)]
+pub struct Queues {
+    pub requests: mpsc::Sender<Envelope>,
+    pub status: mpsc::Sender<StatusAsk>,
+}
 
 /// Binds the socket, readable and writable by root only.
 pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
@@ -32,7 +47,7 @@ pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Envelope>) {
+pub async fn serve(listener: UnixListener, queues: Queues) {
     // Whoever runs the agent (root) may talk to it, nobody else: checked on
     // every connection, so the socket's mode (set just after it was bound)
     // is not the only guard.
@@ -41,7 +56,7 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Envelope>) {
         match listener.accept().await {
             Ok((stream, _)) => match stream.peer_cred().map(|c| c.uid()) {
                 Ok(uid) if uid == 0 || uid == owner => {
-                    tokio::spawn(handle(stream, requests.clone()));
+                    tokio::spawn(handle(stream, queues.clone()));
                 }
                 Ok(uid) => {
                     tracing::warn!(
@@ -55,12 +70,13 @@ pub async fn serve(listener: UnixListener, requests: mpsc::Sender<Envelope>) {
             },
             Err(e) => {
                 tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
 }
 
-async fn handle(stream: UnixStream, requests: mpsc::Sender<Envelope>) {
+async fn handle(stream: UnixStream, queues: Queues) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let response = match BufReader::new(read.take(MAX_MESSAGE_BYTES))
@@ -70,13 +86,13 @@ async fn handle(stream: UnixStream, requests: mpsc::Sender<Envelope>) {
         Err(e) => Err(format!("unreadable request: {e}")),
         Ok(_) => match serde_json::from_str::<Request>(&line) {
             Err(e) => Err(format!("malformed request: {e}")),
+            Ok(Request::Status) => ask_status(&queues.status).await,
             Ok(request) => {
                 let (tx, rx) = oneshot::channel();
-                if requests.send((request, tx)).await.is_err() {
-                    Err("the agent is shutting down".to_string())
+                if queues.requests.send((request, tx)).await.is_err() {
+                    Err(SHUTTING_DOWN.to_string())
                 } else {
-                    rx.await
-                        .unwrap_or_else(|_| Err("the agent is shutting down".to_string()))
+                    rx.await.unwrap_or_else(|_| Err(SHUTTING_DOWN.to_string()))
                 }
             }
         },
@@ -86,4 +102,16 @@ async fn handle(stream: UnixStream, requests: mpsc::Sender<Envelope>) {
     if let Err(e) = write.write_all(&out).await {
         tracing::debug!(error = %e, "client went away before its reply");
     }
+}
+
+const SHUTTING_DOWN: &str = "the agent is shutting down";
+
+async fn ask_status(status: &mpsc::Sender<StatusAsk>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    status
+        .send(tx)
+        .await
+        .map_err(|_| SHUTTING_DOWN.to_string())?;
+    let snapshot = rx.await.map_err(|_| SHUTTING_DOWN.to_string())?;
+    Ok(Reply::Status(snapshot))
 }

@@ -14,6 +14,12 @@ use crate::config::{LaunchOptions, Password, Paths};
 /// How long the agent may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The environment variable that carries the parsed launch options (JSON,
+/// without the password) from `weave launch` to the agent it starts: the
+/// agent runs with exactly what was parsed, whatever the command line looked
+/// like, and nothing secret is on its command line.
+const OPTIONS_ENV: &str = "WEAVE_LAUNCH_OPTIONS_JSON";
+
 /// Start the weave agent on this host: the `weave` bridge and its eBPF
 /// programs, the connections to peers (TCP 6783) and the data plane between
 /// hosts (UDP 6784), the control socket the other commands talk to, and the
@@ -38,28 +44,23 @@ pub(super) fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
     }
     if args.foreground {
         init_logging();
-        return crate::agent::run_foreground(paths.clone(), args.options);
+        let options = match std::env::var(OPTIONS_ENV) {
+            Ok(json) => from_parent(&json, args.options)?,
+            Err(_) => args.options,
+        };
+        return crate::agent::run_foreground(paths.clone(), options);
     }
-    daemonize(paths, password.as_ref())
+    daemonize(paths, &args.options, password.as_ref())
 }
 
-/// The launch arguments without the password options: the password goes
-/// to the agent in its environment (readable by root only), never on its
-/// command line, which every user can read.
-fn without_password(args: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut skip_value = false;
-    for arg in args {
-        if std::mem::take(&mut skip_value) {
-            continue;
-        }
-        match arg.as_str() {
-            "--password" | "--password-file" => skip_value = true,
-            a if a.starts_with("--password=") || a.starts_with("--password-file=") => {}
-            _ => out.push(arg),
-        }
-    }
-    out
+/// The options `weave launch` parsed and passed on in [`OPTIONS_ENV`]; the
+/// password is never in them (it comes in `WEAVE_PASSWORD`, which `ours`,
+/// the agent's own parse, read).
+fn from_parent(json: &str, ours: LaunchOptions) -> anyhow::Result<LaunchOptions> {
+    let mut options: LaunchOptions =
+        serde_json::from_str(json).with_context(|| format!("{OPTIONS_ENV} is not valid"))?;
+    options.password = ours.password;
+    Ok(options)
 }
 
 fn init_logging() {
@@ -73,7 +74,11 @@ fn init_logging() {
 
 /// Re-executes this binary as `launch --foreground` in a new session, its
 /// output going to the agent log, then waits until it answers.
-fn daemonize(paths: &Paths, password: Option<&Password>) -> anyhow::Result<()> {
+fn daemonize(
+    paths: &Paths,
+    options: &LaunchOptions,
+    password: Option<&Password>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("creating {}", paths.state_dir.display()))?;
     let log_path = paths.log_file();
@@ -82,15 +87,13 @@ fn daemonize(paths: &Paths, password: Option<&Password>) -> anyhow::Result<()> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
-    // Same launch options as given; the paths travel in the environment so
-    // they hold wherever the user put them on the command line.
-    let launch_args = without_password(std::env::args().skip_while(|a| a != "launch").skip(1));
+    // The options as parsed, and the paths, travel in the environment (the
+    // password, serialised by no one, separately).
     let exe = std::env::current_exe().context("finding the weave binary")?;
     let mut command = Command::new(exe);
     command
-        .arg("launch")
-        .arg("--foreground")
-        .args(launch_args)
+        .args(["launch", "--foreground"])
+        .env(OPTIONS_ENV, serde_json::to_string(options)?)
         .env("WEAVE_SOCKET", &paths.socket)
         .env("WEAVE_STATE_DIR", &paths.state_dir)
         .env("DOCKER_HOST", &paths.docker_host)
@@ -151,21 +154,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn password_options_never_reach_the_agents_command_line() {
-        let args = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
-        assert_eq!(
-            without_password(args(&[
-                "--password",
-                "s3cret",
-                "10.0.0.2",
-                "--password=x",
-                "--password-file",
-                "/etc/pw",
-                "--password-file=/p",
-                "--mtu",
-                "1400",
-            ])),
-            args(&["10.0.0.2", "--mtu", "1400"])
+    fn the_agent_runs_with_the_parsed_options_and_no_password_in_them() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            options: LaunchOptions,
+        }
+        let parsed = Cli::try_parse_from([
+            "launch",
+            "--password",
+            "s3cret",
+            "10.0.0.2",
+            "--mtu",
+            "1400",
+            "--nickname",
+            "launch",
+            "launch",
+        ])
+        .unwrap()
+        .options;
+        let json = serde_json::to_string(&parsed).unwrap();
+        assert!(!json.contains("s3cret"), "{json}");
+        let agent = Cli::try_parse_from(["launch"]).unwrap().options;
+        let options = from_parent(&json, agent).unwrap();
+        assert_eq!(options.peers, ["10.0.0.2", "launch"]);
+        assert_eq!(options.mtu, Some(1400));
+        assert_eq!(options.nickname.as_deref(), Some("launch"));
+        assert!(
+            options.password.is_none(),
+            "the password comes from WEAVE_PASSWORD only"
         );
+        assert!(from_parent("{", Cli::try_parse_from(["launch"]).unwrap().options).is_err());
     }
 }

@@ -11,6 +11,7 @@ mod report;
 mod reset;
 mod rmpeer;
 mod run;
+mod setup_cni;
 mod status;
 mod stop;
 
@@ -51,6 +52,7 @@ pub enum Command {
     Ps(ps::Args),
     Status(status::Args),
     Report(report::Args),
+    SetupCni(setup_cni::Args),
     DnsAdd(dns::AddArgs),
     DnsRemove(dns::RemoveArgs),
     DnsLookup(dns::LookupArgs),
@@ -71,6 +73,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Ps(args) => ps::run(&cli.paths, args),
         Command::Status(args) => status::run(&cli.paths, args),
         Command::Report(args) => report::run(&cli.paths, args),
+        Command::SetupCni(args) => setup_cni::run(&cli.paths, args),
         Command::DnsAdd(args) => dns::add(&cli.paths, args),
         Command::DnsRemove(args) => dns::remove(&cli.paths, args),
         Command::DnsLookup(args) => dns::lookup(&cli.paths, args),

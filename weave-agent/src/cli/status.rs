@@ -33,7 +33,8 @@ enum Section {
     Connections,
     /// The peers this agent dials (from launch and connect).
     Targets,
-    /// Every counter: eBPF on the bridge, overlay, control plane.
+    /// Every counter (eBPF on the bridge, overlay, control plane) and the
+    /// traffic with each neighbour.
     Dataplane,
     /// Who owns how much of the allocation range, how much is in use, and
     /// whether the owner is reachable.

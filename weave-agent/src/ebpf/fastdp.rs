@@ -17,10 +17,10 @@ use aya::{
     },
 };
 use weave_common::{
-    fastdp::{FastdpConfig, FastdpPeer, LOCAL_BRIDGE, Sender, SenderKey},
+    fastdp::{FastdpConfig, FastdpPeer, LOCAL_BRIDGE, PeerTraffic, Sender, SenderKey},
     names::{
         FASTDP_CONFIG_MAP, FASTDP_DECAP_PROG, FASTDP_ENCAP_PROG, FASTDP_LEARNT_MAP,
-        FASTDP_PEERS_MAP, FASTDP_PROBE_PROG, FASTDP_SENDERS_MAP,
+        FASTDP_PEERS_MAP, FASTDP_PROBE_PROG, FASTDP_SENDERS_MAP, FASTDP_TRAFFIC_MAP,
     },
 };
 
@@ -42,6 +42,8 @@ pub struct FastdpMaps {
     pub senders: maps::HashMap<MapData, SenderKey, Sender>,
     /// MACs the decapsulation program saw behind neighbours.
     pub learnt: maps::RingBuf<MapData>,
+    /// What the programs carried per neighbour, by short id, per CPU.
+    pub traffic: maps::PerCpuArray<MapData, PeerTraffic>,
 }
 
 impl Classifier {
@@ -113,6 +115,7 @@ impl Classifier {
             peers: self.take_map(FASTDP_PEERS_MAP)?,
             senders: self.take_map(FASTDP_SENDERS_MAP)?,
             learnt: self.take_map(FASTDP_LEARNT_MAP)?,
+            traffic: self.take_map(FASTDP_TRAFFIC_MAP)?,
         })
     }
 

@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::mesh::ConnectionState;
+use crate::overlay::NeighbourTraffic;
 use crate::status::Status;
 
 /// The `Content-Type` of [`render`]'s text.
@@ -89,9 +90,8 @@ const fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-/// The metrics of `status`; `terminations` is the count of established
-/// connections seen to end (kept by the HTTP endpoint, see `snapshot`).
-pub fn render(status: &Status, terminations: u64) -> String {
+/// The metrics of `status`.
+pub fn render(status: &Status) -> String {
     let mut r = Registry::default();
     let mesh = &status.mesh;
 
@@ -141,8 +141,8 @@ pub fn render(status: &Status, terminations: u64) -> String {
     counter(
         &mut r,
         "weave_connection_terminations",
-        "Number of peer-to-peer connections terminated (established connections this endpoint saw end between two snapshots)",
-        terminations,
+        "Number of peer-to-peer connections terminated",
+        mesh.counters.connections_terminated,
     );
     gauge(
         &mut r,
@@ -181,20 +181,18 @@ pub fn render(status: &Status, terminations: u64) -> String {
         "Percentage of the address space owned by unreachable peers",
         percent,
     );
-    // The agent serves one request at a time and answers a snapshot only
-    // between requests, when no allocation or claim is waiting: these are
-    // zero in every snapshot by construction (an agent stuck waiting does
-    // not answer /metrics at all, which Prometheus records as `up` = 0).
     gauge(
         &mut r,
         "weave_ipam_pending_allocates",
-        "Number of pending allocates (always 0 when answered: see the README)",
-        0,
+        "Number of pending allocates",
+        ipam.pending_allocates as i64,
     );
+    // An address asked for explicitly in another peer's space is refused at
+    // once today, never waited for: no claim is ever pending (Weave's are).
     gauge(
         &mut r,
         "weave_ipam_pending_claims",
-        "Number of pending claims (always 0 when answered: see the README)",
+        "Number of pending claims (none: claims of another peer's space are refused at once)",
         0,
     );
     gauge(
@@ -206,18 +204,118 @@ pub fn render(status: &Status, terminations: u64) -> String {
 
     // The data plane between hosts.
     let o = &status.overlay_stats;
-    let dp = || ("dataplane", status.overlay.clone());
+    let userspace = if status.userspace.is_empty() {
+        &status.overlay
+    } else {
+        &status.userspace
+    };
+    let dp = || ("dataplane", userspace.clone());
+    // The kernel's share (fastdp) is counted per neighbour only: its totals
+    // are their sums.
+    let fastdp_total = |frames: fn(&NeighbourTraffic) -> u64| {
+        o.neighbours
+            .iter()
+            .filter(|t| t.dataplane == "fastdp")
+            .map(frames)
+            .sum::<u64>()
+    };
+    let fastdp = ("dataplane", "fastdp".to_string());
+    let in_kernel = status.overlay == "fastdp";
     counters(
         &mut r,
         "weave_frames",
-        "Frames the userspace data plane carried between hosts, by direction",
+        "Frames carried between hosts, by direction and data plane",
         [
             ("sent", o.frames_sent),
             ("received", o.frames_received),
             ("relayed", o.frames_relayed),
             ("coalesced", o.frames_coalesced),
         ]
-        .map(|(d, v)| (vec![("direction", d.to_string()), dp()], v)),
+        .map(|(d, v)| (vec![("direction", d.to_string()), dp()], v))
+        .into_iter()
+        .chain(
+            in_kernel
+                .then(|| {
+                    [
+                        ("sent", fastdp_total(|t| t.sent_frames)),
+                        ("received", fastdp_total(|t| t.received_frames)),
+                    ]
+                    .map(|(d, v)| (vec![("direction", d.to_string()), fastdp.clone()], v))
+                })
+                .into_iter()
+                .flatten(),
+        ),
+    );
+    // Bytes of inner frames, by the data plane that carried them.
+    let mut bytes: BTreeMap<(&'static str, &str), u64> = BTreeMap::new();
+    for t in &o.neighbours {
+        *bytes.entry(("sent", &t.dataplane)).or_default() += t.sent_bytes;
+        *bytes.entry(("received", &t.dataplane)).or_default() += t.received_bytes;
+    }
+    // Every plane in use has its series from the start, zero or not.
+    for plane in [status.overlay.as_str(), userspace.as_str()] {
+        for d in ["sent", "received"] {
+            bytes.entry((d, plane)).or_default();
+        }
+    }
+    counters(
+        &mut r,
+        "weave_bytes",
+        "Bytes of the frames carried between hosts (inner Ethernet frames), by direction and data plane",
+        bytes.into_iter().map(|((d, plane), v)| {
+            (
+                vec![
+                    ("direction", d.to_string()),
+                    ("dataplane", plane.to_string()),
+                ],
+                v,
+            )
+        }),
+    );
+    // The same by neighbour, for per-peer rates.
+    let peer_labels = |t: &NeighbourTraffic| {
+        let (name, nickname) = status
+            .mesh
+            .peers
+            .iter()
+            .find(|p| p.short_id == t.peer)
+            .map_or_else(
+                || (format!("short id {}", t.peer), String::new()),
+                |p| (p.name.to_string(), p.nickname.clone()),
+            );
+        vec![
+            ("peer", name),
+            ("nickname", nickname),
+            ("dataplane", t.dataplane.clone()),
+        ]
+    };
+    let by_direction = |field: fn(&NeighbourTraffic) -> (u64, u64)| {
+        o.neighbours.iter().flat_map(move |t| {
+            let (sent, received) = field(t);
+            [("sent", sent), ("received", received)].map(|(d, v)| {
+                let mut labels = peer_labels(t);
+                labels.push(("direction", d.to_string()));
+                (labels, v)
+            })
+        })
+    };
+    counters(
+        &mut r,
+        "weave_peer_frames",
+        "Frames carried to and from each neighbour, by data plane",
+        by_direction(|t| (t.sent_frames, t.received_frames)),
+    );
+    counters(
+        &mut r,
+        "weave_peer_bytes",
+        "Bytes (inner Ethernet frames) carried to and from each neighbour, by data plane",
+        by_direction(|t| (t.sent_bytes, t.received_bytes)),
+    );
+    counters(
+        &mut r,
+        "weave_peer_dropped_frames",
+        "Frames from each neighbour that were dropped, by data plane",
+        o.neighbours.iter().map(|t| (peer_labels(t), t.dropped)),
     );
     let overlay_drops = [
         ("malformed", o.dropped_malformed),
@@ -301,8 +399,10 @@ mod tests {
 
     #[test]
     fn weaves_names_and_the_data_plane_counters() {
-        let st = sample();
-        let text = render(&st, 3);
+        let mut st = sample();
+        st.mesh.counters.connections_terminated = 3;
+        st.ipam.pending_allocates = 1;
+        let text = render(&st);
         let established = st
             .mesh
             .connections
@@ -330,6 +430,7 @@ mod tests {
         );
         assert!(text.contains("weave_max_ips 1048576\n"), "{text}");
         assert!(text.contains("weave_ipam_unreachable_count 1\n"), "{text}");
+        assert!(text.contains("weave_ipam_pending_allocates 1\n"), "{text}");
         assert!(
             text.contains("weave_ipam_unreachable_percentage 50.0\n"),
             "{text}"
@@ -346,6 +447,19 @@ mod tests {
             text.contains("weave_ebpf_packets_total{counter=\"to_container_passed\"} 9\n"),
             "{text}"
         );
+        let neighbour = &st.mesh.peers[1];
+        let labels = format!(
+            "peer=\"{}\",nickname=\"{}\",dataplane=\"plain\"",
+            neighbour.name, neighbour.nickname
+        );
+        for sample in [
+            format!("weave_peer_bytes_total{{{labels},direction=\"sent\"}} 15000\n"),
+            format!("weave_peer_frames_total{{{labels},direction=\"received\"}} 5\n"),
+            format!("weave_peer_dropped_frames_total{{{labels}}} 1\n"),
+            "weave_bytes_total{direction=\"received\",dataplane=\"plain\"} 3145728\n".into(),
+        ] {
+            assert!(text.contains(&sample), "{sample} in {text}");
+        }
         assert!(text.ends_with("# EOF\n"));
 
         let old = to_prometheus_text(&text);

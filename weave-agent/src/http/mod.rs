@@ -131,7 +131,7 @@ pub fn render(
     Ok(match route {
         Route::Page => ("text/html; charset=utf-8", PAGE.to_string()),
         Route::Metrics => {
-            let text = metrics::render(st, snap.terminations);
+            let text = metrics::render(st);
             if metrics::accepts_openmetrics(accept) {
                 (metrics::OPENMETRICS, text)
             } else {

@@ -38,8 +38,7 @@ use crate::mesh::status::{
     self, ConnectionStatus, LiveConnection, MeshCounters, MeshStatus, Sources,
 };
 use crate::mesh::topology::{
-    ConnectionSummary, MAX_CONNECTIONS_PER_PEER, PeerInfo, Rejection, Topology, TopologyUpdate,
-    now_ms,
+    ConnectionSummary, PeerInfo, Rejection, Topology, TopologyUpdate, now_ms,
 };
 use crate::overlay::NeighbourKeys;
 use crate::overlay::seal::PeerKeys;
@@ -55,6 +54,9 @@ const EVENT_QUEUE: usize = 256;
 const MAX_REFUSED_SHOWN: usize = 8;
 /// Inbound connections in their handshake at once; more are dropped.
 pub const MAX_HANDSHAKING: usize = 64;
+
+/// `--conn-limit` by default: Weave's 200, room for a mesh of 200 peers.
+pub const DEFAULT_CONN_LIMIT: usize = 200;
 /// Gossip is split into frames of about this size.
 const GOSSIP_CHUNK: usize = 256 * 1024;
 /// Events handled before the routes are recomputed (batching bursts).
@@ -117,6 +119,10 @@ pub struct MeshConfig {
     /// The userspace data plane's name ("xdp", "plain"), shown for the
     /// connections that do not use fastdp; empty means `overlay.userspace()`.
     pub dataplane_name: String,
+    /// Most established peer connections (`--conn-limit`): more are refused
+    /// and counted. At most [`super::MAX_CONNECTIONS_PER_PEER`], what a peer's
+    /// gossiped entry may list.
+    pub conn_limit: usize,
 }
 
 impl MeshConfig {
@@ -137,6 +143,7 @@ impl MeshConfig {
             dns_inbox: None,
             fastdp: false,
             dataplane_name: String::new(),
+            conn_limit: DEFAULT_CONN_LIMIT,
         }
     }
 }
@@ -528,7 +535,7 @@ impl Router {
             .filter(|c| !c.outbound && c.peer.is_none())
             .count();
         if handshaking >= MAX_HANDSHAKING
-            || self.conns.len() >= MAX_CONNECTIONS_PER_PEER + MAX_HANDSHAKING
+            || self.conns.len() >= self.config.conn_limit + MAX_HANDSHAKING
         {
             self.counters.connections_over_limit += 1;
             self.note(
@@ -689,11 +696,12 @@ impl Router {
             if !keep_new {
                 return;
             }
-        } else if self.by_peer.len() >= MAX_CONNECTIONS_PER_PEER {
+        } else if self.by_peer.len() >= self.config.conn_limit {
             self.counters.connections_over_limit += 1;
+            let limit = self.config.conn_limit;
             self.note(
                 "limit",
-                format!("refusing {name}: {MAX_CONNECTIONS_PER_PEER} peers connected already"),
+                format!("refusing {name}: {limit} peers connected already (--conn-limit)"),
             );
             self.close(id, "too many connections");
             return;
@@ -918,6 +926,7 @@ impl Router {
             Some(name) if self.by_peer.get(&name) == Some(&id) => {
                 self.by_peer.remove(&name);
                 self.links_changed = true;
+                self.counters.connections_terminated += 1;
             }
             _ => {
                 if let Some(key) = &conn.via {

@@ -177,6 +177,10 @@ pub struct MeshCounters {
     /// IPAM messages dropped: the agent's queue was full, or no route.
     #[serde(default)]
     pub ipam_dropped: u64,
+    /// Established connections that ended, for any reason (Weave's
+    /// `weave_connection_terminations_total`).
+    #[serde(default)]
+    pub connections_terminated: u64,
     /// weaveDNS gossip dropped: the agent's queue or a peer's was full.
     #[serde(default)]
     pub dns_dropped: u64,
@@ -199,6 +203,7 @@ impl MeshCounters {
             ("short_id_collisions", self.short_id_collisions),
             ("ipam_rejected", self.ipam_rejected),
             ("ipam_dropped", self.ipam_dropped),
+            ("connections_terminated", self.connections_terminated),
             ("dns_dropped", self.dns_dropped),
         ]
     }

@@ -3,70 +3,147 @@
 //! that opens it, so each operation runs on a short-lived thread that enters
 //! the namespace first and is discarded afterwards.
 
+use std::fmt;
 use std::fs::File;
+use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 use nix::sched::{CloneFlags, setns};
 
 use super::{Netlink, NetlinkError};
-use crate::config::CONTAINER_IFNAME;
+
+/// Which network namespace a container's end of its port lives in: a Docker
+/// container's is named by its init's PID, a CNI pod's by the path the
+/// runtime gives (`CNI_NETNS`, a bind mount under `/var/run/netns` or a
+/// `/proc/<pid>/ns/net`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetnsRef {
+    Pid(u32),
+    Path(PathBuf),
+}
+
+impl NetnsRef {
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Self::Pid(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            Self::Path(path) => path.clone(),
+        }
+    }
+
+    /// Opens the namespace, for `setns` or a link's `IFLA_NET_NS_FD`.
+    pub fn open(&self) -> Result<File, NetlinkError> {
+        File::open(self.path()).map_err(|e| NetlinkError::Netns {
+            netns: self.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for NetnsRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pid(pid) => write!(f, "the network namespace of process {pid}"),
+            Self::Path(path) => write!(f, "network namespace {}", path.display()),
+        }
+    }
+}
 
 /// How the container's interface must end up.
 #[derive(Clone, Debug)]
 pub struct GuestConfig {
     /// The name the veth end has when it arrives in the namespace.
     pub arrived_as: String,
+    /// Its name once configured: `ethwe` for Docker containers, the
+    /// runtime's `CNI_IFNAME` for pods.
+    pub ifname: String,
     pub mac: [u8; 6],
     pub mtu: u32,
     pub cidrs: Vec<Ipv4Net>,
 }
 
-/// Renames the arrived veth end to `ethwe`, gives it its MAC, MTU and
-/// addresses, and brings it (and loopback) up.
-pub async fn configure_guest(pid: u32, config: GuestConfig) -> Result<(), NetlinkError> {
-    in_netns_of(pid, move |nl| async move {
-        nl.rename(&config.arrived_as, CONTAINER_IFNAME, config.mac, config.mtu)
+/// Renames the arrived veth end to its final name, gives it its MAC, MTU
+/// and addresses, and brings it (and loopback) up. Fails when an interface
+/// of that name exists already (CNI requires it).
+pub async fn configure_guest(netns: &NetnsRef, config: GuestConfig) -> Result<(), NetlinkError> {
+    in_netns(netns, move |nl| async move {
+        nl.rename(&config.arrived_as, &config.ifname, config.mac, config.mtu)
             .await?;
 
         for cidr in &config.cidrs {
-            nl.add_address(CONTAINER_IFNAME, *cidr).await?;
+            nl.add_address(&config.ifname, *cidr).await?;
         }
-        nl.set_up(CONTAINER_IFNAME).await?;
+        nl.set_up(&config.ifname).await?;
         nl.set_up("lo").await
     })
     .await
 }
 
-/// Adds addresses to an already configured `ethwe`.
-pub async fn add_guest_addresses(pid: u32, cidrs: Vec<Ipv4Net>) -> Result<(), NetlinkError> {
-    in_netns_of(pid, move |nl| async move {
+/// Adds addresses to an already configured interface.
+pub async fn add_guest_addresses(
+    netns: &NetnsRef,
+    ifname: &str,
+    cidrs: Vec<Ipv4Net>,
+) -> Result<(), NetlinkError> {
+    let ifname = ifname.to_owned();
+    in_netns(netns, move |nl| async move {
         for cidr in &cidrs {
-            nl.add_address(CONTAINER_IFNAME, *cidr).await?;
+            nl.add_address(&ifname, *cidr).await?;
         }
         Ok(())
     })
     .await
 }
 
+/// How the guest's interface stands (CNI's CHECK): `None` when it is
+/// missing, else whether it is up and its IPv4 addresses.
+pub async fn guest_state(
+    netns: &NetnsRef,
+    ifname: &str,
+) -> Result<Option<(bool, Vec<Ipv4Net>)>, NetlinkError> {
+    let ifname = ifname.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    in_netns(netns, move |nl| async move {
+        let state = if nl.index_of(&ifname).await?.is_some() {
+            Some((nl.is_up(&ifname).await?, nl.addresses_of(&ifname).await?))
+        } else {
+            None
+        };
+        let _ = tx.send(state);
+        Ok(())
+    })
+    .await?;
+    // The thread has finished: its answer is waiting.
+    Ok(rx.try_recv().unwrap_or(None))
+}
+
 /// Routes the agent's DNS address out of `ethwe`, whatever the container's
 /// subnets: the bridge answers for it (see `dns`).
 pub async fn add_guest_dns_route(pid: u32, addr: std::net::Ipv4Addr) -> Result<(), NetlinkError> {
-    in_netns_of(pid, move |nl| async move {
-        nl.replace_host_route(CONTAINER_IFNAME, addr).await
+    in_netns(&NetnsRef::Pid(pid), move |nl| async move {
+        nl.replace_host_route(crate::config::CONTAINER_IFNAME, addr)
+            .await
     })
     .await
 }
 
-async fn in_netns_of<F, Fut>(pid: u32, work: F) -> Result<(), NetlinkError>
+async fn in_netns<F, Fut>(netns: &NetnsRef, work: F) -> Result<(), NetlinkError>
 where
     F: FnOnce(Netlink) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), NetlinkError>>,
 {
-    let netns_err = move |reason: String| NetlinkError::Netns { pid, reason };
-    let ns = File::open(format!("/proc/{pid}/ns/net")).map_err(|e| netns_err(e.to_string()))?;
+    let netns_err = |reason: String| NetlinkError::Netns {
+        netns: netns.clone(),
+        reason,
+    };
+    let ns = netns.open()?;
+    let inner = netns.clone();
     let thread = std::thread::Builder::new()
-        .name(format!("netns-{pid}"))
+        .name("netns".to_owned())
         .spawn(move || {
+            let netns_err = |reason: String| NetlinkError::Netns {
+                netns: inner.clone(),
+                reason,
+            };
             setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| netns_err(e.to_string()))?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -2,14 +2,16 @@
 //! calling thread is in when the handle is created).
 
 use std::net::IpAddr;
+use std::os::fd::AsRawFd as _;
 
 use futures::TryStreamExt as _;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
 
-use super::NetlinkError;
+use super::{NetlinkError, NetnsRef};
 use crate::config::BRIDGE;
 
 const ENODEV: i32 = 19;
@@ -181,12 +183,16 @@ impl Netlink {
         Ok(index)
     }
 
-    /// Moves a link into the network namespace of process `pid`.
-    pub async fn move_to_netns_of(&self, name: &str, pid: u32) -> Result<(), NetlinkError> {
+    /// Moves a link into a container's network namespace.
+    pub async fn move_to_netns(&self, name: &str, netns: &NetnsRef) -> Result<(), NetlinkError> {
         let index = self.require(name).await?;
+        // The file stays open until the kernel has answered.
+        let ns = netns.open()?;
         self.set(
             name,
-            LinkUnspec::new_with_index(index).setns_by_pid(pid).build(),
+            LinkUnspec::new_with_index(index)
+                .setns_by_fd(ns.as_raw_fd())
+                .build(),
         )
         .await
     }
@@ -259,6 +265,28 @@ impl Netlink {
             LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
             _ => None,
         }))
+    }
+
+    /// The IPv4 addresses on `name` (none when it does not exist).
+    pub async fn addresses_of(&self, name: &str) -> Result<Vec<Ipv4Net>, NetlinkError> {
+        let Some(index) = self.index_of(name).await? else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.map_err(op("listing", "addresses"))? {
+            if msg.header.family != AddressFamily::Inet || msg.header.index != index {
+                continue;
+            }
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(a)) = attr
+                    && let Ok(net) = Ipv4Net::new(*a, msg.header.prefix_len)
+                {
+                    found.push(net);
+                }
+            }
+        }
+        Ok(found)
     }
 
     pub async fn add_address(&self, name: &str, cidr: Ipv4Net) -> Result<(), NetlinkError> {

@@ -5,7 +5,9 @@ mod container;
 mod ethtool;
 mod links;
 
-pub use container::{GuestConfig, add_guest_addresses, add_guest_dns_route, configure_guest};
+pub use container::{
+    GuestConfig, NetnsRef, add_guest_addresses, add_guest_dns_route, configure_guest, guest_state,
+};
 pub use ethtool::{TxOffloads, disable_tx_offloads, tx_offloads};
 pub use links::Netlink;
 
@@ -21,6 +23,6 @@ pub enum NetlinkError {
     },
     #[error("no interface named {0}")]
     NoSuchLink(String),
-    #[error("entering the network namespace of process {pid}: {reason}")]
-    Netns { pid: u32, reason: String },
+    #[error("entering {netns}: {reason}")]
+    Netns { netns: NetnsRef, reason: String },
 }

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crate::overlay::forwarding::OverlayStats;
+use crate::overlay::neighbour_traffic::NeighbourTable;
 
 /// Why a frame or packet was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +66,8 @@ pub(super) struct Counters {
     gso_refused: AtomicU64,
     dropped: [AtomicU64; DropReason::COUNT],
     logged: [AtomicBool; DropReason::COUNT],
+    /// The same traffic by neighbour.
+    pub(super) neighbours: NeighbourTable,
 }
 
 impl Counters {
@@ -90,7 +93,8 @@ impl Counters {
         !flag.load(Relaxed) && !flag.swap(true, Relaxed)
     }
 
-    pub(super) fn snapshot(&self) -> OverlayStats {
+    /// The counters of the engine called `dataplane`.
+    pub(super) fn snapshot(&self, dataplane: &str) -> OverlayStats {
         let dropped = |r: DropReason| self.dropped[r as usize].load(Relaxed);
         OverlayStats {
             frames_sent: self.sent.load(Relaxed),
@@ -112,6 +116,7 @@ impl Counters {
             fastdp_map_failures: 0,
             // Kept with the MAC tables: the engine adds it.
             macs_not_learnt: 0,
+            neighbours: self.neighbours.snapshot(dataplane),
         }
     }
 }
@@ -148,7 +153,7 @@ mod tests {
         counts.drop(DropReason::Spoofed, 2);
         counters.add(&counts);
         counters.add(&counts);
-        let stats = counters.snapshot();
+        let stats = counters.snapshot("plain");
         assert_eq!(stats.frames_sent, 6);
         assert_eq!(stats.dropped_spoofed, 4);
         assert_eq!(stats.dropped_malformed, 0);

@@ -147,6 +147,26 @@ pub struct OverlayStats {
     /// memory); the peer's frames then take the userspace engine.
     #[serde(default)]
     pub fastdp_map_failures: u64,
+    /// What was carried to and from each neighbour, by data plane (only
+    /// neighbours with something to show).
+    #[serde(default)]
+    pub neighbours: Vec<NeighbourTraffic>,
+}
+
+/// What one data plane carried to and from one neighbour: inner Ethernet
+/// frames and their bytes (a super-frame counts as its segments), sent to
+/// it (ours and relayed) and received from it (for us and to relay).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighbourTraffic {
+    pub peer: ShortId,
+    /// "fastdp", "xdp" or "plain".
+    pub dataplane: String,
+    pub sent_frames: u64,
+    pub sent_bytes: u64,
+    pub received_frames: u64,
+    pub received_bytes: u64,
+    /// Frames from it that were dropped (malformed, spoofed, oversize...).
+    pub dropped: u64,
 }
 
 /// A data plane carrying frames between this host's bridge and its peers.

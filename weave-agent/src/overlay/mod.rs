@@ -26,6 +26,7 @@ mod engine;
 mod error;
 pub mod fastdp;
 mod forwarding;
+mod neighbour_traffic;
 pub mod plain;
 mod sys;
 mod wire;
@@ -36,7 +37,9 @@ pub use decide::{mac_table, macs, plan, routes, verdict};
 pub use engine::{MAX_MTU, MIN_MTU};
 pub use error::OverlayError;
 pub use fastdp::{FastdpOverlay, FastdpSettings};
-pub use forwarding::{ForwardingTable, NeighbourKeys, Overlay, OverlayStats, ShortId};
+pub use forwarding::{
+    ForwardingTable, NeighbourKeys, NeighbourTraffic, Overlay, OverlayStats, ShortId,
+};
 pub use plain::{DEFAULT_DATA_PORT, PlainConfig, PlainOverlay};
 pub use wire::{coalesce, seal, vxlan};
 pub use xdp::{XdpConfig, XdpOverlay};

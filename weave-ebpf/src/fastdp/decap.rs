@@ -20,14 +20,15 @@ use weave_common::{
     datapath::mac_key,
     fastdp::{
         ADJ_ROOM_DECAP_L4_UDP, ENCAP_LEN, FLAG_DECAP_L4_UDP, FLAG_ENABLED, LOCAL_CONTAINER, Learnt,
-        RELEARN_AFTER_S, Seen, SenderKey,
+        RELEARN_AFTER_S, Seen, SenderKey, segmented_bytes,
     },
     frame::{ETH_HLEN, ETH_P_IPV4},
 };
 
-use super::{TCX_NEXT, be16, is_group};
+use super::{TCX_NEXT, Way, be16, count_traffic, is_group};
 use crate::{FASTDP_CONFIG, FASTDP_LEARNT, FASTDP_SEEN, FASTDP_SENDERS, LOCAL_MACS, count};
 
+const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 /// Outer IPv4 header (no options), UDP header, VXLAN header.
 const OUTER_IP: usize = ETH_HLEN;
@@ -72,9 +73,14 @@ pub(crate) fn try_decap(ctx: &TcContext) -> Result<i32, Counter> {
     }
     // SAFETY: the skb pointer the kernel passed to the program; plain fields
     // of the context, each read once.
-    let (pkt_type, vlan, gso_size) = unsafe {
+    let (pkt_type, vlan, gso_size, gso_segs) = unsafe {
         let skb = ctx.skb.skb;
-        ((*skb).pkt_type, (*skb).vlan_present, (*skb).gso_size)
+        (
+            (*skb).pkt_type,
+            (*skb).vlan_present,
+            (*skb).gso_size,
+            (*skb).gso_segs,
+        )
     };
     let ip_total = usize::from(be16(&outer, OUTER_IP + 2));
     let udp_len = usize::from(be16(&outer, OUTER_UDP + 4));
@@ -129,6 +135,25 @@ pub(crate) fn try_decap(ctx: &TcContext) -> Result<i32, Counter> {
     if unsafe { LOCAL_MACS.get(mac_key(src)) }.is_some() {
         return Err(Counter::FastdpToAgentSpoofed);
     }
+    // What the frame stands for, read while the inner headers are where
+    // they arrived: one frame, or a super-frame's segments.
+    let (segments, headers) = if gso_size == 0 {
+        (1, 0)
+    } else {
+        let ip_header = usize::from(inner[ETH_HLEN] & 0x0f) * 4;
+        let protocol = ctx
+            .load::<u8>(INNER + ETH_HLEN + 9)
+            .map_err(|_| Counter::FastdpToAgentInner)?;
+        let l4_header = if protocol == IPPROTO_TCP {
+            let offset = ctx
+                .load::<u8>(INNER + ETH_HLEN + ip_header + 12)
+                .map_err(|_| Counter::FastdpToAgentInner)?;
+            usize::from(offset >> 4) * 4
+        } else {
+            8
+        };
+        (u64::from(gso_segs.max(1)), ETH_HLEN + ip_header + l4_header)
+    };
     // Checksum state kept (`NO_CSUM_RESET`), then lowered one level below:
     // a NIC's verdict on the inner checksum, if it gave one, survives.
     let mut shrink = u64::from(BPF_F_ADJ_ROOM_FIXED_GSO) | u64::from(BPF_F_ADJ_ROOM_NO_CSUM_RESET);
@@ -172,6 +197,13 @@ pub(crate) fn try_decap(ctx: &TcContext) -> Result<i32, Counter> {
         }
     }
     learn(src, origin);
+    let inner_len = (len - ENCAP_LEN) as u64;
+    count_traffic(
+        origin,
+        Way::Received,
+        segments,
+        segmented_bytes(inner_len, segments, headers as u64),
+    );
     count(Counter::FastdpDecap);
     if gso_size != 0 {
         count(Counter::FastdpDecapGso);

@@ -20,11 +20,11 @@ use aya_ebpf::{
 use weave_common::{
     Counter,
     datapath::mac_key,
-    fastdp::{ENCAP_LEN, FLAG_ENABLED, tunnel_header, vni},
+    fastdp::{ENCAP_LEN, FLAG_ENABLED, segmented_bytes, tunnel_header, vni},
     frame::{ETH_HLEN, ETH_P_IPV4},
 };
 
-use super::{be16, is_group};
+use super::{Way, be16, count_traffic, is_group};
 use crate::{FASTDP_CONFIG, FASTDP_PEERS, PEER_MACS, count};
 
 /// `BPF_ADJ_ROOM_ENCAP_L2(len)`: the inner L2 header's length, in the top byte.
@@ -80,12 +80,17 @@ pub(crate) fn try_encap(ctx: &TcContext) -> Result<i32, Counter> {
         return Err(Counter::FastdpPassOversize);
     }
     // SAFETY: as for `protocol`.
-    let gso_size = unsafe { (*ctx.skb.skb).gso_size } as usize;
+    let (gso_size, gso_segs) = unsafe {
+        let skb = ctx.skb.skb;
+        ((*skb).gso_size as usize, (*skb).gso_segs)
+    };
     let max_frame = config.max_frame as usize;
-    if gso_size == 0 {
+    // What the frame stands for: one frame, or a super-frame's segments.
+    let (segments, headers) = if gso_size == 0 {
         if len > max_frame {
             return Err(Counter::FastdpPassOversize);
         }
+        (1, 0)
     } else {
         // Every segment, headers included, must fit the overlay MTU.
         let l4_header = match ip[9] {
@@ -101,7 +106,8 @@ pub(crate) fn try_encap(ctx: &TcContext) -> Result<i32, Counter> {
         if header_len + l4_header + gso_size + ETH_HLEN > max_frame {
             return Err(Counter::FastdpPassOversize);
         }
-    }
+        (gso_segs, ETH_HLEN + header_len + l4_header)
+    };
 
     let tunnel = tunnel_header(
         &peer,
@@ -139,6 +145,9 @@ pub(crate) fn try_encap(ctx: &TcContext) -> Result<i32, Counter> {
     if gso_size != 0 {
         count(Counter::FastdpEncapGso);
     }
+    let segments = u64::from(segments.max(1));
+    let bytes = segmented_bytes(len as u64, segments, headers as u64);
+    count_traffic(dest, Way::Sent, segments, bytes);
     // SAFETY: no neighbour parameters (the kernel routes `remote_ip` itself).
     Ok(unsafe { bpf_redirect_neigh(peer.ifindex, core::ptr::null_mut(), 0, 0) } as i32)
 }

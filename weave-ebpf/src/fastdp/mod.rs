@@ -18,7 +18,7 @@ pub(crate) mod probe;
 use aya_ebpf::bindings::TC_ACT_UNSPEC;
 use weave_common::Counter;
 
-use crate::count;
+use crate::{FASTDP_TRAFFIC, count};
 
 /// "Not mine": the next program on the hook, then the kernel, carries on.
 pub(crate) const TCX_NEXT: i32 = TC_ACT_UNSPEC;
@@ -44,4 +44,32 @@ pub(crate) const fn be16(bytes: &[u8], at: usize) -> u16 {
 #[inline(always)]
 pub(crate) const fn is_group(mac: &[u8]) -> bool {
     mac[0] & 1 != 0
+}
+
+/// Which way a frame went, for [`count_traffic`].
+#[derive(Clone, Copy)]
+pub(crate) enum Way {
+    Sent,
+    Received,
+}
+
+/// Adds a frame that stands for `segments` frames of `bytes` in all to
+/// what fastdp carried with neighbour `peer`, on this CPU.
+#[inline(always)]
+pub(crate) fn count_traffic(peer: u16, way: Way, segments: u64, bytes: u64) {
+    if let Some(slot) = FASTDP_TRAFFIC.get_ptr_mut(u32::from(peer)) {
+        // SAFETY: a per-CPU slot is only touched by programs running on this
+        // CPU, and BPF programs are not preempted by each other on one CPU.
+        let slot = unsafe { &mut *slot };
+        match way {
+            Way::Sent => {
+                slot.sent_frames += segments;
+                slot.sent_bytes += bytes;
+            }
+            Way::Received => {
+                slot.received_frames += segments;
+                slot.received_bytes += bytes;
+            }
+        }
+    }
 }

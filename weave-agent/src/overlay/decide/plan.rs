@@ -115,10 +115,15 @@ pub fn plan(verdict: impl Into<Verdict>, routes: &Routes) -> Plan<'_> {
                 plan.fan_out = routes.children(origin);
             }
         }
-        Verdict::FromPeer(FromPeer::Relay { vni, hop, via }) => {
+        Verdict::FromPeer(FromPeer::Relay {
+            vni,
+            sender,
+            hop,
+            via,
+        }) => {
             plan.vni = vni;
             let (origin, _) = ShortId::from_vni(vni);
-            plan.never = [origin, origin];
+            plan.never = [sender, origin];
             plan.single = Some((hop, via));
         }
         Verdict::FromBridge(FromBridge::Drop(reason))
@@ -251,6 +256,7 @@ mod tests {
         );
         let relay = FromPeer::Relay {
             vni: ShortId::vni(C, A),
+            sender: C,
             hop: A,
             via: addr(A),
         };
@@ -309,6 +315,7 @@ mod tests {
         );
         let home = FromPeer::Relay {
             vni: ShortId::vni(A, C),
+            sender: C,
             hop: A,
             via: addr(A),
         };
@@ -317,9 +324,18 @@ mod tests {
         // A table naming this peer as a hop (found by the fuzzer).
         let to_me = FromPeer::Relay {
             vni: ShortId::vni(A, C),
+            sender: A,
             hop: B,
             via: addr(B),
         };
         assert_eq!(actions(to_me, &r), vec![Action::Drop(DropReason::NoRoute)]);
+        // Nor back to the neighbour it came from.
+        let back = FromPeer::Relay {
+            vni: ShortId::vni(A, ShortId(0x42)),
+            sender: C,
+            hop: C,
+            via: addr(C),
+        };
+        assert_eq!(actions(back, &r), vec![Action::Drop(DropReason::NoRoute)]);
     }
 }

@@ -131,9 +131,10 @@ pub enum FromPeer {
         broadcast: bool,
     },
     /// Pass the packet on, VXLAN header `vni` unchanged, to `hop` at `via`,
-    /// the next hop towards its destination.
+    /// the next hop towards its destination; it came from neighbour `sender`.
     Relay {
         vni: u32,
+        sender: ShortId,
         hop: ShortId,
         via: SocketAddr,
     },
@@ -177,6 +178,7 @@ pub fn from_peer(
         return match routes.next_hop(dest) {
             Some((hop, via)) if hop != sender && hop != origin => FromPeer::Relay {
                 vni: packet.vni,
+                sender,
                 hop,
                 via,
             },
@@ -350,6 +352,7 @@ mod tests {
             from_peer(Some(addr(A)), &p, MAX, &routes, &mut macs, now),
             FromPeer::Relay {
                 vni: ShortId::vni(A, C),
+                sender: A,
                 hop: C,
                 via: addr(C)
             }

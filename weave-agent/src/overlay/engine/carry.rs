@@ -11,8 +11,10 @@ use std::os::fd::BorrowedFd;
 use crate::overlay::counters::{Counters, Counts, DropReason, dropped};
 use crate::overlay::decide::plan::{Action, Verdict, plan};
 use crate::overlay::decide::routes::Routes;
+use crate::overlay::decide::verdict::FromPeer;
 use crate::overlay::engine::seal_slots::SealSlots;
 use crate::overlay::forwarding::ShortId;
+use crate::overlay::neighbour_traffic::TrafficTally;
 use crate::overlay::sys::mmsg::{SendOutcome, SendQueue};
 
 /// One send of a frame: under VXLAN header `vni`, to neighbour `hop` at `to`.
@@ -27,6 +29,11 @@ pub(crate) struct Onward {
 pub(crate) trait Carrier {
     /// The frame's length, for the log of a drop.
     fn len(&self, frame: usize) -> usize;
+    /// The inner Ethernet frame's length, for the traffic by neighbour:
+    /// the frame itself, unless the carrier holds it in a packet.
+    fn inner_len(&self, frame: usize) -> usize {
+        self.len(frame)
+    }
     /// Who sent the frame, for the log of a drop (frames from peers).
     fn sender(&self, _frame: usize) -> Option<SocketAddr> {
         None
@@ -56,10 +63,29 @@ pub(crate) fn carry_out<V: Copy + Into<Verdict>>(
     tally: &mut Tally<'_>,
 ) {
     for (frame, &verdict) in verdicts.iter().enumerate() {
+        let verdict: Verdict = verdict.into();
+        match verdict {
+            Verdict::FromPeer(
+                FromPeer::Deliver { sender, .. } | FromPeer::Relay { sender, .. },
+            ) => tally.traffic.received(sender, carrier.inner_len(frame)),
+            Verdict::FromPeer(FromPeer::Drop(_)) => {
+                // A neighbour's drops are shown with it; a stranger's only
+                // in the totals.
+                if let Some(neighbour) = carrier.sender(frame).and_then(|a| routes.neighbour_at(&a))
+                {
+                    tally.traffic.dropped(neighbour);
+                }
+            }
+            Verdict::FromBridge(_) => {}
+        }
         let plan = plan(verdict, routes);
         // Sealing in place only matters with a password.
         let sole = routes.encrypted() && plan.uses() == 1;
         for action in plan {
+            let hop = match action {
+                Action::SendClear { hop, .. } | Action::Seal { hop, .. } => Some(hop),
+                Action::Deliver | Action::Drop(_) => None,
+            };
             let done = match action {
                 Action::Deliver => {
                     carrier.deliver(frame);
@@ -79,8 +105,12 @@ pub(crate) fn carry_out<V: Copy + Into<Verdict>>(
                 }
                 Action::Drop(reason) => Err(reason),
             };
-            if let Err(reason) = done {
-                tally.dropped(reason, carrier.len(frame), carrier.sender(frame));
+            match (done, hop) {
+                (Err(reason), _) => {
+                    tally.dropped(reason, carrier.len(frame), carrier.sender(frame))
+                }
+                (Ok(()), Some(hop)) => tally.traffic.sent(hop, carrier.inner_len(frame)),
+                (Ok(()), None) => {}
             }
         }
     }
@@ -130,6 +160,8 @@ pub(crate) fn send_sealed<'f>(
 pub(crate) struct Tally<'a> {
     counters: &'a Counters,
     pub counts: Counts,
+    /// The same batch by neighbour.
+    pub traffic: TrafficTally<'a>,
     direction: &'static str,
 }
 
@@ -138,6 +170,7 @@ impl<'a> Tally<'a> {
         Tally {
             counters,
             counts: Counts::default(),
+            traffic: TrafficTally::new(&counters.neighbours),
             direction,
         }
     }

@@ -105,9 +105,10 @@ impl Core {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// The counters, and the MACs not learnt.
-    pub(crate) fn stats(&self) -> OverlayStats {
-        let mut stats = self.counters.snapshot();
+    /// The counters of the engine called `dataplane`, and the MACs not
+    /// learnt.
+    pub(crate) fn stats(&self, dataplane: &str) -> OverlayStats {
+        let mut stats = self.counters.snapshot(dataplane);
         stats.macs_not_learnt = self.macs().not_learnt;
         stats
     }

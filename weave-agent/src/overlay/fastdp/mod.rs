@@ -11,6 +11,7 @@
 
 mod learn;
 pub(crate) mod plan;
+mod traffic;
 mod writer;
 
 use std::net::Ipv4Addr;
@@ -43,6 +44,7 @@ pub struct FastdpSettings {
 pub struct FastdpOverlay {
     inner: Arc<XdpOverlay>,
     writer: Mutex<writer::Writer>,
+    traffic: Mutex<traffic::TrafficReader>,
     settings: FastdpSettings,
 }
 
@@ -59,10 +61,12 @@ impl FastdpOverlay {
             peers,
             senders,
             learnt,
+            traffic,
         } = maps;
         let overlay = Arc::new(Self {
             inner,
             writer: Mutex::new(writer::Writer::new(config, peers, senders)),
+            traffic: Mutex::new(traffic::TrafficReader::new(traffic)),
             settings,
         });
         overlay.inner.spawn_kernel_learning(learnt)?;
@@ -81,6 +85,10 @@ impl FastdpOverlay {
 
     fn writer(&self) -> MutexGuard<'_, writer::Writer> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn traffic(&self) -> MutexGuard<'_, traffic::TrafficReader> {
+        self.traffic.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     const fn config(&self, table: &ForwardingTable) -> FastdpConfig {
@@ -120,14 +128,18 @@ impl Overlay for FastdpOverlay {
                 .map(|&(_, index)| index)
         });
         self.writer().apply(&want, self.config(&table));
+        self.traffic()
+            .note(want.peers.keys().map(|&id| ShortId(id as u16)));
         self.inner.update(table);
     }
 
     fn stats(&self) -> OverlayStats {
-        OverlayStats {
+        let mut stats = OverlayStats {
             fastdp_map_failures: self.writer().failures(),
             ..self.inner.stats()
-        }
+        };
+        stats.neighbours.extend(self.traffic().read());
+        stats
     }
 
     fn stop(&self) {

@@ -148,7 +148,7 @@ impl Overlay for PlainOverlay {
 
     fn stats(&self) -> OverlayStats {
         let shared = &*self.shared;
-        let mut stats = shared.core.stats();
+        let mut stats = shared.core.stats(self.name());
         stats.dropped_overflow = [shared.datapath.as_fd(), shared.core.udp.as_fd()]
             .into_iter()
             .map(|fd| sys::socket_drops(fd).unwrap_or(0))

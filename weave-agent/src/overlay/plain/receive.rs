@@ -95,6 +95,10 @@ impl Carrier for ToBridge<'_, '_, '_> {
         self.packets.get(frame).len
     }
 
+    fn inner_len(&self, frame: usize) -> usize {
+        inner_frame(self.packets, self.plain, frame).len()
+    }
+
     fn sender(&self, frame: usize) -> Option<SocketAddr> {
         sys::read_sockaddr(self.packets.get(frame).addr)
     }

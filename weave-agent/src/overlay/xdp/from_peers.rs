@@ -263,6 +263,10 @@ impl Carrier for ToBridge<'_, '_, '_> {
         self.arrivals[frame].len
     }
 
+    fn inner_len(&self, frame: usize) -> usize {
+        inner_frame(self.mem, &self.taken[frame], &self.plain[frame]).len()
+    }
+
     fn sender(&self, frame: usize) -> Option<SocketAddr> {
         self.arrivals[frame].sender
     }

@@ -292,7 +292,7 @@ impl Overlay for XdpOverlay {
 
     fn stats(&self) -> OverlayStats {
         let shared = &*self.shared;
-        let mut stats = shared.core.stats();
+        let mut stats = shared.core.stats(self.name());
         stats.dropped_overflow = sys::socket_drops(shared.core.udp.as_fd()).unwrap_or(0)
             + shared.mem.rx_dropped()
             + shared.no_frame.load(Ordering::Relaxed);

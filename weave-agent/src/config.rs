@@ -160,23 +160,37 @@ pub struct LaunchOptions {
     /// The domain weaveDNS answers for: a container named `web` is
     /// `web.DOMAIN`; names outside it go to the upstream resolvers.
     #[arg(long, default_value = crate::dns::DEFAULT_DOMAIN, value_parser = parse_domain)]
-    #[serde(skip)]
+    #[serde(default = "default_dns_domain")]
     pub dns_domain: String,
     /// Time to live of weaveDNS's answers, in seconds.
     #[arg(long, default_value_t = crate::dns::DEFAULT_TTL)]
-    #[serde(skip)]
+    #[serde(default = "default_dns_ttl")]
     pub dns_ttl: u32,
     /// Where weaveDNS listens, and the nameserver containers are given: an
     /// IPv4 address that the agent puts on the weave bridge (a /32), which
     /// every container reaches through a route of its own whatever its
     /// subnet; the port defaults to 53.
     #[arg(long, default_value = crate::dns::DEFAULT_LISTEN, value_parser = parse_dns_listen, value_name = "ADDR[:PORT]")]
-    #[serde(skip, default = "default_dns_listen")]
+    #[serde(default = "default_dns_listen")]
     pub dns_listen_address: std::net::SocketAddrV4,
     /// The resolv.conf whose nameservers answer the names outside the domain.
     #[arg(long, default_value = "/etc/resolv.conf", value_name = "PATH")]
-    #[serde(skip)]
+    #[serde(default = "default_resolv_conf")]
     pub resolv_conf: PathBuf,
+}
+
+// Defaults for options saved before weaveDNS existed (serde), the same as
+// clap's.
+fn default_dns_domain() -> String {
+    crate::dns::DEFAULT_DOMAIN.into()
+}
+
+const fn default_dns_ttl() -> u32 {
+    crate::dns::DEFAULT_TTL
+}
+
+fn default_resolv_conf() -> PathBuf {
+    "/etc/resolv.conf".into()
 }
 
 fn default_dns_listen() -> std::net::SocketAddrV4 {

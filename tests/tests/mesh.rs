@@ -589,11 +589,23 @@ fn bad_clients_are_refused_dropped_and_counted() {
         .await;
 
         // A newer protocol version only.
+        let (min, max) = (
+            protocol::PROTOCOL_MIN_VERSION,
+            protocol::PROTOCOL_MAX_VERSION,
+        );
         let mut raw = Raw::connect(B_PORT).await;
-        raw.send(&Message::Hello(raw_hello(0x51, 2, 3))).await;
+        raw.send(&Message::Hello(raw_hello(0x51, max + 1, max + 2)))
+            .await;
         assert_eq!(
             raw.until_closed().await.as_deref(),
-            Some("protocol mismatch: we speak 1..1, they speak 2..3")
+            Some(
+                format!(
+                    "protocol mismatch: we speak {min}..{max}, they speak {}..{}",
+                    max + 1,
+                    max + 2
+                )
+                .as_str()
+            )
         );
 
         // Another protocol's name.

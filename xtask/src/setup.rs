@@ -112,6 +112,16 @@ const PACKAGES: &[Package] = &[
         "headless Chromium rendering the topology page (http tests)",
         Probe::Program("chromium"),
     ),
+    pkg(
+        "dnsutils",
+        "`dig` asking weaveDNS for A and PTR records (dns tests)",
+        Probe::Program("dig"),
+    ),
+    pkg(
+        "dnsmasq-base",
+        "a real upstream DNS server for names outside weave.local (dns tests)",
+        Probe::Program("dnsmasq"),
+    ),
 ];
 
 /// bpf-linker as the notes build it: against Debian's LLVM 22.

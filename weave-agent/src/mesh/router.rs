@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
+use crate::dns::DnsGossip;
 use crate::ipam::IpamPacket;
 use crate::mesh::connection::{
     self, CloseKind, CloseReason, ConnId, ConnectionTiming, Event, Outgoing, Setup,
@@ -30,8 +31,8 @@ use crate::mesh::connection_maker::{
 use crate::mesh::fastdp::{self, FastdpOff};
 use crate::mesh::noise::{DataKeys, Psk};
 use crate::mesh::protocol::{
-    DEFAULT_PORT, Hello, MAX_FRAME, MAX_NICKNAME, Message, PROTOCOL, PROTOCOL_MAX_VERSION,
-    PROTOCOL_MIN_VERSION, encode, sanitize,
+    DEFAULT_PORT, DNS_VERSION, Hello, MAX_FRAME, MAX_NICKNAME, Message, PROTOCOL,
+    PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, encode, sanitize,
 };
 use crate::mesh::routes::{self, Routes};
 use crate::mesh::status::{
@@ -114,6 +115,8 @@ pub struct MeshConfig {
     pub psk: Option<Psk>,
     /// Where IPAM messages for us go (the agent); `None` drops them.
     pub ipam_inbox: Option<mpsc::Sender<IpamPacket>>,
+    /// Where weaveDNS gossip from peers goes (the agent); `None` drops it.
+    pub dns_inbox: Option<mpsc::Sender<DnsGossip>>,
     /// This agent runs the in-kernel data path (fastdp). It is offered in
     /// our hellos and used per connection only without a password: fastdp
     /// carries unencrypted traffic only (see `mesh::fastdp`).
@@ -142,6 +145,7 @@ impl MeshConfig {
             timing: Timing::default(),
             psk: None,
             ipam_inbox: None,
+            dns_inbox: None,
             fastdp: false,
             dataplane_name: String::new(),
             conn_limit: DEFAULT_CONN_LIMIT,
@@ -172,6 +176,8 @@ enum Command {
     Forget(Vec<Target>, oneshot::Sender<()>),
     Status(oneshot::Sender<MeshStatus>),
     SendIpam(IpamPacket),
+    /// To every neighbour that speaks it.
+    SendDns(DnsGossip),
     Stop(oneshot::Sender<()>),
 }
 
@@ -260,6 +266,12 @@ impl Mesh {
     }
 
     /// Tells every peer we are going, closes everything, waits for the actor.
+    /// Sends weaveDNS entries to every neighbour; they pass on what changes
+    /// theirs.
+    pub async fn send_dns(&self, gossip: DnsGossip) -> Result<(), MeshError> {
+        self.send(Command::SendDns(gossip)).await
+    }
+
     pub async fn stop(self) {
         let (tx, rx) = oneshot::channel();
         if self.send(Command::Stop(tx)).await.is_ok() {
@@ -498,6 +510,7 @@ impl Router {
                 let _ = reply.send(self.status());
             }
             Command::SendIpam(packet) => self.route_ipam(packet),
+            Command::SendDns(gossip) => self.send_dns(&gossip),
             Command::Stop(reply) => {
                 let _ = reply.send(());
             }
@@ -724,6 +737,7 @@ impl Router {
         let update = match message {
             Message::Gossip(update) => update,
             Message::Ipam(packet) => return self.on_ipam(from, packet),
+            Message::Dns(gossip) => return self.on_dns(gossip),
             _ => return,
         };
         let outcome = self.topology.merge(&update);
@@ -802,6 +816,41 @@ impl Router {
                     .is_err()
             {
                 self.counters.ipam_dropped += 1;
+            }
+        }
+    }
+
+    /// weaveDNS gossip: the agent merges it and floods what changed.
+    fn on_dns(&mut self, gossip: DnsGossip) {
+        let delivered = self
+            .config
+            .dns_inbox
+            .as_ref()
+            .is_some_and(|inbox| inbox.try_send(gossip).is_ok());
+        if !delivered {
+            self.counters.dns_dropped += 1;
+        }
+    }
+
+    /// weaveDNS entries to every neighbour whose connection speaks them.
+    fn send_dns(&mut self, gossip: &DnsGossip) {
+        let frame: Arc<[u8]> = match encode(&Message::Dns(gossip.clone()), MAX_FRAME) {
+            Ok(f) => f.into(),
+            Err(e) => {
+                self.counters.dns_dropped += 1;
+                self.note("dns encode", format!("encoding weaveDNS gossip: {e}"));
+                return;
+            }
+        };
+        for id in self.by_peer.values() {
+            if let Some(conn) = self.conns.get(id)
+                && conn.peer.as_ref().is_some_and(|p| p.version >= DNS_VERSION)
+                && conn
+                    .tx
+                    .try_send(Outgoing::Frame(Arc::clone(&frame)))
+                    .is_err()
+            {
+                self.counters.dns_dropped += 1;
             }
         }
     }

@@ -355,6 +355,18 @@ fn prometheus_scrapes_the_mesh_and_the_page_shows_it() {
     .unwrap();
     drop(prom);
 
+    // weaveDNS: c1 and c2 are names on every peer.
+    wait_for("weave_dns_entries to count c1 and c2", SCRAPE_WAIT, || {
+        let m = get(h3.netns(), &local(), "/metrics").body;
+        let entries = m
+            .lines()
+            .find_map(|l| l.strip_prefix("weave_dns_entries "))
+            .context("no weave_dns_entries")?;
+        ensure!(entries.trim() == "2", "weave_dns_entries {entries}");
+        Ok(())
+    })
+    .unwrap();
+
     // Automatic addresses on every host: the allocation ring is shared out
     // and the page draws its shares.
     for (i, h) in [h1, h2, h3].iter().enumerate() {
@@ -479,7 +491,14 @@ fn the_endpoint_is_read_only_bounded_and_never_blocks_the_agent() {
         "{}",
         status.body
     );
-    for section in ["peers", "connections", "targets", "ipam", "dataplane"] {
+    for section in [
+        "peers",
+        "connections",
+        "targets",
+        "ipam",
+        "dataplane",
+        "dns",
+    ] {
         let text = get(ns, &local(), &format!("/status/{section}"));
         assert_eq!(text.status, 200, "{section}: {text:?}");
         let cli = h.weave_ok(&["status", section]);
@@ -528,7 +547,7 @@ fn the_endpoint_is_read_only_bounded_and_never_blocks_the_agent() {
         }
     }
     assert_eq!(get(ns, &local(), "/nope").status, 404);
-    assert_eq!(get(ns, &local(), "/status/dns").status, 404);
+    assert_eq!(get(ns, &local(), "/status/nope").status, 404);
     for bad in [
         "/status?format=xml",
         "/status?fmt=json",

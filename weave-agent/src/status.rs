@@ -259,6 +259,14 @@ impl Status {
         s
     }
 
+    /// `weave status dns`: weaveDNS's table and counters, or that it is off.
+    pub fn render_dns(&self) -> String {
+        self.dns.as_ref().map_or_else(
+            || "weaveDNS is off (--no-dns)\n".to_string(),
+            crate::agent::DnsStatus::render,
+        )
+    }
+
     /// `weave status dataplane`: every counter.
     pub fn render_dataplane(&self) -> String {
         let mut s = String::new();

@@ -15,6 +15,7 @@ use crate::config::{BRIDGE, LaunchOptions};
 use crate::dns::records::{Local, Records, fqdn};
 use crate::dns::server::{self, CountersSnapshot, Server, ServerConfig};
 use crate::dns::{DnsGossip, Entry, Zone};
+use crate::mesh::Spread;
 use crate::netlink::{Netlink, add_guest_dns_route};
 use crate::peer_name::PeerName;
 
@@ -327,7 +328,7 @@ impl Agent {
         }
         if !changed.is_empty() {
             dns.publish();
-            self.send_dns(changed).await;
+            self.send_dns(changed, Spread::Everyone).await;
         }
         // A CNI pod (no PID) gets its resolver from its runtime.
         for (_, pid, name) in new.into_iter().filter(|(_, pid, _)| *pid != 0) {
@@ -349,12 +350,13 @@ impl Agent {
         dns.refused += refused.len() as u64;
         if !changed.is_empty() {
             dns.publish();
-            self.send_dns(changed).await;
+            self.send_dns(changed, Spread::Everyone).await;
         }
     }
 
-    /// Periodic: the whole table to every neighbour (repair, and how a new
-    /// neighbour learns it), after expiring old tombstones.
+    /// Periodic: the whole table to one random neighbour (repair, and how a
+    /// new neighbour learns it: every peer does it, so each hears the whole
+    /// table about once a period), after expiring old tombstones.
     pub(super) async fn gossip_dns(&mut self) {
         if self.dns.is_none() {
             return;
@@ -390,16 +392,16 @@ impl Agent {
         }
         let all = dns.records.all();
         if !all.is_empty() {
-            self.send_dns(all).await;
+            self.send_dns(all, Spread::OneRandom).await;
         }
     }
 
-    async fn send_dns(&self, entries: Vec<Entry>) {
+    async fn send_dns(&self, entries: Vec<Entry>, spread: Spread) {
         for chunk in entries.chunks(crate::dns::records::MAX_GOSSIP_ENTRIES) {
             let gossip = DnsGossip {
                 entries: chunk.to_vec(),
             };
-            if let Err(e) = self.mesh.send_dns(gossip).await {
+            if let Err(e) = self.mesh.send_dns(gossip, spread).await {
                 tracing::debug!(error = %e, "gossiping weaveDNS entries");
             }
         }

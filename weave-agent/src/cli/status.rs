@@ -59,10 +59,7 @@ pub(super) fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
         Some(Section::Targets) => print!("{}", status.mesh.render_targets()),
         Some(Section::Dataplane) => print!("{}", status.render_dataplane()),
         Some(Section::Ipam) => print!("{}", status.ipam.render()),
-        Some(Section::Dns) => match &status.dns {
-            Some(dns) => print!("{}", dns.render()),
-            None => println!("weaveDNS is off (--no-dns)"),
-        },
+        Some(Section::Dns) => print!("{}", status.render_dns()),
     }
     Ok(())
 }

@@ -195,6 +195,30 @@ pub fn render(status: &Status) -> String {
         "Number of pending claims (none: claims of another peer's space are refused at once)",
         0,
     );
+    // weaveDNS, when on: Weave's gauge, and the server's counters.
+    if let Some(dns) = &status.dns {
+        gauge(
+            &mut r,
+            "weave_dns_entries",
+            "Number of DNS entries (live names, from every peer)",
+            dns.entries.len() as i64,
+        );
+        let c = &dns.counters;
+        counters(
+            &mut r,
+            "weave_dns_queries",
+            "DNS queries to weaveDNS, by outcome",
+            [
+                ("answered", c.answered),
+                ("nxdomain", c.nxdomain),
+                ("forwarded", c.forwarded),
+                ("upstream_failed", c.upstream_failed),
+                ("malformed", c.malformed),
+                ("dropped", c.dropped),
+            ]
+            .map(|(outcome, v)| (vec![("outcome", outcome.to_string())], v)),
+        );
+    }
     gauge(
         &mut r,
         "weave_containers",

@@ -148,6 +148,7 @@ pub fn render(
                 Some(Section::Targets) => json(&st.mesh.targets)?,
                 Some(Section::Ipam) => json(&st.ipam)?,
                 Some(Section::Dataplane) => json(&st.dataplane_section())?,
+                Some(Section::Dns) => json(&st.dns)?,
             },
         ),
         Route::Status(section, Format::Text) => (
@@ -159,6 +160,7 @@ pub fn render(
                 Some(Section::Targets) => st.mesh.render_targets(),
                 Some(Section::Ipam) => st.ipam.render(),
                 Some(Section::Dataplane) => st.render_dataplane(),
+                Some(Section::Dns) => st.render_dns(),
             },
         ),
     })
@@ -198,7 +200,7 @@ fn refused(refusal: &Refusal) -> Response<Full<Bytes>> {
         Refusal::NotFound => respond(
             StatusCode::NOT_FOUND,
             TEXT,
-            "not found; try /, /status, /status/{peers,connections,targets,ipam,dataplane}, /report, /metrics\n".into(),
+            "not found; try /, /status, /status/{peers,connections,targets,ipam,dataplane,dns}, /report, /metrics\n".into(),
         ),
         Refusal::BadQuery(why) => respond(StatusCode::BAD_REQUEST, TEXT, format!("{why}\n")),
     }

@@ -23,6 +23,7 @@ pub enum Section {
     Targets,
     Ipam,
     Dataplane,
+    Dns,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +65,7 @@ pub fn route(
         "/status/targets" => Some(Section::Targets),
         "/status/ipam" => Some(Section::Ipam),
         "/status/dataplane" => Some(Section::Dataplane),
+        "/status/dns" => Some(Section::Dns),
         _ => return Err(Refusal::NotFound),
     };
     let format = match format_param(query)? {

@@ -28,7 +28,7 @@ pub mod status;
 pub mod topology;
 
 pub use connection_maker::{Backoff, BadTarget, Target};
-pub use router::{DEFAULT_CONN_LIMIT, Mesh, MeshConfig, MeshError, Timing};
+pub use router::{DEFAULT_CONN_LIMIT, Mesh, MeshConfig, MeshError, Spread, Timing};
 pub use status::{
     ConnectionState, ConnectionStatus, MeshCounters, MeshStatus, PeerConnectionStatus, PeerStatus,
     RouteStatus,

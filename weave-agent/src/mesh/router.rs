@@ -177,7 +177,7 @@ enum Command {
     Status(oneshot::Sender<MeshStatus>),
     SendIpam(IpamPacket),
     /// To every neighbour that speaks it.
-    SendDns(DnsGossip),
+    SendDns(DnsGossip, Spread),
     Stop(oneshot::Sender<()>),
 }
 
@@ -268,8 +268,8 @@ impl Mesh {
     /// Tells every peer we are going, closes everything, waits for the actor.
     /// Sends weaveDNS entries to every neighbour; they pass on what changes
     /// theirs.
-    pub async fn send_dns(&self, gossip: DnsGossip) -> Result<(), MeshError> {
-        self.send(Command::SendDns(gossip)).await
+    pub async fn send_dns(&self, gossip: DnsGossip, spread: Spread) -> Result<(), MeshError> {
+        self.send(Command::SendDns(gossip, spread)).await
     }
 
     pub async fn stop(self) {
@@ -510,7 +510,7 @@ impl Router {
                 let _ = reply.send(self.status());
             }
             Command::SendIpam(packet) => self.route_ipam(packet),
-            Command::SendDns(gossip) => self.send_dns(&gossip),
+            Command::SendDns(gossip, spread) => self.send_dns(&gossip, spread),
             Command::Stop(reply) => {
                 let _ = reply.send(());
             }
@@ -833,7 +833,7 @@ impl Router {
     }
 
     /// weaveDNS entries to every neighbour whose connection speaks them.
-    fn send_dns(&mut self, gossip: &DnsGossip) {
+    fn send_dns(&mut self, gossip: &DnsGossip, spread: Spread) {
         let frame: Arc<[u8]> = match encode(&Message::Dns(gossip.clone()), MAX_FRAME) {
             Ok(f) => f.into(),
             Err(e) => {
@@ -842,9 +842,25 @@ impl Router {
                 return;
             }
         };
-        for id in self.by_peer.values() {
+        let able: Vec<ConnId> = self
+            .by_peer
+            .values()
+            .copied()
+            .filter(|id| {
+                self.conns
+                    .get(id)
+                    .is_some_and(|c| c.peer.as_ref().is_some_and(|p| p.version >= DNS_VERSION))
+            })
+            .collect();
+        let to: &[ConnId] = match spread {
+            Spread::Everyone => &able,
+            Spread::OneRandom => able
+                .choose(&mut rand::rng())
+                .map(std::slice::from_ref)
+                .unwrap_or_default(),
+        };
+        for id in to {
             if let Some(conn) = self.conns.get(id)
-                && conn.peer.as_ref().is_some_and(|p| p.version >= DNS_VERSION)
                 && conn
                     .tx
                     .try_send(Outgoing::Frame(Arc::clone(&frame)))
@@ -1281,6 +1297,16 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Which neighbours a piece of gossip goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spread {
+    /// Every neighbour: a change.
+    Everyone,
+    /// One neighbour, at random: periodic repair, whose cost per peer does
+    /// not grow with the number of neighbours.
+    OneRandom,
 }
 
 /// `entries` as gossip frames of at most about `GOSSIP_CHUNK` each.

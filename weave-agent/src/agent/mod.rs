@@ -6,6 +6,7 @@
 mod cni;
 mod daemon;
 mod dataplane;
+mod docker_plugin;
 mod endpoints;
 mod ipam;
 
@@ -62,6 +63,8 @@ pub struct Agent {
     status_asks: mpsc::Receiver<StatusAsk>,
     status_asker: mpsc::Sender<StatusAsk>,
     endpoints: Vec<EndpointRecord>,
+    /// The weave driver's Docker networks (ID to subnets), persisted.
+    docker_networks: BTreeMap<String, Vec<Ipv4Net>>,
 }
 
 /// The status endpoint's snapshots asked for at once, at most.
@@ -93,6 +96,10 @@ impl Agent {
         let nicknames = saved
             .as_ref()
             .map(|s| s.nicknames.clone())
+            .unwrap_or_default();
+        let docker_networks = saved
+            .as_ref()
+            .map(|s| s.docker_networks.clone())
             .unwrap_or_default();
         let nickname = options.nickname.clone().unwrap_or_else(|| {
             nix::unistd::gethostname()
@@ -251,6 +258,7 @@ impl Agent {
             status_asks,
             status_asker,
             endpoints: Vec::new(),
+            docker_networks,
         };
         agent
             .restore(saved.map(|s| s.endpoints).unwrap_or_default())
@@ -298,6 +306,7 @@ impl Agent {
             Request::CniDel { attachment } => self.cni_del(&attachment).await,
             Request::CniCheck { attachment, netns } => self.cni_check(&attachment, &netns).await,
             Request::CniGc { valid } => self.cni_gc(&valid).await,
+            Request::DockerPlugin(call) => self.docker_plugin(call).await,
         };
         (
             result.map_err(|e| crate::report::one_line(e.as_ref())),
@@ -328,6 +337,7 @@ impl Agent {
             targets: self.targets.clone(),
             ring: Some(self.ipam.ring.clone()),
             nicknames: self.nicknames.clone(),
+            docker_networks: self.docker_networks.clone(),
         };
         Ok(state::save(&self.paths.state_file(), &st)?)
     }

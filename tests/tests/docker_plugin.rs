@@ -7,8 +7,8 @@
 //! with the same name and subnet on two hosts is one network (containers
 //! started with `docker run --net` ping across hosts); a container on
 //! another weave network cannot reach them; `docker rm` frees the address
-//! (`weave status --json`, `weave ps`) and the port; `docker network rm`
-//! works; bad input (overlapping subnets, a subnet outside the ring, an
+//! (`weave status --json`, `weave ps`) and the port; an agent restart keeps
+//! the endpoints and networks; `docker network rm` works; bad input (overlapping subnets, a subnet outside the ring, an
 //! unknown driver option, malformed JSON, unknown networks and endpoints)
 //! gets a clear error through Docker's error path and the agent goes on.
 //!
@@ -42,7 +42,15 @@ fn in_ps(h: &Host, addr: &str) -> bool {
 #[track_caller]
 fn create_network(h: &Host, name: &str, subnet: &str) {
     h.docker_ok(&[
-        "network", "create", "-d", "weave", "--ipam-driver", "weave", "--subnet", subnet, name,
+        "network",
+        "create",
+        "-d",
+        "weave",
+        "--ipam-driver",
+        "weave",
+        "--subnet",
+        subnet,
+        name,
     ]);
 }
 
@@ -100,11 +108,17 @@ fn docker_networks_span_hosts_and_are_isolated() {
     create_network(h1, "net1", "10.5.0.0/24");
     create_network(h2, "net1", "10.5.0.0/24");
     create_network(h1, "net2", "10.5.1.0/24");
-    let driver = h1.docker_ok(&["network", "inspect", "-f", "{{.Driver}}/{{.IPAM.Driver}}", "net1"]);
+    let driver = h1.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{.Driver}}/{{.IPAM.Driver}}",
+        "net1",
+    ]);
     assert_eq!(driver.trim(), "weave/weave");
 
-    let a = run_on(h1, "net1", "a");
-    let b = run_on(h2, "net1", "b");
+    let a = run_on(h1, "net1", "ca");
+    let b = run_on(h2, "net1", "cb");
     let other = run_on(h1, "net2", "other");
     for addr in [&a, &b] {
         assert!(addr.starts_with("10.5.0."), "{addr}");
@@ -112,12 +126,12 @@ fn docker_networks_span_hosts_and_are_isolated() {
     assert!(other.starts_with("10.5.1."), "{other}");
     assert_ne!(a, b, "one ring: no address twice");
     // The container's interface is weave's: ethwe0 with its address.
-    let links = h1.exec_ok("a", &["ip", "-o", "addr", "show"]);
+    let links = h1.exec_ok("ca", &["ip", "-o", "addr", "show"]);
     assert!(links.contains("ethwe0") && links.contains(&a), "{links}");
 
     // One network across the hosts.
-    h1.wait_ping("a", &b).unwrap_or_else(|e| panic!("{e:#}"));
-    h2.wait_ping("b", &a).unwrap_or_else(|e| panic!("{e:#}"));
+    h1.wait_ping("ca", &b).unwrap_or_else(|e| panic!("{e:#}"));
+    h2.wait_ping("cb", &a).unwrap_or_else(|e| panic!("{e:#}"));
     // Another weave network cannot reach it (the classifier's subnets).
     h1.assert_no_ping("other", &a);
     h1.assert_no_ping("other", &b);
@@ -125,33 +139,90 @@ fn docker_networks_span_hosts_and_are_isolated() {
     // weave ps shows Docker's endpoints; docker rm frees the address and port.
     assert!(in_ps(h1, &a), "{:?}", h1.ps());
     let before = in_use(h1);
-    let ports_before = h1.link_names().iter().filter(|l| l.starts_with("vethwepl")).count();
-    h1.docker_ok(&["rm", "-f", "a"]);
-    wait_until("a's address is freed", PING, || (in_use(h1) == before - 1).then_some(()))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let ports_before = h1
+        .link_names()
+        .iter()
+        .filter(|l| l.starts_with("vethwepl"))
+        .count();
+    h1.docker_ok(&["rm", "-f", "ca"]);
+    wait_until("a's address is freed", PING, || {
+        (in_use(h1) == before - 1).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(!in_ps(h1, &a), "{:?}", h1.ps());
-    let ports_after = h1.link_names().iter().filter(|l| l.starts_with("vethwepl")).count();
+    let ports_after = h1
+        .link_names()
+        .iter()
+        .filter(|l| l.starts_with("vethwepl"))
+        .count();
     assert_eq!(ports_after, ports_before - 1, "{:?}", h1.link_names());
     // The freed address can be used again, and the new container joins in.
-    let a2 = run_on(h1, "net1", "a2");
-    h1.wait_ping("a2", &b).unwrap_or_else(|e| panic!("{e:#}"));
+    let a2 = run_on(h1, "net1", "ca2");
+    h1.wait_ping("ca2", &b).unwrap_or_else(|e| panic!("{e:#}"));
+
+    // An agent restart keeps the endpoints and the networks: the container
+    // still talks, and Docker can start another on the network.
+    h1.weave_ok(&["stop"]);
+    h1.launch(&["--ipalloc-range", RANGE, &h2.lan_addr()]);
+    c.wait_full_mesh(CONVERGE);
+    h1.wait_ping("ca2", &b).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(in_ps(h1, &a2), "{:?}", h1.ps());
+    let a3 = run_on(h1, "net1", "ca3");
+    assert!(a3 != a2 && a3 != b, "{a3} is in use already");
+    h2.wait_ping("cb", &a3).unwrap_or_else(|e| panic!("{e:#}"));
 
     // Bad input: Docker's error path with the plugin's message.
     let refused = |args: &[&str], says: &str| {
         let out = h1.docker(args);
         assert!(!out.success(), "{out:?}");
-        assert!(out.stderr.contains(says), "expected {says:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(says),
+            "expected {says:?}: {}",
+            out.stderr
+        );
     };
     refused(
-        &["network", "create", "-d", "weave", "--ipam-driver", "weave", "--subnet", "10.5.0.0/25", "net3"],
+        &[
+            "network",
+            "create",
+            "-d",
+            "weave",
+            "--ipam-driver",
+            "weave",
+            "--subnet",
+            "10.5.0.0/25",
+            "net3",
+        ],
         "overlaps",
     );
     refused(
-        &["network", "create", "-d", "weave", "--ipam-driver", "weave", "--subnet", "192.168.77.0/24", "net3"],
+        &[
+            "network",
+            "create",
+            "-d",
+            "weave",
+            "--ipam-driver",
+            "weave",
+            "--subnet",
+            "192.168.77.0/24",
+            "net3",
+        ],
         "outside weave's allocation range",
     );
     refused(
-        &["network", "create", "-d", "weave", "--ipam-driver", "weave", "-o", "color=red", "--subnet", "10.5.9.0/24", "net3"],
+        &[
+            "network",
+            "create",
+            "-d",
+            "weave",
+            "--ipam-driver",
+            "weave",
+            "-o",
+            "color=red",
+            "--subnet",
+            "10.5.9.0/24",
+            "net3",
+        ],
         "unknown driver option",
     );
     refused(&["network", "rm", "net1"], "");
@@ -160,15 +231,26 @@ fn docker_networks_span_hosts_and_are_isolated() {
     let socket = h1.plugin_socket().expect("h1 runs a dockerd");
     let (status, body) = post(&socket, "/NetworkDriver.Join", "{not json");
     assert_eq!(status, 400);
-    assert!(body["Err"].as_str().unwrap().contains("malformed"), "{body}");
+    assert!(
+        body["Err"].as_str().unwrap().contains("malformed"),
+        "{body}"
+    );
     let ep = "ab".repeat(32);
     let (status, body) = post(
         &socket,
         "/NetworkDriver.CreateEndpoint",
-        &format!(r#"{{"NetworkID":"nosuch","EndpointID":"{ep}","Interface":{{"Address":"10.5.0.77/24"}}}}"#),
+        &format!(
+            r#"{{"NetworkID":"nosuch","EndpointID":"{ep}","Interface":{{"Address":"10.5.0.77/24"}}}}"#
+        ),
     );
     assert_eq!(status, 500);
-    assert!(body["Err"].as_str().unwrap().contains("not a weave network"), "{body}");
+    assert!(
+        body["Err"]
+            .as_str()
+            .unwrap()
+            .contains("not a weave network"),
+        "{body}"
+    );
     let (status, body) = post(
         &socket,
         "/NetworkDriver.Join",
@@ -186,5 +268,4 @@ fn docker_networks_span_hosts_and_are_isolated() {
     // Its subnet is free for a new network.
     create_network(h1, "net4", "10.5.1.0/24");
     h1.docker_ok(&["network", "rm", "net4"]);
-    drop(a2);
 }

@@ -16,7 +16,9 @@ pub enum PluginCall {
         network_id: String,
         subnets: Vec<Ipv4Net>,
     },
-    DeleteNetwork { network_id: String },
+    DeleteNetwork {
+        network_id: String,
+    },
     /// The endpoint's port on the bridge, its container end left in the
     /// host's namespace for Docker to move; `mac` is Docker's, if it chose.
     CreateEndpoint {
@@ -34,13 +36,18 @@ pub enum PluginCall {
         endpoint_id: String,
     },
     /// A pool: the given subnet, or the default subnet.
-    RequestPool { pool: Option<Ipv4Net> },
+    RequestPool {
+        pool: Option<Ipv4Net>,
+    },
     /// An address in `subnet` from the ring: `address`, or any free one.
     RequestAddress {
         subnet: Ipv4Net,
         address: Option<Ipv4Addr>,
     },
-    ReleaseAddress { subnet: Ipv4Net, address: Ipv4Addr },
+    ReleaseAddress {
+        subnet: Ipv4Net,
+        address: Ipv4Addr,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +56,9 @@ pub enum PluginAnswer {
     /// The endpoint's MAC.
     Mac(Mac),
     /// The container end Docker moves into the container.
-    Joined { src_name: String },
+    Joined {
+        src_name: String,
+    },
     Pool(Ipv4Net),
     Address(Ipv4Net),
 }

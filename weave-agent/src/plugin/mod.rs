@@ -130,7 +130,9 @@ async fn call(path: &str, body: &[u8], queues: &Queues) -> Result<Value, Refusal
         .map_err(|_| failed("the weave agent is shutting down".into()))?;
     match rx.await {
         Ok(Ok(Reply::DockerPlugin(answer))) => Ok(protocol::reply(&call, answer)),
-        Ok(Ok(other)) => Err(failed(format!("unexpected answer from the agent: {other:?}"))),
+        Ok(Ok(other)) => Err(failed(format!(
+            "unexpected answer from the agent: {other:?}"
+        ))),
         Ok(Err(message)) => Err(failed(message)),
         Err(_) => Err(failed("the weave agent is shutting down".into())),
     }

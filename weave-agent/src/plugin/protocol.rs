@@ -28,7 +28,7 @@ const GATEWAY_TYPE: &str = "com.docker.network.gateway";
 
 /// What a call needs: an answer the plugin gives at once, or the agent's
 /// state (then [`reply`] turns the agent's answer into JSON).
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Action {
     Answer(Value),
     Agent(PluginCall),
@@ -150,7 +150,8 @@ fn parse<'a, T: Deserialize<'a>>(method: &str, body: &'a [u8]) -> Result<T, Refu
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(|e| Refusal::bad(format!("{method}: malformed request: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| Refusal::bad(format!("{method}: malformed request: {e}")))
 }
 
 fn non_empty(method: &str, what: &str, value: String) -> Result<String, Refusal> {
@@ -207,7 +208,9 @@ pub fn decode(path: &str, body: &[u8]) -> Result<Action, Refusal> {
             let network_id = non_empty(method, "NetworkID", req.network_id)?;
             check_driver_options(&req.options)?;
             if req.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
-                return Err(Refusal::bad("CreateNetwork: IPv6 is not supported by weave"));
+                return Err(Refusal::bad(
+                    "CreateNetwork: IPv6 is not supported by weave",
+                ));
             }
             let subnets = req
                 .ipv4_data
@@ -216,7 +219,9 @@ pub fn decode(path: &str, body: &[u8]) -> Result<Action, Refusal> {
                 .map(|d| cidr(method, "pool", &d.pool).map(|n| n.trunc()))
                 .collect::<Result<Vec<_>, _>>()?;
             if subnets.is_empty() {
-                return Err(Refusal::bad("CreateNetwork: the network has no IPv4 subnet"));
+                return Err(Refusal::bad(
+                    "CreateNetwork: the network has no IPv4 subnet",
+                ));
             }
             agent(PluginCall::CreateNetwork {
                 network_id,
@@ -233,7 +238,9 @@ pub fn decode(path: &str, body: &[u8]) -> Result<Action, Refusal> {
             let req: CreateEndpoint = parse(method, body)?;
             let iface = req.interface.unwrap_or_default();
             if !iface.address_ipv6.is_empty() {
-                return Err(Refusal::bad("CreateEndpoint: IPv6 is not supported by weave"));
+                return Err(Refusal::bad(
+                    "CreateEndpoint: IPv6 is not supported by weave",
+                ));
             }
             let address = non_empty(method, "Interface.Address", iface.address)?;
             let mac = if iface.mac_address.is_empty() {
@@ -287,7 +294,8 @@ pub fn decode(path: &str, body: &[u8]) -> Result<Action, Refusal> {
             parse::<Value>(method, body)?;
             answer(json!({}))
         }
-        "NetworkDriver.ProgramExternalConnectivity" | "NetworkDriver.RevokeExternalConnectivity" => {
+        "NetworkDriver.ProgramExternalConnectivity"
+        | "NetworkDriver.RevokeExternalConnectivity" => {
             parse::<Value>(method, body)?;
             answer(json!({}))
         }
@@ -432,7 +440,10 @@ mod tests {
             answered("/Plugin.Activate", ""),
             json!({"Implements": ["NetworkDriver", "IpamDriver"]})
         );
-        assert_eq!(answered("/NetworkDriver.GetCapabilities", "{}")["Scope"], "local");
+        assert_eq!(
+            answered("/NetworkDriver.GetCapabilities", "{}")["Scope"],
+            "local"
+        );
         let spaces = answered("/IpamDriver.GetDefaultAddressSpaces", "");
         assert_eq!(spaces["LocalDefaultAddressSpace"], "weavelocal");
         assert_eq!(
@@ -478,7 +489,10 @@ mod tests {
         assert!(r.message.contains("malformed request"), "{}", r.message);
         assert_eq!(r.body()["Err"], r.message.as_str());
         // Wrong types are malformed too.
-        refused("/NetworkDriver.Join", r#"{"NetworkID":1,"EndpointID":"ab"}"#);
+        refused(
+            "/NetworkDriver.Join",
+            r#"{"NetworkID":1,"EndpointID":"ab"}"#,
+        );
         // And missing fields.
         refused("/NetworkDriver.Join", r#"{"NetworkID":"n"}"#);
     }
@@ -508,7 +522,8 @@ mod tests {
                 .message
                 .contains("Interface.Address")
         );
-        let bad_id = r#"{"NetworkID":"n1","EndpointID":"../../x","Interface":{"Address":"10.5.0.3/24"}}"#;
+        let bad_id =
+            r#"{"NetworkID":"n1","EndpointID":"../../x","Interface":{"Address":"10.5.0.3/24"}}"#;
         refused("/NetworkDriver.CreateEndpoint", bad_id);
     }
 
@@ -537,7 +552,9 @@ mod tests {
     fn join_hands_docker_the_container_end() {
         let call = agent(
             "/NetworkDriver.Join",
-            &format!(r#"{{"NetworkID":"n1","EndpointID":"{EP}","SandboxKey":"/var/run/docker/netns/x","Options":{{}}}}"#),
+            &format!(
+                r#"{{"NetworkID":"n1","EndpointID":"{EP}","SandboxKey":"/var/run/docker/netns/x","Options":{{}}}}"#
+            ),
         );
         let v = reply(
             &call,
@@ -553,36 +570,60 @@ mod tests {
     #[test]
     fn pools_round_trip_through_their_ids() {
         assert_eq!(
-            agent("/IpamDriver.RequestPool", r#"{"AddressSpace":"weavelocal","Pool":"10.5.0.7/24","SubPool":"","Options":{},"V6":false}"#),
+            agent(
+                "/IpamDriver.RequestPool",
+                r#"{"AddressSpace":"weavelocal","Pool":"10.5.0.7/24","SubPool":"","Options":{},"V6":false}"#
+            ),
             PluginCall::RequestPool {
                 pool: Some("10.5.0.0/24".parse().unwrap())
             }
         );
         assert_eq!(
-            agent("/IpamDriver.RequestPool", r#"{"AddressSpace":"weavelocal"}"#),
+            agent(
+                "/IpamDriver.RequestPool",
+                r#"{"AddressSpace":"weavelocal"}"#
+            ),
             PluginCall::RequestPool { pool: None }
         );
         let subnet: Ipv4Net = "10.5.0.0/24".parse().unwrap();
-        let v = reply(&PluginCall::RequestPool { pool: None }, PluginAnswer::Pool(subnet));
+        let v = reply(
+            &PluginCall::RequestPool { pool: None },
+            PluginAnswer::Pool(subnet),
+        );
         assert_eq!(v["PoolID"], "weave-10.5.0.0/24");
         assert_eq!(v["Data"][GATEWAY_TYPE], "10.5.0.0/24");
         assert_eq!(
-            agent("/IpamDriver.RequestAddress", r#"{"PoolID":"weave-10.5.0.0/24","Address":"","Options":{}}"#),
+            agent(
+                "/IpamDriver.RequestAddress",
+                r#"{"PoolID":"weave-10.5.0.0/24","Address":"","Options":{}}"#
+            ),
             PluginCall::RequestAddress {
                 subnet,
                 address: None
             }
         );
         assert_eq!(
-            agent("/IpamDriver.RequestAddress", r#"{"PoolID":"weave-10.5.0.0/24","Address":"10.5.0.9"}"#),
+            agent(
+                "/IpamDriver.RequestAddress",
+                r#"{"PoolID":"weave-10.5.0.0/24","Address":"10.5.0.9"}"#
+            ),
             PluginCall::RequestAddress {
                 subnet,
                 address: Some("10.5.0.9".parse().unwrap())
             }
         );
-        refused("/IpamDriver.RequestAddress", r#"{"PoolID":"default-10.5.0.0/24"}"#);
-        refused("/IpamDriver.RequestPool", r#"{"Pool":"10.5.0.0/24","V6":true}"#);
-        refused("/IpamDriver.RequestPool", r#"{"Pool":"10.5.0.0/24","SubPool":"10.5.0.0/25"}"#);
+        refused(
+            "/IpamDriver.RequestAddress",
+            r#"{"PoolID":"default-10.5.0.0/24"}"#,
+        );
+        refused(
+            "/IpamDriver.RequestPool",
+            r#"{"Pool":"10.5.0.0/24","V6":true}"#,
+        );
+        refused(
+            "/IpamDriver.RequestPool",
+            r#"{"Pool":"10.5.0.0/24","SubPool":"10.5.0.0/25"}"#,
+        );
     }
 
     #[test]
@@ -593,11 +634,17 @@ mod tests {
         );
         assert_eq!(v["Address"], "10.5.0.0/24");
         assert_eq!(
-            answered("/IpamDriver.ReleaseAddress", r#"{"PoolID":"weave-10.5.0.0/24","Address":"10.5.0.0"}"#),
+            answered(
+                "/IpamDriver.ReleaseAddress",
+                r#"{"PoolID":"weave-10.5.0.0/24","Address":"10.5.0.0"}"#
+            ),
             json!({})
         );
         assert_eq!(
-            agent("/IpamDriver.ReleaseAddress", r#"{"PoolID":"weave-10.5.0.0/24","Address":"10.5.0.3"}"#),
+            agent(
+                "/IpamDriver.ReleaseAddress",
+                r#"{"PoolID":"weave-10.5.0.0/24","Address":"10.5.0.3"}"#
+            ),
             PluginCall::ReleaseAddress {
                 subnet: "10.5.0.0/24".parse().unwrap(),
                 address: "10.5.0.3".parse().unwrap()

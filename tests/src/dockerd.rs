@@ -15,7 +15,11 @@ use crate::poll::wait_until;
 use crate::prereq::{docker_cli, require_program};
 use crate::{CMD_TIMEOUT, DOCKERD_START_TIMEOUT};
 
-/// A dockerd running inside a network namespace, with everything it owns
+/// Where dockerd looks for legacy plugins' sockets (fixed in dockerd 20.10).
+const PLUGINS: &str = "/run/docker/plugins";
+
+/// A dockerd running inside a network namespace (and a mount namespace of
+/// its own, for its plugins directory), with everything it owns
 /// (socket, data root, exec root, pidfile, log) under one directory.
 /// Drop removes its containers, stops it and removes its mounts and files.
 #[derive(Debug)]
@@ -58,8 +62,20 @@ impl Dockerd {
         let dir = &self.dir;
         let log_path = dir.join("dockerd.log");
         let log = File::options().create(true).append(true).open(&log_path)?;
-        let mut c = netns.command(&dockerd_bin);
-        c.arg("-H")
+        // Docker finds legacy plugins only in /run/docker/plugins: dockerd
+        // gets a mount namespace of its own in which that directory is this
+        // daemon's `plugins` directory, so a simulated host's weave plugin
+        // is found by its dockerd alone and the machine's is never touched.
+        let plugins = self.plugins_dir();
+        fs::create_dir_all(&plugins)?;
+        let mut c = netns.command("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mkdir -p {PLUGINS} && mount --bind \"$0\" {PLUGINS} && exec \"$@\""
+            ))
+            .arg(&plugins)
+            .arg(&dockerd_bin)
+            .arg("-H")
             .arg(format!("unix://{}", dir.join("docker.sock").display()))
             .arg("--config-file")
             .arg(dir.join("daemon.json"))
@@ -104,6 +120,11 @@ impl Dockerd {
                 self.log_tail(30)
             ))
         })
+    }
+
+    /// The directory this daemon sees as `/run/docker/plugins`.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.join("plugins")
     }
 
     /// `unix://<dir>/docker.sock`, the value for `DOCKER_HOST`.

@@ -145,6 +145,14 @@ impl Host {
         self.dir.join("state")
     }
 
+    /// `WEAVE_PLUGIN_SOCKET` of this host: `weave.sock` in the directory
+    /// its dockerd sees as `/run/docker/plugins` (none without a dockerd).
+    pub fn plugin_socket(&self) -> Option<PathBuf> {
+        self.dockerd
+            .as_ref()
+            .map(|d| d.plugins_dir().join("weave.sock"))
+    }
+
     /// `DOCKER_HOST` of this host.
     pub fn docker_host(&self) -> String {
         self.dockerd().host()
@@ -168,6 +176,14 @@ impl Host {
         if let Some(dockerd) = &self.dockerd {
             c.env("DOCKER_HOST", dockerd.host());
         }
+        // The Docker plugin listens where this host's dockerd alone finds
+        // it; a host without dockerd has none (never the machine's
+        // /run/docker/plugins).
+        c.env(
+            "WEAVE_PLUGIN_SOCKET",
+            self.plugin_socket()
+                .map_or_else(|| "off".into(), PathBuf::into_os_string),
+        );
         c
     }
 

@@ -35,6 +35,8 @@ pub const DEFAULT_PORT: u16 = 6783;
 pub const DEFAULT_DATA_PORT: u16 = 6784;
 /// Weave's read-only HTTP endpoint (status, report, metrics, topology page).
 pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:6782";
+/// Where Docker finds legacy plugins: the network and IPAM driver `weave`.
+pub const DEFAULT_PLUGIN_SOCKET: &str = "/run/docker/plugins/weave.sock";
 
 #[derive(Args, Clone, Debug)]
 pub struct Paths {
@@ -177,6 +179,11 @@ pub struct LaunchOptions {
     #[arg(long, default_value = "/etc/resolv.conf", value_name = "PATH")]
     #[serde(default = "default_resolv_conf")]
     pub resolv_conf: PathBuf,
+    /// The Docker network and IPAM plugin's socket (`docker network create
+    /// -d weave --ipam-driver weave`); Docker names the plugin after the
+    /// file. `off` or an empty value turns the plugin off.
+    #[arg(long, env = "WEAVE_PLUGIN_SOCKET", default_value = DEFAULT_PLUGIN_SOCKET, value_name = "PATH")]
+    pub plugin_socket: PluginSocket,
 }
 
 // Defaults for options saved before weaveDNS existed (serde), the same as
@@ -287,6 +294,37 @@ impl fmt::Display for StatusAddr {
     }
 }
 
+/// `--plugin-socket`: where the Docker plugin listens, or nowhere.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSocket(pub Option<PathBuf>);
+
+impl FromStr for PluginSocket {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        let path = PathBuf::from(s);
+        if path.is_relative() || path.file_name().is_none() {
+            return Err(format!(
+                "{s:?} is not an absolute path to a socket file (or `off`)"
+            ));
+        }
+        Ok(Self(Some(path)))
+    }
+}
+
+impl fmt::Display for PluginSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(p) => p.display().fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataplaneChoice {
     Auto,
@@ -346,6 +384,18 @@ const fn default_conn_limit() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_socket_is_an_absolute_path_or_off() {
+        let parse = |s: &str| s.parse::<PluginSocket>();
+        assert_eq!(
+            parse(DEFAULT_PLUGIN_SOCKET).unwrap().0,
+            Some(PathBuf::from("/run/docker/plugins/weave.sock"))
+        );
+        assert_eq!(parse("off").unwrap(), PluginSocket(None));
+        assert_eq!(parse("").unwrap().to_string(), "off");
+        assert!(parse("weave.sock").is_err());
+    }
 
     #[test]
     fn status_addr_is_an_address_or_off() {

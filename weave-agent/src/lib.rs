@@ -20,6 +20,7 @@ pub mod mesh;
 pub mod netlink;
 pub mod overlay;
 pub mod peer_name;
+pub mod plugin;
 pub mod report;
 pub mod state;
 pub mod status;

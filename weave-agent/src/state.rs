@@ -26,6 +26,11 @@ pub struct EndpointRecord {
     /// Set for a pod attached by the CNI plugin (`pid` is then 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniRecord>,
+    /// Set for an endpoint of a Docker network (the Docker plugin): the
+    /// network's ID. Its addresses belong to the IPAM driver, which Docker
+    /// calls to release them, and its container end is Docker's to move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_network: Option<String>,
 }
 
 /// Where a CNI attachment lives: the runtime names a pod's namespace by
@@ -71,6 +76,10 @@ pub struct PersistedState {
     /// is gone, and `weave status ipam` shows who it was.
     #[serde(default)]
     pub nicknames: BTreeMap<PeerName, String>,
+    /// The Docker networks of the weave driver on this host and their
+    /// subnets: Docker does not create them again after an agent restart.
+    #[serde(default)]
+    pub docker_networks: BTreeMap<String, Vec<Ipv4Net>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +153,7 @@ mod tests {
                     mac: Mac::random_local(),
                     cidrs: vec!["10.32.0.1/12".parse().unwrap()],
                     cni: None,
+                    docker_network: None,
                 },
                 EndpointRecord {
                     container_id: "pod1".into(),
@@ -156,6 +166,17 @@ mod tests {
                         netns: "/var/run/netns/pod1".into(),
                         ifname: "eth0".into(),
                     }),
+                    docker_network: None,
+                },
+                EndpointRecord {
+                    container_id: "0123456789ab".into(),
+                    container_name: "docker:012345".into(),
+                    pid: 0,
+                    host_ifname: "vethwepld012345".into(),
+                    mac: Mac::random_local(),
+                    cidrs: vec!["10.5.0.2/24".parse().unwrap()],
+                    cni: None,
+                    docker_network: Some("net1".into()),
                 },
             ],
             targets: vec!["192.168.1.2".into()],
@@ -163,6 +184,7 @@ mod tests {
                 Ring::init_with_id("10.32.0.0/12".parse().unwrap(), PeerName::random(), 5).unwrap(),
             ),
             nicknames: [(PeerName::random(), "host2".to_string())].into(),
+            docker_networks: [("net1".to_string(), vec!["10.5.0.0/24".parse().unwrap()])].into(),
         };
         save(&path, &st).unwrap();
         let back = load(&path).unwrap().unwrap();

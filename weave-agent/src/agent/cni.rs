@@ -75,7 +75,9 @@ impl Agent {
             id: attachment.container_id.clone(),
             name: format!("cni:{short}/{}", attachment.ifname),
             pid: 0,
-            netns: NetnsRef::Path(netns.clone()),
+            netns: Some(NetnsRef::Path(netns.clone())),
+            mac: None,
+            docker_network: None,
             port_suffix: port_suffix(&attachment),
             cni: Some(CniRecord {
                 netns,

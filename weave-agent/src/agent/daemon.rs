@@ -82,7 +82,21 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
         })?),
         None => None,
     };
+    let plugin_socket = options.plugin_socket.0.clone();
     let mut agent = Agent::start(paths.clone(), options).await?;
+    let plugin_listener = match &plugin_socket {
+        Some(path) => {
+            let l = crate::plugin::bind(path).with_context(|| {
+                format!(
+                    "opening the Docker plugin socket {} (--plugin-socket; `off` turns it off)",
+                    path.display()
+                )
+            })?;
+            tracing::info!(socket = %path.display(), "Docker network and IPAM plugin listening");
+            Some(l)
+        }
+        None => None,
+    };
     let listener = server::bind(&paths.socket)
         .with_context(|| format!("opening the control socket {}", paths.socket.display()))?;
     let (tx, mut requests) = mpsc::channel(server::QUEUE_DEPTH);
@@ -101,6 +115,9 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
         requests: tx,
         status: agent.status_asker(),
     };
+    // The Docker plugin's calls join the same queue as the CLI's.
+    let plugin_task =
+        plugin_listener.map(|l| tokio::spawn(crate::plugin::serve(l, queues.clone())));
     let server_task = tokio::spawn(server::serve(listener, queues));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -134,6 +151,13 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
         agent.dns_sync().await;
     }
     server_task.abort();
+    if let Some(task) = plugin_task {
+        task.abort();
+    }
+    // Docker must not find a socket nobody answers.
+    if let Some(path) = &plugin_socket {
+        let _ = std::fs::remove_file(path);
+    }
     if let Some(task) = http_task {
         task.abort();
     }

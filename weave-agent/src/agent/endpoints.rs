@@ -22,9 +22,16 @@ use crate::state::{CniRecord, EndpointRecord};
 pub(super) struct Guest {
     pub(super) id: String,
     pub(super) name: String,
-    /// 0 for a pod.
+    /// 0 for a pod or a Docker network's endpoint.
     pub(super) pid: u32,
-    pub(super) netns: NetnsRef,
+    /// None for a Docker network's endpoint: its container end stays in the
+    /// host's namespace under its temporary name, for Docker to move in and
+    /// configure (libnetwork's remote driver protocol).
+    pub(super) netns: Option<NetnsRef>,
+    /// The MAC Docker chose for the endpoint; otherwise a random one.
+    pub(super) mac: Option<Mac>,
+    /// The Docker network of a Docker network's endpoint.
+    pub(super) docker_network: Option<String>,
     /// Ends the host port's name (`vethwepl<suffix>`, at most 15 bytes).
     pub(super) port_suffix: String,
     pub(super) cni: Option<CniRecord>,
@@ -36,7 +43,9 @@ impl Guest {
             id: info.id.clone(),
             name: info.name.clone(),
             pid: info.pid,
-            netns: NetnsRef::Pid(info.pid),
+            netns: Some(NetnsRef::Pid(info.pid)),
+            mac: None,
+            docker_network: None,
             port_suffix: info.pid.to_string(),
             cni: None,
         }
@@ -178,22 +187,24 @@ impl Agent {
         // Left over from a container that had this PID (or port name) before.
         self.netlink.delete(&host).await?;
         self.netlink.delete(&tmp).await?;
-        let mac = Mac::random_local();
+        let mac = guest.mac.unwrap_or_else(Mac::random_local);
         let result = async {
             self.netlink.create_veth(&host, &tmp, self.mtu).await?;
             self.netlink.set_master(&host, self.bridge_index).await?;
-            self.netlink.move_to_netns(&tmp, &guest.netns).await?;
-            configure_guest(
-                &guest.netns,
-                GuestConfig {
-                    arrived_as: tmp.clone(),
-                    ifname: guest.ifname().to_owned(),
-                    mac: mac.0,
-                    mtu: self.mtu,
-                    cidrs: cidrs.to_vec(),
-                },
-            )
-            .await?;
+            if let Some(netns) = &guest.netns {
+                self.netlink.move_to_netns(&tmp, netns).await?;
+                configure_guest(
+                    netns,
+                    GuestConfig {
+                        arrived_as: tmp.clone(),
+                        ifname: guest.ifname().to_owned(),
+                        mac: mac.0,
+                        mtu: self.mtu,
+                        cidrs: cidrs.to_vec(),
+                    },
+                )
+                .await?;
+            }
             self.classifier
                 .attach_endpoint(&host, &classifier_entry(mac, cidrs))?;
             self.netlink.set_up(&host).await?;
@@ -215,6 +226,7 @@ impl Agent {
             mac,
             cidrs: cidrs.to_vec(),
             cni: guest.cni.clone(),
+            docker_network: guest.docker_network.clone(),
         });
         self.save()?;
         tracing::info!(container = %guest.name, addrs = ?cidrs, "attached");
@@ -240,7 +252,11 @@ impl Agent {
         let record = self.endpoints[i].clone();
         self.classifier.detach_endpoint(&record.host_ifname)?;
         self.netlink.delete(&record.host_ifname).await?;
-        self.release(&record.cidrs).await;
+        // A Docker network's addresses are released by Docker, through
+        // the IPAM driver (or are not the ring's).
+        if record.docker_network.is_none() {
+            self.release(&record.cidrs).await;
+        }
         self.endpoints.remove(i);
         self.save()?;
         tracing::info!(container = %record.container_name, "detached");

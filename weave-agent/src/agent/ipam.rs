@@ -47,7 +47,7 @@ pub(super) struct PeerIpam {
     pub(super) ring: Ring,
     /// Addresses handed out inside the range.
     pub(super) space: Space,
-    default_subnet: Ipv4Net,
+    pub(super) default_subnet: Ipv4Net,
     /// Explicit addresses outside the range, checked on this host only.
     outside: Allocator,
     /// Launched with peers to connect to: never initialise the ring alone.

@@ -7,6 +7,7 @@ mod cni;
 mod daemon;
 mod dataplane;
 mod dns;
+mod docker_plugin;
 mod endpoints;
 mod ipam;
 
@@ -70,6 +71,8 @@ pub struct Agent {
     dns_inbox: Option<mpsc::Receiver<crate::dns::DnsGossip>>,
     /// The upstream resolvers, for `weave status dns`.
     dns_upstreams: Vec<String>,
+    /// The weave driver's Docker networks (ID to subnets), persisted.
+    docker_networks: BTreeMap<String, Vec<Ipv4Net>>,
 }
 
 /// The status endpoint's snapshots asked for at once, at most.
@@ -101,6 +104,10 @@ impl Agent {
         let nicknames = saved
             .as_ref()
             .map(|s| s.nicknames.clone())
+            .unwrap_or_default();
+        let docker_networks = saved
+            .as_ref()
+            .map(|s| s.docker_networks.clone())
             .unwrap_or_default();
         let nickname = options.nickname.clone().unwrap_or_else(|| {
             nix::unistd::gethostname()
@@ -266,6 +273,7 @@ impl Agent {
             dns: None,
             dns_inbox: (!options.no_dns).then_some(dns_inbox),
             dns_upstreams: Vec::new(),
+            docker_networks,
         };
         agent
             .restore(saved.map(|s| s.endpoints).unwrap_or_default())
@@ -337,6 +345,7 @@ impl Agent {
             Request::CniDel { attachment } => self.cni_del(&attachment).await,
             Request::CniCheck { attachment, netns } => self.cni_check(&attachment, &netns).await,
             Request::CniGc { valid } => self.cni_gc(&valid).await,
+            Request::DockerPlugin(call) => self.docker_plugin(call).await,
         };
         // Names follow the containers before the CLI hears back, so that a
         // container just run can already resolve and be resolved.
@@ -370,6 +379,7 @@ impl Agent {
             targets: self.targets.clone(),
             ring: Some(self.ipam.ring.clone()),
             nicknames: self.nicknames.clone(),
+            docker_networks: self.docker_networks.clone(),
         };
         Ok(state::save(&self.paths.state_file(), &st)?)
     }

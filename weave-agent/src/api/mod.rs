@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::docker_args::ContainerSpec;
 use crate::ipam::AddrRequest;
 use crate::mac::Mac;
+use crate::plugin::call::{PluginAnswer, PluginCall};
 use crate::status::Status;
 
 /// Longest request or reply line accepted: bounds the memory one client can use.
@@ -87,6 +88,8 @@ pub enum Request {
     CniGc {
         valid: Vec<CniAttachment>,
     },
+    /// A call of the Docker network or IPAM plugin that needs the agent.
+    DockerPlugin(PluginCall),
 }
 
 /// A CNI attachment is identified by the pair (`CNI_CONTAINERID`, `CNI_IFNAME`).
@@ -114,6 +117,8 @@ pub enum Reply {
     },
     /// CNI GC: the attachments removed.
     CniCollected(Vec<CniAttachment>),
+    /// The agent's answer to a Docker plugin call.
+    DockerPlugin(PluginAnswer),
     /// Done, nothing to report.
     Done,
     /// Done, with a line for the user.

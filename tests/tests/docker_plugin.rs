@@ -1,0 +1,271 @@
+//! The Docker network and IPAM plugin (issue 17, part 1): Docker's own
+//! commands against each simulated host's dockerd, which finds the host's
+//! agent's plugin socket in its own `/run/docker/plugins` (a mount
+//! namespace per dockerd; see `weave_tests::dockerd`).
+//!
+//! What they prove: `docker network create -d weave --ipam-driver weave`
+//! with the same name and subnet on two hosts is one network (containers
+//! started with `docker run --net` ping across hosts); a container on
+//! another weave network cannot reach them; `docker rm` frees the address
+//! (`weave status --json`, `weave ps`) and the port; an agent restart keeps
+//! the endpoints and networks; `docker network rm` works; bad input (overlapping subnets, a subnet outside the ring, an
+//! unknown driver option, malformed JSON, unknown networks and endpoints)
+//! gets a clear error through Docker's error path and the agent goes on.
+//!
+//! Needs root, dockerd and the `weave` binary (`WEAVE_BIN`).
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use weave_tests::convergence::CONVERGE;
+use weave_tests::{Cluster, Host, IMAGE, wait_until};
+
+/// Within this a fresh container answers pings.
+const PING: Duration = Duration::from_secs(20);
+/// The ring every host launches with: it holds the networks' subnets.
+const RANGE: &str = "10.5.0.0/16";
+
+fn in_use(h: &Host) -> usize {
+    h.status().ipam.in_use_here
+}
+
+/// Does `weave ps` list `addr`?
+fn in_ps(h: &Host, addr: &str) -> bool {
+    h.ps()
+        .iter()
+        .any(|e| e.cidrs.iter().any(|c| c.split('/').next() == Some(addr)))
+}
+
+#[track_caller]
+fn create_network(h: &Host, name: &str, subnet: &str) {
+    h.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "weave",
+        "--ipam-driver",
+        "weave",
+        "--subnet",
+        subnet,
+        name,
+    ]);
+}
+
+/// `docker run -d --net=NET --name NAME`; returns the container's address.
+#[track_caller]
+fn run_on(h: &Host, net: &str, name: &str) -> String {
+    h.docker_ok(&[
+        "run", "-d", "--net", net, "--name", name, IMAGE, "sleep", "3600",
+    ]);
+    let addr = h.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        name,
+    ]);
+    addr.trim().to_string()
+}
+
+/// A raw HTTP POST to the plugin socket: status and JSON body.
+fn post(socket: &Path, path: &str, body: &str) -> (u16, Value) {
+    let mut s = UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {head:?}"));
+    let json = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{path}: the body is not JSON ({e}): {body:?}"));
+    (status, json)
+}
+
+#[test]
+fn docker_networks_span_hosts_and_are_isolated() {
+    let c = Cluster::new("dplug", 2);
+    let (h1, h2) = (&c[0], &c[1]);
+    h1.launch(&["--ipalloc-range", RANGE]);
+    h2.launch(&["--ipalloc-range", RANGE, &h1.lan_addr()]);
+    c.wait_full_mesh(CONVERGE);
+
+    // Docker finds the plugin by its socket and activates it.
+    create_network(h1, "net1", "10.5.0.0/24");
+    create_network(h2, "net1", "10.5.0.0/24");
+    create_network(h1, "net2", "10.5.1.0/24");
+    let driver = h1.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{.Driver}}/{{.IPAM.Driver}}",
+        "net1",
+    ]);
+    assert_eq!(driver.trim(), "weave/weave");
+
+    let a = run_on(h1, "net1", "ca");
+    let b = run_on(h2, "net1", "cb");
+    let other = run_on(h1, "net2", "other");
+    for addr in [&a, &b] {
+        assert!(addr.starts_with("10.5.0."), "{addr}");
+    }
+    assert!(other.starts_with("10.5.1."), "{other}");
+    assert_ne!(a, b, "one ring: no address twice");
+    // The container's interface is weave's: ethwe0 with its address.
+    let links = h1.exec_ok("ca", &["ip", "-o", "addr", "show"]);
+    assert!(links.contains("ethwe0") && links.contains(&a), "{links}");
+
+    // One network across the hosts.
+    h1.wait_ping("ca", &b).unwrap_or_else(|e| panic!("{e:#}"));
+    h2.wait_ping("cb", &a).unwrap_or_else(|e| panic!("{e:#}"));
+    // Another weave network cannot reach it (the classifier's subnets).
+    h1.assert_no_ping("other", &a);
+    h1.assert_no_ping("other", &b);
+
+    // weave ps shows Docker's endpoints; docker rm frees the address and port.
+    assert!(in_ps(h1, &a), "{:?}", h1.ps());
+    let before = in_use(h1);
+    let ports_before = h1
+        .link_names()
+        .iter()
+        .filter(|l| l.starts_with("vethwepl"))
+        .count();
+    h1.docker_ok(&["rm", "-f", "ca"]);
+    wait_until("a's address is freed", PING, || {
+        (in_use(h1) == before - 1).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(!in_ps(h1, &a), "{:?}", h1.ps());
+    let ports_after = h1
+        .link_names()
+        .iter()
+        .filter(|l| l.starts_with("vethwepl"))
+        .count();
+    assert_eq!(ports_after, ports_before - 1, "{:?}", h1.link_names());
+    // The freed address can be used again, and the new container joins in.
+    let a2 = run_on(h1, "net1", "ca2");
+    h1.wait_ping("ca2", &b).unwrap_or_else(|e| panic!("{e:#}"));
+
+    // An agent restart keeps the endpoints and the networks: the container
+    // still talks, and Docker can start another on the network.
+    h1.weave_ok(&["stop"]);
+    h1.launch(&["--ipalloc-range", RANGE, &h2.lan_addr()]);
+    c.wait_full_mesh(CONVERGE);
+    h1.wait_ping("ca2", &b).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(in_ps(h1, &a2), "{:?}", h1.ps());
+    let a3 = run_on(h1, "net1", "ca3");
+    assert!(a3 != a2 && a3 != b, "{a3} is in use already");
+    h2.wait_ping("cb", &a3).unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Bad input: Docker's error path with the plugin's message.
+    let refused = |args: &[&str], says: &str| {
+        let out = h1.docker(args);
+        assert!(!out.success(), "{out:?}");
+        assert!(
+            out.stderr.contains(says),
+            "expected {says:?}: {}",
+            out.stderr
+        );
+    };
+    refused(
+        &[
+            "network",
+            "create",
+            "-d",
+            "weave",
+            "--ipam-driver",
+            "weave",
+            "--subnet",
+            "10.5.0.0/25",
+            "net3",
+        ],
+        "overlaps",
+    );
+    refused(
+        &[
+            "network",
+            "create",
+            "-d",
+            "weave",
+            "--ipam-driver",
+            "weave",
+            "--subnet",
+            "192.168.77.0/24",
+            "net3",
+        ],
+        "outside weave's allocation range",
+    );
+    refused(
+        &[
+            "network",
+            "create",
+            "-d",
+            "weave",
+            "--ipam-driver",
+            "weave",
+            "-o",
+            "color=red",
+            "--subnet",
+            "10.5.9.0/24",
+            "net3",
+        ],
+        "unknown driver option",
+    );
+    refused(&["network", "rm", "net1"], "");
+
+    // Raw calls: malformed JSON and unknown IDs get JSON errors, no panic.
+    let socket = h1.plugin_socket().expect("h1 runs a dockerd");
+    let (status, body) = post(&socket, "/NetworkDriver.Join", "{not json");
+    assert_eq!(status, 400);
+    assert!(
+        body["Err"].as_str().unwrap().contains("malformed"),
+        "{body}"
+    );
+    let ep = "ab".repeat(32);
+    let (status, body) = post(
+        &socket,
+        "/NetworkDriver.CreateEndpoint",
+        &format!(
+            r#"{{"NetworkID":"nosuch","EndpointID":"{ep}","Interface":{{"Address":"10.5.0.77/24"}}}}"#
+        ),
+    );
+    assert_eq!(status, 500);
+    assert!(
+        body["Err"]
+            .as_str()
+            .unwrap()
+            .contains("not a weave network"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &socket,
+        "/NetworkDriver.Join",
+        &format!(r#"{{"NetworkID":"nosuch","EndpointID":"{ep}","SandboxKey":"x"}}"#),
+    );
+    assert_eq!(status, 500);
+    assert!(body["Err"].as_str().unwrap().contains("unknown"), "{body}");
+    let (status, _) = post(&socket, "/Plugin.Activate", "");
+    assert_eq!(status, 200);
+    assert!(h1.status().ipam.in_use_here >= 2, "the agent goes on");
+
+    // DeleteNetwork: once its containers are gone, the network goes.
+    h1.docker_ok(&["rm", "-f", "other"]);
+    h1.docker_ok(&["network", "rm", "net2"]);
+    // Its subnet is free for a new network.
+    create_network(h1, "net4", "10.5.1.0/24");
+    h1.docker_ok(&["network", "rm", "net4"]);
+}

@@ -1,0 +1,64 @@
+//! What the Docker plugin asks of the agent (the calls that need its ring,
+//! bridge or records) and what the agent answers: carried through the
+//! agent's request queue like the CLI's requests.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::mac::Mac;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PluginCall {
+    /// A Docker network with these IPv4 subnets.
+    CreateNetwork {
+        network_id: String,
+        subnets: Vec<Ipv4Net>,
+    },
+    DeleteNetwork {
+        network_id: String,
+    },
+    /// The endpoint's port on the bridge, its container end left in the
+    /// host's namespace for Docker to move; `mac` is Docker's, if it chose.
+    CreateEndpoint {
+        network_id: String,
+        endpoint_id: String,
+        cidr: Ipv4Net,
+        mac: Option<Mac>,
+    },
+    DeleteEndpoint {
+        network_id: String,
+        endpoint_id: String,
+    },
+    Join {
+        network_id: String,
+        endpoint_id: String,
+    },
+    /// A pool: the given subnet, or the default subnet.
+    RequestPool {
+        pool: Option<Ipv4Net>,
+    },
+    /// An address in `subnet` from the ring: `address`, or any free one.
+    RequestAddress {
+        subnet: Ipv4Net,
+        address: Option<Ipv4Addr>,
+    },
+    ReleaseAddress {
+        subnet: Ipv4Net,
+        address: Ipv4Addr,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PluginAnswer {
+    Done,
+    /// The endpoint's MAC.
+    Mac(Mac),
+    /// The container end Docker moves into the container.
+    Joined {
+        src_name: String,
+    },
+    Pool(Ipv4Net),
+    Address(Ipv4Net),
+}

@@ -13,12 +13,19 @@ use crate::util::{find, workspace_root};
 
 /// Every object in `deploy/`, as kubectl parsed them.
 fn objects() -> Vec<Value> {
-    let kubectl = find("kubectl").expect(
-        "kubectl not found: install Debian's kubernetes-client (`cargo xtask setup` does)",
-    );
+    let kubectl = find("kubectl")
+        .expect("kubectl not found: install Debian's kubernetes-client (`cargo xtask setup` does)");
     let out = Command::new(kubectl)
         .current_dir(workspace_root())
-        .args(["label", "--local", "-f", "deploy/", "-o", "json", "checked=offline"])
+        .args([
+            "label",
+            "--local",
+            "-f",
+            "deploy/",
+            "-o",
+            "json",
+            "checked=offline",
+        ])
         .output()
         .expect("running kubectl");
     assert!(
@@ -53,7 +60,10 @@ fn deploy_manifests_parse_and_hold_what_the_agent_needs() {
         .map(|o| {
             (
                 o["kind"].as_str().unwrap_or_default().to_owned(),
-                o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             )
         })
         .collect();
@@ -91,8 +101,7 @@ fn deploy_manifests_parse_and_hold_what_the_agent_needs() {
     assert_eq!(pod["serviceAccountName"], "weave-net");
     assert_eq!(pod["hostNetwork"], true);
     assert_eq!(
-        ds["spec"]["selector"]["matchLabels"],
-        ds["spec"]["template"]["metadata"]["labels"],
+        ds["spec"]["selector"]["matchLabels"], ds["spec"]["template"]["metadata"]["labels"],
         "the selector matches the pod template"
     );
 
@@ -151,7 +160,12 @@ fn deploy_manifests_parse_and_hold_what_the_agent_needs() {
         );
     }
     let agent_mounts = mounts(agent);
-    for path in ["/run/weave", "/var/lib/weave", "/sys/fs/bpf", "/var/run/netns"] {
+    for path in [
+        "/run/weave",
+        "/var/lib/weave",
+        "/sys/fs/bpf",
+        "/var/run/netns",
+    ] {
         assert!(
             agent_mounts.contains(&(path.to_owned(), path.to_owned())),
             "the agent needs the node's {path} at the same path: {agent_mounts:?}"

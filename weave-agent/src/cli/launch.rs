@@ -52,9 +52,15 @@ pub(super) fn run(paths: &Paths, mut args: Args) -> anyhow::Result<()> {
         eprintln!(
             "weave: {} peer(s) from the Kubernetes node list: {}",
             found.len(),
-            found.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+            found
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
-        args.options.peers.extend(found.iter().map(ToString::to_string));
+        args.options
+            .peers
+            .extend(found.iter().map(ToString::to_string));
     }
     args.options.validate().map_err(anyhow::Error::msg)?;
     let password = args.options.password().map_err(anyhow::Error::msg)?;

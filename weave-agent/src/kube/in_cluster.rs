@@ -129,7 +129,10 @@ mod tests {
     fn says_what_is_missing() {
         let dir = account(Some("t"), true);
         let e = InCluster::from_parts(None, Some("443"), &dir).unwrap_err();
-        assert!(e.to_string().contains("KUBERNETES_SERVICE_HOST is not set"), "{e}");
+        assert!(
+            e.to_string().contains("KUBERNETES_SERVICE_HOST is not set"),
+            "{e}"
+        );
         let e = InCluster::from_parts(Some("h"), Some(""), &dir).unwrap_err();
         assert!(e.to_string().contains("KUBERNETES_SERVICE_PORT"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();

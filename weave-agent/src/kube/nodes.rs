@@ -123,14 +123,21 @@ mod tests {
     fn an_empty_list_is_no_peers() {
         let empty = r#"{"kind":"NodeList","apiVersion":"v1","items":[]}"#;
         assert!(internal_ips(empty.as_bytes(), None).unwrap().is_empty());
-        assert!(internal_ips(br#"{"kind":"NodeList"}"#, None).unwrap().is_empty());
+        assert!(
+            internal_ips(br#"{"kind":"NodeList"}"#, None)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
     fn anything_else_is_a_clear_error() {
         let status = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":403}"#;
         let e = internal_ips(status.as_bytes(), None).unwrap_err();
-        assert!(e.to_string().contains("a Status instead of a NodeList"), "{e}");
+        assert!(
+            e.to_string().contains("a Status instead of a NodeList"),
+            "{e}"
+        );
         assert!(internal_ips(b"<html>", None).is_err());
         assert!(internal_ips(br#"{"items": 3}"#, None).is_err());
     }

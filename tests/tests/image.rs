@@ -1,8 +1,8 @@
-//! The agent's container image (`cargo xtask image`, run by the DaemonSet in
+//! The agent's container image (`cargo xtask image`, run by the `DaemonSet` in
 //! `deploy/`) in a real container runtime: built from `WEAVE_BIN` and the
 //! `weave-net` beside it (the debug build here; xtask packs the release
 //! build the same way), loaded into a simulated host's dockerd, and run with
-//! no shell in it: `weave --version`, and the DaemonSet's init step `weave
+//! no shell in it: `weave --version`, and the `DaemonSet`'s init step `weave
 //! setup-cni` writing into bind-mounted host directories as kubelet's
 //! hostPath volumes would.
 //!

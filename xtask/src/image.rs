@@ -30,7 +30,7 @@ pub(crate) struct Args {
     /// Write the tarball here instead of target/image/weave-image.tar.
     #[arg(long, value_name = "PATH")]
     output: Option<PathBuf>,
-    /// Also `docker load` it (into the dockerd of DOCKER_HOST).
+    /// Also `docker load` it (into the dockerd of `DOCKER_HOST`).
     #[arg(long)]
     load: bool,
 }

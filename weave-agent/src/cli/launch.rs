@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long)]
     peers_from_kubernetes: bool,
     /// This node's name, left out of the peers found by
-    /// `--peers-from-kubernetes` (the DaemonSet sets it from `spec.nodeName`).
+    /// `--peers-from-kubernetes` (the `DaemonSet` sets it from `spec.nodeName`).
     #[arg(long, env = "WEAVE_NODE_NAME", value_name = "NAME")]
     node_name: Option<String>,
     #[command(flatten)]

@@ -30,7 +30,7 @@ pub enum Error {
 
 /// The peers of this node: every other node's `InternalIP`, from the API
 /// server the in-cluster configuration names. `this_node` is this node's
-/// name (the DaemonSet passes `spec.nodeName` as `WEAVE_NODE_NAME`).
+/// name (the `DaemonSet` passes `spec.nodeName` as `WEAVE_NODE_NAME`).
 ///
 /// # Errors
 /// Configuration, TLS, HTTP (including 401/403: RBAC) or parse errors.

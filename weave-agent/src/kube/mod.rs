@@ -1,6 +1,6 @@
 //! Peers from the Kubernetes API, as weave-kube's `kube-peers` found them:
 //! the `InternalIP` of every node in the cluster but this one. The agent
-//! runs in a DaemonSet pod, so it reads the in-cluster configuration its
+//! runs in a `DaemonSet` pod, so it reads the in-cluster configuration its
 //! service account gives it ([`InCluster`]), lists the nodes once
 //! ([`nodes`]) and connects to them; peers it learns later come by gossip
 //! (nodes added after launch connect to it themselves, since they list it).

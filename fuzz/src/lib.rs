@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+mod dns_query;
 mod gossip_merge;
 mod http_route;
 mod ipam_merge;
@@ -32,6 +33,7 @@ mod sealed_open;
 mod tcp_coalesce;
 mod vxlan_parse;
 
+pub use dns_query::dns_query;
 pub use gossip_merge::gossip_merge;
 pub use http_route::http_route;
 pub use ipam_merge::ipam_merge;
@@ -53,6 +55,11 @@ pub struct FuzzTarget {
 }
 
 pub const TARGETS: &[FuzzTarget] = &[
+    FuzzTarget {
+        name: "dns_query",
+        check: dns_query,
+        seeds: dns_query::dns_seeds,
+    },
     FuzzTarget {
         name: "vxlan_parse",
         check: vxlan_parse,

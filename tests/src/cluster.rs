@@ -49,6 +49,18 @@ impl Cluster {
         weave_bin: PathBuf,
         say: impl Fn(&str, &str) + Sync,
     ) -> Result<Self> {
+        Self::create_with(prefix, n, weave_bin, |_| true, say)
+    }
+
+    /// [`Cluster::create`] where only the hosts `docker(i)` picks (host `i`
+    /// counting from 1) get a dockerd: runs of many agents.
+    pub fn create_with(
+        prefix: &str,
+        n: usize,
+        weave_bin: PathBuf,
+        docker: impl Fn(usize) -> bool + Sync,
+        say: impl Fn(&str, &str) + Sync,
+    ) -> Result<Self> {
         ensure!(is_root(), "creating simulated hosts needs root");
         ensure!((1..=250).contains(&n), "1 to 250 hosts, not {n}");
         sweep_stale();
@@ -60,10 +72,12 @@ impl Cluster {
         let built: Vec<Result<Host>> = std::thread::scope(|scope| {
             let threads: Vec<_> = (1..=n)
                 .map(|i| {
-                    let (bin, say) = (weave_bin.clone(), &say);
+                    let (bin, say, docker) = (weave_bin.clone(), &say, docker(i));
                     scope.spawn(move || {
                         let nick = format!("h{i}");
-                        Host::build(&format!("{prefix}-{nick}"), bin, |step| say(&nick, step))
+                        Host::build_with(&format!("{prefix}-{nick}"), bin, docker, |step| {
+                            say(&nick, step)
+                        })
                     })
                 })
                 .collect();

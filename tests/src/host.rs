@@ -37,6 +37,9 @@ pub struct Host {
     lan: Option<LanPort>,
     dockerd: Option<Dockerd>,
     netns: Option<Netns>,
+    /// Set up completely (its dockerd, if it has one, running): teardown
+    /// then resets weave in it.
+    built: bool,
 }
 
 impl Host {
@@ -62,6 +65,18 @@ impl Host {
     /// [`Host::create`] without the sweep of dead runs (done once by the
     /// caller when hosts are created side by side).
     pub(crate) fn build(name: &str, weave_bin: PathBuf, say: impl Fn(&str)) -> Result<Self> {
+        Self::build_with(name, weave_bin, true, say)
+    }
+
+    /// [`Host::build`], with its own dockerd and the busybox image or (for
+    /// runs of many hosts that only need agents) without: then `weave run`
+    /// and the docker methods are unavailable.
+    pub(crate) fn build_with(
+        name: &str,
+        weave_bin: PathBuf,
+        docker: bool,
+        say: impl Fn(&str),
+    ) -> Result<Self> {
         ensure!(
             is_executable(&weave_bin),
             "weave binary not found at {}",
@@ -79,14 +94,18 @@ impl Host {
             lan: None,
             dockerd: None,
             netns: Some(netns),
+            built: false,
         };
-        say(&format!(
-            "start dockerd in it (files and log under {})",
-            dir.display()
-        ));
-        host.dockerd = Some(Dockerd::start(host.netns(), &dir.join("docker"))?);
-        say(&format!("import the busybox image as {IMAGE}"));
-        import_busybox(host.dockerd(), &dir)?;
+        if docker {
+            say(&format!(
+                "start dockerd in it (files and log under {})",
+                dir.display()
+            ));
+            host.dockerd = Some(Dockerd::start(host.netns(), &dir.join("docker"))?);
+            say(&format!("import the busybox image as {IMAGE}"));
+            import_busybox(host.dockerd(), &dir)?;
+        }
+        host.built = true;
         Ok(host)
     }
 
@@ -131,6 +150,11 @@ impl Host {
         self.dockerd().host()
     }
 
+    /// Whether this host runs a dockerd (see [`Host::build_with`]).
+    pub const fn has_docker(&self) -> bool {
+        self.dockerd.is_some()
+    }
+
     /// A `weave` command running inside the namespace with this host's
     /// `WEAVE_SOCKET`, `WEAVE_STATE_DIR`, `DOCKER_HOST` and `WEAVE_NICKNAME`, and
     /// `WEAVE_DATAPLANE` from [`test_dataplane`] (what `weave launch` uses).
@@ -140,8 +164,10 @@ impl Host {
             .env("WEAVE_DATAPLANE", test_dataplane())
             .env("WEAVE_SOCKET", self.socket())
             .env("WEAVE_STATE_DIR", self.state_dir())
-            .env("DOCKER_HOST", self.docker_host())
             .env("WEAVE_NICKNAME", &self.nickname);
+        if let Some(dockerd) = &self.dockerd {
+            c.env("DOCKER_HOST", dockerd.host());
+        }
         c
     }
 
@@ -498,8 +524,8 @@ impl Drop for Host {
         if std::thread::panicking() {
             self.print_diagnostics();
         }
-        // Without a dockerd nothing was launched (the host failed to come up).
-        if let (Some(netns), Some(_)) = (&self.netns, &self.dockerd) {
+        // Half built, nothing was launched (the host failed to come up).
+        if let (Some(netns), true) = (&self.netns, self.built) {
             let mut c = self.weave_command(&["reset"]);
             match run(&mut c, CMD_TIMEOUT) {
                 Ok(o) if !o.success() => eprintln!(

@@ -1,6 +1,7 @@
 //! The fault suite (issue 6): crashes, partitions, a dockerd restart and a
 //! reboot on three simulated hosts, each ending with full connectivity and
-//! no address handed out twice, checked automatically.
+//! no address handed out twice, checked automatically; and a stranger's
+//! flood of connections to the control port (issue 14).
 //!
 //! Each test builds its own hosts (`wvt<pid>-<test>-h1..h3`) and removes
 //! them, also when it fails. All traffic stays inside those namespaces.
@@ -15,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weave_tests::convergence::{DEAD_PEER, REJOIN};
+use weave_tests::convergence::{CONVERGE, DEAD_PEER, REJOIN};
 use weave_tests::{Cluster, Host, IMAGE, wait_until};
 
 /// Container ports on a host's bridge are `vethwepl<pid>`.
@@ -358,4 +359,93 @@ fn a_rebooted_peer_rejoins_and_its_old_addresses_are_reused_safely() {
         assert_ps_matches_containers(h);
     }
     assert_all_reach_all(&[(h1, &a1), (h2, &b2), (h3, &d3)]);
+}
+
+// ---------------------------------------------------------------------------
+// A stranger floods the control port
+// ---------------------------------------------------------------------------
+
+/// Connections a stranger opens to a peer's control port and holds, sending
+/// nothing.
+const FLOOD: usize = 3000;
+
+/// Raises this process's open-file limit to its hard limit: the flood holds
+/// [`FLOOD`] sockets.
+fn raise_nofile_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit with a valid resource and a pointer to a live,
+    // initialised struct.
+    let ok = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) == 0
+        }
+    };
+    assert!(
+        ok && limit.rlim_cur as usize > FLOOD + 1024,
+        "cannot raise the open-file limit for the flood: {limit:?}"
+    );
+}
+
+/// File descriptors the process `pid` holds.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// A stranger opens thousands of connections to a peer's control port and
+/// never says hello: the peer takes only a bounded number into handshakes
+/// (the rest are closed at once and counted), its descriptors stay bounded,
+/// and its connection to the other peer stays up throughout.
+#[test]
+fn a_connection_flood_from_a_stranger_is_bounded() {
+    raise_nofile_limit();
+    let c = Cluster::new("flood", 3);
+    let (h1, h2, stranger) = (&c[0], &c[1], &c[2]);
+    h1.launch(&[]);
+    h2.launch(&[&h1.lan_addr()]);
+    h1.wait_established(&["h2"], CONVERGE);
+    let pid = h1.agent_pid();
+    let fds_before = open_fds(pid);
+
+    let target: std::net::SocketAddr = format!("{}:6783", h1.lan_addr()).parse().unwrap();
+    let held = stranger
+        .netns()
+        .run_inside(|| {
+            (0..FLOOD)
+                .filter_map(|_| {
+                    std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500)).ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert!(
+        held.len() >= FLOOD / 2,
+        "only {} connections opened",
+        held.len()
+    );
+
+    // While the stranger holds them all: bounded, counted, still meshed.
+    let fds = open_fds(pid);
+    assert!(
+        fds <= fds_before + 200,
+        "the agent holds {fds} descriptors during the flood ({fds_before} before)"
+    );
+    let st = h1.status();
+    eprintln!(
+        "flood: {} connections held; the agent's descriptors {fds_before} before, {fds} during; \
+         {} refused over the limits",
+        held.len(),
+        st.mesh.counters.connections_over_limit
+    );
+    assert!(
+        st.mesh.counters.connections_over_limit > 0,
+        "the refused connections are counted: {:?}",
+        st.mesh.counters
+    );
+    h1.wait_established(&["h2"], CONVERGE);
+    drop(held);
+    h1.wait_established(&["h2"], CONVERGE);
 }

@@ -522,6 +522,59 @@ fn without_discovery_the_ends_talk_through_the_middle() {
     });
 }
 
+/// `--conn-limit`: a peer keeps at most that many connections; the peers
+/// over the limit are refused, counted, and still reach it through the
+/// peer it is connected to.
+#[test]
+fn a_peer_holds_no_more_connections_than_its_limit() {
+    in_netns("connlimit", || async {
+        let b = Peer::start_with(0xb, B_PORT, true, &[], |c| c.conn_limit = 1).await;
+        let a = Peer::start(0xa, A_PORT, true, &["127.0.0.1"]).await;
+        eventually("a connected to b", CONVERGE, || async {
+            let connected = b.connected().await;
+            if connected == [a.name] {
+                Ok(())
+            } else {
+                Err(format!("b connected to {connected:?}"))
+            }
+        })
+        .await;
+        // c joins through a, learns of b and dials it: b refuses.
+        let via_a = format!("127.0.0.1:{A_PORT}");
+        let c = Peer::start(0xc, C_PORT, true, &[via_a.as_str()]).await;
+        let refused = eventually("c refused by b, and routed through a", CONVERGE, || async {
+            let st = b.status().await;
+            if st.counters.connections_over_limit == 0 {
+                return Err(format!("nothing refused yet\n{}", st.render_connections()));
+            }
+            if b.table().next_hop.get(&c.id()) != Some(&a.id()) {
+                return Err(format!("b's next hops: {:?}", b.table().next_hop));
+            }
+            Ok(st)
+        })
+        .await;
+        assert_eq!(
+            b.connected().await,
+            vec![a.name],
+            "{}",
+            refused.render_connections()
+        );
+        assert!(
+            refused
+                .connections
+                .iter()
+                .filter(|conn| conn.state == ConnectionState::Established)
+                .count()
+                == 1,
+            "{}",
+            refused.render_connections()
+        );
+        for p in [a, b, c] {
+            p.stop().await;
+        }
+    });
+}
+
 /// Wrong handshakes are refused with a reason, oversized and garbled frames
 /// drop the connection and are counted, a peer that goes silent is declared
 /// dead; through all of it a and b stay connected.
@@ -536,11 +589,23 @@ fn bad_clients_are_refused_dropped_and_counted() {
         .await;
 
         // A newer protocol version only.
+        let (min, max) = (
+            protocol::PROTOCOL_MIN_VERSION,
+            protocol::PROTOCOL_MAX_VERSION,
+        );
         let mut raw = Raw::connect(B_PORT).await;
-        raw.send(&Message::Hello(raw_hello(0x51, 2, 3))).await;
+        raw.send(&Message::Hello(raw_hello(0x51, max + 1, max + 2)))
+            .await;
         assert_eq!(
             raw.until_closed().await.as_deref(),
-            Some("protocol mismatch: we speak 1..1, they speak 2..3")
+            Some(
+                format!(
+                    "protocol mismatch: we speak {min}..{max}, they speak {}..{}",
+                    max + 1,
+                    max + 2
+                )
+                .as_str()
+            )
         );
 
         // Another protocol's name.

@@ -116,6 +116,13 @@ pub struct LaunchOptions {
     /// Do not connect to peers learnt from other peers (only to targets).
     #[arg(long)]
     pub no_discovery: bool,
+    /// Most connections to other peers; more are refused (counted as
+    /// `connections_over_limit`). A full mesh of N peers needs N - 1.
+    #[arg(long, default_value_t = crate::mesh::DEFAULT_CONN_LIMIT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=crate::mesh::MAX_CONNECTIONS_PER_PEER as u64))]
+    #[serde(default = "default_conn_limit")]
+    pub conn_limit: usize,
     /// Data plane between hosts: `fastdp` (unencrypted frames between peers
     /// that both run it are encapsulated in VXLAN by eBPF in the kernel;
     /// everything else takes xdp), `xdp` (eBPF tags and redirects frames
@@ -146,6 +153,80 @@ pub struct LaunchOptions {
     #[arg(long, value_name = "PATH")]
     #[serde(skip)]
     pub password_file: Option<PathBuf>,
+    /// Do not run weaveDNS (containers then keep Docker's resolver).
+    #[arg(long)]
+    #[serde(default)]
+    pub no_dns: bool,
+    /// The domain weaveDNS answers for: a container named `web` is
+    /// `web.DOMAIN`; names outside it go to the upstream resolvers.
+    #[arg(long, default_value = crate::dns::DEFAULT_DOMAIN, value_parser = parse_domain)]
+    #[serde(default = "default_dns_domain")]
+    pub dns_domain: String,
+    /// Time to live of weaveDNS's answers, in seconds.
+    #[arg(long, default_value_t = crate::dns::DEFAULT_TTL)]
+    #[serde(default = "default_dns_ttl")]
+    pub dns_ttl: u32,
+    /// Where weaveDNS listens, and the nameserver containers are given: an
+    /// IPv4 address that the agent puts on the weave bridge (a /32), which
+    /// every container reaches through a route of its own whatever its
+    /// subnet; the port defaults to 53.
+    #[arg(long, default_value = crate::dns::DEFAULT_LISTEN, value_parser = parse_dns_listen, value_name = "ADDR[:PORT]")]
+    #[serde(default = "default_dns_listen")]
+    pub dns_listen_address: std::net::SocketAddrV4,
+    /// The resolv.conf whose nameservers answer the names outside the domain.
+    #[arg(long, default_value = "/etc/resolv.conf", value_name = "PATH")]
+    #[serde(default = "default_resolv_conf")]
+    pub resolv_conf: PathBuf,
+}
+
+// Defaults for options saved before weaveDNS existed (serde), the same as
+// clap's.
+fn default_dns_domain() -> String {
+    crate::dns::DEFAULT_DOMAIN.into()
+}
+
+const fn default_dns_ttl() -> u32 {
+    crate::dns::DEFAULT_TTL
+}
+
+fn default_resolv_conf() -> PathBuf {
+    "/etc/resolv.conf".into()
+}
+
+fn default_dns_listen() -> std::net::SocketAddrV4 {
+    parse_dns_listen(crate::dns::DEFAULT_LISTEN).unwrap_or_else(|_| {
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(169, 254, 53, 53), 53)
+    })
+}
+
+/// `ADDR` or `ADDR:PORT`; a specific unicast IPv4 address.
+fn parse_dns_listen(s: &str) -> Result<std::net::SocketAddrV4, String> {
+    let addr = s
+        .parse::<std::net::SocketAddrV4>()
+        .or_else(|_| s.parse().map(|ip| std::net::SocketAddrV4::new(ip, 53)))
+        .map_err(|_| format!("{s:?} is not an IPv4 address (with an optional :PORT)"))?;
+    let ip = addr.ip();
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+        return Err(format!(
+            "{ip} cannot be the DNS address: containers need one they can reach on the bridge"
+        ));
+    }
+    Ok(addr)
+}
+
+/// A domain name, stored lower case with the trailing dot.
+fn parse_domain(s: &str) -> Result<String, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let dotted = if lower.ends_with('.') {
+        lower
+    } else {
+        format!("{lower}.")
+    };
+    if crate::dns::records::valid_name(&dotted) {
+        Ok(dotted)
+    } else {
+        Err(format!("{s:?} is not a valid domain name"))
+    }
 }
 
 /// A password, never printed (`Debug` shows nothing) and wiped when dropped.
@@ -256,6 +337,10 @@ impl LaunchOptions {
         }
         Ok(())
     }
+}
+
+const fn default_conn_limit() -> usize {
+    crate::mesh::DEFAULT_CONN_LIMIT
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod cni;
 pub mod config;
+pub mod dns;
 pub mod docker;
 pub mod docker_args;
 pub mod ebpf;

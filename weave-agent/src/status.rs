@@ -34,6 +34,9 @@ pub struct Status {
     #[serde(default)]
     pub userspace: String,
     pub overlay_stats: OverlayStats,
+    /// weaveDNS; `None` with `--no-dns`.
+    #[serde(default)]
+    pub dns: Option<crate::agent::DnsStatus>,
 }
 
 /// Where the agent sends one snapshot of its status (asked for by the
@@ -379,6 +382,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
             mesh,
+            dns: None,
         }
     }
 

@@ -8,6 +8,12 @@
 //! - reaching a container, a frame must come from inside the subnet of the
 //!   address it is sent to. Because sources are verified where they enter,
 //!   this also stops a container that re-addresses itself or crafts ARP.
+//!
+//! One exception, for weaveDNS: every container may talk DNS (UDP or TCP to
+//! port 53) to the agent's DNS address, and ARP for it, and hear the answers
+//! and the agent's ARP from it, whatever its subnet. Nothing else crosses:
+//! other ports to that address, or anything else from it, are dropped like
+//! any frame from another subnet. `dns` is that address (0: weaveDNS off).
 
 use crate::{Counter, Endpoint};
 
@@ -18,6 +24,11 @@ pub enum Frame {
         eth_src: [u8; 6],
         src: u32,
         dst: u32,
+        /// The IP protocol, and the UDP or TCP ports (0 for other protocols
+        /// and for fragments after the first).
+        proto: u8,
+        sport: u16,
+        dport: u16,
     },
     Arp {
         eth_src: [u8; 6],
@@ -32,20 +43,41 @@ pub enum Frame {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
+    /// Passed by the DNS exception only (counted apart).
+    PassDns,
     Drop(Counter),
+}
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const DNS_PORT: u16 = 53;
+
+/// DNS between a container and the agent: `addr` is the agent's end,
+/// `port` the port on the agent's side.
+#[inline(always)]
+const fn is_dns(dns: u32, addr: u32, proto: u8, port: u16) -> bool {
+    dns != 0 && addr == dns && port == DNS_PORT && (proto == IPPROTO_UDP || proto == IPPROTO_TCP)
 }
 
 /// A frame sent by the container behind `ep`.
 #[inline(always)]
-pub fn from_container(ep: &Endpoint, frame: &Frame) -> Verdict {
+pub fn from_container(ep: &Endpoint, frame: &Frame, dns: u32) -> Verdict {
     match *frame {
-        Frame::Ipv4 { eth_src, src, dst } => {
+        Frame::Ipv4 {
+            eth_src,
+            src,
+            dst,
+            proto,
+            dport,
+            ..
+        } => {
             if eth_src != ep.mac {
                 return Verdict::Drop(Counter::DropSpoofedMac);
             }
             match ep.owned(src) {
                 None => Verdict::Drop(Counter::DropSpoofedIp),
                 Some(addr) if addr.same_subnet(dst) => Verdict::Pass,
+                Some(_) if is_dns(dns, dst, proto, dport) => Verdict::PassDns,
                 Some(_) => Verdict::Drop(Counter::DropOtherSubnet),
             }
         }
@@ -61,6 +93,7 @@ pub fn from_container(ep: &Endpoint, frame: &Frame) -> Verdict {
             match ep.owned(spa) {
                 None => Verdict::Drop(Counter::DropSpoofedIp),
                 Some(addr) if addr.same_subnet(tpa) => Verdict::Pass,
+                Some(_) if dns != 0 && tpa == dns => Verdict::PassDns,
                 Some(_) => Verdict::Drop(Counter::DropOtherSubnet),
             }
         }
@@ -70,15 +103,24 @@ pub fn from_container(ep: &Endpoint, frame: &Frame) -> Verdict {
 
 /// A frame about to be delivered to the container behind `ep`.
 #[inline(always)]
-pub const fn to_container(ep: &Endpoint, frame: &Frame) -> Verdict {
+pub const fn to_container(ep: &Endpoint, frame: &Frame, dns: u32) -> Verdict {
     match *frame {
-        Frame::Ipv4 { src, dst, .. } => match ep.receiving(dst) {
+        Frame::Ipv4 {
+            src,
+            dst,
+            proto,
+            sport,
+            ..
+        } => match ep.receiving(dst) {
             Some(addr) if addr.same_subnet(src) => Verdict::Pass,
+            Some(_) if is_dns(dns, src, proto, sport) => Verdict::PassDns,
             _ => Verdict::Drop(Counter::DropOtherSubnet),
         },
         Frame::Arp { spa, .. } => {
             if ep.shares_subnet(spa) {
                 Verdict::Pass
+            } else if dns != 0 && spa == dns {
+                Verdict::PassDns
             } else {
                 Verdict::Drop(Counter::DropOtherSubnet)
             }
@@ -112,7 +154,78 @@ mod tests {
     }
 
     fn ipv4(eth_src: [u8; 6], src: u32, dst: u32) -> Frame {
-        Frame::Ipv4 { eth_src, src, dst }
+        Frame::Ipv4 {
+            eth_src,
+            src,
+            dst,
+            proto: 1,
+            sport: 0,
+            dport: 0,
+        }
+    }
+
+    fn l4(eth_src: [u8; 6], src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> Frame {
+        Frame::Ipv4 {
+            eth_src,
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+        }
+    }
+
+    #[test]
+    fn exactly_dns_crosses_to_the_agents_address() {
+        let dns = ip(169, 254, 53, 53);
+        let a = endpoint(MAC_A, &[(ip(10, 0, 1, 1), 24)]);
+        let (me, other) = (ip(10, 0, 1, 1), ip(10, 0, 1, 2));
+        for proto in [IPPROTO_UDP, IPPROTO_TCP] {
+            let query = l4(MAC_A, me, dns, proto, 40000, 53);
+            let answer = l4(MAC_X, dns, me, proto, 53, 40000);
+            assert_eq!(from_container(&a, &query, dns), Verdict::PassDns);
+            assert_eq!(to_container(&a, &answer, dns), Verdict::PassDns);
+            // weaveDNS off: nothing crosses.
+            assert_eq!(
+                from_container(&a, &query, 0),
+                Verdict::Drop(Counter::DropOtherSubnet)
+            );
+            assert_eq!(
+                to_container(&a, &answer, 0),
+                Verdict::Drop(Counter::DropOtherSubnet)
+            );
+        }
+        let drop = Verdict::Drop(Counter::DropOtherSubnet);
+        // Another port, another protocol, another address, or port 53 the
+        // wrong way round: dropped.
+        assert_eq!(
+            from_container(&a, &l4(MAC_A, me, dns, IPPROTO_UDP, 53, 54), dns),
+            drop
+        );
+        assert_eq!(from_container(&a, &ipv4(MAC_A, me, dns), dns), drop);
+        assert_eq!(
+            from_container(&a, &l4(MAC_A, me, ip(10, 0, 2, 1), IPPROTO_UDP, 1, 53), dns),
+            drop
+        );
+        assert_eq!(
+            to_container(&a, &l4(MAC_X, dns, me, IPPROTO_UDP, 54, 53), dns),
+            drop
+        );
+        assert_eq!(to_container(&a, &ipv4(MAC_X, dns, me), dns), drop);
+        // Still no spoofing through the exception.
+        assert_eq!(
+            from_container(&a, &l4(MAC_A, other, dns, IPPROTO_UDP, 1, 53), dns),
+            Verdict::Drop(Counter::DropSpoofedIp)
+        );
+        // ARP for the address, and the agent's ARP.
+        assert_eq!(
+            from_container(&a, &arp(MAC_A, me, dns), dns),
+            Verdict::PassDns
+        );
+        assert_eq!(
+            to_container(&a, &arp(MAC_X, dns, me), dns),
+            Verdict::PassDns
+        );
     }
 
     fn arp(mac: [u8; 6], spa: u32, tpa: u32) -> Frame {
@@ -129,11 +242,11 @@ mod tests {
         let a = endpoint(MAC_A, &[(ip(10, 0, 1, 1), 24)]);
         let b = endpoint(MAC_X, &[(ip(10, 0, 1, 2), 24)]);
         let f = ipv4(MAC_A, ip(10, 0, 1, 1), ip(10, 0, 1, 2));
-        assert_eq!(from_container(&a, &f), Verdict::Pass);
-        assert_eq!(to_container(&b, &f), Verdict::Pass);
+        assert_eq!(from_container(&a, &f, 0), Verdict::Pass);
+        assert_eq!(to_container(&b, &f, 0), Verdict::Pass);
         let q = arp(MAC_A, ip(10, 0, 1, 1), ip(10, 0, 1, 2));
-        assert_eq!(from_container(&a, &q), Verdict::Pass);
-        assert_eq!(to_container(&b, &q), Verdict::Pass);
+        assert_eq!(from_container(&a, &q, 0), Verdict::Pass);
+        assert_eq!(to_container(&b, &q, 0), Verdict::Pass);
     }
 
     #[test]
@@ -143,21 +256,21 @@ mod tests {
         // A aims at C's subnet (for example through a route it added).
         let f = ipv4(MAC_A, ip(10, 0, 1, 1), ip(10, 0, 2, 1));
         assert_eq!(
-            from_container(&a, &f),
+            from_container(&a, &f, 0),
             Verdict::Drop(Counter::DropOtherSubnet)
         );
         // Even if it got out, C refuses it.
         assert_eq!(
-            to_container(&c, &f),
+            to_container(&c, &f, 0),
             Verdict::Drop(Counter::DropOtherSubnet)
         );
         let q = arp(MAC_A, ip(10, 0, 1, 1), ip(10, 0, 2, 1));
         assert_eq!(
-            from_container(&a, &q),
+            from_container(&a, &q, 0),
             Verdict::Drop(Counter::DropOtherSubnet)
         );
         assert_eq!(
-            to_container(&c, &q),
+            to_container(&c, &q, 0),
             Verdict::Drop(Counter::DropOtherSubnet)
         );
     }
@@ -168,12 +281,12 @@ mod tests {
         let c = endpoint(MAC_X, &[(ip(10, 0, 2, 1), 24)]);
         let f = ipv4(MAC_X, ip(10, 0, 1, 3), ip(10, 0, 1, 1));
         assert_eq!(
-            from_container(&c, &f),
+            from_container(&c, &f, 0),
             Verdict::Drop(Counter::DropSpoofedIp)
         );
         let q = arp(MAC_X, ip(10, 0, 1, 3), ip(10, 0, 1, 1));
         assert_eq!(
-            from_container(&c, &q),
+            from_container(&c, &q, 0),
             Verdict::Drop(Counter::DropSpoofedIp)
         );
     }
@@ -183,7 +296,7 @@ mod tests {
         let a = endpoint(MAC_A, &[(ip(10, 0, 1, 1), 24)]);
         let f = ipv4(MAC_X, ip(10, 0, 1, 1), ip(10, 0, 1, 2));
         assert_eq!(
-            from_container(&a, &f),
+            from_container(&a, &f, 0),
             Verdict::Drop(Counter::DropSpoofedMac)
         );
         // ARP whose sender hardware address differs from the Ethernet source.
@@ -194,7 +307,7 @@ mod tests {
             tpa: ip(10, 0, 1, 2),
         };
         assert_eq!(
-            from_container(&a, &q),
+            from_container(&a, &q, 0),
             Verdict::Drop(Counter::DropSpoofedMac)
         );
     }
@@ -204,9 +317,9 @@ mod tests {
         let b = endpoint(MAC_X, &[(ip(10, 0, 1, 2), 24)]);
         let inside = ipv4(MAC_A, ip(10, 0, 1, 1), ip(10, 0, 1, 255));
         let outside = ipv4(MAC_A, ip(10, 0, 2, 1), ip(10, 0, 1, 255));
-        assert_eq!(to_container(&b, &inside), Verdict::Pass);
+        assert_eq!(to_container(&b, &inside, 0), Verdict::Pass);
         assert_eq!(
-            to_container(&b, &outside),
+            to_container(&b, &outside, 0),
             Verdict::Drop(Counter::DropOtherSubnet)
         );
     }
@@ -218,10 +331,10 @@ mod tests {
         let to_2 = ipv4(MAC_A, ip(10, 0, 2, 9), ip(10, 0, 2, 1));
         // Source address from subnet 1, destination in subnet 2: not allowed.
         let crossed = ipv4(MAC_A, ip(10, 0, 1, 9), ip(10, 0, 2, 1));
-        assert_eq!(from_container(&m, &to_1), Verdict::Pass);
-        assert_eq!(from_container(&m, &to_2), Verdict::Pass);
+        assert_eq!(from_container(&m, &to_1, 0), Verdict::Pass);
+        assert_eq!(from_container(&m, &to_2, 0), Verdict::Pass);
         assert_eq!(
-            from_container(&m, &crossed),
+            from_container(&m, &crossed, 0),
             Verdict::Drop(Counter::DropOtherSubnet)
         );
     }
@@ -230,17 +343,17 @@ mod tests {
     fn unsupported_frames_and_empty_endpoints_are_dropped() {
         let a = endpoint(MAC_A, &[(ip(10, 0, 1, 1), 24)]);
         assert_eq!(
-            from_container(&a, &Frame::Unsupported),
+            from_container(&a, &Frame::Unsupported, 0),
             Verdict::Drop(Counter::DropUnsupported)
         );
         assert_eq!(
-            to_container(&a, &Frame::Unsupported),
+            to_container(&a, &Frame::Unsupported, 0),
             Verdict::Drop(Counter::DropUnsupported)
         );
         let empty = endpoint(MAC_A, &[]);
         let f = ipv4(MAC_A, 0, ip(10, 0, 1, 2));
         assert_eq!(
-            from_container(&empty, &f),
+            from_container(&empty, &f, 0),
             Verdict::Drop(Counter::DropSpoofedIp)
         );
     }

@@ -35,6 +35,7 @@ pub mod names {
     pub const FASTDP_LEARNT_MAP: &str = "FASTDP_LEARNT";
     pub const FASTDP_TRAFFIC_MAP: &str = "FASTDP_TRAFFIC";
     pub const LOCAL_MACS_MAP: &str = "LOCAL_MACS";
+    pub const DNS_ADDR_MAP: &str = "DNS_ADDR";
 }
 
 /// Most container ports one agent enforces isolation on.

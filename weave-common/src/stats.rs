@@ -66,10 +66,16 @@ pub enum Counter {
     FastdpDecapFailed = 28,
     /// MACs fastdp could not report to the agent (its ring was full).
     FastdpLearnLost = 29,
+    /// Frames between a container and the agent's DNS address (UDP or TCP
+    /// port 53, and the ARP for it) passed although outside its subnets.
+    DnsPassed = 30,
+    /// ARP about the agent's DNS address kept from other hosts (every host
+    /// has the address on its bridge; each container must reach its own).
+    DatapathDnsArpDropped = 31,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 30;
+    pub const COUNT: u32 = 32;
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::FromContainerPassed,
         Self::ToContainerPassed,
@@ -101,6 +107,8 @@ impl Counter {
         Self::FastdpToAgentGsoRestricted,
         Self::FastdpDecapFailed,
         Self::FastdpLearnLost,
+        Self::DnsPassed,
+        Self::DatapathDnsArpDropped,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -135,6 +143,8 @@ impl Counter {
             Self::FastdpToAgentGsoRestricted => "fastdp_to_agent_gso_restricted",
             Self::FastdpDecapFailed => "fastdp_decap_failed",
             Self::FastdpLearnLost => "fastdp_learn_lost",
+            Self::DnsPassed => "dns_passed",
+            Self::DatapathDnsArpDropped => "datapath_dns_arp_dropped",
         }
     }
 }

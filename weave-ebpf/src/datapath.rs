@@ -15,7 +15,7 @@ use aya_ebpf::{
 use weave_common::{
     Counter,
     datapath::{DEST_FLOOD, META_LEN, mac_key, meta},
-    frame::{ETH_DST, ETH_HLEN},
+    frame::{ARP_LEN, ARP_SPA, ARP_TPA, ETH_DST, ETH_HLEN, ETH_P_ARP, ETH_TYPE},
 };
 
 use crate::{PEER_MACS, XSKS, count};
@@ -36,6 +36,9 @@ pub(crate) fn xdp_action(result: Result<u32, Counter>) -> u32 {
 #[inline(always)]
 pub(crate) fn try_datapath(ctx: &XdpContext) -> Result<u32, Counter> {
     count(Counter::DatapathFrames);
+    if arp_about_dns(ctx) {
+        return Err(Counter::DatapathDnsArpDropped);
+    }
     let dest = destination(ctx)?;
     if !tag(ctx, dest) {
         count(Counter::DatapathUntagged);
@@ -48,6 +51,24 @@ pub(crate) fn try_datapath(ctx: &XdpContext) -> Result<u32, Counter> {
         count(Counter::DatapathPassed);
         Ok(xdp_action::XDP_PASS)
     }
+}
+
+/// Whether the frame is ARP about the DNS address (from or for it): every
+/// host has that address on its bridge, so its ARP stays on the host.
+#[inline(always)]
+fn arp_about_dns(ctx: &XdpContext) -> bool {
+    let dns = crate::port::dns_addr();
+    let start = ctx.data();
+    if dns == 0 || start + ARP_LEN > ctx.data_end() {
+        return false;
+    }
+    // SAFETY: the ARP_LEN bytes lie inside the packet (checked just above).
+    let frame: [u8; ARP_LEN] = unsafe { *(start as *const [u8; ARP_LEN]) };
+    if u16::from_be_bytes([frame[ETH_TYPE], frame[ETH_TYPE + 1]]) != ETH_P_ARP {
+        return false;
+    }
+    let at = |i: usize| u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
+    at(ARP_SPA) == dns || at(ARP_TPA) == dns
 }
 
 /// The peer the frame goes to, or [`DEST_FLOOD`]. Frames too short for an

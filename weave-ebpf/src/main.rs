@@ -83,6 +83,11 @@ static FASTDP_LEARNT: RingBuf = RingBuf::with_byte_size(LEARNT_RING_BYTES, 0);
 /// the agent sums them (`weave status`, per-peer metrics).
 #[map(name = "FASTDP_TRAFFIC")]
 static FASTDP_TRAFFIC: PerCpuArray<PeerTraffic> = PerCpuArray::with_max_entries(MAX_SHORT_IDS, 0);
+/// The agent's weaveDNS address (one entry, host byte order; 0 = off): the
+/// isolation classifiers let DNS to and from it through (see
+/// `weave_common::isolation`), and the datapath keeps ARP about it local.
+#[map(name = "DNS_ADDR")]
+static DNS_ADDR: Array<u32> = Array::with_max_entries(1, 0);
 
 /// One slot per [`Counter`], per CPU; the agent sums them.
 #[map(name = "COUNTERS")]

@@ -10,8 +10,11 @@ use weave_common::{
         ARP_LEN, ARP_SHA, ARP_SPA, ARP_TPA, ETH_HLEN, ETH_P_ARP, ETH_P_IPV4, ETH_SRC, ETH_TYPE,
         IPV4_DST, IPV4_MIN_LEN, IPV4_SRC,
     },
-    isolation::Frame,
+    isolation::{Frame, IPPROTO_TCP, IPPROTO_UDP},
 };
+
+/// The fragment offset's bits of the IPv4 flags-and-offset field.
+const FRAGMENT_OFFSET: u16 = 0x1fff;
 
 /// ARP for IPv4 over Ethernet: htype 1, ptype 0x0800, hlen 6, plen 4.
 const ARP_IPV4_OVER_ETHERNET: [u8; 6] = [0, 1, 0x08, 0x00, 6, 4];
@@ -39,10 +42,29 @@ fn ipv4(ctx: &TcContext, eth_src: [u8; 6]) -> Frame {
     if ip[0] >> 4 != 4 || ip[0] & 0x0f < 5 {
         return Frame::Unsupported;
     }
+    let proto = ip[9];
+    // Ports only in the first fragment (offset 0) of UDP and TCP; the
+    // header length is in words (5..=15), so the offset is bounded.
+    let first = u16::from_be_bytes([ip[6], ip[7]]) & FRAGMENT_OFFSET == 0;
+    let (sport, dport) = if first && (proto == IPPROTO_UDP || proto == IPPROTO_TCP) {
+        let at = ETH_HLEN + usize::from(ip[0] & 0x0f) * 4;
+        match ctx.load::<[u8; 4]>(at) {
+            Ok(p) => (
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            ),
+            Err(_) => return Frame::Unsupported,
+        }
+    } else {
+        (0, 0)
+    };
     Frame::Ipv4 {
         eth_src,
         src: be32(&ip, IPV4_SRC - ETH_HLEN),
         dst: be32(&ip, IPV4_DST - ETH_HLEN),
+        proto,
+        sport,
+        dport,
     }
 }
 

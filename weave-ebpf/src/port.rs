@@ -9,7 +9,7 @@ use weave_common::{
     isolation::{self, Frame},
 };
 
-use crate::{ENDPOINTS, count, parse};
+use crate::{DNS_ADDR, ENDPOINTS, count, parse};
 
 /// Turns a classification into the TC action, counting it either way.
 #[inline(always)]
@@ -37,13 +37,23 @@ pub(crate) fn try_to_container(ctx: &TcContext) -> Result<(), Counter> {
 }
 
 #[inline(always)]
-fn classify(ctx: &TcContext, rule: fn(&Endpoint, &Frame) -> Verdict) -> Result<(), Counter> {
+fn classify(ctx: &TcContext, rule: fn(&Endpoint, &Frame, u32) -> Verdict) -> Result<(), Counter> {
     let endpoint = endpoint(ctx)?;
     let frame = parse::frame(ctx);
-    match rule(endpoint, &frame) {
+    match rule(endpoint, &frame, dns_addr()) {
         Verdict::Pass => Ok(()),
+        Verdict::PassDns => {
+            count(Counter::DnsPassed);
+            Ok(())
+        }
         Verdict::Drop(reason) => Err(reason),
     }
+}
+
+/// The agent's DNS address, 0 when weaveDNS is off (or not yet written).
+#[inline(always)]
+pub(crate) fn dns_addr() -> u32 {
+    DNS_ADDR.get(0).copied().unwrap_or(0)
 }
 
 /// The endpoint of the port the frame crosses: the host-side veth is

@@ -12,6 +12,7 @@ mod fuzz;
 mod image;
 mod lint;
 mod run;
+mod scale;
 mod setup;
 mod soak;
 mod test;
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Project tasks for weave-rs: set up this machine, build, build the container image, test, lint, run the agent, show the demo, benchmark, soak.
+/// Project tasks for weave-rs: set up this machine, build, build the container image, test, lint, run the agent, show the demo, benchmark, measure at scale, soak.
 #[derive(Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
 struct Cli {
@@ -39,6 +40,7 @@ enum Task {
     Run(run::Args),
     Demo(demo::Args),
     Bench(bench::Args),
+    Scale(scale::Args),
     Fuzz(fuzz::Args),
     Lint(lint::Args),
 }
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Task::Run(args) => run::run(args),
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::Scale(args) => scale::run(args),
         Task::Fuzz(args) => fuzz::run(args),
         Task::Lint(args) => lint::run(args),
     };

@@ -117,6 +117,16 @@ const PACKAGES: &[Package] = &[
         Probe::Program("chromium"),
     ),
     pkg(
+        "dnsutils",
+        "`dig` asking weaveDNS for A and PTR records (dns tests)",
+        Probe::Program("dig"),
+    ),
+    pkg(
+        "dnsmasq-base",
+        "a real upstream DNS server for names outside weave.local (dns tests)",
+        Probe::Program("dnsmasq"),
+    ),
+    pkg(
         "kubernetes-client",
         "kubectl, parsing deploy/ offline (the deploy_check test)",
         Probe::AnyProgram("kubectl"),

@@ -107,12 +107,14 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
     tracing::info!(socket = %paths.socket.display(), "listening");
 
     let mut deaths = crate::docker::watch_deaths(paths.docker_host.clone(), server::QUEUE_DEPTH);
+    let mut dns_inbox = agent.take_dns_inbox();
     let mut tick = tokio::time::interval(super::ipam::RING_GOSSIP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
             Some(work) = agent.next_work() => agent.work(work).await,
+            Some(gossip) = super::dns::next(&mut dns_inbox) => agent.on_dns(gossip).await,
             Some(container) = deaths.recv() => agent.container_died(&container).await,
             _ = tick.tick() => agent.tick().await,
             Some((request, reply)) = requests.recv() => {
@@ -127,6 +129,9 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => { agent.shutdown().await; break; }
             _ = sigint.recv() => { agent.shutdown().await; break; }
         }
+        // Whatever changed the containers (a request, a death, a prune):
+        // their names follow.
+        agent.dns_sync().await;
     }
     server_task.abort();
     if let Some(task) = http_task {

@@ -6,10 +6,12 @@
 mod cni;
 mod daemon;
 mod dataplane;
+mod dns;
 mod endpoints;
 mod ipam;
 
 pub use daemon::run_foreground;
+pub use dns::DnsStatus;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -62,6 +64,12 @@ pub struct Agent {
     status_asks: mpsc::Receiver<StatusAsk>,
     status_asker: mpsc::Sender<StatusAsk>,
     endpoints: Vec<EndpointRecord>,
+    /// weaveDNS; `None` with `--no-dns`.
+    dns: Option<dns::PeerDns>,
+    /// weaveDNS gossip from peers, through the mesh.
+    dns_inbox: Option<mpsc::Receiver<crate::dns::DnsGossip>>,
+    /// The upstream resolvers, for `weave status dns`.
+    dns_upstreams: Vec<String>,
 }
 
 /// The status endpoint's snapshots asked for at once, at most.
@@ -208,9 +216,14 @@ impl Agent {
         let (status_asker, status_asks) = mpsc::channel(STATUS_ASKS);
         let mut mesh_config = MeshConfig::new(peer_name, nickname.clone());
         mesh_config.ipam_inbox = Some(ipam_tx);
+        let (dns_tx, dns_inbox) = dns::inbox();
+        if !options.no_dns {
+            mesh_config.dns_inbox = Some(dns_tx);
+        }
         mesh_config.listen = SocketAddr::from(([0, 0, 0, 0], options.port));
         mesh_config.data_port = options.data_port;
         mesh_config.discovery = !options.no_discovery;
+        mesh_config.conn_limit = options.conn_limit;
         mesh_config.targets = targets.clone();
         mesh_config.mtu = mtu;
         mesh_config.fastdp = fastdp;
@@ -250,6 +263,9 @@ impl Agent {
             status_asks,
             status_asker,
             endpoints: Vec::new(),
+            dns: None,
+            dns_inbox: (!options.no_dns).then_some(dns_inbox),
+            dns_upstreams: Vec::new(),
         };
         agent
             .restore(saved.map(|s| s.endpoints).unwrap_or_default())
@@ -260,6 +276,19 @@ impl Agent {
         agent.ipam_changed().await;
         agent.save()?;
         agent.netlink.set_up(BRIDGE).await?;
+        // The DNS address is bound once the bridge (where it lives) is up.
+        if let Some((dns, upstreams)) = dns::start(
+            &options,
+            agent.peer_name,
+            &agent.netlink,
+            &mut agent.classifier,
+        )
+        .await?
+        {
+            agent.dns = Some(dns);
+            agent.dns_upstreams = upstreams;
+            agent.dns_sync().await;
+        }
         tracing::info!(peer = %agent.peer_name, nickname = %agent.nickname, mtu, "weave agent ready");
         Ok(agent)
     }
@@ -288,6 +317,17 @@ impl Agent {
             Request::Forget { peers } => self.forget(peers).await,
             Request::RmPeer { peer } => self.rmpeer(&peer).await,
             Request::Leave => self.leave().await,
+            Request::DnsEdit {
+                docker,
+                container,
+                ips,
+                fqdn,
+                add,
+            } => {
+                self.dns_edit(&docker, &container, &ips, fqdn.as_deref(), add)
+                    .await
+            }
+            Request::DnsLookup { name } => self.dns_lookup(&name),
             Request::Stop => return (Ok(Reply::Stopping), Next::Stop),
             Request::CniAdd {
                 attachment,
@@ -298,6 +338,9 @@ impl Agent {
             Request::CniCheck { attachment, netns } => self.cni_check(&attachment, &netns).await,
             Request::CniGc { valid } => self.cni_gc(&valid).await,
         };
+        // Names follow the containers before the CLI hears back, so that a
+        // container just run can already resolve and be resolved.
+        self.dns_sync().await;
         (
             result.map_err(|e| crate::report::one_line(e.as_ref())),
             Next::Continue,
@@ -376,6 +419,7 @@ impl Agent {
             dataplane: self.dataplane.clone(),
             userspace: self.overlay.userspace().to_string(),
             overlay_stats: self.overlay.stats(),
+            dns: self.dns_status(),
         }
     }
 
@@ -432,5 +476,6 @@ impl Agent {
         }
         self.gossip_ring().await;
         self.remember_nicknames().await;
+        self.gossip_dns().await;
     }
 }

@@ -51,6 +51,19 @@ pub enum Request {
     },
     /// Hand this peer's address space to another before `weave reset`.
     Leave,
+    /// `weave dns-add` (`add`) and `weave dns-remove`: a name for some or
+    /// all (`ips` empty) of an attached container's addresses.
+    DnsEdit {
+        docker: String,
+        container: String,
+        ips: Vec<std::net::Ipv4Addr>,
+        fqdn: Option<String>,
+        add: bool,
+    },
+    /// `weave dns-lookup`: the addresses of a name.
+    DnsLookup {
+        name: String,
+    },
     Stop,
     /// CNI ADD (the `weave-net` plugin): a port into the pod's namespace,
     /// through the same path as `weave attach`.

@@ -4,6 +4,7 @@
 
 mod attach;
 mod connect;
+mod dns;
 mod launch;
 mod ps;
 mod report;
@@ -52,6 +53,9 @@ pub enum Command {
     Status(status::Args),
     Report(report::Args),
     SetupCni(setup_cni::Args),
+    DnsAdd(dns::AddArgs),
+    DnsRemove(dns::RemoveArgs),
+    DnsLookup(dns::LookupArgs),
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -70,6 +74,9 @@ pub fn main() -> std::process::ExitCode {
         Command::Status(args) => status::run(&cli.paths, args),
         Command::Report(args) => report::run(&cli.paths, args),
         Command::SetupCni(args) => setup_cni::run(&cli.paths, args),
+        Command::DnsAdd(args) => dns::add(&cli.paths, args),
+        Command::DnsRemove(args) => dns::remove(&cli.paths, args),
+        Command::DnsLookup(args) => dns::lookup(&cli.paths, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

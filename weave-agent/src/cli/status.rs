@@ -19,7 +19,8 @@ pub struct Args {
     /// Print JSON instead of text: the whole snapshot, or with SECTION only
     /// that section's part (peers: a list; connections: the list with the
     /// data plane and MTU they share; targets: a list; dataplane: every
-    /// counter; ipam: the allocation status and its peers).
+    /// counter; ipam: the allocation status and its peers; dns: the
+    /// names and counters, or null with --no-dns).
     #[arg(long)]
     json: bool,
 }
@@ -38,6 +39,9 @@ enum Section {
     /// Who owns how much of the allocation range, how much is in use, and
     /// whether the owner is reachable.
     Ipam,
+    /// weaveDNS: every name this peer knows (name, address, container,
+    /// origin peer), the upstream resolvers and the server's counters.
+    Dns,
 }
 
 pub(super) fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
@@ -55,6 +59,10 @@ pub(super) fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
         Some(Section::Targets) => print!("{}", status.mesh.render_targets()),
         Some(Section::Dataplane) => print!("{}", status.render_dataplane()),
         Some(Section::Ipam) => print!("{}", status.ipam.render()),
+        Some(Section::Dns) => match &status.dns {
+            Some(dns) => print!("{}", dns.render()),
+            None => println!("weaveDNS is off (--no-dns)"),
+        },
     }
     Ok(())
 }
@@ -71,5 +79,6 @@ fn json(status: &Status, section: Option<Section>) -> anyhow::Result<String> {
         Some(Section::Targets) => to_string(&status.mesh.targets),
         Some(Section::Dataplane) => to_string(&status.dataplane_section()),
         Some(Section::Ipam) => to_string(&status.ipam),
+        Some(Section::Dns) => to_string(&status.dns),
     }
 }

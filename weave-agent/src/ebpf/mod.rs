@@ -247,6 +247,28 @@ impl Classifier {
         Ok(())
     }
 
+    /// Tells the classifiers the weaveDNS address (`None`: off), which they
+    /// let DNS to and from through (see `weave_common::isolation`).
+    pub fn set_dns_addr(&mut self, addr: Option<std::net::Ipv4Addr>) -> Result<(), DataplaneError> {
+        let name = weave_common::names::DNS_ADDR_MAP;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let map_error = |op| {
+            move |source| DataplaneError::Map {
+                map: name,
+                op,
+                source,
+            }
+        };
+        let mut array =
+            maps::Array::<&mut MapData, u32>::try_from(map).map_err(map_error("open"))?;
+        array
+            .set(0, addr.map_or(0, u32::from), 0)
+            .map_err(map_error("write"))
+    }
+
     /// Sum over CPUs of every Counter, in `Counter::ALL` order.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
         let map = self.ebpf.map(COUNTERS_MAP).ok_or(DataplaneError::Missing {

@@ -374,6 +374,7 @@ const fn kind_of(m: &Message) -> &'static str {
         Message::Gossip(_) => "gossip",
         Message::Noise { .. } => "noise handshake",
         Message::Ipam(_) => "ipam",
+        Message::Dns(_) => "dns",
     }
 }
 
@@ -474,7 +475,7 @@ impl Reader {
                         "a handshake message after the handshake",
                     );
                 }
-                message @ (Message::Gossip(_) | Message::Ipam(_)) => {
+                message @ (Message::Gossip(_) | Message::Ipam(_) | Message::Dns(_)) => {
                     if events.send(Event::Received { id, message }).await.is_err() {
                         return CloseReason::new(CloseKind::Local, "the router is gone");
                     }

@@ -28,8 +28,9 @@ pub mod status;
 pub mod topology;
 
 pub use connection_maker::{Backoff, BadTarget, Target};
-pub use router::{Mesh, MeshConfig, MeshError, Timing};
+pub use router::{DEFAULT_CONN_LIMIT, Mesh, MeshConfig, MeshError, Timing};
 pub use status::{
     ConnectionState, ConnectionStatus, MeshCounters, MeshStatus, PeerConnectionStatus, PeerStatus,
     RouteStatus,
 };
+pub use topology::MAX_CONNECTIONS_PER_PEER;

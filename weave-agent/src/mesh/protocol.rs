@@ -15,6 +15,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dns::DnsGossip;
 use crate::ipam::IpamPacket;
 use crate::mesh::topology::TopologyUpdate;
 use crate::peer_name::PeerName;
@@ -23,7 +24,11 @@ use crate::peer_name::PeerName;
 pub const PROTOCOL: &str = "weave-rs";
 /// The protocol versions this build speaks.
 pub const PROTOCOL_MIN_VERSION: u32 = 1;
-pub const PROTOCOL_MAX_VERSION: u32 = 1;
+/// Version 2 added [`Message::Dns`]; it is sent only on connections that
+/// negotiated 2, so peers of version 1 still connect.
+pub const PROTOCOL_MAX_VERSION: u32 = 2;
+/// The first version that carries [`Message::Dns`].
+pub const DNS_VERSION: u32 = 2;
 /// TCP port of the control plane unless the user names another.
 pub const DEFAULT_PORT: u16 = 6783;
 /// Hard limit on a frame after the handshake; a larger one drops the connection.
@@ -88,6 +93,8 @@ pub enum Message {
     },
     /// IP allocation: a ring, or a request for space (see `ipam::message`).
     Ipam(IpamPacket),
+    /// weaveDNS entries (see `dns::records`), flooded to every peer.
+    Dns(DnsGossip),
 }
 
 /// Why bytes from a peer are not a message.
@@ -299,6 +306,7 @@ impl fmt::Display for Message {
                 write!(f, "noise handshake of {} bytes", handshake.len())
             }
             Self::Ipam(p) => write!(f, "ipam message from {}", p.src),
+            Self::Dns(g) => write!(f, "dns gossip of {} entries", g.entries.len()),
         }
     }
 }

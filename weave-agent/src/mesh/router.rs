@@ -15,10 +15,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::seq::{IndexedRandom as _, SliceRandom as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
+use crate::dns::DnsGossip;
 use crate::ipam::IpamPacket;
 use crate::mesh::connection::{
     self, CloseKind, CloseReason, ConnId, ConnectionTiming, Event, Outgoing, Setup,
@@ -29,16 +31,15 @@ use crate::mesh::connection_maker::{
 use crate::mesh::fastdp::{self, FastdpOff};
 use crate::mesh::noise::{DataKeys, Psk};
 use crate::mesh::protocol::{
-    DEFAULT_PORT, Hello, MAX_FRAME, MAX_NICKNAME, Message, PROTOCOL, PROTOCOL_MAX_VERSION,
-    PROTOCOL_MIN_VERSION, encode, sanitize,
+    DEFAULT_PORT, DNS_VERSION, Hello, MAX_FRAME, MAX_NICKNAME, Message, PROTOCOL,
+    PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, encode, sanitize,
 };
 use crate::mesh::routes::{self, Routes};
 use crate::mesh::status::{
     self, ConnectionStatus, LiveConnection, MeshCounters, MeshStatus, Sources,
 };
 use crate::mesh::topology::{
-    ConnectionSummary, MAX_CONNECTIONS_PER_PEER, PeerInfo, Rejection, Topology, TopologyUpdate,
-    now_ms,
+    ConnectionSummary, PeerInfo, Rejection, Topology, TopologyUpdate, now_ms,
 };
 use crate::overlay::NeighbourKeys;
 use crate::overlay::seal::PeerKeys;
@@ -54,8 +55,15 @@ const EVENT_QUEUE: usize = 256;
 const MAX_REFUSED_SHOWN: usize = 8;
 /// Inbound connections in their handshake at once; more are dropped.
 pub const MAX_HANDSHAKING: usize = 64;
+
+/// `--conn-limit` by default: Weave's 200, room for a mesh of 200 peers.
+pub const DEFAULT_CONN_LIMIT: usize = 200;
 /// Gossip is split into frames of about this size.
 const GOSSIP_CHUNK: usize = 256 * 1024;
+/// Neighbours a peer passes other peers' changed entries to (its own go to
+/// all): enough for an epidemic to reach every peer in a few rounds with
+/// high probability; the periodic repair catches the rest.
+const GOSSIP_FANOUT: usize = 4;
 /// Events handled before the routes are recomputed (batching bursts).
 const EVENT_BATCH: usize = 64;
 
@@ -81,7 +89,7 @@ impl Default for Timing {
             dead_after: Duration::from_secs(6),
             handshake_timeout: Duration::from_secs(5),
             dial_timeout: Duration::from_secs(5),
-            gossip_interval: Duration::from_secs(5),
+            gossip_interval: Duration::from_secs(10),
             backoff: Backoff::default(),
         }
     }
@@ -107,6 +115,8 @@ pub struct MeshConfig {
     pub psk: Option<Psk>,
     /// Where IPAM messages for us go (the agent); `None` drops them.
     pub ipam_inbox: Option<mpsc::Sender<IpamPacket>>,
+    /// Where weaveDNS gossip from peers goes (the agent); `None` drops it.
+    pub dns_inbox: Option<mpsc::Sender<DnsGossip>>,
     /// This agent runs the in-kernel data path (fastdp). It is offered in
     /// our hellos and used per connection only without a password: fastdp
     /// carries unencrypted traffic only (see `mesh::fastdp`).
@@ -114,6 +124,10 @@ pub struct MeshConfig {
     /// The userspace data plane's name ("xdp", "plain"), shown for the
     /// connections that do not use fastdp; empty means `overlay.userspace()`.
     pub dataplane_name: String,
+    /// Most established peer connections (`--conn-limit`): more are refused
+    /// and counted. At most [`super::MAX_CONNECTIONS_PER_PEER`], what a peer's
+    /// gossiped entry may list.
+    pub conn_limit: usize,
 }
 
 impl MeshConfig {
@@ -131,8 +145,10 @@ impl MeshConfig {
             timing: Timing::default(),
             psk: None,
             ipam_inbox: None,
+            dns_inbox: None,
             fastdp: false,
             dataplane_name: String::new(),
+            conn_limit: DEFAULT_CONN_LIMIT,
         }
     }
 }
@@ -160,6 +176,8 @@ enum Command {
     Forget(Vec<Target>, oneshot::Sender<()>),
     Status(oneshot::Sender<MeshStatus>),
     SendIpam(IpamPacket),
+    /// To every neighbour that speaks it.
+    SendDns(DnsGossip),
     Stop(oneshot::Sender<()>),
 }
 
@@ -248,6 +266,12 @@ impl Mesh {
     }
 
     /// Tells every peer we are going, closes everything, waits for the actor.
+    /// Sends weaveDNS entries to every neighbour; they pass on what changes
+    /// theirs.
+    pub async fn send_dns(&self, gossip: DnsGossip) -> Result<(), MeshError> {
+        self.send(Command::SendDns(gossip)).await
+    }
+
     pub async fn stop(self) {
         let (tx, rx) = oneshot::channel();
         if self.send(Command::Stop(tx)).await.is_ok() {
@@ -345,6 +369,9 @@ struct Router {
     topology_changed: bool,
     /// Established since the last gossip; they get the whole topology.
     needs_topology: BTreeSet<ConnId>,
+    /// Entries that changed since gossip last went out: what is sent next
+    /// (see [`Router::gossip_changes`]), rather than the whole topology.
+    changed_entries: BTreeSet<PeerName>,
     /// Inbound connections refused lately, newest last, for status: the
     /// dialling side sees its own attempts fail, this is the other side.
     refused_inbound: std::collections::VecDeque<(Instant, ConnectionStatus)>,
@@ -379,6 +406,7 @@ impl Router {
             links_changed: false,
             topology_changed: true,
             needs_topology: BTreeSet::new(),
+            changed_entries: BTreeSet::new(),
             refused_inbound: std::collections::VecDeque::new(),
             config,
         }
@@ -432,7 +460,7 @@ impl Router {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                _ = gossip.tick() => self.gossip_all(),
+                _ = gossip.tick() => self.gossip_repair(),
                 () = sleep_until(wake) => {}
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = done
@@ -482,6 +510,7 @@ impl Router {
                 let _ = reply.send(self.status());
             }
             Command::SendIpam(packet) => self.route_ipam(packet),
+            Command::SendDns(gossip) => self.send_dns(&gossip),
             Command::Stop(reply) => {
                 let _ = reply.send(());
             }
@@ -515,7 +544,7 @@ impl Router {
             .filter(|c| !c.outbound && c.peer.is_none())
             .count();
         if handshaking >= MAX_HANDSHAKING
-            || self.conns.len() >= MAX_CONNECTIONS_PER_PEER + MAX_HANDSHAKING
+            || self.conns.len() >= self.config.conn_limit + MAX_HANDSHAKING
         {
             self.counters.connections_over_limit += 1;
             self.note(
@@ -676,11 +705,12 @@ impl Router {
             if !keep_new {
                 return;
             }
-        } else if self.by_peer.len() >= MAX_CONNECTIONS_PER_PEER {
+        } else if self.by_peer.len() >= self.config.conn_limit {
             self.counters.connections_over_limit += 1;
+            let limit = self.config.conn_limit;
             self.note(
                 "limit",
-                format!("refusing {name}: {MAX_CONNECTIONS_PER_PEER} peers connected already"),
+                format!("refusing {name}: {limit} peers connected already (--conn-limit)"),
             );
             self.close(id, "too many connections");
             return;
@@ -707,6 +737,7 @@ impl Router {
         let update = match message {
             Message::Gossip(update) => update,
             Message::Ipam(packet) => return self.on_ipam(from, packet),
+            Message::Dns(gossip) => return self.on_dns(gossip),
             _ => return,
         };
         let outcome = self.topology.merge(&update);
@@ -723,6 +754,7 @@ impl Router {
             );
         }
         if outcome.is_changed() {
+            self.changed_entries.extend(outcome.changed.iter().copied());
             self.topology_changed = true;
         }
     }
@@ -784,6 +816,41 @@ impl Router {
                     .is_err()
             {
                 self.counters.ipam_dropped += 1;
+            }
+        }
+    }
+
+    /// weaveDNS gossip: the agent merges it and floods what changed.
+    fn on_dns(&mut self, gossip: DnsGossip) {
+        let delivered = self
+            .config
+            .dns_inbox
+            .as_ref()
+            .is_some_and(|inbox| inbox.try_send(gossip).is_ok());
+        if !delivered {
+            self.counters.dns_dropped += 1;
+        }
+    }
+
+    /// weaveDNS entries to every neighbour whose connection speaks them.
+    fn send_dns(&mut self, gossip: &DnsGossip) {
+        let frame: Arc<[u8]> = match encode(&Message::Dns(gossip.clone()), MAX_FRAME) {
+            Ok(f) => f.into(),
+            Err(e) => {
+                self.counters.dns_dropped += 1;
+                self.note("dns encode", format!("encoding weaveDNS gossip: {e}"));
+                return;
+            }
+        };
+        for id in self.by_peer.values() {
+            if let Some(conn) = self.conns.get(id)
+                && conn.peer.as_ref().is_some_and(|p| p.version >= DNS_VERSION)
+                && conn
+                    .tx
+                    .try_send(Outgoing::Frame(Arc::clone(&frame)))
+                    .is_err()
+            {
+                self.counters.dns_dropped += 1;
             }
         }
     }
@@ -889,6 +956,7 @@ impl Router {
                 .topology
                 .set_our_connections(self.our_connections(), now_ms())
         {
+            self.changed_entries.insert(self.me());
             self.topology_changed = true;
         }
         if self.links_changed || self.topology_changed {
@@ -920,13 +988,14 @@ impl Router {
             let candidates = self.discovery_candidates();
             self.maker.set_discovered(candidates, now);
         }
-        if self.topology_changed {
-            self.gossip_all();
-        } else if !self.needs_topology.is_empty() {
+        if !self.needs_topology.is_empty() {
             let ids: Vec<ConnId> = std::mem::take(&mut self.needs_topology)
                 .into_iter()
                 .collect();
             self.send_topology(&ids);
+        }
+        if self.topology_changed {
+            self.gossip_changes();
         }
         self.links_changed = false;
         self.topology_changed = false;
@@ -1055,23 +1124,62 @@ impl Router {
             .collect()
     }
 
-    fn gossip_all(&mut self) {
-        self.needs_topology.clear();
+    /// What changed goes out as it changes, in the manner of an epidemic:
+    /// our own entry to every neighbour (only we can say it), other peers'
+    /// entries we just learnt to [`GOSSIP_FANOUT`] random neighbours, who
+    /// pass on what is new to them. A change costs messages in proportion
+    /// to the peers, not to their square; the rare one lost is repaired by
+    /// [`Router::gossip_repair`].
+    fn gossip_changes(&mut self) {
+        let changed = std::mem::take(&mut self.changed_entries);
+        let me = self.me();
+        let entries = |names: &mut dyn Iterator<Item = &PeerName>| -> Vec<PeerInfo> {
+            names
+                .filter_map(|name| self.topology.get(name).cloned())
+                .collect()
+        };
+        let ours = entries(&mut changed.iter().filter(|n| **n == me));
+        let theirs = entries(&mut changed.iter().filter(|n| **n != me));
+        let everyone: Vec<ConnId> = self.by_peer.values().copied().collect();
+        if !ours.is_empty() {
+            let frames = gossip_frames(ours);
+            self.send_frames(&everyone, &frames);
+        }
+        if !theirs.is_empty() {
+            let mut some = everyone;
+            let fanout = GOSSIP_FANOUT.min(some.len());
+            let (picked, _) = some.partial_shuffle(&mut rand::rng(), fanout);
+            let picked = picked.to_vec();
+            let frames = gossip_frames(theirs);
+            self.send_frames(&picked, &frames);
+        }
+    }
+
+    /// Anti-entropy, once a gossip interval: the whole topology to one
+    /// random neighbour. Every peer doing so, each peer hears the whole
+    /// topology about once an interval whatever the size of the mesh.
+    fn gossip_repair(&mut self) {
         let ids: Vec<ConnId> = self.by_peer.values().copied().collect();
-        self.send_topology(&ids);
+        if let Some(&one) = ids.choose(&mut rand::rng()) {
+            self.send_topology(&[one]);
+        }
     }
 
     fn send_topology(&mut self, ids: &[ConnId]) {
         if ids.is_empty() {
             return;
         }
-        let frames = self.topology_frames();
+        let frames = gossip_frames(self.topology.peers().cloned().collect());
+        self.send_frames(ids, &frames);
+    }
+
+    fn send_frames(&mut self, ids: &[ConnId], frames: &[Arc<[u8]>]) {
         let mut slow = Vec::new();
         for id in ids {
             let Some(conn) = self.conns.get(id) else {
                 continue;
             };
-            for frame in &frames {
+            for frame in frames {
                 match conn.tx.try_send(Outgoing::Frame(Arc::clone(frame))) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -1090,35 +1198,6 @@ impl Router {
             );
             self.close(id, "send queue full: the peer does not keep up");
         }
-    }
-
-    /// The whole topology as gossip frames of at most about `GOSSIP_CHUNK`.
-    fn topology_frames(&self) -> Vec<Arc<[u8]>> {
-        let mut chunks: Vec<Vec<PeerInfo>> = vec![Vec::new()];
-        let mut size = 0;
-        for p in self.topology.peers() {
-            let n = serde_json::to_vec(p).map_or(GOSSIP_CHUNK, |v| v.len());
-            if size + n > GOSSIP_CHUNK && !chunks.last().is_some_and(Vec::is_empty) {
-                chunks.push(Vec::new());
-                size = 0;
-            }
-            size += n + 1;
-            if let Some(last) = chunks.last_mut() {
-                last.push(p.clone());
-            }
-        }
-        chunks
-            .into_iter()
-            .filter_map(|peers| {
-                match encode(&Message::Gossip(TopologyUpdate { peers }), MAX_FRAME) {
-                    Ok(f) => Some(f.into()),
-                    Err(e) => {
-                        tracing::error!(error = %e, "encoding gossip");
-                        None
-                    }
-                }
-            })
-            .collect()
     }
 
     /// Logs trouble: the first of each kind at warn, the rest at debug
@@ -1202,4 +1281,34 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// `entries` as gossip frames of at most about `GOSSIP_CHUNK` each.
+fn gossip_frames(entries: Vec<PeerInfo>) -> Vec<Arc<[u8]>> {
+    let mut chunks: Vec<Vec<PeerInfo>> = vec![Vec::new()];
+    let mut size = 0;
+    for p in entries {
+        let n = serde_json::to_vec(&p).map_or(GOSSIP_CHUNK, |v| v.len());
+        if size + n > GOSSIP_CHUNK && !chunks.last().is_some_and(Vec::is_empty) {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += n + 1;
+        if let Some(last) = chunks.last_mut() {
+            last.push(p);
+        }
+    }
+    chunks
+        .into_iter()
+        .filter(|peers| !peers.is_empty())
+        .filter_map(
+            |peers| match encode(&Message::Gossip(TopologyUpdate { peers }), MAX_FRAME) {
+                Ok(f) => Some(f.into()),
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding gossip");
+                    None
+                }
+            },
+        )
+        .collect()
 }

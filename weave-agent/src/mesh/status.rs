@@ -181,6 +181,9 @@ pub struct MeshCounters {
     /// `weave_connection_terminations_total`).
     #[serde(default)]
     pub connections_terminated: u64,
+    /// weaveDNS gossip dropped: the agent's queue or a peer's was full.
+    #[serde(default)]
+    pub dns_dropped: u64,
 }
 
 impl MeshCounters {
@@ -201,6 +204,7 @@ impl MeshCounters {
             ("ipam_rejected", self.ipam_rejected),
             ("ipam_dropped", self.ipam_dropped),
             ("connections_terminated", self.connections_terminated),
+            ("dns_dropped", self.dns_dropped),
         ]
     }
 }

@@ -116,6 +116,16 @@ pub async fn guest_state(
     Ok(rx.try_recv().unwrap_or(None))
 }
 
+/// Routes the agent's DNS address out of `ethwe`, whatever the container's
+/// subnets: the bridge answers for it (see `dns`).
+pub async fn add_guest_dns_route(pid: u32, addr: std::net::Ipv4Addr) -> Result<(), NetlinkError> {
+    in_netns(&NetnsRef::Pid(pid), move |nl| async move {
+        nl.replace_host_route(crate::config::CONTAINER_IFNAME, addr)
+            .await
+    })
+    .await
+}
+
 async fn in_netns<F, Fut>(netns: &NetnsRef, work: F) -> Result<(), NetlinkError>
 where
     F: FnOnce(Netlink) -> Fut + Send + 'static,

@@ -298,4 +298,47 @@ impl Netlink {
             .await
             .map_err(op("adding an address to", name))
     }
+
+    /// Adds `addr/32` to `name` unless it is there already (a restarted
+    /// agent finds the one it added before).
+    pub async fn ensure_host_address(
+        &self,
+        name: &str,
+        addr: std::net::Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        const EEXIST: i32 = 17;
+        let index = self.require(name).await?;
+        match self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(addr), 32)
+            .execute()
+            .await
+        {
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -EEXIST => Ok(()),
+            other => other.map_err(op("adding an address to", name)),
+        }
+    }
+
+    /// Routes `addr/32` straight out of `name` (on-link), replacing any
+    /// route to it.
+    pub async fn replace_host_route(
+        &self,
+        name: &str,
+        addr: std::net::Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let index = self.require(name).await?;
+        let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(addr, 32)
+            .output_interface(index)
+            .scope(rtnetlink::packet_route::route::RouteScope::Link)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(op("adding a route through", name))
+    }
 }

@@ -5,7 +5,9 @@ mod container;
 mod ethtool;
 mod links;
 
-pub use container::{GuestConfig, NetnsRef, add_guest_addresses, configure_guest, guest_state};
+pub use container::{
+    GuestConfig, NetnsRef, add_guest_addresses, add_guest_dns_route, configure_guest, guest_state,
+};
 pub use ethtool::{TxOffloads, disable_tx_offloads, tx_offloads};
 pub use links::Netlink;
 

@@ -1,0 +1,330 @@
+//! weaveDNS on simulated hosts (issue 16): containers find each other by
+//! name across hosts with busybox's own `nslookup` and `ping`, with nothing
+//! configured by hand; a name given to two containers answers with both
+//! addresses, rotated; `dig` on a host gets A and PTR answers from the
+//! agent; a removed container's name disappears on every host; names
+//! outside the domain go to a real upstream server (dnsmasq, in a namespace
+//! of its own on the LAN), and a dead upstream gives SERVFAIL, not a hang.
+//! DNS crosses subnets, and nothing else to the DNS address does.
+//!
+//! Needs root, dockerd, `dig` (dnsutils), `dnsmasq` and the `weave` binary
+//! (`WEAVE_BIN`); `cargo xtask setup` installs them. Every wait polls with a
+//! deadline.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use weave_tests::convergence::REJOIN;
+use weave_tests::{Cluster, Host, LAN_IFNAME, Netns, TEST_PREFIX, wait_until};
+
+/// The agent's DNS address (weave-agent's `dns::DEFAULT_LISTEN`).
+const DNS_ADDR: &str = "169.254.53.53";
+/// How long a name takes to reach, or leave, every host.
+const SPREAD: Duration = Duration::from_secs(15);
+
+/// The container's address without its prefix length.
+fn addr_of(h: &Host, container: &str) -> String {
+    let cidrs = h.ethwe_cidrs(container);
+    let cidr = cidrs
+        .first()
+        .unwrap_or_else(|| panic!("{container} has no address"));
+    cidr.split('/').next().unwrap_or_default().to_string()
+}
+
+/// `dig @DNS_ADDR ARGS +short` on the host; the answer lines.
+fn dig(h: &Host, args: &[&str]) -> Vec<String> {
+    let mut all = vec![
+        format!("@{DNS_ADDR}"),
+        "+short".into(),
+        "+tries=1".into(),
+        "+time=3".into(),
+    ];
+    all.extend(args.iter().map(ToString::to_string));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let out = h.netns().exec("dig", &all);
+    assert!(out.success(), "{}: dig {args:?}:\n{out}", h.nickname());
+    out.stdout.lines().map(ToString::to_string).collect()
+}
+
+/// The status line of a full `dig` answer (`status: NOERROR` ...).
+fn dig_status(h: &Host, name: &str) -> String {
+    let at = format!("@{DNS_ADDR}");
+    let out = h.netns().exec("dig", &[&at, "+tries=1", "+time=10", name]);
+    out.stdout
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .map_or_else(
+            || format!("no status in:\n{out}"),
+            |s| s.split(',').next().unwrap_or_default().to_string(),
+        )
+}
+
+/// Waits until every host answers `name` with exactly `addrs` (sorted).
+#[track_caller]
+fn wait_answers(c: &Cluster, name: &str, addrs: &[&str]) {
+    let mut want: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    want.sort();
+    for h in c.hosts() {
+        wait_until(
+            &format!("{} to answer {name} with {want:?}", h.nickname()),
+            SPREAD,
+            || {
+                let mut got = dig(h, &[name]);
+                got.sort();
+                (got == want).then_some(())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", h.weave_ok(&["status", "dns"])));
+    }
+}
+
+#[test]
+fn containers_find_each_other_by_name_across_hosts() {
+    let c = Cluster::new("dns3", 3);
+    let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
+    c.launch_scenario(&[]);
+
+    h3.run_container("", "web");
+    let web3 = addr_of(h3, "web");
+    h1.run_container("", "client");
+    // Another subnet: DNS reaches the agent, nothing else crosses.
+    h1.run_container("net:10.44.1.0/24", "other");
+    wait_answers(&c, "web.weave.local", &[&web3]);
+
+    // busybox in the container, with only what `weave run` configured.
+    let out = h1.exec_ok("client", &["nslookup", "web"]);
+    assert!(out.contains(&web3), "nslookup web from h1:\n{out}");
+    let out = h1.exec_ok("other", &["nslookup", "web.weave.local"]);
+    assert!(out.contains(&web3), "nslookup from another subnet:\n{out}");
+    for name in ["web", "web.weave.local"] {
+        let out = h1.exec("client", &["ping", "-c", "1", "-W", "3", name]);
+        assert!(
+            out.success() && out.stdout.contains(&web3),
+            "ping {name} from h1 reaches web on h3 ({web3}):\n{out}"
+        );
+    }
+    // Isolation holds: the other subnet resolves web but cannot reach it,
+    // and the DNS address answers nothing but DNS.
+    assert!(
+        !h1.exec("other", &["ping", "-c", "1", "-W", "1", "web"])
+            .success()
+    );
+    assert!(
+        !h1.exec("client", &["ping", "-c", "1", "-W", "1", DNS_ADDR])
+            .success()
+    );
+    assert!(
+        !h1.exec("client", &["nc", "-w", "1", DNS_ADDR, "6782"])
+            .success(),
+        "TCP to another port of the DNS address must not cross"
+    );
+    let status = h1.status();
+    let passed = status.counter("dns_passed").unwrap_or_default();
+    assert!(
+        passed > 0,
+        "the classifier let DNS cross subnets: dns_passed = {passed}"
+    );
+    // The containers' ARP for the DNS address stayed on h1.
+    let kept = status
+        .counter("datapath_dns_arp_dropped")
+        .unwrap_or_default();
+    assert!(
+        kept > 0,
+        "ARP for the DNS address never leaves the host: {kept}"
+    );
+    // Unknown names in the domain: NXDOMAIN, answered here.
+    assert_eq!(dig_status(h1, "nope.weave.local"), "NXDOMAIN");
+
+    // PTR.
+    let rev = dig(h1, &["-x", &web3]);
+    assert_eq!(rev, ["web.weave.local."], "PTR of {web3}");
+
+    // A second `web`, on h2: both addresses everywhere, rotated.
+    h2.run_container("", "web");
+    let web2 = addr_of(h2, "web");
+    wait_answers(&c, "web.weave.local", &[&web2, &web3]);
+    let firsts: std::collections::BTreeSet<String> = (0..6)
+        .filter_map(|_| dig(h1, &["web.weave.local"]).into_iter().next())
+        .collect();
+    assert_eq!(firsts.len(), 2, "the first address rotates: {firsts:?}");
+    let out = h1.exec_ok("client", &["nslookup", "web"]);
+    assert!(
+        out.contains(&web2) && out.contains(&web3),
+        "nslookup gets both:\n{out}"
+    );
+
+    // Removed on h3: gone from every host.
+    h3.docker_ok(&["rm", "-f", "web"]);
+    wait_answers(&c, "web.weave.local", &[&web2]);
+
+    // An agent killed and relaunched announces its names again, and a name
+    // removed while it was down is gone.
+    h2.run_container("", "db");
+    let db2 = addr_of(h2, "db");
+    wait_answers(&c, "db.weave.local", &[&db2]);
+    h2.kill_agent();
+    h2.docker_ok(&["rm", "-f", "db"]);
+    h2.launch(&[&h1.lan_addr()]);
+    wait_answers(&c, "db.weave.local", &[]);
+    wait_answers(&c, "web.weave.local", &[&web2]);
+    let status = h1.weave_ok(&["status", "dns"]);
+    assert!(status.contains(&web2), "weave status dns:\n{status}");
+
+    // A name removed on one side of a partition is not resurrected by the
+    // other side's live copy when it heals.
+    h3.run_container("", "cache");
+    let cache3 = addr_of(h3, "cache");
+    wait_answers(&c, "cache.weave.local", &[&cache3]);
+    c.cut(h3);
+    h3.docker_ok(&["rm", "-f", "cache"]);
+    // h3 itself forgets it at once; the others still have the live copy.
+    wait_until("h3 to drop cache", SPREAD, || {
+        dig(h3, &["cache.weave.local"]).is_empty().then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(dig(h1, &["cache.weave.local"]), [cache3]);
+    c.reconnect(h3);
+    c.wait_full_mesh(REJOIN);
+    wait_answers(&c, "cache.weave.local", &[]);
+}
+
+/// `count` queries for names outside the domain, as fast as they go.
+fn flood(dns: &str, count: u64) {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    socket.connect((dns, 53)).expect("connecting to the agent");
+    for i in 0..count {
+        let mut q = ((i % 65_536) as u16).to_be_bytes().to_vec();
+        q.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        let label = format!("n{i}");
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+        q.extend([4, b't', b'e', b's', b't', 0, 0, 1, 0, 1]);
+        let _ = socket.send(&q);
+    }
+}
+
+/// dnsmasq in its own namespace on the LAN; killed (and the namespace
+/// removed) on drop.
+struct Upstream {
+    child: Option<Child>,
+    ns: Netns,
+}
+
+impl Upstream {
+    fn start(c: &Cluster, ip: Ipv4Addr) -> Self {
+        let name = format!("{TEST_PREFIX}{}-dnsup", std::process::id());
+        let ns = Netns::create(&name).expect("upstream namespace");
+        c.lan()
+            .attach(
+                &ns,
+                &format!("wvtup{}", std::process::id() % 100_000),
+                &format!("{ip}/24"),
+            )
+            .expect("plugging the upstream into the LAN");
+        let child = ns
+            .command("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--user=root",
+                &format!("--listen-address={ip}"),
+                "--address=/outside.test/192.0.2.7",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting dnsmasq (cargo xtask setup installs it)");
+        Self {
+            child: Some(child),
+            ns,
+        }
+    }
+
+    /// Dead as a host that is gone: no process, and no answer at all (not
+    /// even "port unreachable"), so the agent's questions time out.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = self.ns.exec("ip", &["link", "set", LAN_IFNAME, "down"]);
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn other_names_go_upstream_and_a_dead_upstream_is_servfail() {
+    let c = Cluster::new("dnsup", 1);
+    let h1 = &c[0];
+    let ip = Ipv4Addr::new(192, 168, 250, 53);
+    let mut upstream = Upstream::start(&c, ip);
+    let conf: PathBuf = h1.dir().join("upstream-resolv.conf");
+    std::fs::write(&conf, format!("nameserver {ip}\n")).expect("writing resolv.conf");
+    h1.launch(&["--resolv-conf", conf.to_str().expect("utf-8 path")]);
+    h1.run_container("", "client");
+
+    // Through the agent, from the container and from the host.
+    wait_until("the upstream to answer", Duration::from_secs(20), || {
+        let out = h1.exec("client", &["nslookup", "outside.test"]);
+        out.stdout.contains("192.0.2.7").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", h1.weave_ok(&["status", "dns"])));
+    assert_eq!(dig(h1, &["outside.test"]), ["192.0.2.7"]);
+    assert_eq!(dig_status(h1, "outside.test"), "NOERROR");
+
+    // By hand: dns-add, dns-lookup, dns-remove, and what they refuse.
+    let client = addr_of(h1, "client");
+    let out = h1.weave(&["dns-add", "10.99.0.1", "client"]);
+    assert!(
+        !out.success() && out.stderr.contains("outside every subnet"),
+        "dns-add of an address outside the container's subnets:\n{out}"
+    );
+    let out = h1.weave(&["dns-add", "client", "-h", "no way!"]);
+    assert!(
+        !out.success() && out.stderr.contains("not a valid DNS name"),
+        "dns-add of a name that is not a DNS name:\n{out}"
+    );
+    let out = h1.weave(&["dns-add", "client", "-h", "web.example.com"]);
+    assert!(
+        !out.success(),
+        "a name outside the domain is refused:\n{out}"
+    );
+    h1.weave_ok(&["dns-add", "client", "-h", "alias"]);
+    assert_eq!(
+        dig(h1, &["alias.weave.local"]),
+        std::slice::from_ref(&client)
+    );
+    assert_eq!(h1.weave_ok(&["dns-lookup", "alias"]).trim(), client);
+    h1.weave_ok(&["dns-remove", "client", "-h", "alias"]);
+    assert!(dig(h1, &["alias.weave.local"]).is_empty());
+    assert!(!h1.weave(&["dns-lookup", "alias"]).success());
+
+    upstream.stop();
+    assert_eq!(dig_status(h1, "outside.test"), "SERVFAIL");
+    // A flood of queries to forward: bounded, the excess dropped and
+    // counted, and the agent still answers.
+    let sent = 3000;
+    weave_tests::in_netns(&h1.netns().path(), || flood(DNS_ADDR, sent)).expect("flooding");
+    assert_eq!(dig(h1, &["client.weave.local"]), [client]);
+    let status = h1.status();
+    let counters = &status.dns.as_ref().expect("weaveDNS is on").counters;
+    assert!(
+        counters.dropped > 0 && counters.forwarded <= sent + 10,
+        "the flood beyond the forwarding limit is dropped and counted: {counters:?}"
+    );
+    // The domain is still answered locally.
+    assert_eq!(dig(h1, &["client.weave.local"]), [addr_of(h1, "client")]);
+    let status = h1.weave_ok(&["status", "dns"]);
+    assert!(status.contains("upstream_failed"), "{status}");
+}

@@ -1,0 +1,500 @@
+//! `cargo xtask scale`: many agents on one simulated LAN, measured: time
+//! to a full mesh, control traffic and resources at rest, IPAM's first
+//! allocation, and healing after churn. Figures, not assertions: it fails
+//! only when a phase does not finish in time or an address is handed out
+//! twice.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use weave_tests::{Cluster, Host, LAN_IFNAME};
+
+use crate::build;
+use crate::util::{self, header};
+
+/// Prefix of the run's namespaces and directories: `wvscale-lan`, `wvscale-h1`...
+const PREFIX: &str = "wvscale";
+/// Agents launched, or polled, at once.
+const PARALLEL: usize = 8;
+/// The kernel's neighbour table limits (`gc_thresh1..3`) for the run: all
+/// simulated hosts share the one table, whose default (1,024 entries at
+/// most) overflows at about 30 fully meshed hosts.
+const NEIGH_THRESH: [(&str, &str); 3] = [
+    ("gc_thresh1", "16384"),
+    ("gc_thresh2", "32768"),
+    ("gc_thresh3", "65536"),
+];
+
+/// Measure many agents on one simulated LAN: full mesh, control traffic, memory, CPU, IPAM, churn.
+///
+/// Builds PEERS simulated hosts on one LAN (namespaces wvscale-h1.. on wvscale-lan; a dockerd
+/// only on the last --docker-hosts of them), launches an agent on each (a chain: each names
+/// the previous one; or a star: each names h1), and measures: the time from the last launch to
+/// a full mesh (every agent with PEERS - 1 established connections); at rest, for
+/// --rest-seconds, the control traffic each agent sends per remote peer, its resident memory
+/// and CPU; the time `weave run` on the last host takes to get the first automatic address;
+/// then churn: --churn-percent of the agents killed (SIGKILL) and launched again, the time
+/// until the mesh is full again, and no address in use twice. Prints a table, writes JSON
+/// (bench/scale/latest.json unless --out). Not part of `cargo xtask test`; it does not assert
+/// the issue's targets, it reports them. Everything is removed at the end, also on failure or
+/// Ctrl-C. Needs root.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Number of agents.
+    #[arg(long, default_value_t = 100)]
+    peers: usize,
+    /// How the agents are launched: `chain` (each names the previous one) or `star` (each names h1).
+    #[arg(long, value_enum, default_value_t = Shape::Chain)]
+    shape: Shape,
+    /// Hosts with a dockerd (the last ones), for the IPAM measurements.
+    #[arg(long, default_value_t = 2)]
+    docker_hosts: usize,
+    /// Agents killed and launched again in the churn phase, in percent.
+    #[arg(long, default_value_t = 10)]
+    churn_percent: usize,
+    /// How long the mesh is watched at rest.
+    #[arg(long, default_value_t = 20)]
+    rest_seconds: u64,
+    /// Longest wait for each phase.
+    #[arg(long, default_value_t = 600)]
+    timeout_seconds: u64,
+    /// The data plane of every agent.
+    #[arg(long, default_value = "plain")]
+    dataplane: String,
+    /// Where the JSON goes.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Build and run the release profile.
+    #[arg(long)]
+    release: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Shape {
+    Chain,
+    Star,
+}
+
+pub(crate) fn run(args: Args) -> Result<()> {
+    if !weave_tests::is_root() {
+        bail!(
+            "cargo xtask scale must run as root: it creates network namespaces and loads BPF programs"
+        );
+    }
+    ensure!(
+        (2..=250).contains(&args.peers),
+        "--peers: 2 to 250 (one LAN /24), not {}",
+        args.peers
+    );
+    ensure!(
+        (1..=args.peers).contains(&args.docker_hosts),
+        "--docker-hosts: 1 to --peers"
+    );
+    let weave = build::run(build::Args {
+        release: args.release,
+    })?;
+    util::catch_interrupts();
+    let neigh = NeighbourLimits::raise()?;
+    let result = measure(&weave, &args);
+    drop(neigh);
+    if weave_tests::interrupted() {
+        header("scale: interrupted; everything it created has been removed");
+        std::process::exit(130);
+    }
+    let figures = result?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| util::workspace_root().join("bench/scale/latest.json"));
+    if let Some(dir) = out.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fs::write(&out, serde_json::to_string_pretty(&figures.json(&args))?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    header("scale: done; everything it created has been removed");
+    println!("{}", figures.table(&args));
+    println!("JSON: {}", out.display());
+    Ok(())
+}
+
+/// What one run measured.
+#[derive(Default)]
+struct Figures {
+    launch: Duration,
+    full_mesh: Duration,
+    /// Per agent: bytes its LAN interface sent per second at rest, per remote peer.
+    bytes_per_peer: Vec<f64>,
+    rss_kib: Vec<u64>,
+    /// Per agent: share of one CPU at rest, in percent.
+    cpu_percent: Vec<f64>,
+    first_allocation: Duration,
+    churned: usize,
+    healed: Duration,
+}
+
+fn measure(weave: &Path, args: &Args) -> Result<Figures> {
+    let n = args.peers;
+    let timeout = Duration::from_secs(args.timeout_seconds);
+    header(&format!(
+        "scale: {n} agents ({:?}), dockerd on the last {}",
+        args.shape, args.docker_hosts
+    ));
+    let quiet = |_: &str, _: &str| {};
+    let first_docker = n - args.docker_hosts + 1;
+    let built = Instant::now();
+    let cluster =
+        Cluster::create_with(PREFIX, n, weave.to_path_buf(), |i| i >= first_docker, quiet)?;
+    println!(
+        "{n} simulated hosts in {:.1} s",
+        built.elapsed().as_secs_f64()
+    );
+    let hosts = cluster.hosts();
+    let mut figures = Figures::default();
+
+    // Launch: h1 alone, then the others, PARALLEL at a time.
+    let target = |i: usize| match args.shape {
+        Shape::Chain => hosts[i - 1].lan_addr(),
+        Shape::Star => hosts[0].lan_addr(),
+    };
+    let started = Instant::now();
+    let dataplane = args.dataplane.as_str();
+    launch(&hosts[0], dataplane, None)?;
+    let rest: Vec<usize> = (1..n).collect();
+    for_each_parallel(&rest, |&i| launch(&hosts[i], dataplane, Some(&target(i))))?;
+    figures.launch = started.elapsed();
+    println!("launched in {:.1} s", figures.launch.as_secs_f64());
+
+    let from_last = Instant::now();
+    wait_full_mesh(hosts, timeout, "full mesh")?;
+    figures.full_mesh = from_last.elapsed();
+
+    // At rest.
+    let before = rest_sample(hosts)?;
+    let window = Duration::from_secs(args.rest_seconds);
+    println!("at rest for {} s...", window.as_secs());
+    std::thread::sleep(window); // a measurement window, not a synchronisation
+    let after = rest_sample(hosts)?;
+    let secs = window.as_secs_f64();
+    let ticks = clock_ticks() as f64;
+    for (b, a) in before.iter().zip(&after) {
+        figures
+            .bytes_per_peer
+            .push((a.tx_bytes - b.tx_bytes) as f64 / secs / (n - 1) as f64);
+        figures
+            .cpu_percent
+            .push((a.cpu_ticks - b.cpu_ticks) as f64 / ticks / secs * 100.0);
+        figures.rss_kib.push(a.rss_kib);
+    }
+
+    // IPAM: the first automatic address, on the last host.
+    let last = &hosts[n - 1];
+    let asked = Instant::now();
+    last.try_weave(&[
+        "run",
+        "--name",
+        "first",
+        weave_tests::IMAGE,
+        "sleep",
+        "3600",
+    ])
+    .context("the first allocation on the last host")?;
+    figures.first_allocation = asked.elapsed();
+    println!(
+        "first allocation on the last host: {:.2} s",
+        figures.first_allocation.as_secs_f64()
+    );
+
+    // Churn: every k-th agent (never h1 nor a docker host) killed, launched again.
+    let count = (n * args.churn_percent / 100).max(1).min(first_docker - 2);
+    let victims: Vec<usize> = (0..count)
+        .map(|k| 1 + k * (first_docker - 2) / count)
+        .collect();
+    for &i in &victims {
+        hosts[i].kill_agent();
+    }
+    let relaunched = Instant::now();
+    for_each_parallel(&victims, |&i| {
+        launch(&hosts[i], dataplane, Some(&target(i)))
+    })?;
+    wait_full_mesh(hosts, timeout, "healed after churn")?;
+    figures.healed = relaunched.elapsed();
+    figures.churned = victims.len();
+    for h in hosts.iter().filter(|h| h.has_docker()) {
+        h.try_weave(&[
+            "run",
+            "--name",
+            "after-churn",
+            weave_tests::IMAGE,
+            "sleep",
+            "3600",
+        ])
+        .with_context(|| format!("an allocation on {} after churn", h.nickname()))?;
+    }
+    no_address_twice(hosts)?;
+    Ok(figures)
+}
+
+fn launch(h: &Host, dataplane: &str, peer: Option<&str>) -> Result<()> {
+    let mut args = vec!["launch", "--dataplane", dataplane];
+    args.extend(peer);
+    h.try_weave(&args)
+        .map(drop)
+        .with_context(|| format!("launching {}", h.nickname()))
+}
+
+/// Runs `f` on every item, [`PARALLEL`] at a time; the first error wins.
+fn for_each_parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+    for chunk in items.chunks(PARALLEL) {
+        std::thread::scope(|scope| {
+            let running: Vec<_> = chunk.iter().map(|item| scope.spawn(|| f(item))).collect();
+            running
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|_| bail!("a worker panicked")))
+                .collect::<Result<Vec<()>>>()
+        })?;
+        if weave_tests::interrupted() {
+            bail!("interrupted");
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every agent has an established connection to every other,
+/// printing progress every few seconds.
+fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<()> {
+    let want = hosts.len() - 1;
+    let started = Instant::now();
+    let mut said = Instant::now();
+    loop {
+        let full = AtomicUsize::new(0);
+        let least = AtomicUsize::new(usize::MAX);
+        for_each_parallel(hosts, |h| {
+            let established = established(h);
+            if established >= want {
+                full.fetch_add(1, Ordering::Relaxed);
+            }
+            least.fetch_min(established, Ordering::Relaxed);
+            Ok(())
+        })?;
+        let full = full.into_inner();
+        if full == hosts.len() {
+            println!("{what}: {:.1} s", started.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        let least = least.into_inner();
+        if said.elapsed() >= Duration::from_secs(5) {
+            println!(
+                "{what}: {full}/{} agents fully connected, the least has {least}/{want} ({:.0} s)",
+                hosts.len(),
+                started.elapsed().as_secs_f64()
+            );
+            said = Instant::now();
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "{what}: not within {timeout:?}: {full}/{} agents fully connected, the least has {least}/{want}",
+                hosts.len()
+            );
+        }
+        if weave_tests::interrupted() {
+            bail!("interrupted");
+        }
+    }
+}
+
+/// The agent's established connections (0 when it does not answer), from
+/// `weave status --json` read untyped: xtask builds without the agent crate.
+fn established(h: &Host) -> usize {
+    h.try_weave(&["status", "--json"])
+        .ok()
+        .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
+        .and_then(|st| {
+            let connections = st.get("mesh")?.get("connections")?.as_array()?;
+            Some(
+                connections
+                    .iter()
+                    .filter(|c| {
+                        c.get("state").and_then(serde_json::Value::as_str) == Some("established")
+                    })
+                    .count(),
+            )
+        })
+        .unwrap_or(0)
+}
+
+/// One agent's counters at one moment.
+struct Sample {
+    tx_bytes: u64,
+    cpu_ticks: u64,
+    rss_kib: u64,
+}
+
+fn rest_sample(hosts: &[Host]) -> Result<Vec<Sample>> {
+    hosts
+        .iter()
+        .map(|h| {
+            let pid = h.agent_pid();
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .with_context(|| format!("/proc/{pid}/stat"))?;
+            // Fields after the command's closing parenthesis: utime and stime
+            // are the 12th and 13th.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<u64> = after
+                .split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect();
+            let cpu_ticks =
+                fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+            Ok(Sample {
+                tx_bytes: h.netns().link_stats(LAN_IFNAME)?.tx_bytes,
+                cpu_ticks,
+                rss_kib: h.agent_rss_kib(),
+            })
+        })
+        .collect()
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).unwrap_or(100)
+}
+
+/// Fails if any address is listed twice across the docker hosts' `weave ps`.
+fn no_address_twice(hosts: &[Host]) -> Result<()> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for h in hosts.iter().filter(|h| h.has_docker()) {
+        for entry in h.ps() {
+            for cidr in entry.cidrs {
+                let here = format!("{}:{}", h.nickname(), entry.id);
+                if let Some(there) = seen.insert(cidr.clone(), here.clone()) {
+                    bail!("address {cidr} is in use twice: {there} and {here}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (median, max) of `values`.
+fn median_max(values: &[f64]) -> (f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = v.get(v.len() / 2).copied().unwrap_or(0.0);
+    (median, v.last().copied().unwrap_or(0.0))
+}
+
+impl Figures {
+    fn table(&self, args: &Args) -> String {
+        let (bytes_med, bytes_max) = median_max(&self.bytes_per_peer);
+        let rss: Vec<f64> = self.rss_kib.iter().map(|&k| k as f64 / 1024.0).collect();
+        let (rss_med, rss_max) = median_max(&rss);
+        let (cpu_med, cpu_max) = median_max(&self.cpu_percent);
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "scale: {} agents, {:?} launch, {} data plane",
+            args.peers, args.shape, args.dataplane
+        );
+        let rows = [
+            (
+                "launch (all agents)",
+                format!("{:.1} s", self.launch.as_secs_f64()),
+                "-".to_string(),
+            ),
+            (
+                "full mesh after the last launch",
+                format!("{:.1} s", self.full_mesh.as_secs_f64()),
+                "< 30 s".into(),
+            ),
+            (
+                "control traffic per remote peer at rest (median / max)",
+                format!("{bytes_med:.0} / {bytes_max:.0} B/s"),
+                "< 1024 B/s".into(),
+            ),
+            (
+                "agent RSS at rest (median / max)",
+                format!("{rss_med:.1} / {rss_max:.1} MiB"),
+                "< 30 MiB".into(),
+            ),
+            (
+                "agent CPU at rest (median / max)",
+                format!("{cpu_med:.2} / {cpu_max:.2} %"),
+                "-".into(),
+            ),
+            (
+                "first automatic address on the last peer",
+                format!("{:.2} s", self.first_allocation.as_secs_f64()),
+                "< 5 s".into(),
+            ),
+            (
+                &*format!(
+                    "{} agents killed and relaunched: full mesh again",
+                    self.churned
+                ),
+                format!("{:.1} s", self.healed.as_secs_f64()),
+                "< 15 s".into(),
+            ),
+        ];
+        let _ = writeln!(t, "| measure | figure | target (issue 14) |");
+        let _ = writeln!(t, "|---|---|---|");
+        for (what, figure, target) in rows {
+            let _ = writeln!(t, "| {what} | {figure} | {target} |");
+        }
+        t
+    }
+
+    fn json(&self, args: &Args) -> serde_json::Value {
+        let (bytes_med, bytes_max) = median_max(&self.bytes_per_peer);
+        let (cpu_med, cpu_max) = median_max(&self.cpu_percent);
+        serde_json::json!({
+            "peers": args.peers,
+            "shape": format!("{:?}", args.shape).to_lowercase(),
+            "dataplane": args.dataplane,
+            "launch_s": self.launch.as_secs_f64(),
+            "full_mesh_s": self.full_mesh.as_secs_f64(),
+            "control_bytes_per_s_per_peer": {"median": bytes_med, "max": bytes_max},
+            "rss_kib": {"median": median_max(&self.rss_kib.iter().map(|&k| k as f64).collect::<Vec<_>>()).0,
+                        "max": self.rss_kib.iter().max().copied().unwrap_or(0)},
+            "cpu_percent": {"median": cpu_med, "max": cpu_max},
+            "first_allocation_s": self.first_allocation.as_secs_f64(),
+            "churned": self.churned,
+            "healed_s": self.healed.as_secs_f64(),
+        })
+    }
+}
+
+/// The kernel's neighbour table limits, raised for the run and put back
+/// when dropped.
+struct NeighbourLimits {
+    saved: Vec<(PathBuf, String)>,
+}
+
+impl NeighbourLimits {
+    fn raise() -> Result<Self> {
+        let mut saved = Vec::new();
+        for (name, value) in NEIGH_THRESH {
+            let path = PathBuf::from(format!("/proc/sys/net/ipv4/neigh/default/{name}"));
+            let old =
+                fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            fs::write(&path, value).with_context(|| format!("writing {}", path.display()))?;
+            saved.push((path, old.trim().to_string()));
+        }
+        Ok(Self { saved })
+    }
+}
+
+impl Drop for NeighbourLimits {
+    fn drop(&mut self) {
+        for (path, old) in self.saved.iter().rev() {
+            if let Err(e) = fs::write(path, old) {
+                eprintln!("putting back {}: {e}", path.display());
+            }
+        }
+    }
+}

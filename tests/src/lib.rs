@@ -47,6 +47,7 @@ pub mod report;
 #[cfg(feature = "agent-status")]
 pub mod snapshot;
 pub mod traffic;
+pub mod weave_image;
 pub mod wire;
 
 pub use cleanup::{alive, host_dir, purge, sweep_stale};

@@ -15,6 +15,7 @@ pub mod docker_args;
 pub mod ebpf;
 pub mod http;
 pub mod ipam;
+pub mod kube;
 pub mod mac;
 pub mod mesh;
 pub mod netlink;

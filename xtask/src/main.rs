@@ -6,7 +6,10 @@
 mod bench;
 mod build;
 mod demo;
+#[cfg(test)]
+mod deploy_check;
 mod fuzz;
+mod image;
 mod lint;
 mod run;
 mod scale;
@@ -19,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Project tasks for weave-rs: set up this machine, build, test, lint, run the agent, show the demo, benchmark, measure at scale, soak.
+/// Project tasks for weave-rs: set up this machine, build, build the container image, test, lint, run the agent, show the demo, benchmark, measure at scale, soak.
 #[derive(Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
 struct Cli {
@@ -32,6 +35,7 @@ enum Task {
     Setup(setup::Args),
     Soak(soak::Args),
     Build(build::Args),
+    Image(image::Args),
     Test(test::Args),
     Run(run::Args),
     Demo(demo::Args),
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Task::Setup(args) => setup::run(args),
         Task::Soak(args) => soak::run(args),
         Task::Build(args) => build::run(args).map(drop),
+        Task::Image(args) => image::run(args),
         Task::Test(args) => test::run(args),
         Task::Run(args) => run::run(args),
         Task::Demo(args) => demo::run(args),

@@ -10,7 +10,7 @@ use crate::util::{self, header, run_loud};
 /// Check this machine's prerequisites and install what is missing.
 ///
 /// Checks the Debian/Ubuntu packages (the eBPF toolchain: Debian's rustc-web with a
-/// prebuilt `core` for BPF and LLVM 22; dockerd; busybox-static; network tools) and
+/// prebuilt `core` for BPF and LLVM 22; dockerd; busybox-static; network tools; kubectl) and
 /// bpf-linker. Installs only what is missing, as root: `apt-get update` once, then
 /// `apt-get install`, then `cargo install bpf-linker` built against LLVM 22. Running it
 /// again changes nothing. A rustup nightly with rust-src is accepted instead of
@@ -33,6 +33,10 @@ struct Package {
 enum Probe {
     Program(&'static str),
     Path(&'static str),
+    /// A program that any package may provide: present is enough, even
+    /// where dpkg knows no package of this name (so setup never installs a
+    /// second, conflicting copy).
+    AnyProgram(&'static str),
 }
 
 const fn pkg(name: &'static str, why: &'static str, probe: Probe) -> Package {
@@ -122,6 +126,11 @@ const PACKAGES: &[Package] = &[
         "a real upstream DNS server for names outside weave.local (dns tests)",
         Probe::Program("dnsmasq"),
     ),
+    pkg(
+        "kubernetes-client",
+        "kubectl, parsing deploy/ offline (the deploy_check test)",
+        Probe::AnyProgram("kubectl"),
+    ),
 ];
 
 /// bpf-linker as the notes build it: against Debian's LLVM 22.
@@ -143,7 +152,9 @@ pub(crate) fn ensure(install: bool) -> Result<()> {
         );
     }
     let installed = |p: &Package| {
-        if dpkg {
+        if matches!(p.probe, Probe::AnyProgram(_)) && probe(&p.probe) {
+            true
+        } else if dpkg {
             dpkg_installed(p.name)
         } else {
             probe(&p.probe)
@@ -245,7 +256,7 @@ fn dpkg_installed(name: &str) -> bool {
 
 fn probe(probe: &Probe) -> bool {
     match probe {
-        Probe::Program(name) => util::find(name).is_some(),
+        Probe::Program(name) | Probe::AnyProgram(name) => util::find(name).is_some(),
         Probe::Path(path) => Path::new(path).exists(),
     }
 }

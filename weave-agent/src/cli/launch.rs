@@ -29,11 +29,39 @@ pub struct Args {
     /// Run in the foreground instead of as a background daemon.
     #[arg(long)]
     foreground: bool,
+    /// Also connect to every other node of the Kubernetes cluster this runs
+    /// in: their `InternalIP`s, listed once from the API server with the
+    /// pod's service account (needs get/list on nodes; deploy/ grants it).
+    /// Nodes that join later connect to this one themselves.
+    #[arg(long)]
+    peers_from_kubernetes: bool,
+    /// This node's name, left out of the peers found by
+    /// `--peers-from-kubernetes` (the `DaemonSet` sets it from `spec.nodeName`).
+    #[arg(long, env = "WEAVE_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
     #[command(flatten)]
     options: LaunchOptions,
 }
 
-pub(super) fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
+pub(super) fn run(paths: &Paths, mut args: Args) -> anyhow::Result<()> {
+    // Resolved once, by whichever process parses the flag: a daemonizing
+    // launch passes the peers on in the options, so the agent never asks again.
+    if std::mem::take(&mut args.peers_from_kubernetes) {
+        let config = crate::kube::InCluster::from_env()?;
+        let found = crate::kube::peers(&config, args.node_name.as_deref())?;
+        eprintln!(
+            "weave: {} peer(s) from the Kubernetes node list: {}",
+            found.len(),
+            found
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        args.options
+            .peers
+            .extend(found.iter().map(ToString::to_string));
+    }
     args.options.validate().map_err(anyhow::Error::msg)?;
     let password = args.options.password().map_err(anyhow::Error::msg)?;
     if client::is_running(&paths.socket) {

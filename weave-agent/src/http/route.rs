@@ -185,9 +185,13 @@ mod tests {
             get("/status/ipam", None),
             Ok(Route::Status(Some(Section::Ipam), Format::Text))
         );
+        assert_eq!(
+            get("/status/dns", None),
+            Ok(Route::Status(Some(Section::Dns), Format::Text))
+        );
         for p in [
             "/status/",
-            "/status/dns",
+            "/status/nope",
             "/statusx",
             "/metrics/",
             "//status",

@@ -120,6 +120,19 @@ pub struct PeerTraffic {
     pub received_bytes: u64,
 }
 
+impl PeerTraffic {
+    /// The sum of two (per-CPU) slots.
+    #[must_use]
+    pub const fn plus(self, other: Self) -> Self {
+        Self {
+            sent_frames: self.sent_frames + other.sent_frames,
+            sent_bytes: self.sent_bytes + other.sent_bytes,
+            received_frames: self.received_frames + other.received_frames,
+            received_bytes: self.received_bytes + other.received_bytes,
+        }
+    }
+}
+
 /// Entries of `FASTDP_TRAFFIC`: one per possible short id (12 bits).
 pub const MAX_SHORT_IDS: u32 = 4096;
 

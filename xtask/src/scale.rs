@@ -4,7 +4,6 @@
 //! only when a phase does not finish in time or an address is handed out
 //! twice.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -235,7 +234,7 @@ fn measure(weave: &Path, args: &Args) -> Result<Figures> {
         ])
         .with_context(|| format!("an allocation on {} after churn", h.nickname()))?;
     }
-    no_address_twice(hosts)?;
+    util::no_address_twice(&hosts.iter().filter(|h| h.has_docker()).collect::<Vec<_>>())?;
     Ok(figures)
 }
 
@@ -363,22 +362,6 @@ fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(ticks).unwrap_or(100)
-}
-
-/// Fails if any address is listed twice across the docker hosts' `weave ps`.
-fn no_address_twice(hosts: &[Host]) -> Result<()> {
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    for h in hosts.iter().filter(|h| h.has_docker()) {
-        for entry in h.ps() {
-            for cidr in entry.cidrs {
-                let here = format!("{}:{}", h.nickname(), entry.id);
-                if let Some(there) = seen.insert(cidr.clone(), here.clone()) {
-                    bail!("address {cidr} is in use twice: {there} and {here}");
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// (median, max) of `values`.

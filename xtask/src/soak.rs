@@ -1,7 +1,7 @@
 //! `cargo xtask soak`: three simulated hosts under container churn and
 //! steady traffic for a bounded time, watching the agents' memory.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
@@ -131,7 +131,7 @@ fn soak(weave_bin: &Path, length: Duration, warmup: Duration) -> Result<String> 
         let h = &hosts[i];
         let id = h.run_container("", &format!("churn{churned}"));
         pools[i].push_back(id.clone());
-        no_address_twice(hosts)?;
+        util::no_address_twice(&hosts.iter().collect::<Vec<_>>())?;
         for (j, addr) in steady_addrs.iter().enumerate() {
             if j != i {
                 h.wait_ping_within(&id, addr, REJOIN)
@@ -220,22 +220,6 @@ fn first_addr(h: &Host, id: &str) -> Result<String> {
         .first()
         .context("a listed container has an address")?;
     Ok(cidr.split('/').next().unwrap_or(cidr).to_string())
-}
-
-/// Fails if any address is listed twice across the hosts' `weave ps`.
-fn no_address_twice(hosts: &[Host]) -> Result<()> {
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    for h in hosts {
-        for entry in h.ps() {
-            for cidr in entry.cidrs {
-                let here = format!("{}:{}", h.nickname(), entry.id);
-                if let Some(there) = seen.insert(cidr.clone(), here.clone()) {
-                    bail!("address {cidr} is in use twice: {there} and {here}");
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Stops the steady ping (SIGINT: it prints its statistics) and returns

@@ -10,8 +10,6 @@ pub mod call;
 pub mod protocol;
 
 use std::convert::Infallible;
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,20 +30,9 @@ use crate::api::{MAX_MESSAGE_BYTES, Reply};
 const MAX_CONNECTIONS: usize = 32;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Binds the plugin socket, for root only (dockerd runs as root).
-pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // Left by an agent that died: the agent's lock says none is running.
-    match std::fs::remove_file(socket) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let listener = UnixListener::bind(socket)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
-}
+/// Binds the plugin socket, for root only (dockerd runs as root), as the
+/// control socket is bound.
+pub use crate::api::server::bind;
 
 pub async fn serve(listener: UnixListener, queues: Queues) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));

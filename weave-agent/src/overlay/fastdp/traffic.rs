@@ -41,12 +41,7 @@ impl TrafficReader {
                     .ok()?;
                 let sum = per_cpu
                     .iter()
-                    .fold(PeerTraffic::default(), |a, t| PeerTraffic {
-                        sent_frames: a.sent_frames + t.sent_frames,
-                        sent_bytes: a.sent_bytes + t.sent_bytes,
-                        received_frames: a.received_frames + t.received_frames,
-                        received_bytes: a.received_bytes + t.received_bytes,
-                    });
+                    .fold(PeerTraffic::default(), |a, t| a.plus(*t));
                 (sum != PeerTraffic::default()).then(|| NeighbourTraffic {
                     peer,
                     dataplane: "fastdp".to_string(),

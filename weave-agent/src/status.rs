@@ -145,11 +145,13 @@ impl Status {
     /// A neighbour by its short id: its nickname, or the id when this peer
     /// does not know it (any more).
     pub fn peer_label(&self, id: ShortId) -> String {
-        self.mesh
-            .peers
-            .iter()
-            .find(|p| p.short_id == id)
+        self.peer(id)
             .map_or_else(|| format!("peer {id}"), |p| p.nickname.clone())
+    }
+
+    /// The peer of short id `id`, if this peer knows it.
+    pub fn peer(&self, id: ShortId) -> Option<&crate::mesh::PeerStatus> {
+        self.mesh.peers.iter().find(|p| p.short_id == id)
     }
 
     /// The eBPF counter `name`, if the classifier reported it.

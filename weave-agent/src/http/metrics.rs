@@ -298,15 +298,10 @@ pub fn render(status: &Status) -> String {
     );
     // The same by neighbour, for per-peer rates.
     let peer_labels = |t: &NeighbourTraffic| {
-        let (name, nickname) = status
-            .mesh
-            .peers
-            .iter()
-            .find(|p| p.short_id == t.peer)
-            .map_or_else(
-                || (format!("short id {}", t.peer), String::new()),
-                |p| (p.name.to_string(), p.nickname.clone()),
-            );
+        let (name, nickname) = status.peer(t.peer).map_or_else(
+            || (format!("short id {}", t.peer), String::new()),
+            |p| (p.name.to_string(), p.nickname.clone()),
+        );
         vec![
             ("peer", name),
             ("nickname", nickname),

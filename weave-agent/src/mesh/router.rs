@@ -1147,15 +1147,12 @@ impl Router {
     /// to the peers, not to their square; the rare one lost is repaired by
     /// [`Router::gossip_repair`].
     fn gossip_changes(&mut self) {
-        let changed = std::mem::take(&mut self.changed_entries);
         let me = self.me();
-        let entries = |names: &mut dyn Iterator<Item = &PeerName>| -> Vec<PeerInfo> {
-            names
+        let (ours, theirs): (Vec<PeerInfo>, Vec<PeerInfo>) =
+            std::mem::take(&mut self.changed_entries)
+                .iter()
                 .filter_map(|name| self.topology.get(name).cloned())
-                .collect()
-        };
-        let ours = entries(&mut changed.iter().filter(|n| **n == me));
-        let theirs = entries(&mut changed.iter().filter(|n| **n != me));
+                .partition(|entry| entry.name == me);
         let everyone: Vec<ConnId> = self.by_peer.values().copied().collect();
         if !ours.is_empty() {
             let frames = gossip_frames(ours);

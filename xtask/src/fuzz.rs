@@ -1,5 +1,6 @@
 //! `cargo xtask fuzz`: every fuzz target in `fuzz/` for a bounded time.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,6 +27,9 @@ pub(crate) struct Args {
     /// Afterwards, add the inputs that reached new code to fuzz/corpus/<target>/ (to commit).
     #[arg(long)]
     merge: bool,
+    /// How many targets fuzz side by side (each libFuzzer process uses one core).
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
     /// Targets to run (default: all).
     targets: Vec<String>,
 }
@@ -80,17 +84,16 @@ pub(crate) fn run(args: Args) -> Result<()> {
     println!("    built in {:.0} s", started.elapsed().as_secs_f64());
 
     let work = fuzz_dir.join("work");
-    let mut reports = Vec::new();
-    for target in &targets {
-        header(&format!("fuzz: {target} for {} s", args.seconds));
-        reports.push(fuzz_one(
-            &toolchain,
-            &fuzz_dir,
-            &work,
-            target,
-            args.seconds,
-        )?);
-    }
+    header(&format!(
+        "fuzz: {} targets for {} s each, {} side by side",
+        targets.len(),
+        args.seconds,
+        args.jobs
+    ));
+    let reports = util::in_parallel(targets, args.jobs, |target| {
+        fuzz_one(&toolchain, &fuzz_dir, &work, &target, args.seconds)
+    });
+    let reports: Vec<Report> = reports.into_iter().collect::<Result<_>>()?;
     if args.merge {
         for report in reports.iter().filter(|r| !r.crashed) {
             header(&format!(
@@ -241,8 +244,12 @@ fn fuzz_one(
         "-rss_limit_mb=2048",
         "-print_final_stats=1",
     ]);
-    println!("$ {}", util::describe(&cargo));
-    println!("    log: {}", log.display());
+    // Targets run side by side: what this one says is printed in one piece at its end.
+    let mut said = format!(
+        "==> fuzz: {target}\n$ {}\n    log: {}\n",
+        util::describe(&cargo),
+        log.display()
+    );
     let file =
         fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let status = cargo
@@ -261,9 +268,10 @@ fn fuzz_one(
         for (i, line) in lines.iter().enumerate() {
             if line.contains("panicked at") {
                 // The panic's message is the next line.
-                println!("    {line}\n    {}", lines.get(i + 1).unwrap_or(&""));
+                let message = lines.get(i + 1).unwrap_or(&"");
+                let _ = writeln!(said, "    {line}\n    {message}");
             } else if line.starts_with("SUMMARY:") || line.contains("ERROR: libFuzzer") {
-                println!("    {line}");
+                let _ = writeln!(said, "    {line}");
             }
         }
         if let Some(artifact) = artifact(&text) {
@@ -273,16 +281,18 @@ fn fuzz_one(
             fs::copy(&artifact, &dest).with_context(|| {
                 format!("cannot copy {} to {}", artifact.display(), dest.display())
             })?;
-            println!("    crash input copied to {}", dest.display());
+            let _ = writeln!(said, "    crash input copied to {}", dest.display());
             report.regression = Some(dest);
         }
     } else {
-        println!(
+        let _ = writeln!(
+            said,
             "    ok: {} runs, {} execs/s",
             show(report.runs),
             show(report.execs_per_sec)
         );
     }
+    print!("{said}");
     Ok(report)
 }
 

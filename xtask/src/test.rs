@@ -1,6 +1,12 @@
 //! `cargo xtask test`: every test, unit and integration.
 
-use anyhow::{Result, bail};
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
 
 use crate::util::{self, header, run_loud};
 use crate::{build, setup};
@@ -8,18 +14,27 @@ use crate::{build, setup};
 /// Run every test: setup, build, unit tests, then the integration tests.
 ///
 /// Needs root: the integration tests create network namespaces, start a dockerd per
-/// simulated host, and load BPF programs. They run one at a time against the freshly
-/// built `weave` (passed to them as `WEAVE_BIN`), with agents on the plain data
-/// plane; then every suite that launches agents runs again on the xdp data
+/// simulated host, and load BPF programs. They run against the freshly built
+/// `weave` (passed to them as `WEAVE_BIN`), every suite with agents on the plain
+/// data plane; then every suite that launches agents runs again on the xdp data
 /// plane (`WEAVE_TEST_DATAPLANE=xdp`), and the suites that carry traffic
 /// between hosts a third time on fastdp (`WEAVE_TEST_DATAPLANE=fastdp`: eBPF
 /// VXLAN in the kernel between fastdp neighbours, xdp for the rest). The
 /// `fastdp` suite itself mixes data planes per host and runs once.
+///
+/// Each of those passes runs its tests one at a time, and `--jobs` passes run
+/// side by side (each test builds its own simulated hosts under a unique
+/// prefix, so they are independent): most of a test's time is spent waiting
+/// for daemons and convergence, not computing. A pass's output goes to
+/// `target/test-logs/<suite>-<dataplane>.log` and is printed when it fails.
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Build and test with the release profile.
     #[arg(long)]
     release: bool,
+    /// How many integration passes run side by side (1: one after another).
+    #[arg(long, default_value_t = 3)]
+    jobs: usize,
     /// Arguments for the integration test binaries (after `--`), e.g. a test name filter.
     #[arg(last = true)]
     test_args: Vec<String>,
@@ -42,6 +57,67 @@ const AGENT_SUITES: [&str; 6] = [
 /// and `fastdp` test directly).
 const FASTDP_SUITES: [&str; 4] = ["multi_host", "ipam", "encryption", "faults"];
 
+/// How long each pass took (seconds) in a full run with three side by side
+/// on this project's 2-core machine, longest first: the longest start first,
+/// so that the lanes end together. A pass not listed counts as a minute.
+const EXPECTED_SECONDS: [(&str, &str, u64); 27] = [
+    ("ipam", "plain", 437),
+    ("ipam", "fastdp", 403),
+    ("ipam", "xdp", 387),
+    ("multi_host", "fastdp", 289),
+    ("multi_host", "plain", 282),
+    ("multi_host", "xdp", 252),
+    ("faults", "plain", 218),
+    ("faults", "xdp", 213),
+    ("fastdp", "plain", 199),
+    ("faults", "fastdp", 190),
+    ("single_host", "plain", 181),
+    ("overlay", "plain", 181),
+    ("single_host", "xdp", 177),
+    ("encryption", "fastdp", 121),
+    ("http", "plain", 84),
+    ("encryption", "xdp", 83),
+    ("encryption", "plain", 73),
+    ("docker_plugin", "plain", 62),
+    ("dns", "plain", 45),
+    ("cni", "plain", 40),
+    ("image", "plain", 38),
+    ("weave_tests", "plain", 21),
+    ("fastdp_programs", "plain", 14),
+    ("classifier", "plain", 13),
+    ("mesh", "xdp", 10),
+    ("mesh", "plain", 9),
+    ("fuzz_corpus", "plain", 1),
+];
+
+/// One integration test binary run on one data plane.
+struct Pass {
+    suite: String,
+    dataplane: &'static str,
+    executable: PathBuf,
+}
+
+impl Pass {
+    fn name(&self) -> String {
+        format!("{} on {}", self.suite, self.dataplane)
+    }
+
+    fn expected(&self) -> u64 {
+        EXPECTED_SECONDS
+            .iter()
+            .find(|(suite, dataplane, _)| *suite == self.suite && *dataplane == self.dataplane)
+            .map_or(60, |(_, _, seconds)| *seconds)
+    }
+}
+
+/// How a pass ended.
+struct Outcome {
+    name: String,
+    passed: bool,
+    took: Duration,
+    log: PathBuf,
+}
+
 pub(crate) fn run(args: Args) -> Result<()> {
     if !weave_tests::is_root() {
         bail!(
@@ -52,7 +128,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     }
     setup::ensure(true)?;
     let weave = build::build(args.release)?;
-    let profile = |c: &mut std::process::Command| {
+    let profile = |c: &mut Command| {
         if args.release {
             c.arg("--release");
         }
@@ -71,43 +147,172 @@ pub(crate) fn run(args: Args) -> Result<()> {
     profile(&mut unit);
     run_loud(&mut unit)?;
 
-    header(&format!(
-        "test: integration tests (root, one at a time), WEAVE_BIN={}",
-        weave.display()
-    ));
-    let mut integration = util::cargo();
-    integration
-        .env("WEAVE_BIN", &weave)
-        .args(["test", "--package", "weave-tests"]);
-    profile(&mut integration);
-    integration
-        .args(["--", "--test-threads=1"])
-        .args(&args.test_args);
-    run_loud(&mut integration)?;
+    header("test: build the integration test binaries");
+    let mut build_tests = util::cargo();
+    build_tests.args([
+        "test",
+        "--package",
+        "weave-tests",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
+    profile(&mut build_tests);
+    let executables = test_executables(&mut build_tests)?;
 
+    let mut passes: Vec<Pass> = executables
+        .iter()
+        .map(|(suite, executable)| Pass {
+            suite: suite.clone(),
+            dataplane: "plain",
+            executable: executable.clone(),
+        })
+        .collect();
     // Every suite that launches agents once more on the accelerated data
-    // plane, and those that carry traffic between hosts on fastdp too (the
-    // run above used the harness's default, plain): every data plane must
-    // pass them. (`overlay` runs both engines itself; `classifier` and
-    // `fuzz_corpus` launch no agent.)
-    let passes = AGENT_SUITES
+    // plane, and those that carry traffic between hosts on fastdp too: every
+    // data plane must pass them. (`overlay` runs both engines itself;
+    // `classifier` and `fuzz_corpus` launch no agent.)
+    let again = AGENT_SUITES
         .iter()
         .map(|suite| (*suite, "xdp"))
         .chain(FASTDP_SUITES.iter().map(|suite| (*suite, "fastdp")));
-    for (suite, dataplane) in passes {
-        header(&format!(
-            "test: {suite} suite again with WEAVE_TEST_DATAPLANE={dataplane}"
-        ));
-        let mut again = util::cargo();
-        again
-            .env("WEAVE_BIN", &weave)
-            .env("WEAVE_TEST_DATAPLANE", dataplane)
-            .args(["test", "--package", "weave-tests", "--test", suite]);
-        profile(&mut again);
-        again.args(["--", "--test-threads=1"]).args(&args.test_args);
-        run_loud(&mut again)?;
+    for (suite, dataplane) in again {
+        let executable = executables
+            .get(suite)
+            .with_context(|| format!("no test binary for suite {suite}"))?;
+        passes.push(Pass {
+            suite: suite.to_owned(),
+            dataplane,
+            executable: executable.clone(),
+        });
     }
+    passes.sort_by_key(|p| std::cmp::Reverse(p.expected()));
 
+    let logs = util::target_dir().join("test-logs");
+    fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    header(&format!(
+        "test: {} integration passes (root), {} side by side, WEAVE_BIN={}, logs in {}",
+        passes.len(),
+        args.jobs,
+        weave.display(),
+        logs.display()
+    ));
+    let started = Instant::now();
+    let outcomes = util::in_parallel(passes, args.jobs, |pass| {
+        run_pass(&pass, &weave, &logs, &args.test_args)
+    });
+    let outcomes: Vec<Outcome> = outcomes.into_iter().collect::<Result<_>>()?;
+
+    header(&format!(
+        "test: integration passes took {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    for o in &outcomes {
+        println!(
+            "    {:<8} {:>5.0} s  {}",
+            if o.passed { "ok" } else { "FAILED" },
+            o.took.as_secs_f64(),
+            o.name
+        );
+    }
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.passed).collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} integration pass(es) failed: {}",
+            failed.len(),
+            failed
+                .iter()
+                .map(|o| format!("{} (log {})", o.name, o.log.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     header("test: all tests passed");
     Ok(())
+}
+
+/// Builds the test binaries of weave-tests (`cmd` is `cargo test --no-run
+/// --message-format=json...`) and maps each suite (the library's own tests
+/// as `weave_tests`) to its executable.
+fn test_executables(cmd: &mut Command) -> Result<std::collections::BTreeMap<String, PathBuf>> {
+    let line = util::describe(cmd);
+    println!("$ {line}");
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    if !out.status.success() {
+        bail!("`{line}` failed ({})", out.status);
+    }
+    let mut found = std::collections::BTreeMap::new();
+    for message in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(message) else {
+            continue;
+        };
+        let (Some(name), Some(executable)) = (
+            message["target"]["name"].as_str(),
+            message["executable"].as_str(),
+        ) else {
+            continue;
+        };
+        if message["profile"]["test"].as_bool() == Some(true) {
+            found.insert(name.to_owned(), PathBuf::from(executable));
+        }
+    }
+    if found.is_empty() {
+        bail!("`{line}` named no test binary");
+    }
+    Ok(found)
+}
+
+/// Runs one pass, its tests one at a time, output to its log; prints a line
+/// when it ends, and the whole log when it failed.
+fn run_pass(pass: &Pass, weave: &Path, logs: &Path, test_args: &[String]) -> Result<Outcome> {
+    let log = logs.join(format!("{}-{}.log", pass.suite, pass.dataplane));
+    let file =
+        fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut cmd = Command::new(&pass.executable);
+    // Where cargo runs a package's tests.
+    cmd.current_dir(util::workspace_root().join("tests"))
+        .env("WEAVE_BIN", weave)
+        .env("WEAVE_TEST_DATAPLANE", pass.dataplane)
+        .arg("--test-threads=1")
+        .args(test_args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    println!("    start: {} ({})", pass.name(), util::describe(&cmd));
+    let started = Instant::now();
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", pass.executable.display()))?;
+    let took = started.elapsed();
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if status.success() {
+        let result = text
+            .lines()
+            .filter(|l| l.starts_with("test result:"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        writeln!(
+            out,
+            "    ok: {} in {:.0} s: {result}",
+            pass.name(),
+            took.as_secs_f64()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "\n==> test: {} FAILED ({status}) after {:.0} s; its output ({}):\n{text}",
+            pass.name(),
+            took.as_secs_f64(),
+            log.display()
+        )?;
+    }
+    Ok(Outcome {
+        name: pass.name(),
+        passed: status.success(),
+        took,
+        log,
+    })
 }

@@ -147,3 +147,32 @@ pub(crate) fn no_address_twice(hosts: &[&weave_tests::Host]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Runs `work` on every item, at most `jobs` at a time (worker threads taking
+/// the items in order), and returns the results in the items' order.
+pub(crate) fn in_parallel<T: Send, R: Send>(
+    items: Vec<T>,
+    jobs: usize,
+    work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    use std::sync::{Mutex, PoisonError};
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let done = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| {
+                loop {
+                    let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+                    let Some((i, item)) = next else { break };
+                    let result = work(item);
+                    done.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((i, result));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}

@@ -432,7 +432,11 @@ fn pods_on_two_hosts_ping_each_other() {
         json!({"nameservers": [DNS_ADDR], "search": ["weave.local"]}),
         "{r1}"
     );
-    assert_eq!(r1["routes"], json!([{"dst": format!("{DNS_ADDR}/32")}]), "{r1}");
+    assert_eq!(
+        r1["routes"],
+        json!([{"dst": format!("{DNS_ADDR}/32")}]),
+        "{r1}"
+    );
     h2.run_container("", "web");
     let web = h2
         .ethwe_cidrs("web")
@@ -442,7 +446,13 @@ fn pods_on_two_hosts_ping_each_other() {
     wait_until("p1 resolves web through weaveDNS", PING, || {
         let out = p1.ns.exec(
             "dig",
-            &[&format!("@{DNS_ADDR}"), "+short", "+tries=1", "+time=2", "web.weave.local"],
+            &[
+                &format!("@{DNS_ADDR}"),
+                "+short",
+                "+tries=1",
+                "+time=2",
+                "web.weave.local",
+            ],
         );
         (out.stdout.trim() == web).then_some(())
     })
@@ -461,9 +471,16 @@ fn pods_on_two_hosts_ping_each_other() {
         "{r3}"
     );
     let routes = p3.ns.exec("ip", &["-4", "route", "show", "default"]).stdout;
-    assert!(routes.contains(&format!("default via {gw} dev eth0")), "{routes}");
+    assert!(
+        routes.contains(&format!("default via {gw} dev eth0")),
+        "{routes}"
+    );
     p3.wait_ping(&gw);
-    assert!(h1.netns().exec("ping", &["-c", "1", "-W", "2", &a3]).success());
+    assert!(
+        h1.netns()
+            .exec("ping", &["-c", "1", "-W", "2", &a3])
+            .success()
+    );
     // A pod added before the exposure has no default route.
     let routes = p1.ns.exec("ip", &["-4", "route", "show", "default"]).stdout;
     assert!(routes.trim().is_empty(), "{routes}");

@@ -221,11 +221,7 @@ fn wait_host_ping(h: &Host, addr: &str, reach: bool) {
         })
         .unwrap_or_else(|e| panic!("{e:#}\n{}", h.weave_ok(&["status"])));
     } else {
-        assert!(
-            !ping() && !ping(),
-            "{} must not reach {addr}",
-            h.nickname()
-        );
+        assert!(!ping() && !ping(), "{} must not reach {addr}", h.nickname());
     }
 }
 
@@ -258,11 +254,23 @@ fn host_reaches_exactly_the_exposed_subnets(c: &Cluster) {
             "weave {args:?} must say {says:?}:\n{out}"
         );
     }
-    assert_eq!(h1.weave_ok(&["expose", "10.0.1.100/24"]).trim(), "10.0.1.100/24");
-    assert_eq!(h1.weave_ok(&["expose", "10.0.1.100/24"]).trim(), "10.0.1.100/24");
-    assert_eq!(h1.weave_ok(&["expose", "net:10.0.1.0/24"]).trim(), "10.0.1.100/24");
+    assert_eq!(
+        h1.weave_ok(&["expose", "10.0.1.100/24"]).trim(),
+        "10.0.1.100/24"
+    );
+    assert_eq!(
+        h1.weave_ok(&["expose", "10.0.1.100/24"]).trim(),
+        "10.0.1.100/24"
+    );
+    assert_eq!(
+        h1.weave_ok(&["expose", "net:10.0.1.0/24"]).trim(),
+        "10.0.1.100/24"
+    );
     let out = h1.weave(&["expose", "10.0.1.101/24"]);
-    assert!(!out.success() && out.stderr.contains("hide it first"), "{out}");
+    assert!(
+        !out.success() && out.stderr.contains("hide it first"),
+        "{out}"
+    );
     for addr in ["10.0.1.1", "10.0.1.2", "10.0.1.3"] {
         wait_host_ping(h1, addr, true);
     }
@@ -278,11 +286,21 @@ fn host_reaches_exactly_the_exposed_subnets(c: &Cluster) {
     h1.netns()
         .exec("ip", &["route", "del", "10.0.2.0/24", "dev", "weave"]);
 
-    assert_eq!(h1.weave_ok(&["hide", "net:10.0.1.0/24"]).trim(), "10.0.1.100/24");
-    assert!(!bridge_addrs(h1).contains("10.0.1.100"), "{}", bridge_addrs(h1));
+    assert_eq!(
+        h1.weave_ok(&["hide", "net:10.0.1.0/24"]).trim(),
+        "10.0.1.100/24"
+    );
+    assert!(
+        !bridge_addrs(h1).contains("10.0.1.100"),
+        "{}",
+        bridge_addrs(h1)
+    );
     wait_host_ping(h1, "10.0.1.2", false);
     let out = h1.weave(&["hide", "10.0.1.100/24"]);
-    assert!(!out.success() && out.stderr.contains("is not exposed"), "{out}");
+    assert!(
+        !out.success() && out.stderr.contains("is not exposed"),
+        "{out}"
+    );
     for (h, name) in [(h1, "x1"), (h2, "x2"), (h3, "x3"), (h3, "y3")] {
         h.docker_ok(&["rm", "-f", name]);
     }
@@ -422,13 +440,27 @@ fn other_names_go_upstream_and_a_dead_upstream_is_servfail() {
     // name in weaveDNS (as in Weave); a host name outside the domain is not,
     // and the container name is used.
     h1.weave_ok(&[
-        "run", "--name", "hosted", "-h", "db.weave.local", weave_tests::IMAGE, "sleep", "3600",
+        "run",
+        "--name",
+        "hosted",
+        "-h",
+        "db.weave.local",
+        weave_tests::IMAGE,
+        "sleep",
+        "3600",
     ]);
     let hosted = addr_of(h1, "hosted");
     assert_eq!(dig(h1, &["db.weave.local"]), [hosted]);
     assert!(dig(h1, &["hosted.weave.local"]).is_empty());
     h1.weave_ok(&[
-        "run", "--name", "plain", "-h", "plain.example.com", weave_tests::IMAGE, "sleep", "3600",
+        "run",
+        "--name",
+        "plain",
+        "-h",
+        "plain.example.com",
+        weave_tests::IMAGE,
+        "sleep",
+        "3600",
     ]);
     assert_eq!(dig(h1, &["plain.weave.local"]), [addr_of(h1, "plain")]);
 

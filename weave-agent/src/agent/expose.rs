@@ -41,7 +41,10 @@ pub(super) fn already_exposed(
     let same_subnet = exposed.iter().find(|e| e.trunc() == subnet).copied();
     match request {
         AddrRequest::Explicit(net) => {
-            if let Some(e) = exposed.iter().find(|e| e.addr() == net.addr() && **e != net) {
+            if let Some(e) = exposed
+                .iter()
+                .find(|e| e.addr() == net.addr() && **e != net)
+            {
                 bail!("{} is exposed already as {e}", net.addr());
             }
             match same_subnet {
@@ -93,16 +96,18 @@ impl Agent {
         let mut answer = Vec::with_capacity(requests.len());
         let mut wanted = Vec::new();
         for request in &requests {
-            match already_exposed(&self.exposed, *request, default_subnet)? {
-                Some(cidr) => answer.push(cidr),
-                None => {
-                    let subnet = subnet_of(*request, default_subnet);
-                    if wanted.iter().any(|r| subnet_of(*r, default_subnet) == subnet) {
-                        bail!("{subnet} is asked for twice: the host has one address per subnet");
-                    }
-                    wanted.push(*request);
-                }
+            if let Some(cidr) = already_exposed(&self.exposed, *request, default_subnet)? {
+                answer.push(cidr);
+                continue;
             }
+            let subnet = subnet_of(*request, default_subnet);
+            if wanted
+                .iter()
+                .any(|r| subnet_of(*r, default_subnet) == subnet)
+            {
+                bail!("{subnet} is asked for twice: the host has one address per subnet");
+            }
+            wanted.push(*request);
         }
         let fresh = self.allocate_addresses(&wanted).await?;
         let result = async {

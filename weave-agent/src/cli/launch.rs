@@ -50,8 +50,7 @@ pub(super) fn run(paths: &Paths, mut args: Args) -> anyhow::Result<()> {
     // Resolved once, by whichever process parses the flag: a daemonizing
     // launch passes the peers on in the options, so the agent never asks again.
     let kube = std::mem::take(&mut args.peers_from_kubernetes);
-    let mut kube_config = None;
-    if kube {
+    let kube_config = if kube {
         let config = crate::kube::InCluster::from_env()?;
         let found = crate::kube::peers(&config, args.node_name.as_deref())?;
         eprintln!(
@@ -68,8 +67,10 @@ pub(super) fn run(paths: &Paths, mut args: Args) -> anyhow::Result<()> {
                 args.options.peers.push(peer);
             }
         }
-        kube_config = Some((config, crate::kube::Known::new(&found)));
-    }
+        Some((config, crate::kube::Known::new(&found)))
+    } else {
+        None
+    };
     args.options.validate().map_err(anyhow::Error::msg)?;
     let password = args.options.password().map_err(anyhow::Error::msg)?;
     if client::is_running(&paths.socket) {
@@ -89,7 +90,9 @@ pub(super) fn run(paths: &Paths, mut args: Args) -> anyhow::Result<()> {
         }
         return crate::agent::run_foreground(paths.clone(), options);
     }
-    let kube = kube.then_some(args.node_name.as_deref());
+    let kube = kube.then_some(KubeMode {
+        node_name: args.node_name.as_deref(),
+    });
     daemonize(paths, &args.options, password.as_ref(), kube)
 }
 
@@ -166,13 +169,19 @@ fn init_logging() {
         .init();
 }
 
+/// `--peers-from-kubernetes`, passed on to the agent a launch starts.
+#[derive(Clone, Copy)]
+struct KubeMode<'a> {
+    node_name: Option<&'a str>,
+}
+
 /// Re-executes this binary as `launch --foreground` in a new session, its
 /// output going to the agent log, then waits until it answers.
 fn daemonize(
     paths: &Paths,
     options: &LaunchOptions,
     password: Option<&Password>,
-    kube: Option<Option<&str>>,
+    kube: Option<KubeMode<'_>>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("creating {}", paths.state_dir.display()))?;
@@ -202,7 +211,7 @@ fn daemonize(
     if let Some(password) = password {
         command.env("WEAVE_PASSWORD", password.as_str());
     }
-    if let Some(Some(node)) = kube {
+    if let Some(node) = kube.and_then(|k| k.node_name) {
         command.env("WEAVE_NODE_NAME", node);
     }
     // SAFETY: setsid is async-signal-safe; it detaches the agent from the

@@ -99,7 +99,11 @@ pub fn add_result(
     // weaveDNS first (the runtime writes the pod's resolv.conf from it),
     // otherwise what a previous plugin said.
     let dns = attached.dns.map_or_else(
-        || prev.and_then(|p| p.get("dns")).cloned().unwrap_or_else(|| json!({})),
+        || {
+            prev.and_then(|p| p.get("dns"))
+                .cloned()
+                .unwrap_or_else(|| json!({}))
+        },
         |d| json!({"nameservers": [d.nameserver.to_string()], "search": [d.search]}),
     );
     let mut result = json!({
@@ -185,7 +189,8 @@ mod tests {
             nameserver: "169.254.53.53".parse().unwrap(),
             search: "weave.local".into(),
         };
-        let prev = json!({"dns": {"nameservers": ["10.0.0.1"]}, "routes": [{"dst": "10.9.0.0/16"}]});
+        let prev =
+            json!({"dns": {"nameservers": ["10.0.0.1"]}, "routes": [{"dst": "10.9.0.0/16"}]});
         let r = add_result(
             "1.1.0",
             Version::supported("1.1.0").unwrap(),

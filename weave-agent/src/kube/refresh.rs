@@ -12,7 +12,7 @@ use super::in_cluster::InCluster;
 
 /// How often the node list is read again: nodes join rarely, and each read
 /// is one request to the API server per node of the cluster.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+pub const REFRESH_EVERY: Duration = Duration::from_mins(1);
 
 /// The peers listed so far.
 #[derive(Debug, Default)]
@@ -27,7 +27,11 @@ impl Known {
     /// left stays remembered: the mesh gives up on it by itself, and it is
     /// not dialled twice if it comes back.
     pub fn learn(&mut self, listed: &[IpAddr]) -> Vec<IpAddr> {
-        listed.iter().copied().filter(|p| self.0.insert(*p)).collect()
+        listed
+            .iter()
+            .copied()
+            .filter(|p| self.0.insert(*p))
+            .collect()
     }
 }
 

@@ -529,3 +529,37 @@ pub(super) async fn next(inbox: &mut Option<mpsc::Receiver<DnsGossip>>) -> Optio
 pub(super) fn inbox() -> (mpsc::Sender<DnsGossip>, mpsc::Receiver<DnsGossip>) {
     mpsc::channel(INBOX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::EndpointRecord;
+
+    fn record(name: &str, hostname: Option<&str>) -> EndpointRecord {
+        EndpointRecord {
+            container_id: "abc".into(),
+            container_name: name.into(),
+            pid: 1,
+            host_ifname: "vethwepl1".into(),
+            mac: crate::mac::Mac::random_local(),
+            cidrs: Vec::new(),
+            cni: None,
+            docker_network: None,
+            hostname: hostname.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_host_name_in_the_domain_names_the_container_and_no_other_does() {
+        let d = crate::dns::DEFAULT_DOMAIN;
+        let name = |n, h| dns_name(&record(n, h), d).unwrap();
+        assert_eq!(name("web", Some("db.weave.local")), "db.weave.local.");
+        assert_eq!(name("web", Some("db.weave.local.")), "db.weave.local.");
+        // Docker's default (the short ID), another domain, none: the
+        // container's name.
+        assert_eq!(name("web", Some("0123456789ab")), "web.weave.local.");
+        assert_eq!(name("web", Some("db.example.com")), "web.weave.local.");
+        assert_eq!(name("web", None), "web.weave.local.");
+        assert!(dns_name(&record("web", Some("bad name.weave.local")), d).is_err());
+    }
+}

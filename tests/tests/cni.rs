@@ -32,6 +32,8 @@ use weave_tests::{Cluster, Host, Netns, TEST_PREFIX, wait_until, weave_bin};
 
 /// Within this a freshly attached pod answers pings.
 const PING: Duration = Duration::from_secs(20);
+/// The agent's weaveDNS address (weave-agent's `dns::DEFAULT_LISTEN`).
+const DNS_ADDR: &str = "169.254.53.53";
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -407,7 +409,8 @@ fn every_verb_and_error_code_on_one_host() {
     assert_eq!(in_use(&h), before - 1);
 }
 
-/// Pods on two hosts ping each other over the overlay.
+/// Pods on two hosts ping each other over the overlay; they reach weaveDNS
+/// and the result says so; a pod of an exposed node has it as its gateway.
 #[test]
 fn pods_on_two_hosts_ping_each_other() {
     let c = Cluster::new("cnix", 2);
@@ -417,12 +420,74 @@ fn pods_on_two_hosts_ping_each_other() {
     h1.wait_connected(2, 2, &["h2"], CONVERGE);
     let p1 = Pod::new("cnix", "p1");
     let p2 = Pod::new("cnix", "p2");
-    let (a1, _) = p1.add(h1, &conf(h1, "1.0.0"));
+    let (a1, r1) = p1.add(h1, &conf(h1, "1.0.0"));
     let (a2, _) = p2.add(h2, &conf(h2, "1.0.0"));
     p1.wait_ping(&a2);
     p2.wait_ping(&a1);
-    p1.call(h1, "DEL", &conf(h1, "1.0.0")).silent_success();
-    p2.call(h2, "DEL", &conf(h2, "1.0.0")).silent_success();
+
+    // weaveDNS: in the result for the runtime's resolv.conf, and reachable
+    // from the pod (an on-link route to its address out of eth0).
+    assert_eq!(
+        r1["dns"],
+        json!({"nameservers": [DNS_ADDR], "search": ["weave.local"]}),
+        "{r1}"
+    );
+    assert_eq!(
+        r1["routes"],
+        json!([{"dst": format!("{DNS_ADDR}/32")}]),
+        "{r1}"
+    );
+    h2.run_container("", "web");
+    let web = h2
+        .ethwe_cidrs("web")
+        .first()
+        .and_then(|c| c.split('/').next().map(ToString::to_string))
+        .expect("web's address");
+    wait_until("p1 resolves web through weaveDNS", PING, || {
+        let out = p1.ns.exec(
+            "dig",
+            &[
+                &format!("@{DNS_ADDR}"),
+                "+short",
+                "+tries=1",
+                "+time=2",
+                "web.weave.local",
+            ],
+        );
+        (out.stdout.trim() == web).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // The node exposed (as the DaemonSet does): a pod added now has the
+    // node's bridge address as its gateway, and node and pod reach each
+    // other (the kubelet's probes).
+    let gw = h1.weave_ok(&["expose"]).trim().to_string();
+    let gw = gw.split('/').next().unwrap().to_string();
+    let p3 = Pod::new("cnix", "p3");
+    let (a3, r3) = p3.add(h1, &conf(h1, "1.0.0"));
+    assert_eq!(
+        r3["routes"][1],
+        json!({"dst": "0.0.0.0/0", "gw": gw}),
+        "{r3}"
+    );
+    let routes = p3.ns.exec("ip", &["-4", "route", "show", "default"]).stdout;
+    assert!(
+        routes.contains(&format!("default via {gw} dev eth0")),
+        "{routes}"
+    );
+    p3.wait_ping(&gw);
+    assert!(
+        h1.netns()
+            .exec("ping", &["-c", "1", "-W", "2", &a3])
+            .success()
+    );
+    // A pod added before the exposure has no default route.
+    let routes = p1.ns.exec("ip", &["-4", "route", "show", "default"]).stdout;
+    assert!(routes.trim().is_empty(), "{routes}");
+
+    for (p, h) in [(&p1, h1), (&p2, h2), (&p3, h1)] {
+        p.call(h, "DEL", &conf(h, "1.0.0")).silent_success();
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -141,6 +141,13 @@ fn containers_find_each_other_by_name_across_hosts() {
     let rev = dig(h1, &["-x", &web3]);
     assert_eq!(rev, ["web.weave.local."], "PTR of {web3}");
 
+    host_reaches_exactly_the_exposed_subnets(&c);
+    // h2's host on the default subnet, through the agent restart below.
+    let exposed2 = h2.weave_ok(&["expose"]).trim().to_string();
+    assert!(exposed2.starts_with("10.3"), "net:default: {exposed2}");
+    let client1 = addr_of(h1, "client");
+    wait_host_ping(h2, &client1, true);
+
     // A second `web`, on h2: both addresses everywhere, rotated.
     h2.run_container("", "web");
     let web2 = addr_of(h2, "web");
@@ -171,6 +178,9 @@ fn containers_find_each_other_by_name_across_hosts() {
     wait_answers(&c, "web.weave.local", &[&web2]);
     let status = h1.weave_ok(&["status", "dns"]);
     assert!(status.contains(&web2), "weave status dns:\n{status}");
+    // The exposure survived the SIGKILL: same address, still reaching h1.
+    assert_eq!(h2.weave_ok(&["expose", "net:default"]).trim(), exposed2);
+    wait_host_ping(h2, &client1, true);
 
     // A name removed on one side of a partition is not resurrected by the
     // other side's live copy when it heals.
@@ -188,6 +198,112 @@ fn containers_find_each_other_by_name_across_hosts() {
     c.reconnect(h3);
     c.wait_full_mesh(REJOIN);
     wait_answers(&c, "cache.weave.local", &[]);
+
+    // `weave reset` leaves nothing of the exposure behind.
+    h2.weave_ok(&["reset"]);
+    let addrs = h2.netns().exec("ip", &["-4", "-o", "addr", "show"]).stdout;
+    assert!(!addrs.contains(&exposed2), "after reset:\n{addrs}");
+    assert!(!h2.link_names().contains(&"weave".to_string()));
+}
+
+/// Polls until a ping from `h`'s own namespace to `addr` succeeds
+/// (`reach`), or, for `!reach`, checks that two pings both fail.
+#[track_caller]
+fn wait_host_ping(h: &Host, addr: &str, reach: bool) {
+    let ping = || {
+        h.netns()
+            .exec("ping", &["-c", "1", "-W", "1", addr])
+            .success()
+    };
+    if reach {
+        wait_until(&format!("{} to ping {addr}", h.nickname()), SPREAD, || {
+            ping().then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", h.weave_ok(&["status"])));
+    } else {
+        assert!(!ping() && !ping(), "{} must not reach {addr}", h.nickname());
+    }
+}
+
+/// The host's addresses on the weave bridge, as `ip` shows them.
+fn bridge_addrs(h: &Host) -> String {
+    h.netns()
+        .exec("ip", &["-4", "-o", "addr", "show", "dev", "weave"])
+        .stdout
+}
+
+/// `weave expose 10.0.1.100/24` on h1: the host reaches 10.0.1.x on every
+/// host and not 10.0.2.x, even with a route of its own over the bridge;
+/// exposing again answers the same; `hide` takes it away; bad input is a
+/// clear error.
+fn host_reaches_exactly_the_exposed_subnets(c: &Cluster) {
+    let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
+    h1.run_container("10.0.1.1/24", "x1");
+    h2.run_container("10.0.1.2/24", "x2");
+    h3.run_container("10.0.1.3/24", "x3");
+    h3.run_container("10.0.2.3/24", "y3");
+    for (args, says) in [
+        (&["expose", "banana"][..], "invalid address 'banana'"),
+        (&["expose", "10.0.1.100"], "missing /PREFIX"),
+        (&["expose", "net:10.0.1.0/33"], "invalid address"),
+        (&["hide", "10.0.1.100/24"], "is not exposed"),
+    ] {
+        let out = h1.weave(args);
+        assert!(
+            !out.success() && out.stderr.contains(says),
+            "weave {args:?} must say {says:?}:\n{out}"
+        );
+    }
+    assert_eq!(
+        h1.weave_ok(&["expose", "10.0.1.100/24"]).trim(),
+        "10.0.1.100/24"
+    );
+    assert_eq!(
+        h1.weave_ok(&["expose", "10.0.1.100/24"]).trim(),
+        "10.0.1.100/24"
+    );
+    assert_eq!(
+        h1.weave_ok(&["expose", "net:10.0.1.0/24"]).trim(),
+        "10.0.1.100/24"
+    );
+    let out = h1.weave(&["expose", "10.0.1.101/24"]);
+    assert!(
+        !out.success() && out.stderr.contains("hide it first"),
+        "{out}"
+    );
+    for addr in ["10.0.1.1", "10.0.1.2", "10.0.1.3"] {
+        wait_host_ping(h1, addr, true);
+    }
+    // And back: a container on h2 reaches h1's host.
+    h2.assert_ping("x2", "10.0.1.100");
+    // Not another subnet: no route, and with a route of the host's own over
+    // the bridge, the far container's port drops it (and its answer).
+    wait_host_ping(h1, "10.0.2.3", false);
+    h1.netns()
+        .exec("ip", &["route", "add", "10.0.2.0/24", "dev", "weave"]);
+    wait_host_ping(h1, "10.0.2.3", false);
+    h3.assert_no_ping("y3", "10.0.1.100");
+    h1.netns()
+        .exec("ip", &["route", "del", "10.0.2.0/24", "dev", "weave"]);
+
+    assert_eq!(
+        h1.weave_ok(&["hide", "net:10.0.1.0/24"]).trim(),
+        "10.0.1.100/24"
+    );
+    assert!(
+        !bridge_addrs(h1).contains("10.0.1.100"),
+        "{}",
+        bridge_addrs(h1)
+    );
+    wait_host_ping(h1, "10.0.1.2", false);
+    let out = h1.weave(&["hide", "10.0.1.100/24"]);
+    assert!(
+        !out.success() && out.stderr.contains("is not exposed"),
+        "{out}"
+    );
+    for (h, name) in [(h1, "x1"), (h2, "x2"), (h3, "x3"), (h3, "y3")] {
+        h.docker_ok(&["rm", "-f", name]);
+    }
 }
 
 /// `count` queries for names outside the domain, as fast as they go.
@@ -309,6 +425,44 @@ fn other_names_go_upstream_and_a_dead_upstream_is_servfail() {
     h1.weave_ok(&["dns-remove", "client", "-h", "alias"]);
     assert!(dig(h1, &["alias.weave.local"]).is_empty());
     assert!(!h1.weave(&["dns-lookup", "alias"]).success());
+
+    // A name given by hand survives an agent restart (even SIGKILL), as
+    // the container's own name does.
+    h1.weave_ok(&["dns-add", "client", "-h", "kept"]);
+    h1.kill_agent();
+    h1.launch(&["--resolv-conf", conf.to_str().expect("utf-8 path")]);
+    wait_until("kept.weave.local after the restart", SPREAD, || {
+        (dig(h1, &["kept.weave.local"]) == [client.clone()]).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", h1.weave_ok(&["status", "dns"])));
+
+    // `weave run -h NAME.weave.local`: the host name is the container's
+    // name in weaveDNS (as in Weave); a host name outside the domain is not,
+    // and the container name is used.
+    h1.weave_ok(&[
+        "run",
+        "--name",
+        "hosted",
+        "-h",
+        "db.weave.local",
+        weave_tests::IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    let hosted = addr_of(h1, "hosted");
+    assert_eq!(dig(h1, &["db.weave.local"]), [hosted]);
+    assert!(dig(h1, &["hosted.weave.local"]).is_empty());
+    h1.weave_ok(&[
+        "run",
+        "--name",
+        "plain",
+        "-h",
+        "plain.example.com",
+        weave_tests::IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    assert_eq!(dig(h1, &["plain.weave.local"]), [addr_of(h1, "plain")]);
 
     upstream.stop();
     assert_eq!(dig_status(h1, "outside.test"), "SERVFAIL");

@@ -34,6 +34,8 @@ pub struct ContainerInfo {
     pub name: String,
     /// PID of its init process; 0 when not running.
     pub pid: u32,
+    /// Its host name, with the domain name when Docker keeps one apart.
+    pub hostname: String,
 }
 
 pub struct Docker {
@@ -87,6 +89,16 @@ impl Docker {
                 .trim_start_matches('/')
                 .to_string(),
             pid,
+            hostname: info
+                .config
+                .map(|c| {
+                    let host = c.hostname.unwrap_or_default();
+                    match c.domainname.filter(|d| !d.is_empty()) {
+                        Some(domain) => format!("{host}.{domain}"),
+                        None => host,
+                    }
+                })
+                .unwrap_or_default(),
         })
     }
 

@@ -31,6 +31,10 @@ pub struct EndpointRecord {
     /// calls to release them, and its container end is Docker's to move.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_network: Option<String>,
+    /// The container's host name (`-h`), when it lies in the weaveDNS
+    /// domain: its name in weaveDNS instead of the container's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 /// Where a CNI attachment lives: the runtime names a pod's namespace by
@@ -80,6 +84,16 @@ pub struct PersistedState {
     /// subnets: Docker does not create them again after an agent restart.
     #[serde(default)]
     pub docker_networks: BTreeMap<String, Vec<Ipv4Net>>,
+    /// The host's addresses on the bridge (`weave expose`), put back after
+    /// a restart and held in the ring as this peer's.
+    #[serde(default)]
+    pub exposed: Vec<Ipv4Net>,
+    /// Names given with `weave dns-add` and taken away with `dns-remove`,
+    /// on top of the containers' own: (name, address, container ID).
+    #[serde(default)]
+    pub dns_added: Vec<(String, std::net::Ipv4Addr, String)>,
+    #[serde(default)]
+    pub dns_removed: Vec<(String, std::net::Ipv4Addr, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +168,7 @@ mod tests {
                     cidrs: vec!["10.32.0.1/12".parse().unwrap()],
                     cni: None,
                     docker_network: None,
+                    hostname: None,
                 },
                 EndpointRecord {
                     container_id: "pod1".into(),
@@ -167,6 +182,7 @@ mod tests {
                         ifname: "eth0".into(),
                     }),
                     docker_network: None,
+                    hostname: None,
                 },
                 EndpointRecord {
                     container_id: "0123456789ab".into(),
@@ -176,6 +192,7 @@ mod tests {
                     mac: Mac::random_local(),
                     cidrs: vec!["10.5.0.2/24".parse().unwrap()],
                     cni: None,
+                    hostname: None,
                     docker_network: Some("net1".into()),
                 },
             ],
@@ -185,6 +202,13 @@ mod tests {
             ),
             nicknames: [(PeerName::random(), "host2".to_string())].into(),
             docker_networks: [("net1".to_string(), vec!["10.5.0.0/24".parse().unwrap()])].into(),
+            exposed: vec!["10.32.0.1/12".parse().unwrap()],
+            dns_added: vec![(
+                "alias.weave.local.".into(),
+                "10.32.0.1".parse().unwrap(),
+                "abc".into(),
+            )],
+            dns_removed: Vec::new(),
         };
         save(&path, &st).unwrap();
         let back = load(&path).unwrap().unwrap();
@@ -193,6 +217,8 @@ mod tests {
         assert_eq!(back.targets, st.targets);
         assert_eq!(back.ring, st.ring);
         assert_eq!(back.nicknames, st.nicknames);
+        assert_eq!(back.exposed, st.exposed);
+        assert_eq!(back.dns_added, st.dns_added);
         // A state file from before the ring was persisted still loads.
         let old = serde_json::json!({
             "peer_name": st.peer_name,

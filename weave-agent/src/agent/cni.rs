@@ -9,13 +9,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
+use ipnet::Ipv4Net;
 use sha2::{Digest as _, Sha256};
 
 use super::Agent;
 use super::endpoints::Guest;
-use crate::api::{CniAttachment, Reply};
+use crate::api::{CniAttachment, CniRoute, Reply};
 use crate::ipam::AddrRequest;
-use crate::netlink::{NetnsRef, guest_state};
+use crate::netlink::{NetnsRef, add_guest_routes, guest_state};
 use crate::state::CniRecord;
 
 /// The host port of a pod is `vethwepl` + this: a `c` (a PID, which names a
@@ -71,6 +72,7 @@ impl Agent {
         }
         let cidrs = self.allocate_addresses(&addrs).await?;
         let short: String = attachment.container_id.chars().take(12).collect();
+        let pod_netns = NetnsRef::Path(netns.clone());
         let guest = Guest {
             id: attachment.container_id.clone(),
             name: format!("cni:{short}/{}", attachment.ifname),
@@ -79,6 +81,7 @@ impl Agent {
             mac: None,
             docker_network: None,
             port_suffix: port_suffix(&attachment),
+            hostname: None,
             cni: Some(CniRecord {
                 netns,
                 ifname: attachment.ifname.clone(),
@@ -88,12 +91,45 @@ impl Agent {
             self.release(&cidrs).await;
             return Err(e);
         }
+        // weaveDNS on-link whatever the pod's subnet (as for containers),
+        // and the node as the gateway when it is exposed in the pod's subnet
+        // (weave-kube's pods had the bridge's address as their gateway).
+        let dns = self.resolver();
+        let gateway = cidrs.first().and_then(|c| self.exposed_in(*c));
+        let mut routes = Vec::new();
+        if let Some(dns) = &dns {
+            routes.push(CniRoute {
+                dst: Ipv4Net::from(dns.nameserver),
+                gw: None,
+            });
+        }
+        if let Some(gw) = gateway {
+            routes.push(CniRoute {
+                dst: Ipv4Net::default(),
+                gw: Some(gw),
+            });
+        }
+        if let Err(e) = add_guest_routes(
+            &pod_netns,
+            &attachment.ifname,
+            dns.as_ref().map(|d| d.nameserver),
+            gateway,
+        )
+        .await
+        {
+            if let Some(i) = self.find_cni(&attachment) {
+                let _ = self.forget_endpoint(i).await;
+            }
+            return Err(anyhow!(e).context("setting the pod's routes"));
+        }
         let record = self.endpoints.last().expect("plumb pushed the record");
         Ok(Reply::CniAttached {
             host_ifname: record.host_ifname.clone(),
             mac: record.mac,
             mtu: self.mtu,
             cidrs,
+            routes,
+            dns,
         })
     }
 

@@ -27,6 +27,12 @@ pub(super) const INBOX: usize = 256;
 /// names stay; when the mesh has forgotten it, they go too (as in Weave).
 const FORGET_ABSENT_AFTER: Duration = Duration::from_secs(30);
 
+/// Saved `dns-add` and `dns-remove` edits: (name, address, container ID).
+pub(super) type DnsEdits = (
+    Vec<(String, std::net::Ipv4Addr, String)>,
+    Vec<(String, std::net::Ipv4Addr, String)>,
+);
+
 /// This peer's weaveDNS.
 pub(super) struct PeerDns {
     records: Records,
@@ -184,7 +190,7 @@ impl Agent {
             .collect();
         for e in &self.endpoints {
             // A name that is not a DNS name gets no entry (said once, at attach).
-            let Ok(name) = fqdn(&e.container_name, domain) else {
+            let Ok(name) = dns_name(e, domain) else {
                 continue;
             };
             for cidr in &e.cidrs {
@@ -276,7 +282,42 @@ impl Agent {
                 dns.removed.insert(local);
             }
         }
+        self.save()?;
         Ok(crate::api::Reply::Done)
+    }
+
+    /// weaveDNS's address and domain (no final dot), for a pod's resolver.
+    pub(super) fn resolver(&self) -> Option<crate::api::CniDns> {
+        self.dns.as_ref().map(|d| crate::api::CniDns {
+            nameserver: *d.addr.ip(),
+            search: d.domain.trim_end_matches('.').to_owned(),
+        })
+    }
+
+    /// `dns-add` (`added`) or `dns-remove` edits, for the saved state.
+    pub(super) fn dns_edits(&self, added: bool) -> Vec<(String, std::net::Ipv4Addr, String)> {
+        let Some(dns) = &self.dns else {
+            return Vec::new();
+        };
+        let set = if added { &dns.added } else { &dns.removed };
+        set.iter()
+            .map(|l| (l.name.clone(), l.addr, l.container.clone()))
+            .collect()
+    }
+
+    /// After a restart: the saved `dns-add` / `dns-remove` edits hold
+    /// again (for containers still attached; `dns_sync` drops the rest).
+    pub(super) fn restore_dns_edits(&mut self, (added, removed): DnsEdits) {
+        let Some(dns) = &mut self.dns else {
+            return;
+        };
+        let local = |(name, addr, container)| Local {
+            name,
+            addr,
+            container,
+        };
+        dns.added.extend(added.into_iter().map(local));
+        dns.removed.extend(removed.into_iter().map(local));
     }
 
     /// `weave dns-lookup`: the addresses every peer gave `name`.
@@ -440,6 +481,24 @@ impl Agent {
     }
 }
 
+/// The name a container is known by: its host name when that lies inside
+/// the domain (`weave run -h db.weave.local`, as in Weave), otherwise its
+/// container name. A host name of one label (Docker's default is the short
+/// ID) or in another domain is not a weaveDNS name.
+fn dns_name(
+    e: &crate::state::EndpointRecord,
+    domain: &str,
+) -> Result<String, crate::dns::records::EntryError> {
+    let in_domain = e.hostname.as_deref().and_then(|h| {
+        let h = h.trim_end_matches('.');
+        (h.contains('.') && format!("{h}.").ends_with(&format!(".{domain}"))).then_some(h)
+    });
+    match in_domain {
+        Some(host) => fqdn(host, domain),
+        None => fqdn(&e.container_name, domain),
+    }
+}
+
 /// Points the container's resolver at the agent: a route to the DNS address
 /// out of `ethwe`, and a resolv.conf with it as the only nameserver and the
 /// domain to search (so `ping web` works). The file is the one Docker
@@ -469,4 +528,38 @@ pub(super) async fn next(inbox: &mut Option<mpsc::Receiver<DnsGossip>>) -> Optio
 /// The sender half of the mesh's weaveDNS inbox.
 pub(super) fn inbox() -> (mpsc::Sender<DnsGossip>, mpsc::Receiver<DnsGossip>) {
     mpsc::channel(INBOX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::EndpointRecord;
+
+    fn record(name: &str, hostname: Option<&str>) -> EndpointRecord {
+        EndpointRecord {
+            container_id: "abc".into(),
+            container_name: name.into(),
+            pid: 1,
+            host_ifname: "vethwepl1".into(),
+            mac: crate::mac::Mac::random_local(),
+            cidrs: Vec::new(),
+            cni: None,
+            docker_network: None,
+            hostname: hostname.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_host_name_in_the_domain_names_the_container_and_no_other_does() {
+        let d = crate::dns::DEFAULT_DOMAIN;
+        let name = |n, h| dns_name(&record(n, h), d).unwrap();
+        assert_eq!(name("web", Some("db.weave.local")), "db.weave.local.");
+        assert_eq!(name("web", Some("db.weave.local.")), "db.weave.local.");
+        // Docker's default (the short ID), another domain, none: the
+        // container's name.
+        assert_eq!(name("web", Some("0123456789ab")), "web.weave.local.");
+        assert_eq!(name("web", Some("db.example.com")), "web.weave.local.");
+        assert_eq!(name("web", None), "web.weave.local.");
+        assert!(dns_name(&record("web", Some("bad name.weave.local")), d).is_err());
+    }
 }

@@ -66,6 +66,7 @@ impl Agent {
                     mac,
                     docker_network: Some(network_id),
                     cni: None,
+                    hostname: None,
                 };
                 self.plumb(&guest, &[cidr]).await?;
                 let record = self.endpoints.last().expect("plumb pushed the record");

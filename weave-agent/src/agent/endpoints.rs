@@ -35,6 +35,8 @@ pub(super) struct Guest {
     /// Ends the host port's name (`vethwepl<suffix>`, at most 15 bytes).
     pub(super) port_suffix: String,
     pub(super) cni: Option<CniRecord>,
+    /// The host name a container was given (`-h`), if any.
+    pub(super) hostname: Option<String>,
 }
 
 impl Guest {
@@ -48,6 +50,7 @@ impl Guest {
             docker_network: None,
             port_suffix: info.pid.to_string(),
             cni: None,
+            hostname: Some(info.hostname.clone()).filter(|h| !h.is_empty()),
         }
     }
 
@@ -227,6 +230,7 @@ impl Agent {
             cidrs: cidrs.to_vec(),
             cni: guest.cni.clone(),
             docker_network: guest.docker_network.clone(),
+            hostname: guest.hostname.clone(),
         });
         self.save()?;
         tracing::info!(container = %guest.name, addrs = ?cidrs, "attached");

@@ -9,6 +9,7 @@ mod dataplane;
 mod dns;
 mod docker_plugin;
 mod endpoints;
+mod expose;
 mod ipam;
 
 pub use daemon::run_foreground;
@@ -73,6 +74,8 @@ pub struct Agent {
     dns_upstreams: Vec<String>,
     /// The weave driver's Docker networks (ID to subnets), persisted.
     docker_networks: BTreeMap<String, Vec<Ipv4Net>>,
+    /// The host's addresses on the bridge (`weave expose`), persisted.
+    exposed: Vec<Ipv4Net>,
 }
 
 /// The status endpoint's snapshots asked for at once, at most.
@@ -274,10 +277,13 @@ impl Agent {
             dns_inbox: (!options.no_dns).then_some(dns_inbox),
             dns_upstreams: Vec::new(),
             docker_networks,
+            exposed: Vec::new(),
         };
-        agent
-            .restore(saved.map(|s| s.endpoints).unwrap_or_default())
-            .await?;
+        let (endpoints, exposed, dns_edits) = saved.map_or_else(Default::default, |s| {
+            (s.endpoints, s.exposed, (s.dns_added, s.dns_removed))
+        });
+        agent.restore(endpoints).await?;
+        agent.restore_exposed(exposed).await?;
         agent.classifier.release_previous_runs();
         agent.ipam.note_free();
         agent.ipam.dirty = true;
@@ -295,6 +301,7 @@ impl Agent {
         {
             agent.dns = Some(dns);
             agent.dns_upstreams = upstreams;
+            agent.restore_dns_edits(dns_edits);
             agent.dns_sync().await;
         }
         tracing::info!(peer = %agent.peer_name, nickname = %agent.nickname, mtu, "weave agent ready");
@@ -336,6 +343,8 @@ impl Agent {
                     .await
             }
             Request::DnsLookup { name } => self.dns_lookup(&name),
+            Request::Expose { addrs } => self.expose(addrs).await,
+            Request::Hide { addrs } => self.hide(addrs).await,
             Request::Stop => return (Ok(Reply::Stopping), Next::Stop),
             Request::CniAdd {
                 attachment,
@@ -380,6 +389,9 @@ impl Agent {
             ring: Some(self.ipam.ring.clone()),
             nicknames: self.nicknames.clone(),
             docker_networks: self.docker_networks.clone(),
+            exposed: self.exposed.clone(),
+            dns_added: self.dns_edits(true),
+            dns_removed: self.dns_edits(false),
         };
         Ok(state::save(&self.paths.state_file(), &st)?)
     }

@@ -61,6 +61,17 @@ pub enum Request {
         fqdn: Option<String>,
         add: bool,
     },
+    /// `weave expose`: addresses for the host on the bridge, each in its
+    /// subnet (allocated from the ring for `net:`), so the host reaches that
+    /// subnet's containers on every host; an exposed subnet is exposed again
+    /// with the same address.
+    Expose {
+        addrs: Vec<AddrRequest>,
+    },
+    /// `weave hide`: the host's addresses in these subnets go.
+    Hide {
+        addrs: Vec<AddrRequest>,
+    },
     /// `weave dns-lookup`: the addresses of a name.
     DnsLookup {
         name: String,
@@ -99,6 +110,21 @@ pub struct CniAttachment {
     pub ifname: String,
 }
 
+/// A route in a pod: to `dst`, through `gw` (none: on-link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniRoute {
+    pub dst: Ipv4Net,
+    pub gw: Option<std::net::Ipv4Addr>,
+}
+
+/// The resolver a pod is given: weaveDNS, searching its domain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniDns {
+    pub nameserver: std::net::Ipv4Addr,
+    /// The domain without its final dot (`weave.local`).
+    pub search: String,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
     Status(Box<Status>),
@@ -114,6 +140,12 @@ pub enum Reply {
         mac: Mac,
         mtu: u32,
         cidrs: Vec<Ipv4Net>,
+        /// The routes the agent set in the pod, for the result.
+        #[serde(default)]
+        routes: Vec<CniRoute>,
+        /// weaveDNS, for the pod's resolver (the runtime writes it).
+        #[serde(default)]
+        dns: Option<CniDns>,
     },
     /// CNI GC: the attachments removed.
     CniCollected(Vec<CniAttachment>),

@@ -29,10 +29,13 @@ pub struct Args {
     /// Run in the foreground instead of as a background daemon.
     #[arg(long)]
     foreground: bool,
-    /// Also connect to every other node of the Kubernetes cluster this runs
-    /// in: their `InternalIP`s, listed once from the API server with the
-    /// pod's service account (needs get/list on nodes; deploy/ grants it).
-    /// Nodes that join later connect to this one themselves.
+    /// Run as a Kubernetes node's agent (weave-kube's mode): connect to
+    /// every other node of the cluster (their `InternalIP`s, listed from the
+    /// API server with the pod's service account; needs list on nodes,
+    /// deploy/ grants it), list them again every minute to dial nodes that
+    /// joined since, and expose the node on net:default as weave-kube did
+    /// (`weave expose`), so that the kubelet reaches its pods and pods have
+    /// the node as their gateway.
     #[arg(long)]
     peers_from_kubernetes: bool,
     /// This node's name, left out of the peers found by
@@ -46,7 +49,8 @@ pub struct Args {
 pub(super) fn run(paths: &Paths, mut args: Args) -> anyhow::Result<()> {
     // Resolved once, by whichever process parses the flag: a daemonizing
     // launch passes the peers on in the options, so the agent never asks again.
-    if std::mem::take(&mut args.peers_from_kubernetes) {
+    let kube = std::mem::take(&mut args.peers_from_kubernetes);
+    let kube_config = if kube {
         let config = crate::kube::InCluster::from_env()?;
         let found = crate::kube::peers(&config, args.node_name.as_deref())?;
         eprintln!(
@@ -58,10 +62,15 @@ pub(super) fn run(paths: &Paths, mut args: Args) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        args.options
-            .peers
-            .extend(found.iter().map(ToString::to_string));
-    }
+        for peer in found.iter().map(ToString::to_string) {
+            if !args.options.peers.contains(&peer) {
+                args.options.peers.push(peer);
+            }
+        }
+        Some((config, crate::kube::Known::new(&found)))
+    } else {
+        None
+    };
     args.options.validate().map_err(anyhow::Error::msg)?;
     let password = args.options.password().map_err(anyhow::Error::msg)?;
     if client::is_running(&paths.socket) {
@@ -76,9 +85,69 @@ pub(super) fn run(paths: &Paths, mut args: Args) -> anyhow::Result<()> {
             Ok(json) => from_parent(&json, args.options)?,
             Err(_) => args.options,
         };
+        if let Some((config, known)) = kube_config {
+            kube_node(paths.socket.clone(), config, args.node_name.clone(), known);
+        }
         return crate::agent::run_foreground(paths.clone(), options);
     }
-    daemonize(paths, &args.options, password.as_ref())
+    let kube = kube.then_some(KubeMode {
+        node_name: args.node_name.as_deref(),
+    });
+    daemonize(paths, &args.options, password.as_ref(), kube)
+}
+
+/// Kubernetes mode, beside the agent: once it answers, the node is exposed
+/// on net:default (retried until the ring can serve it), and the node list
+/// is read again every [`crate::kube::REFRESH_EVERY`], new nodes connected.
+fn kube_node(
+    socket: std::path::PathBuf,
+    config: crate::kube::InCluster,
+    node_name: Option<String>,
+    mut known: crate::kube::Known,
+) {
+    let work = move || {
+        let mut exposed = false;
+        loop {
+            if !exposed && client::is_running(&socket) {
+                let expose = Request::Expose {
+                    addrs: vec![crate::ipam::AddrRequest::Default],
+                };
+                match client::call(&socket, &expose) {
+                    Ok(Reply::Message(addr)) => {
+                        tracing::info!(%addr, "node exposed on net:default");
+                        exposed = true;
+                    }
+                    Ok(_) => exposed = true,
+                    Err(e) => tracing::warn!(error = %e, "exposing the node (will retry)"),
+                }
+            }
+            std::thread::sleep(if exposed {
+                crate::kube::REFRESH_EVERY
+            } else {
+                Duration::from_secs(2)
+            });
+            if !exposed {
+                continue;
+            }
+            match crate::kube::refresh_once(&config, node_name.as_deref(), &mut known) {
+                Ok(new) if new.is_empty() => {}
+                Ok(new) => {
+                    let peers: Vec<String> = new.iter().map(ToString::to_string).collect();
+                    tracing::info!(peers = ?peers, "new nodes in the Kubernetes node list");
+                    if let Err(e) = client::call(&socket, &Request::Connect { peers }) {
+                        tracing::warn!(error = %e, "connecting to new nodes");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the Kubernetes node list"),
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("kube-peers".into())
+        .spawn(work)
+    {
+        tracing::warn!(error = %e, "no Kubernetes node list refresh");
+    }
 }
 
 /// The options `weave launch` parsed and passed on in [`OPTIONS_ENV`]; the
@@ -100,12 +169,19 @@ fn init_logging() {
         .init();
 }
 
+/// `--peers-from-kubernetes`, passed on to the agent a launch starts.
+#[derive(Clone, Copy)]
+struct KubeMode<'a> {
+    node_name: Option<&'a str>,
+}
+
 /// Re-executes this binary as `launch --foreground` in a new session, its
 /// output going to the agent log, then waits until it answers.
 fn daemonize(
     paths: &Paths,
     options: &LaunchOptions,
     password: Option<&Password>,
+    kube: Option<KubeMode<'_>>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("creating {}", paths.state_dir.display()))?;
@@ -121,6 +197,9 @@ fn daemonize(
     let mut command = Command::new(exe);
     command
         .args(["launch", "--foreground"])
+        // The agent's side of Kubernetes mode (the refresh, the exposure)
+        // runs beside it: it lists the nodes again itself.
+        .args(kube.map(|_| "--peers-from-kubernetes"))
         .env(OPTIONS_ENV, serde_json::to_string(options)?)
         .env("WEAVE_SOCKET", &paths.socket)
         .env("WEAVE_STATE_DIR", &paths.state_dir)
@@ -131,6 +210,9 @@ fn daemonize(
         .stderr(log);
     if let Some(password) = password {
         command.env("WEAVE_PASSWORD", password.as_str());
+    }
+    if let Some(node) = kube.and_then(|k| k.node_name) {
+        command.env("WEAVE_NODE_NAME", node);
     }
     // SAFETY: setsid is async-signal-safe; it detaches the agent from the
     // caller's terminal and process group.

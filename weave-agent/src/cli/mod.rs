@@ -5,6 +5,7 @@
 mod attach;
 mod connect;
 mod dns;
+mod expose;
 mod launch;
 mod ps;
 mod report;
@@ -56,6 +57,8 @@ pub enum Command {
     DnsAdd(dns::AddArgs),
     DnsRemove(dns::RemoveArgs),
     DnsLookup(dns::LookupArgs),
+    Expose(expose::ExposeArgs),
+    Hide(expose::HideArgs),
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -77,6 +80,8 @@ pub fn main() -> std::process::ExitCode {
         Command::DnsAdd(args) => dns::add(&cli.paths, args),
         Command::DnsRemove(args) => dns::remove(&cli.paths, args),
         Command::DnsLookup(args) => dns::lookup(&cli.paths, args),
+        Command::Expose(args) => expose::expose(&cli.paths, args),
+        Command::Hide(args) => expose::hide(&cli.paths, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -146,6 +146,8 @@ fn verb(env: &Env, conf: &conf::NetConf, agent: &mut dyn Agent) -> Result<Outcom
                 mac,
                 mtu,
                 cidrs,
+                routes,
+                dns,
             } => Ok(Outcome::Result(result::add_result(
                 &conf.cni_version,
                 conf.version,
@@ -156,6 +158,8 @@ fn verb(env: &Env, conf: &conf::NetConf, agent: &mut dyn Agent) -> Result<Outcom
                     mac,
                     mtu,
                     cidrs: &cidrs,
+                    routes: &routes,
+                    dns: dns.as_ref(),
                 },
                 conf.prev_result.as_ref(),
             ))),

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::version::{SUPPORTED, Version};
+use crate::api::{CniDns, CniRoute};
 use crate::mac::Mac;
 
 /// What the agent made for one ADD.
@@ -23,6 +24,10 @@ pub struct Attached<'a> {
     pub mac: Mac,
     pub mtu: u32,
     pub cidrs: &'a [Ipv4Net],
+    /// The routes the agent set in the pod.
+    pub routes: &'a [CniRoute],
+    /// weaveDNS, when it is on.
+    pub dns: Option<&'a CniDns>,
 }
 
 #[derive(Serialize)]
@@ -84,12 +89,29 @@ pub fn add_result(
             .expect("ips serialise"),
         );
     }
+    let mut routes = list(prev, "routes");
+    for route in attached.routes {
+        routes.push(match route.gw {
+            Some(gw) => json!({"dst": route.dst.to_string(), "gw": gw.to_string()}),
+            None => json!({"dst": route.dst.to_string()}),
+        });
+    }
+    // weaveDNS first (the runtime writes the pod's resolv.conf from it),
+    // otherwise what a previous plugin said.
+    let dns = attached.dns.map_or_else(
+        || {
+            prev.and_then(|p| p.get("dns"))
+                .cloned()
+                .unwrap_or_else(|| json!({}))
+        },
+        |d| json!({"nameservers": [d.nameserver.to_string()], "search": [d.search]}),
+    );
     let mut result = json!({
         "cniVersion": cni_version,
         "interfaces": interfaces,
         "ips": ips,
-        "routes": list(prev, "routes"),
-        "dns": prev.and_then(|p| p.get("dns")).cloned().unwrap_or_else(|| json!({})),
+        "routes": routes,
+        "dns": dns,
     });
     // Anything else a previous plugin reported goes on unchanged.
     if let (Some(Value::Object(prev)), Value::Object(out)) = (prev, &mut result) {
@@ -124,6 +146,8 @@ mod tests {
             mac: "02:00:00:00:00:01".parse().unwrap(),
             mtu: 1376,
             cidrs,
+            routes: &[],
+            dns: None,
         }
     }
 
@@ -146,6 +170,49 @@ mod tests {
         assert_eq!(r["ips"][0]["interface"], 1);
         assert!(r["ips"][0].get("version").is_none());
         assert_eq!(r["routes"], json!([]));
+    }
+
+    #[test]
+    fn routes_and_weavedns_are_reported() {
+        let cidrs = ["10.32.0.5/12".parse().unwrap()];
+        let routes = [
+            CniRoute {
+                dst: "169.254.53.53/32".parse().unwrap(),
+                gw: None,
+            },
+            CniRoute {
+                dst: "0.0.0.0/0".parse().unwrap(),
+                gw: Some("10.32.0.1".parse().unwrap()),
+            },
+        ];
+        let dns = CniDns {
+            nameserver: "169.254.53.53".parse().unwrap(),
+            search: "weave.local".into(),
+        };
+        let prev =
+            json!({"dns": {"nameservers": ["10.0.0.1"]}, "routes": [{"dst": "10.9.0.0/16"}]});
+        let r = add_result(
+            "1.1.0",
+            Version::supported("1.1.0").unwrap(),
+            &Attached {
+                routes: &routes,
+                dns: Some(&dns),
+                ..attached(&cidrs)
+            },
+            Some(&prev),
+        );
+        assert_eq!(
+            r["routes"],
+            json!([
+                {"dst": "10.9.0.0/16"},
+                {"dst": "169.254.53.53/32"},
+                {"dst": "0.0.0.0/0", "gw": "10.32.0.1"}
+            ])
+        );
+        assert_eq!(
+            r["dns"],
+            json!({"nameservers": ["169.254.53.53"], "search": ["weave.local"]})
+        );
     }
 
     #[test]

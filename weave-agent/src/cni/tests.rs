@@ -23,6 +23,8 @@ impl Agent for Fake {
                 mac: "02:00:00:00:00:01".parse().unwrap(),
                 mtu: 1410,
                 cidrs: vec!["10.32.0.1/12".parse().unwrap()],
+                routes: Vec::new(),
+                dns: None,
             },
             Request::CniGc { .. } => Reply::CniCollected(Vec::new()),
             Request::Status => Reply::Message("ok".into()),

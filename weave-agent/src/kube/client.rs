@@ -228,6 +228,23 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_joins_later_is_found_by_the_next_read() {
+        let s = server(LIST);
+        let config = config(&s, std::fs::read(s.dir.join("ca.crt")).unwrap());
+        let mut known = super::super::Known::new(&peers(&config, Some("n2")).unwrap());
+        let none = super::super::refresh_once(&config, Some("n2"), &mut known).unwrap();
+        assert!(none.is_empty(), "{none:?}");
+        let grown = LIST.replace(
+            "]}}]}",
+            r#"]}},
+            {"metadata":{"name":"n3"},"status":{"addresses":[{"type":"InternalIP","address":"192.0.2.3"}]}}]}"#,
+        );
+        std::fs::write(s.dir.join("api/v1/nodes"), grown).unwrap();
+        let new = super::super::refresh_once(&config, Some("n2"), &mut known).unwrap();
+        assert_eq!(new, ["192.0.2.3".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
     fn refuses_a_server_the_ca_did_not_sign_and_a_ca_file_without_certificates() {
         let s = server(LIST);
         // The server's own leaf is no CA: the chain does not verify.

@@ -126,6 +126,28 @@ pub async fn add_guest_dns_route(pid: u32, addr: std::net::Ipv4Addr) -> Result<(
     .await
 }
 
+/// A pod's routes (CNI ADD): the DNS address out of `ifname` (on-link,
+/// whatever the pod's subnet), and a default route through `gateway`, the
+/// node's exposed address in the pod's subnet, when there is one.
+pub async fn add_guest_routes(
+    netns: &NetnsRef,
+    ifname: &str,
+    dns: Option<std::net::Ipv4Addr>,
+    gateway: Option<std::net::Ipv4Addr>,
+) -> Result<(), NetlinkError> {
+    let ifname = ifname.to_owned();
+    in_netns(netns, move |nl| async move {
+        if let Some(dns) = dns {
+            nl.replace_host_route(&ifname, dns).await?;
+        }
+        if let Some(gateway) = gateway {
+            nl.replace_default_route(&ifname, gateway).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 async fn in_netns<F, Fut>(netns: &NetnsRef, work: F) -> Result<(), NetlinkError>
 where
     F: FnOnce(Netlink) -> Fut + Send + 'static,

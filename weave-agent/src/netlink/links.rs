@@ -299,6 +299,41 @@ impl Netlink {
             .map_err(op("adding an address to", name))
     }
 
+    /// Adds `cidr` to `name` unless it is there already (`weave expose`
+    /// again, or after an agent restart that found the bridge as it was).
+    pub async fn ensure_address(&self, name: &str, cidr: Ipv4Net) -> Result<(), NetlinkError> {
+        if self.addresses_of(name).await?.contains(&cidr) {
+            return Ok(());
+        }
+        self.add_address(name, cidr).await
+    }
+
+    /// Removes `cidr` from `name`; nothing to do when it is not there.
+    pub async fn remove_address(&self, name: &str, cidr: Ipv4Net) -> Result<(), NetlinkError> {
+        let Some(index) = self.index_of(name).await? else {
+            return Ok(());
+        };
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.map_err(op("listing", "addresses"))? {
+            let matches = msg.header.family == AddressFamily::Inet
+                && msg.header.index == index
+                && msg.header.prefix_len == cidr.prefix_len()
+                && msg.attributes.iter().any(|a| {
+                    matches!(a, AddressAttribute::Address(IpAddr::V4(ip)) if *ip == cidr.addr())
+                });
+            if matches {
+                return self
+                    .handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(op("removing an address from", name));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds `addr/32` to `name` unless it is there already (a restarted
     /// agent finds the one it added before).
     pub async fn ensure_host_address(
@@ -318,6 +353,27 @@ impl Netlink {
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -EEXIST => Ok(()),
             other => other.map_err(op("adding an address to", name)),
         }
+    }
+
+    /// The default route through `gateway` out of `name`, replacing any.
+    pub async fn replace_default_route(
+        &self,
+        name: &str,
+        gateway: std::net::Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let index = self.require(name).await?;
+        let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(std::net::Ipv4Addr::UNSPECIFIED, 0)
+            .gateway(gateway)
+            .output_interface(index)
+            .build();
+        self.handle
+            .route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(op("adding a default route through", name))
     }
 
     /// Routes `addr/32` straight out of `name` (on-link), replacing any

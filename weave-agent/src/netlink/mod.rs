@@ -6,7 +6,8 @@ mod ethtool;
 mod links;
 
 pub use container::{
-    GuestConfig, NetnsRef, add_guest_addresses, add_guest_dns_route, configure_guest, guest_state,
+    GuestConfig, NetnsRef, add_guest_addresses, add_guest_dns_route, add_guest_routes,
+    configure_guest, guest_state,
 };
 pub use ethtool::{TxOffloads, disable_tx_offloads, tx_offloads};
 pub use links::Netlink;

@@ -131,19 +131,3 @@ pub(crate) fn catch_interrupts() {
         libc::signal(libc::SIGTERM, handler);
     }
 }
-
-/// Fails if any address is listed twice across the hosts' `weave ps`.
-pub(crate) fn no_address_twice(hosts: &[&weave_tests::Host]) -> Result<()> {
-    let mut seen: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    for h in hosts {
-        for entry in h.ps() {
-            for cidr in entry.cidrs {
-                let here = format!("{}:{}", h.nickname(), entry.id);
-                if let Some(there) = seen.insert(cidr.clone(), here.clone()) {
-                    bail!("address {cidr} is in use twice: {there} and {here}");
-                }
-            }
-        }
-    }
-    Ok(())
-}

@@ -567,3 +567,20 @@ impl Drop for Host {
 pub fn test_dataplane() -> String {
     std::env::var("WEAVE_TEST_DATAPLANE").unwrap_or_else(|_| "plain".to_owned())
 }
+
+/// Fails if any address is listed twice across the hosts' `weave ps`,
+/// naming both holders.
+pub fn no_address_twice(hosts: &[&Host]) -> Result<()> {
+    let mut seen: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for h in hosts {
+        for entry in h.ps() {
+            for cidr in entry.cidrs {
+                let here = format!("{}:{}", h.nickname(), entry.id);
+                if let Some(there) = seen.insert(cidr.clone(), here.clone()) {
+                    anyhow::bail!("address {cidr} is in use twice: {there} and {here}");
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -55,7 +55,7 @@ pub use cluster::{Cluster, LAN_NET, LAN_PREFIX_LEN};
 pub use command::{Output, check, run};
 pub use container_net::arp_request;
 pub use dockerd::Dockerd;
-pub use host::{Host, test_dataplane};
+pub use host::{Host, no_address_twice, test_dataplane};
 pub use image::import_busybox;
 pub use lan::{Capture, LAN_BRIDGE, LAN_IFNAME, LAN_MTU, Lan, LanPort, parse_cidr};
 pub use netns::{

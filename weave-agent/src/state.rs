@@ -46,6 +46,20 @@ pub struct CniRecord {
 }
 
 impl EndpointRecord {
+    /// The container for people: `container NAME`, or its short ID when
+    /// it has no name.
+    pub fn describe(&self) -> String {
+        let name = self.container_name.trim_start_matches('/');
+        if name.is_empty() {
+            format!(
+                "container {}",
+                self.container_id.get(..12).unwrap_or(&self.container_id)
+            )
+        } else {
+            format!("container {name}")
+        }
+    }
+
     /// The namespace the container's end of the port is in.
     pub fn netns(&self) -> NetnsRef {
         self.cni

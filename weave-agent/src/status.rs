@@ -3,6 +3,7 @@
 //! so a script (or a test) reading the JSON sees everything a user reads.
 
 use std::fmt::{self, Write as _};
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,25 @@ pub struct IpamStatus {
     /// peer (the agent serves one request at a time: 0 or 1).
     #[serde(default)]
     pub pending_allocates: usize,
+    /// Addresses this peer is claiming from the peers that own them (for a
+    /// waiting `run`/`attach`, or held by its containers before it lost its
+    /// ring), and claims refused for addresses its containers hold.
+    #[serde(default)]
+    pub claims: Vec<ClaimStatus>,
+}
+
+/// One address claimed from its owner.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClaimStatus {
+    pub addr: Ipv4Addr,
+    /// The owner per the ring (`None` while the ring is not known yet).
+    pub owner: Option<PeerName>,
+    pub owner_nickname: Option<String>,
+    pub owner_reachable: bool,
+    /// For whom: `run/attach`, or the container that holds it.
+    pub for_whom: String,
+    /// Set when the owner refused: why (the claim is then over).
+    pub refused: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -115,6 +135,19 @@ impl IpamStatus {
         }
         if self.peers.is_empty() {
             let _ = writeln!(s, "nobody owns any of {} yet: {}", self.range, self.status);
+        }
+        for c in &self.claims {
+            let owner = c.owner.map_or_else(
+                || "its owner (the ring is not known yet)".to_owned(),
+                |o| format!("{o}({})", c.owner_nickname.as_deref().unwrap_or("")),
+            );
+            let _ = write!(s, "claiming {} for {} from {owner}", c.addr, c.for_whom);
+            if let Some(why) = &c.refused {
+                let _ = write!(s, " - refused: {why}");
+            } else if c.owner.is_some() && !c.owner_reachable {
+                s.push_str(" - unreachable!");
+            }
+            s.push('\n');
         }
         s
     }
@@ -367,6 +400,7 @@ pub(crate) mod tests {
                     },
                 ],
                 pending_allocates: 0,
+                claims: Vec::new(),
             },
             containers: 2,
             mtu: 1450,

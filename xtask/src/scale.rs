@@ -234,7 +234,7 @@ fn measure(weave: &Path, args: &Args) -> Result<Figures> {
         ])
         .with_context(|| format!("an allocation on {} after churn", h.nickname()))?;
     }
-    util::no_address_twice(&hosts.iter().filter(|h| h.has_docker()).collect::<Vec<_>>())?;
+    weave_tests::no_address_twice(&hosts.iter().filter(|h| h.has_docker()).collect::<Vec<_>>())?;
     Ok(figures)
 }
 

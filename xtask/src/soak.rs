@@ -131,7 +131,7 @@ fn soak(weave_bin: &Path, length: Duration, warmup: Duration) -> Result<String> 
         let h = &hosts[i];
         let id = h.run_container("", &format!("churn{churned}"));
         pools[i].push_back(id.clone());
-        util::no_address_twice(&hosts.iter().collect::<Vec<_>>())?;
+        weave_tests::no_address_twice(&hosts.iter().collect::<Vec<_>>())?;
         for (j, addr) in steady_addrs.iter().enumerate() {
             if j != i {
                 h.wait_ping_within(&id, addr, REJOIN)

@@ -132,22 +132,6 @@ pub(crate) fn catch_interrupts() {
     }
 }
 
-/// Fails if any address is listed twice across the hosts' `weave ps`.
-pub(crate) fn no_address_twice(hosts: &[&weave_tests::Host]) -> Result<()> {
-    let mut seen: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    for h in hosts {
-        for entry in h.ps() {
-            for cidr in entry.cidrs {
-                let here = format!("{}:{}", h.nickname(), entry.id);
-                if let Some(there) = seen.insert(cidr.clone(), here.clone()) {
-                    bail!("address {cidr} is in use twice: {there} and {here}");
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Runs `work` on every item, at most `jobs` at a time (worker threads taking
 /// the items in order), and returns the results in the items' order.
 pub(crate) fn in_parallel<T: Send, R: Send>(

@@ -314,8 +314,9 @@ impl Agent {
             self.netlink
                 .set_master(&record.host_ifname, self.bridge_index)
                 .await?;
+            let holder = record.describe();
             for cidr in &record.cidrs {
-                self.ipam.mark(*cidr);
+                self.ipam.mark(*cidr, &holder);
             }
             self.endpoints.push(record);
         }

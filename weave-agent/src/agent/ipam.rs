@@ -11,11 +11,21 @@
 //! arrives is adopted. A request waits for this (and for a donation when
 //! this peer has no free space) up to [`WAIT_FOR_SPACE`].
 //!
+//! An explicit address in space another peer owns is claimed from it, as
+//! Weave did: the owner hands over exactly that address when none of its
+//! containers holds it, or refuses naming the holder; the request waits for
+//! the answer (up to [`WAIT_FOR_SPACE`], the owner's reachability shown in
+//! `weave status ipam`). A peer whose containers hold addresses that its
+//! ring does not give it (it lost its saved ring, or the range changed)
+//! claims them back the same way, and hands out no other address of the
+//! range until it has them, so that no address is ever in use twice.
+//!
 //! Addresses outside the allocation range are the user's: explicit ones are
 //! only checked against this host's, `net:` subnets outside the range are
 //! refused (nobody coordinates them).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -25,11 +35,12 @@ use tokio::time::Instant;
 use super::Agent;
 use crate::api::Reply;
 use crate::ipam::{
-    AddrRange, AddrRequest, Allocator, IpamMessage, IpamPacket, Ring, RingError, Space, SpaceError,
-    random_ring_id,
+    AddrRange, AddrRequest, Allocator, IpamMessage, IpamPacket, MAX_REASON, Ring, RingError, Space,
+    SpaceError, random_ring_id,
 };
 use crate::peer_name::PeerName;
-use crate::status::{IpamPeerStatus, IpamStatus};
+use crate::state::EndpointRecord;
+use crate::status::{ClaimStatus, IpamPeerStatus, IpamStatus};
 
 /// How long `run`/`attach` wait for consensus or for a donation.
 pub(super) const WAIT_FOR_SPACE: Duration = Duration::from_secs(30);
@@ -64,12 +75,32 @@ pub(super) struct PeerIpam {
     ask_round: usize,
     /// The ring changed since it was last gossiped and saved.
     pub(super) dirty: bool,
+    /// Addresses our containers hold that the ring does not give us (yet):
+    /// claimed from their owners before any other address is handed out.
+    /// The value names the holder.
+    to_reclaim: BTreeMap<Ipv4Addr, (Ipv4Net, String)>,
+    /// The explicit address a waiting request claims from its owner.
+    claiming: Option<Ipv4Addr>,
+    /// Refusals of claims, by address: a waiting request's ends it; one for
+    /// an address our container holds stays, for `weave status ipam`.
+    refusals: BTreeMap<Ipv4Addr, String>,
+    /// When claims were last sent.
+    last_claim: Option<Instant>,
+    /// Addresses our containers hold that their owners refused to hand
+    /// back (held twice: a conflict for the user to resolve), with the
+    /// holder and the owner's reason.
+    lost_claims: BTreeMap<Ipv4Addr, (String, String)>,
 }
 
 /// Why a request cannot be served now.
 enum Shortfall {
     /// No free address of ours in this subnet (or no ring yet): ask, wait.
     Space(Ipv4Net),
+    /// An explicit address that another peer owns: claim it, wait.
+    Claim(Ipv4Addr),
+    /// Our containers hold addresses the ring does not give us yet:
+    /// re-claim them first, wait.
+    Reclaim,
     Fail(anyhow::Error),
 }
 
@@ -93,21 +124,81 @@ impl PeerIpam {
             last_ask: None,
             ask_round: 0,
             dirty: false,
+            to_reclaim: BTreeMap::new(),
+            claiming: None,
+            refusals: BTreeMap::new(),
+            last_claim: None,
+            lost_claims: BTreeMap::new(),
         }
     }
 
-    /// An address in use by a container restored after a restart.
-    pub(super) fn mark(&mut self, net: Ipv4Net) {
-        if self.ring.range().contains(&net.addr()) {
-            if let Err(e) = self.space.claim(&self.ring, self.me, net) {
+    /// Whether our containers hold addresses still to re-claim.
+    pub(super) fn reclaiming(&self) -> bool {
+        !self.to_reclaim.is_empty()
+    }
+
+    /// The owner of `addr` refused our claim: a waiting request fails with
+    /// the reason; a re-claim becomes a conflict shown in the status. Only
+    /// the owner (per our ring) may refuse.
+    fn on_refusal(&mut self, src: PeerName, addr: Ipv4Addr, reason: String) {
+        if self.ring.owner_of(addr) != Some(src) {
+            tracing::debug!(%src, %addr, "ignoring a claim refusal from a peer that does not own the address");
+            return;
+        }
+        if self.claiming == Some(addr) {
+            self.refusals.insert(addr, reason);
+        } else if let Some((_, holder)) = self.to_reclaim.remove(&addr) {
+            tracing::error!(%addr, %holder, owner = %src, %reason, "the owner refused to hand back an address our container holds: it is in use twice");
+            self.lost_claims.insert(addr, (holder, reason));
+        }
+    }
+
+    /// An address in use by a container (`holder`) restored after a
+    /// restart. One the ring does not give us is re-claimed.
+    pub(super) fn mark(&mut self, net: Ipv4Net, holder: &str) {
+        if !self.ring.range().contains(&net.addr()) {
+            self.outside.mark(net.addr());
+            return;
+        }
+        match self.space.claim(&self.ring, self.me, net) {
+            Ok(()) => {}
+            Err(SpaceError::NotInitialised | SpaceError::OwnedBy { .. }) => {
+                tracing::info!(addr = %net, holder, "an address our container holds is not ours in the ring: re-claiming it");
+                self.to_reclaim.insert(net.addr(), (net, holder.to_owned()));
+            }
+            Err(e) => {
                 tracing::warn!(addr = %net, error = %e, "restored address does not fit the ring");
             }
-        } else {
-            self.outside.mark(net.addr());
         }
+    }
+
+    /// Takes into our space the re-claimed addresses the ring now gives
+    /// us; whether any came.
+    fn take_reclaimed(&mut self) -> bool {
+        let before = self.to_reclaim.len();
+        let (ring, me, space) = (&self.ring, self.me, &mut self.space);
+        self.to_reclaim
+            .retain(|_, (net, _)| match space.claim(ring, me, *net) {
+                Ok(()) => false,
+                Err(SpaceError::NotInitialised | SpaceError::OwnedBy { .. }) => true,
+                Err(e) => {
+                    tracing::warn!(addr = %net, error = %e, "a re-claimed address does not fit the ring");
+                    false
+                }
+            });
+        let took = self.to_reclaim.len() < before;
+        if took {
+            self.note_free();
+        }
+        took
     }
 
     pub(super) fn release(&mut self, net: Ipv4Net) {
+        if self.to_reclaim.remove(&net.addr()).is_some()
+            || self.lost_claims.remove(&net.addr()).is_some()
+        {
+            return;
+        }
         if !self.space.release(net.addr()) {
             self.outside.release(net.addr());
         }
@@ -115,7 +206,7 @@ impl PeerIpam {
     }
 
     pub(super) fn in_use(&self) -> usize {
-        self.space.len() + self.outside.in_use()
+        self.space.len() + self.outside.in_use() + self.to_reclaim.len()
     }
 
     /// Records our free counts in the ring (a change to gossip).
@@ -155,13 +246,28 @@ impl PeerIpam {
                     .map_err(|e| Shortfall::Fail(e.into()));
             }
             AddrRequest::Explicit(net) => {
+                if let Some((_, holder)) = self.to_reclaim.get(&net.addr()) {
+                    return Err(Shortfall::Fail(anyhow!(
+                        "address {} is already in use on this peer, by {holder}",
+                        net.addr()
+                    )));
+                }
                 return match self.space.claim(&self.ring, self.me, net) {
                     Ok(()) => Ok(net),
                     Err(SpaceError::NotInitialised) => Err(Shortfall::Space(net.trunc())),
+                    Err(SpaceError::OwnedBy { addr, .. }) => match self.refusals.remove(&addr) {
+                        Some(why) => Err(Shortfall::Fail(anyhow!(
+                            "cannot claim {addr} from the peer that owns it: {why}"
+                        ))),
+                        None => Err(Shortfall::Claim(addr)),
+                    },
                     Err(e) => Err(Shortfall::Fail(e.into())),
                 };
             }
         };
+        if !self.to_reclaim.is_empty() && self.ring.is_initialised() {
+            return Err(Shortfall::Reclaim);
+        }
         if !range.contains(&subnet) {
             return Err(Shortfall::Fail(anyhow!(
                 "net:{subnet} is outside the allocation range {range}: give an explicit \
@@ -193,6 +299,7 @@ impl PeerIpam {
                 }
                 if merge.changed {
                     self.dirty = true;
+                    self.take_reclaimed();
                 }
                 merge.changed
             }
@@ -239,6 +346,7 @@ impl PeerIpam {
     fn claim_all(&mut self) {
         if self.ring.claim_all(self.me, random_ring_id()).is_ok() {
             tracing::info!(range = %self.ring.range(), "initialised IP allocation: this peer owns the whole range");
+            self.take_reclaimed();
             self.note_free();
             self.dirty = true;
         }
@@ -309,18 +417,38 @@ impl Agent {
     ) -> anyhow::Result<Vec<Ipv4Net>> {
         let deadline = Instant::now() + WAIT_FOR_SPACE;
         let result = loop {
-            let subnet = match self.ipam.allocate_all(requests) {
+            let shortfall = match self.ipam.allocate_all(requests) {
                 Ok(granted) => break Ok(granted),
                 Err(Shortfall::Fail(e)) => break Err(e),
-                Err(Shortfall::Space(subnet)) => subnet,
+                Err(shortfall) => shortfall,
             };
-            let nobody_has_any = self.ipam.ring.is_initialised()
-                && self.ipam.ring.donors(self.peer_name, subnet).is_empty();
-            if nobody_has_any || Instant::now() >= deadline {
-                break Err(self.no_space_error(subnet).await);
+            let out_of_time = Instant::now() >= deadline;
+            match shortfall {
+                Shortfall::Space(subnet) => {
+                    let nobody_has_any = self.ipam.ring.is_initialised()
+                        && self.ipam.ring.donors(self.peer_name, subnet).is_empty();
+                    if nobody_has_any || out_of_time {
+                        break Err(self.no_space_error(subnet).await);
+                    }
+                    self.ipam.waiting = true;
+                    self.ask_for_space(subnet).await;
+                }
+                Shortfall::Claim(addr) => {
+                    if out_of_time {
+                        break Err(self.claim_error(addr).await);
+                    }
+                    self.ipam.waiting = true;
+                    self.ipam.claiming = Some(addr);
+                    self.send_claims().await;
+                }
+                Shortfall::Reclaim | Shortfall::Fail(_) => {
+                    if out_of_time {
+                        break Err(self.reclaim_error().await);
+                    }
+                    self.ipam.waiting = true;
+                    self.send_claims().await;
+                }
             }
-            self.ipam.waiting = true;
-            self.ask_for_space(subnet).await;
             let wake = (Instant::now() + ASK_EVERY).min(deadline);
             // The status endpoint is answered meanwhile, so that a wait
             // shows in its metrics instead of making it unavailable.
@@ -334,8 +462,157 @@ impl Agent {
             }
         };
         self.ipam.waiting = false;
+        self.ipam.claiming = None;
         self.ipam_changed().await;
         result
+    }
+
+    /// Why a claim of `addr` for a request did not come through in time.
+    async fn claim_error(&self, addr: Ipv4Addr) -> anyhow::Error {
+        let Some(owner) = self.ipam.ring.owner_of(addr) else {
+            return anyhow!("cannot claim {addr}: IP allocation is not initialised");
+        };
+        let who = self.peer_description(owner);
+        if self.reachable_names().await.contains(&owner) {
+            anyhow!(
+                "the peer that owns {addr}, {who}, did not hand it over within {WAIT_FOR_SPACE:?}"
+            )
+        } else {
+            anyhow!(
+                "cannot claim {addr}: the peer that owns it, {who}, has been unreachable for \
+                 {WAIT_FOR_SPACE:?}; use 'weave rmpeer' if it is dead"
+            )
+        }
+    }
+
+    /// Why a request found this peer still re-claiming its containers'
+    /// addresses when its time ran out.
+    async fn reclaim_error(&self) -> anyhow::Error {
+        let reachable = self.reachable_names().await;
+        let pending: Vec<String> = self
+            .ipam
+            .to_reclaim
+            .iter()
+            .map(|(addr, (_, holder))| {
+                let owner = self.ipam.ring.owner_of(*addr).map_or_else(
+                    || "an owner not known yet".to_owned(),
+                    |o| {
+                        let state = if reachable.contains(&o) {
+                            ""
+                        } else {
+                            ", unreachable"
+                        };
+                        format!("{}{state}", self.peer_description(o))
+                    },
+                );
+                format!("{addr} of {holder} from {owner}")
+            })
+            .collect();
+        anyhow!(
+            "this peer's containers hold addresses it must claim back from their owners before \
+             it hands out new ones, and {WAIT_FOR_SPACE:?} were not enough: {}",
+            pending.join("; ")
+        )
+    }
+
+    /// A peer as `weave status ipam` names it: name(nickname).
+    fn peer_description(&self, peer: PeerName) -> String {
+        format!(
+            "{peer}({})",
+            self.nicknames.get(&peer).map_or("", String::as_str)
+        )
+    }
+
+    /// Sends the claims in progress (a waiting request's, and the
+    /// re-claims) to the reachable owners, at most every [`ASK_EVERY`].
+    pub(super) async fn send_claims(&mut self) {
+        if self
+            .ipam
+            .last_claim
+            .is_some_and(|at| at.elapsed() < ASK_EVERY)
+            || !self.ipam.ring.is_initialised()
+        {
+            return;
+        }
+        self.ipam.last_claim = Some(Instant::now());
+        let reachable = self.reachable_names().await;
+        let addrs: Vec<Ipv4Addr> = self
+            .ipam
+            .claiming
+            .iter()
+            .chain(self.ipam.to_reclaim.keys())
+            .copied()
+            .collect();
+        for addr in addrs {
+            let Some(owner) = self.ipam.ring.owner_of(addr) else {
+                continue;
+            };
+            if owner != self.peer_name && reachable.contains(&owner) {
+                tracing::info!(%addr, %owner, "claiming an address from the peer that owns it");
+                self.send_ipam(IpamPacket::to(
+                    self.peer_name,
+                    owner,
+                    IpamMessage::Claim { addr },
+                ))
+                .await;
+            }
+        }
+    }
+
+    /// A peer claims `addr`, which the ring (as it knows it) says we own:
+    /// hand it over unless one of our containers holds it. Either way the
+    /// claimer learns why: our ring (with the address now its own, or
+    /// saying who owns it) or a refusal.
+    async fn on_claim(&mut self, src: PeerName, addr: Ipv4Addr) {
+        if !self.ipam.ring.is_initialised() || self.ipam.conflicts.contains_key(&src) {
+            return;
+        }
+        let me = self.peer_name;
+        let holder = self
+            .ipam
+            .to_reclaim
+            .get(&addr)
+            .map(|(_, holder)| holder.clone());
+        let refusal = if let Some(holder) = holder {
+            Some(format!(
+                "it is in use by {holder} on peer {}",
+                self.nickname
+            ))
+        } else {
+            match self.ipam.ring.hand_over(me, src, addr, &self.ipam.space) {
+                Ok(true) => {
+                    tracing::info!(to = %src, %addr, "handed over a claimed address");
+                    self.ipam.dirty = true;
+                    None
+                }
+                Ok(false) => Some("the allocation ring is full and cannot be split".to_owned()),
+                Err(SpaceError::InUse(_)) => Some(format!(
+                    "it is in use by {} on peer {}",
+                    self.holder_of(addr),
+                    self.nickname
+                )),
+                // Not ours (any more): our ring tells the claimer who owns it.
+                Err(_) => None,
+            }
+        };
+        let body = match refusal {
+            Some(mut reason) => {
+                reason.truncate(MAX_REASON);
+                IpamMessage::ClaimRefused { addr, reason }
+            }
+            None => IpamMessage::Ring {
+                ring: self.ipam.ring.clone(),
+            },
+        };
+        self.send_ipam(IpamPacket::to(me, src, body)).await;
+    }
+
+    /// The container of ours that holds `addr`, for people.
+    fn holder_of(&self, addr: Ipv4Addr) -> String {
+        self.endpoints
+            .iter()
+            .find(|e| e.cidrs.iter().any(|c| c.addr() == addr))
+            .map_or_else(|| "a container".to_owned(), EndpointRecord::describe)
     }
 
     async fn no_space_error(&self, subnet: Ipv4Net) -> anyhow::Error {
@@ -438,6 +715,8 @@ impl Agent {
                         .await;
                 }
             }
+            IpamMessage::Claim { addr } => self.on_claim(src, addr).await,
+            IpamMessage::ClaimRefused { addr, reason } => self.ipam.on_refusal(src, addr, reason),
             IpamMessage::SpaceRequest { subnet } => {
                 if !self.ipam.ring.is_initialised() {
                     self.ipam.waiting_peers.insert(src);
@@ -606,6 +885,35 @@ impl Agent {
         )))
     }
 
+    fn claims_status(&self, reachable: &BTreeSet<PeerName>) -> Vec<ClaimStatus> {
+        let ipam = &self.ipam;
+        let claim = |addr: Ipv4Addr, for_whom: &str, refused: Option<&String>| {
+            let owner = ipam.ring.owner_of(addr).filter(|o| *o != self.peer_name);
+            ClaimStatus {
+                addr,
+                owner,
+                owner_nickname: owner.and_then(|o| self.nicknames.get(&o).cloned()),
+                owner_reachable: owner.is_some_and(|o| reachable.contains(&o)),
+                for_whom: for_whom.to_owned(),
+                refused: refused.cloned(),
+            }
+        };
+        ipam.claiming
+            .iter()
+            .map(|addr| claim(*addr, "run/attach", None))
+            .chain(
+                ipam.to_reclaim
+                    .iter()
+                    .map(|(addr, (_, holder))| claim(*addr, holder, None)),
+            )
+            .chain(
+                ipam.lost_claims
+                    .iter()
+                    .map(|(addr, (holder, why))| claim(*addr, holder, Some(why))),
+            )
+            .collect()
+    }
+
     pub(super) async fn ipam_status(&self) -> IpamStatus {
         let reachable_list = self.reachable_peers().await;
         let reachable: BTreeSet<PeerName> = reachable_list.iter().map(|p| p.0).collect();
@@ -646,6 +954,7 @@ impl Agent {
             in_use_here: self.ipam.in_use(),
             peers,
             pending_allocates: usize::from(self.ipam.waiting),
+            claims: self.claims_status(&reachable),
         }
     }
 }
@@ -664,8 +973,98 @@ mod tests {
         match r {
             Err(Shortfall::Space(s)) => s,
             Err(Shortfall::Fail(e)) => panic!("failed: {e}"),
+            Err(Shortfall::Claim(a)) => panic!("claims {a}"),
+            Err(Shortfall::Reclaim) => panic!("re-claims"),
             Ok(v) => panic!("allocated {v:?}"),
         }
+    }
+
+    #[test]
+    fn an_explicit_address_of_another_peer_is_claimed_and_a_refusal_ends_the_claim() {
+        let range = net(DEFAULT);
+        let owner = Ring::init_with_id(range, peer(2), 5).unwrap();
+        let mut me = ipam(1, true);
+        me.merge(peer(2), &owner);
+        let wanted = net("10.32.0.7/12");
+        let request = [AddrRequest::Explicit(wanted)];
+        assert!(matches!(
+            me.allocate_all(&request),
+            Err(Shortfall::Claim(a)) if a == wanted.addr()
+        ));
+        me.claiming = Some(wanted.addr());
+        // Only the owner may refuse.
+        me.on_refusal(peer(3), wanted.addr(), "no".into());
+        assert!(matches!(
+            me.allocate_all(&request),
+            Err(Shortfall::Claim(_))
+        ));
+        me.on_refusal(
+            peer(2),
+            wanted.addr(),
+            "it is in use by container db on peer h2".into(),
+        );
+        match me.allocate_all(&request) {
+            Err(Shortfall::Fail(e)) => assert!(e.to_string().contains("container db"), "{e}"),
+            _ => panic!("a refused claim must fail the request"),
+        }
+        // The owner hands it over: the address is ours.
+        let mut given = owner.clone();
+        assert_eq!(
+            given.hand_over(peer(2), peer(1), wanted.addr(), &Space::new()),
+            Ok(true)
+        );
+        me.merge(peer(2), &given);
+        assert_eq!(me.allocate_all(&request).ok(), Some(vec![wanted]));
+    }
+
+    #[test]
+    fn addresses_held_without_the_ring_are_reclaimed_before_any_other_is_handed_out() {
+        let range = net(DEFAULT);
+        let mut me = ipam(1, true);
+        let held = net("10.32.0.9/12");
+        me.mark(held, "container web");
+        assert!(me.reclaiming());
+        assert_eq!(me.in_use(), 1);
+        // The ring arrives: the address belongs to peer 2.
+        let owner = Ring::init_with_id(range, peer(2), 5).unwrap();
+        me.merge(peer(2), &owner);
+        assert!(matches!(
+            me.allocate_all(&[AddrRequest::Default]),
+            Err(Shortfall::Reclaim)
+        ));
+        match me.allocate_all(&[AddrRequest::Explicit(held)]) {
+            Err(Shortfall::Fail(e)) => assert!(e.to_string().contains("container web"), "{e}"),
+            _ => panic!("an address our container holds must not be handed out again"),
+        }
+        let mut given = owner.clone();
+        assert_eq!(
+            given.hand_over(peer(2), peer(1), held.addr(), &Space::new()),
+            Ok(true)
+        );
+        me.merge(peer(2), &given);
+        assert!(!me.reclaiming());
+        assert!(me.space.is_used(held.addr()));
+        // Now allocation goes on: we own nothing else, so we ask for space.
+        assert_eq!(wants_space(me.allocate_all(&[AddrRequest::Default])), range);
+    }
+
+    #[test]
+    fn a_refused_reclaim_is_a_conflict_that_does_not_block_allocation() {
+        let range = net(DEFAULT);
+        let mut me = ipam(1, true);
+        let held = net("10.32.0.9/12");
+        me.mark(held, "container web");
+        me.merge(peer(2), &Ring::init_with_id(range, peer(2), 5).unwrap());
+        me.on_refusal(
+            peer(2),
+            held.addr(),
+            "it is in use by container api on peer h2".into(),
+        );
+        assert!(!me.reclaiming());
+        assert_eq!(me.lost_claims.len(), 1);
+        assert_eq!(wants_space(me.allocate_all(&[AddrRequest::Default])), range);
+        me.release(held);
+        assert!(me.lost_claims.is_empty());
     }
 
     #[test]

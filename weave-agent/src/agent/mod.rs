@@ -497,6 +497,9 @@ impl Agent {
             tracing::warn!(error = %e, "checking for dead containers");
         }
         self.gossip_ring().await;
+        if self.ipam.reclaiming() {
+            self.send_claims().await;
+        }
         self.remember_nicknames().await;
         self.gossip_dns().await;
     }

@@ -187,13 +187,11 @@ pub fn render(status: &Status) -> String {
         "Number of pending allocates",
         ipam.pending_allocates as i64,
     );
-    // An address asked for explicitly in another peer's space is refused at
-    // once today, never waited for: no claim is ever pending (Weave's are).
     gauge(
         &mut r,
         "weave_ipam_pending_claims",
-        "Number of pending claims (none: claims of another peer's space are refused at once)",
-        0,
+        "Number of pending claims",
+        ipam.claims.iter().filter(|c| c.refused.is_none()).count() as i64,
     );
     // weaveDNS, when on: Weave's gauge, and the server's counters.
     if let Some(dns) = &status.dns {

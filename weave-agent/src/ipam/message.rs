@@ -1,11 +1,14 @@
 //! What peers say to each other about IP allocation, and the checks on what
 //! arrives, pure so that a fuzz target can drive them.
 //!
-//! Two messages: the sender's whole [`Ring`] (gossiped to neighbours on
-//! every change and every few seconds; each peer merges and passes on what
-//! changed), and a request for space (sent to one peer, routed hop by hop
-//! through the mesh like Weave's unicast gossip). The answer to a request is
-//! the donor's ring, sent back to the requester and gossiped.
+//! The sender's whole [`Ring`] (gossiped to neighbours on every change and
+//! every few seconds; each peer merges and passes on what changed), and
+//! requests sent to one peer, routed hop by hop through the mesh like
+//! Weave's unicast gossip: for a share of space, or for one address (a
+//! claim). The answer to a request is the donor's ring, sent back to the
+//! requester and gossiped, or a refused claim's reason.
+
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -40,7 +43,18 @@ pub enum IpamMessage {
     /// the receiver's space there (or, while nobody owns anything, asks the
     /// receiver to initialise the ring).
     SpaceRequest { subnet: Ipv4Net },
+    /// The sender wants the one address `addr` (an explicit address for a
+    /// container, or one its containers held before it lost its ring) that
+    /// the ring says the receiver owns. The receiver hands it over (and
+    /// answers with its ring) unless one of its containers holds it
+    /// ([`IpamMessage::ClaimRefused`]).
+    Claim { addr: Ipv4Addr },
+    /// The answer to a [`IpamMessage::Claim`] that cannot be granted.
+    ClaimRefused { addr: Ipv4Addr, reason: String },
 }
+
+/// Longest [`IpamMessage::ClaimRefused`] reason accepted from a peer.
+pub const MAX_REASON: usize = 256;
 
 /// Why a packet from a neighbour is dropped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +67,8 @@ pub enum BadPacket {
     TooManyHops,
     #[error("invalid ring: {0}")]
     Ring(#[from] super::ring::Malformed),
+    #[error("a claim refusal's reason is over {MAX_REASON} bytes")]
+    LongReason,
 }
 
 impl IpamPacket {
@@ -92,8 +108,12 @@ impl IpamPacket {
         if self.hops >= MAX_HOPS {
             return Err(BadPacket::TooManyHops);
         }
-        if let IpamMessage::Ring { ring } = &self.body {
-            ring.validate()?;
+        match &self.body {
+            IpamMessage::Ring { ring } => ring.validate()?,
+            IpamMessage::ClaimRefused { reason, .. } if reason.len() > MAX_REASON => {
+                return Err(BadPacket::LongReason);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -137,5 +157,20 @@ mod tests {
         r.hops = 0;
         r.dst = Some(peer(1));
         assert_eq!(r.check(peer(2)), Err(BadPacket::ToItself(peer(1))));
+        let refusal = |reason: String| {
+            IpamPacket::to(
+                peer(1),
+                peer(3),
+                IpamMessage::ClaimRefused {
+                    addr: "10.32.0.3".parse().unwrap(),
+                    reason,
+                },
+            )
+        };
+        refusal("in use".into()).check(peer(2)).unwrap();
+        assert_eq!(
+            refusal("x".repeat(MAX_REASON + 1)).check(peer(2)),
+            Err(BadPacket::LongReason)
+        );
     }
 }

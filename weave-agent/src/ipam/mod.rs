@@ -21,7 +21,7 @@ pub(crate) mod test_support;
 
 pub use addr_range::AddrRange;
 pub use allocator::{Allocator, IpamError};
-pub use message::{BadPacket, IpamMessage, IpamPacket, MAX_HOPS};
+pub use message::{BadPacket, IpamMessage, IpamPacket, MAX_HOPS, MAX_REASON};
 pub use request::{AddrRequest, AddrRequestError, looks_like_address, parse_addr_requests};
 pub use ring::{
     Entry, MAX_ENTRIES, Malformed, Refused, Ring, RingError, RingIdentity, RingMerge, Share,

@@ -35,7 +35,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use super::addr_range::{AddrRange, coalesce, dotted};
-use super::space::Space;
+use super::space::{Space, SpaceError};
 use crate::peer_name::PeerName;
 
 /// Most entries a ring holds; a ring with more is refused as malformed, and a
@@ -441,6 +441,38 @@ impl Ring {
         Some(block)
     }
 
+    /// `me` hands `to` the one address `addr` that `to` claims (an explicit
+    /// address for one of its containers, as Weave's claims): the ring
+    /// changes hands for exactly that address. Refused (`Err` saying why)
+    /// unless `me` owns it and has not handed it out; `Ok(false)` when the
+    /// ring is too full to split.
+    pub fn hand_over(
+        &mut self,
+        me: PeerName,
+        to: PeerName,
+        addr: Ipv4Addr,
+        space: &Space,
+    ) -> Result<bool, SpaceError> {
+        let a = u32::from(addr);
+        match self.owner_of(addr) {
+            None => return Err(SpaceError::NotInitialised),
+            Some(owner) if owner != me || me == to => {
+                return Err(SpaceError::OwnedBy { addr, owner });
+            }
+            Some(_) => {}
+        }
+        if space.is_used(addr) {
+            return Err(SpaceError::InUse(addr));
+        }
+        if self.entries.len() + 2 > MAX_ENTRIES {
+            return Ok(false);
+        }
+        // `a` is inside the range, so `a + 1` is at most its end.
+        self.grant(AddrRange::new(a, a + 1), to);
+        self.report_free(me, space);
+        Ok(true)
+    }
+
     /// The addresses of the range that may ever be handed out.
     fn hosts(&self) -> AddrRange {
         AddrRange::hosts_of(self.range).unwrap_or_else(|| self.addr_range())
@@ -761,6 +793,41 @@ fn best_block_in(
 mod tests {
     use super::*;
     use crate::ipam::test_support::{DEFAULT, net, peer, range, token};
+
+    #[test]
+    fn hand_over_gives_exactly_the_claimed_address_when_free() {
+        let range: Ipv4Net = "10.32.0.0/12".parse().unwrap();
+        let mut ring = Ring::init_with_id(range, peer(1), 7).unwrap();
+        let mut space = Space::new();
+        let held: Ipv4Net = "10.32.0.5/12".parse().unwrap();
+        space.claim(&ring, peer(1), held).unwrap();
+        assert_eq!(
+            ring.hand_over(peer(1), peer(2), held.addr(), &space),
+            Err(SpaceError::InUse(held.addr()))
+        );
+        let claimed: Ipv4Addr = "10.32.0.9".parse().unwrap();
+        assert_eq!(ring.hand_over(peer(1), peer(2), claimed, &space), Ok(true));
+        assert_eq!(ring.owner_of(claimed), Some(peer(2)));
+        assert_eq!(ring.owner_of("10.32.0.8".parse().unwrap()), Some(peer(1)));
+        assert_eq!(ring.owner_of("10.32.0.10".parse().unwrap()), Some(peer(1)));
+        assert_eq!(
+            ring.owned_ranges(peer(2)),
+            vec![AddrRange::new(u32::from(claimed), u32::from(claimed) + 1)]
+        );
+        // The new owner's copy after a merge lets it take the address.
+        let mut theirs = Ring::new(range).unwrap();
+        theirs.merge(&ring, peer(2), &Space::new()).unwrap();
+        let mut their_space = Space::new();
+        their_space
+            .claim(&theirs, peer(2), Ipv4Net::new(claimed, 12).unwrap())
+            .unwrap();
+        // Only the owner hands over, and not twice.
+        assert!(matches!(
+            ring.hand_over(peer(1), peer(3), claimed, &space),
+            Err(SpaceError::OwnedBy { owner, .. }) if owner == peer(2)
+        ));
+        ring.validate().unwrap();
+    }
 
     #[test]
     fn init_claims_the_whole_range() {

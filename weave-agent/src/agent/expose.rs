@@ -162,7 +162,7 @@ impl Agent {
     pub(super) async fn restore_exposed(&mut self, saved: Vec<Ipv4Net>) -> anyhow::Result<()> {
         for cidr in saved {
             self.netlink.ensure_address(BRIDGE, cidr).await?;
-            self.ipam.mark(cidr);
+            self.ipam.mark(cidr, "the host (weave expose)");
             self.exposed.push(cidr);
         }
         Ok(())

@@ -609,6 +609,9 @@ impl Agent {
 
     /// The container of ours that holds `addr`, for people.
     fn holder_of(&self, addr: Ipv4Addr) -> String {
+        if self.exposed.iter().any(|c| c.addr() == addr) {
+            return "the host (weave expose)".to_owned();
+        }
         self.endpoints
             .iter()
             .find(|e| e.cidrs.iter().any(|c| c.addr() == addr))

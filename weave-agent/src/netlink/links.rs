@@ -165,6 +165,23 @@ impl Netlink {
         Ok(msg.is_some_and(|m| m.header.flags.contains(LinkFlags::Up)))
     }
 
+    /// Whether `name` is operationally up (`IFF_RUNNING`): the kernel sets it
+    /// (in its link watch work) just before telling the bridge, which only
+    /// then forwards the port's frames.
+    pub async fn is_running(&self, name: &str) -> Result<bool, NetlinkError> {
+        let index = self.require(name).await?;
+        let msg = self
+            .handle
+            .link()
+            .get()
+            .match_index(index)
+            .execute()
+            .try_next()
+            .await
+            .map_err(op("looking up", name))?;
+        Ok(msg.is_some_and(|m| m.header.flags.contains(LinkFlags::Running)))
+    }
+
     /// Renames, re-addresses and sets the MTU of a link that is down.
     pub async fn rename(
         &self,
@@ -297,6 +314,30 @@ impl Netlink {
             .execute()
             .await
             .map_err(op("adding an address to", name))
+    }
+
+    /// Removes `cidr` from `name`; nothing to do when it is not there.
+    pub async fn del_address(&self, name: &str, cidr: Ipv4Net) -> Result<(), NetlinkError> {
+        let index = self.require(name).await?;
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.map_err(op("listing", "addresses"))? {
+            let matches = msg.header.family == AddressFamily::Inet
+                && msg.header.index == index
+                && msg.header.prefix_len == cidr.prefix_len()
+                && msg.attributes.iter().any(|a| {
+                    matches!(a, AddressAttribute::Address(IpAddr::V4(v4)) if *v4 == cidr.addr())
+                });
+            if matches {
+                return self
+                    .handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(op("removing an address from", name));
+            }
+        }
+        Ok(())
     }
 
     /// Adds `addr/32` to `name` unless it is there already (a restarted

@@ -3,10 +3,12 @@
 
 mod container;
 mod ethtool;
+mod garp;
 mod links;
 
 pub use container::{
-    GuestConfig, NetnsRef, add_guest_addresses, add_guest_dns_route, configure_guest, guest_state,
+    GuestConfig, NetnsRef, add_guest_addresses, add_guest_dns_route, announce_guest_addresses,
+    configure_guest, del_guest_addresses, guest_state,
 };
 pub use ethtool::{TxOffloads, disable_tx_offloads, tx_offloads};
 pub use links::Netlink;

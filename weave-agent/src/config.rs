@@ -87,13 +87,18 @@ impl Paths {
 #[derive(Args, Clone, Debug, Serialize, Deserialize)]
 pub struct LaunchOptions {
     /// Range that automatic addresses are allocated from, divided among
-    /// all peers (give every peer the same one).
+    /// all peers (give every peer the same one). Relaunching with another
+    /// range discards the saved allocation ring, as Weave does; containers
+    /// keep their addresses, and those outside the new range are named in
+    /// the log and in `weave status ipam`.
     #[arg(long, default_value = crate::ipam::DEFAULT_RANGE)]
     pub ipalloc_range: Ipv4Net,
     /// Subnet used when a container is given no address (default: the whole range).
     #[arg(long)]
     pub ipalloc_default_subnet: Option<Ipv4Net>,
     /// Peers to connect to (host or host:port), as with `weave connect`.
+    /// Named, they are the targets; the targets saved by an earlier launch
+    /// or `connect` are used only when none are named, as in Weave.
     #[arg(value_name = "PEER")]
     pub peers: Vec<String>,
     /// MTU of the bridge and of the containers' ethwe (default: the underlay

@@ -61,6 +61,33 @@ pub struct IpamStatus {
     /// peer (the agent serves one request at a time: 0 or 1).
     #[serde(default)]
     pub pending_allocates: usize,
+    /// After a relaunch with another `--ipalloc-range` (the saved ring is
+    /// discarded, as in Weave): the containers of this peer that still hold
+    /// addresses of the old range outside the new one.
+    #[serde(default)]
+    pub outside_range: Vec<OutsideRange>,
+}
+
+/// A container holding addresses of a former allocation range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutsideRange {
+    pub container: String,
+    /// The former range.
+    pub old_range: Ipv4Net,
+    pub addrs: Vec<Ipv4Net>,
+}
+
+impl fmt::Display for OutsideRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        write!(
+            f,
+            "container {} holds {} of the former range {}, outside the allocation range",
+            self.container,
+            addrs.join(" "),
+            self.old_range
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -115,6 +142,9 @@ impl IpamStatus {
         }
         if self.peers.is_empty() {
             let _ = writeln!(s, "nobody owns any of {} yet: {}", self.range, self.status);
+        }
+        for holder in &self.outside_range {
+            let _ = writeln!(s, "{holder} {}", self.range);
         }
         s
     }
@@ -367,6 +397,7 @@ pub(crate) mod tests {
                     },
                 ],
                 pending_allocates: 0,
+                outside_range: Vec::new(),
             },
             containers: 2,
             mtu: 1450,

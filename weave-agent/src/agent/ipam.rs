@@ -16,6 +16,7 @@
 //! refused (nobody coordinates them).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -29,7 +30,7 @@ use crate::ipam::{
     random_ring_id,
 };
 use crate::peer_name::PeerName;
-use crate::status::{IpamPeerStatus, IpamStatus};
+use crate::status::{IpamPeerStatus, IpamStatus, OutsideRange};
 
 /// How long `run`/`attach` wait for consensus or for a donation.
 pub(super) const WAIT_FOR_SPACE: Duration = Duration::from_secs(30);
@@ -64,6 +65,14 @@ pub(super) struct PeerIpam {
     ask_round: usize,
     /// The ring changed since it was last gossiped and saved.
     pub(super) dirty: bool,
+    /// The range of the saved ring, when this launch gave another one and
+    /// the saved ring was discarded (as Weave does): containers may still
+    /// hold its addresses (`weave status ipam` names them).
+    pub(super) previous_range: Option<Ipv4Net>,
+    /// Addresses inside the range that containers here still hold but the
+    /// ring could not record yet (restored before the ring was initialised):
+    /// recorded as soon as it is, and never handed out meanwhile.
+    held: BTreeSet<Ipv4Addr>,
 }
 
 /// Why a request cannot be served now.
@@ -93,14 +102,22 @@ impl PeerIpam {
             last_ask: None,
             ask_round: 0,
             dirty: false,
+            previous_range: None,
+            held: BTreeSet::new(),
         }
     }
 
     /// An address in use by a container restored after a restart.
     pub(super) fn mark(&mut self, net: Ipv4Net) {
         if self.ring.range().contains(&net.addr()) {
-            if let Err(e) = self.space.claim(&self.ring, self.me, net) {
-                tracing::warn!(addr = %net, error = %e, "restored address does not fit the ring");
+            match self.space.claim(&self.ring, self.me, net) {
+                Ok(()) => {}
+                Err(SpaceError::NotInitialised) => {
+                    self.held.insert(net.addr());
+                }
+                Err(e) => {
+                    tracing::warn!(addr = %net, error = %e, "restored address does not fit the ring");
+                }
             }
         } else {
             self.outside.mark(net.addr());
@@ -108,6 +125,9 @@ impl PeerIpam {
     }
 
     pub(super) fn release(&mut self, net: Ipv4Net) {
+        if self.held.remove(&net.addr()) {
+            return;
+        }
         if !self.space.release(net.addr()) {
             self.outside.release(net.addr());
         }
@@ -115,7 +135,28 @@ impl PeerIpam {
     }
 
     pub(super) fn in_use(&self) -> usize {
-        self.space.len() + self.outside.in_use()
+        self.space.len() + self.outside.in_use() + self.held.len()
+    }
+
+    /// Records the held addresses once the ring is initialised; those in
+    /// space that is ours are ours again.
+    fn record_held(&mut self) {
+        if !self.ring.is_initialised() || self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        for addr in held {
+            // The prefix does not matter to the space, only the address.
+            match self.space.claim(&self.ring, self.me, Ipv4Net::from(addr)) {
+                Ok(()) => {}
+                Err(SpaceError::OwnedBy { .. }) => {
+                    // Another peer's space: not ours to record, but still
+                    // never handed out from here.
+                    self.held.insert(addr);
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "a held address does not fit the ring"),
+            }
+        }
     }
 
     /// Records our free counts in the ring (a change to gossip).
@@ -154,6 +195,12 @@ impl PeerIpam {
                     .allocate(request)
                     .map_err(|e| Shortfall::Fail(e.into()));
             }
+            AddrRequest::Explicit(net) if self.held.contains(&net.addr()) => {
+                return Err(Shortfall::Fail(anyhow!(
+                    "address {} is already in use on this peer",
+                    net.addr()
+                )));
+            }
             AddrRequest::Explicit(net) => {
                 return match self.space.claim(&self.ring, self.me, net) {
                     Ok(()) => Ok(net),
@@ -168,7 +215,22 @@ impl PeerIpam {
                  address, or launch with a --ipalloc-range that includes it"
             )));
         }
-        match self.space.allocate(&self.ring, self.me, subnet) {
+        self.record_held();
+        // A container here holding the address it would get takes it (it
+        // is recorded as used) and allocation goes on to the next.
+        loop {
+            match self.space.allocate(&self.ring, self.me, subnet) {
+                Ok(net) if self.held.remove(&net.addr()) => {}
+                other => break Self::space_result(other, subnet),
+            }
+        }
+    }
+
+    fn space_result(
+        result: Result<Ipv4Net, SpaceError>,
+        subnet: Ipv4Net,
+    ) -> Result<Ipv4Net, Shortfall> {
+        match result {
             Ok(net) => Ok(net),
             Err(SpaceError::NoSpace(s)) => Err(Shortfall::Space(s)),
             Err(SpaceError::NotInitialised) => Err(Shortfall::Space(subnet)),
@@ -239,6 +301,7 @@ impl PeerIpam {
     fn claim_all(&mut self) {
         if self.ring.claim_all(self.me, random_ring_id()).is_ok() {
             tracing::info!(range = %self.ring.range(), "initialised IP allocation: this peer owns the whole range");
+            self.record_held();
             self.note_free();
             self.dirty = true;
         }
@@ -646,7 +709,33 @@ impl Agent {
             in_use_here: self.ipam.in_use(),
             peers,
             pending_allocates: usize::from(self.ipam.waiting),
+            outside_range: self.outside_range(),
         }
+    }
+
+    /// The containers holding addresses of the range before a range change
+    /// that the new range does not cover.
+    pub(super) fn outside_range(&self) -> Vec<OutsideRange> {
+        let Some(old_range) = self.ipam.previous_range else {
+            return Vec::new();
+        };
+        let range = self.ipam.ring.range();
+        self.endpoints
+            .iter()
+            .filter_map(|e| {
+                let addrs: Vec<Ipv4Net> = e
+                    .cidrs
+                    .iter()
+                    .filter(|c| old_range.contains(&c.addr()) && !range.contains(&c.addr()))
+                    .copied()
+                    .collect();
+                (!addrs.is_empty()).then(|| OutsideRange {
+                    container: e.container_name.clone(),
+                    old_range,
+                    addrs,
+                })
+            })
+            .collect()
     }
 }
 

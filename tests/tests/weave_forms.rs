@@ -48,7 +48,14 @@ fn run(h: &Host, args: &[&str]) -> String {
 #[track_caller]
 fn plain_container(h: &Host, name: &str) -> String {
     h.docker_ok(&[
-        "run", "-d", "--net=none", "--name", name, IMAGE, "sleep", "3600",
+        "run",
+        "-d",
+        "--net=none",
+        "--name",
+        name,
+        IMAGE,
+        "sleep",
+        "3600",
     ])
     .trim()
     .to_string()
@@ -304,7 +311,11 @@ fn weave_forms_arp_targets_and_range_change() {
         h1.agent_log_tail(30)
     );
     assert_eq!(h1.weave_ok(&["attach", "g2"]), "10.48.0.1\n");
-    assert_eq!(h1.ethwe_cidrs("f2"), ["10.33.0.1/24"], "containers keep theirs");
+    assert_eq!(
+        h1.ethwe_cidrs("f2"),
+        ["10.33.0.1/24"],
+        "containers keep theirs"
+    );
 }
 
 /// What `weave status` reports as held outside the range: container, old

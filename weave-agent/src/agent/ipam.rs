@@ -842,6 +842,34 @@ mod tests {
     }
 
     #[test]
+    fn addresses_held_before_the_ring_is_initialised_are_never_handed_out() {
+        // As after a relaunch with another range: containers hold addresses
+        // of the new range before anyone owns it.
+        let mut p = ipam(1, false);
+        p.mark(net("10.32.0.1/12"));
+        p.mark(net("10.32.0.3/12"));
+        assert_eq!(p.in_use(), 2);
+        let Err(Shortfall::Fail(e)) = p.allocate_all(&[AddrRequest::Explicit(net("10.32.0.3/12"))])
+        else {
+            panic!("a held address cannot be claimed")
+        };
+        assert!(e.to_string().contains("in use"), "{e}");
+        p.claim_all();
+        let got = p
+            .allocate_all(&[AddrRequest::Default, AddrRequest::Default])
+            .ok()
+            .unwrap();
+        assert_eq!(got, vec![net("10.32.0.2/12"), net("10.32.0.4/12")]);
+        assert_eq!(p.in_use(), 4);
+        // Released, a held address is free again.
+        p.release(net("10.32.0.1/12"));
+        assert_eq!(
+            p.allocate_all(&[AddrRequest::Default]).ok(),
+            Some(vec![net("10.32.0.1/12")])
+        );
+    }
+
+    #[test]
     fn a_requester_that_still_has_free_space_gets_no_second_share() {
         let mut p = ipam(1, false);
         p.claim_all();

@@ -323,7 +323,9 @@ impl Agent {
         }
         let result = match request {
             Request::Status => Ok(Reply::Status(Box::new(self.status().await))),
-            Request::Ps { docker, containers } => Ok(Reply::Ps(self.ps(&docker, &containers).await)),
+            Request::Ps { docker, containers } => {
+                Ok(Reply::Ps(self.ps(&docker, &containers).await))
+            }
             Request::Run {
                 docker,
                 spec,

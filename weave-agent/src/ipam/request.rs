@@ -75,7 +75,7 @@ fn parse_one(arg: &str) -> Result<AddrRequest, AddrRequestError> {
                 network: net.trunc(),
             });
         }
-        if (1_u64 << (32 - net.prefix_len())) < u64::from(MIN_SUBNET_SIZE) {
+        if (1u64 << (32 - net.prefix_len())) < u64::from(MIN_SUBNET_SIZE) {
             return Err(AddrRequestError::SubnetTooSmall {
                 arg: arg.to_string(),
             });
@@ -101,9 +101,7 @@ fn parse_one(arg: &str) -> Result<AddrRequest, AddrRequestError> {
 /// Splits the leading address arguments off `args`: returns the requests,
 /// in the order given, and the rest. None at all is returned as none (what
 /// that means is the command's to say: see [`parse_addr_requests`]).
-pub fn split_addr_args(
-    args: &[String],
-) -> Result<(Vec<AddrRequest>, &[String]), AddrRequestError> {
+pub fn split_addr_args(args: &[String]) -> Result<(Vec<AddrRequest>, &[String]), AddrRequestError> {
     let count = args.iter().take_while(|a| looks_like_address(a)).count();
     let requests = args[..count]
         .iter()
@@ -209,10 +207,16 @@ mod tests {
         // Only detach tells "none" from "net:default".
         assert!(split_addr_args(&args(&["c1"])).unwrap().0.is_empty());
         let err = split_addr_args(&args(&["ip:10.0.1.1", "c1"])).unwrap_err();
-        assert!(matches!(err, AddrRequestError::MissingPrefix { .. }), "{err}");
+        assert!(
+            matches!(err, AddrRequestError::MissingPrefix { .. }),
+            "{err}"
+        );
         for bad in ["ip:net:default", "ip:", "ip:bogus/24"] {
             let err = split_addr_args(&args(&[bad, "c1"])).unwrap_err();
-            assert!(matches!(err, AddrRequestError::Malformed { .. }), "{bad}: {err}");
+            assert!(
+                matches!(err, AddrRequestError::Malformed { .. }),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -26,7 +26,7 @@ pub(super) fn garp_frame(mac: [u8; 6], addr: Ipv4Addr) -> [u8; GARP_LEN] {
     let mut f = [0u8; GARP_LEN];
     f[0..6].copy_from_slice(&[0xff; 6]);
     f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&0x0806_u16.to_be_bytes());
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     // htype Ethernet, ptype IPv4, hlen 6, plen 4, op request.
     f[14..22].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
     f[22..28].copy_from_slice(&mac);

@@ -247,6 +247,31 @@ fn weave_forms_arp_targets_and_range_change() {
     );
     h2.weave_ok(&["stop"]);
 
+    // --- --ipalloc-range "": explicit addresses only, as in Weave.
+    h2.launch(&["--ipalloc-range", ""]);
+    let ipam = h2.status().ipam;
+    assert!(!ipam.enabled && ipam.peers.is_empty(), "{ipam:?}");
+    let summary = h2.weave_ok(&["status"]);
+    assert!(
+        !summary.contains("Service: ipam"),
+        "no IPAM section, as Weave:\n{summary}"
+    );
+    for args in [vec!["run", IMAGE], vec!["run", "net:default", IMAGE]] {
+        let out = h2.weave(&args);
+        assert!(
+            !out.success() && out.stderr.contains("IP address allocation must be enabled"),
+            "weave {args:?} without IPAM: {out:?}"
+        );
+    }
+    run(h2, &["10.32.0.5/12", "--name", "noipam"]);
+    assert_eq!(h2.ethwe_cidrs("noipam"), ["10.32.0.5/12"]);
+    let out = h2.weave(&["run", "ip:10.32.0.5/12", IMAGE]);
+    assert!(
+        !out.success() && out.stderr.contains("in use"),
+        "still checked against this host's: {out:?}"
+    );
+    h2.weave_ok(&["stop"]);
+
     // --- Another --ipalloc-range. f1 holds 10.32.0.10/12 (and 10.0.1.5/24,
     // outside every range); f2 holds 10.33.0.1/24.
     h1.weave_ok(&["stop"]);

@@ -46,6 +46,10 @@ pub type StatusAsk = tokio::sync::oneshot::Sender<Box<Status>>;
 /// IP allocation as this peer sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IpamStatus {
+    /// False with `--ipalloc-range ""` (explicit addresses only): then
+    /// `range` and `default_subnet` mean nothing and no peer is listed.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
     /// `ready`, `waiting for consensus`, `all space owned by unreachable
     /// peers - use rmpeer...`, or why a peer's ring was refused.
     pub status: String,
@@ -66,6 +70,10 @@ pub struct IpamStatus {
     /// addresses of the old range outside the new one.
     #[serde(default)]
     pub outside_range: Vec<OutsideRange>,
+}
+
+const fn enabled_by_default() -> bool {
+    true
 }
 
 /// A container holding addresses of a former allocation range.
@@ -140,7 +148,9 @@ impl IpamStatus {
             }
             s.push('\n');
         }
-        if self.peers.is_empty() {
+        if !self.enabled {
+            let _ = writeln!(s, "IP allocation is {}", self.status);
+        } else if self.peers.is_empty() {
             let _ = writeln!(s, "nobody owns any of {} yet: {}", self.range, self.status);
         }
         for holder in &self.outside_range {
@@ -248,16 +258,19 @@ impl Status {
         line(&mut s, "Peers", mesh.peer_counts());
         line(&mut s, "TrustedSubnets", "none");
         s.push('\n');
-        line(&mut s, "Service", "ipam");
-        line(&mut s, "Status", &self.ipam.status);
-        line(&mut s, "Range", self.ipam.range);
-        line(&mut s, "DefaultSubnet", self.ipam.default_subnet);
-        line(
-            &mut s,
-            "Addresses",
-            format!("{} in use on this peer", self.ipam.in_use_here),
-        );
-        s.push('\n');
+        // Weave leaves the section out when IP allocation is off.
+        if self.ipam.enabled {
+            line(&mut s, "Service", "ipam");
+            line(&mut s, "Status", &self.ipam.status);
+            line(&mut s, "Range", self.ipam.range);
+            line(&mut s, "DefaultSubnet", self.ipam.default_subnet);
+            line(
+                &mut s,
+                "Addresses",
+                format!("{} in use on this peer", self.ipam.in_use_here),
+            );
+            s.push('\n');
+        }
         line(&mut s, "Service", "dataplane");
         line(
             &mut s,
@@ -373,6 +386,7 @@ pub(crate) mod tests {
             version: "weave-rs 0.1.0".into(),
             encryption: false,
             ipam: IpamStatus {
+                enabled: true,
                 status: "ready".into(),
                 range: "10.32.0.0/12".parse().unwrap(),
                 default_subnet: "10.32.0.0/12".parse().unwrap(),

@@ -65,6 +65,9 @@ pub(super) struct PeerIpam {
     ask_round: usize,
     /// The ring changed since it was last gossiped and saved.
     pub(super) dirty: bool,
+    /// False when launched with `--ipalloc-range ""`: only explicit
+    /// addresses, all checked as this host's (`outside`), and no ring.
+    pub(super) enabled: bool,
     /// The range of the saved ring, when this launch gave another one and
     /// the saved ring was discarded (as Weave does): containers may still
     /// hold its addresses (`weave status ipam` names them).
@@ -102,6 +105,7 @@ impl PeerIpam {
             last_ask: None,
             ask_round: 0,
             dirty: false,
+            enabled: true,
             previous_range: None,
             held: BTreeSet::new(),
         }
@@ -109,7 +113,7 @@ impl PeerIpam {
 
     /// An address in use by a container restored after a restart.
     pub(super) fn mark(&mut self, net: Ipv4Net) {
-        if self.ring.range().contains(&net.addr()) {
+        if self.enabled && self.ring.range().contains(&net.addr()) {
             match self.space.claim(&self.ring, self.me, net) {
                 Ok(()) => {}
                 Err(SpaceError::NotInitialised) => {
@@ -186,6 +190,19 @@ impl PeerIpam {
 
     fn allocate(&mut self, request: AddrRequest) -> Result<Ipv4Net, Shortfall> {
         let range = self.ring.range();
+        if !self.enabled {
+            // Weave's words for it.
+            return match request {
+                AddrRequest::Explicit(_) => self
+                    .outside
+                    .allocate(request)
+                    .map_err(|e| Shortfall::Fail(e.into())),
+                _ => Err(Shortfall::Fail(anyhow!(
+                    "IP address allocation must be enabled to use 'net:' (or no address): \
+                     the agent was launched with --ipalloc-range \"\"; give an explicit address"
+                ))),
+            };
+        }
         let subnet = match request {
             AddrRequest::Default => self.default_subnet,
             AddrRequest::Subnet(s) => s.trunc(),
@@ -488,6 +505,11 @@ impl Agent {
 
     /// An IPAM message the mesh delivered to us.
     pub(super) async fn on_ipam(&mut self, packet: IpamPacket) {
+        if !self.ipam.enabled {
+            // Nothing to merge nor to give: peers with a ring see us waiting
+            // for nothing, as a Weave peer without IPAM.
+            return;
+        }
         let me = self.peer_name;
         let src = packet.src;
         match packet.body {
@@ -545,6 +567,9 @@ impl Agent {
 
     /// Our ring to every neighbour (also as periodic repair).
     pub(super) async fn gossip_ring(&self) {
+        if !self.ipam.enabled {
+            return;
+        }
         let ring = self.ipam.ring.clone();
         self.send_ipam(IpamPacket::gossip(
             self.peer_name,
@@ -611,6 +636,11 @@ impl Agent {
         self.remember_nicknames().await;
         let reachable = self.reachable_peers().await;
         let owners = self.ipam.ring.peers();
+        if !self.ipam.enabled {
+            bail!(
+                "IP allocation is off on this peer (--ipalloc-range \"\"): run rmpeer on a peer that has it"
+            );
+        }
         let dead = match peer.parse::<PeerName>() {
             Ok(name) => name,
             Err(_) => self.peer_by_nickname(peer)?,
@@ -701,7 +731,21 @@ impl Agent {
                 }
             })
             .collect();
+        if !self.ipam.enabled {
+            return IpamStatus {
+                status: "off (--ipalloc-range \"\"): explicit addresses only".into(),
+                enabled: false,
+                range: ring.range(),
+                default_subnet: self.ipam.default_subnet,
+                ring_id: None,
+                in_use_here: self.ipam.in_use(),
+                peers: Vec::new(),
+                pending_allocates: 0,
+                outside_range: Vec::new(),
+            };
+        }
         IpamStatus {
+            enabled: true,
             status: self.ipam.status_line(&reachable),
             range: ring.range(),
             default_subnet: self.ipam.default_subnet,
@@ -867,6 +911,34 @@ mod tests {
             p.allocate_all(&[AddrRequest::Default]).ok(),
             Some(vec![net("10.32.0.1/12")])
         );
+    }
+
+    #[test]
+    fn without_ip_allocation_only_explicit_addresses_are_given_per_host() {
+        let mut p = ipam(1, false);
+        p.enabled = false;
+        for request in [
+            AddrRequest::Default,
+            AddrRequest::Subnet(net("10.32.1.0/24")),
+        ] {
+            let Err(Shortfall::Fail(e)) = p.allocate_all(&[request]) else {
+                panic!("{request} needs IP allocation")
+            };
+            assert!(e.to_string().contains("must be enabled"), "{e}");
+        }
+        // Inside what would be the range too: this host's to check.
+        let explicit = AddrRequest::Explicit(net("10.32.0.5/12"));
+        assert_eq!(
+            p.allocate_all(&[explicit]).ok(),
+            Some(vec![net("10.32.0.5/12")])
+        );
+        assert!(matches!(
+            p.allocate_all(&[explicit]),
+            Err(Shortfall::Fail(_))
+        ));
+        assert!(!p.ring.is_initialised(), "no ring is claimed");
+        p.release(net("10.32.0.5/12"));
+        assert!(p.allocate_all(&[explicit]).is_ok());
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Agent {
     dns_upstreams: Vec<String>,
     /// The weave driver's Docker networks (ID to subnets), persisted.
     docker_networks: BTreeMap<String, Vec<Ipv4Net>>,
+    /// With IP allocation off, the ring saved before, saved again as it was.
+    kept_ring: Option<Ring>,
 }
 
 /// The status endpoint's snapshots asked for at once, at most.
@@ -204,18 +206,30 @@ impl Agent {
             named
         };
         let mut previous_range = None;
-        let ring = match saved.as_ref().and_then(|s| s.ring.clone()) {
+        let saved_ring = saved.as_ref().and_then(|s| s.ring.clone());
+        // IP allocation off: a ring of the default range stands in, never
+        // used, gossiped nor saved; the saved one is kept for a later launch.
+        let (range, kept_ring) = match options.range() {
+            Some(range) => (range, None),
+            None => {
+                tracing::info!(
+                    "IP allocation is off (--ipalloc-range \"\"): explicit addresses only"
+                );
+                (options.default_subnet(), saved_ring.clone())
+            }
+        };
+        let ring = match saved_ring.filter(|_| kept_ring.is_none()) {
             // Another range: the saved ring goes, as in Weave ("Deleting
             // persisted data for IPAM range ..."); the containers keep
             // their addresses, and those outside the new range are reported.
-            Some(ring) if ring.range() != options.ipalloc_range.trunc() => {
+            Some(ring) if ring.range() != range => {
                 tracing::warn!(
                     saved = %ring.range(),
-                    range = %options.ipalloc_range.trunc(),
+                    %range,
                     "the allocation range changed: discarding the saved ring"
                 );
                 previous_range = Some(ring.range());
-                Ring::new(options.ipalloc_range)?
+                Ring::new(range)?
             }
             Some(ring) => {
                 if let Err(e) = ring.validate() {
@@ -227,7 +241,7 @@ impl Agent {
                 }
                 ring
             }
-            None => Ring::new(options.ipalloc_range)?,
+            None => Ring::new(range)?,
         };
         let (ipam_tx, ipam_inbox) = mpsc::channel(ipam::INBOX);
         let (status_asker, status_asks) = mpsc::channel(STATUS_ASKS);
@@ -284,8 +298,10 @@ impl Agent {
             dns_inbox: (!options.no_dns).then_some(dns_inbox),
             dns_upstreams: Vec::new(),
             docker_networks,
+            kept_ring,
         };
         agent.ipam.previous_range = previous_range;
+        agent.ipam.enabled = options.range().is_some();
         agent
             .restore(saved.map(|s| s.endpoints).unwrap_or_default())
             .await?;
@@ -397,7 +413,11 @@ impl Agent {
             peer_name: self.peer_name,
             endpoints: self.endpoints.clone(),
             targets: self.targets.clone(),
-            ring: Some(self.ipam.ring.clone()),
+            ring: if self.ipam.enabled {
+                Some(self.ipam.ring.clone())
+            } else {
+                self.kept_ring.clone()
+            },
             nicknames: self.nicknames.clone(),
             docker_networks: self.docker_networks.clone(),
         };

@@ -396,7 +396,7 @@ impl LaunchOptions {
     /// (unused: nothing is allocated).
     pub fn default_subnet(&self) -> Ipv4Net {
         self.ipalloc_default_subnet
-            .or(self.range())
+            .or_else(|| self.range())
             .unwrap_or_else(|| crate::ipam::DEFAULT_RANGE.parse().expect("a valid CIDR"))
             .trunc()
     }

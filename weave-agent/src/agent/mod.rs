@@ -209,14 +209,11 @@ impl Agent {
         let saved_ring = saved.as_ref().and_then(|s| s.ring.clone());
         // IP allocation off: a ring of the default range stands in, never
         // used, gossiped nor saved; the saved one is kept for a later launch.
-        let (range, kept_ring) = match options.range() {
-            Some(range) => (range, None),
-            None => {
-                tracing::info!(
-                    "IP allocation is off (--ipalloc-range \"\"): explicit addresses only"
-                );
-                (options.default_subnet(), saved_ring.clone())
-            }
+        let (range, kept_ring) = if let Some(range) = options.range() {
+            (range, None)
+        } else {
+            tracing::info!("IP allocation is off (--ipalloc-range \"\"): explicit addresses only");
+            (options.default_subnet(), saved_ring.clone())
         };
         let ring = match saved_ring.filter(|_| kept_ring.is_none()) {
             // Another range: the saved ring goes, as in Weave ("Deleting

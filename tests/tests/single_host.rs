@@ -367,8 +367,8 @@ fn ps_and_status_show_what_is_true() {
     let attached = h.weave_ok(&["attach", "10.0.1.3/24", "10.0.3.3/24", &c]);
     assert_eq!(
         attached.trim(),
-        "10.0.1.3/24 10.0.3.3/24",
-        "attach prints the CIDRs"
+        "10.0.1.3 10.0.3.3",
+        "attach prints the addresses without prefix, as Weave"
     );
     assert_on_bridge(&h, &c);
 

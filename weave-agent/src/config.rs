@@ -87,13 +87,20 @@ impl Paths {
 #[derive(Args, Clone, Debug, Serialize, Deserialize)]
 pub struct LaunchOptions {
     /// Range that automatic addresses are allocated from, divided among
-    /// all peers (give every peer the same one).
-    #[arg(long, default_value = crate::ipam::DEFAULT_RANGE)]
-    pub ipalloc_range: Ipv4Net,
+    /// all peers (give every peer the same one). Relaunching with another
+    /// range discards the saved allocation ring, as Weave does; containers
+    /// keep their addresses, and those outside the new range are named in
+    /// the log and in `weave status ipam`. An empty value (`--ipalloc-range
+    /// ""`) turns IP allocation off, as in Weave: containers get only
+    /// explicit addresses, checked against this host's only.
+    #[arg(long, default_value = crate::ipam::DEFAULT_RANGE, value_name = "CIDR")]
+    pub ipalloc_range: IpallocRange,
     /// Subnet used when a container is given no address (default: the whole range).
     #[arg(long)]
     pub ipalloc_default_subnet: Option<Ipv4Net>,
     /// Peers to connect to (host or host:port), as with `weave connect`.
+    /// Named, they are the targets; the targets saved by an earlier launch
+    /// or `connect` are used only when none are named, as in Weave.
     #[arg(value_name = "PEER")]
     pub peers: Vec<String>,
     /// MTU of the bridge and of the containers' ethwe (default: the underlay
@@ -267,6 +274,33 @@ impl fmt::Debug for Password {
     }
 }
 
+/// `--ipalloc-range`: the allocation range, or none (IP allocation off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpallocRange(pub Option<Ipv4Net>);
+
+impl FromStr for IpallocRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(Self(None));
+        }
+        s.parse().map(|r| Self(Some(r))).map_err(|_| {
+            format!("{s:?} is not a CIDR like 10.32.0.0/12 (or \"\" to turn IP allocation off)")
+        })
+    }
+}
+
+impl fmt::Display for IpallocRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(r) => r.fmt(f),
+            None => f.write_str(""),
+        }
+    }
+}
+
 /// `--status-addr`: where the HTTP endpoint listens, or nowhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusAddr(pub Option<SocketAddr>);
@@ -353,15 +387,31 @@ impl LaunchOptions {
             .map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// The allocation range; `None` with IP allocation off.
+    pub fn range(&self) -> Option<Ipv4Net> {
+        self.ipalloc_range.0.map(|r| r.trunc())
+    }
+
+    /// The default subnet; with IP allocation off, the default range's
+    /// (unused: nothing is allocated).
     pub fn default_subnet(&self) -> Ipv4Net {
         self.ipalloc_default_subnet
-            .unwrap_or(self.ipalloc_range)
+            .or_else(|| self.range())
+            .unwrap_or_else(|| crate::ipam::DEFAULT_RANGE.parse().expect("a valid CIDR"))
             .trunc()
     }
 
     /// Checks what clap cannot: the default subnet must lie inside the range.
     pub fn validate(&self) -> Result<(), String> {
-        let range = self.ipalloc_range.trunc();
+        let Some(range) = self.range() else {
+            return match self.ipalloc_default_subnet {
+                Some(_) => Err(
+                    "--ipalloc-default-subnet needs an allocation range (--ipalloc-range is empty)"
+                        .into(),
+                ),
+                None => Ok(()),
+            };
+        };
         let subnet = self.default_subnet();
         if !range.contains(&subnet) {
             return Err(format!(
@@ -395,6 +445,40 @@ mod tests {
         assert_eq!(parse("off").unwrap(), PluginSocket(None));
         assert_eq!(parse("").unwrap().to_string(), "off");
         assert!(parse("weave.sock").is_err());
+    }
+
+    #[test]
+    fn an_empty_ipalloc_range_turns_ip_allocation_off() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            options: LaunchOptions,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("launch").chain(args.iter().copied()))
+                .map(|c| c.options)
+        };
+        let default = parse(&[]).unwrap();
+        assert_eq!(default.range(), Some("10.32.0.0/12".parse().unwrap()));
+        let off = parse(&["--ipalloc-range", ""]).unwrap();
+        assert_eq!(off.range(), None);
+        assert_eq!(off.validate(), Ok(()));
+        // Through the JSON that `launch` hands to the agent.
+        let json = serde_json::to_string(&off).unwrap();
+        let back: LaunchOptions = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.range(), None);
+        let err = parse(&[
+            "--ipalloc-range",
+            "",
+            "--ipalloc-default-subnet",
+            "10.32.1.0/24",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("needs an allocation range"), "{err}");
+        assert!(parse(&["--ipalloc-range", "bogus"]).is_err());
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub type StatusAsk = tokio::sync::oneshot::Sender<Box<Status>>;
 /// IP allocation as this peer sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IpamStatus {
+    /// False with `--ipalloc-range ""` (explicit addresses only): then
+    /// `range` and `default_subnet` mean nothing and no peer is listed.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
     /// `ready`, `waiting for consensus`, `all space owned by unreachable
     /// peers - use rmpeer...`, or why a peer's ring was refused.
     pub status: String,
@@ -67,6 +71,11 @@ pub struct IpamStatus {
     /// ring), and claims refused for addresses its containers hold.
     #[serde(default)]
     pub claims: Vec<ClaimStatus>,
+    /// After a relaunch with another `--ipalloc-range` (the saved ring is
+    /// discarded, as in Weave): the containers of this peer that still hold
+    /// addresses of the old range outside the new one.
+    #[serde(default)]
+    pub outside_range: Vec<OutsideRange>,
 }
 
 /// One address claimed from its owner.
@@ -81,6 +90,32 @@ pub struct ClaimStatus {
     pub for_whom: String,
     /// Set when the owner refused: why (the claim is then over).
     pub refused: Option<String>,
+}
+
+const fn enabled_by_default() -> bool {
+    true
+}
+
+/// A container holding addresses of a former allocation range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutsideRange {
+    pub container: String,
+    /// The former range.
+    pub old_range: Ipv4Net,
+    pub addrs: Vec<Ipv4Net>,
+}
+
+impl fmt::Display for OutsideRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        write!(
+            f,
+            "container {} holds {} of the former range {}, outside the allocation range",
+            self.container,
+            addrs.join(" "),
+            self.old_range
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -133,7 +168,9 @@ impl IpamStatus {
             }
             s.push('\n');
         }
-        if self.peers.is_empty() {
+        if !self.enabled {
+            let _ = writeln!(s, "IP allocation is {}", self.status);
+        } else if self.peers.is_empty() {
             let _ = writeln!(s, "nobody owns any of {} yet: {}", self.range, self.status);
         }
         for c in &self.claims {
@@ -148,6 +185,9 @@ impl IpamStatus {
                 s.push_str(" - unreachable!");
             }
             s.push('\n');
+        }
+        for holder in &self.outside_range {
+            let _ = writeln!(s, "{holder} {}", self.range);
         }
         s
     }
@@ -251,16 +291,19 @@ impl Status {
         line(&mut s, "Peers", mesh.peer_counts());
         line(&mut s, "TrustedSubnets", "none");
         s.push('\n');
-        line(&mut s, "Service", "ipam");
-        line(&mut s, "Status", &self.ipam.status);
-        line(&mut s, "Range", self.ipam.range);
-        line(&mut s, "DefaultSubnet", self.ipam.default_subnet);
-        line(
-            &mut s,
-            "Addresses",
-            format!("{} in use on this peer", self.ipam.in_use_here),
-        );
-        s.push('\n');
+        // Weave leaves the section out when IP allocation is off.
+        if self.ipam.enabled {
+            line(&mut s, "Service", "ipam");
+            line(&mut s, "Status", &self.ipam.status);
+            line(&mut s, "Range", self.ipam.range);
+            line(&mut s, "DefaultSubnet", self.ipam.default_subnet);
+            line(
+                &mut s,
+                "Addresses",
+                format!("{} in use on this peer", self.ipam.in_use_here),
+            );
+            s.push('\n');
+        }
         line(&mut s, "Service", "dataplane");
         line(
             &mut s,
@@ -376,6 +419,7 @@ pub(crate) mod tests {
             version: "weave-rs 0.1.0".into(),
             encryption: false,
             ipam: IpamStatus {
+                enabled: true,
                 status: "ready".into(),
                 range: "10.32.0.0/12".parse().unwrap(),
                 default_subnet: "10.32.0.0/12".parse().unwrap(),
@@ -401,6 +445,7 @@ pub(crate) mod tests {
                 ],
                 pending_allocates: 0,
                 claims: Vec::new(),
+                outside_range: Vec::new(),
             },
             containers: 2,
             mtu: 1450,

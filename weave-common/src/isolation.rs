@@ -250,6 +250,29 @@ mod tests {
     }
 
     #[test]
+    fn gratuitous_arp_announces_only_the_containers_own_addresses() {
+        // What a container sends on attach (netlink/garp.rs in the agent):
+        // a request for its own address, to update its neighbours' caches.
+        let a = endpoint(MAC_A, &[(ip(10, 0, 1, 1), 24)]);
+        let b = endpoint(MAC_X, &[(ip(10, 0, 1, 2), 24)]);
+        let other = endpoint(MAC_X, &[(ip(10, 0, 2, 2), 24)]);
+        let garp = arp(MAC_A, ip(10, 0, 1, 1), ip(10, 0, 1, 1));
+        assert_eq!(from_container(&a, &garp, 0), Verdict::Pass);
+        assert_eq!(to_container(&b, &garp, 0), Verdict::Pass);
+        assert_eq!(
+            to_container(&other, &garp, 0),
+            Verdict::Drop(Counter::DropOtherSubnet),
+            "announced within the subnet only"
+        );
+        // Announcing an address it does not hold would move it: spoofing.
+        let taken = arp(MAC_A, ip(10, 0, 1, 2), ip(10, 0, 1, 2));
+        assert_eq!(
+            from_container(&a, &taken, 0),
+            Verdict::Drop(Counter::DropSpoofedIp)
+        );
+    }
+
+    #[test]
     fn other_subnet_is_dropped_both_ways() {
         let a = endpoint(MAC_A, &[(ip(10, 0, 1, 1), 24)]);
         let c = endpoint(MAC_X, &[(ip(10, 0, 2, 1), 24)]);

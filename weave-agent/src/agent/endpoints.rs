@@ -12,7 +12,10 @@ use crate::docker::{ContainerInfo, Docker, DockerError};
 use crate::docker_args::ContainerSpec;
 use crate::ipam::AddrRequest;
 use crate::mac::Mac;
-use crate::netlink::{GuestConfig, NetnsRef, add_guest_addresses, configure_guest};
+use crate::netlink::{
+    GuestConfig, NetnsRef, add_guest_addresses, announce_guest_addresses, configure_guest,
+    del_guest_addresses,
+};
 use crate::state::{CniRecord, EndpointRecord};
 
 /// What gets a port on the bridge: a Docker container (its namespace named
@@ -73,7 +76,7 @@ pub(super) fn classifier_entry(mac: Mac, cidrs: &[Ipv4Net]) -> Endpoint {
 }
 
 impl Agent {
-    fn find(&self, container: &str) -> Option<usize> {
+    pub(super) fn find(&self, container: &str) -> Option<usize> {
         self.endpoints.iter().position(|e| {
             e.container_id == container
                 || e.container_name == container
@@ -171,6 +174,7 @@ impl Agent {
         }
         self.endpoints[i].cidrs = all;
         self.save()?;
+        announce(&record.netns(), record.guest_ifname(), &new).await;
         Ok(Reply::Attached {
             container_id: record.container_id,
             cidrs: new,
@@ -214,6 +218,20 @@ impl Agent {
             anyhow::Ok(())
         }
         .await;
+        if result.is_ok()
+            && let Some(netns) = &guest.netns
+        {
+            // The bridge drops the port's frames until the kernel has seen
+            // it come up (asynchronously, in microseconds to milliseconds):
+            // an announcement sent before would reach nobody.
+            let deadline = tokio::time::Instant::now() + PORT_UP_WAIT;
+            while !self.netlink.is_running(&host).await.unwrap_or(true)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(PORT_UP_POLL).await;
+            }
+            announce(netns, guest.ifname(), cidrs).await;
+        }
         if let Err(e) = result {
             let _ = self.classifier.detach_endpoint(&host);
             // The temporary end may be stranded in the guest's namespace
@@ -237,7 +255,14 @@ impl Agent {
         Ok(())
     }
 
-    pub(super) async fn detach(&mut self, docker: &str, container: &str) -> anyhow::Result<Reply> {
+    /// `weave detach [ADDR...] CONTAINER`: frees the addresses given (all
+    /// when none); the port goes when no address is left, as in Weave.
+    pub(super) async fn detach(
+        &mut self,
+        docker: &str,
+        container: &str,
+        addrs: &[AddrRequest],
+    ) -> anyhow::Result<Reply> {
         let i = if let Some(i) = self.find(container) {
             i
         } else {
@@ -246,8 +271,42 @@ impl Agent {
             self.find(&info.id)
                 .ok_or_else(|| anyhow!("container {container} is not attached to weave"))?
         };
-        self.forget_endpoint(i).await?;
-        Ok(Reply::Detached)
+        let record = &self.endpoints[i];
+        let freed = if addrs.is_empty() {
+            record.cidrs.clone()
+        } else {
+            addresses_to_free(&record.cidrs, addrs, self.ipam.default_subnet)
+                .map_err(|e| anyhow!("container {container} {e}"))?
+        };
+        if freed.len() == record.cidrs.len() {
+            self.forget_endpoint(i).await?;
+        } else {
+            self.remove_addresses(i, &freed).await?;
+        }
+        Ok(Reply::Detached { cidrs: freed })
+    }
+
+    /// Takes `freed` (some of its addresses) from a container: out of its
+    /// interface, then out of what the classifier lets it use, then back
+    /// to the allocator.
+    async fn remove_addresses(&mut self, i: usize, freed: &[Ipv4Net]) -> anyhow::Result<()> {
+        let record = self.endpoints[i].clone();
+        let kept: Vec<Ipv4Net> = record
+            .cidrs
+            .iter()
+            .filter(|c| !freed.contains(c))
+            .copied()
+            .collect();
+        del_guest_addresses(&record.netns(), record.guest_ifname(), freed.to_vec()).await?;
+        self.classifier
+            .attach_endpoint(&record.host_ifname, &classifier_entry(record.mac, &kept))?;
+        if record.docker_network.is_none() {
+            self.release(freed).await;
+        }
+        self.endpoints[i].cidrs = kept;
+        self.save()?;
+        tracing::info!(container = %record.container_name, addrs = ?freed, "detached addresses");
+        Ok(())
     }
 
     /// Removes a container's port (deleting the host end deletes `ethwe`)
@@ -334,9 +393,103 @@ impl Agent {
     }
 }
 
+/// The container's addresses (`held`, in attach order) that `requests`
+/// name, in the order named, each once: an address exactly, a `net:` subnet
+/// (or `net:default`) every address in it, as Weave's lookup does. Naming
+/// what the container does not hold is an error (the text follows "container
+/// NAME").
+fn addresses_to_free(
+    held: &[Ipv4Net],
+    requests: &[AddrRequest],
+    default_subnet: Ipv4Net,
+) -> Result<Vec<Ipv4Net>, String> {
+    let mut freed: Vec<Ipv4Net> = Vec::new();
+    for request in requests {
+        let found: Vec<Ipv4Net> = match request {
+            AddrRequest::Explicit(net) => held
+                .iter()
+                .filter(|c| c.addr() == net.addr())
+                .copied()
+                .collect(),
+            AddrRequest::Subnet(subnet) => held
+                .iter()
+                .filter(|c| subnet.contains(&c.addr()))
+                .copied()
+                .collect(),
+            AddrRequest::Default => held
+                .iter()
+                .filter(|c| default_subnet.contains(&c.addr()))
+                .copied()
+                .collect(),
+        };
+        if found.is_empty() {
+            return Err(match request {
+                AddrRequest::Explicit(net) => format!("does not hold {net}"),
+                AddrRequest::Subnet(subnet) => format!("has no address in {subnet}"),
+                AddrRequest::Default => {
+                    format!("has no address in the default subnet {default_subnet}")
+                }
+            });
+        }
+        for net in found {
+            if !freed.contains(&net) {
+                freed.push(net);
+            }
+        }
+    }
+    Ok(freed)
+}
+
+/// How long a new port may take to be forwarded by the bridge before its
+/// container announces its addresses anyway, and how often to look.
+const PORT_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const PORT_UP_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Gratuitous ARP for addresses just given (see `netlink::garp`): a failure
+/// only delays the neighbours' learning until their entries expire, so it
+/// is logged, not fatal.
+async fn announce(netns: &NetnsRef, ifname: &str, cidrs: &[Ipv4Net]) {
+    if let Err(e) = announce_guest_addresses(netns, ifname, cidrs).await {
+        tracing::warn!(error = %e, "announcing a container's addresses");
+    }
+}
+
 fn check_count(n: usize) -> anyhow::Result<()> {
     if n > MAX_ENDPOINT_ADDRS {
         bail!("at most {MAX_ENDPOINT_ADDRS} addresses per container");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(v: &[&str]) -> Vec<Ipv4Net> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn detach_frees_exactly_what_is_named_in_the_order_named() {
+        let held = nets(&["10.32.0.1/12", "10.2.0.5/16", "10.2.0.6/16", "10.0.1.1/24"]);
+        let default = "10.32.0.0/12".parse().unwrap();
+        let free = |reqs: &[AddrRequest]| addresses_to_free(&held, reqs, default);
+        assert_eq!(
+            free(&[
+                AddrRequest::Explicit("10.0.1.1/24".parse().unwrap()),
+                AddrRequest::Subnet("10.2.0.0/16".parse().unwrap()),
+                AddrRequest::Explicit("10.2.0.5/16".parse().unwrap()),
+            ]),
+            Ok(nets(&["10.0.1.1/24", "10.2.0.5/16", "10.2.0.6/16"]))
+        );
+        assert_eq!(free(&[AddrRequest::Default]), Ok(nets(&["10.32.0.1/12"])));
+        assert_eq!(
+            free(&[AddrRequest::Explicit("10.32.0.9/12".parse().unwrap())]),
+            Err("does not hold 10.32.0.9/12".into())
+        );
+        assert_eq!(
+            free(&[AddrRequest::Subnet("10.3.0.0/16".parse().unwrap())]),
+            Err("has no address in 10.3.0.0/16".into())
+        );
+    }
 }

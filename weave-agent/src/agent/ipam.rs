@@ -40,7 +40,7 @@ use crate::ipam::{
 };
 use crate::peer_name::PeerName;
 use crate::state::EndpointRecord;
-use crate::status::{ClaimStatus, IpamPeerStatus, IpamStatus};
+use crate::status::{ClaimStatus, IpamPeerStatus, IpamStatus, OutsideRange};
 
 /// How long `run`/`attach` wait for consensus or for a donation.
 pub(super) const WAIT_FOR_SPACE: Duration = Duration::from_secs(30);
@@ -90,6 +90,13 @@ pub(super) struct PeerIpam {
     /// back (held twice: a conflict for the user to resolve), with the
     /// holder and the owner's reason.
     lost_claims: BTreeMap<Ipv4Addr, (String, String)>,
+    /// False when launched with `--ipalloc-range ""`: only explicit
+    /// addresses, all checked as this host's (`outside`), and no ring.
+    pub(super) enabled: bool,
+    /// The range of the saved ring, when this launch gave another one and
+    /// the saved ring was discarded (as Weave does): containers may still
+    /// hold its addresses (`weave status ipam` names them).
+    pub(super) previous_range: Option<Ipv4Net>,
 }
 
 /// Why a request cannot be served now.
@@ -129,6 +136,8 @@ impl PeerIpam {
             refusals: BTreeMap::new(),
             last_claim: None,
             lost_claims: BTreeMap::new(),
+            enabled: true,
+            previous_range: None,
         }
     }
 
@@ -156,7 +165,7 @@ impl PeerIpam {
     /// An address in use by a container (`holder`) restored after a
     /// restart. One the ring does not give us is re-claimed.
     pub(super) fn mark(&mut self, net: Ipv4Net, holder: &str) {
-        if !self.ring.range().contains(&net.addr()) {
+        if !self.enabled || !self.ring.range().contains(&net.addr()) {
             self.outside.mark(net.addr());
             return;
         }
@@ -236,6 +245,19 @@ impl PeerIpam {
 
     fn allocate(&mut self, request: AddrRequest) -> Result<Ipv4Net, Shortfall> {
         let range = self.ring.range();
+        if !self.enabled {
+            // Weave's words for it.
+            return match request {
+                AddrRequest::Explicit(_) => self
+                    .outside
+                    .allocate(request)
+                    .map_err(|e| Shortfall::Fail(e.into())),
+                _ => Err(Shortfall::Fail(anyhow!(
+                    "IP address allocation must be enabled to use 'net:' (or no address): \
+                     the agent was launched with --ipalloc-range \"\"; give an explicit address"
+                ))),
+            };
+        }
         let subnet = match request {
             AddrRequest::Default => self.default_subnet,
             AddrRequest::Subnet(s) => s.trunc(),
@@ -705,6 +727,11 @@ impl Agent {
 
     /// An IPAM message the mesh delivered to us.
     pub(super) async fn on_ipam(&mut self, packet: IpamPacket) {
+        if !self.ipam.enabled {
+            // Nothing to merge nor to give: peers with a ring see us waiting
+            // for nothing, as a Weave peer without IPAM.
+            return;
+        }
         let me = self.peer_name;
         let src = packet.src;
         match packet.body {
@@ -764,6 +791,9 @@ impl Agent {
 
     /// Our ring to every neighbour (also as periodic repair).
     pub(super) async fn gossip_ring(&self) {
+        if !self.ipam.enabled {
+            return;
+        }
         let ring = self.ipam.ring.clone();
         self.send_ipam(IpamPacket::gossip(
             self.peer_name,
@@ -830,6 +860,11 @@ impl Agent {
         self.remember_nicknames().await;
         let reachable = self.reachable_peers().await;
         let owners = self.ipam.ring.peers();
+        if !self.ipam.enabled {
+            bail!(
+                "IP allocation is off on this peer (--ipalloc-range \"\"): run rmpeer on a peer that has it"
+            );
+        }
         let dead = match peer.parse::<PeerName>() {
             Ok(name) => name,
             Err(_) => self.peer_by_nickname(peer)?,
@@ -949,7 +984,22 @@ impl Agent {
                 }
             })
             .collect();
+        if !self.ipam.enabled {
+            return IpamStatus {
+                status: "off (--ipalloc-range \"\"): explicit addresses only".into(),
+                enabled: false,
+                range: ring.range(),
+                default_subnet: self.ipam.default_subnet,
+                ring_id: None,
+                in_use_here: self.ipam.in_use(),
+                peers: Vec::new(),
+                pending_allocates: 0,
+                claims: Vec::new(),
+                outside_range: Vec::new(),
+            };
+        }
         IpamStatus {
+            enabled: true,
             status: self.ipam.status_line(&reachable),
             range: ring.range(),
             default_subnet: self.ipam.default_subnet,
@@ -958,7 +1008,33 @@ impl Agent {
             peers,
             pending_allocates: usize::from(self.ipam.waiting),
             claims: self.claims_status(&reachable),
+            outside_range: self.outside_range(),
         }
+    }
+
+    /// The containers holding addresses of the range before a range change
+    /// that the new range does not cover.
+    pub(super) fn outside_range(&self) -> Vec<OutsideRange> {
+        let Some(old_range) = self.ipam.previous_range else {
+            return Vec::new();
+        };
+        let range = self.ipam.ring.range();
+        self.endpoints
+            .iter()
+            .filter_map(|e| {
+                let addrs: Vec<Ipv4Net> = e
+                    .cidrs
+                    .iter()
+                    .filter(|c| old_range.contains(&c.addr()) && !range.contains(&c.addr()))
+                    .copied()
+                    .collect();
+                (!addrs.is_empty()).then(|| OutsideRange {
+                    container: e.container_name.clone(),
+                    old_range,
+                    addrs,
+                })
+            })
+            .collect()
     }
 }
 
@@ -1151,6 +1227,62 @@ mod tests {
         );
         assert_eq!(p.in_use(), before);
         p.release(net("10.0.1.1/24"));
+        assert!(p.allocate_all(&[explicit]).is_ok());
+    }
+
+    #[test]
+    fn addresses_held_before_the_ring_is_initialised_are_never_handed_out() {
+        // As after a relaunch with another range: containers hold addresses
+        // of the new range before anyone owns it.
+        let mut p = ipam(1, false);
+        p.mark(net("10.32.0.1/12"), "container a");
+        p.mark(net("10.32.0.3/12"), "container b");
+        assert_eq!(p.in_use(), 2);
+        let Err(Shortfall::Fail(e)) = p.allocate_all(&[AddrRequest::Explicit(net("10.32.0.3/12"))])
+        else {
+            panic!("a held address cannot be claimed")
+        };
+        assert!(e.to_string().contains("in use"), "{e}");
+        p.claim_all();
+        let got = p
+            .allocate_all(&[AddrRequest::Default, AddrRequest::Default])
+            .ok()
+            .unwrap();
+        assert_eq!(got, vec![net("10.32.0.2/12"), net("10.32.0.4/12")]);
+        assert_eq!(p.in_use(), 4);
+        // Released, a held address is free again.
+        p.release(net("10.32.0.1/12"));
+        assert_eq!(
+            p.allocate_all(&[AddrRequest::Default]).ok(),
+            Some(vec![net("10.32.0.1/12")])
+        );
+    }
+
+    #[test]
+    fn without_ip_allocation_only_explicit_addresses_are_given_per_host() {
+        let mut p = ipam(1, false);
+        p.enabled = false;
+        for request in [
+            AddrRequest::Default,
+            AddrRequest::Subnet(net("10.32.1.0/24")),
+        ] {
+            let Err(Shortfall::Fail(e)) = p.allocate_all(&[request]) else {
+                panic!("{request} needs IP allocation")
+            };
+            assert!(e.to_string().contains("must be enabled"), "{e}");
+        }
+        // Inside what would be the range too: this host's to check.
+        let explicit = AddrRequest::Explicit(net("10.32.0.5/12"));
+        assert_eq!(
+            p.allocate_all(&[explicit]).ok(),
+            Some(vec![net("10.32.0.5/12")])
+        );
+        assert!(matches!(
+            p.allocate_all(&[explicit]),
+            Err(Shortfall::Fail(_))
+        ));
+        assert!(!p.ring.is_initialised(), "no ring is claimed");
+        p.release(net("10.32.0.5/12"));
         assert!(p.allocate_all(&[explicit]).is_ok());
     }
 

@@ -76,6 +76,8 @@ pub struct Agent {
     docker_networks: BTreeMap<String, Vec<Ipv4Net>>,
     /// The host's addresses on the bridge (`weave expose`), persisted.
     exposed: Vec<Ipv4Net>,
+    /// With IP allocation off, the ring saved before, saved again as it was.
+    kept_ring: Option<Ring>,
 }
 
 /// The status endpoint's snapshots asked for at once, at most.
@@ -190,27 +192,46 @@ impl Agent {
             fastdp,
         } = dataplane::start(options.dataplane, &mut classifier, &host)?;
         tracing::info!(overlay = overlay.name(), %dataplane, "data plane between hosts");
-        // Targets from before a restart, then the ones given now.
-        let mut targets = saved
-            .as_ref()
-            .map(|s| s.targets.clone())
-            .unwrap_or_default();
-        for peer in &options.peers {
-            if !targets.contains(peer) {
-                targets.push(peer.clone());
-            }
-        }
-        let ring = match saved.as_ref().and_then(|s| s.ring.clone()) {
-            Some(ring) => {
-                if ring.range() != options.ipalloc_range.trunc() {
-                    overlay.stop();
-                    bail!(
-                        "the saved allocation ring is over {}, not --ipalloc-range {}: \
-                         run 'weave reset' to change the range",
-                        ring.range(),
-                        options.ipalloc_range.trunc()
-                    );
+        // The peers named now are the targets, as in Weave; those saved
+        // before a restart only when none are named.
+        let targets = if options.peers.is_empty() {
+            saved
+                .as_ref()
+                .map(|s| s.targets.clone())
+                .unwrap_or_default()
+        } else {
+            let mut named: Vec<String> = Vec::new();
+            for peer in &options.peers {
+                if !named.contains(peer) {
+                    named.push(peer.clone());
                 }
+            }
+            named
+        };
+        let mut previous_range = None;
+        let saved_ring = saved.as_ref().and_then(|s| s.ring.clone());
+        // IP allocation off: a ring of the default range stands in, never
+        // used, gossiped nor saved; the saved one is kept for a later launch.
+        let (range, kept_ring) = if let Some(range) = options.range() {
+            (range, None)
+        } else {
+            tracing::info!("IP allocation is off (--ipalloc-range \"\"): explicit addresses only");
+            (options.default_subnet(), saved_ring.clone())
+        };
+        let ring = match saved_ring.filter(|_| kept_ring.is_none()) {
+            // Another range: the saved ring goes, as in Weave ("Deleting
+            // persisted data for IPAM range ..."); the containers keep
+            // their addresses, and those outside the new range are reported.
+            Some(ring) if ring.range() != range => {
+                tracing::warn!(
+                    saved = %ring.range(),
+                    %range,
+                    "the allocation range changed: discarding the saved ring"
+                );
+                previous_range = Some(ring.range());
+                Ring::new(range)?
+            }
+            Some(ring) => {
                 if let Err(e) = ring.validate() {
                     overlay.stop();
                     bail!(
@@ -220,7 +241,7 @@ impl Agent {
                 }
                 ring
             }
-            None => Ring::new(options.ipalloc_range)?,
+            None => Ring::new(range)?,
         };
         let (ipam_tx, ipam_inbox) = mpsc::channel(ipam::INBOX);
         let (status_asker, status_asks) = mpsc::channel(STATUS_ASKS);
@@ -278,11 +299,17 @@ impl Agent {
             dns_upstreams: Vec::new(),
             docker_networks,
             exposed: Vec::new(),
+            kept_ring,
         };
+        agent.ipam.previous_range = previous_range;
+        agent.ipam.enabled = options.range().is_some();
         let (endpoints, exposed, dns_edits) = saved.map_or_else(Default::default, |s| {
             (s.endpoints, s.exposed, (s.dns_added, s.dns_removed))
         });
         agent.restore(endpoints).await?;
+        for holder in agent.outside_range() {
+            tracing::warn!("{holder} {}", agent.ipam.ring.range());
+        }
         agent.restore_exposed(exposed).await?;
         agent.classifier.release_previous_runs();
         agent.ipam.note_free();
@@ -316,7 +343,9 @@ impl Agent {
         }
         let result = match request {
             Request::Status => Ok(Reply::Status(Box::new(self.status().await))),
-            Request::Ps => Ok(Reply::Ps(self.ps())),
+            Request::Ps { docker, containers } => {
+                Ok(Reply::Ps(self.ps(&docker, &containers).await))
+            }
             Request::Run {
                 docker,
                 spec,
@@ -327,8 +356,12 @@ impl Agent {
                 container,
                 addrs,
             } => self.attach(&docker, &container, addrs).await,
-            Request::Detach { docker, container } => self.detach(&docker, &container).await,
-            Request::Connect { peers } => self.connect(peers).await,
+            Request::Detach {
+                docker,
+                container,
+                addrs,
+            } => self.detach(&docker, &container, &addrs).await,
+            Request::Connect { peers, replace } => self.connect(peers, replace).await,
             Request::Forget { peers } => self.forget(peers).await,
             Request::RmPeer { peer } => self.rmpeer(&peer).await,
             Request::Leave => self.leave().await,
@@ -386,7 +419,11 @@ impl Agent {
             peer_name: self.peer_name,
             endpoints: self.endpoints.clone(),
             targets: self.targets.clone(),
-            ring: Some(self.ipam.ring.clone()),
+            ring: if self.ipam.enabled {
+                Some(self.ipam.ring.clone())
+            } else {
+                self.kept_ring.clone()
+            },
             nicknames: self.nicknames.clone(),
             docker_networks: self.docker_networks.clone(),
             exposed: self.exposed.clone(),
@@ -396,9 +433,25 @@ impl Agent {
         Ok(state::save(&self.paths.state_file(), &st)?)
     }
 
-    /// `weave connect`: the mesh validates and dials, then the targets persist.
-    async fn connect(&mut self, peers: Vec<String>) -> anyhow::Result<Reply> {
-        self.mesh.connect(peers.clone()).await?;
+    /// `weave connect`: the mesh validates and dials, then the targets
+    /// persist. With `replace` the peers become the targets: the others
+    /// are forgotten (their connections stay, as with `forget`), as in Weave.
+    async fn connect(&mut self, peers: Vec<String>, replace: bool) -> anyhow::Result<Reply> {
+        if !peers.is_empty() {
+            self.mesh.connect(peers.clone()).await?;
+        }
+        if replace {
+            let dropped: Vec<String> = self
+                .targets
+                .iter()
+                .filter(|t| !peers.contains(t))
+                .cloned()
+                .collect();
+            if !dropped.is_empty() {
+                self.mesh.forget(dropped).await?;
+            }
+            self.targets.clear();
+        }
         for peer in peers {
             if !self.targets.contains(&peer) {
                 self.targets.push(peer);
@@ -445,15 +498,32 @@ impl Agent {
         }
     }
 
-    fn ps(&self) -> Vec<PsEntry> {
-        self.endpoints
-            .iter()
-            .map(|e| PsEntry {
-                container_id: e.container_id.clone(),
-                mac: e.mac,
-                cidrs: e.cidrs.clone(),
-            })
-            .collect()
+    /// `weave ps`: every attached container, or those named (as given,
+    /// like Weave; a name that is no attached container shows nothing).
+    async fn ps(&self, docker: &str, containers: &[String]) -> Vec<PsEntry> {
+        let entry = |e: &EndpointRecord, asked_as: Option<&String>| PsEntry {
+            container_id: e.container_id.clone(),
+            asked_as: asked_as.cloned(),
+            mac: e.mac,
+            cidrs: e.cidrs.clone(),
+        };
+        if containers.is_empty() {
+            return self.endpoints.iter().map(|e| entry(e, None)).collect();
+        }
+        let mut entries = Vec::new();
+        for container in containers {
+            let mut i = self.find(container);
+            if i.is_none()
+                && let Ok(d) = crate::docker::Docker::connect(docker).await
+                && let Ok(info) = d.inspect(container).await
+            {
+                i = self.find(&info.id);
+            }
+            if let Some(i) = i {
+                entries.push(entry(&self.endpoints[i], Some(container)));
+            }
+        }
+        entries
     }
 
     /// Frees addresses; the ring learns our new free counts.

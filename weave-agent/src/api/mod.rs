@@ -21,7 +21,11 @@ pub const MAX_MESSAGE_BYTES: u64 = 1 << 20;
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     Status,
-    Ps,
+    /// `weave ps`: every attached container, or those named.
+    Ps {
+        docker: String,
+        containers: Vec<String>,
+    },
     // Container requests carry the caller's Docker endpoint (DOCKER_HOST),
     // as Weave's CLI talked to whichever Docker its user's environment named.
     Run {
@@ -34,13 +38,18 @@ pub enum Request {
         container: String,
         addrs: Vec<AddrRequest>,
     },
+    /// `weave detach`: the addresses given (all when none); the port goes
+    /// with the last address.
     Detach {
         docker: String,
         container: String,
+        addrs: Vec<AddrRequest>,
     },
-    /// Add peers to the targets (`weave connect`).
+    /// Add peers to the targets (`weave connect`), or make them the
+    /// targets (`--replace`).
     Connect {
         peers: Vec<String>,
+        replace: bool,
     },
     /// Remove peers from the targets (`weave forget`).
     Forget {
@@ -133,7 +142,10 @@ pub enum Reply {
         container_id: String,
         cidrs: Vec<Ipv4Net>,
     },
-    Detached,
+    /// The addresses freed.
+    Detached {
+        cidrs: Vec<Ipv4Net>,
+    },
     /// A pod's port (CNI ADD): what the plugin's result reports.
     CniAttached {
         host_ifname: String,
@@ -165,13 +177,18 @@ pub type Response = Result<Reply, String>;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PsEntry {
     pub container_id: String,
+    /// The name `weave ps` was given for it, printed instead of the id (as
+    /// Weave does).
+    pub asked_as: Option<String>,
     pub mac: Mac,
     pub cidrs: Vec<Ipv4Net>,
 }
 
 impl std::fmt::Display for PsEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let short: String = self.container_id.chars().take(12).collect();
+        // Weave prints the first 12 characters of what names the container.
+        let shown = self.asked_as.as_ref().unwrap_or(&self.container_id);
+        let short: String = shown.chars().take(12).collect();
         write!(f, "{short} {}", self.mac)?;
         for cidr in &self.cidrs {
             write!(f, " {cidr}")?;

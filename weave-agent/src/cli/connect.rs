@@ -7,7 +7,11 @@ use crate::config::Paths;
 /// They join the targets, which persist across agent restarts.
 #[derive(clap::Args, Debug)]
 pub struct ConnectArgs {
-    #[arg(required = true, value_name = "PEER")]
+    /// Make these peers the targets: the others are forgotten (as with
+    /// `forget`, connections already made stay), as in Weave.
+    #[arg(long)]
+    replace: bool,
+    #[arg(required_unless_present = "replace", value_name = "PEER")]
     peers: Vec<String>,
 }
 
@@ -19,7 +23,13 @@ pub struct ForgetArgs {
 }
 
 pub(super) fn connect(paths: &Paths, args: ConnectArgs) -> anyhow::Result<()> {
-    client::call(&paths.socket, &Request::Connect { peers: args.peers })?;
+    client::call(
+        &paths.socket,
+        &Request::Connect {
+            peers: args.peers,
+            replace: args.replace,
+        },
+    )?;
     Ok(())
 }
 

@@ -10,13 +10,15 @@ use crate::ipam::parse_addr_requests;
 /// Start a container with Docker (no Docker networking) and attach it to
 /// weave. Always detached; prints the container id.
 ///
-/// Addresses: ADDR/PREFIX, net:CIDR (any free address in that subnet),
-/// net:default; none means one address from the default subnet.
+/// Addresses, in any mix and order: ADDR/PREFIX or ip:ADDR/PREFIX (exactly
+/// that address), net:CIDR (any free address in that subnet; no host bits
+/// set, at least a /30), net:default; none means one address from the
+/// default subnet.
 /// Docker flags: -d -i -t (combinable), --name, -e, -v, -l, -h, -w, -u,
 /// --entrypoint, --rm, --privileged, --cap-add, --net=none.
 #[derive(clap::Args, Debug)]
 #[command(
-    override_usage = "weave run [ADDR/PREFIX | net:CIDR | net:default ...] [DOCKER RUN FLAGS] IMAGE [COMMAND...]"
+    override_usage = "weave run [ADDR/PREFIX | ip:ADDR/PREFIX | net:CIDR | net:default ...] [DOCKER RUN FLAGS] IMAGE [COMMAND...]"
 )]
 pub struct Args {
     #[arg(

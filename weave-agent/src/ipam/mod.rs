@@ -22,7 +22,9 @@ pub(crate) mod test_support;
 pub use addr_range::AddrRange;
 pub use allocator::{Allocator, IpamError};
 pub use message::{BadPacket, IpamMessage, IpamPacket, MAX_HOPS, MAX_REASON};
-pub use request::{AddrRequest, AddrRequestError, looks_like_address, parse_addr_requests};
+pub use request::{
+    AddrRequest, AddrRequestError, looks_like_address, parse_addr_requests, split_addr_args,
+};
 pub use ring::{
     Entry, MAX_ENTRIES, Malformed, Refused, Ring, RingError, RingIdentity, RingMerge, Share,
     TRANSFER_VERSION_BUMP, random_ring_id,

@@ -94,6 +94,55 @@ pub async fn add_guest_addresses(
     .await
 }
 
+/// Removes addresses from the guest's interface (a partial `weave detach`).
+pub async fn del_guest_addresses(
+    netns: &NetnsRef,
+    ifname: &str,
+    cidrs: Vec<Ipv4Net>,
+) -> Result<(), NetlinkError> {
+    let ifname = ifname.to_owned();
+    let inner = netns.clone();
+    in_netns(netns, move |nl| async move {
+        // Removing the first address of a subnet removes the others of that
+        // subnet with it, unless they are promoted (this thread is in the
+        // container's namespace, so this is the container's setting).
+        let promote = format!("/proc/sys/net/ipv4/conf/{ifname}/promote_secondaries");
+        std::fs::write(&promote, "1").map_err(|e| NetlinkError::Netns {
+            netns: inner,
+            reason: format!("writing {promote}: {e}"),
+        })?;
+        for cidr in &cidrs {
+            nl.remove_address(&ifname, *cidr).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The guest announces `cidrs` with gratuitous ARP (see `garp`). Called
+/// once the host end is up: before, the frames would go nowhere.
+pub async fn announce_guest_addresses(
+    netns: &NetnsRef,
+    ifname: &str,
+    cidrs: &[Ipv4Net],
+) -> Result<(), NetlinkError> {
+    let ifname = ifname.to_owned();
+    let addrs: Vec<_> = cidrs.iter().map(Ipv4Net::addr).collect();
+    let inner = netns.clone();
+    in_netns(netns, move |nl| async move {
+        let index = nl.require(&ifname).await?;
+        let mac = nl
+            .mac_of(&ifname)
+            .await?
+            .ok_or_else(|| NetlinkError::NoSuchLink(ifname.clone()))?;
+        super::garp::announce(index, mac, &addrs).map_err(|e| NetlinkError::Netns {
+            netns: inner,
+            reason: format!("announcing the addresses of {ifname}: {e}"),
+        })
+    })
+    .await
+}
+
 /// How the guest's interface stands (CNI's CHECK): `None` when it is
 /// missing, else whether it is up and its IPv4 addresses.
 pub async fn guest_state(

@@ -165,6 +165,23 @@ impl Netlink {
         Ok(msg.is_some_and(|m| m.header.flags.contains(LinkFlags::Up)))
     }
 
+    /// Whether `name` is operationally up (`IFF_RUNNING`): the kernel sets it
+    /// (in its link watch work) just before telling the bridge, which only
+    /// then forwards the port's frames.
+    pub async fn is_running(&self, name: &str) -> Result<bool, NetlinkError> {
+        let index = self.require(name).await?;
+        let msg = self
+            .handle
+            .link()
+            .get()
+            .match_index(index)
+            .execute()
+            .try_next()
+            .await
+            .map_err(op("looking up", name))?;
+        Ok(msg.is_some_and(|m| m.header.flags.contains(LinkFlags::Running)))
+    }
+
     /// Renames, re-addresses and sets the MTU of a link that is down.
     pub async fn rename(
         &self,

@@ -3,11 +3,12 @@
 
 mod container;
 mod ethtool;
+mod garp;
 mod links;
 
 pub use container::{
     GuestConfig, NetnsRef, add_guest_addresses, add_guest_dns_route, add_guest_routes,
-    configure_guest, guest_state,
+    announce_guest_addresses, configure_guest, del_guest_addresses, guest_state,
 };
 pub use ethtool::{TxOffloads, disable_tx_offloads, tx_offloads};
 pub use links::Netlink;

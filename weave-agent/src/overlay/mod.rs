@@ -28,7 +28,7 @@ pub mod fastdp;
 mod forwarding;
 mod neighbour_traffic;
 pub mod plain;
-mod sys;
+pub(crate) mod sys;
 mod wire;
 pub mod xdp;
 

@@ -124,6 +124,13 @@ pub(crate) fn injection_socket(ifindex: u32) -> io::Result<OwnedFd> {
     bind_packet_socket(fd, ifindex, 0)
 }
 
+/// An `AF_PACKET` socket that sends whole Ethernet frames out of interface
+/// `ifindex`, bypassing its qdisc (so a frame leaves even before the kernel
+/// has given a link that just came up its real qdisc), and receives nothing.
+pub(crate) fn send_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    bind_packet_socket(unbound_packet_socket()?, ifindex, 0)
+}
+
 /// A raw packet socket with protocol 0, which receives nothing until bound
 /// (so no frame of another interface slips in before `bind`), that sends
 /// bypassing the qdisc (best effort) through large buffers.

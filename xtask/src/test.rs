@@ -32,6 +32,10 @@ pub(crate) struct Args {
     /// Build and test with the release profile.
     #[arg(long)]
     release: bool,
+    /// Only these integration suites (their passes on every data plane);
+    /// the unit tests still run.
+    #[arg(long = "suite", value_name = "SUITE")]
+    suites: Vec<String>,
     /// How many integration passes run side by side (1: one after another).
     #[arg(long, default_value_t = 3)]
     jobs: usize,
@@ -42,20 +46,21 @@ pub(crate) struct Args {
 
 /// The integration suites whose agents run on the data plane that
 /// `WEAVE_TEST_DATAPLANE` names: each runs again on xdp.
-const AGENT_SUITES: [&str; 6] = [
+const AGENT_SUITES: [&str; 7] = [
     "single_host",
     "mesh",
     "multi_host",
     "ipam",
     "encryption",
     "faults",
+    "dns",
 ];
 
 /// Of those, the suites that run again on fastdp: the ones whose traffic
 /// crosses between hosts (`single_host` has one host, and `mesh` runs the
 /// control plane alone; what fastdp changes there, the negotiation, `mesh`
 /// and `fastdp` test directly).
-const FASTDP_SUITES: [&str; 4] = ["multi_host", "ipam", "encryption", "faults"];
+const FASTDP_SUITES: [&str; 5] = ["multi_host", "ipam", "encryption", "faults", "dns"];
 
 /// How long each pass took (seconds) in a full run with three side by side
 /// on this project's 2-core machine, longest first: the longest start first,
@@ -184,6 +189,15 @@ pub(crate) fn run(args: Args) -> Result<()> {
             dataplane,
             executable: executable.clone(),
         });
+    }
+    if !args.suites.is_empty() {
+        if let Some(unknown) = args.suites.iter().find(|s| !executables.contains_key(*s)) {
+            bail!(
+                "no integration suite {unknown:?}; the suites are: {}",
+                executables.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        passes.retain(|p| args.suites.contains(&p.suite));
     }
     passes.sort_by_key(|p| std::cmp::Reverse(p.expected()));
 

@@ -134,7 +134,13 @@ fn kube_node(
                 Ok(new) => {
                     let peers: Vec<String> = new.iter().map(ToString::to_string).collect();
                     tracing::info!(peers = ?peers, "new nodes in the Kubernetes node list");
-                    if let Err(e) = client::call(&socket, &Request::Connect { peers, replace: false }) {
+                    if let Err(e) = client::call(
+                        &socket,
+                        &Request::Connect {
+                            peers,
+                            replace: false,
+                        },
+                    ) {
                         tracing::warn!(error = %e, "connecting to new nodes");
                     }
                 }

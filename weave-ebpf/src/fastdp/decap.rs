@@ -19,7 +19,7 @@ use weave_common::{
     Counter,
     datapath::mac_key,
     fastdp::{
-        ADJ_ROOM_DECAP_L4_UDP, ENCAP_LEN, FLAG_DECAP_L4_UDP, FLAG_ENABLED, LOCAL_CONTAINER, Learnt,
+        ADJ_ROOM_DECAP_L4_UDP, ENCAP_LEN, FLAG_DECAP_L4_UDP, FLAG_ENABLED, LOCAL_BRIDGE, LOCAL_CONTAINER, Learnt,
         RELEARN_AFTER_S, Seen, SenderKey, segmented_bytes,
     },
     frame::{ETH_HLEN, ETH_P_IPV4},
@@ -163,10 +163,15 @@ pub(crate) fn try_decap(ctx: &TcContext) -> Result<i32, Counter> {
         } else {
             // Without that flag the tunnel GSO state stays on the skb, which
             // is harmless only when nothing segments it again: delivery to a
-            // local container.
+            // local container, or to the host's own stack through the bridge
+            // (an exposed host). The host does not forward such a frame on:
+            // the sender's classifier let it through only for an address of
+            // the sender's subnet, which on the bridge is the host's own
+            // (`weave expose`), and passed up instead it would be lost (the
+            // agent's socket cannot take a tunnel super-frame).
             // SAFETY: plain integers copied out at once.
             let local = unsafe { LOCAL_MACS.get(mac_key(dst)) }.copied();
-            if local != Some(LOCAL_CONTAINER) {
+            if !matches!(local, Some(LOCAL_CONTAINER | LOCAL_BRIDGE)) {
                 return Err(Counter::FastdpToAgentGsoRestricted);
             }
         }

@@ -123,7 +123,7 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     tracing::info!(socket = %paths.socket.display(), "listening");
 
-    let mut deaths = crate::docker::watch_deaths(paths.docker_host.clone(), server::QUEUE_DEPTH);
+    let mut docker_events = crate::docker::watch(paths.docker_host.clone(), server::QUEUE_DEPTH);
     let mut dns_inbox = agent.take_dns_inbox();
     let mut tick = tokio::time::interval(super::ipam::RING_GOSSIP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -132,7 +132,7 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
         tokio::select! {
             Some(work) = agent.next_work() => agent.work(work).await,
             Some(gossip) = super::dns::next(&mut dns_inbox) => agent.on_dns(gossip).await,
-            Some(container) = deaths.recv() => agent.container_died(&container).await,
+            Some(event) = docker_events.recv() => agent.docker_event(event).await,
             _ = tick.tick() => agent.tick().await,
             Some((request, reply)) = requests.recv() => {
                 let (response, next) = agent.handle(request).await;

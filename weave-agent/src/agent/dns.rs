@@ -165,6 +165,11 @@ pub(super) async fn start(
 }
 
 impl PeerDns {
+    /// The address weaveDNS answers on (containers get a route to it).
+    pub(super) fn address(&self) -> std::net::Ipv4Addr {
+        *self.addr.ip()
+    }
+
     fn publish(&self) {
         let zone = Zone::new(&self.domain, self.ttl, self.records.live());
         self.zone.send_replace(Arc::new(zone));

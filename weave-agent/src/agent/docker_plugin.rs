@@ -90,6 +90,7 @@ impl Agent {
                 }
                 PluginAnswer::Joined {
                     src_name: format!("{GUEST_TMP_PREFIX}{}", port_suffix(&endpoint_id)),
+                    dns: self.dns.as_ref().map(super::dns::PeerDns::address),
                 }
             }
             PluginCall::RequestPool { pool } => {
@@ -118,6 +119,27 @@ impl Agent {
             }
         };
         Ok(Reply::DockerPlugin(answer))
+    }
+
+    /// Docker connected container `name` to networks through these
+    /// endpoints: the plugin's endpoints among them take the container's
+    /// name, so weaveDNS gives it (`dns_sync` follows every event). Docker
+    /// never tells the driver which container an endpoint is for; its
+    /// event stream does (as Weave's plugin learnt the name from Docker).
+    pub(super) fn name_docker_endpoints(&mut self, name: &str, endpoints: &[String]) {
+        let mut named = false;
+        for id in endpoints {
+            if let Some(i) = self.find_docker_endpoint(id)
+                && self.endpoints[i].container_name != name
+            {
+                tracing::info!(endpoint = %id, container = %name, "docker endpoint named");
+                self.endpoints[i].container_name = name.to_string();
+                named = true;
+            }
+        }
+        if named && let Err(e) = self.save() {
+            tracing::warn!(error = %e, "saving the endpoints' names");
+        }
     }
 
     fn create_docker_network(

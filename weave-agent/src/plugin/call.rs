@@ -55,9 +55,11 @@ pub enum PluginAnswer {
     Done,
     /// The endpoint's MAC.
     Mac(Mac),
-    /// The container end Docker moves into the container.
+    /// The container end Docker moves into the container, and weaveDNS's
+    /// address (when it is on) for a route through `ethwe`.
     Joined {
         src_name: String,
+        dns: Option<Ipv4Addr>,
     },
     Pool(Ipv4Net),
     Address(Ipv4Net),

@@ -26,6 +26,10 @@ const GLOBAL_SPACE: &str = "weaveglobal";
 const REQUEST_ADDRESS_TYPE: &str = "RequestAddressType";
 const GATEWAY_TYPE: &str = "com.docker.network.gateway";
 
+/// libnetwork's route type for a destination reached on the interface
+/// itself (`types.CONNECTED`), with no next hop.
+const ROUTE_CONNECTED: u8 = 1;
+
 /// What a call needs: an answer the plugin gives at once, or the agent's
 /// state (then [`reply`] turns the agent's answer into JSON).
 #[derive(Debug, PartialEq, Eq)]
@@ -396,13 +400,24 @@ pub fn reply(call: &PluginCall, answer: PluginAnswer) -> Value {
         (PluginCall::CreateEndpoint { mac: None, .. }, PluginAnswer::Mac(mac)) => {
             json!({ "Interface": { "MacAddress": mac.to_string() } })
         }
-        (PluginCall::Join { .. }, PluginAnswer::Joined { src_name }) => json!({
-            "InterfaceName": { "SrcName": src_name, "DstPrefix": CONTAINER_IFNAME },
-            "StaticRoutes": [],
-            // Weave's networks have no gateway: no default route through
-            // docker_gwbridge either, as with `weave attach`.
-            "DisableGatewayService": true,
-        }),
+        (PluginCall::Join { .. }, PluginAnswer::Joined { src_name, dns }) => {
+            // weaveDNS's address through ethwe, whatever the subnet (as
+            // `weave attach` routes it): a container given `--dns` with it
+            // asks weaveDNS, through Docker's embedded resolver.
+            let routes: Vec<Value> = dns
+                .iter()
+                .map(|a| json!({ "Destination": format!("{a}/32"), "RouteType": ROUTE_CONNECTED }))
+                .collect();
+            // No gateway, and the gateway service left on: libnetwork then
+            // gives the container a second interface on docker_gwbridge
+            // with the default route (the world through the host's NAT),
+            // as Weave's plugin did. The weave network itself is reached
+            // through ethwe's own subnet route.
+            json!({
+                "InterfaceName": { "SrcName": src_name, "DstPrefix": CONTAINER_IFNAME },
+                "StaticRoutes": routes,
+            })
+        }
         _ => json!({}),
     }
 }
@@ -560,11 +575,26 @@ mod tests {
             &call,
             PluginAnswer::Joined {
                 src_name: "vethwepgd012345".into(),
+                dns: Some("172.17.0.1".parse().unwrap()),
             },
         );
         assert_eq!(v["InterfaceName"]["SrcName"], "vethwepgd012345");
         assert_eq!(v["InterfaceName"]["DstPrefix"], "ethwe");
-        assert_eq!(v["DisableGatewayService"], true);
+        assert_eq!(
+            v["StaticRoutes"],
+            json!([{"Destination": "172.17.0.1/32", "RouteType": 1}])
+        );
+        // docker_gwbridge gives the default route, as in Weave.
+        assert!(v.get("DisableGatewayService").is_none(), "{v}");
+        assert!(v.get("Gateway").is_none(), "{v}");
+        let v = reply(
+            &call,
+            PluginAnswer::Joined {
+                src_name: "vethwepgd012345".into(),
+                dns: None,
+            },
+        );
+        assert_eq!(v["StaticRoutes"], json!([]));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! (`weave status --json`, `weave ps`) and the port; an agent restart keeps
 //! the endpoints and networks; containers' names are in weaveDNS (and go
 //! with the container), reached from inside through Docker's resolver with
-//! `--dns`; the default route is docker_gwbridge's; `docker network rm` works; bad input (overlapping subnets, a subnet outside the ring, an
+//! `--dns`; the default route is `docker_gwbridge`'s; `docker network rm` works; bad input (overlapping subnets, a subnet outside the ring, an
 //! unknown driver option, malformed JSON, unknown networks and endpoints)
 //! gets a clear error through Docker's error path and the agent goes on.
 //!

@@ -163,7 +163,10 @@ pub enum DockerEvent {
     /// A container was connected to a network: its name and the IDs of all
     /// its network endpoints (the Docker plugin's endpoints are known to
     /// the agent by these IDs only; this is how they get names in weaveDNS).
-    Connected { name: String, endpoints: Vec<String> },
+    Connected {
+        name: String,
+        endpoints: Vec<String>,
+    },
 }
 
 /// The endpoint IDs of a container's networks, and its name.
@@ -203,7 +206,11 @@ pub fn watch(host: String, depth: usize) -> tokio::sync::mpsc::Receiver<DockerEv
                         ),
                         (
                             "event".to_string(),
-                            vec!["die".to_string(), "destroy".to_string(), "connect".to_string()],
+                            vec![
+                                "die".to_string(),
+                                "destroy".to_string(),
+                                "connect".to_string(),
+                            ],
                         ),
                     ]);
                     let options = bollard::query_parameters::EventsOptions {
@@ -214,8 +221,8 @@ pub fn watch(host: String, depth: usize) -> tokio::sync::mpsc::Receiver<DockerEv
                     while let Some(event) = events.next().await {
                         let Ok(event) = event else { break };
                         let Some(actor) = event.actor else { continue };
-                        let is_network = event.typ
-                            == Some(bollard::models::EventMessageTypeEnum::NETWORK);
+                        let is_network =
+                            event.typ == Some(bollard::models::EventMessageTypeEnum::NETWORK);
                         if is_network {
                             // The container of a network event is an attribute.
                             let Some(id) = actor.attributes.and_then(|mut a| a.remove("container"))

@@ -116,8 +116,12 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
         status: agent.status_asker(),
     };
     // The Docker plugin's calls join the same queue as the CLI's.
-    let plugin_task =
-        plugin_listener.map(|l| tokio::spawn(crate::plugin::serve(l, queues.clone())));
+    let plugin_task = plugin_listener.map(|l| {
+        tokio::spawn(crate::plugin::serve(
+            l,
+            crate::plugin::Backend::Agent(queues.clone()),
+        ))
+    });
     let server_task = tokio::spawn(server::serve(listener, queues));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

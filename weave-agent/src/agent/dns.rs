@@ -166,7 +166,7 @@ pub(super) async fn start(
 
 impl PeerDns {
     /// The address weaveDNS answers on (containers get a route to it).
-    pub(super) fn address(&self) -> std::net::Ipv4Addr {
+    pub(super) const fn address(&self) -> std::net::Ipv4Addr {
         *self.addr.ip()
     }
 
@@ -189,7 +189,14 @@ impl Agent {
             .collect();
         for e in &self.endpoints {
             // A name that is not a DNS name gets no entry (said once, at attach).
-            let Ok(name) = fqdn(&e.container_name, domain) else {
+            // Docker's names may have dots (Swarm's tasks are
+            // SERVICE.SLOT.TASKID): the whole name goes under the domain.
+            let given = if e.docker_network.is_some() {
+                format!("{}.{domain}", e.container_name)
+            } else {
+                e.container_name.clone()
+            };
+            let Ok(name) = fqdn(&given, domain) else {
                 continue;
             };
             for cidr in &e.cidrs {

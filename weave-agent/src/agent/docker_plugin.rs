@@ -93,7 +93,7 @@ impl Agent {
                     dns: self.dns.as_ref().map(super::dns::PeerDns::address),
                 }
             }
-            PluginCall::RequestPool { pool } => {
+            PluginCall::RequestPool { pool, .. } => {
                 let range = self.ipam.ring.range();
                 let pool = pool.unwrap_or(self.ipam.default_subnet);
                 if !range.contains(&pool) {
@@ -104,7 +104,25 @@ impl Agent {
                 }
                 PluginAnswer::Pool(pool)
             }
-            PluginCall::RequestAddress { subnet, address } => {
+            // Swarm: the manager's allocator asked the manager's agent for
+            // this address (with no address given); each node's Docker now
+            // asks its own agent for that very address. The ring is not
+            // asked twice: the node borrows it, and its release only
+            // returns the borrow.
+            PluginCall::RequestAddress {
+                subnet,
+                address: Some(address),
+                global: true,
+            } => {
+                if !subnet.contains(&address) {
+                    bail!("address {address} is not in the pool {subnet}");
+                }
+                *self.docker_borrowed.entry(address).or_default() += 1;
+                PluginAnswer::Address(Ipv4Net::new(address, subnet.prefix_len())?)
+            }
+            PluginCall::RequestAddress {
+                subnet, address, ..
+            } => {
                 let request = match address {
                     Some(a) => AddrRequest::Explicit(Ipv4Net::new(a, subnet.prefix_len())?),
                     None => AddrRequest::Subnet(subnet),
@@ -112,9 +130,22 @@ impl Agent {
                 let cidrs = self.allocate_addresses(&[request]).await?;
                 PluginAnswer::Address(cidrs[0])
             }
-            PluginCall::ReleaseAddress { subnet, address } => {
-                self.release(&[Ipv4Net::new(address, subnet.prefix_len())?])
-                    .await;
+            PluginCall::ReleaseAddress {
+                subnet,
+                address,
+                global,
+            } => {
+                let borrowed = global
+                    && self.docker_borrowed.get_mut(&address).is_some_and(|n| {
+                        *n -= 1;
+                        true
+                    });
+                if borrowed {
+                    self.docker_borrowed.retain(|_, n| *n > 0);
+                } else {
+                    self.release(&[Ipv4Net::new(address, subnet.prefix_len())?])
+                        .await;
+                }
                 PluginAnswer::Done
             }
         };

@@ -73,6 +73,10 @@ pub struct Agent {
     dns_upstreams: Vec<String>,
     /// The weave driver's Docker networks (ID to subnets), persisted.
     docker_networks: BTreeMap<String, Vec<Ipv4Net>>,
+    /// Addresses of Swarm's networks that this node uses but the swarm
+    /// manager's allocator got from the ring (see `docker_plugin`), with
+    /// how many such uses are open. Not persisted: Docker asks again.
+    docker_borrowed: BTreeMap<std::net::Ipv4Addr, u32>,
 }
 
 /// The status endpoint's snapshots asked for at once, at most.
@@ -274,6 +278,7 @@ impl Agent {
             dns_inbox: (!options.no_dns).then_some(dns_inbox),
             dns_upstreams: Vec::new(),
             docker_networks,
+            docker_borrowed: BTreeMap::new(),
         };
         agent
             .restore(saved.map(|s| s.endpoints).unwrap_or_default())

@@ -6,6 +6,7 @@ mod attach;
 mod connect;
 mod dns;
 mod launch;
+mod plugin_proxy;
 mod ps;
 mod report;
 mod reset;
@@ -56,6 +57,7 @@ pub enum Command {
     DnsAdd(dns::AddArgs),
     DnsRemove(dns::RemoveArgs),
     DnsLookup(dns::LookupArgs),
+    PluginProxy(plugin_proxy::Args),
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -77,6 +79,7 @@ pub fn main() -> std::process::ExitCode {
         Command::DnsAdd(args) => dns::add(&cli.paths, args),
         Command::DnsRemove(args) => dns::remove(&cli.paths, args),
         Command::DnsLookup(args) => dns::lookup(&cli.paths, args),
+        Command::PluginProxy(args) => plugin_proxy::run(&cli.paths, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

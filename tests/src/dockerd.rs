@@ -66,14 +66,18 @@ impl Dockerd {
         // gets a mount namespace of its own in which that directory is this
         // daemon's `plugins` directory, so a simulated host's weave plugin
         // is found by its dockerd alone and the machine's is never touched.
+        // And a UTS namespace with the namespace's name as hostname: Swarm
+        // names its nodes by hostname. Both go when dockerd and its
+        // children (containerd, shims, plugins) are gone.
         let plugins = self.plugins_dir();
         fs::create_dir_all(&plugins)?;
         let mut c = netns.command("unshare");
-        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        c.args(["--mount", "--uts", "--propagation", "private", "sh", "-c"])
             .arg(format!(
-                "mkdir -p {PLUGINS} && mount --bind \"$0\" {PLUGINS} && exec \"$@\""
+                "hostname \"$1\" && mkdir -p {PLUGINS} && mount --bind \"$0\" {PLUGINS} && shift && exec \"$@\""
             ))
             .arg(&plugins)
+            .arg(netns.name())
             .arg(&dockerd_bin)
             .arg("-H")
             .arg(format!("unix://{}", dir.join("docker.sock").display()))
@@ -166,17 +170,29 @@ impl Dockerd {
         Ok(ids)
     }
 
-    /// Removes its containers, stops it (SIGTERM, then SIGKILL), removes its files.
+    /// Leaves any swarm, removes its containers and plugins, stops it
+    /// (SIGTERM, then SIGKILL), removes its files.
     fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        // Out of the swarm first, or its tasks would be started again.
+        // Refused quietly when the daemon is in none.
+        let _ = self.try_docker(&["swarm", "leave", "--force"]);
         if let Ok(ids) = self.containers()
             && !ids.is_empty()
         {
             let mut args = vec!["rm", "-f"];
             args.extend(ids.iter().map(String::as_str));
             let _ = self.try_docker(&args);
+        }
+        // Managed plugins run as containers of their own.
+        if let Ok(out) = self.try_docker(&["plugin", "ls", "-q"])
+            && let Ok(ids) = out.ok()
+        {
+            for id in ids.split_whitespace() {
+                let _ = self.try_docker(&["plugin", "rm", "-f", id]);
+            }
         }
         kill(&[child.id()], "TERM");
         if wait_child(&mut child, Duration::from_secs(30), "dockerd shutdown").is_err() {

@@ -18,29 +18,64 @@ pub const WEAVE_IMAGE: &str = concat!("weave-rs/weave:", env!("CARGO_PKG_VERSION
 /// beside `weave`).
 const BIN_DIR: &str = "usr/bin";
 
-/// Writes the image of `weave` (and the `weave-net` beside it) to `output`.
-pub fn build_image(weave: &Path, output: &Path) -> Result<()> {
-    let net = weave.with_file_name("weave-net");
-    for b in [weave, net.as_path()] {
-        ensure!(
-            b.exists(),
-            "{} does not exist (build with `cargo xtask build --release`)",
-            b.display()
-        );
+/// The managed Docker plugin's name (`docker network create -d` it, and
+/// `--ipam-driver` it): Swarm's networks need a managed plugin.
+pub const PLUGIN_NAME: &str = concat!("weave-rs/net-plugin:", env!("CARGO_PKG_VERSION"));
+
+/// Where the plugin mounts the host's directory of the agent's control
+/// socket (`docker plugin set PLUGIN run-weave.source=DIR` changes it).
+pub const PLUGIN_MOUNT: &str = "run-weave";
+
+/// Writes the managed plugin `docker plugin create` takes to `dir`
+/// (created; emptied first): `config.json` and `rootfs/` with `weave` and
+/// its libraries. Its process is `weave plugin-proxy`, host networking;
+/// it reaches the agent through the host's /run/weave.
+pub fn build_plugin(weave: &Path, dir: &Path) -> Result<()> {
+    ensure!(
+        weave.exists(),
+        "{} does not exist (build it first)",
+        weave.display()
+    );
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
-    let work = output.with_extension("d");
-    if work.exists() {
-        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
-    }
-    let root = work.join("rootfs");
-    for d in [BIN_DIR, "run/weave", "var/lib/weave", "tmp", "etc"] {
+    let root = dir.join("rootfs");
+    fill_rootfs(&root, &[weave], &["run/docker/plugins"])?;
+    // By hand: this module keeps to std (xtask uses it without serde).
+    let config = format!(
+        r#"{{
+  "description": "weave-rs: Docker network and IPAM driver for Swarm (forwards to the weave agent)",
+  "documentation": "https://github.com/weaveworks/weave",
+  "entrypoint": ["/{BIN_DIR}/weave", "plugin-proxy"],
+  "env": [{{"name": "WEAVE_SOCKET", "description": "the agent's control socket, inside the plugin",
+           "settable": ["value"], "value": "/run/weave/weave.sock"}}],
+  "interface": {{"socket": "weave.sock", "types": ["docker.networkdriver/1.0", "docker.ipamdriver/1.0"]}},
+  "network": {{"type": "host"}},
+  "mounts": [{{"name": "{PLUGIN_MOUNT}", "description": "the host's directory of the agent's control socket",
+              "source": "/run/weave", "destination": "/run/weave", "type": "bind",
+              "options": ["bind"], "settable": ["source"]}}],
+  "linux": {{"capabilities": []}}
+}}
+"#
+    );
+    fs::write(dir.join("config.json"), config)?;
+    Ok(())
+}
+
+/// `root` with `binaries` in `BIN_DIR`, the libraries they need, and the
+/// directories the agent (and `extra_dirs`) expect.
+fn fill_rootfs(root: &Path, binaries: &[&Path], extra_dirs: &[&str]) -> Result<()> {
+    for d in [BIN_DIR, "run/weave", "var/lib/weave", "tmp", "etc"]
+        .iter()
+        .chain(extra_dirs)
+    {
         fs::create_dir_all(root.join(d))?;
     }
     // Pods and runtimes expect these to exist; the agent reads neither.
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/nonexistent\n")?;
     fs::write(root.join("etc/group"), "root:x:0:\n")?;
     let mut libs = Vec::new();
-    for b in [weave, net.as_path()] {
+    for b in binaries {
         let dest = root
             .join(BIN_DIR)
             .join(b.file_name().context("a binary's name")?);
@@ -59,6 +94,25 @@ pub fn build_image(weave: &Path, output: &Path) -> Result<()> {
         // name the binary asks for.
         fs::copy(lib, &dest).with_context(|| format!("copying {}", lib.display()))?;
     }
+    Ok(())
+}
+
+/// Writes the image of `weave` (and the `weave-net` beside it) to `output`.
+pub fn build_image(weave: &Path, output: &Path) -> Result<()> {
+    let net = weave.with_file_name("weave-net");
+    for b in [weave, net.as_path()] {
+        ensure!(
+            b.exists(),
+            "{} does not exist (build with `cargo xtask build --release`)",
+            b.display()
+        );
+    }
+    let work = output.with_extension("d");
+    if work.exists() {
+        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    let root = work.join("rootfs");
+    fill_rootfs(&root, &[weave, net.as_path()], &[])?;
 
     // One layer, reproducible: sorted, owned by root, no timestamps.
     let layer = work.join("layer.tar");

@@ -8,7 +8,9 @@
 //! started with `docker run --net` ping across hosts); a container on
 //! another weave network cannot reach them; `docker rm` frees the address
 //! (`weave status --json`, `weave ps`) and the port; an agent restart keeps
-//! the endpoints and networks; `docker network rm` works; bad input (overlapping subnets, a subnet outside the ring, an
+//! the endpoints and networks; containers' names are in weaveDNS (and go
+//! with the container), reached from inside through Docker's resolver with
+//! `--dns`; the default route is `docker_gwbridge`'s; `docker network rm` works; bad input (overlapping subnets, a subnet outside the ring, an
 //! unknown driver option, malformed JSON, unknown networks and endpoints)
 //! gets a clear error through Docker's error path and the agent goes on.
 //!
@@ -54,11 +56,28 @@ fn create_network(h: &Host, name: &str, subnet: &str) {
     ]);
 }
 
-/// `docker run -d --net=NET --name NAME`; returns the container's address.
+/// weaveDNS's address (weave-agent's `dns::DEFAULT_LISTEN`).
+const DNS_ADDR: &str = "169.254.53.53";
+
+/// `docker run -d --net=NET --name NAME`, with weaveDNS as the upstream of
+/// Docker's embedded resolver (`--dns`, as Weave's `dns-args` gave);
+/// returns the container's address.
 #[track_caller]
 fn run_on(h: &Host, net: &str, name: &str) -> String {
     h.docker_ok(&[
-        "run", "-d", "--net", net, "--name", name, IMAGE, "sleep", "3600",
+        "run",
+        "-d",
+        "--net",
+        net,
+        "--dns",
+        DNS_ADDR,
+        "--dns-search",
+        "weave.local",
+        "--name",
+        name,
+        IMAGE,
+        "sleep",
+        "3600",
     ]);
     let addr = h.docker_ok(&[
         "inspect",
@@ -132,6 +151,28 @@ fn docker_networks_span_hosts_and_are_isolated() {
     // One network across the hosts.
     h1.wait_ping("ca", &b).unwrap_or_else(|e| panic!("{e:#}"));
     h2.wait_ping("cb", &a).unwrap_or_else(|e| panic!("{e:#}"));
+    // Names: the container's name in weaveDNS, on every host; from inside,
+    // Docker's embedded resolver knows only this host's containers of a
+    // local-scope network and asks weaveDNS (its --dns) for the others.
+    wait_until("cb's name on h1", PING, || {
+        let out = h1.weave(&["dns-lookup", "cb"]);
+        (out.success() && out.stdout.trim() == b).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", h1.weave_ok(&["status", "dns"])));
+    h1.wait_ping("ca", "cb.weave.local")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    h2.wait_ping("cb", "ca").unwrap_or_else(|e| panic!("{e:#}"));
+    // The default route is docker_gwbridge's (a second interface), as
+    // with Weave's plugin; weaveDNS is routed through ethwe.
+    let routes = h1.exec_ok("ca", &["ip", "route"]);
+    assert!(
+        routes.contains("default via") && !routes.contains("default via 10.5."),
+        "{routes}"
+    );
+    assert!(
+        routes.contains(&format!("{DNS_ADDR} dev ethwe0")),
+        "{routes}"
+    );
     // Another weave network cannot reach it (the classifier's subnets).
     h1.assert_no_ping("other", &a);
     h1.assert_no_ping("other", &b);
@@ -150,6 +191,11 @@ fn docker_networks_span_hosts_and_are_isolated() {
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(!in_ps(h1, &a), "{:?}", h1.ps());
+    // Its name goes with it, on the other host too.
+    wait_until("ca's name to go", PING, || {
+        (!h2.weave(&["dns-lookup", "ca"]).success()).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
     let ports_after = h1
         .link_names()
         .iter()
@@ -167,6 +213,8 @@ fn docker_networks_span_hosts_and_are_isolated() {
     c.wait_full_mesh(CONVERGE);
     h1.wait_ping("ca2", &b).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(in_ps(h1, &a2), "{:?}", h1.ps());
+    // Names are kept across the restart.
+    assert_eq!(h1.weave_ok(&["dns-lookup", "ca2"]).trim(), a2);
     let a3 = run_on(h1, "net1", "ca3");
     assert!(a3 != a2 && a3 != b, "{a3} is in use already");
     h2.wait_ping("cb", &a3).unwrap_or_else(|e| panic!("{e:#}"));

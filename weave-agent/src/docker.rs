@@ -167,11 +167,41 @@ impl Docker {
 /// How long the watcher waits before reconnecting to a Docker that went away.
 const EVENTS_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Watches Docker for containers that die, and sends their ids on the
-/// returned channel (bounded: when full, ids are dropped, and the agent's
-/// periodic check of its ports catches those containers later). Reconnects
-/// when Docker goes away; ends when the receiver is dropped.
-pub fn watch_deaths(host: String, depth: usize) -> tokio::sync::mpsc::Receiver<String> {
+/// What the agent hears from Docker's event stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DockerEvent {
+    /// A container died or was removed.
+    Died(String),
+    /// A container was connected to a network: its name and the IDs of all
+    /// its network endpoints (the Docker plugin's endpoints are known to
+    /// the agent by these IDs only; this is how they get names in weaveDNS).
+    Connected {
+        name: String,
+        endpoints: Vec<String>,
+    },
+}
+
+/// The endpoint IDs of a container's networks, and its name.
+async fn endpoints_of(docker: &Docker, id: &str) -> Option<DockerEvent> {
+    let info = docker.client.inspect_container(id, None).await.ok()?;
+    let name = info.name?.trim_start_matches('/').to_string();
+    let endpoints = info
+        .network_settings?
+        .networks?
+        .into_values()
+        .filter_map(|n| n.endpoint_id)
+        .filter(|e| !e.is_empty())
+        .collect();
+    Some(DockerEvent::Connected { name, endpoints })
+}
+
+/// Watches Docker for containers that die and for network connections,
+/// and sends them on the returned channel (bounded: when full, deaths are
+/// dropped, and the agent's periodic check of its ports catches those
+/// containers later; a connection dropped leaves an endpoint without a
+/// DNS name). Reconnects when Docker goes away; ends when the receiver is
+/// dropped.
+pub fn watch(host: String, depth: usize) -> tokio::sync::mpsc::Receiver<DockerEvent> {
     use futures::StreamExt as _;
 
     let (tx, rx) = tokio::sync::mpsc::channel(depth);
@@ -180,11 +210,19 @@ pub fn watch_deaths(host: String, depth: usize) -> tokio::sync::mpsc::Receiver<S
         loop {
             match Docker::connect(&host).await {
                 Ok(docker) => {
+                    let docker = std::sync::Arc::new(docker);
                     let filters = HashMap::from([
-                        ("type".to_string(), vec!["container".to_string()]),
+                        (
+                            "type".to_string(),
+                            vec!["container".to_string(), "network".to_string()],
+                        ),
                         (
                             "event".to_string(),
-                            vec!["die".to_string(), "destroy".to_string()],
+                            vec![
+                                "die".to_string(),
+                                "destroy".to_string(),
+                                "connect".to_string(),
+                            ],
                         ),
                     ]);
                     let options = bollard::query_parameters::EventsOptions {
@@ -194,10 +232,27 @@ pub fn watch_deaths(host: String, depth: usize) -> tokio::sync::mpsc::Receiver<S
                     let mut events = docker.client.events(Some(options));
                     while let Some(event) = events.next().await {
                         let Ok(event) = event else { break };
-                        if let Some(id) = event.actor.and_then(|a| a.id) {
+                        let Some(actor) = event.actor else { continue };
+                        let is_network =
+                            event.typ == Some(bollard::models::EventMessageTypeEnum::NETWORK);
+                        if is_network {
+                            // The container of a network event is an attribute.
+                            let Some(id) = actor.attributes.and_then(|mut a| a.remove("container"))
+                            else {
+                                continue;
+                            };
+                            // Inspecting waits for the container's start to finish
+                            // (its endpoint IDs are known then): not in this loop.
+                            let (docker, tx) = (std::sync::Arc::clone(&docker), tx.clone());
+                            tokio::spawn(async move {
+                                if let Some(connected) = endpoints_of(&docker, &id).await {
+                                    let _ = tx.try_send(connected);
+                                }
+                            });
+                        } else if let Some(id) = actor.id {
                             // Full: dropped; the periodic check catches it.
                             if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
-                                tx.try_send(id)
+                                tx.try_send(DockerEvent::Died(id))
                             {
                                 return;
                             }
@@ -205,7 +260,7 @@ pub fn watch_deaths(host: String, depth: usize) -> tokio::sync::mpsc::Receiver<S
                     }
                 }
                 Err(e) if !logged => {
-                    tracing::warn!(error = %e, "watching Docker for dying containers");
+                    tracing::warn!(error = %e, "watching Docker's events");
                     logged = true;
                 }
                 Err(_) => {}

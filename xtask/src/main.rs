@@ -11,6 +11,7 @@ mod deploy_check;
 mod fuzz;
 mod image;
 mod lint;
+mod plugin;
 mod run;
 mod scale;
 mod setup;
@@ -22,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Project tasks for weave-rs: set up this machine, build, build the container image, test, lint, run the agent, show the demo, benchmark, measure at scale, soak.
+/// Project tasks for weave-rs: set up this machine, build, build the container image and the Docker plugin, test, lint, run the agent, show the demo, benchmark, measure at scale, soak.
 #[derive(Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
 struct Cli {
@@ -36,6 +37,7 @@ enum Task {
     Soak(soak::Args),
     Build(build::Args),
     Image(image::Args),
+    Plugin(plugin::Args),
     Test(test::Args),
     Run(run::Args),
     Demo(demo::Args),
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Task::Soak(args) => soak::run(args),
         Task::Build(args) => build::run(args).map(drop),
         Task::Image(args) => image::run(args),
+        Task::Plugin(args) => plugin::run(args),
         Task::Test(args) => test::run(args),
         Task::Run(args) => run::run(args),
         Task::Demo(args) => demo::run(args),

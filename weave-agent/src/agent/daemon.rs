@@ -116,14 +116,18 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
         status: agent.status_asker(),
     };
     // The Docker plugin's calls join the same queue as the CLI's.
-    let plugin_task =
-        plugin_listener.map(|l| tokio::spawn(crate::plugin::serve(l, queues.clone())));
+    let plugin_task = plugin_listener.map(|l| {
+        tokio::spawn(crate::plugin::serve(
+            l,
+            crate::plugin::Backend::Agent(queues.clone()),
+        ))
+    });
     let server_task = tokio::spawn(server::serve(listener, queues));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     tracing::info!(socket = %paths.socket.display(), "listening");
 
-    let mut deaths = crate::docker::watch_deaths(paths.docker_host.clone(), server::QUEUE_DEPTH);
+    let mut docker_events = crate::docker::watch(paths.docker_host.clone(), server::QUEUE_DEPTH);
     let mut dns_inbox = agent.take_dns_inbox();
     let mut tick = tokio::time::interval(super::ipam::RING_GOSSIP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -132,7 +136,7 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
         tokio::select! {
             Some(work) = agent.next_work() => agent.work(work).await,
             Some(gossip) = super::dns::next(&mut dns_inbox) => agent.on_dns(gossip).await,
-            Some(container) = deaths.recv() => agent.container_died(&container).await,
+            Some(event) = docker_events.recv() => agent.docker_event(event).await,
             _ = tick.tick() => agent.tick().await,
             Some((request, reply)) = requests.recv() => {
                 let (response, next) = agent.handle(request).await;

@@ -171,6 +171,11 @@ pub(super) async fn start(
 }
 
 impl PeerDns {
+    /// The address weaveDNS answers on (containers get a route to it).
+    pub(super) const fn address(&self) -> std::net::Ipv4Addr {
+        *self.addr.ip()
+    }
+
     fn publish(&self) {
         let zone = Zone::new(&self.domain, self.ttl, self.records.live());
         self.zone.send_replace(Arc::new(zone));
@@ -495,6 +500,11 @@ fn dns_name(
     });
     match in_domain {
         Some(host) => fqdn(host, domain),
+        // Docker's names may have dots (Swarm's tasks are
+        // SERVICE.SLOT.TASKID): the whole name goes under the domain.
+        None if e.docker_network.is_some() => {
+            fqdn(&format!("{}.{domain}", e.container_name), domain)
+        }
         None => fqdn(&e.container_name, domain),
     }
 }

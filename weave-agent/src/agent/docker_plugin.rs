@@ -91,9 +91,10 @@ impl Agent {
                 }
                 PluginAnswer::Joined {
                     src_name: format!("{GUEST_TMP_PREFIX}{}", port_suffix(&endpoint_id)),
+                    dns: self.dns.as_ref().map(super::dns::PeerDns::address),
                 }
             }
-            PluginCall::RequestPool { pool } => {
+            PluginCall::RequestPool { pool, .. } => {
                 let range = self.ipam.ring.range();
                 let pool = pool.unwrap_or(self.ipam.default_subnet);
                 if !range.contains(&pool) {
@@ -104,7 +105,25 @@ impl Agent {
                 }
                 PluginAnswer::Pool(pool)
             }
-            PluginCall::RequestAddress { subnet, address } => {
+            // Swarm: the manager's allocator asked the manager's agent for
+            // this address (with no address given); each node's Docker now
+            // asks its own agent for that very address. The ring is not
+            // asked twice: the node borrows it, and its release only
+            // returns the borrow.
+            PluginCall::RequestAddress {
+                subnet,
+                address: Some(address),
+                global: true,
+            } => {
+                if !subnet.contains(&address) {
+                    bail!("address {address} is not in the pool {subnet}");
+                }
+                *self.docker_borrowed.entry(address).or_default() += 1;
+                PluginAnswer::Address(Ipv4Net::new(address, subnet.prefix_len())?)
+            }
+            PluginCall::RequestAddress {
+                subnet, address, ..
+            } => {
                 let request = match address {
                     Some(a) => AddrRequest::Explicit(Ipv4Net::new(a, subnet.prefix_len())?),
                     None => AddrRequest::Subnet(subnet),
@@ -112,13 +131,47 @@ impl Agent {
                 let cidrs = self.allocate_addresses(&[request]).await?;
                 PluginAnswer::Address(cidrs[0])
             }
-            PluginCall::ReleaseAddress { subnet, address } => {
-                self.release(&[Ipv4Net::new(address, subnet.prefix_len())?])
-                    .await;
+            PluginCall::ReleaseAddress {
+                subnet,
+                address,
+                global,
+            } => {
+                let borrowed = global
+                    && self.docker_borrowed.get_mut(&address).is_some_and(|n| {
+                        *n -= 1;
+                        true
+                    });
+                if borrowed {
+                    self.docker_borrowed.retain(|_, n| *n > 0);
+                } else {
+                    self.release(&[Ipv4Net::new(address, subnet.prefix_len())?])
+                        .await;
+                }
                 PluginAnswer::Done
             }
         };
         Ok(Reply::DockerPlugin(answer))
+    }
+
+    /// Docker connected container `name` to networks through these
+    /// endpoints: the plugin's endpoints among them take the container's
+    /// name, so weaveDNS gives it (`dns_sync` follows every event). Docker
+    /// never tells the driver which container an endpoint is for; its
+    /// event stream does (as Weave's plugin learnt the name from Docker).
+    pub(super) fn name_docker_endpoints(&mut self, name: &str, endpoints: &[String]) {
+        let mut named = false;
+        for id in endpoints {
+            if let Some(i) = self.find_docker_endpoint(id)
+                && self.endpoints[i].container_name != name
+            {
+                tracing::info!(endpoint = %id, container = %name, "docker endpoint named");
+                self.endpoints[i].container_name = name.to_string();
+                named = true;
+            }
+        }
+        if named && let Err(e) = self.save() {
+            tracing::warn!(error = %e, "saving the endpoints' names");
+        }
     }
 
     fn create_docker_network(

@@ -326,6 +326,15 @@ impl Agent {
         Ok(())
     }
 
+    pub async fn docker_event(&mut self, event: crate::docker::DockerEvent) {
+        match event {
+            crate::docker::DockerEvent::Died(id) => self.container_died(&id).await,
+            crate::docker::DockerEvent::Connected { name, endpoints } => {
+                self.name_docker_endpoints(&name, &endpoints);
+            }
+        }
+    }
+
     /// Docker says a container died: if it is ours, its port goes and its
     /// addresses come back.
     pub async fn container_died(&mut self, container_id: &str) {

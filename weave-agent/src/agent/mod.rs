@@ -78,6 +78,10 @@ pub struct Agent {
     exposed: Vec<Ipv4Net>,
     /// With IP allocation off, the ring saved before, saved again as it was.
     kept_ring: Option<Ring>,
+    /// Addresses of Swarm's networks that this node uses but the swarm
+    /// manager's allocator got from the ring (see `docker_plugin`), with
+    /// how many such uses are open. Not persisted: Docker asks again.
+    docker_borrowed: BTreeMap<std::net::Ipv4Addr, u32>,
 }
 
 /// The status endpoint's snapshots asked for at once, at most.
@@ -300,6 +304,7 @@ impl Agent {
             docker_networks,
             exposed: Vec::new(),
             kept_ring,
+            docker_borrowed: BTreeMap::new(),
         };
         agent.ipam.previous_range = previous_range;
         agent.ipam.enabled = options.range().is_some();

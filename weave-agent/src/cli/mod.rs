@@ -7,6 +7,7 @@ mod connect;
 mod dns;
 mod expose;
 mod launch;
+mod plugin_proxy;
 mod ps;
 mod report;
 mod reset;
@@ -59,6 +60,7 @@ pub enum Command {
     DnsLookup(dns::LookupArgs),
     Expose(expose::ExposeArgs),
     Hide(expose::HideArgs),
+    PluginProxy(plugin_proxy::Args),
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -82,6 +84,7 @@ pub fn main() -> std::process::ExitCode {
         Command::DnsLookup(args) => dns::lookup(&cli.paths, args),
         Command::Expose(args) => expose::expose(&cli.paths, args),
         Command::Hide(args) => expose::hide(&cli.paths, args),
+        Command::PluginProxy(args) => plugin_proxy::run(&cli.paths, args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -35,18 +35,26 @@ pub enum PluginCall {
         network_id: String,
         endpoint_id: String,
     },
-    /// A pool: the given subnet, or the default subnet.
+    /// A pool: the given subnet, or the default subnet; `global` in the
+    /// global address space (Swarm's networks).
     RequestPool {
         pool: Option<Ipv4Net>,
+        global: bool,
     },
     /// An address in `subnet` from the ring: `address`, or any free one.
+    /// `global` when asked through the managed plugin (Swarm's networks):
+    /// a given `address` is then one the swarm manager's allocator got
+    /// already (on the manager's agent); the node uses it, and the ring is
+    /// not asked again.
     RequestAddress {
         subnet: Ipv4Net,
         address: Option<Ipv4Addr>,
+        global: bool,
     },
     ReleaseAddress {
         subnet: Ipv4Net,
         address: Ipv4Addr,
+        global: bool,
     },
 }
 
@@ -55,9 +63,11 @@ pub enum PluginAnswer {
     Done,
     /// The endpoint's MAC.
     Mac(Mac),
-    /// The container end Docker moves into the container.
+    /// The container end Docker moves into the container, and weaveDNS's
+    /// address (when it is on) for a route through `ethwe`.
     Joined {
         src_name: String,
+        dns: Option<Ipv4Addr>,
     },
     Pool(Ipv4Net),
     Address(Ipv4Net),

@@ -5,6 +5,11 @@
 //! ring, the bridge or the records go to the agent task through the same
 //! queue as the CLI's requests, so containers Docker attaches get the same
 //! ports, addresses and isolation as `weave attach`.
+//!
+//! Swarm uses only managed (v2) plugins, which Docker runs in containers of
+//! their own: `weave plugin-proxy` is that plugin's process. It serves the
+//! same protocol with a global scope, and sends the calls that need the
+//! agent over the agent's control socket (mounted into the plugin).
 
 pub mod call;
 pub mod protocol;
@@ -22,7 +27,7 @@ use serde_json::Value;
 use tokio::net::UnixListener;
 use tokio::sync::{Semaphore, oneshot};
 
-use self::protocol::{Action, Refusal};
+use self::protocol::{Action, Refusal, Scope};
 use crate::api::server::Queues;
 use crate::api::{MAX_MESSAGE_BYTES, Reply};
 
@@ -34,7 +39,26 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// control socket is bound.
 pub use crate::api::server::bind;
 
-pub async fn serve(listener: UnixListener, queues: Queues) {
+/// Where the calls that need the agent go.
+#[derive(Clone)]
+pub enum Backend {
+    /// The agent's own request queue: the legacy plugin, local scope.
+    Agent(Queues),
+    /// The agent's control socket, from `weave plugin-proxy` inside the
+    /// managed plugin: global scope.
+    Socket(Arc<std::path::PathBuf>),
+}
+
+impl Backend {
+    const fn scope(&self) -> Scope {
+        match self {
+            Self::Agent(_) => Scope::Local,
+            Self::Socket(_) => Scope::Global,
+        }
+    }
+}
+
+pub async fn serve(listener: UnixListener, backend: Backend) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
@@ -49,11 +73,11 @@ pub async fn serve(listener: UnixListener, queues: Queues) {
             tracing::debug!("plugin socket: too many connections; closed one");
             continue;
         };
-        let queues = queues.clone();
+        let backend = backend.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let queues = queues.clone();
-                async move { Ok::<_, Infallible>(answer(req, &queues).await) }
+                let backend = backend.clone();
+                async move { Ok::<_, Infallible>(answer(req, &backend).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -67,14 +91,14 @@ pub async fn serve(listener: UnixListener, queues: Queues) {
     }
 }
 
-async fn answer(req: Request<Incoming>, queues: &Queues) -> Response<Full<Bytes>> {
+async fn answer(req: Request<Incoming>, backend: &Backend) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let result = if req.method() == Method::POST {
         match Limited::new(req.into_body(), MAX_MESSAGE_BYTES as usize)
             .collect()
             .await
         {
-            Ok(body) => call(&path, &body.to_bytes(), queues).await,
+            Ok(body) => call(&path, &body.to_bytes(), backend).await,
             Err(e) => Err(Refusal {
                 status: 400,
                 message: format!("{path}: unreadable request: {e}"),
@@ -100,14 +124,32 @@ async fn answer(req: Request<Incoming>, queues: &Queues) -> Response<Full<Bytes>
     }
 }
 
-async fn call(path: &str, body: &[u8], queues: &Queues) -> Result<Value, Refusal> {
-    let call = match protocol::decode(path, body)? {
+async fn call(path: &str, body: &[u8], backend: &Backend) -> Result<Value, Refusal> {
+    let call = match protocol::decode(path, body, backend.scope())? {
         Action::Answer(value) => return Ok(value),
         Action::Agent(call) => call,
     };
     let failed = |message: String| Refusal {
         status: 500,
         message,
+    };
+    let queues = match backend {
+        Backend::Agent(queues) => queues,
+        Backend::Socket(socket) => {
+            let socket = Arc::clone(socket);
+            let request = crate::api::Request::DockerPlugin(call.clone());
+            let reply =
+                tokio::task::spawn_blocking(move || crate::api::client::call(&socket, &request))
+                    .await
+                    .map_err(|e| failed(format!("asking the agent: {e}")))?;
+            return match reply {
+                Ok(Reply::DockerPlugin(answer)) => Ok(protocol::reply(&call, answer)),
+                Ok(other) => Err(failed(format!(
+                    "unexpected answer from the agent: {other:?}"
+                ))),
+                Err(e) => Err(failed(e.to_string())),
+            };
+        }
     };
     let (tx, rx) = oneshot::channel();
     queues

@@ -26,6 +26,20 @@ const GLOBAL_SPACE: &str = "weaveglobal";
 const REQUEST_ADDRESS_TYPE: &str = "RequestAddressType";
 const GATEWAY_TYPE: &str = "com.docker.network.gateway";
 
+/// libnetwork's route type for a destination reached on the interface
+/// itself (`types.CONNECTED`), with no next hop.
+const ROUTE_CONNECTED: u8 = 1;
+
+/// The scope the network driver declares. Local for the legacy plugin the
+/// agent serves itself (`docker network create` on each host, no cluster
+/// store); global for the managed plugin Swarm uses (`weave plugin-proxy`),
+/// whose networks the swarm managers create once for every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Local,
+    Global,
+}
+
 /// What a call needs: an answer the plugin gives at once, or the agent's
 /// state (then [`reply`] turns the agent's answer into JSON).
 #[derive(Debug, PartialEq, Eq)]
@@ -116,6 +130,8 @@ struct Endpoint {
 #[serde(rename_all = "PascalCase")]
 struct RequestPool {
     #[serde(default)]
+    address_space: String,
+    #[serde(default)]
     pool: String,
     #[serde(default)]
     sub_pool: String,
@@ -166,14 +182,22 @@ fn cidr(method: &str, what: &str, s: &str) -> Result<Ipv4Net, Refusal> {
         .map_err(|_| Refusal::bad(format!("{method}: {what} {s:?} is not an IPv4 CIDR")))
 }
 
-/// The pool ID our `RequestPool` hands out: `weave-<subnet>` (Weave's was
+/// The pool ID our `RequestPool` hands out: `weave-<subnet>` in the local
+/// address space, `weaveglobal-<subnet>` in the global one (Weave's was
 /// `weave-<subnet>-<range>`; sub-pools are refused here).
-fn pool_id(subnet: Ipv4Net) -> String {
-    format!("weave-{subnet}")
+fn pool_id(subnet: Ipv4Net, global: bool) -> String {
+    if global {
+        format!("{GLOBAL_SPACE}-{subnet}")
+    } else {
+        format!("weave-{subnet}")
+    }
 }
 
+/// A pool ID's subnet.
 fn parse_pool_id(method: &str, id: &str) -> Result<Ipv4Net, Refusal> {
-    id.strip_prefix("weave-")
+    id.strip_prefix(GLOBAL_SPACE)
+        .and_then(|r| r.strip_prefix('-'))
+        .or_else(|| id.strip_prefix("weave-"))
         .and_then(|s| s.parse::<Ipv4Net>().ok())
         .ok_or_else(|| Refusal::bad(format!("{method}: unknown pool {id:?}")))
 }
@@ -196,13 +220,17 @@ fn check_driver_options(options: &BTreeMap<String, Value>) -> Result<(), Refusal
 }
 
 /// Translates one call (`/NetworkDriver.Join`, ...) with its body.
-pub fn decode(path: &str, body: &[u8]) -> Result<Action, Refusal> {
+pub fn decode(path: &str, body: &[u8], scope: Scope) -> Result<Action, Refusal> {
     let method = path.trim_start_matches('/');
     let answer = |v: Value| Ok(Action::Answer(v));
     let agent = |c: PluginCall| Ok(Action::Agent(c));
     match method {
         "Plugin.Activate" => answer(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
-        "NetworkDriver.GetCapabilities" => answer(json!({ "Scope": "local" })),
+        "NetworkDriver.GetCapabilities" => answer(match scope {
+            Scope::Local => json!({ "Scope": "local" }),
+            // One network for every node, connected across them.
+            Scope::Global => json!({ "Scope": "global", "ConnectivityScope": "global" }),
+        }),
         "NetworkDriver.CreateNetwork" => {
             let req: CreateNetwork = parse(method, body)?;
             let network_id = non_empty(method, "NetworkID", req.network_id)?;
@@ -294,6 +322,17 @@ pub fn decode(path: &str, body: &[u8]) -> Result<Action, Refusal> {
             parse::<Value>(method, body)?;
             answer(json!({}))
         }
+        // A swarm manager's network allocation (global scope): the driver
+        // keeps no state of its own across nodes; each node's agent learns
+        // the network from its own CreateNetwork.
+        "NetworkDriver.AllocateNetwork" => {
+            parse::<Value>(method, body)?;
+            answer(json!({ "Options": {} }))
+        }
+        "NetworkDriver.FreeNetwork" => {
+            parse::<Value>(method, body)?;
+            answer(json!({}))
+        }
         "NetworkDriver.ProgramExternalConnectivity"
         | "NetworkDriver.RevokeExternalConnectivity" => {
             parse::<Value>(method, body)?;
@@ -322,11 +361,17 @@ pub fn decode(path: &str, body: &[u8]) -> Result<Action, Refusal> {
             } else {
                 Some(cidr(method, "pool", &req.pool)?.trunc())
             };
-            agent(PluginCall::RequestPool { pool })
+            agent(PluginCall::RequestPool {
+                pool,
+                global: req.address_space == GLOBAL_SPACE,
+            })
         }
         "IpamDriver.RequestAddress" => {
             let req: RequestAddress = parse(method, body)?;
             let subnet = parse_pool_id(method, &req.pool_id)?;
+            // Swarm's nodes ask in whichever address space; what tells a
+            // swarm network is the managed plugin's global scope.
+            let global = scope == Scope::Global;
             let gateway = req
                 .options
                 .as_ref()
@@ -338,18 +383,29 @@ pub fn decode(path: &str, body: &[u8]) -> Result<Action, Refusal> {
                 return answer(json!({ "Address": subnet.to_string(), "Data": {} }));
             }
             let address = address(method, &req.address)?;
-            agent(PluginCall::RequestAddress { subnet, address })
+            agent(PluginCall::RequestAddress {
+                subnet,
+                address,
+                global,
+            })
         }
         "IpamDriver.ReleaseAddress" => {
             let req: ReleaseAddress = parse(method, body)?;
             let subnet = parse_pool_id(method, &req.pool_id)?;
+            // Swarm's nodes ask in whichever address space; what tells a
+            // swarm network is the managed plugin's global scope.
+            let global = scope == Scope::Global;
             let Some(address) = address(method, &req.address)? else {
                 return Err(Refusal::bad("ReleaseAddress: Address is missing"));
             };
             if address == subnet.network() {
                 return answer(json!({}));
             }
-            agent(PluginCall::ReleaseAddress { subnet, address })
+            agent(PluginCall::ReleaseAddress {
+                subnet,
+                address,
+                global,
+            })
         }
         _ => Err(Refusal {
             status: 404,
@@ -383,8 +439,8 @@ fn address(method: &str, s: &str) -> Result<Option<Ipv4Addr>, Refusal> {
 /// The JSON for the agent's answer to `call`.
 pub fn reply(call: &PluginCall, answer: PluginAnswer) -> Value {
     match (call, answer) {
-        (PluginCall::RequestPool { .. }, PluginAnswer::Pool(subnet)) => json!({
-            "PoolID": pool_id(subnet),
+        (PluginCall::RequestPool { global, .. }, PluginAnswer::Pool(subnet)) => json!({
+            "PoolID": pool_id(subnet, *global),
             "Pool": subnet.to_string(),
             // The gateway Docker would otherwise ask for: the network address.
             "Data": { GATEWAY_TYPE: subnet.to_string() },
@@ -396,13 +452,24 @@ pub fn reply(call: &PluginCall, answer: PluginAnswer) -> Value {
         (PluginCall::CreateEndpoint { mac: None, .. }, PluginAnswer::Mac(mac)) => {
             json!({ "Interface": { "MacAddress": mac.to_string() } })
         }
-        (PluginCall::Join { .. }, PluginAnswer::Joined { src_name }) => json!({
-            "InterfaceName": { "SrcName": src_name, "DstPrefix": CONTAINER_IFNAME },
-            "StaticRoutes": [],
-            // Weave's networks have no gateway: no default route through
-            // docker_gwbridge either, as with `weave attach`.
-            "DisableGatewayService": true,
-        }),
+        (PluginCall::Join { .. }, PluginAnswer::Joined { src_name, dns }) => {
+            // weaveDNS's address through ethwe, whatever the subnet (as
+            // `weave attach` routes it): a container given `--dns` with it
+            // asks weaveDNS, through Docker's embedded resolver.
+            let routes: Vec<Value> = dns
+                .iter()
+                .map(|a| json!({ "Destination": format!("{a}/32"), "RouteType": ROUTE_CONNECTED }))
+                .collect();
+            // No gateway, and the gateway service left on: libnetwork then
+            // gives the container a second interface on docker_gwbridge
+            // with the default route (the world through the host's NAT),
+            // as Weave's plugin did. The weave network itself is reached
+            // through ethwe's own subnet route.
+            json!({
+                "InterfaceName": { "SrcName": src_name, "DstPrefix": CONTAINER_IFNAME },
+                "StaticRoutes": routes,
+            })
+        }
         _ => json!({}),
     }
 }
@@ -412,21 +479,21 @@ mod tests {
     use super::*;
 
     fn agent(path: &str, body: &str) -> PluginCall {
-        match decode(path, body.as_bytes()) {
+        match decode(path, body.as_bytes(), Scope::Local) {
             Ok(Action::Agent(c)) => c,
             other => panic!("{path}: {other:?}"),
         }
     }
 
     fn answered(path: &str, body: &str) -> Value {
-        match decode(path, body.as_bytes()) {
+        match decode(path, body.as_bytes(), Scope::Local) {
             Ok(Action::Answer(v)) => v,
             other => panic!("{path}: {other:?}"),
         }
     }
 
     fn refused(path: &str, body: &str) -> Refusal {
-        match decode(path, body.as_bytes()) {
+        match decode(path, body.as_bytes(), Scope::Local) {
             Err(r) => r,
             other => panic!("{path} should be refused: {other:?}"),
         }
@@ -560,11 +627,26 @@ mod tests {
             &call,
             PluginAnswer::Joined {
                 src_name: "vethwepgd012345".into(),
+                dns: Some("172.17.0.1".parse().unwrap()),
             },
         );
         assert_eq!(v["InterfaceName"]["SrcName"], "vethwepgd012345");
         assert_eq!(v["InterfaceName"]["DstPrefix"], "ethwe");
-        assert_eq!(v["DisableGatewayService"], true);
+        assert_eq!(
+            v["StaticRoutes"],
+            json!([{"Destination": "172.17.0.1/32", "RouteType": 1}])
+        );
+        // docker_gwbridge gives the default route, as in Weave.
+        assert!(v.get("DisableGatewayService").is_none(), "{v}");
+        assert!(v.get("Gateway").is_none(), "{v}");
+        let v = reply(
+            &call,
+            PluginAnswer::Joined {
+                src_name: "vethwepgd012345".into(),
+                dns: None,
+            },
+        );
+        assert_eq!(v["StaticRoutes"], json!([]));
     }
 
     #[test]
@@ -575,7 +657,8 @@ mod tests {
                 r#"{"AddressSpace":"weavelocal","Pool":"10.5.0.7/24","SubPool":"","Options":{},"V6":false}"#
             ),
             PluginCall::RequestPool {
-                pool: Some("10.5.0.0/24".parse().unwrap())
+                pool: Some("10.5.0.0/24".parse().unwrap()),
+                global: false,
             }
         );
         assert_eq!(
@@ -583,11 +666,17 @@ mod tests {
                 "/IpamDriver.RequestPool",
                 r#"{"AddressSpace":"weavelocal"}"#
             ),
-            PluginCall::RequestPool { pool: None }
+            PluginCall::RequestPool {
+                pool: None,
+                global: false
+            }
         );
         let subnet: Ipv4Net = "10.5.0.0/24".parse().unwrap();
         let v = reply(
-            &PluginCall::RequestPool { pool: None },
+            &PluginCall::RequestPool {
+                pool: None,
+                global: false,
+            },
             PluginAnswer::Pool(subnet),
         );
         assert_eq!(v["PoolID"], "weave-10.5.0.0/24");
@@ -599,7 +688,8 @@ mod tests {
             ),
             PluginCall::RequestAddress {
                 subnet,
-                address: None
+                address: None,
+                global: false,
             }
         );
         assert_eq!(
@@ -609,7 +699,8 @@ mod tests {
             ),
             PluginCall::RequestAddress {
                 subnet,
-                address: Some("10.5.0.9".parse().unwrap())
+                address: Some("10.5.0.9".parse().unwrap()),
+                global: false,
             }
         );
         refused(
@@ -623,6 +714,64 @@ mod tests {
         refused(
             "/IpamDriver.RequestPool",
             r#"{"Pool":"10.5.0.0/24","SubPool":"10.5.0.0/25"}"#,
+        );
+    }
+
+    #[test]
+    fn swarm_pools_are_global() {
+        let global = |path: &str, body: &str| match decode(path, body.as_bytes(), Scope::Global) {
+            Ok(Action::Agent(c)) => c,
+            other => panic!("{path}: {other:?}"),
+        };
+        match decode("/NetworkDriver.GetCapabilities", b"", Scope::Global) {
+            Ok(Action::Answer(v)) => assert_eq!(v["Scope"], "global"),
+            other => panic!("{other:?}"),
+        }
+        let call = global(
+            "/IpamDriver.RequestPool",
+            r#"{"AddressSpace":"weaveglobal","Pool":"10.5.2.0/24"}"#,
+        );
+        // A node's Docker asks in the local space: the scope decides.
+        assert!(matches!(
+            global(
+                "/IpamDriver.RequestAddress",
+                r#"{"PoolID":"weave-10.5.2.0/24","Address":"10.5.2.7"}"#
+            ),
+            PluginCall::RequestAddress { global: true, .. }
+        ));
+        let subnet: Ipv4Net = "10.5.2.0/24".parse().unwrap();
+        assert_eq!(
+            call,
+            PluginCall::RequestPool {
+                pool: Some(subnet),
+                global: true
+            }
+        );
+        assert_eq!(
+            reply(&call, PluginAnswer::Pool(subnet))["PoolID"],
+            "weaveglobal-10.5.2.0/24"
+        );
+        assert_eq!(
+            global(
+                "/IpamDriver.RequestAddress",
+                r#"{"PoolID":"weaveglobal-10.5.2.0/24","Address":"10.5.2.7"}"#
+            ),
+            PluginCall::RequestAddress {
+                subnet,
+                address: Some("10.5.2.7".parse().unwrap()),
+                global: true,
+            }
+        );
+        assert_eq!(
+            global(
+                "/IpamDriver.ReleaseAddress",
+                r#"{"PoolID":"weaveglobal-10.5.2.0/24","Address":"10.5.2.7"}"#
+            ),
+            PluginCall::ReleaseAddress {
+                subnet,
+                address: "10.5.2.7".parse().unwrap(),
+                global: true,
+            }
         );
     }
 
@@ -647,7 +796,8 @@ mod tests {
             ),
             PluginCall::ReleaseAddress {
                 subnet: "10.5.0.0/24".parse().unwrap(),
-                address: "10.5.0.3".parse().unwrap()
+                address: "10.5.0.3".parse().unwrap(),
+                global: false,
             }
         );
     }

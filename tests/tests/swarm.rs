@@ -1,0 +1,253 @@
+//! Swarm mode (issue 17, part 2): the managed plugin (`weave plugin-proxy`,
+//! built as `cargo xtask plugin` builds it) installed on three simulated
+//! hosts' dockerds, each in its own mount and UTS namespace (its own
+//! `/run/docker/plugins` and hostname), one swarm of them, one cluster for
+//! every check (CI time).
+//!
+//! What it proves: `docker network create -d <plugin> --attachable` on the
+//! manager gives a network every node's tasks join; a global service's
+//! tasks on the three hosts ping each other by address and by their
+//! container names in weaveDNS; a replicated service scaled 1 -> 12 -> 0 ->
+//! 1 gets addresses that are never in use twice, and none leaks (the
+//! manager's `weave status --json`): the swarm manager's allocator calls
+//! the IPAM driver on the manager only, and each node's Docker then asks
+//! its own agent for the address the manager got (a borrow, not a second
+//! allocation).
+//!
+//! Needs root, dockerd (with Swarm mode) and the `weave` binary (`WEAVE_BIN`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use weave_tests::convergence::CONVERGE;
+use weave_tests::weave_image::{PLUGIN_MOUNT, PLUGIN_NAME, build_plugin};
+use weave_tests::{Cluster, Host, IMAGE, wait_until};
+
+/// The ring every host launches with.
+const RANGE: &str = "10.5.0.0/16";
+/// The swarm network's subnet.
+const SUBNET: &str = "10.5.2.0/24";
+/// weaveDNS's address (weave-agent's `dns::DEFAULT_LISTEN`).
+const DNS_ADDR: &str = "169.254.53.53";
+/// Swarm converges (nodes ready, tasks started or stopped) within this.
+const SWARM: Duration = Duration::from_mins(2);
+
+/// The addresses on `net` of the running containers of `service` on `h`,
+/// with the containers' names.
+fn tasks(h: &Host, service: &str, net: &str) -> Vec<(String, String)> {
+    let ids = h.docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={service}"),
+    ]);
+    ids.split_whitespace()
+        .filter_map(|id| {
+            let out = h.docker(&[
+                "inspect",
+                "-f",
+                &format!(
+                    "{{{{.Name}}}} {{{{with index .NetworkSettings.Networks \"{net}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}"
+                ),
+                id,
+            ]);
+            let text = out.success().then(|| out.stdout.trim().to_string())?;
+            let (name, addr) = text.split_once(' ')?;
+            (!addr.is_empty()).then(|| (name.trim_start_matches('/').to_string(), addr.to_string()))
+        })
+        .collect()
+}
+
+/// Every task of `service` on every host: (host index, name, address).
+fn all_tasks(c: &Cluster, service: &str) -> Vec<(usize, String, String)> {
+    c.hosts()
+        .iter()
+        .enumerate()
+        .flat_map(|(i, h)| {
+            tasks(h, service, "swarmnet")
+                .into_iter()
+                .map(move |(n, a)| (i, n, a))
+        })
+        .collect()
+}
+
+/// Waits until `service` runs `n` tasks with addresses, all distinct.
+#[track_caller]
+fn wait_tasks(c: &Cluster, service: &str, n: usize) -> Vec<(usize, String, String)> {
+    wait_until(&format!("{n} tasks of {service}"), SWARM, || {
+        let t = all_tasks(c, service);
+        (t.len() == n).then_some(t)
+    })
+    .unwrap_or_else(|e| {
+        let log: Vec<String> = c[0]
+            .dockerd()
+            .log_tail(400)
+            .lines()
+            .filter(|l| !l.contains("kernel parameter"))
+            .map(str::to_string)
+            .collect();
+        panic!(
+            "{e:#}\n{}\n{}\nmanager's dockerd:\n{}",
+            c[0].docker(&["service", "ps", "--no-trunc", service]),
+            c[0].docker(&["network", "inspect", "swarmnet"]),
+            log[log.len().saturating_sub(40)..].join("\n")
+        )
+    })
+}
+
+fn in_use(h: &Host) -> usize {
+    h.status().ipam.in_use_here
+}
+
+#[test]
+fn swarm_services_span_three_hosts() {
+    let c = Cluster::new("swarm", 3);
+    let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
+    h1.launch(&["--ipalloc-range", RANGE]);
+    h2.launch(&["--ipalloc-range", RANGE, &h1.lan_addr()]);
+    h3.launch(&["--ipalloc-range", RANGE, &h1.lan_addr()]);
+    c.wait_full_mesh(CONVERGE);
+
+    // The managed plugin, on every dockerd: its process reaches the host's
+    // agent through the control socket's directory, mounted.
+    let dir = h1.dir().join("plugin");
+    build_plugin(&weave_tests::weave_bin().unwrap(), &dir).unwrap();
+    for h in c.hosts() {
+        h.docker_ok(&["plugin", "create", PLUGIN_NAME, dir.to_str().unwrap()]);
+        h.docker_ok(&[
+            "plugin",
+            "set",
+            PLUGIN_NAME,
+            &format!("{PLUGIN_MOUNT}.source={}", h.dir().display()),
+        ]);
+        h.docker_ok(&["plugin", "enable", PLUGIN_NAME]);
+    }
+
+    // One swarm: h1 the manager, h2 and h3 workers; nodes named by hostname.
+    let manager = h1.lan_ip().to_string();
+    h1.docker_ok(&["swarm", "init", "--advertise-addr", &manager]);
+    let token = h1.docker_ok(&["swarm", "join-token", "-q", "worker"]);
+    for h in [h2, h3] {
+        h.docker_ok(&[
+            "swarm",
+            "join",
+            "--advertise-addr",
+            &h.lan_ip().to_string(),
+            "--token",
+            token.trim(),
+            &format!("{manager}:2377"),
+        ]);
+    }
+    wait_until("3 ready nodes", SWARM, || {
+        let nodes = h1.docker_ok(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+        let ready: BTreeSet<&str> = nodes
+            .lines()
+            .filter(|l| l.ends_with(" Ready"))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        (ready.len() == 3).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", h1.docker(&["node", "ls"])));
+
+    let base = in_use(h1);
+    h1.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        PLUGIN_NAME,
+        "--ipam-driver",
+        PLUGIN_NAME,
+        "--attachable",
+        "--subnet",
+        SUBNET,
+        "swarmnet",
+    ]);
+    let scope = h1.docker_ok(&["network", "inspect", "-f", "{{.Scope}}", "swarmnet"]);
+    assert_eq!(scope.trim(), "swarm");
+
+    // A global service: a task on every host, with weaveDNS behind Docker's
+    // resolver. DNS round robin: no virtual IP (and no load balancer).
+    let service = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "service",
+            "create",
+            "--detach",
+            "--no-resolve-image",
+            "--name",
+            name,
+            "--network",
+            "swarmnet",
+            "--endpoint-mode",
+            "dnsrr",
+            "--dns",
+            DNS_ADDR,
+            "--dns-search",
+            "weave.local",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "sleep", "3600"]);
+        h1.docker_ok(&args);
+    };
+    service("pinger", &["--mode", "global"]);
+    let pingers = wait_tasks(&c, "pinger", 3);
+    let hosts: BTreeSet<usize> = pingers.iter().map(|(i, _, _)| *i).collect();
+    assert_eq!(hosts.len(), 3, "one task per host: {pingers:?}");
+    for (_, _, a) in &pingers {
+        assert!(a.starts_with("10.5.2."), "{pingers:?}");
+    }
+    // The manager's agent allocated them all.
+    assert_eq!(in_use(h1), base + 3, "{pingers:?}");
+    // The ping matrix, by address and by the container's name in weaveDNS.
+    for (i, from, _) in &pingers {
+        for (_, to, addr) in &pingers {
+            c[*i]
+                .wait_ping(from, addr)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            c[*i]
+                .wait_ping(from, &format!("{to}.weave.local"))
+                .unwrap_or_else(|e| panic!("{e:#}\n{}", c[*i].weave_ok(&["status", "dns"])));
+        }
+    }
+
+    // Scale 1 -> 12 -> 0 -> 1: never an address twice, none leaked.
+    service("scaler", &["--replicas", "1"]);
+    wait_tasks(&c, "scaler", 1);
+    h1.docker_ok(&["service", "scale", "--detach", "scaler=12"]);
+    let scaled = wait_tasks(&c, "scaler", 12);
+    let mut addrs: Vec<&str> = scaled
+        .iter()
+        .chain(&pingers)
+        .map(|(_, _, a)| a.as_str())
+        .collect();
+    addrs.sort_unstable();
+    let before = addrs.len();
+    addrs.dedup();
+    assert_eq!(
+        addrs.len(),
+        before,
+        "an address twice: {scaled:?} {pingers:?}"
+    );
+    wait_until("the manager to hold 15 addresses", SWARM, || {
+        (in_use(h1) == base + 15).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {}", in_use(h1)));
+    h1.docker_ok(&["service", "scale", "--detach", "scaler=0"]);
+    wait_tasks(&c, "scaler", 0);
+    wait_until("scaler's addresses back", SWARM, || {
+        (in_use(h1) == base + 3).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {}", in_use(h1)));
+    h1.docker_ok(&["service", "scale", "--detach", "scaler=1"]);
+    wait_tasks(&c, "scaler", 1);
+
+    // Everything removed: every address back, the network gone everywhere.
+    h1.docker_ok(&["service", "rm", "scaler", "pinger"]);
+    wait_until("every address back", SWARM, || {
+        (in_use(h1) == base).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {}", in_use(h1)));
+    for h in [h2, h3] {
+        assert_eq!(in_use(h), 0, "a worker allocated nothing");
+    }
+    h1.docker_ok(&["network", "rm", "swarmnet"]);
+}

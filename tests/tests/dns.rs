@@ -278,7 +278,14 @@ fn host_reaches_exactly_the_exposed_subnets(c: &Cluster) {
     // (on fastdp it arrives as super-frames, decapsulated for the bridge).
     h2.assert_ping("x2", "10.0.1.100");
     h1.docker_ok(&[
-        "run", "-d", "--net=host", "--name", "host-rx", weave_tests::IMAGE, "sleep", "3600",
+        "run",
+        "-d",
+        "--net=host",
+        "--name",
+        "host-rx",
+        weave_tests::IMAGE,
+        "sleep",
+        "3600",
     ]);
     weave_tests::traffic::assert_tcp_stream((h2, "x2"), (h1, "host-rx"), "10.0.1.100", 7000);
     h1.docker_ok(&["rm", "-f", "host-rx"]);

@@ -19,8 +19,8 @@ use weave_common::{
     Counter,
     datapath::mac_key,
     fastdp::{
-        ADJ_ROOM_DECAP_L4_UDP, ENCAP_LEN, FLAG_DECAP_L4_UDP, FLAG_ENABLED, LOCAL_BRIDGE, LOCAL_CONTAINER, Learnt,
-        RELEARN_AFTER_S, Seen, SenderKey, segmented_bytes,
+        ADJ_ROOM_DECAP_L4_UDP, ENCAP_LEN, FLAG_DECAP_L4_UDP, FLAG_ENABLED, LOCAL_BRIDGE,
+        LOCAL_CONTAINER, Learnt, RELEARN_AFTER_S, Seen, SenderKey, segmented_bytes,
     },
     frame::{ETH_HLEN, ETH_P_IPV4},
 };

@@ -1,4 +1,5 @@
-//! The `ipam_merge` fuzz target: iPAM messages from peers, and rings merged into ours.
+//! The `ipam_merge` fuzz target: IPAM messages from peers, rings merged into
+//! ours, and claims of single addresses handed over from ours.
 
 use std::sync::OnceLock;
 
@@ -50,6 +51,10 @@ pub fn ipam_merge(data: &[u8]) {
         return;
     };
     let _ = packet.check(ipam_peer(2));
+    if let IpamMessage::Claim { addr } = packet.body {
+        hand_over(addr);
+        return;
+    }
     let IpamMessage::Ring { ring: theirs } = &packet.body else {
         return;
     };
@@ -88,6 +93,35 @@ pub fn ipam_merge(data: &[u8]) {
     }
 }
 
+/// Peer 2 claims `addr` from each of our states: we hand over exactly that
+/// address, or refuse and change nothing; never one we use.
+fn hand_over(addr: std::net::Ipv4Addr) {
+    let me = ipam_peer(1);
+    for (start, space) in ipam_states() {
+        let mut ours = start.clone();
+        match ours.hand_over(me, ipam_peer(2), addr, space) {
+            Ok(true) => {
+                ours.validate()
+                    .unwrap_or_else(|e| panic!("handing over {addr} made an invalid ring: {e}"));
+                assert!(!space.is_used(addr), "handed over {addr}, which we use");
+                assert_eq!(ours.owner_of(addr), Some(ipam_peer(2)));
+                assert!(
+                    space.not_owned(&ours, me).is_empty(),
+                    "handing over {addr} took an address we use"
+                );
+                assert_eq!(
+                    ours.size(),
+                    start.size(),
+                    "the range changed when handing over {addr}"
+                );
+            }
+            Ok(false) | Err(_) => {
+                assert_eq!(&ours, start, "a refused claim of {addr} changed our ring")
+            }
+        }
+    }
+}
+
 pub(crate) fn ipam_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let body = |packet: IpamPacket| encode(&Message::Ipam(packet))[4..].to_vec();
     let range = "10.32.0.0/12".parse().expect("a valid range");
@@ -114,6 +148,37 @@ pub(crate) fn ipam_seeds() -> Vec<(&'static str, Vec<u8>)> {
             body(IpamPacket::gossip(
                 p2,
                 ring(Ring::init_with_id(range, p2, 77).expect("valid")),
+            )),
+        ),
+        (
+            "claim-free",
+            body(IpamPacket::to(
+                p2,
+                ipam_peer(1),
+                IpamMessage::Claim {
+                    addr: "10.36.0.9".parse().expect("an address"),
+                },
+            )),
+        ),
+        (
+            "claim-in-use",
+            body(IpamPacket::to(
+                p2,
+                ipam_peer(1),
+                IpamMessage::Claim {
+                    addr: "10.36.0.7".parse().expect("an address"),
+                },
+            )),
+        ),
+        (
+            "claim-refused",
+            body(IpamPacket::to(
+                p2,
+                ipam_peer(1),
+                IpamMessage::ClaimRefused {
+                    addr: "10.36.0.7".parse().expect("an address"),
+                    reason: "it is in use by container db on peer h1".to_owned(),
+                },
             )),
         ),
         (

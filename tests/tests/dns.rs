@@ -266,6 +266,13 @@ fn host_reaches_exactly_the_exposed_subnets(c: &Cluster) {
         h1.weave_ok(&["expose", "net:10.0.1.0/24"]).trim(),
         "10.0.1.100/24"
     );
+    // `weave ps` lists the host first, as Weave's `weave:expose` line.
+    let ps = h1.ps();
+    assert!(
+        ps.first()
+            .is_some_and(|e| e.id == "weave:expose" && e.cidrs == ["10.0.1.100/24"]),
+        "weave ps: {ps:?}"
+    );
     let out = h1.weave(&["expose", "10.0.1.101/24"]);
     assert!(
         !out.success() && out.stderr.contains("hide it first"),

@@ -271,6 +271,54 @@ fn demo(weave_bin: &Path) -> Result<()> {
 
     step(
         6,
+        "Docker's own commands: docker network create -d weave, docker run --net",
+    );
+    // The agent is also Docker's network and IPAM driver: a network without
+    // --subnet takes its addresses from the ring, in the default subnet, so
+    // these containers share it with the automatic ones above.
+    let default_label = containers
+        .last()
+        .map(|c| c.subnet.clone())
+        .context("no automatic container")?;
+    for (host, name) in [(0, "dk1"), (2, "dk3")] {
+        let h = &cluster[host];
+        let create = [
+            "network",
+            "create",
+            "-d",
+            "weave",
+            "--ipam-driver",
+            "weave",
+            "demo",
+        ];
+        say(h.nickname(), &format!("$ docker {}", create.join(" ")));
+        h.docker_ok(&create);
+        let run = [
+            "run", "-d", "--net", "demo", "--name", name, IMAGE, "sleep", "3600",
+        ];
+        say(h.nickname(), &format!("$ docker {}", run.join(" ")));
+        h.docker_ok(&run);
+        let addr = h
+            .docker_ok(&[
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                name,
+            ])
+            .trim()
+            .to_string();
+        ensure!(!addr.is_empty(), "{name} got no address on network demo");
+        println!("    {name} ({}) got {addr} from the ring", h.nickname());
+        containers.push(Container {
+            host,
+            name: name.to_string(),
+            addr,
+            subnet: default_label.clone(),
+        });
+    }
+
+    step(
+        7,
         "who pings whom (ping from the row's container to the column's address)",
     );
     // Positive pairs first reach each other once, so that the first ARP across
@@ -311,10 +359,11 @@ fn demo(weave_bin: &Path) -> Result<()> {
     );
     println!(
         "    ✓ only within a subnet, across hosts alike: 10.0.1.0/24 spans h1, h2 and h3;\n    \
-         10.0.2.0/24 spans h2 and h3; the automatic subnet is apart from both."
+         10.0.2.0/24 spans h2 and h3; the automatic subnet (weave run and docker run\n    \
+         --net alike) is apart from both."
     );
 
-    step(7, "the mesh, as each host reports it");
+    step(8, "the mesh, as each host reports it");
     for h in [h1, h2, h3] {
         let status = h.try_weave(&["status"])?;
         let peers = report::field(&status, "Peers").unwrap_or("?");

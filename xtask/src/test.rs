@@ -46,20 +46,22 @@ pub(crate) struct Args {
 
 /// The integration suites whose agents run on the data plane that
 /// `WEAVE_TEST_DATAPLANE` names: each runs again on xdp.
-const AGENT_SUITES: [&str; 7] = [
+const AGENT_SUITES: [&str; 6] = [
     "single_host",
     "mesh",
     "multi_host",
     "ipam",
     "encryption",
     "faults",
-    "dns",
 ];
 
-/// Of those, the suites that run again on fastdp: the ones whose traffic
-/// crosses between hosts (`single_host` has one host, and `mesh` runs the
-/// control plane alone; what fastdp changes there, the negotiation, `mesh`
-/// and `fastdp` test directly).
+/// The suites that run again on fastdp: those of [`AGENT_SUITES`] whose
+/// traffic crosses between hosts (`single_host` has one host, and `mesh`
+/// runs the control plane alone; what fastdp changes there, the
+/// negotiation, `mesh` and `fastdp` test directly), and `dns`, whose
+/// expose test streams to an exposed host (super-frames for the bridge).
+/// `dns` does not run on xdp yet: there one `nslookup` from a container
+/// timed out in 2 of 10 runs, only with suites side by side (issue #16).
 const FASTDP_SUITES: [&str; 5] = ["multi_host", "ipam", "encryption", "faults", "dns"];
 
 /// How long each pass took (seconds) in a full run with three side by side

@@ -513,7 +513,21 @@ impl Agent {
             cidrs: e.cidrs.clone(),
         };
         if containers.is_empty() {
-            return self.endpoints.iter().map(|e| entry(e, None)).collect();
+            let mut all: Vec<PsEntry> = self.endpoints.iter().map(|e| entry(e, None)).collect();
+            // Weave lists the host's exposed addresses first, as `weave:expose`.
+            if !self.exposed.is_empty() {
+                let mac = self.netlink.mac_of(BRIDGE).await.ok().flatten();
+                all.insert(
+                    0,
+                    PsEntry {
+                        container_id: "weave:expose".to_owned(),
+                        asked_as: None,
+                        mac: crate::mac::Mac(mac.unwrap_or_default()),
+                        cidrs: self.exposed.clone(),
+                    },
+                );
+            }
+            return all;
         }
         let mut entries = Vec::new();
         for container in containers {

@@ -152,23 +152,18 @@ impl Netlink {
     }
 
     pub async fn is_up(&self, name: &str) -> Result<bool, NetlinkError> {
-        let index = self.require(name).await?;
-        let msg = self
-            .handle
-            .link()
-            .get()
-            .match_index(index)
-            .execute()
-            .try_next()
-            .await
-            .map_err(op("looking up", name))?;
-        Ok(msg.is_some_and(|m| m.header.flags.contains(LinkFlags::Up)))
+        Ok(self.flags_of(name).await?.contains(LinkFlags::Up))
     }
 
     /// Whether `name` is operationally up (`IFF_RUNNING`): the kernel sets it
     /// (in its link watch work) just before telling the bridge, which only
     /// then forwards the port's frames.
     pub async fn is_running(&self, name: &str) -> Result<bool, NetlinkError> {
+        Ok(self.flags_of(name).await?.contains(LinkFlags::Running))
+    }
+
+    /// The flags of link `name` (none if it went away meanwhile).
+    async fn flags_of(&self, name: &str) -> Result<LinkFlags, NetlinkError> {
         let index = self.require(name).await?;
         let msg = self
             .handle
@@ -179,7 +174,7 @@ impl Netlink {
             .try_next()
             .await
             .map_err(op("looking up", name))?;
-        Ok(msg.is_some_and(|m| m.header.flags.contains(LinkFlags::Running)))
+        Ok(msg.map_or_else(LinkFlags::empty, |m| m.header.flags))
     }
 
     /// Renames, re-addresses and sets the MTU of a link that is down.

@@ -98,8 +98,23 @@ impl Netlink {
                 .map_err(op("creating bridge", name))?;
         }
         let index = self.require(name).await?;
-        self.set(name, LinkUnspec::new_with_index(index).mtu(mtu).build())
-            .await?;
+        // A bridge whose address was never set takes the lowest of its
+        // ports' and changes it as containers come and go; set, it stays
+        // (the kernel's NET_ADDR_SET). The data planes know the bridge by
+        // its MAC (fastdp's LOCAL_BRIDGE, the host's own frames), and an
+        // exposed host's neighbours cache it.
+        let mac = self
+            .mac_of(name)
+            .await?
+            .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))?;
+        self.set(
+            name,
+            LinkUnspec::new_with_index(index)
+                .mtu(mtu)
+                .address(mac.to_vec())
+                .build(),
+        )
+        .await?;
         Ok(index)
     }
 

@@ -394,13 +394,8 @@ impl Netlink {
             .gateway(gateway)
             .output_interface(index)
             .build();
-        self.handle
-            .route()
-            .add(route)
-            .replace()
-            .execute()
+        self.replace_route(route, "adding a default route through", name)
             .await
-            .map_err(op("adding a default route through", name))
     }
 
     /// Routes `addr/32` straight out of `name` (on-link), replacing any
@@ -416,12 +411,23 @@ impl Netlink {
             .output_interface(index)
             .scope(rtnetlink::packet_route::route::RouteScope::Link)
             .build();
+        self.replace_route(route, "adding a route through", name)
+            .await
+    }
+
+    /// Adds `route`, replacing any to the same destination.
+    async fn replace_route(
+        &self,
+        route: rtnetlink::packet_route::route::RouteMessage,
+        what: &'static str,
+        name: &str,
+    ) -> Result<(), NetlinkError> {
         self.handle
             .route()
             .add(route)
             .replace()
             .execute()
             .await
-            .map_err(op("adding a route through", name))
+            .map_err(op(what, name))
     }
 }

@@ -44,3 +44,13 @@ pub(crate) fn build(release: bool) -> Result<PathBuf> {
     println!("    built {}", weave.display());
     Ok(weave)
 }
+
+/// The release `weave` for packaging: built now, or as last built when
+/// `no_build` (the caller's `--no-build`).
+pub(crate) fn release(no_build: bool) -> Result<PathBuf> {
+    if no_build {
+        Ok(util::weave_path(true))
+    } else {
+        build(true)
+    }
+}

@@ -40,11 +40,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
-    let weave = if args.no_build {
-        util::weave_path(true)
-    } else {
-        build::build(true)?
-    };
+    let weave = build::release(args.no_build)?;
     let output = args
         .output
         .unwrap_or_else(|| util::target_dir().join("plugin"));

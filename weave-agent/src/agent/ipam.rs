@@ -81,9 +81,9 @@ pub(super) struct PeerIpam {
     to_reclaim: BTreeMap<Ipv4Addr, (Ipv4Net, String)>,
     /// The explicit address a waiting request claims from its owner.
     claiming: Option<Ipv4Addr>,
-    /// Refusals of claims, by address: a waiting request's ends it; one for
-    /// an address our container holds stays, for `weave status ipam`.
-    refusals: BTreeMap<Ipv4Addr, String>,
+    /// The owner's refusal of that claim, with the address: it ends the
+    /// request. Cleared with `claiming` when the request ends.
+    claim_refused: Option<(Ipv4Addr, String)>,
     /// When claims were last sent.
     last_claim: Option<Instant>,
     /// Addresses our containers hold that their owners refused to hand
@@ -133,7 +133,7 @@ impl PeerIpam {
             dirty: false,
             to_reclaim: BTreeMap::new(),
             claiming: None,
-            refusals: BTreeMap::new(),
+            claim_refused: None,
             last_claim: None,
             lost_claims: BTreeMap::new(),
             enabled: true,
@@ -155,7 +155,7 @@ impl PeerIpam {
             return;
         }
         if self.claiming == Some(addr) {
-            self.refusals.insert(addr, reason);
+            self.claim_refused = Some((addr, reason));
         } else if let Some((_, holder)) = self.to_reclaim.remove(&addr) {
             tracing::error!(%addr, %holder, owner = %src, %reason, "the owner refused to hand back an address our container holds: it is in use twice");
             self.lost_claims.insert(addr, (holder, reason));
@@ -181,9 +181,8 @@ impl PeerIpam {
         }
     }
 
-    /// Takes into our space the re-claimed addresses the ring now gives
-    /// us; whether any came.
-    fn take_reclaimed(&mut self) -> bool {
+    /// Takes into our space the re-claimed addresses the ring now gives us.
+    fn take_reclaimed(&mut self) {
         let before = self.to_reclaim.len();
         let (ring, me, space) = (&self.ring, self.me, &mut self.space);
         self.to_reclaim
@@ -195,11 +194,9 @@ impl PeerIpam {
                     false
                 }
             });
-        let took = self.to_reclaim.len() < before;
-        if took {
+        if self.to_reclaim.len() < before {
             self.note_free();
         }
-        took
     }
 
     pub(super) fn release(&mut self, net: Ipv4Net) {
@@ -277,12 +274,14 @@ impl PeerIpam {
                 return match self.space.claim(&self.ring, self.me, net) {
                     Ok(()) => Ok(net),
                     Err(SpaceError::NotInitialised) => Err(Shortfall::Space(net.trunc())),
-                    Err(SpaceError::OwnedBy { addr, .. }) => match self.refusals.remove(&addr) {
-                        Some(why) => Err(Shortfall::Fail(anyhow!(
-                            "cannot claim {addr} from the peer that owns it: {why}"
-                        ))),
-                        None => Err(Shortfall::Claim(addr)),
-                    },
+                    Err(SpaceError::OwnedBy { addr, .. }) => {
+                        match self.claim_refused.take_if(|(refused, _)| *refused == addr) {
+                            Some((_, why)) => Err(Shortfall::Fail(anyhow!(
+                                "cannot claim {addr} from the peer that owns it: {why}"
+                            ))),
+                            None => Err(Shortfall::Claim(addr)),
+                        }
+                    }
                     Err(e) => Err(Shortfall::Fail(e.into())),
                 };
             }
@@ -485,6 +484,7 @@ impl Agent {
         };
         self.ipam.waiting = false;
         self.ipam.claiming = None;
+        self.ipam.claim_refused = None;
         self.ipam_changed().await;
         result
     }

@@ -12,7 +12,11 @@
 //! manager's `weave status --json`): the swarm manager's allocator calls
 //! the IPAM driver on the manager only, and each node's Docker then asks
 //! its own agent for the address the manager got (a borrow, not a second
-//! allocation).
+//! allocation). Swarm's node list seeds the mesh: h3, launched with no
+//! peer, is connected once its dockerd joins the swarm (libnetwork's
+//! `DiscoverNew` for the other nodes). `weave reset` disables and removes
+//! the managed plugin, refusing (with the networks named) while a network
+//! uses it, and removes a crashed agent's plugin socket.
 //!
 //! Needs root, dockerd (with Swarm mode) and the `weave` binary (`WEAVE_BIN`).
 
@@ -105,8 +109,8 @@ fn swarm_services_span_three_hosts() {
     let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
     h1.launch(&["--ipalloc-range", RANGE]);
     h2.launch(&["--ipalloc-range", RANGE, &h1.lan_addr()]);
-    h3.launch(&["--ipalloc-range", RANGE, &h1.lan_addr()]);
-    c.wait_full_mesh(CONVERGE);
+    // h3 is told of no peer: Swarm's node list brings it in (below).
+    h3.launch(&["--ipalloc-range", RANGE]);
 
     // The managed plugin, on every dockerd: its process reaches the host's
     // agent through the control socket's directory, mounted.
@@ -148,8 +152,18 @@ fn swarm_services_span_three_hosts() {
         (ready.len() == 3).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e:#}\n{}", h1.docker(&["node", "ls"])));
+    // Docker tells each node's global-scope driver of the other nodes
+    // (`DiscoverNew`): their addresses become connect targets, and h3,
+    // launched alone, joins the mesh.
+    c.wait_full_mesh(CONVERGE);
+    let targets = h3.weave_ok(&["status", "targets"]);
+    for h in [h1, h2] {
+        assert!(targets.contains(&h.lan_ip().to_string()), "{targets}");
+    }
 
     let base = in_use(h1);
+    // The name reset looks for.
+    assert!(PLUGIN_NAME.starts_with(&format!("{}:", weave_agent::config::MANAGED_PLUGIN)));
     h1.docker_ok(&[
         "network",
         "create",
@@ -249,5 +263,42 @@ fn swarm_services_span_three_hosts() {
     for h in [h2, h3] {
         assert_eq!(in_use(h), 0, "a worker allocated nothing");
     }
+
+    // `weave reset` removes what weave installed for Docker. A network
+    // still using the managed plugin: reset says so, leaves the plugin, and
+    // fails once the rest is done.
+    let out = h1.weave(&["reset"]);
+    assert!(
+        !out.success() && out.stderr.contains("swarmnet") && out.stderr.contains(PLUGIN_NAME),
+        "{out}"
+    );
+    assert!(plugins(h1).contains(&PLUGIN_NAME.to_string()));
     h1.docker_ok(&["network", "rm", "swarmnet"]);
+    // Workers drop their copies of a swarm network once it is gone.
+    for h in [h2, h3] {
+        wait_until("the workers to drop swarmnet", SWARM, || {
+            let ls = h.docker_ok(&["network", "ls", "-q", "--filter", "name=swarmnet"]);
+            ls.trim().is_empty().then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    // A crashed agent leaves its plugin socket behind: reset removes it.
+    h2.kill_agent();
+    let legacy = h2.plugin_socket().unwrap();
+    assert!(legacy.exists(), "{}", legacy.display());
+    for h in c.hosts() {
+        let out = h.weave(&["reset"]);
+        assert!(out.success(), "{out}");
+        assert_eq!(plugins(h), Vec::<String>::new(), "{out}");
+        let socket = h.plugin_socket().unwrap();
+        assert!(!socket.exists(), "{} after reset", socket.display());
+    }
+}
+
+/// `docker plugin ls`: the names of the managed plugins installed.
+fn plugins(h: &Host) -> Vec<String> {
+    h.docker_ok(&["plugin", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

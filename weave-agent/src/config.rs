@@ -59,7 +59,7 @@ pub struct Paths {
         global = true
     )]
     pub state_dir: PathBuf,
-    /// The Docker Engine API endpoint that run, attach and detach use.
+    /// The Docker Engine API endpoint that run, attach, detach and reset use.
     #[arg(
         long,
         env = "DOCKER_HOST",

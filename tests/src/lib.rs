@@ -25,7 +25,9 @@
 //! `snapshot` (`weave status --json` as weave-agent's `Status`: what tests
 //! read), [`report`] (the text of `weave ps` and of `weave status`, as the
 //! demo shows it), [`traffic`] (a listener, a SHA-1-checked TCP stream
-//! between containers), [`wire`] (reading VXLAN off a LAN capture).
+//! between containers), [`swarm`] (the managed plugin installed, one swarm
+//! of the hosts' dockerds, a service's tasks), [`wire`] (reading VXLAN off a
+//! LAN capture).
 
 use std::time::Duration;
 
@@ -46,6 +48,7 @@ pub mod program_tests;
 pub mod report;
 #[cfg(feature = "agent-status")]
 pub mod snapshot;
+pub mod swarm;
 pub mod traffic;
 pub mod weave_image;
 pub mod wire;

@@ -12,15 +12,19 @@
 //! manager's `weave status --json`): the swarm manager's allocator calls
 //! the IPAM driver on the manager only, and each node's Docker then asks
 //! its own agent for the address the manager got (a borrow, not a second
-//! allocation).
+//! allocation). Swarm's node list seeds the mesh: h3, launched with no
+//! peer, is connected once its dockerd joins the swarm (libnetwork's
+//! `DiscoverNew` for the other nodes). `weave reset` disables and removes
+//! the managed plugin, refusing (with the networks named) while a network
+//! uses it, and removes a crashed agent's plugin socket.
 //!
 //! Needs root, dockerd (with Swarm mode) and the `weave` binary (`WEAVE_BIN`).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use weave_tests::convergence::CONVERGE;
-use weave_tests::weave_image::{PLUGIN_MOUNT, PLUGIN_NAME, build_plugin};
+use weave_tests::swarm::{self, SWARM};
+use weave_tests::weave_image::PLUGIN_NAME;
 use weave_tests::{Cluster, Host, IMAGE, wait_until};
 
 /// The ring every host launches with.
@@ -29,56 +33,12 @@ const RANGE: &str = "10.5.0.0/16";
 const SUBNET: &str = "10.5.2.0/24";
 /// weaveDNS's address (weave-agent's `dns::DEFAULT_LISTEN`).
 const DNS_ADDR: &str = "169.254.53.53";
-/// Swarm converges (nodes ready, tasks started or stopped) within this.
-const SWARM: Duration = Duration::from_mins(2);
 
-/// The addresses on `net` of the running containers of `service` on `h`,
-/// with the containers' names.
-fn tasks(h: &Host, service: &str, net: &str) -> Vec<(String, String)> {
-    let ids = h.docker_ok(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.swarm.service.name={service}"),
-    ]);
-    ids.split_whitespace()
-        .filter_map(|id| {
-            let out = h.docker(&[
-                "inspect",
-                "-f",
-                &format!(
-                    "{{{{.Name}}}} {{{{with index .NetworkSettings.Networks \"{net}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}"
-                ),
-                id,
-            ]);
-            let text = out.success().then(|| out.stdout.trim().to_string())?;
-            let (name, addr) = text.split_once(' ')?;
-            (!addr.is_empty()).then(|| (name.trim_start_matches('/').to_string(), addr.to_string()))
-        })
-        .collect()
-}
-
-/// Every task of `service` on every host: (host index, name, address).
-fn all_tasks(c: &Cluster, service: &str) -> Vec<(usize, String, String)> {
-    c.hosts()
-        .iter()
-        .enumerate()
-        .flat_map(|(i, h)| {
-            tasks(h, service, "swarmnet")
-                .into_iter()
-                .map(move |(n, a)| (i, n, a))
-        })
-        .collect()
-}
-
-/// Waits until `service` runs `n` tasks with addresses, all distinct.
+/// Waits until `service` runs `n` tasks with addresses on swarmnet.
 #[track_caller]
 fn wait_tasks(c: &Cluster, service: &str, n: usize) -> Vec<(usize, String, String)> {
-    wait_until(&format!("{n} tasks of {service}"), SWARM, || {
-        let t = all_tasks(c, service);
-        (t.len() == n).then_some(t)
-    })
-    .unwrap_or_else(|e| {
+    let hosts: Vec<&Host> = c.hosts().iter().collect();
+    swarm::wait_tasks(&hosts, service, "swarmnet", n).unwrap_or_else(|e| {
         let log: Vec<String> = c[0]
             .dockerd()
             .log_tail(400)
@@ -105,51 +65,34 @@ fn swarm_services_span_three_hosts() {
     let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
     h1.launch(&["--ipalloc-range", RANGE]);
     h2.launch(&["--ipalloc-range", RANGE, &h1.lan_addr()]);
-    h3.launch(&["--ipalloc-range", RANGE, &h1.lan_addr()]);
-    c.wait_full_mesh(CONVERGE);
+    // h3 is told of no peer: Swarm's node list brings it in (below).
+    h3.launch(&["--ipalloc-range", RANGE]);
 
     // The managed plugin, on every dockerd: its process reaches the host's
-    // agent through the control socket's directory, mounted.
-    let dir = h1.dir().join("plugin");
-    build_plugin(&weave_tests::weave_bin().unwrap(), &dir).unwrap();
-    for h in c.hosts() {
-        h.docker_ok(&["plugin", "create", PLUGIN_NAME, dir.to_str().unwrap()]);
-        h.docker_ok(&[
-            "plugin",
-            "set",
-            PLUGIN_NAME,
-            &format!("{PLUGIN_MOUNT}.source={}", h.dir().display()),
-        ]);
-        h.docker_ok(&["plugin", "enable", PLUGIN_NAME]);
+    // agent through the control socket's directory, mounted. Then one
+    // swarm: h1 the manager, h2 and h3 workers; nodes named by hostname.
+    let all: Vec<&Host> = c.hosts().iter().collect();
+    let quiet = |_: &str, _: &str| {};
+    swarm::install_plugin(
+        &all,
+        &weave_tests::weave_bin().unwrap(),
+        &h1.dir().join("plugin"),
+        &quiet,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    swarm::form_swarm(&all, &quiet).unwrap_or_else(|e| panic!("{e:#}"));
+    // Docker tells each node's global-scope driver of the other nodes
+    // (`DiscoverNew`): their addresses become connect targets, and h3,
+    // launched alone, joins the mesh.
+    c.wait_full_mesh(CONVERGE);
+    let targets = h3.weave_ok(&["status", "targets"]);
+    for h in [h1, h2] {
+        assert!(targets.contains(&h.lan_ip().to_string()), "{targets}");
     }
-
-    // One swarm: h1 the manager, h2 and h3 workers; nodes named by hostname.
-    let manager = h1.lan_ip().to_string();
-    h1.docker_ok(&["swarm", "init", "--advertise-addr", &manager]);
-    let token = h1.docker_ok(&["swarm", "join-token", "-q", "worker"]);
-    for h in [h2, h3] {
-        h.docker_ok(&[
-            "swarm",
-            "join",
-            "--advertise-addr",
-            &h.lan_ip().to_string(),
-            "--token",
-            token.trim(),
-            &format!("{manager}:2377"),
-        ]);
-    }
-    wait_until("3 ready nodes", SWARM, || {
-        let nodes = h1.docker_ok(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
-        let ready: BTreeSet<&str> = nodes
-            .lines()
-            .filter(|l| l.ends_with(" Ready"))
-            .filter_map(|l| l.split_whitespace().next())
-            .collect();
-        (ready.len() == 3).then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", h1.docker(&["node", "ls"])));
 
     let base = in_use(h1);
+    // The name reset looks for.
+    assert!(PLUGIN_NAME.starts_with(&format!("{}:", weave_agent::config::MANAGED_PLUGIN)));
     h1.docker_ok(&[
         "network",
         "create",
@@ -249,5 +192,42 @@ fn swarm_services_span_three_hosts() {
     for h in [h2, h3] {
         assert_eq!(in_use(h), 0, "a worker allocated nothing");
     }
+
+    // `weave reset` removes what weave installed for Docker. A network
+    // still using the managed plugin: reset says so, leaves the plugin, and
+    // fails once the rest is done.
+    let out = h1.weave(&["reset"]);
+    assert!(
+        !out.success() && out.stderr.contains("swarmnet") && out.stderr.contains(PLUGIN_NAME),
+        "{out}"
+    );
+    assert!(plugins(h1).contains(&PLUGIN_NAME.to_string()));
     h1.docker_ok(&["network", "rm", "swarmnet"]);
+    // Workers drop their copies of a swarm network once it is gone.
+    for h in [h2, h3] {
+        wait_until("the workers to drop swarmnet", SWARM, || {
+            let ls = h.docker_ok(&["network", "ls", "-q", "--filter", "name=swarmnet"]);
+            ls.trim().is_empty().then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    // A crashed agent leaves its plugin socket behind: reset removes it.
+    h2.kill_agent();
+    let legacy = h2.plugin_socket().unwrap();
+    assert!(legacy.exists(), "{}", legacy.display());
+    for h in c.hosts() {
+        let out = h.weave(&["reset"]);
+        assert!(out.success(), "{out}");
+        assert_eq!(plugins(h), Vec::<String>::new(), "{out}");
+        let socket = h.plugin_socket().unwrap();
+        assert!(!socket.exists(), "{} after reset", socket.display());
+    }
+}
+
+/// `docker plugin ls`: the names of the managed plugins installed.
+fn plugins(h: &Host) -> Vec<String> {
+    h.docker_ok(&["plugin", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

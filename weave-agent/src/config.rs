@@ -37,6 +37,9 @@ pub const DEFAULT_DATA_PORT: u16 = 6784;
 pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:6782";
 /// Where Docker finds legacy plugins: the network and IPAM driver `weave`.
 pub const DEFAULT_PLUGIN_SOCKET: &str = "/run/docker/plugins/weave.sock";
+/// The managed Docker plugin Swarm needs (`cargo xtask plugin` builds it
+/// as `weave-rs/net-plugin:VERSION`): `weave reset` removes any version.
+pub const MANAGED_PLUGIN: &str = "weave-rs/net-plugin";
 
 #[derive(Args, Clone, Debug)]
 pub struct Paths {
@@ -56,7 +59,7 @@ pub struct Paths {
         global = true
     )]
     pub state_dir: PathBuf,
-    /// The Docker Engine API endpoint that run, attach and detach use.
+    /// The Docker Engine API endpoint that run, attach, detach and reset use.
     #[arg(
         long,
         env = "DOCKER_HOST",

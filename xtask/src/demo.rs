@@ -26,14 +26,23 @@ const PING_ATTEMPTS: usize = 3;
 /// image. Then plays the scenario: h1 `weave launch`; h2 `weave launch` and
 /// `weave connect <h1>`; h3 `weave launch <h2>`; the three converge to a full mesh. Then `weave run`s
 /// containers on each host, with explicit addresses (10.0.1.x/24, 10.0.2.x/24) and automatic
-/// ones (from the range the peers share through the IPAM ring), and prints a matrix of who
-/// pings whom across hosts. Everything is removed at the end,
-/// also on Ctrl-C. Needs root.
+/// ones (from the range the peers share through the IPAM ring), adds two with Docker's own
+/// commands (`docker network create -d weave`, `docker run --net`), and prints a matrix of who
+/// pings whom across hosts. With --swarm it also forms a Swarm of the three dockerds and runs a
+/// global service through the managed plugin, whose tasks join the matrix. Everything is removed
+/// at the end, also on Ctrl-C. Needs root.
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Build and run the release profile.
     #[arg(long)]
     release: bool,
+    /// Add a step: Swarm mode on the three hosts (the managed plugin
+    /// installed on each dockerd, `docker swarm init` on h1 and `join` on
+    /// h2 and h3, a network of the plugin and a global service whose tasks
+    /// join the ping matrix); the clean-up removes the service, the
+    /// network, the plugins and the swarm.
+    #[arg(long)]
+    swarm: bool,
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
@@ -46,7 +55,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         release: args.release,
     })?;
     util::catch_interrupts();
-    let result = demo(&weave);
+    let result = demo(&weave, args.swarm);
     if weave_tests::interrupted() {
         header("demo: interrupted; everything it created has been removed");
         std::process::exit(130);
@@ -66,11 +75,11 @@ impl Drop for Announce {
     }
 }
 
-fn say(who: &str, text: &str) {
+pub(crate) fn say(who: &str, text: &str) {
     println!("==> {who}: {text}");
 }
 
-fn show(text: &str) {
+pub(crate) fn show(text: &str) {
     for line in text.trim_end().lines() {
         println!("    {line}");
     }
@@ -144,14 +153,17 @@ fn wait_connected(host: &Host, peers: usize, with: &[&str]) -> Result<()> {
 }
 
 /// One container of the ping matrix.
-struct Container {
-    host: usize,
-    name: String,
-    addr: String,
-    subnet: String,
+pub(crate) struct Container {
+    pub(crate) host: usize,
+    /// As the matrix shows it.
+    pub(crate) name: String,
+    /// Docker's name for it (a Swarm task's is long).
+    pub(crate) container: String,
+    pub(crate) addr: String,
+    pub(crate) subnet: String,
 }
 
-fn demo(weave_bin: &Path) -> Result<()> {
+fn demo(weave_bin: &Path, swarm: bool) -> Result<()> {
     step(
         1,
         "three simulated hosts on a LAN, each with its own dockerd",
@@ -227,6 +239,7 @@ fn demo(weave_bin: &Path) -> Result<()> {
         containers.push(Container {
             host,
             name: name.to_string(),
+            container: name.to_string(),
             addr: addr.to_string(),
             subnet,
         });
@@ -264,6 +277,7 @@ fn demo(weave_bin: &Path) -> Result<()> {
         containers.push(Container {
             host: *host,
             name: name.to_string(),
+            container: name.to_string(),
             addr,
             subnet: format!("{default_subnet} (automatic)"),
         });
@@ -312,13 +326,24 @@ fn demo(weave_bin: &Path) -> Result<()> {
         containers.push(Container {
             host,
             name: name.to_string(),
+            container: name.to_string(),
             addr,
             subnet: default_label.clone(),
         });
     }
 
+    let mut n = 7;
+    if swarm {
+        step(
+            n,
+            "Swarm: a global service on all three hosts, through the managed plugin",
+        );
+        containers.extend(crate::demo_swarm::start(&cluster, weave_bin)?);
+        n += 1;
+    }
+
     step(
-        7,
+        n,
         "who pings whom (ping from the row's container to the column's address)",
     );
     // Positive pairs first reach each other once, so that the first ARP across
@@ -328,8 +353,11 @@ fn demo(weave_bin: &Path) -> Result<()> {
             .iter()
             .filter(|t| t.subnet == from.subnet && t.name != from.name)
         {
-            let _ =
-                cluster[from.host].wait_ping_within(&from.name, &to.addr, Duration::from_secs(10));
+            let _ = cluster[from.host].wait_ping_within(
+                &from.container,
+                &to.addr,
+                Duration::from_secs(10),
+            );
         }
     }
     let matrix = ping_matrix(&cluster, &containers)?;
@@ -362,8 +390,15 @@ fn demo(weave_bin: &Path) -> Result<()> {
          10.0.2.0/24 spans h2 and h3; the automatic subnet (weave run and docker run\n    \
          --net alike) is apart from both."
     );
+    if swarm {
+        println!(
+            "    ✓ the Swarm service's tasks ({}) reach each other across the three hosts,\n    \
+             and nothing else.",
+            crate::demo_swarm::SUBNET
+        );
+    }
 
-    step(8, "the mesh, as each host reports it");
+    step(n + 1, "the mesh, as each host reports it");
     for h in [h1, h2, h3] {
         let status = h.try_weave(&["status"])?;
         let peers = report::field(&status, "Peers").unwrap_or("?");
@@ -376,6 +411,11 @@ fn demo(weave_bin: &Path) -> Result<()> {
     // Which data plane carries each connection (fastdp where both ends run
     // it, in the kernel; xdp or plain otherwise).
     weave(h1, &["status", "connections"])?;
+    if swarm {
+        println!();
+        header("clean up the swarm: the service and its network");
+        crate::demo_swarm::stop(&cluster)?;
+    }
     Ok(())
 }
 
@@ -395,7 +435,8 @@ fn ping_matrix(cluster: &Cluster, containers: &[Container]) -> Result<Vec<Vec<bo
                         row.push(
                             i != j
                                 && (0..PING_ATTEMPTS).any(|_| {
-                                    !weave_tests::interrupted() && host.ping(&from.name, &to.addr)
+                                    !weave_tests::interrupted()
+                                        && host.ping(&from.container, &to.addr)
                                 }),
                         );
                     }

@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod demo;
+mod demo_swarm;
 #[cfg(test)]
 mod deploy_check;
 mod fuzz;

@@ -149,6 +149,19 @@ impl Agent {
                 }
                 PluginAnswer::Done
             }
+            // As `weave connect` and `weave forget` would.
+            PluginCall::Discovered { address, new } => {
+                let peer = address.to_string();
+                tracing::info!(%peer, new, "Docker's node discovery");
+                if new {
+                    if !self.targets.contains(&peer) {
+                        self.connect(vec![peer], false).await?;
+                    }
+                } else if self.targets.contains(&peer) {
+                    self.forget(vec![peer]).await?;
+                }
+                PluginAnswer::Done
+            }
         };
         Ok(Reply::DockerPlugin(answer))
     }

@@ -56,6 +56,13 @@ pub enum PluginCall {
         address: Ipv4Addr,
         global: bool,
     },
+    /// libnetwork's node discovery (`DiscoverNew`, `DiscoverDelete`) of
+    /// another node: its address becomes a connect target, as with `weave
+    /// connect`, or is forgotten.
+    Discovered {
+        address: Ipv4Addr,
+        new: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -159,6 +159,38 @@ struct ReleaseAddress {
     address: String,
 }
 
+/// libnetwork's `DiscoveryNotification`: a `DiscoveryType` (1, node
+/// discovery; 2 and 3, encryption keys) and data of that type's shape.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Discovery {
+    discovery_type: u32,
+    #[serde(default)]
+    discovery_data: Value,
+}
+
+/// libnetwork's `discoverapi.NodeDiscovery`.
+const NODE_DISCOVERY: u32 = 1;
+
+/// The node a discovery names, unless it is this node (`Self`) or not a
+/// node discovery at all.
+fn discovered_node(method: &str, req: &Discovery) -> Result<Option<Ipv4Addr>, Refusal> {
+    if req.discovery_type != NODE_DISCOVERY {
+        return Ok(None);
+    }
+    // NodeDiscoveryData: {"Address", "BindAddress", "Self"}.
+    let data = &req.discovery_data;
+    if data.get("Self").and_then(Value::as_bool).unwrap_or(false) {
+        return Ok(None);
+    }
+    let address = data.get("Address").and_then(Value::as_str).unwrap_or("");
+    address.parse().map(Some).map_err(|_| {
+        Refusal::bad(format!(
+            "{method}: Address {address:?} is not an IPv4 address"
+        ))
+    })
+}
+
 fn parse<'a, T: Deserialize<'a>>(method: &str, body: &'a [u8]) -> Result<T, Refusal> {
     // Docker sends no body at all for the calls without arguments.
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
@@ -313,12 +345,20 @@ pub fn decode(path: &str, body: &[u8], scope: Scope) -> Result<Action, Refusal> 
             endpoint_id(method, req.endpoint_id)?;
             answer(json!({ "Value": {} }))
         }
-        // Peers are found by the mesh, not by Docker's discovery.
-        "NetworkDriver.DiscoverNew"
-        | "NetworkDriver.DiscoverDelete"
-        | "IpamDriver.DiscoverNew"
-        | "IpamDriver.DiscoverDelete"
-        | "IpamDriver.ReleasePool" => {
+        // Another node's address seeds the mesh (a connect target); our
+        // own, and encryption keys, are nothing to the mesh. The IPAM
+        // driver hears the same news: the network driver acts on it.
+        "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => {
+            let req: Discovery = parse(method, body)?;
+            match discovered_node(method, &req)? {
+                Some(address) => agent(PluginCall::Discovered {
+                    address,
+                    new: method.ends_with("New"),
+                }),
+                None => answer(json!({})),
+            }
+        }
+        "IpamDriver.DiscoverNew" | "IpamDriver.DiscoverDelete" | "IpamDriver.ReleasePool" => {
             parse::<Value>(method, body)?;
             answer(json!({}))
         }
@@ -800,5 +840,56 @@ mod tests {
                 global: false,
             }
         );
+    }
+
+    #[test]
+    fn another_node_discovered_is_a_connect_target_and_this_node_is_not() {
+        let call = |path: &str, body: &str| decode(path, body.as_bytes(), Scope::Global);
+        let node = |addr: &str, me: bool| {
+            format!(
+                r#"{{"DiscoveryType":1,"DiscoveryData":{{"Address":"{addr}","BindAddress":"0.0.0.0","Self":{me}}}}}"#
+            )
+        };
+        assert_eq!(
+            call("/NetworkDriver.DiscoverNew", &node("192.168.250.2", false)),
+            Ok(Action::Agent(PluginCall::Discovered {
+                address: Ipv4Addr::new(192, 168, 250, 2),
+                new: true
+            }))
+        );
+        assert_eq!(
+            call(
+                "/NetworkDriver.DiscoverDelete",
+                &node("192.168.250.2", false)
+            ),
+            Ok(Action::Agent(PluginCall::Discovered {
+                address: Ipv4Addr::new(192, 168, 250, 2),
+                new: false
+            }))
+        );
+        // What Docker in swarm mode sends: this node's own address.
+        assert_eq!(
+            call("/NetworkDriver.DiscoverNew", &node("192.168.250.1", true)),
+            Ok(Action::Answer(json!({})))
+        );
+        // Encryption keys (DiscoveryType 2), and the IPAM driver's copy.
+        assert_eq!(
+            call(
+                "/NetworkDriver.DiscoverNew",
+                r#"{"DiscoveryType":2,"DiscoveryData":{"Keys":[],"Tags":[]}}"#
+            ),
+            Ok(Action::Answer(json!({})))
+        );
+        assert_eq!(
+            call("/IpamDriver.DiscoverNew", &node("192.168.250.2", false)),
+            Ok(Action::Answer(json!({})))
+        );
+        // Bad input: a clear refusal.
+        let refused = call("/NetworkDriver.DiscoverNew", &node("node-2", false));
+        assert!(
+            matches!(&refused, Err(r) if r.message.contains("\"node-2\" is not an IPv4 address")),
+            "{refused:?}"
+        );
+        assert!(call("/NetworkDriver.DiscoverNew", "{").is_err());
     }
 }

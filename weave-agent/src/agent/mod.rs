@@ -277,7 +277,8 @@ impl Agent {
             peer_name,
             ring,
             options.default_subnet(),
-            !targets.is_empty(),
+            &options.ipalloc_init,
+            targets.len(),
         );
         let mut agent = Self {
             paths,

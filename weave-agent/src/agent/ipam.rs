@@ -496,23 +496,54 @@ impl Agent {
                     self.send_claims().await;
                 }
             }
-            let wake = (Instant::now() + ASK_EVERY).min(deadline);
-            // The status endpoint is answered meanwhile, so that a wait
-            // shows in its metrics instead of making it unavailable.
-            tokio::select! {
-                packet = tokio::time::timeout_at(wake, self.ipam_inbox.recv()) => {
-                    if let Ok(Some(packet)) = packet {
-                        self.on_ipam(packet).await;
-                    }
-                }
-                Some(ask) = self.status_asks.recv() => self.answer_status(ask).await,
-            }
+            self.serve_ipam_until((Instant::now() + ASK_EVERY).min(deadline))
+                .await;
         };
         self.ipam.waiting = false;
         self.ipam.claiming = None;
         self.ipam.claim_refused = None;
         self.ipam_changed().await;
         result
+    }
+
+    /// Waits for the next IPAM message (handled) or `wake`. The status
+    /// endpoint is answered meanwhile, so that a wait shows in its metrics
+    /// instead of making it unavailable.
+    async fn serve_ipam_until(&mut self, wake: Instant) {
+        tokio::select! {
+            packet = tokio::time::timeout_at(wake, self.ipam_inbox.recv()) => {
+                if let Ok(Some(packet)) = packet {
+                    self.on_ipam(packet).await;
+                }
+            }
+            Some(ask) = self.status_asks.recv() => self.answer_status(ask).await,
+        }
+    }
+
+    /// `weave prime`: waits (up to [`WAIT_FOR_SPACE`]) until the ring is
+    /// initialised, proposing it as a request for an address would.
+    pub(super) async fn prime(&mut self) -> anyhow::Result<Reply> {
+        if !self.ipam.enabled {
+            bail!("IP allocation is off (--ipalloc-range \"\"): nothing to prime");
+        }
+        let deadline = Instant::now() + WAIT_FOR_SPACE;
+        let subnet = self.ipam.default_subnet;
+        while !self.ipam.ring.is_initialised() && Instant::now() < deadline {
+            self.ipam.waiting = true;
+            self.ask_for_space(subnet).await;
+            if self.ipam.ring.is_initialised() {
+                break;
+            }
+            self.serve_ipam_until((Instant::now() + ASK_EVERY).min(deadline))
+                .await;
+        }
+        self.ipam.waiting = false;
+        self.ipam_changed().await;
+        if self.ipam.ring.is_initialised() {
+            return Ok(Reply::Done);
+        }
+        let line = self.ipam.status_line(&self.reachable_names().await);
+        bail!("IP allocation is not ready after {WAIT_FOR_SPACE:?}: {line}")
     }
 
     /// Why a claim of `addr` for a request did not come through in time.

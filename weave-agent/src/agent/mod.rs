@@ -371,6 +371,7 @@ impl Agent {
             Request::Forget { peers } => self.forget(peers).await,
             Request::RmPeer { peer } => self.rmpeer(&peer).await,
             Request::Leave => self.leave().await,
+            Request::Prime => self.prime().await,
             Request::DnsEdit {
                 docker,
                 container,

@@ -23,6 +23,7 @@
 mod dns_query;
 mod gossip_merge;
 mod http_route;
+mod ipam_consensus;
 mod ipam_merge;
 mod mesh_frames;
 mod mesh_handshake;
@@ -36,6 +37,7 @@ mod vxlan_parse;
 pub use dns_query::dns_query;
 pub use gossip_merge::gossip_merge;
 pub use http_route::http_route;
+pub use ipam_consensus::ipam_consensus;
 pub use ipam_merge::ipam_merge;
 pub use mesh_frames::mesh_frames;
 pub use mesh_handshake::mesh_handshake;
@@ -79,6 +81,11 @@ pub const TARGETS: &[FuzzTarget] = &[
         name: "gossip_merge",
         check: gossip_merge,
         seeds: gossip_merge::gossip_seeds,
+    },
+    FuzzTarget {
+        name: "ipam_consensus",
+        check: ipam_consensus,
+        seeds: ipam_consensus::consensus_seeds,
     },
     FuzzTarget {
         name: "ipam_merge",

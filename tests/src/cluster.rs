@@ -32,10 +32,17 @@ impl Cluster {
     /// `wvt<pid>-<test>`. Panics loudly when a prerequisite is missing.
     #[track_caller]
     pub fn new(test: &str, n: usize) -> Self {
+        Self::with_docker_on(test, n, |_| true)
+    }
+
+    /// [`Cluster::new`] where only the hosts `docker(i)` picks (host `i`
+    /// counting from 1) get a dockerd.
+    #[track_caller]
+    pub fn with_docker_on(test: &str, n: usize, docker: impl Fn(usize) -> bool + Sync) -> Self {
         require_root("this integration test");
         let weave_bin = weave_bin().unwrap_or_else(|e| panic!("\n\n*** {e:#}\n\n"));
         let prefix = format!("{TEST_PREFIX}{}-{test}", std::process::id());
-        Self::create(&prefix, n, weave_bin, |host, step| {
+        Self::create_with(&prefix, n, weave_bin, docker, |host, step| {
             eprintln!("[{prefix}-{host}] {step}")
         })
         .unwrap_or_else(|e| panic!("\n\n*** cannot set up simulated hosts {prefix}-*: {e:#}\n\n"))

@@ -8,7 +8,9 @@
 //! addresses of removed or detached containers come back; `weave reset`
 //! hands a peer's space over and `weave rmpeer` takes over a dead peer's,
 //! which is then reused without duplicates; two separately initialised rings
-//! refuse each other; and subnets isolate containers across hosts, even when
+//! refuse each other; two groups of peers started apart (2 and 3 of 5)
+//! start one ring, the majority's, which the minority adopts once they
+//! meet; and subnets isolate containers across hosts, even when
 //! a container adds routes, changes its address, or sends crafted ARP.
 //!
 //! Each test builds its own three hosts (see `multi_host.rs`) and removes them,
@@ -434,4 +436,107 @@ fn subnets_isolate_containers_across_hosts() {
     // And the pairs still work.
     h3.assert_ping(&d, "10.0.2.2");
     h2.assert_ping(&b, "10.0.1.1");
+}
+
+/// Issue 14, item 2: five peers, each launched with the four others, start
+/// in two groups that cannot reach each other (2 and 3). The minority never
+/// initialises a ring however long it asks; the majority agrees on one,
+/// shared among its three peers; once the groups meet, the minority adopts
+/// it and no address is handed out twice. (A lone peer launched without
+/// peers still starts the ring at once: the tests above start that way.)
+#[test]
+fn groups_started_apart_start_one_ring_and_the_minority_waits() {
+    // dockerd only where containers run: one host in each group.
+    let c = Cluster::with_docker_on("ipq", 5, |i| i == 1 || i == 3);
+    let hosts: Vec<&Host> = (0..5).map(|i| &c[i]).collect();
+    let (minority, majority) = hosts.split_at(2);
+    for a in minority {
+        for b in majority {
+            c.block(a, b);
+        }
+    }
+    let lan: Vec<String> = hosts.iter().map(|h| h.lan_addr()).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let others: Vec<&str> = lan
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a.as_str())
+            .collect();
+        h.launch(&others);
+    }
+    let (h1, h3) = (hosts[0], hosts[2]);
+    h1.wait_established(&["h2"], CONVERGE);
+    h3.wait_established(&["h4", "h5"], CONVERGE);
+
+    // The minority asks first, and keeps asking in the background.
+    let asking = std::thread::scope(|scope| {
+        let minority_prime = scope.spawn(|| h1.weave(&["prime", "--timeout", "120"]));
+        h1.wait_status("h1 to wait for a majority", GOSSIP, |s| {
+            anyhow::ensure!(
+                s.ipam.status == "waiting for consensus: 3 of 5 peers must agree, 2 reachable",
+                "{}",
+                s.ipam.status
+            );
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+        // The majority agrees: one ring shared by its three peers.
+        h3.weave_ok(&["prime", "--timeout", "60"]);
+        let ring = h3.status().ipam;
+        let ring_id = ring.ring_id.expect("h3 primed: the ring exists");
+        let owners: BTreeSet<String> = ring
+            .peers
+            .iter()
+            .filter_map(|p| p.nickname.clone())
+            .collect();
+        assert_eq!(owners, ["h3", "h4", "h5"].map(String::from).into());
+        for h in &hosts[3..] {
+            wait_ipam(h, "the majority's ring", |p| p.len() == 3);
+        }
+        // However long it asked, the minority started nothing.
+        for h in minority {
+            let ipam = h.status().ipam;
+            assert_eq!(ipam.ring_id, None, "{}: {}", h.nickname(), ipam.status);
+        }
+        assert!(
+            !minority_prime.is_finished(),
+            "h1's prime returned before a ring existed"
+        );
+
+        // The groups meet: one ring, the majority's, everywhere.
+        for a in minority {
+            for b in majority {
+                c.unblock(a, b);
+            }
+        }
+        c.wait_full_mesh(CONVERGE);
+        wait_for("h1's prime to return", GOSSIP, || {
+            anyhow::ensure!(minority_prime.is_finished(), "still waiting");
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let primed = minority_prime.join().expect("the prime thread");
+        assert!(primed.success(), "weave prime on h1: {primed:?}");
+        ring_id
+    });
+    for h in &hosts {
+        h.wait_status("the one ring", GOSSIP, |s| {
+            anyhow::ensure!(
+                s.ipam.ring_id == Some(asking),
+                "ring {:?}: {}",
+                s.ipam.ring_id,
+                s.ipam.status
+            );
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    // Both groups' hosts allocate: no address twice.
+    for _ in 0..3 {
+        run(h1, &[]);
+        run(h3, &[]);
+    }
+    weave_tests::no_address_twice(&[h1, h3]).unwrap_or_else(|e| panic!("{e:#}"));
 }

@@ -101,6 +101,17 @@ pub struct LaunchOptions {
     /// Subnet used when a container is given no address (default: the whole range).
     #[arg(long)]
     pub ipalloc_default_subnet: Option<Ipv4Net>,
+    /// How the allocation ring starts, as in Weave. `consensus[=N]`: a
+    /// majority of N peers (default 1 + the peers named at launch) must
+    /// agree first, so that groups started apart never start two rings; a
+    /// peer launched alone with no peers starts it on its first allocation.
+    /// `seed=NAME,...`: the named peers (peer names, as `--name`) share the
+    /// range from the start, no agreement needed; give every peer the same
+    /// list. `observer`: this peer never starts the ring nor takes a share
+    /// at the start; it gets space from the others when it needs some.
+    #[arg(long, default_value = "consensus", value_name = "MODE")]
+    #[serde(default)]
+    pub ipalloc_init: IpallocInit,
     /// Peers to connect to (host or host:port), as with `weave connect`.
     /// Named, they are the targets; the targets saved by an earlier launch
     /// or `connect` are used only when none are named, as in Weave.
@@ -277,6 +288,92 @@ impl fmt::Debug for Password {
     }
 }
 
+/// `--ipalloc-init`: how the allocation ring starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IpallocInit {
+    /// Agreement by a majority of this many peers (`None`: 1 + the peers
+    /// named at launch).
+    Consensus(Option<usize>),
+    /// These peers share the range from the start.
+    Seed(Vec<PeerName>),
+    Observer,
+}
+
+impl Default for IpallocInit {
+    fn default() -> Self {
+        Self::Consensus(None)
+    }
+}
+
+impl IpallocInit {
+    /// The number of peers a consensus expects, given `named` peers at
+    /// launch; `None` for seed and observer.
+    pub fn expected_peers(&self, named: usize) -> Option<usize> {
+        match self {
+            Self::Consensus(Some(n)) => Some(*n),
+            Self::Consensus(None) => Some(named + 1),
+            Self::Seed(_) | Self::Observer => None,
+        }
+    }
+}
+
+impl FromStr for IpallocInit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = "expected consensus, consensus=N, seed=NAME,... or observer";
+        let s = s.trim();
+        let (mode, value) = s.split_once('=').map_or((s, None), |(m, v)| (m, Some(v)));
+        match (mode, value) {
+            ("consensus", None) => Ok(Self::Consensus(None)),
+            ("consensus", Some(n)) => match n.parse::<usize>() {
+                Ok(n) if (1..=crate::ipam::MAX_PROPOSAL_PEERS).contains(&n) => {
+                    Ok(Self::Consensus(Some(n)))
+                }
+                _ => Err(format!(
+                    "consensus={n}: the number of peers must be 1 to {}",
+                    crate::ipam::MAX_PROPOSAL_PEERS
+                )),
+            },
+            ("seed", Some(names)) => {
+                let seeds = names
+                    .split(',')
+                    .map(|n| {
+                        n.trim().parse::<PeerName>().map_err(|_| {
+                            format!(
+                                "seed: {n:?} is not a peer name (like 02:00:00:00:00:01, as --name)"
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if seeds.len() > crate::ipam::MAX_PROPOSAL_PEERS {
+                    return Err(format!(
+                        "seed: at most {} peers",
+                        crate::ipam::MAX_PROPOSAL_PEERS
+                    ));
+                }
+                Ok(Self::Seed(seeds))
+            }
+            ("observer", None) => Ok(Self::Observer),
+            _ => Err(format!("{s:?}: {usage}")),
+        }
+    }
+}
+
+impl fmt::Display for IpallocInit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Consensus(None) => f.write_str("consensus"),
+            Self::Consensus(Some(n)) => write!(f, "consensus={n}"),
+            Self::Seed(seeds) => {
+                let names: Vec<String> = seeds.iter().map(ToString::to_string).collect();
+                write!(f, "seed={}", names.join(","))
+            }
+            Self::Observer => f.write_str("observer"),
+        }
+    }
+}
+
 /// `--ipalloc-range`: the allocation range, or none (IP allocation off).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpallocRange(pub Option<Ipv4Net>);
@@ -438,6 +535,17 @@ const fn default_conn_limit() -> usize {
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<LaunchOptions, clap::Error> {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            options: LaunchOptions,
+        }
+        Cli::try_parse_from(std::iter::once("launch").chain(args.iter().copied()))
+            .map(|c| c.options)
+    }
+
     #[test]
     fn plugin_socket_is_an_absolute_path_or_off() {
         let parse = |s: &str| s.parse::<PluginSocket>();
@@ -448,6 +556,38 @@ mod tests {
         assert_eq!(parse("off").unwrap(), PluginSocket(None));
         assert_eq!(parse("").unwrap().to_string(), "off");
         assert!(parse("weave.sock").is_err());
+    }
+
+    #[test]
+    fn ipalloc_init_takes_weaves_forms_and_refuses_the_rest() {
+        let init = |s: &str| s.parse::<IpallocInit>();
+        assert_eq!(init("consensus"), Ok(IpallocInit::Consensus(None)));
+        assert_eq!(init("consensus=5"), Ok(IpallocInit::Consensus(Some(5))));
+        assert_eq!(init("observer"), Ok(IpallocInit::Observer));
+        let seeds = init("seed=02:00:00:00:00:01,02:00:00:00:00:02").unwrap();
+        assert_eq!(
+            seeds.to_string(),
+            "seed=02:00:00:00:00:01,02:00:00:00:00:02"
+        );
+        assert_eq!(seeds.expected_peers(3), None);
+        assert_eq!(IpallocInit::Consensus(None).expected_peers(2), Some(3));
+        for bad in [
+            "consensus=0",
+            "consensus=x",
+            "seed=",
+            "seed=h1",
+            "observer=1",
+            "paxos",
+            "",
+        ] {
+            assert!(init(bad).is_err(), "{bad} accepted");
+        }
+        let parsed = parse(&["--ipalloc-init", "consensus=3"]).unwrap();
+        assert_eq!(parsed.ipalloc_init, IpallocInit::Consensus(Some(3)));
+        assert_eq!(
+            parse(&[]).unwrap().ipalloc_init,
+            IpallocInit::Consensus(None)
+        );
     }
 
     #[test]

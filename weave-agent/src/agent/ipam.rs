@@ -2,14 +2,16 @@
 //! this peer (pure, in `crate::ipam`) wired to the mesh, the disk and the
 //! requests of `run`/`attach`.
 //!
-//! How the ring starts (Weave's "waiting for consensus", simplified): a peer
-//! launched with no peers to connect to, and connected to none, owns the
-//! whole range as soon as it first needs an address. A peer with peers
-//! waits: it tells every reachable peer that it waits, asks each for space,
-//! and the smallest peer name among them initialises the ring once every
-//! reachable peer is known to be waiting too; any initialised ring that
-//! arrives is adopted. A request waits for this (and for a donation when
-//! this peer has no free space) up to [`WAIT_FOR_SPACE`].
+//! How the ring starts (Weave's `--ipalloc-init`): by default a peer that
+//! needs an address while no ring exists proposes, and a majority of the
+//! expected peers must agree (`crate::ipam::Consensus`, Paxos) before the
+//! ring is built, shared among the peers that agreed; a minority waits, so
+//! groups started apart never start two rings. A peer launched with no
+//! peers and reaching none is its own majority: it owns the whole range on
+//! its first allocation. With `seed=` the named peers share the range from
+//! launch; an `observer` never proposes. Any initialised ring that arrives
+//! is adopted. A request waits for this (and for a donation when this peer
+//! has no free space) up to [`WAIT_FOR_SPACE`].
 //!
 //! An explicit address in space another peer owns is claimed from it, as
 //! Weave did: the owner hands over exactly that address when none of its
@@ -34,9 +36,10 @@ use tokio::time::Instant;
 
 use super::Agent;
 use crate::api::Reply;
+use crate::config::IpallocInit;
 use crate::ipam::{
-    AddrRange, AddrRequest, Allocator, IpamMessage, IpamPacket, MAX_REASON, Ring, RingError, Space,
-    SpaceError, random_ring_id,
+    AddrRange, AddrRequest, Allocator, Consensus, ConsensusMessage, IpamMessage, IpamPacket,
+    MAX_REASON, Proposal, Ring, RingError, Space, SpaceError, random_ring_id,
 };
 use crate::peer_name::PeerName;
 use crate::state::EndpointRecord;
@@ -61,10 +64,8 @@ pub(super) struct PeerIpam {
     pub(super) default_subnet: Ipv4Net,
     /// Explicit addresses outside the range, checked on this host only.
     outside: Allocator,
-    /// Launched with peers to connect to: never initialise the ring alone.
-    has_targets: bool,
-    /// Peers known to be waiting for consensus (uninitialised rings).
-    waiting_peers: BTreeSet<PeerName>,
+    /// The agreement on who starts the ring.
+    consensus: Consensus,
     /// Peers whose ring we refused (initialised separately), and why.
     conflicts: BTreeMap<PeerName, String>,
     /// A request is waiting for space.
@@ -116,16 +117,31 @@ impl PeerIpam {
         me: PeerName,
         ring: Ring,
         default_subnet: Ipv4Net,
-        has_targets: bool,
+        init: &IpallocInit,
+        named_peers: usize,
     ) -> Self {
+        let mut ring = ring;
+        if let IpallocInit::Seed(seeds) = init
+            && !ring.is_initialised()
+        {
+            let id = Ring::seed_id(ring.range(), seeds);
+            match Ring::init_among(ring.range(), seeds, id) {
+                Ok(seeded) => {
+                    tracing::info!(range = %ring.range(), seeds = seeds.len(), "initialised IP allocation from the seed peers");
+                    ring = seeded;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot seed IP allocation"),
+            }
+        }
+        let expected = init.expected_peers(named_peers).unwrap_or(1);
+        let observer = matches!(init, IpallocInit::Observer);
         Self {
             me,
             outside: Allocator::new(ring.range(), default_subnet),
             ring,
             space: Space::new(),
             default_subnet,
-            has_targets,
-            waiting_peers: BTreeSet::new(),
+            consensus: Consensus::new(me, expected, observer),
             conflicts: BTreeMap::new(),
             waiting: false,
             last_ask: None,
@@ -306,12 +322,8 @@ impl PeerIpam {
     /// Merges a ring from `src`; whether it changed ours.
     fn merge(&mut self, src: PeerName, ring: &Ring) -> bool {
         if !ring.is_initialised() {
-            if ring.range() == self.ring.range() {
-                self.waiting_peers.insert(src);
-            }
             return false;
         }
-        self.waiting_peers.remove(&src);
         match self.ring.merge(ring, self.me, &self.space) {
             Ok(merge) => {
                 self.conflicts.remove(&src);
@@ -351,25 +363,34 @@ impl PeerIpam {
             .any(|(r, e)| e.peer == peer && e.free > 0 && r.intersect(&sub).is_some())
     }
 
-    /// Whether we may initialise the ring now, `reachable` being the other
-    /// peers we can reach.
-    fn may_claim(&self, reachable: &BTreeSet<PeerName>) -> bool {
+    /// Builds the ring the peers agreed on (unless one arrived meanwhile).
+    fn adopt(&mut self, chosen: &Proposal) {
         if self.ring.is_initialised() {
-            return false;
+            return;
         }
-        if reachable.is_empty() {
-            return !self.has_targets;
+        match Ring::init_among(self.ring.range(), &chosen.peers, chosen.ring_id) {
+            Ok(ring) => {
+                tracing::info!(range = %ring.range(), peers = chosen.peers.len(), "initialised IP allocation: the peers agreed");
+                self.ring = ring;
+                self.take_reclaimed();
+                self.note_free();
+                self.dirty = true;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot build the agreed ring"),
         }
-        reachable.iter().all(|p| self.waiting_peers.contains(p))
-            && reachable.iter().all(|p| self.me < *p)
     }
 
-    fn claim_all(&mut self) {
-        if self.ring.claim_all(self.me, random_ring_id()).is_ok() {
-            tracing::info!(range = %self.ring.range(), "initialised IP allocation: this peer owns the whole range");
-            self.take_reclaimed();
-            self.note_free();
-            self.dirty = true;
+    /// What the consensus waits for, for the status line.
+    fn consensus_wait(&self, reachable: &BTreeSet<PeerName>) -> String {
+        let quorum = self.consensus.quorum(reachable.len());
+        let expected = self.consensus.expected();
+        if reachable.len() + 1 < quorum {
+            format!(
+                "waiting for consensus: {quorum} of {expected} peers must agree, {} reachable",
+                reachable.len() + 1
+            )
+        } else {
+            format!("waiting for consensus: {quorum} of {expected} peers must agree")
         }
     }
 
@@ -385,8 +406,8 @@ impl PeerIpam {
             return conflict.clone();
         }
         if !self.ring.is_initialised() {
-            return if self.waiting || self.has_targets || !reachable.is_empty() {
-                "waiting for consensus".into()
+            return if self.waiting || self.consensus.expected() > 1 || !reachable.is_empty() {
+                self.consensus_wait(reachable)
             } else {
                 "idle (the range is claimed on the first allocation)".into()
             };
@@ -452,7 +473,12 @@ impl Agent {
                         break Err(self.no_space_error(subnet).await);
                     }
                     self.ipam.waiting = true;
+                    let had_ring = self.ipam.ring.is_initialised();
                     self.ask_for_space(subnet).await;
+                    if !had_ring && self.ipam.ring.is_initialised() {
+                        // Agreed at once (a lone peer): allocate now.
+                        continue;
+                    }
                 }
                 Shortfall::Claim(addr) => {
                     if out_of_time {
@@ -470,23 +496,54 @@ impl Agent {
                     self.send_claims().await;
                 }
             }
-            let wake = (Instant::now() + ASK_EVERY).min(deadline);
-            // The status endpoint is answered meanwhile, so that a wait
-            // shows in its metrics instead of making it unavailable.
-            tokio::select! {
-                packet = tokio::time::timeout_at(wake, self.ipam_inbox.recv()) => {
-                    if let Ok(Some(packet)) = packet {
-                        self.on_ipam(packet).await;
-                    }
-                }
-                Some(ask) = self.status_asks.recv() => self.answer_status(ask).await,
-            }
+            self.serve_ipam_until((Instant::now() + ASK_EVERY).min(deadline))
+                .await;
         };
         self.ipam.waiting = false;
         self.ipam.claiming = None;
         self.ipam.claim_refused = None;
         self.ipam_changed().await;
         result
+    }
+
+    /// Waits for the next IPAM message (handled) or `wake`. The status
+    /// endpoint is answered meanwhile, so that a wait shows in its metrics
+    /// instead of making it unavailable.
+    async fn serve_ipam_until(&mut self, wake: Instant) {
+        tokio::select! {
+            packet = tokio::time::timeout_at(wake, self.ipam_inbox.recv()) => {
+                if let Ok(Some(packet)) = packet {
+                    self.on_ipam(packet).await;
+                }
+            }
+            Some(ask) = self.status_asks.recv() => self.answer_status(ask).await,
+        }
+    }
+
+    /// `weave prime`: waits (up to [`WAIT_FOR_SPACE`]) until the ring is
+    /// initialised, proposing it as a request for an address would.
+    pub(super) async fn prime(&mut self) -> anyhow::Result<Reply> {
+        if !self.ipam.enabled {
+            bail!("IP allocation is off (--ipalloc-range \"\"): nothing to prime");
+        }
+        let deadline = Instant::now() + WAIT_FOR_SPACE;
+        let subnet = self.ipam.default_subnet;
+        while !self.ipam.ring.is_initialised() && Instant::now() < deadline {
+            self.ipam.waiting = true;
+            self.ask_for_space(subnet).await;
+            if self.ipam.ring.is_initialised() {
+                break;
+            }
+            self.serve_ipam_until((Instant::now() + ASK_EVERY).min(deadline))
+                .await;
+        }
+        self.ipam.waiting = false;
+        self.ipam_changed().await;
+        if self.ipam.ring.is_initialised() {
+            return Ok(Reply::Done);
+        }
+        let line = self.ipam.status_line(&self.reachable_names().await);
+        bail!("IP allocation is not ready after {WAIT_FOR_SPACE:?}: {line}")
     }
 
     /// Why a claim of `addr` for a request did not come through in time.
@@ -679,16 +736,16 @@ impl Agent {
         let reachable = self.reachable_names().await;
         let me = self.peer_name;
         if !self.ipam.ring.is_initialised() {
-            if self.ipam.may_claim(&reachable) {
-                self.ipam.claim_all();
+            // Propose (again: a round that stalled is retried with a higher
+            // ballot), and ask everyone for space: a peer that has a ring
+            // donates at once.
+            let (steps, chosen) = self.ipam.consensus.propose(&reachable, random_ring_id());
+            self.send_steps(steps).await;
+            if let Some(chosen) = chosen {
+                self.ipam.adopt(&chosen);
                 return;
             }
-            // Tell everyone we wait, and ask them all: an initialised one
-            // donates, the smallest waiting one initialises.
             for peer in &reachable {
-                let ring = self.ipam.ring.clone();
-                self.send_ipam(IpamPacket::to(me, *peer, IpamMessage::Ring { ring }))
-                    .await;
                 self.send_ipam(IpamPacket::to(
                     me,
                     *peer,
@@ -719,6 +776,17 @@ impl Agent {
         .await;
     }
 
+    async fn send_steps(&self, steps: Vec<(PeerName, ConsensusMessage)>) {
+        for (to, step) in steps {
+            self.send_ipam(IpamPacket::to(
+                self.peer_name,
+                to,
+                IpamMessage::Consensus { step },
+            ))
+            .await;
+        }
+    }
+
     async fn send_ipam(&self, packet: IpamPacket) {
         if let Err(e) = self.mesh.send_ipam(packet).await {
             tracing::debug!(error = %e, "sending an IPAM message");
@@ -747,13 +815,29 @@ impl Agent {
             }
             IpamMessage::Claim { addr } => self.on_claim(src, addr).await,
             IpamMessage::ClaimRefused { addr, reason } => self.ipam.on_refusal(src, addr, reason),
+            IpamMessage::Consensus { step } => {
+                if self.ipam.ring.is_initialised() {
+                    // Too late to agree: the ring exists, it learns it.
+                    let ring = self.ipam.ring.clone();
+                    self.send_ipam(IpamPacket::to(me, src, IpamMessage::Ring { ring }))
+                        .await;
+                } else {
+                    let reachable = self.reachable_names().await;
+                    let (steps, chosen) =
+                        self.ipam
+                            .consensus
+                            .on_message(src, step, &reachable, random_ring_id());
+                    self.send_steps(steps).await;
+                    if let Some(chosen) = chosen {
+                        self.ipam.adopt(&chosen);
+                    }
+                }
+            }
             IpamMessage::SpaceRequest { subnet } => {
                 if !self.ipam.ring.is_initialised() {
-                    self.ipam.waiting_peers.insert(src);
-                    let reachable = self.reachable_names().await;
-                    if self.ipam.may_claim(&reachable) {
-                        self.ipam.claim_all();
-                    }
+                    // Nothing to give yet: the requester's proposal decides.
+                    self.ipam_changed().await;
+                    return;
                 }
                 if self.ipam.ring.is_initialised()
                     && !self.ipam.conflicts.contains_key(&src)
@@ -1045,7 +1129,26 @@ mod tests {
 
     fn ipam(me: u8, has_targets: bool) -> PeerIpam {
         let range = net(DEFAULT);
-        PeerIpam::new(peer(me), Ring::new(range).unwrap(), range, has_targets)
+        let named = usize::from(has_targets);
+        PeerIpam::new(
+            peer(me),
+            Ring::new(range).unwrap(),
+            range,
+            &IpallocInit::default(),
+            named,
+        )
+    }
+
+    impl PeerIpam {
+        /// Initialises the ring as a lone peer's consensus does.
+        fn claim_all(&mut self) {
+            let none = BTreeSet::new();
+            let (steps, chosen) = self.consensus.propose(&none, random_ring_id());
+            assert!(steps.is_empty());
+            if let Some(chosen) = chosen {
+                self.adopt(&chosen);
+            }
+        }
     }
 
     fn wants_space(r: Result<Vec<Ipv4Net>, Shortfall>) -> Ipv4Net {
@@ -1148,9 +1251,6 @@ mod tests {
 
     #[test]
     fn a_lone_peer_without_targets_claims_at_once_one_with_targets_waits() {
-        let none = BTreeSet::new();
-        assert!(ipam(1, false).may_claim(&none));
-        assert!(!ipam(1, true).may_claim(&none));
         let mut alone = ipam(1, false);
         assert_eq!(
             wants_space(alone.allocate_all(&[AddrRequest::Default])),
@@ -1162,26 +1262,64 @@ mod tests {
             Some(vec![net("10.32.0.1/12")])
         );
         assert!(alone.dirty);
-        assert!(!alone.may_claim(&none), "never twice");
+        let mut waits = ipam(1, true);
+        waits.claim_all();
+        assert!(!waits.ring.is_initialised(), "2 expected, 1 in sight");
+        let line = waits.status_line(&BTreeSet::new());
+        assert_eq!(
+            line,
+            "waiting for consensus: 2 of 2 peers must agree, 1 reachable"
+        );
     }
 
     #[test]
-    fn with_peers_the_smallest_name_claims_once_everyone_waits() {
-        let reachable: BTreeSet<PeerName> = [peer(2), peer(3)].into();
-        let mut smallest = ipam(1, true);
-        assert!(!smallest.may_claim(&reachable), "peer 3 not known waiting");
-        smallest.merge(peer(2), &Ring::new(net("10.32.0.0/12")).unwrap());
-        smallest.merge(peer(3), &Ring::new(net("10.32.0.0/12")).unwrap());
-        assert!(smallest.may_claim(&reachable));
-        let mut other = ipam(2, true);
-        other.merge(peer(1), &Ring::new(net("10.32.0.0/12")).unwrap());
-        other.merge(peer(3), &Ring::new(net("10.32.0.0/12")).unwrap());
-        assert!(!other.may_claim(&[peer(1), peer(3)].into()));
-        // An initialised ring arriving is adopted instead.
-        smallest.claim_all();
-        assert!(other.merge(peer(1), &smallest.ring));
-        assert!(other.ring.is_initialised());
+    fn an_agreed_ring_is_shared_by_the_peers_that_agreed_and_adopted_by_others() {
+        let agreed = Proposal {
+            peers: vec![peer(2), peer(1)],
+            ring_id: 9,
+        };
+        let mut one = ipam(1, true);
+        one.adopt(&agreed);
+        assert!(one.ring.is_initialised() && one.dirty);
+        assert_eq!(one.ring.peers(), BTreeSet::from([peer(1), peer(2)]));
+        // Another peer building the same value gets the same ring.
+        let mut two = ipam(2, true);
+        two.adopt(&agreed);
+        assert_eq!(one.ring, two.ring);
+        // A third adopts it from gossip.
+        let mut other = ipam(3, true);
+        assert!(other.merge(peer(1), &one.ring));
         assert_eq!(other.status_line(&[peer(1)].into()), "ready");
+        // Once initialised, a later agreement changes nothing.
+        let before = one.ring.clone();
+        one.adopt(&Proposal {
+            peers: vec![peer(1)],
+            ring_id: 10,
+        });
+        assert_eq!(one.ring, before);
+    }
+
+    #[test]
+    fn seed_peers_share_the_range_from_launch_and_observers_wait() {
+        let range = net(DEFAULT);
+        let seeds = IpallocInit::Seed(vec![peer(1), peer(2)]);
+        let a = PeerIpam::new(peer(1), Ring::new(range).unwrap(), range, &seeds, 0);
+        let b = PeerIpam::new(peer(2), Ring::new(range).unwrap(), range, &seeds, 0);
+        assert!(a.ring.is_initialised());
+        assert_eq!(a.ring, b.ring);
+        assert_eq!(a.ring.peers(), BTreeSet::from([peer(1), peer(2)]));
+        let mut watcher = PeerIpam::new(
+            peer(3),
+            Ring::new(range).unwrap(),
+            range,
+            &IpallocInit::Observer,
+            0,
+        );
+        watcher.claim_all();
+        assert!(
+            !watcher.ring.is_initialised(),
+            "an observer never starts the ring"
+        );
     }
 
     #[test]

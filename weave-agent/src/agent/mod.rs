@@ -277,7 +277,8 @@ impl Agent {
             peer_name,
             ring,
             options.default_subnet(),
-            !targets.is_empty(),
+            &options.ipalloc_init,
+            targets.len(),
         );
         let mut agent = Self {
             paths,
@@ -370,6 +371,7 @@ impl Agent {
             Request::Forget { peers } => self.forget(peers).await,
             Request::RmPeer { peer } => self.rmpeer(&peer).await,
             Request::Leave => self.leave().await,
+            Request::Prime => self.prime().await,
             Request::DnsEdit {
                 docker,
                 container,

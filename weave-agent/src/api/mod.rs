@@ -61,6 +61,9 @@ pub enum Request {
     },
     /// Hand this peer's address space to another before `weave reset`.
     Leave,
+    /// `weave prime`: wait until IP allocation is initialised (the peers
+    /// agreed), proposing it if needed.
+    Prime,
     /// `weave dns-add` (`add`) and `weave dns-remove`: a name for some or
     /// all (`ips` empty) of an attached container's addresses.
     DnsEdit {

@@ -8,6 +8,7 @@ mod dns;
 mod expose;
 mod launch;
 mod plugin_proxy;
+mod prime;
 mod ps;
 mod report;
 mod reset;
@@ -48,6 +49,7 @@ pub enum Command {
     Stop(stop::Args),
     Reset(reset::Args),
     Rmpeer(rmpeer::Args),
+    Prime(prime::Args),
     Run(run::Args),
     Attach(attach::AttachArgs),
     Detach(attach::DetachArgs),
@@ -72,6 +74,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Stop(args) => stop::run(&cli.paths, args),
         Command::Reset(args) => reset::run(&cli.paths, args),
         Command::Rmpeer(args) => rmpeer::run(&cli.paths, args),
+        Command::Prime(args) => prime::run(&cli.paths, &args),
         Command::Run(args) => run::run(&cli.paths, args),
         Command::Attach(args) => attach::attach(&cli.paths, args),
         Command::Detach(args) => attach::detach(&cli.paths, args),

@@ -13,6 +13,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use super::consensus::{ConsensusMessage, MAX_PROPOSAL_PEERS};
 use super::ring::Ring;
 use crate::peer_name::PeerName;
 
@@ -51,6 +52,9 @@ pub enum IpamMessage {
     Claim { addr: Ipv4Addr },
     /// The answer to a [`IpamMessage::Claim`] that cannot be granted.
     ClaimRefused { addr: Ipv4Addr, reason: String },
+    /// A step of the agreement on who starts the ring, between peers whose
+    /// ring is not initialised yet.
+    Consensus { step: ConsensusMessage },
 }
 
 /// Longest [`IpamMessage::ClaimRefused`] reason accepted from a peer.
@@ -69,6 +73,8 @@ pub enum BadPacket {
     Ring(#[from] super::ring::Malformed),
     #[error("a claim refusal's reason is over {MAX_REASON} bytes")]
     LongReason,
+    #[error("a consensus proposal with no peers or over {MAX_PROPOSAL_PEERS}")]
+    BadProposal,
 }
 
 impl IpamPacket {
@@ -112,6 +118,9 @@ impl IpamPacket {
             IpamMessage::Ring { ring } => ring.validate()?,
             IpamMessage::ClaimRefused { reason, .. } if reason.len() > MAX_REASON => {
                 return Err(BadPacket::LongReason);
+            }
+            IpamMessage::Consensus { step } if !step.is_valid() => {
+                return Err(BadPacket::BadProposal);
             }
             _ => {}
         }

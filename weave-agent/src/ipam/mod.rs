@@ -6,10 +6,11 @@
 //! drives them (`agent/ipam.rs`): it claims or asks for space on the ring,
 //! gossips the ring through the mesh, and allocates from its own space. The
 //! [`Allocator`] covers only addresses outside the allocation range, which
-//! are this host's alone.
+//! are this host's alone. Who starts the ring is agreed by [`Consensus`].
 
 mod addr_range;
 mod allocator;
+mod consensus;
 mod message;
 mod request;
 mod ring;
@@ -21,6 +22,7 @@ pub(crate) mod test_support;
 
 pub use addr_range::AddrRange;
 pub use allocator::{Allocator, IpamError};
+pub use consensus::{Consensus, ConsensusMessage, MAX_PROPOSAL_PEERS, Proposal};
 pub use message::{BadPacket, IpamMessage, IpamPacket, MAX_HOPS, MAX_REASON};
 pub use request::{
     AddrRequest, AddrRequestError, looks_like_address, parse_addr_requests, split_addr_args,

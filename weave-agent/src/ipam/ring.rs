@@ -122,6 +122,8 @@ pub enum RingError {
     BadRange(Ipv4Net),
     #[error("the allocation ring is already initialised")]
     AlreadyInitialised,
+    #[error("a ring shared among no peers")]
+    NoPeers,
     #[error(
         "IP allocation was initialised separately: ours is {ours}, the peer's is {theirs}; \
          refusing to merge them, as both would hand out the same addresses"
@@ -220,6 +222,51 @@ impl Ring {
         let mut ring = Self::new(range)?;
         ring.claim_all(me, ring_id)?;
         Ok(ring)
+    }
+
+    /// A ring shared among `peers` from the start (Weave's consensus and
+    /// seed): the first (by name) owns the range, then each next peer gets
+    /// a half of the largest share, as a donation would give it. Every peer
+    /// that builds it from the same peers and id builds the same ring, so
+    /// the copies merge as one. `peers` must not be empty.
+    pub fn init_among(range: Ipv4Net, peers: &[PeerName], ring_id: u64) -> Result<Self, RingError> {
+        let mut sorted: Vec<PeerName> = peers.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let (&first, rest) = sorted.split_first().ok_or(RingError::NoPeers)?;
+        let mut ring = Self::init_with_id(range, first, ring_id)?;
+        let nothing_used = Space::new();
+        for &peer in rest {
+            let largest = ring
+                .shares()
+                .into_iter()
+                .max_by(|a, b| a.addresses.cmp(&b.addresses).then(b.peer.cmp(&a.peer)))
+                .map(|s| s.peer);
+            if let Some(donor) = largest {
+                ring.donate(donor, peer, ring.range, &nothing_used);
+            }
+        }
+        Ok(ring)
+    }
+
+    /// The ring id every peer given the same seeds derives (FNV-1a over
+    /// the range and the sorted names: stable across builds, unlike std's
+    /// hasher). Never 0.
+    pub fn seed_id(range: Ipv4Net, seeds: &[PeerName]) -> u64 {
+        let mut sorted = seeds.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let bytes = u32::from(range.network())
+            .to_be_bytes()
+            .into_iter()
+            .chain([range.prefix_len()])
+            .chain(sorted.iter().flat_map(|p| p.0.0));
+        for b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash.max(1)
     }
 
     /// Initialises an uninitialised ring: `me` owns everything.
@@ -827,6 +874,33 @@ mod tests {
             Err(SpaceError::OwnedBy { owner, .. }) if owner == peer(2)
         ));
         ring.validate().unwrap();
+    }
+
+    #[test]
+    fn a_ring_among_peers_is_the_same_whoever_builds_it_and_splits_by_halves() {
+        let range: Ipv4Net = "10.32.0.0/12".parse().unwrap();
+        let a = Ring::init_among(range, &[peer(3), peer(1), peer(2)], 5).unwrap();
+        let b = Ring::init_among(range, &[peer(2), peer(3), peer(1), peer(2)], 5).unwrap();
+        assert_eq!(a, b);
+        a.validate().unwrap();
+        let shares: Vec<(PeerName, u32)> =
+            a.shares().iter().map(|s| (s.peer, s.addresses)).collect();
+        let total = 1u32 << 20;
+        assert_eq!(shares.iter().map(|s| s.1).sum::<u32>(), total, "{shares:?}");
+        let of = |p| shares.iter().find(|s| s.0 == p).unwrap().1;
+        assert_eq!(
+            (of(peer(1)), of(peer(2)), of(peer(3))),
+            (total / 4, total / 2, total / 4)
+        );
+        assert_eq!(Ring::init_among(range, &[], 5), Err(RingError::NoPeers));
+        // The seed id depends on the range and the set of names only.
+        let id = Ring::seed_id(range, &[peer(1), peer(2)]);
+        assert_eq!(id, Ring::seed_id(range, &[peer(2), peer(1), peer(1)]));
+        assert_ne!(id, Ring::seed_id(range, &[peer(1), peer(3)]));
+        assert_ne!(
+            id,
+            Ring::seed_id("10.32.0.0/13".parse().unwrap(), &[peer(1), peer(2)])
+        );
     }
 
     #[test]

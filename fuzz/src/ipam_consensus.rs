@@ -124,7 +124,7 @@ pub fn ipam_consensus(data: &[u8]) {
         let (what, arg) = (input.byte(), input.byte());
         match what % 8 {
             0 => net.propose(peer(arg % PEERS + 1), u64::from(steps)),
-            1 | 2 | 3 => net.deliver(usize::from(arg), false),
+            1..=3 => net.deliver(usize::from(arg), false),
             // Delivered twice.
             4 => net.deliver(usize::from(arg), true),
             // Lost.

@@ -308,7 +308,7 @@ impl Default for IpallocInit {
 impl IpallocInit {
     /// The number of peers a consensus expects, given `named` peers at
     /// launch; `None` for seed and observer.
-    pub fn expected_peers(&self, named: usize) -> Option<usize> {
+    pub const fn expected_peers(&self, named: usize) -> Option<usize> {
         match self {
             Self::Consensus(Some(n)) => Some(*n),
             Self::Consensus(None) => Some(named + 1),

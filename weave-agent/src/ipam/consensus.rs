@@ -498,11 +498,11 @@ mod tests {
             net.run(order & 1 != 0);
             assert!(net.values().len() <= 1, "order {order}: {:?}", net.values());
             // Retries until someone decides.
-            for round in 0..10 {
+            for round in 0..10u8 {
                 if !net.chosen.is_empty() {
                     break;
                 }
-                net.propose(peer(1 + (round % 4) as u8));
+                net.propose(peer(1 + round % 4));
                 net.run(false);
             }
             assert_eq!(net.values().len(), 1, "order {order}");

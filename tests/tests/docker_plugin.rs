@@ -7,7 +7,9 @@
 //! with the same name and subnet on two hosts is one network (containers
 //! started with `docker run --net` ping across hosts); a container on
 //! another weave network cannot reach them; `docker rm` frees the address
-//! (`weave status --json`, `weave ps`) and the port; an agent restart keeps
+//! (`weave status --json`, `weave ps`) and the port; a new container given
+//! the freed address announces it, so a container on the other host that
+//! had the old MAC cached learns the new one at once; an agent restart keeps
 //! the endpoints and networks; containers' names are in weaveDNS (and go
 //! with the container), reached from inside through Docker's resolver with
 //! `--dns`; the default route is `docker_gwbridge`'s; `docker network rm` works; bad input (overlapping subnets, a subnet outside the ring, an
@@ -27,6 +29,9 @@ use weave_tests::{Cluster, Host, IMAGE, wait_until};
 
 /// Within this a fresh container answers pings.
 const PING: Duration = Duration::from_secs(20);
+/// Within this a neighbour's ARP cache follows an address's announcement
+/// (milliseconds; without one, many seconds: see `weave_forms.rs`).
+const ANNOUNCED: Duration = Duration::from_secs(3);
 /// The ring every host launches with: it holds the networks' subnets.
 const RANGE: &str = "10.5.0.0/16";
 
@@ -64,7 +69,13 @@ const DNS_ADDR: &str = "169.254.53.53";
 /// returns the container's address.
 #[track_caller]
 fn run_on(h: &Host, net: &str, name: &str) -> String {
-    h.docker_ok(&[
+    run_on_with(h, net, name, &[])
+}
+
+/// [`run_on`] with more `docker run` options (`--ip ADDR`).
+#[track_caller]
+fn run_on_with(h: &Host, net: &str, name: &str, options: &[&str]) -> String {
+    let mut args = vec![
         "run",
         "-d",
         "--net",
@@ -75,10 +86,10 @@ fn run_on(h: &Host, net: &str, name: &str) -> String {
         "weave.local",
         "--name",
         name,
-        IMAGE,
-        "sleep",
-        "3600",
-    ]);
+    ];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&[IMAGE, "sleep", "3600"]);
+    h.docker_ok(&args);
     let addr = h.docker_ok(&[
         "inspect",
         "-f",
@@ -86,6 +97,24 @@ fn run_on(h: &Host, net: &str, name: &str) -> String {
         name,
     ]);
     addr.trim().to_string()
+}
+
+/// The MAC of a Docker network container's weave interface.
+fn ethwe0_mac(h: &Host, name: &str) -> String {
+    h.exec_ok(name, &["cat", "/sys/class/net/ethwe0/address"])
+        .trim()
+        .to_owned()
+}
+
+/// The MAC container `observer` maps `addr` to on its `ethwe0`, if any.
+fn neighbour(h: &Host, observer: &str, addr: &str) -> Option<String> {
+    let out = h.in_container(observer, "ip", &["neigh", "show", addr, "dev", "ethwe0"]);
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    words
+        .iter()
+        .position(|w| *w == "lladdr")
+        .and_then(|i| words.get(i + 1))
+        .map(ToString::to_string)
 }
 
 /// A raw HTTP POST to the plugin socket: status and JSON body.
@@ -202,8 +231,23 @@ fn docker_networks_span_hosts_and_are_isolated() {
         .filter(|l| l.starts_with("vethwepl"))
         .count();
     assert_eq!(ports_after, ports_before - 1, "{:?}", h1.link_names());
-    // The freed address can be used again, and the new container joins in.
-    let a2 = run_on(h1, "net1", "ca2");
+    // The freed address can be used again, and the new container joins
+    // in: it announces itself (gratuitous ARP once Docker has moved its
+    // interface in), so cb, on h2, which still maps the address to ca's
+    // MAC, learns the new one at once; without the announcement the old
+    // entry would stay until traffic made cb's kernel probe again, many
+    // seconds later. Nothing is sent between them before the check.
+    let old_mac = neighbour(h2, "cb", &a).expect("cb has pinged ca: an ARP entry");
+    let a2 = run_on_with(h1, "net1", "ca2", &["--ip", &a]);
+    assert_eq!(a2, a);
+    let new_mac = ethwe0_mac(h1, "ca2");
+    assert_ne!(new_mac, old_mac);
+    wait_until(
+        &format!("cb to map {a} to ca2's {new_mac}"),
+        ANNOUNCED,
+        || (neighbour(h2, "cb", &a).as_deref() == Some(&*new_mac)).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}: cb maps it to {:?}", neighbour(h2, "cb", &a)));
     h1.wait_ping("ca2", &b).unwrap_or_else(|e| panic!("{e:#}"));
 
     // An agent restart keeps the endpoints and the networks: the container

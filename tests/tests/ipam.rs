@@ -10,7 +10,9 @@
 //! which is then reused without duplicates; two separately initialised rings
 //! refuse each other; two groups of peers started apart (2 and 3 of 5)
 //! start one ring, the majority's, which the minority adopts once they
-//! meet; and subnets isolate containers across hosts, even when
+//! meet; the first ping to a container given an address just donated is
+//! answered, 20 times in a row; and subnets isolate containers across
+//! hosts, even when
 //! a container adds routes, changes its address, or sends crafted ARP.
 //!
 //! Each test builds its own three hosts (see `multi_host.rs`) and removes them,
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use weave_agent::status::IpamPeerStatus;
 use weave_tests::convergence::CONVERGE;
-use weave_tests::{Cluster, Host, IMAGE, wait_for};
+use weave_tests::{Cluster, Host, IMAGE, Output, wait_for};
 
 /// Gossip of the ring must reach every peer (and a dead peer be noticed)
 /// within this.
@@ -539,4 +541,88 @@ fn groups_started_apart_start_one_ring_and_the_minority_waits() {
         run(h3, &[]);
     }
     weave_tests::no_address_twice(&[h1, h3]).unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// Rounds of the first ping after a donation (issue 15, item 3).
+const DONATIONS: usize = 20;
+
+/// One ping (`-c 1 -W 2`) from the network namespace `netns` (a
+/// container's, looked up once so that nothing comes between an attach
+/// and the ping) to `addr`.
+fn one_ping(netns: &std::path::Path, addr: &str) -> Output {
+    let mut c = std::process::Command::new("nsenter");
+    c.arg(format!("--net={}", netns.display()))
+        .args(["ping", "-n", "-c", "1", "-W", "2", addr]);
+    weave_tests::run(&mut c, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The address `weave attach` printed (its only line).
+#[track_caller]
+fn attached(h: &Host, args: &[&str]) -> String {
+    let mut all = vec!["attach"];
+    all.extend_from_slice(args);
+    let out = h.weave_ok(&all);
+    let addr = out.trim();
+    assert!(
+        addr.parse::<Ipv4Addr>().is_ok(),
+        "weave attach printed {out:?}"
+    );
+    addr.to_owned()
+}
+
+/// Issue 15, item 3: the first packet to a container whose address h1 has
+/// just donated to h2, behind a MAC nobody has learnt, is delivered (the
+/// ARP request floods, the reply and the ping follow), in every round.
+#[test]
+fn the_first_ping_after_a_donation_is_answered() {
+    let c = Cluster::new("ipf", 2);
+    let (h1, h2) = (&c[0], &c[1]);
+    // h1 alone claims the range, so every subnet below is its to give.
+    h1.launch(&[]);
+    let (a, _) = run(h1, &[]);
+    h2.launch(&[&h1.lan_addr()]);
+    h2.wait_established(&["h1"], CONVERGE);
+    h1.wait_established(&["h2"], CONVERGE);
+    let b = h2.docker_ok(&["run", "-d", IMAGE, "sleep", "3600"]);
+    let b = b.trim();
+    let (a_ns, b_ns) = (h1.container_netns(&a), h2.container_netns(b));
+
+    // Each round, a subnet nobody used: a's new address in it comes from
+    // h1's own space; b's needs h1 to donate part of the subnet to h2. b
+    // is attached afresh (a new port, a MAC nobody has learnt), then a
+    // pings it once at once, and b answers with a ping of its own.
+    let mut lost = Vec::new();
+    for round in 0..DONATIONS {
+        let subnet = format!("net:10.33.{round}.0/28");
+        let from = attached(h1, &[&subnet, &a]);
+        let to = attached(h2, &[&subnet, b]);
+        let out = one_ping(&a_ns, &to);
+        if !out.success() {
+            eprintln!("round {round}: the first ping {from} -> {to} was lost:\n{out}");
+            lost.push(format!("{round}: {from} -> {to}"));
+        }
+        let out = one_ping(&b_ns, &from);
+        if !out.success() {
+            eprintln!("round {round}: the ping back {to} -> {from} was lost:\n{out}");
+            lost.push(format!("{round}: {to} -> {from}"));
+        }
+        // b's port goes with its only address: the next round's is new;
+        // a keeps its port (at most four addresses, though).
+        h2.weave_ok(&["detach", b]);
+        h1.weave_ok(&["detach", &subnet, &a]);
+    }
+    // Every round was a donation: h2 asked h1 for space in its subnet.
+    let log = h2.agent_log();
+    for round in 0..DONATIONS {
+        let asked = format!("10.33.{round}.0/28");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("asking for space") && l.contains(&asked)),
+            "round {round}: h2 never asked for space in {asked}"
+        );
+    }
+    assert!(
+        lost.is_empty(),
+        "pings lost right after a donation, of {DONATIONS} rounds: {lost:#?}"
+    );
 }

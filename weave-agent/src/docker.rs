@@ -246,19 +246,27 @@ const EVENTS_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 pub enum DockerEvent {
     /// A container died or was removed.
     Died(String),
-    /// A container was connected to a network: its name and the IDs of all
+    /// A container was connected to a network: its name, the IDs of all
     /// its network endpoints (the Docker plugin's endpoints are known to
-    /// the agent by these IDs only; this is how they get names in weaveDNS).
+    /// the agent by these IDs only; this is how they get names in weaveDNS)
+    /// and the PID of its first process (0 when not running): its
+    /// namespace, where a new endpoint announces its address.
     Connected {
         name: String,
         endpoints: Vec<String>,
+        pid: u32,
     },
 }
 
-/// The endpoint IDs of a container's networks, and its name.
+/// The endpoint IDs of a container's networks, its name and PID.
 async fn endpoints_of(docker: &Docker, id: &str) -> Option<DockerEvent> {
     let info = docker.client.inspect_container(id, None).await.ok()?;
     let name = info.name?.trim_start_matches('/').to_string();
+    let pid = info
+        .state
+        .and_then(|s| s.pid)
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or(0);
     let endpoints = info
         .network_settings?
         .networks?
@@ -266,7 +274,11 @@ async fn endpoints_of(docker: &Docker, id: &str) -> Option<DockerEvent> {
         .filter_map(|n| n.endpoint_id)
         .filter(|e| !e.is_empty())
         .collect();
-    Some(DockerEvent::Connected { name, endpoints })
+    Some(DockerEvent::Connected {
+        name,
+        endpoints,
+        pid,
+    })
 }
 
 /// Watches Docker for containers that die and for network connections,

@@ -12,6 +12,7 @@ use super::endpoints::Guest;
 use crate::api::Reply;
 use crate::config::GUEST_TMP_PREFIX;
 use crate::ipam::AddrRequest;
+use crate::netlink::announce_by_mac;
 use crate::plugin::call::{PluginAnswer, PluginCall};
 
 /// The host port of a Docker network's endpoint is `vethwepl` + this: a
@@ -171,19 +172,44 @@ impl Agent {
     /// name, so weaveDNS gives it (`dns_sync` follows every event). Docker
     /// never tells the driver which container an endpoint is for; its
     /// event stream does (as Weave's plugin learnt the name from Docker).
-    pub(super) fn name_docker_endpoints(&mut self, name: &str, endpoints: &[String]) {
-        let mut named = false;
+    /// Returns the indexes of the endpoints named now: those Docker has
+    /// just put into a container.
+    pub(super) fn name_docker_endpoints(&mut self, name: &str, endpoints: &[String]) -> Vec<usize> {
+        let mut named = Vec::new();
         for id in endpoints {
             if let Some(i) = self.find_docker_endpoint(id)
                 && self.endpoints[i].container_name != name
             {
                 tracing::info!(endpoint = %id, container = %name, "docker endpoint named");
                 self.endpoints[i].container_name = name.to_string();
-                named = true;
+                named.push(i);
             }
         }
-        if named && let Err(e) = self.save() {
+        if !named.is_empty()
+            && let Err(e) = self.save()
+        {
             tracing::warn!(error = %e, "saving the endpoints' names");
+        }
+        named
+    }
+
+    /// The gratuitous ARP `weave attach` sends (see `netlink::garp`), for
+    /// endpoints Docker has just moved into the namespace of process `pid`:
+    /// their container end reaches the container only after `Join`
+    /// returned, configured by Docker under a name Docker chose, so the
+    /// port's own announcement cannot be sent by `plumb`; the connect
+    /// event, seen once the container has started, is the first moment it
+    /// can. The interface is found by its MAC, which the agent chose.
+    pub(super) async fn announce_docker_endpoints(&self, endpoints: &[usize], pid: u32) {
+        if pid == 0 {
+            return;
+        }
+        for &i in endpoints {
+            let record = &self.endpoints[i];
+            let netns = crate::netlink::NetnsRef::Pid(pid);
+            if let Err(e) = announce_by_mac(&netns, record.mac.0, &record.cidrs).await {
+                tracing::warn!(endpoint = %record.container_id, error = %e, "announcing a docker endpoint's address");
+            }
         }
     }
 

@@ -329,8 +329,13 @@ impl Agent {
     pub async fn docker_event(&mut self, event: crate::docker::DockerEvent) {
         match event {
             crate::docker::DockerEvent::Died(id) => self.container_died(&id).await,
-            crate::docker::DockerEvent::Connected { name, endpoints } => {
-                self.name_docker_endpoints(&name, &endpoints);
+            crate::docker::DockerEvent::Connected {
+                name,
+                endpoints,
+                pid,
+            } => {
+                let new = self.name_docker_endpoints(&name, &endpoints);
+                self.announce_docker_endpoints(&new, pid).await;
             }
         }
     }

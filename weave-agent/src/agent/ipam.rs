@@ -458,6 +458,11 @@ impl Agent {
         requests: &[AddrRequest],
     ) -> anyhow::Result<Vec<Ipv4Net>> {
         let deadline = Instant::now() + WAIT_FOR_SPACE;
+        // A new request asks at once; only its own retries wait ASK_EVERY.
+        // (Held over from the last request, the pause made a container in
+        // a second subnet wait up to 2 s for a donation that takes
+        // milliseconds.)
+        self.ipam.last_ask = None;
         let result = loop {
             let shortfall = match self.ipam.allocate_all(requests) {
                 Ok(granted) => break Ok(granted),

@@ -143,6 +143,29 @@ pub async fn announce_guest_addresses(
     .await
 }
 
+/// [`announce_guest_addresses`] from the guest's interface with MAC `mac`,
+/// whatever its name (a Docker network's endpoint, named by Docker).
+pub async fn announce_by_mac(
+    netns: &NetnsRef,
+    mac: [u8; 6],
+    cidrs: &[Ipv4Net],
+) -> Result<(), NetlinkError> {
+    let addrs: Vec<_> = cidrs.iter().map(Ipv4Net::addr).collect();
+    let inner = netns.clone();
+    in_netns(netns, move |nl| async move {
+        let shown = crate::mac::Mac(mac).to_string();
+        let index = nl
+            .index_with_mac(mac)
+            .await?
+            .ok_or_else(|| NetlinkError::NoSuchLink(format!("with MAC {shown}")))?;
+        super::garp::announce(index, mac, &addrs).map_err(|e| NetlinkError::Netns {
+            netns: inner,
+            reason: format!("announcing the addresses of the interface with MAC {shown}: {e}"),
+        })
+    })
+    .await
+}
+
 /// How the guest's interface stands (CNI's CHECK): `None` when it is
 /// missing, else whether it is up and its IPv4 addresses.
 pub async fn guest_state(

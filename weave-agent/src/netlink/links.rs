@@ -294,6 +294,21 @@ impl Netlink {
         }))
     }
 
+    /// The index of the link whose hardware address is `mac`, if any.
+    pub async fn index_with_mac(&self, mac: [u8; 6]) -> Result<Option<u32>, NetlinkError> {
+        let mut links = self.handle.link().get().execute();
+        while let Some(msg) = links.try_next().await.map_err(op("listing", "links"))? {
+            let has = msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::Address(bytes) if bytes.as_slice() == mac));
+            if has {
+                return Ok(Some(msg.header.index));
+            }
+        }
+        Ok(None)
+    }
+
     /// The IPv4 addresses on `name` (none when it does not exist).
     pub async fn addresses_of(&self, name: &str) -> Result<Vec<Ipv4Net>, NetlinkError> {
         let Some(index) = self.index_of(name).await? else {

@@ -14,6 +14,17 @@
 //! and the agent's ARP from it, whatever its subnet. Nothing else crosses:
 //! other ports to that address, or anything else from it, are dropped like
 //! any frame from another subnet. `dns` is that address (0: weaveDNS off).
+//!
+//! And one for an exposed host as the containers' gateway (what a pod's
+//! default route is for): a frame a container sends to the bridge's own MAC,
+//! from its own address, goes up to the host whatever its destination (the
+//! host routes it: to itself, to the outside world masqueraded, or to a
+//! Kubernetes service's pod after DNAT); and a frame reaching a container
+//! from outside its subnets passes only when the host marked it as a reply
+//! of a connection it has seen ([`GATEWAY_REPLY_MARK`], set by the agent's
+//! nftables table on replies leaving through the bridge). The host routing
+//! a container's frame into another subnet is no way around isolation: such
+//! a frame is no reply, so the far container's port drops it.
 
 use crate::{Counter, Endpoint};
 
@@ -29,6 +40,10 @@ pub enum Frame {
         proto: u8,
         sport: u16,
         dport: u16,
+        /// Sent to this host's bridge MAC: to the host as gateway.
+        to_bridge: bool,
+        /// Carries [`GATEWAY_REPLY_MARK`]: a reply the host routed or sent.
+        host_reply: bool,
     },
     Arp {
         eth_src: [u8; 6],
@@ -45,12 +60,20 @@ pub enum Verdict {
     Pass,
     /// Passed by the DNS exception only (counted apart).
     PassDns,
+    /// Passed by the gateway exception only (counted apart).
+    PassGateway,
     Drop(Counter),
 }
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const DNS_PORT: u16 = 53;
+
+/// The packet mark bit the agent's nftables table sets on replies the host
+/// sends or routes out through the bridge (conntrack's reply direction):
+/// the only frames from outside a container's subnets it may receive.
+/// Kubernetes' kube-proxy uses 0x4000 and 0x8000; this bit is apart.
+pub const GATEWAY_REPLY_MARK: u32 = 0x0020_0000;
 
 /// DNS between a container and the agent: `addr` is the agent's end,
 /// `port` the port on the agent's side.
@@ -69,6 +92,7 @@ pub fn from_container(ep: &Endpoint, frame: &Frame, dns: u32) -> Verdict {
             dst,
             proto,
             dport,
+            to_bridge,
             ..
         } => {
             if eth_src != ep.mac {
@@ -78,6 +102,7 @@ pub fn from_container(ep: &Endpoint, frame: &Frame, dns: u32) -> Verdict {
                 None => Verdict::Drop(Counter::DropSpoofedIp),
                 Some(addr) if addr.same_subnet(dst) => Verdict::Pass,
                 Some(_) if is_dns(dns, dst, proto, dport) => Verdict::PassDns,
+                Some(_) if to_bridge => Verdict::PassGateway,
                 Some(_) => Verdict::Drop(Counter::DropOtherSubnet),
             }
         }
@@ -110,10 +135,12 @@ pub const fn to_container(ep: &Endpoint, frame: &Frame, dns: u32) -> Verdict {
             dst,
             proto,
             sport,
+            host_reply,
             ..
         } => match ep.receiving(dst) {
             Some(addr) if addr.same_subnet(src) => Verdict::Pass,
             Some(_) if is_dns(dns, src, proto, sport) => Verdict::PassDns,
+            Some(_) if host_reply => Verdict::PassGateway,
             _ => Verdict::Drop(Counter::DropOtherSubnet),
         },
         Frame::Arp { spa, .. } => {
@@ -161,6 +188,8 @@ mod tests {
             proto: 1,
             sport: 0,
             dport: 0,
+            to_bridge: false,
+            host_reply: false,
         }
     }
 
@@ -172,6 +201,8 @@ mod tests {
             proto,
             sport,
             dport,
+            to_bridge: false,
+            host_reply: false,
         }
     }
 
@@ -296,6 +327,68 @@ mod tests {
             to_container(&c, &q, 0),
             Verdict::Drop(Counter::DropOtherSubnet)
         );
+    }
+
+    fn via_host(frame: Frame, to_bridge: bool, host_reply: bool) -> Frame {
+        match frame {
+            Frame::Ipv4 {
+                eth_src,
+                src,
+                dst,
+                proto,
+                sport,
+                dport,
+                ..
+            } => Frame::Ipv4 {
+                eth_src,
+                src,
+                dst,
+                proto,
+                sport,
+                dport,
+                to_bridge,
+                host_reply,
+            },
+            other => other,
+        }
+    }
+
+    #[test]
+    fn the_host_is_a_gateway_but_no_router_between_subnets() {
+        let a = endpoint(MAC_A, &[(ip(10, 0, 1, 1), 24)]);
+        let c = endpoint(MAC_X, &[(ip(10, 0, 2, 1), 24)]);
+        let outside = ip(192, 168, 1, 7);
+        let drop = Verdict::Drop(Counter::DropOtherSubnet);
+        // To the bridge's MAC, from its own address: up to the host.
+        let out = via_host(ipv4(MAC_A, ip(10, 0, 1, 1), outside), true, false);
+        assert_eq!(from_container(&a, &out, 0), Verdict::PassGateway);
+        // Not to the bridge: still dropped; nor does spoofing get through.
+        let direct = ipv4(MAC_A, ip(10, 0, 1, 1), outside);
+        assert_eq!(from_container(&a, &direct, 0), drop);
+        let spoofed = via_host(ipv4(MAC_A, ip(10, 0, 1, 9), outside), true, false);
+        assert_eq!(
+            from_container(&a, &spoofed, 0),
+            Verdict::Drop(Counter::DropSpoofedIp)
+        );
+        let forged = via_host(ipv4(MAC_X, ip(10, 0, 1, 1), outside), true, false);
+        assert_eq!(
+            from_container(&a, &forged, 0),
+            Verdict::Drop(Counter::DropSpoofedMac)
+        );
+        // The reply the host routes back: marked, it passes.
+        let back = via_host(ipv4(MAC_X, outside, ip(10, 0, 1, 1)), false, true);
+        assert_eq!(to_container(&a, &back, 0), Verdict::PassGateway);
+        let unmarked = ipv4(MAC_X, outside, ip(10, 0, 1, 1));
+        assert_eq!(to_container(&a, &unmarked, 0), drop);
+        // A leaves for C's subnet through the host: the host may route it,
+        // but it is no reply, so C's port drops it.
+        let across = via_host(ipv4(MAC_A, ip(10, 0, 1, 1), ip(10, 0, 2, 1)), true, false);
+        assert_eq!(from_container(&a, &across, 0), Verdict::PassGateway);
+        let routed = via_host(ipv4(MAC_X, ip(10, 0, 1, 1), ip(10, 0, 2, 1)), false, false);
+        assert_eq!(to_container(&c, &routed, 0), drop);
+        // A mark never makes a frame for an address the port does not hold.
+        let stray = via_host(ipv4(MAC_X, outside, ip(10, 0, 1, 2)), false, true);
+        assert_eq!(to_container(&a, &stray, 0), drop);
     }
 
     #[test]

@@ -67,7 +67,8 @@ static FASTDP_PEERS: HashMap<u32, FastdpPeer> = HashMap::with_max_entries(MAX_FA
 static FASTDP_SENDERS: HashMap<SenderKey, Sender> = HashMap::with_max_entries(MAX_FASTDP_PEERS, 0);
 
 /// MACs of this host's bridge (`datapath::mac_key` -> `fastdp::LOCAL_*`):
-/// containers and the bridge itself. Written by the agent.
+/// containers and the bridge itself. Written by the agent; the isolation
+/// classifiers read the bridge's entry (a frame to the host as gateway).
 #[map(name = "LOCAL_MACS")]
 static LOCAL_MACS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_ENDPOINTS + 1, 0);
 

@@ -46,6 +46,10 @@ fn classify(ctx: &TcContext, rule: fn(&Endpoint, &Frame, u32) -> Verdict) -> Res
             count(Counter::DnsPassed);
             Ok(())
         }
+        Verdict::PassGateway => {
+            count(Counter::GatewayPassed);
+            Ok(())
+        }
         Verdict::Drop(reason) => Err(reason),
     }
 }

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 
 use crate::config::{DATAPATH_BRIDGE_END, DATAPATH_END, DataplaneChoice};
 use crate::ebpf::Classifier;
+use weave_common::fastdp::LOCAL_BRIDGE;
 use crate::overlay::{
     FastdpOverlay, FastdpSettings, Overlay, PlainConfig, PlainOverlay, XdpConfig, XdpOverlay,
 };
@@ -52,6 +53,11 @@ pub(super) fn start(
         DataplaneChoice::Fastdp => "chosen with --dataplane fastdp",
         DataplaneChoice::Auto => "auto: supported here",
     };
+    // Whatever the data plane, the isolation classifiers know a frame to
+    // the bridge's MAC as one to the host as gateway (weave_common::isolation).
+    classifier
+        .set_local_mac(host.bridge_mac, LOCAL_BRIDGE)
+        .context("telling the classifiers the bridge's MAC")?;
     if choice == DataplaneChoice::Plain {
         return start_plain(classifier, host, chosen.into());
     }

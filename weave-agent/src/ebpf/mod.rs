@@ -354,6 +354,15 @@ impl Classifier {
         self.test_run_ctx(prog, frame, Some(&ctx))
     }
 
+    /// Like [`Classifier::test_run`] for a TC program, with `skb->mark` set
+    /// (as the host's nftables rules leave it on a frame).
+    pub fn test_run_marked(&self, prog: &str, frame: &[u8], mark: u32) -> Result<u32, DataplaneError> {
+        let mut ctx = [0u8; SK_BUFF_LEN];
+        ctx[SK_BUFF_MARK..SK_BUFF_MARK + 4].copy_from_slice(&mark.to_ne_bytes());
+        self.test_run_ctx(prog, frame, Some(&ctx))
+            .map(|(verdict, _)| verdict)
+    }
+
     fn test_run_ctx(
         &self,
         prog: &str,
@@ -578,13 +587,15 @@ fn xdp_prog(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
 }
 
 /// `struct __sk_buff` (uapi `linux/bpf.h`): its size and the offsets of
-/// `gso_segs` and `gso_size`, for [`Classifier::test_run_gso`]. The two
+/// `mark` (after `len` and `pkt_type`), for [`Classifier::test_run_marked`],
+/// and of `gso_segs` and `gso_size`, for [`Classifier::test_run_gso`]. The two
 /// `__bpf_md_ptr` unions are 8 bytes, 8-aligned: `flow_keys` at 144,
 /// `tstamp` 152, `wire_len` 160, `gso_segs` 164, `sk` 168, `gso_size` 176,
 /// `tstamp_type` 180, `hwtstamp` 184. A wrong offset is refused (`EINVAL`:
 /// the kernel wants `sk` zero) or lands in `hwtstamp` unnoticed; the
 /// `fastdp_programs` tests see `gso_size` in the program's size verdicts.
 const SK_BUFF_LEN: usize = 192;
+const SK_BUFF_MARK: usize = 8;
 const SK_BUFF_GSO_SEGS: usize = 164;
 const SK_BUFF_GSO_SIZE: usize = 176;
 

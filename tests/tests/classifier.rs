@@ -215,24 +215,62 @@ fn the_host_is_a_gateway_for_frames_to_the_bridge_and_marked_replies() {
             .unwrap_or_else(|e| panic!("writing the bridge's MAC failed: {}", causes(&e)));
         let to_bridge = |src, dst| ethernet(MAC_BRIDGE, MAC_A, ETH_P_IPV4, &ipv4_packet(src, dst));
         let out = to_bridge(A, OUTSIDE);
-        assert_verdict(c, FROM_CONTAINER_PROG, &out, TC_ACT_OK, "out via the bridge");
+        assert_verdict(
+            c,
+            FROM_CONTAINER_PROG,
+            &out,
+            TC_ACT_OK,
+            "out via the bridge",
+        );
         let across = to_bridge(A, OTHER_SUBNET);
-        assert_verdict(c, FROM_CONTAINER_PROG, &across, TC_ACT_OK, "to another subnet via the host");
+        assert_verdict(
+            c,
+            FROM_CONTAINER_PROG,
+            &across,
+            TC_ACT_OK,
+            "to another subnet via the host",
+        );
         // Not to the bridge's MAC, or from another address: as before.
         let direct = ipv4(MAC_A, A, OUTSIDE);
-        assert_verdict(c, FROM_CONTAINER_PROG, &direct, TC_ACT_SHOT, "out, not via the bridge");
+        assert_verdict(
+            c,
+            FROM_CONTAINER_PROG,
+            &direct,
+            TC_ACT_SHOT,
+            "out, not via the bridge",
+        );
         let spoofed = to_bridge(B, OUTSIDE);
-        assert_verdict(c, FROM_CONTAINER_PROG, &spoofed, TC_ACT_SHOT, "spoofed via the bridge");
+        assert_verdict(
+            c,
+            FROM_CONTAINER_PROG,
+            &spoofed,
+            TC_ACT_SHOT,
+            "spoofed via the bridge",
+        );
 
         let back = ipv4(MAC_BRIDGE, OUTSIDE, A);
         let marked = |frame: &[u8], mark: u32| {
             c.test_run_marked(TO_CONTAINER_PROG, frame, mark)
                 .unwrap_or_else(|e| panic!("test run failed: {}", causes(&e)))
         };
-        assert_eq!(marked(&back, GATEWAY_REPLY_MARK), TC_ACT_OK, "a reply the host routed");
-        assert_eq!(marked(&back, GATEWAY_REPLY_MARK | 0x4000), TC_ACT_OK, "among other marks");
+        assert_eq!(
+            marked(&back, GATEWAY_REPLY_MARK),
+            TC_ACT_OK,
+            "a reply the host routed"
+        );
+        assert_eq!(
+            marked(&back, GATEWAY_REPLY_MARK | 0x4000),
+            TC_ACT_OK,
+            "among other marks"
+        );
         assert_eq!(marked(&back, 0x4000), TC_ACT_SHOT, "another mark only");
-        assert_verdict(c, TO_CONTAINER_PROG, &back, TC_ACT_SHOT, "unmarked, from outside");
+        assert_verdict(
+            c,
+            TO_CONTAINER_PROG,
+            &back,
+            TC_ACT_SHOT,
+            "unmarked, from outside",
+        );
         assert_counters(
             c,
             &[

@@ -86,7 +86,9 @@ pub fn ruleset(bridge: &str, exposed: &[Ipv4Net]) -> String {
 /// anything is exposed. Blocking (runs `nft`).
 pub fn apply(bridge: &str, exposed: &[Ipv4Net]) -> Result<(), GatewayError> {
     if !exposed.is_empty() && enable_ip_forward()? {
-        tracing::info!("IPv4 forwarding enabled (net.ipv4.ip_forward = 1): the exposed host is its containers' gateway");
+        tracing::info!(
+            "IPv4 forwarding enabled (net.ipv4.ip_forward = 1): the exposed host is its containers' gateway"
+        );
     }
     nft(&ruleset(bridge, exposed))
 }
@@ -152,7 +154,10 @@ mod tests {
             .map(|s| s.parse().unwrap())
             .collect();
         let script = ruleset("weave", &exposed);
-        let masq: Vec<&str> = script.lines().filter(|l| l.contains("masquerade")).collect();
+        let masq: Vec<&str> = script
+            .lines()
+            .filter(|l| l.contains("masquerade"))
+            .collect();
         assert_eq!(
             masq,
             [

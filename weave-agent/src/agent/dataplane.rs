@@ -11,10 +11,10 @@ use anyhow::Context as _;
 
 use crate::config::{DATAPATH_BRIDGE_END, DATAPATH_END, DataplaneChoice};
 use crate::ebpf::Classifier;
-use weave_common::fastdp::LOCAL_BRIDGE;
 use crate::overlay::{
     FastdpOverlay, FastdpSettings, Overlay, PlainConfig, PlainOverlay, XdpConfig, XdpOverlay,
 };
+use weave_common::fastdp::LOCAL_BRIDGE;
 
 /// The running data plane and the line `weave status` shows for it.
 pub(super) struct Selected {

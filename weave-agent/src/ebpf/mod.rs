@@ -356,7 +356,12 @@ impl Classifier {
 
     /// Like [`Classifier::test_run`] for a TC program, with `skb->mark` set
     /// (as the host's nftables rules leave it on a frame).
-    pub fn test_run_marked(&self, prog: &str, frame: &[u8], mark: u32) -> Result<u32, DataplaneError> {
+    pub fn test_run_marked(
+        &self,
+        prog: &str,
+        frame: &[u8],
+        mark: u32,
+    ) -> Result<u32, DataplaneError> {
         let mut ctx = [0u8; SK_BUFF_LEN];
         ctx[SK_BUFF_MARK..SK_BUFF_MARK + 4].copy_from_slice(&mark.to_ne_bytes());
         self.test_run_ctx(prog, frame, Some(&ctx))

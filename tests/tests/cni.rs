@@ -12,7 +12,10 @@
 //! undecodable (6) or invalid (7) configuration, and an agent that is not
 //! running (11, and 50 for STATUS); pods get the same isolation as
 //! containers (a pod and a `weave run` container in one subnet talk, a pod
-//! in another subnet is cut off); and pods on two hosts ping each other.
+//! in another subnet is cut off); pods on two hosts ping each other; and a
+//! pod's default route through its exposed node takes it to the node, to
+//! the outside world (masqueraded) and to a service address the node rewrites, but
+//! not into another subnet.
 //!
 //! Each test builds its own hosts and pod namespaces (`wvt<pid>-cni...`)
 //! and removes them, also when it fails. Every wait polls a condition
@@ -494,7 +497,7 @@ fn pods_on_two_hosts_ping_each_other() {
 /// of weave-kube relies on: the pod reaches (a) the node's LAN address,
 /// (b) a machine outside the overlay, which sees the node's address (the
 /// agent's masquerading), and (c) a service address the node DNATs to a pod
-/// of the same subnet on another node (kube-proxy's ClusterIP); (d) a pod
+/// of the same subnet on another node (kube-proxy's cluster IP); (d) a pod
 /// in another subnet stays cut off even through the node. Two hosts without
 /// dockerd, and an "outside" namespace on their LAN.
 #[test]

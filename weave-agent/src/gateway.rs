@@ -19,7 +19,7 @@
 //! Weave also masqueraded traffic entering an exposed subnet from outside
 //! (`! -s SUBNET -d SUBNET`); here a connection from outside into a
 //! container is refused at its port, so this is not done (Kubernetes'
-//! NodePorts go through kube-proxy's own masquerading).
+//! node ports go through kube-proxy's own masquerading).
 //!
 //! The table is written whole in one `nft -f -` transaction each time the
 //! exposed subnets change, and deleted when none is left and by `weave
@@ -61,24 +61,30 @@ pub fn ruleset(bridge: &str, exposed: &[Ipv4Net]) -> String {
     if subnets.is_empty() {
         return script;
     }
-    script.push_str(&format!(
-        "table ip {TABLE} {{\n\
-         \tchain outbound {{\n\
-         \t\ttype nat hook postrouting priority srcnat; policy accept;\n"
-    ));
-    for subnet in &subnets {
-        script.push_str(&format!(
-            "\t\toifname != \"{bridge}\" ip saddr {subnet} ip daddr != {subnet} counter masquerade\n"
-        ));
+    let mut lines = vec![
+        format!("table ip {TABLE} {{"),
+        "\tchain outbound {".into(),
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;".into(),
+    ];
+    lines.extend(subnets.iter().map(|subnet| {
+        format!(
+            "\t\toifname != \"{bridge}\" ip saddr {subnet} ip daddr != {subnet} counter masquerade"
+        )
+    }));
+    lines.extend([
+        "\t}".into(),
+        "\tchain replies {".into(),
+        "\t\ttype filter hook postrouting priority filter; policy accept;".into(),
+        format!(
+            "\t\toifname \"{bridge}\" ct direction reply counter meta mark set meta mark | {GATEWAY_REPLY_MARK:#010x}"
+        ),
+        "\t}".into(),
+        "}".into(),
+    ]);
+    for line in lines {
+        script.push_str(&line);
+        script.push('\n');
     }
-    script.push_str(&format!(
-        "\t}}\n\
-         \tchain replies {{\n\
-         \t\ttype filter hook postrouting priority filter; policy accept;\n\
-         \t\toifname \"{bridge}\" ct direction reply counter meta mark set meta mark | {GATEWAY_REPLY_MARK:#010x}\n\
-         \t}}\n\
-         }}\n"
-    ));
     script
 }
 

@@ -621,6 +621,11 @@ fn an_exposed_nodes_pods_reach_the_node_a_service_and_the_outside() {
         p.call(h, "DEL", &conf(h, "1.0.0")).silent_success();
     }
     pc.call(h2, "DEL", &other_subnet).silent_success();
+    // Still exposed, h2 has its table until `weave reset`.
+    let listed = |h: &Host| h.netns().exec("nft", &["list", "tables"]).stdout;
+    assert!(listed(h2).contains("table ip weave"), "{}", listed(h2));
+    h2.weave_ok(&["reset"]);
+    assert!(!listed(h2).contains("table ip weave"), "{}", listed(h2));
 }
 
 // ---------------------------------------------------------------------------

@@ -203,8 +203,9 @@ fn same_subnet_arp_passes_both_ways() {
 }
 
 /// The host as gateway (a pod's default route): out to the bridge's MAC
-/// from the container's own address, whatever the destination; in from
-/// outside the subnet only with the host's reply mark.
+/// from the container's own address in a subnet the host is exposed in,
+/// whatever the destination; in from outside the subnet only with the
+/// host's reply mark.
 #[test]
 fn the_host_is_a_gateway_for_frames_to_the_bridge_and_marked_replies() {
     const MAC_BRIDGE: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
@@ -215,6 +216,16 @@ fn the_host_is_a_gateway_for_frames_to_the_bridge_and_marked_replies() {
             .unwrap_or_else(|e| panic!("writing the bridge's MAC failed: {}", causes(&e)));
         let to_bridge = |src, dst| ethernet(MAC_BRIDGE, MAC_A, ETH_P_IPV4, &ipv4_packet(src, dst));
         let out = to_bridge(A, OUTSIDE);
+        // Not exposed in A's subnet: the host is no gateway of it.
+        assert_verdict(
+            c,
+            FROM_CONTAINER_PROG,
+            &out,
+            TC_ACT_SHOT,
+            "host not exposed",
+        );
+        c.set_exposed(&["10.0.1.100/24".parse().unwrap()])
+            .unwrap_or_else(|e| panic!("writing the exposed subnets failed: {}", causes(&e)));
         assert_verdict(
             c,
             FROM_CONTAINER_PROG,
@@ -277,7 +288,7 @@ fn the_host_is_a_gateway_for_frames_to_the_bridge_and_marked_replies() {
                 (Counter::FromContainerPassed, 2),
                 (Counter::ToContainerPassed, 2),
                 (Counter::GatewayPassed, 4),
-                (Counter::DropOtherSubnet, 3),
+                (Counter::DropOtherSubnet, 4),
                 (Counter::DropSpoofedIp, 1),
             ],
         );

@@ -526,7 +526,8 @@ fn an_exposed_nodes_pods_reach_the_node_a_service_and_the_outside() {
     h1.wait_connected(2, 2, &["h2"], CONVERGE);
     let gw = h1.weave_ok(&["expose"]).trim().to_string();
     let gw = gw.split('/').next().unwrap().to_string();
-    h2.weave_ok(&["expose"]);
+    let h2_gw = h2.weave_ok(&["expose"]).trim().to_string();
+    let h2_gw = h2_gw.split('/').next().unwrap().to_string();
     let tables = h1
         .netns()
         .exec("nft", &["list", "table", "ip", "weave"])
@@ -612,6 +613,35 @@ fn an_exposed_nodes_pods_reach_the_node_a_service_and_the_outside() {
     );
     let passed = h1.status().counter("gateway_passed").unwrap_or_default();
     assert!(passed > 0, "gateway_passed = {passed}");
+    // Nor is a node the gateway of a subnet it is not exposed in, even one
+    // nested in its exposed 10.32.0.0/12: pc, made to route through h2
+    // anyway, gets nothing up to it (h2's answer could not come back
+    // either: its ARP for pc is from another subnet).
+    // (Its ARP for the gateway would be dropped: it is given the bridge's MAC.)
+    let link = h2
+        .netns()
+        .ip(&["link", "show", "weave"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let bridge_mac = link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC in {link}"));
+    pc.ns
+        .ip(&["neigh", "add", &h2_gw, "lladdr", bridge_mac, "dev", "eth0"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    pc.ns
+        .ip(&[
+            "route", "add", "default", "via", &h2_gw, "dev", "eth0", "onlink",
+        ])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let via_h2 = || h2.status().counter("gateway_passed").unwrap_or_default();
+    let before = via_h2();
+    assert!(
+        !pc.ping(&h2.lan_addr()),
+        "pc must not use h2 as its gateway"
+    );
+    assert_eq!(via_h2(), before, "pc's port let nothing up to h2");
 
     // Hidden, the node is no gateway: no table is left.
     h1.weave_ok(&["hide"]);

@@ -17,7 +17,8 @@
 //!
 //! And one for an exposed host as the containers' gateway (what a pod's
 //! default route is for): a frame a container sends to the bridge's own MAC,
-//! from its own address, goes up to the host whatever its destination (the
+//! from its own address in a subnet the host is exposed in, goes up to the
+//! host whatever its destination (the
 //! host routes it: to itself, to the outside world masqueraded, or to a
 //! Kubernetes service's pod after DNAT); and a frame reaching a container
 //! from outside its subnets passes only when the host marked it as a reply
@@ -26,7 +27,7 @@
 //! a container's frame into another subnet is no way around isolation: such
 //! a frame is no reply, so the far container's port drops it.
 
-use crate::{Counter, Endpoint};
+use crate::{Counter, Endpoint, EndpointAddr};
 
 /// The facts a classifier extracts from a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +63,11 @@ pub enum Verdict {
     PassDns,
     /// Passed by the gateway exception only (counted apart).
     PassGateway,
+    /// To the host as gateway from the container's address `.0`: passed
+    /// (as `PassGateway`) when the host is exposed in exactly that
+    /// address's subnet ([`serves`] on a slot of the exposed map), else
+    /// dropped as for another subnet. The classifier resolves it.
+    ViaGateway(EndpointAddr),
     Drop(Counter),
 }
 
@@ -74,6 +80,24 @@ pub const DNS_PORT: u16 = 53;
 /// the only frames from outside a container's subnets it may receive.
 /// Kubernetes' kube-proxy uses 0x4000 and 0x8000; this bit is apart.
 pub const GATEWAY_REPLY_MARK: u32 = 0x0020_0000;
+
+/// Most subnets one host is exposed in that make it a gateway.
+pub const MAX_EXPOSED: u32 = 16;
+
+/// A slot of the exposed-subnets map: the host's address and netmask in one
+/// `u64` (netmask high, address low; 0 is an empty slot).
+pub const fn exposed_slot(addr: EndpointAddr) -> u64 {
+    ((addr.netmask as u64) << 32) | addr.ip as u64
+}
+
+/// Whether the exposed slot is the host's address in `addr`'s very subnet
+/// (same netmask, same network: a host exposed in 10.32.0.0/12 is no
+/// gateway of a container in 10.33.0.0/24, which it cannot reach).
+#[inline(always)]
+pub const fn serves(slot: u64, addr: EndpointAddr) -> bool {
+    let netmask = (slot >> 32) as u32;
+    slot != 0 && netmask == addr.netmask && addr.same_subnet(slot as u32)
+}
 
 /// DNS between a container and the agent: `addr` is the agent's end,
 /// `port` the port on the agent's side.
@@ -102,7 +126,7 @@ pub fn from_container(ep: &Endpoint, frame: &Frame, dns: u32) -> Verdict {
                 None => Verdict::Drop(Counter::DropSpoofedIp),
                 Some(addr) if addr.same_subnet(dst) => Verdict::Pass,
                 Some(_) if is_dns(dns, dst, proto, dport) => Verdict::PassDns,
-                Some(_) if to_bridge => Verdict::PassGateway,
+                Some(addr) if to_bridge => Verdict::ViaGateway(*addr),
                 Some(_) => Verdict::Drop(Counter::DropOtherSubnet),
             }
         }
@@ -159,7 +183,7 @@ pub const fn to_container(ep: &Endpoint, frame: &Frame, dns: u32) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EndpointAddr, MAX_ENDPOINT_ADDRS};
+    use crate::MAX_ENDPOINT_ADDRS;
 
     const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
     const MAC_X: [u8; 6] = [0x02, 0, 0, 0, 0, 0xf];
@@ -354,6 +378,22 @@ mod tests {
     }
 
     #[test]
+    fn an_exposed_slot_serves_exactly_its_subnet() {
+        let slot = exposed_slot(EndpointAddr::new(ip(10, 32, 0, 1), 12));
+        assert!(serves(slot, EndpointAddr::new(ip(10, 40, 1, 2), 12)));
+        assert!(!serves(slot, EndpointAddr::new(ip(10, 48, 0, 1), 12)));
+        assert!(
+            !serves(slot, EndpointAddr::new(ip(10, 33, 0, 1), 24)),
+            "a subnet nested in the exposed one"
+        );
+        assert!(
+            !serves(0, EndpointAddr::new(ip(10, 40, 1, 2), 12)),
+            "an empty slot"
+        );
+        assert!(!serves(0, EndpointAddr::new(0, 0)));
+    }
+
+    #[test]
     fn the_host_is_a_gateway_but_no_router_between_subnets() {
         let a = endpoint(MAC_A, &[(ip(10, 0, 1, 1), 24)]);
         let c = endpoint(MAC_X, &[(ip(10, 0, 2, 1), 24)]);
@@ -361,7 +401,8 @@ mod tests {
         let drop = Verdict::Drop(Counter::DropOtherSubnet);
         // To the bridge's MAC, from its own address: up to the host.
         let out = via_host(ipv4(MAC_A, ip(10, 0, 1, 1), outside), true, false);
-        assert_eq!(from_container(&a, &out, 0), Verdict::PassGateway);
+        let a_addr = EndpointAddr::new(ip(10, 0, 1, 1), 24);
+        assert_eq!(from_container(&a, &out, 0), Verdict::ViaGateway(a_addr));
         // Not to the bridge: still dropped; nor does spoofing get through.
         let direct = ipv4(MAC_A, ip(10, 0, 1, 1), outside);
         assert_eq!(from_container(&a, &direct, 0), drop);
@@ -383,7 +424,7 @@ mod tests {
         // A leaves for C's subnet through the host: the host may route it,
         // but it is no reply, so C's port drops it.
         let across = via_host(ipv4(MAC_A, ip(10, 0, 1, 1), ip(10, 0, 2, 1)), true, false);
-        assert_eq!(from_container(&a, &across, 0), Verdict::PassGateway);
+        assert_eq!(from_container(&a, &across, 0), Verdict::ViaGateway(a_addr));
         let routed = via_host(ipv4(MAC_X, ip(10, 0, 1, 1), ip(10, 0, 2, 1)), false, false);
         assert_eq!(to_container(&c, &routed, 0), drop);
         // A mark never makes a frame for an address the port does not hold.

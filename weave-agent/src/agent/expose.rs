@@ -181,7 +181,10 @@ impl Agent {
     /// (no `nft` on the host, say) is logged, not returned: the host and its
     /// containers still reach each other, only the gateway's way beyond the
     /// host is missing, and the log says why.
-    async fn update_gateway(&self) {
+    async fn update_gateway(&mut self) {
+        if let Err(e) = self.classifier.set_exposed(&self.exposed) {
+            tracing::warn!(error = %e, "telling the classifiers the exposed subnets");
+        }
         let exposed = self.exposed.clone();
         let applied =
             tokio::task::spawn_blocking(move || crate::gateway::apply(BRIDGE, &exposed)).await;

@@ -269,6 +269,43 @@ impl Classifier {
             .map_err(map_error("write"))
     }
 
+    /// Tells the classifiers the subnets this host is exposed in (the host's
+    /// addresses on the bridge): their containers may use it as gateway.
+    /// More than `MAX_EXPOSED` is an error (the first ones are written).
+    pub fn set_exposed(&mut self, exposed: &[ipnet::Ipv4Net]) -> Result<(), DataplaneError> {
+        use weave_common::{
+            EndpointAddr,
+            isolation::{MAX_EXPOSED, exposed_slot},
+        };
+        let name = weave_common::names::EXPOSED_MAP;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let map_error = |op| {
+            move |source| DataplaneError::Map {
+                map: name,
+                op,
+                source,
+            }
+        };
+        let mut array =
+            maps::Array::<&mut MapData, u64>::try_from(map).map_err(map_error("open"))?;
+        for i in 0..MAX_EXPOSED {
+            let slot = exposed.get(i as usize).map_or(0, |net| {
+                exposed_slot(EndpointAddr::new(u32::from(net.addr()), net.prefix_len()))
+            });
+            array.set(i, slot, 0).map_err(map_error("write"))?;
+        }
+        if exposed.len() > MAX_EXPOSED as usize {
+            return Err(DataplaneError::Unsupported {
+                what: "being the gateway of more than 16 exposed subnets",
+                needs: "fewer exposed subnets (the classifiers hold 16)",
+            });
+        }
+        Ok(())
+    }
+
     /// Sum over CPUs of every Counter, in `Counter::ALL` order.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
         let map = self.ebpf.map(COUNTERS_MAP).ok_or(DataplaneError::Missing {

@@ -1,7 +1,9 @@
 //! The agent's container image (`cargo xtask image`, and the `image` suite
 //! that loads it into a simulated host's dockerd): the `weave` and
-//! `weave-net` binaries, the shared libraries `ldd` says they need, and
-//! nothing else (no shell, no base image, no registry), written in the
+//! `weave-net` binaries, the build machine's `nft` (the agent runs it for
+//! the exposed node's masquerading, see weave-agent's `gateway`), the
+//! shared libraries `ldd` says they need, and nothing else (no shell, no
+//! base image, no registry), written in the
 //! format `docker save` writes and `docker load` / `ctr images import` read.
 
 use std::fs;
@@ -97,9 +99,20 @@ fn fill_rootfs(root: &Path, binaries: &[&Path], extra_dirs: &[&str]) -> Result<(
     Ok(())
 }
 
-/// Writes the image of `weave` (and the `weave-net` beside it) to `output`.
+/// Where the build machine's `nft` may be (Debian's nftables package).
+const NFT_PATHS: [&str; 3] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"];
+
+/// Writes the image of `weave` (and the `weave-net` beside it, and `nft`)
+/// to `output`.
 pub fn build_image(weave: &Path, output: &Path) -> Result<()> {
     let net = weave.with_file_name("weave-net");
+    let nft = NFT_PATHS
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .context(
+            "nft is not installed (package nftables): the image carries it for the agent's masquerading",
+        )?;
     for b in [weave, net.as_path()] {
         ensure!(
             b.exists(),
@@ -112,7 +125,7 @@ pub fn build_image(weave: &Path, output: &Path) -> Result<()> {
         fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }
     let root = work.join("rootfs");
-    fill_rootfs(&root, &[weave, net.as_path()], &[])?;
+    fill_rootfs(&root, &[weave, net.as_path(), nft], &[])?;
 
     // One layer, reproducible: sorted, owned by root, no timestamps.
     let layer = work.join("layer.tar");

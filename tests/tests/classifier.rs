@@ -17,6 +17,8 @@ use weave_tests::program_tests;
 use weave_agent::ebpf::{Classifier, DataplaneError};
 use weave_agent::overlay::{XdpConfig, XdpOverlay};
 use weave_common::datapath::{DEST_FLOOD, META_LEN, mac_key, meta_dest};
+use weave_common::fastdp::LOCAL_BRIDGE;
+use weave_common::isolation::GATEWAY_REPLY_MARK;
 use weave_common::names::{DATAPATH_PROG, FROM_CONTAINER_PROG, TO_CONTAINER_PROG};
 use weave_common::{Counter, Endpoint, EndpointAddr, MAX_ENDPOINT_ADDRS};
 
@@ -195,6 +197,99 @@ fn same_subnet_arp_passes_both_ways() {
             &[
                 (Counter::FromContainerPassed, 1),
                 (Counter::ToContainerPassed, 1),
+            ],
+        );
+    });
+}
+
+/// The host as gateway (a pod's default route): out to the bridge's MAC
+/// from the container's own address in a subnet the host is exposed in,
+/// whatever the destination; in from outside the subnet only with the
+/// host's reply mark.
+#[test]
+fn the_host_is_a_gateway_for_frames_to_the_bridge_and_marked_replies() {
+    const MAC_BRIDGE: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
+    const OUTSIDE: [u8; 4] = [192, 168, 1, 7];
+    in_private_netns(|c| {
+        container_a(c);
+        c.set_local_mac(MAC_BRIDGE, LOCAL_BRIDGE)
+            .unwrap_or_else(|e| panic!("writing the bridge's MAC failed: {}", causes(&e)));
+        let to_bridge = |src, dst| ethernet(MAC_BRIDGE, MAC_A, ETH_P_IPV4, &ipv4_packet(src, dst));
+        let out = to_bridge(A, OUTSIDE);
+        // Not exposed in A's subnet: the host is no gateway of it.
+        assert_verdict(
+            c,
+            FROM_CONTAINER_PROG,
+            &out,
+            TC_ACT_SHOT,
+            "host not exposed",
+        );
+        c.set_exposed(&["10.0.1.100/24".parse().unwrap()])
+            .unwrap_or_else(|e| panic!("writing the exposed subnets failed: {}", causes(&e)));
+        assert_verdict(
+            c,
+            FROM_CONTAINER_PROG,
+            &out,
+            TC_ACT_OK,
+            "out via the bridge",
+        );
+        let across = to_bridge(A, OTHER_SUBNET);
+        assert_verdict(
+            c,
+            FROM_CONTAINER_PROG,
+            &across,
+            TC_ACT_OK,
+            "to another subnet via the host",
+        );
+        // Not to the bridge's MAC, or from another address: as before.
+        let direct = ipv4(MAC_A, A, OUTSIDE);
+        assert_verdict(
+            c,
+            FROM_CONTAINER_PROG,
+            &direct,
+            TC_ACT_SHOT,
+            "out, not via the bridge",
+        );
+        let spoofed = to_bridge(B, OUTSIDE);
+        assert_verdict(
+            c,
+            FROM_CONTAINER_PROG,
+            &spoofed,
+            TC_ACT_SHOT,
+            "spoofed via the bridge",
+        );
+
+        let back = ipv4(MAC_BRIDGE, OUTSIDE, A);
+        let marked = |frame: &[u8], mark: u32| {
+            c.test_run_marked(TO_CONTAINER_PROG, frame, mark)
+                .unwrap_or_else(|e| panic!("test run failed: {}", causes(&e)))
+        };
+        assert_eq!(
+            marked(&back, GATEWAY_REPLY_MARK),
+            TC_ACT_OK,
+            "a reply the host routed"
+        );
+        assert_eq!(
+            marked(&back, GATEWAY_REPLY_MARK | 0x4000),
+            TC_ACT_OK,
+            "among other marks"
+        );
+        assert_eq!(marked(&back, 0x4000), TC_ACT_SHOT, "another mark only");
+        assert_verdict(
+            c,
+            TO_CONTAINER_PROG,
+            &back,
+            TC_ACT_SHOT,
+            "unmarked, from outside",
+        );
+        assert_counters(
+            c,
+            &[
+                (Counter::FromContainerPassed, 2),
+                (Counter::ToContainerPassed, 2),
+                (Counter::GatewayPassed, 4),
+                (Counter::DropOtherSubnet, 4),
+                (Counter::DropSpoofedIp, 1),
             ],
         );
     });

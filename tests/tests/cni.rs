@@ -12,7 +12,10 @@
 //! undecodable (6) or invalid (7) configuration, and an agent that is not
 //! running (11, and 50 for STATUS); pods get the same isolation as
 //! containers (a pod and a `weave run` container in one subnet talk, a pod
-//! in another subnet is cut off); and pods on two hosts ping each other.
+//! in another subnet is cut off); pods on two hosts ping each other; and a
+//! pod's default route through its exposed node takes it to the node, to
+//! the outside world (masqueraded) and to a service address the node rewrites, but
+//! not into another subnet.
 //!
 //! Each test builds its own hosts and pod namespaces (`wvt<pid>-cni...`)
 //! and removes them, also when it fails. Every wait polls a condition
@@ -488,6 +491,171 @@ fn pods_on_two_hosts_ping_each_other() {
     for (p, h) in [(&p1, h1), (&p2, h2), (&p3, h1)] {
         p.call(h, "DEL", &conf(h, "1.0.0")).silent_success();
     }
+}
+
+/// A pod's default route through its exposed node, as a Kubernetes user
+/// of weave-kube relies on: the pod reaches (a) the node's LAN address,
+/// (b) a machine outside the overlay, which sees the node's address (the
+/// agent's masquerading), and (c) a service address the node DNATs to a pod
+/// of the same subnet on another node (kube-proxy's cluster IP); (d) a pod
+/// in another subnet stays cut off even through the node. Two hosts without
+/// dockerd, and an "outside" namespace on their LAN.
+#[test]
+fn an_exposed_nodes_pods_reach_the_node_a_service_and_the_outside() {
+    const OUTSIDE: &str = "192.168.250.200";
+    const CLUSTER_IP: &str = "10.96.0.10";
+    let prefix = format!("{TEST_PREFIX}{}-cnigw", std::process::id());
+    let bin = weave_bin().unwrap_or_else(|e| panic!("{e:#}"));
+    let c = Cluster::create_with(
+        &prefix,
+        2,
+        bin,
+        |_| false,
+        |host, step| {
+            eprintln!("[{prefix}-{host}] {step}");
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let (h1, h2) = (&c[0], &c[1]);
+    let outside = Netns::create(&format!("{prefix}-out")).unwrap_or_else(|e| panic!("{e:#}"));
+    c.lan()
+        .attach(&outside, "gw-outside", &format!("{OUTSIDE}/24"))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    h1.launch(&[]);
+    h2.launch(&[&h1.lan_addr()]);
+    h1.wait_connected(2, 2, &["h2"], CONVERGE);
+    let gw = h1.weave_ok(&["expose"]).trim().to_string();
+    let gw = gw.split('/').next().unwrap().to_string();
+    let h2_gw = h2.weave_ok(&["expose"]).trim().to_string();
+    let h2_gw = h2_gw.split('/').next().unwrap().to_string();
+    let tables = h1
+        .netns()
+        .exec("nft", &["list", "table", "ip", "weave"])
+        .stdout;
+    assert!(tables.contains("masquerade"), "{tables}");
+
+    let pa = Pod::new("cnigw", "pa");
+    let pb = Pod::new("cnigw", "pb");
+    let pc = Pod::new("cnigw", "pc");
+    let (_, ra) = pa.add(h1, &conf(h1, "1.0.0"));
+    assert_eq!(
+        ra["routes"][1],
+        json!({"dst": "0.0.0.0/0", "gw": gw}),
+        "{ra}"
+    );
+    let (b, _) = pb.add(h2, &conf(h2, "1.0.0"));
+    let mut other_subnet = conf(h2, "1.0.0");
+    other_subnet["addresses"] = json!(["net:10.33.0.0/24"]);
+    let (pc_addr, _) = pc.add(h2, &other_subnet);
+    pa.wait_ping(&b);
+
+    // (a) The node's own LAN address, answered from the node's stack.
+    pa.wait_ping(&h1.lan_addr());
+
+    // (b) The outside namespace knows no route to the overlay: its answer
+    // comes back only because the request came from the node's address,
+    // which its counter confirms.
+    outside
+        .exec("nft", &["add", "table", "ip", "seen"])
+        .expect_ok();
+    outside
+        .exec(
+            "nft",
+            &["add chain ip seen in { type filter hook input priority 0; }"],
+        )
+        .expect_ok();
+    outside
+        .exec(
+            "nft",
+            &[&format!(
+                "add rule ip seen in ip saddr {} icmp type echo-request counter",
+                h1.lan_addr()
+            )],
+        )
+        .expect_ok();
+    pa.wait_ping(OUTSIDE);
+    let seen = outside.exec("nft", &["list", "table", "ip", "seen"]).stdout;
+    assert!(
+        !seen.contains("packets 0 "),
+        "the outside saw the pod's echo requests from the node's address: {seen}"
+    );
+
+    // (c) A service address the node DNATs to pb, on the other node, as
+    // kube-proxy does; the answer comes back from the service address.
+    h1.netns()
+        .exec(
+            "nft",
+            &[&format!(
+                "add table ip svc; add chain ip svc pre {{ type nat hook prerouting priority dstnat; }}; \
+                 add rule ip svc pre ip daddr {CLUSTER_IP} dnat to {b}"
+            )],
+        )
+        .expect_ok();
+    pa.wait_ping(CLUSTER_IP);
+
+    // (d) pa sends for pc's subnet through its gateway: the node takes it
+    // (gateway_passed) and routes it over the bridge, where pc's port drops
+    // what reaches it (the node's ARP for pc, or the ping: no reply of any
+    // connection pc made).
+    pa.ns
+        .ip(&["route", "add", "10.33.0.0/24", "via", &gw])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let dropped = || h2.status().counter("drop_other_subnet").unwrap_or_default();
+    let before = dropped();
+    assert!(
+        !pa.ping(&pc_addr),
+        "pa must not reach {pc_addr} through the node"
+    );
+    let after = dropped();
+    assert!(
+        after > before,
+        "pc's port dropped the routed ping: {before} -> {after}"
+    );
+    let passed = h1.status().counter("gateway_passed").unwrap_or_default();
+    assert!(passed > 0, "gateway_passed = {passed}");
+    // Nor is a node the gateway of a subnet it is not exposed in, even one
+    // nested in its exposed 10.32.0.0/12: pc, made to route through h2
+    // anyway, gets nothing up to it (h2's answer could not come back
+    // either: its ARP for pc is from another subnet).
+    // (Its ARP for the gateway would be dropped: it is given the bridge's MAC.)
+    let link = h2
+        .netns()
+        .ip(&["link", "show", "weave"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let bridge_mac = link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC in {link}"));
+    pc.ns
+        .ip(&["neigh", "add", &h2_gw, "lladdr", bridge_mac, "dev", "eth0"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    pc.ns
+        .ip(&[
+            "route", "add", "default", "via", &h2_gw, "dev", "eth0", "onlink",
+        ])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let via_h2 = || h2.status().counter("gateway_passed").unwrap_or_default();
+    let before = via_h2();
+    assert!(
+        !pc.ping(&h2.lan_addr()),
+        "pc must not use h2 as its gateway"
+    );
+    assert_eq!(via_h2(), before, "pc's port let nothing up to h2");
+
+    // Hidden, the node is no gateway: no table is left.
+    h1.weave_ok(&["hide"]);
+    let tables = h1.netns().exec("nft", &["list", "tables"]).stdout;
+    assert!(!tables.contains("table ip weave"), "{tables}");
+    for (p, h) in [(&pa, h1), (&pb, h2)] {
+        p.call(h, "DEL", &conf(h, "1.0.0")).silent_success();
+    }
+    pc.call(h2, "DEL", &other_subnet).silent_success();
+    // Still exposed, h2 has its table until `weave reset`.
+    let listed = |h: &Host| h.netns().exec("nft", &["list", "tables"]).stdout;
+    assert!(listed(h2).contains("table ip weave"), "{}", listed(h2));
+    h2.weave_ok(&["reset"]);
+    assert!(!listed(h2).contains("table ip weave"), "{}", listed(h2));
 }
 
 // ---------------------------------------------------------------------------

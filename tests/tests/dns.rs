@@ -144,7 +144,13 @@ fn containers_find_each_other_by_name_across_hosts() {
     host_reaches_exactly_the_exposed_subnets(&c);
     // h2's host on the default subnet, through the agent restart below.
     let exposed2 = h2.weave_ok(&["expose"]).trim().to_string();
-    assert!(exposed2.starts_with("10.3"), "net:default: {exposed2}");
+    // In the range: which part of it h2 owns depends on how the ring
+    // started (shared among the peers that agreed on it).
+    let in_range = exposed2
+        .strip_suffix("/12")
+        .and_then(|a| a.parse::<Ipv4Addr>().ok())
+        .is_some_and(|a| a.octets()[0] == 10 && (32..48).contains(&a.octets()[1]));
+    assert!(in_range, "net:default: {exposed2}");
     let client1 = addr_of(h1, "client");
     wait_host_ping(h2, &client1, true);
 

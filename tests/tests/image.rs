@@ -2,7 +2,8 @@
 //! `deploy/`) in a real container runtime: built from `WEAVE_BIN` and the
 //! `weave-net` beside it (the debug build here; xtask packs the release
 //! build the same way), loaded into a simulated host's dockerd, and run with
-//! no shell in it: `weave --version`, and the `DaemonSet`'s init step `weave
+//! no shell in it: `weave --version`, `nft list ruleset` (the agent's
+//! masquerading needs it), and the `DaemonSet`'s init step `weave
 //! setup-cni` writing into bind-mounted host directories as kubelet's
 //! hostPath volumes would.
 //!
@@ -63,6 +64,23 @@ fn the_image_loads_and_runs_weave_and_setup_cni_without_a_shell() {
         conflist["plugins"][0]["socket"], "/run/weave/weave.sock",
         "the socket path the DaemonSet mounts from the node"
     );
+
+    // nft, which the agent runs for an exposed node's masquerading, with
+    // its libraries: it reads the (empty) ruleset of the container's netns.
+    let nft = h.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cap-add",
+        "NET_ADMIN",
+        "--entrypoint",
+        "/usr/bin/nft",
+        WEAVE_IMAGE,
+        "list",
+        "ruleset",
+    ]);
+    assert!(nft.success(), "nft in the image: {nft:?}");
 
     // The image's entrypoint is weave itself: nothing else to run.
     let shell = h.docker(&[

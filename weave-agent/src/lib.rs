@@ -13,6 +13,7 @@ pub mod dns;
 pub mod docker;
 pub mod docker_args;
 pub mod ebpf;
+pub mod gateway;
 pub mod http;
 pub mod ipam;
 pub mod kube;

@@ -14,8 +14,20 @@
 //! and the agent's ARP from it, whatever its subnet. Nothing else crosses:
 //! other ports to that address, or anything else from it, are dropped like
 //! any frame from another subnet. `dns` is that address (0: weaveDNS off).
+//!
+//! And one for an exposed host as the containers' gateway (what a pod's
+//! default route is for): a frame a container sends to the bridge's own MAC,
+//! from its own address in a subnet the host is exposed in, goes up to the
+//! host whatever its destination (the
+//! host routes it: to itself, to the outside world masqueraded, or to a
+//! Kubernetes service's pod after DNAT); and a frame reaching a container
+//! from outside its subnets passes only when the host marked it as a reply
+//! of a connection it has seen ([`GATEWAY_REPLY_MARK`], set by the agent's
+//! nftables table on replies leaving through the bridge). The host routing
+//! a container's frame into another subnet is no way around isolation: such
+//! a frame is no reply, so the far container's port drops it.
 
-use crate::{Counter, Endpoint};
+use crate::{Counter, Endpoint, EndpointAddr};
 
 /// The facts a classifier extracts from a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +41,10 @@ pub enum Frame {
         proto: u8,
         sport: u16,
         dport: u16,
+        /// Sent to this host's bridge MAC: to the host as gateway.
+        to_bridge: bool,
+        /// Carries [`GATEWAY_REPLY_MARK`]: a reply the host routed or sent.
+        host_reply: bool,
     },
     Arp {
         eth_src: [u8; 6],
@@ -45,12 +61,43 @@ pub enum Verdict {
     Pass,
     /// Passed by the DNS exception only (counted apart).
     PassDns,
+    /// Passed by the gateway exception only (counted apart).
+    PassGateway,
+    /// To the host as gateway from the container's address `.0`: passed
+    /// (as `PassGateway`) when the host is exposed in exactly that
+    /// address's subnet ([`serves`] on a slot of the exposed map), else
+    /// dropped as for another subnet. The classifier resolves it.
+    ViaGateway(EndpointAddr),
     Drop(Counter),
 }
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const DNS_PORT: u16 = 53;
+
+/// The packet mark bit the agent's nftables table sets on replies the host
+/// sends or routes out through the bridge (conntrack's reply direction):
+/// the only frames from outside a container's subnets it may receive.
+/// Kubernetes' kube-proxy uses 0x4000 and 0x8000; this bit is apart.
+pub const GATEWAY_REPLY_MARK: u32 = 0x0020_0000;
+
+/// Most subnets one host is exposed in that make it a gateway.
+pub const MAX_EXPOSED: u32 = 16;
+
+/// A slot of the exposed-subnets map: the host's address and netmask in one
+/// `u64` (netmask high, address low; 0 is an empty slot).
+pub const fn exposed_slot(addr: EndpointAddr) -> u64 {
+    ((addr.netmask as u64) << 32) | addr.ip as u64
+}
+
+/// Whether the exposed slot is the host's address in `addr`'s very subnet
+/// (same netmask, same network: a host exposed in 10.32.0.0/12 is no
+/// gateway of a container in 10.33.0.0/24, which it cannot reach).
+#[inline(always)]
+pub const fn serves(slot: u64, addr: EndpointAddr) -> bool {
+    let netmask = (slot >> 32) as u32;
+    slot != 0 && netmask == addr.netmask && addr.same_subnet(slot as u32)
+}
 
 /// DNS between a container and the agent: `addr` is the agent's end,
 /// `port` the port on the agent's side.
@@ -69,6 +116,7 @@ pub fn from_container(ep: &Endpoint, frame: &Frame, dns: u32) -> Verdict {
             dst,
             proto,
             dport,
+            to_bridge,
             ..
         } => {
             if eth_src != ep.mac {
@@ -78,6 +126,7 @@ pub fn from_container(ep: &Endpoint, frame: &Frame, dns: u32) -> Verdict {
                 None => Verdict::Drop(Counter::DropSpoofedIp),
                 Some(addr) if addr.same_subnet(dst) => Verdict::Pass,
                 Some(_) if is_dns(dns, dst, proto, dport) => Verdict::PassDns,
+                Some(addr) if to_bridge => Verdict::ViaGateway(*addr),
                 Some(_) => Verdict::Drop(Counter::DropOtherSubnet),
             }
         }
@@ -110,10 +159,12 @@ pub const fn to_container(ep: &Endpoint, frame: &Frame, dns: u32) -> Verdict {
             dst,
             proto,
             sport,
+            host_reply,
             ..
         } => match ep.receiving(dst) {
             Some(addr) if addr.same_subnet(src) => Verdict::Pass,
             Some(_) if is_dns(dns, src, proto, sport) => Verdict::PassDns,
+            Some(_) if host_reply => Verdict::PassGateway,
             _ => Verdict::Drop(Counter::DropOtherSubnet),
         },
         Frame::Arp { spa, .. } => {
@@ -132,7 +183,7 @@ pub const fn to_container(ep: &Endpoint, frame: &Frame, dns: u32) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EndpointAddr, MAX_ENDPOINT_ADDRS};
+    use crate::MAX_ENDPOINT_ADDRS;
 
     const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
     const MAC_X: [u8; 6] = [0x02, 0, 0, 0, 0, 0xf];
@@ -161,6 +212,8 @@ mod tests {
             proto: 1,
             sport: 0,
             dport: 0,
+            to_bridge: false,
+            host_reply: false,
         }
     }
 
@@ -172,6 +225,8 @@ mod tests {
             proto,
             sport,
             dport,
+            to_bridge: false,
+            host_reply: false,
         }
     }
 
@@ -296,6 +351,85 @@ mod tests {
             to_container(&c, &q, 0),
             Verdict::Drop(Counter::DropOtherSubnet)
         );
+    }
+
+    fn via_host(frame: Frame, to_bridge: bool, host_reply: bool) -> Frame {
+        match frame {
+            Frame::Ipv4 {
+                eth_src,
+                src,
+                dst,
+                proto,
+                sport,
+                dport,
+                ..
+            } => Frame::Ipv4 {
+                eth_src,
+                src,
+                dst,
+                proto,
+                sport,
+                dport,
+                to_bridge,
+                host_reply,
+            },
+            other => other,
+        }
+    }
+
+    #[test]
+    fn an_exposed_slot_serves_exactly_its_subnet() {
+        let slot = exposed_slot(EndpointAddr::new(ip(10, 32, 0, 1), 12));
+        assert!(serves(slot, EndpointAddr::new(ip(10, 40, 1, 2), 12)));
+        assert!(!serves(slot, EndpointAddr::new(ip(10, 48, 0, 1), 12)));
+        assert!(
+            !serves(slot, EndpointAddr::new(ip(10, 33, 0, 1), 24)),
+            "a subnet nested in the exposed one"
+        );
+        assert!(
+            !serves(0, EndpointAddr::new(ip(10, 40, 1, 2), 12)),
+            "an empty slot"
+        );
+        assert!(!serves(0, EndpointAddr::new(0, 0)));
+    }
+
+    #[test]
+    fn the_host_is_a_gateway_but_no_router_between_subnets() {
+        let a = endpoint(MAC_A, &[(ip(10, 0, 1, 1), 24)]);
+        let c = endpoint(MAC_X, &[(ip(10, 0, 2, 1), 24)]);
+        let outside = ip(192, 168, 1, 7);
+        let drop = Verdict::Drop(Counter::DropOtherSubnet);
+        // To the bridge's MAC, from its own address: up to the host.
+        let out = via_host(ipv4(MAC_A, ip(10, 0, 1, 1), outside), true, false);
+        let a_addr = EndpointAddr::new(ip(10, 0, 1, 1), 24);
+        assert_eq!(from_container(&a, &out, 0), Verdict::ViaGateway(a_addr));
+        // Not to the bridge: still dropped; nor does spoofing get through.
+        let direct = ipv4(MAC_A, ip(10, 0, 1, 1), outside);
+        assert_eq!(from_container(&a, &direct, 0), drop);
+        let spoofed = via_host(ipv4(MAC_A, ip(10, 0, 1, 9), outside), true, false);
+        assert_eq!(
+            from_container(&a, &spoofed, 0),
+            Verdict::Drop(Counter::DropSpoofedIp)
+        );
+        let forged = via_host(ipv4(MAC_X, ip(10, 0, 1, 1), outside), true, false);
+        assert_eq!(
+            from_container(&a, &forged, 0),
+            Verdict::Drop(Counter::DropSpoofedMac)
+        );
+        // The reply the host routes back: marked, it passes.
+        let back = via_host(ipv4(MAC_X, outside, ip(10, 0, 1, 1)), false, true);
+        assert_eq!(to_container(&a, &back, 0), Verdict::PassGateway);
+        let unmarked = ipv4(MAC_X, outside, ip(10, 0, 1, 1));
+        assert_eq!(to_container(&a, &unmarked, 0), drop);
+        // A leaves for C's subnet through the host: the host may route it,
+        // but it is no reply, so C's port drops it.
+        let across = via_host(ipv4(MAC_A, ip(10, 0, 1, 1), ip(10, 0, 2, 1)), true, false);
+        assert_eq!(from_container(&a, &across, 0), Verdict::ViaGateway(a_addr));
+        let routed = via_host(ipv4(MAC_X, ip(10, 0, 1, 1), ip(10, 0, 2, 1)), false, false);
+        assert_eq!(to_container(&c, &routed, 0), drop);
+        // A mark never makes a frame for an address the port does not hold.
+        let stray = via_host(ipv4(MAC_X, outside, ip(10, 0, 1, 2)), false, true);
+        assert_eq!(to_container(&a, &stray, 0), drop);
     }
 
     #[test]

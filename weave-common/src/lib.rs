@@ -36,6 +36,7 @@ pub mod names {
     pub const FASTDP_TRAFFIC_MAP: &str = "FASTDP_TRAFFIC";
     pub const LOCAL_MACS_MAP: &str = "LOCAL_MACS";
     pub const DNS_ADDR_MAP: &str = "DNS_ADDR";
+    pub const EXPOSED_MAP: &str = "EXPOSED";
 }
 
 /// Most container ports one agent enforces isolation on.

@@ -72,10 +72,15 @@ pub enum Counter {
     /// ARP about the agent's DNS address kept from other hosts (every host
     /// has the address on its bridge; each container must reach its own).
     DatapathDnsArpDropped = 31,
+    /// Frames passed although outside the container's subnets because the
+    /// host is their gateway: sent to the bridge's MAC (the host routes
+    /// them), or replies the host routed or sent back (marked by the agent's
+    /// nftables table, see `isolation::GATEWAY_REPLY_MARK`).
+    GatewayPassed = 32,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 32;
+    pub const COUNT: u32 = 33;
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::FromContainerPassed,
         Self::ToContainerPassed,
@@ -109,6 +114,7 @@ impl Counter {
         Self::FastdpLearnLost,
         Self::DnsPassed,
         Self::DatapathDnsArpDropped,
+        Self::GatewayPassed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -145,6 +151,7 @@ impl Counter {
             Self::FastdpLearnLost => "fastdp_learn_lost",
             Self::DnsPassed => "dns_passed",
             Self::DatapathDnsArpDropped => "datapath_dns_arp_dropped",
+            Self::GatewayPassed => "gateway_passed",
         }
     }
 }

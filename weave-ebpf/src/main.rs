@@ -37,6 +37,7 @@ use weave_common::{
         FastdpConfig, FastdpPeer, LEARNT_RING_BYTES, MAX_FASTDP_PEERS, MAX_SEEN, MAX_SHORT_IDS,
         PeerTraffic, Seen, Sender, SenderKey,
     },
+    isolation::MAX_EXPOSED,
 };
 
 /// Container ports by host-side interface index. Written by the agent before
@@ -67,7 +68,8 @@ static FASTDP_PEERS: HashMap<u32, FastdpPeer> = HashMap::with_max_entries(MAX_FA
 static FASTDP_SENDERS: HashMap<SenderKey, Sender> = HashMap::with_max_entries(MAX_FASTDP_PEERS, 0);
 
 /// MACs of this host's bridge (`datapath::mac_key` -> `fastdp::LOCAL_*`):
-/// containers and the bridge itself. Written by the agent.
+/// containers and the bridge itself. Written by the agent; the isolation
+/// classifiers read the bridge's entry (a frame to the host as gateway).
 #[map(name = "LOCAL_MACS")]
 static LOCAL_MACS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_ENDPOINTS + 1, 0);
 
@@ -88,6 +90,12 @@ static FASTDP_TRAFFIC: PerCpuArray<PeerTraffic> = PerCpuArray::with_max_entries(
 /// `weave_common::isolation`), and the datapath keeps ARP about it local.
 #[map(name = "DNS_ADDR")]
 static DNS_ADDR: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The subnets this host is exposed in (`isolation::exposed_slot`; 0 is an
+/// empty slot), written by the agent on `weave expose`/`hide`: a container
+/// of one of them may use the host as its gateway.
+#[map(name = "EXPOSED")]
+static EXPOSED: Array<u64> = Array::with_max_entries(MAX_EXPOSED, 0);
 
 /// One slot per [`Counter`], per CPU; the agent sums them.
 #[map(name = "COUNTERS")]

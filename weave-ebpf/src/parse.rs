@@ -6,12 +6,16 @@
 
 use aya_ebpf::programs::TcContext;
 use weave_common::{
+    datapath::mac_key,
+    fastdp::LOCAL_BRIDGE,
     frame::{
-        ARP_LEN, ARP_SHA, ARP_SPA, ARP_TPA, ETH_HLEN, ETH_P_ARP, ETH_P_IPV4, ETH_SRC, ETH_TYPE,
-        IPV4_DST, IPV4_MIN_LEN, IPV4_SRC,
+        ARP_LEN, ARP_SHA, ARP_SPA, ARP_TPA, ETH_DST, ETH_HLEN, ETH_P_ARP, ETH_P_IPV4, ETH_SRC,
+        ETH_TYPE, IPV4_DST, IPV4_MIN_LEN, IPV4_SRC,
     },
-    isolation::{Frame, IPPROTO_TCP, IPPROTO_UDP},
+    isolation::{Frame, GATEWAY_REPLY_MARK, IPPROTO_TCP, IPPROTO_UDP},
 };
+
+use crate::LOCAL_MACS;
 
 /// The fragment offset's bits of the IPv4 flags-and-offset field.
 const FRAGMENT_OFFSET: u16 = 0x1fff;
@@ -26,7 +30,7 @@ pub(crate) fn frame(ctx: &TcContext) -> Frame {
     };
     let eth_src = mac(&eth, ETH_SRC);
     match u16::from_be_bytes([eth[ETH_TYPE], eth[ETH_TYPE + 1]]) {
-        ETH_P_IPV4 => ipv4(ctx, eth_src),
+        ETH_P_IPV4 => ipv4(ctx, eth_src, mac(&eth, ETH_DST)),
         ETH_P_ARP => arp(ctx, eth_src),
         // VLAN tags, IPv6 and everything else.
         _ => Frame::Unsupported,
@@ -34,7 +38,7 @@ pub(crate) fn frame(ctx: &TcContext) -> Frame {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &TcContext, eth_src: [u8; 6]) -> Frame {
+fn ipv4(ctx: &TcContext, eth_src: [u8; 6], eth_dst: [u8; 6]) -> Frame {
     let Ok(ip) = ctx.load::<[u8; IPV4_MIN_LEN - ETH_HLEN]>(ETH_HLEN) else {
         return Frame::Unsupported;
     };
@@ -65,7 +69,19 @@ fn ipv4(ctx: &TcContext, eth_src: [u8; 6]) -> Frame {
         proto,
         sport,
         dport,
+        to_bridge: is_bridge(eth_dst),
+        // SAFETY: `skb` is the context pointer the kernel passed to the program.
+        host_reply: unsafe { (*ctx.skb.skb).mark } & GATEWAY_REPLY_MARK != 0,
     }
+}
+
+/// Whether `mac` is this host's bridge (the agent writes it into
+/// `LOCAL_MACS` when it makes the bridge).
+#[inline(always)]
+fn is_bridge(mac: [u8; 6]) -> bool {
+    // SAFETY: the value is a plain u32 copied out at once; the agent
+    // replaces entries whole, so a concurrent write cannot tear it.
+    matches!(unsafe { LOCAL_MACS.get(mac_key(mac)) }, Some(&LOCAL_BRIDGE))
 }
 
 #[inline(always)]

@@ -5,11 +5,11 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use weave_common::{
-    Counter, Endpoint, Verdict,
-    isolation::{self, Frame},
+    Counter, Endpoint, EndpointAddr, Verdict,
+    isolation::{self, Frame, MAX_EXPOSED},
 };
 
-use crate::{DNS_ADDR, ENDPOINTS, count, parse};
+use crate::{DNS_ADDR, ENDPOINTS, EXPOSED, count, parse};
 
 /// Turns a classification into the TC action, counting it either way.
 #[inline(always)]
@@ -46,8 +46,33 @@ fn classify(ctx: &TcContext, rule: fn(&Endpoint, &Frame, u32) -> Verdict) -> Res
             count(Counter::DnsPassed);
             Ok(())
         }
+        Verdict::PassGateway => {
+            count(Counter::GatewayPassed);
+            Ok(())
+        }
+        Verdict::ViaGateway(addr) if exposed_in(addr) => {
+            count(Counter::GatewayPassed);
+            Ok(())
+        }
+        Verdict::ViaGateway(_) => Err(Counter::DropOtherSubnet),
         Verdict::Drop(reason) => Err(reason),
     }
+}
+
+/// Whether this host is exposed in `addr`'s subnet (`EXPOSED`), and so
+/// its gateway.
+#[inline(always)]
+fn exposed_in(addr: EndpointAddr) -> bool {
+    let mut i = 0;
+    while i < MAX_EXPOSED {
+        if let Some(&slot) = EXPOSED.get(i)
+            && isolation::serves(slot, addr)
+        {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// The agent's DNS address, 0 when weaveDNS is off (or not yet written).

@@ -17,7 +17,8 @@ pub(crate) use weave_tests::weave_image::WEAVE_IMAGE as IMAGE;
 /// `deploy/weave-daemonset.yaml` runs, as a `docker load`-able tarball:
 /// target/image/weave-image.tar (also `ctr -n k8s.io images import`-able).
 ///
-/// The image holds only the release `weave` and `weave-net`, the shared
+/// The image holds only the release `weave` and `weave-net`, this
+/// machine's `nft` (for the exposed node's masquerading), the shared
 /// libraries `ldd` says they need (and the dynamic loader), and empty
 /// /run/weave, /var/lib/weave and /tmp: no shell, no base image, nothing
 /// pulled. Its entrypoint is `weave`. Builds `cargo build --release -p

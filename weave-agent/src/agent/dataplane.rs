@@ -14,6 +14,7 @@ use crate::ebpf::Classifier;
 use crate::overlay::{
     FastdpOverlay, FastdpSettings, Overlay, PlainConfig, PlainOverlay, XdpConfig, XdpOverlay,
 };
+use weave_common::fastdp::LOCAL_BRIDGE;
 
 /// The running data plane and the line `weave status` shows for it.
 pub(super) struct Selected {
@@ -52,6 +53,11 @@ pub(super) fn start(
         DataplaneChoice::Fastdp => "chosen with --dataplane fastdp",
         DataplaneChoice::Auto => "auto: supported here",
     };
+    // Whatever the data plane, the isolation classifiers know a frame to
+    // the bridge's MAC as one to the host as gateway (weave_common::isolation).
+    classifier
+        .set_local_mac(host.bridge_mac, LOCAL_BRIDGE)
+        .context("telling the classifiers the bridge's MAC")?;
     if choice == DataplaneChoice::Plain {
         return start_plain(classifier, host, chosen.into());
     }

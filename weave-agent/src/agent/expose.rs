@@ -10,6 +10,10 @@
 //! dropped at the far container's port). An address from `net:` is
 //! allocated from the ring by this peer and held by it, as Weave held it
 //! under the identity `weave:expose`: it is this host's, not a container's.
+//!
+//! An exposed host is also the gateway of its containers in those subnets
+//! (a pod's default route): [`crate::gateway`] keeps the agent's nftables
+//! table (masquerading, reply marks) in step with what is exposed.
 
 use anyhow::{anyhow, bail};
 use ipnet::Ipv4Net;
@@ -127,6 +131,9 @@ impl Agent {
         self.exposed.extend(&fresh);
         self.save()?;
         if !fresh.is_empty() {
+            self.update_gateway().await;
+        }
+        if !fresh.is_empty() {
             tracing::info!(addrs = ?fresh, "host exposed");
         }
         answer.extend(fresh);
@@ -153,6 +160,7 @@ impl Agent {
         }
         self.release(&gone).await;
         self.save()?;
+        self.update_gateway().await;
         tracing::info!(addrs = ?gone, "host hidden");
         Ok(Reply::Message(lines(&gone)))
     }
@@ -165,7 +173,29 @@ impl Agent {
             self.ipam.mark(cidr, "the host (weave expose)");
             self.exposed.push(cidr);
         }
+        self.update_gateway().await;
         Ok(())
+    }
+
+    /// The nftables table and forwarding for what is exposed now. A failure
+    /// (no `nft` on the host, say) is logged, not returned: the host and its
+    /// containers still reach each other, only the gateway's way beyond the
+    /// host is missing, and the log says why.
+    async fn update_gateway(&mut self) {
+        if let Err(e) = self.classifier.set_exposed(&self.exposed) {
+            tracing::warn!(error = %e, "telling the classifiers the exposed subnets");
+        }
+        let exposed = self.exposed.clone();
+        let applied =
+            tokio::task::spawn_blocking(move || crate::gateway::apply(BRIDGE, &exposed)).await;
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                error = %e,
+                "the exposed host cannot be its containers' gateway beyond the host"
+            ),
+            Err(e) => tracing::warn!(error = %e, "updating the weave nftables table"),
+        }
     }
 
     /// The host's exposed address in the subnet of `cidr`, if any: the

@@ -9,10 +9,12 @@ use crate::ipam::{AddrRequest, parse_addr_requests};
 /// Give this host an address on the weave bridge in each subnet named
 /// (ADDR/PREFIX exactly, net:CIDR or net:default from the allocation
 /// range; none means net:default), so that processes on the host reach
-/// the containers of those subnets on every host, and only those. Prints
-/// the addresses; exposing a subnet again prints the address it has. The
-/// addresses survive an agent restart; `weave hide` or `weave reset`
-/// removes them.
+/// the containers of those subnets on every host, and only those. The host
+/// also becomes their gateway: it masquerades their traffic leaving
+/// through its other interfaces (nftables `table ip weave`, IPv4
+/// forwarding on) and lets the replies back. Prints the addresses;
+/// exposing a subnet again prints the address it has. The addresses
+/// survive an agent restart; `weave hide` or `weave reset` removes them.
 #[derive(clap::Args, Debug)]
 pub struct ExposeArgs {
     #[arg(value_name = "ADDR/PREFIX | net:CIDR | net:default")]

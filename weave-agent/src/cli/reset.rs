@@ -14,7 +14,8 @@ use crate::netlink::Netlink;
 
 /// Hand this peer's part of the address range to another peer, stop the
 /// agent if it runs, then remove the bridge, every container port
-/// (containers lose their ethwe), the datapath port, the agent's state and
+/// (containers lose their ethwe), the datapath port, the agent's nftables
+/// table (`table ip weave`, from `weave expose`), the agent's state and
 /// the Docker plugin's socket. eBPF programs go with the agent, the ports
 /// they were attached to, and their pins in bpffs. When Docker answers
 /// (`DOCKER_HOST`), the managed plugin for Swarm (`weave-rs/net-plugin`,
@@ -46,6 +47,11 @@ pub(super) fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(remove_links())?;
+    // The gateway's nftables table (`weave expose`); without nft there is none.
+    match crate::gateway::remove() {
+        Ok(()) | Err(crate::gateway::GatewayError::NftMissing) => {}
+        Err(e) => eprintln!("weave: could not remove the weave nftables table: {e}"),
+    }
     // The classifier links a killed agent left pinned.
     crate::ebpf::remove_namespace_pins().context("removing the pinned eBPF links")?;
     for file in [&paths.socket, &paths.lock_file()] {

@@ -269,6 +269,43 @@ impl Classifier {
             .map_err(map_error("write"))
     }
 
+    /// Tells the classifiers the subnets this host is exposed in (the host's
+    /// addresses on the bridge): their containers may use it as gateway.
+    /// More than `MAX_EXPOSED` is an error (the first ones are written).
+    pub fn set_exposed(&mut self, exposed: &[ipnet::Ipv4Net]) -> Result<(), DataplaneError> {
+        use weave_common::{
+            EndpointAddr,
+            isolation::{MAX_EXPOSED, exposed_slot},
+        };
+        let name = weave_common::names::EXPOSED_MAP;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let map_error = |op| {
+            move |source| DataplaneError::Map {
+                map: name,
+                op,
+                source,
+            }
+        };
+        let mut array =
+            maps::Array::<&mut MapData, u64>::try_from(map).map_err(map_error("open"))?;
+        for i in 0..MAX_EXPOSED {
+            let slot = exposed.get(i as usize).map_or(0, |net| {
+                exposed_slot(EndpointAddr::new(u32::from(net.addr()), net.prefix_len()))
+            });
+            array.set(i, slot, 0).map_err(map_error("write"))?;
+        }
+        if exposed.len() > MAX_EXPOSED as usize {
+            return Err(DataplaneError::Unsupported {
+                what: "being the gateway of more than 16 exposed subnets",
+                needs: "fewer exposed subnets (the classifiers hold 16)",
+            });
+        }
+        Ok(())
+    }
+
     /// Sum over CPUs of every Counter, in `Counter::ALL` order.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
         let map = self.ebpf.map(COUNTERS_MAP).ok_or(DataplaneError::Missing {
@@ -352,6 +389,20 @@ impl Classifier {
         ctx[SK_BUFF_GSO_SEGS..SK_BUFF_GSO_SEGS + 4].copy_from_slice(&gso_segs.to_ne_bytes());
         ctx[SK_BUFF_GSO_SIZE..SK_BUFF_GSO_SIZE + 4].copy_from_slice(&gso_size.to_ne_bytes());
         self.test_run_ctx(prog, frame, Some(&ctx))
+    }
+
+    /// Like [`Classifier::test_run`] for a TC program, with `skb->mark` set
+    /// (as the host's nftables rules leave it on a frame).
+    pub fn test_run_marked(
+        &self,
+        prog: &str,
+        frame: &[u8],
+        mark: u32,
+    ) -> Result<u32, DataplaneError> {
+        let mut ctx = [0u8; SK_BUFF_LEN];
+        ctx[SK_BUFF_MARK..SK_BUFF_MARK + 4].copy_from_slice(&mark.to_ne_bytes());
+        self.test_run_ctx(prog, frame, Some(&ctx))
+            .map(|(verdict, _)| verdict)
     }
 
     fn test_run_ctx(
@@ -578,13 +629,15 @@ fn xdp_prog(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
 }
 
 /// `struct __sk_buff` (uapi `linux/bpf.h`): its size and the offsets of
-/// `gso_segs` and `gso_size`, for [`Classifier::test_run_gso`]. The two
+/// `mark` (after `len` and `pkt_type`), for [`Classifier::test_run_marked`],
+/// and of `gso_segs` and `gso_size`, for [`Classifier::test_run_gso`]. The two
 /// `__bpf_md_ptr` unions are 8 bytes, 8-aligned: `flow_keys` at 144,
 /// `tstamp` 152, `wire_len` 160, `gso_segs` 164, `sk` 168, `gso_size` 176,
 /// `tstamp_type` 180, `hwtstamp` 184. A wrong offset is refused (`EINVAL`:
 /// the kernel wants `sk` zero) or lands in `hwtstamp` unnoticed; the
 /// `fastdp_programs` tests see `gso_size` in the program's size verdicts.
 const SK_BUFF_LEN: usize = 192;
+const SK_BUFF_MARK: usize = 8;
 const SK_BUFF_GSO_SEGS: usize = 164;
 const SK_BUFF_GSO_SIZE: usize = 176;
 

@@ -310,6 +310,18 @@ impl Host {
         run(&mut c, CMD_TIMEOUT).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// The MAC container `observer` maps `addr` to on its interface `dev`
+    /// (its ARP cache, `ip neigh`), if any.
+    pub fn neighbour_mac(&self, observer: &str, dev: &str, addr: &str) -> Option<String> {
+        let out = self.in_container(observer, "ip", &["neigh", "show", addr, "dev", dev]);
+        let words: Vec<&str> = out.stdout.split_whitespace().collect();
+        words
+            .iter()
+            .position(|w| *w == "lladdr")
+            .and_then(|i| words.get(i + 1))
+            .map(ToString::to_string)
+    }
+
     /// Runs `f` on a thread inside the container's network namespace (for
     /// sockets opened from the test itself).
     pub fn run_in_container<T: Send>(&self, container: &str, f: impl FnOnce() -> T + Send) -> T {

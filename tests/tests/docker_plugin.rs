@@ -106,15 +106,9 @@ fn ethwe0_mac(h: &Host, name: &str) -> String {
         .to_owned()
 }
 
-/// The MAC container `observer` maps `addr` to on its `ethwe0`, if any.
+/// The MAC container `observer` maps `addr` to on its ethwe0, if any.
 fn neighbour(h: &Host, observer: &str, addr: &str) -> Option<String> {
-    let out = h.in_container(observer, "ip", &["neigh", "show", addr, "dev", "ethwe0"]);
-    let words: Vec<&str> = out.stdout.split_whitespace().collect();
-    words
-        .iter()
-        .position(|w| *w == "lladdr")
-        .and_then(|i| words.get(i + 1))
-        .map(ToString::to_string)
+    h.neighbour_mac(observer, "ethwe0", addr)
 }
 
 /// A raw HTTP POST to the plugin socket: status and JSON body.

@@ -82,13 +82,7 @@ fn mac_of(h: &Host, id: &str) -> String {
 
 /// The MAC container `observer` maps `addr` to on its ethwe, if any.
 fn neighbour(h: &Host, observer: &str, addr: &str) -> Option<String> {
-    let out = h.in_container(observer, "ip", &["neigh", "show", addr, "dev", "ethwe"]);
-    let words: Vec<&str> = out.stdout.split_whitespace().collect();
-    words
-        .iter()
-        .position(|w| *w == "lladdr")
-        .and_then(|i| words.get(i + 1))
-        .map(ToString::to_string)
+    h.neighbour_mac(observer, "ethwe", addr)
 }
 
 /// Waits (briefly: see [`ANNOUNCED`]) until `observer` maps `addr` to `mac`.

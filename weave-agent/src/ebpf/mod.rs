@@ -251,22 +251,13 @@ impl Classifier {
     /// let DNS to and from through (see `weave_common::isolation`).
     pub fn set_dns_addr(&mut self, addr: Option<std::net::Ipv4Addr>) -> Result<(), DataplaneError> {
         let name = weave_common::names::DNS_ADDR_MAP;
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DataplaneError::Missing { kind: "map", name })?;
-        let map_error = |op| {
-            move |source| DataplaneError::Map {
-                map: name,
-                op,
-                source,
-            }
-        };
-        let mut array =
-            maps::Array::<&mut MapData, u32>::try_from(map).map_err(map_error("open"))?;
-        array
+        self.array::<u32>(name)?
             .set(0, addr.map_or(0, u32::from), 0)
-            .map_err(map_error("write"))
+            .map_err(|source| DataplaneError::Map {
+                map: name,
+                op: "write",
+                source,
+            })
     }
 
     /// Tells the classifiers the subnets this host is exposed in (the host's
@@ -278,24 +269,18 @@ impl Classifier {
             isolation::{MAX_EXPOSED, exposed_slot},
         };
         let name = weave_common::names::EXPOSED_MAP;
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DataplaneError::Missing { kind: "map", name })?;
-        let map_error = |op| {
-            move |source| DataplaneError::Map {
-                map: name,
-                op,
-                source,
-            }
-        };
-        let mut array =
-            maps::Array::<&mut MapData, u64>::try_from(map).map_err(map_error("open"))?;
+        let mut array = self.array::<u64>(name)?;
         for i in 0..MAX_EXPOSED {
             let slot = exposed.get(i as usize).map_or(0, |net| {
                 exposed_slot(EndpointAddr::new(u32::from(net.addr()), net.prefix_len()))
             });
-            array.set(i, slot, 0).map_err(map_error("write"))?;
+            array
+                .set(i, slot, 0)
+                .map_err(|source| DataplaneError::Map {
+                    map: name,
+                    op: "write",
+                    source,
+                })?;
         }
         if exposed.len() > MAX_EXPOSED as usize {
             return Err(DataplaneError::Unsupported {
@@ -530,6 +515,22 @@ impl Classifier {
             .map_mut(name)
             .ok_or(DataplaneError::Missing { kind: "map", name })?;
         maps::HashMap::try_from(map).map_err(|source| DataplaneError::Map {
+            map: name,
+            op: "open",
+            source,
+        })
+    }
+
+    /// The loaded object's array map `name`, opened in place.
+    fn array<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<maps::Array<&mut MapData, V>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
+        maps::Array::try_from(map).map_err(|source| DataplaneError::Map {
             map: name,
             op: "open",
             source,

@@ -383,7 +383,7 @@ impl PeerIpam {
     /// What the consensus waits for, for the status line.
     fn consensus_wait(&self, reachable: &BTreeSet<PeerName>) -> String {
         let quorum = self.consensus.quorum(reachable.len());
-        let expected = self.consensus.expected();
+        let expected = self.consensus.electorate(reachable.len());
         if reachable.len() + 1 < quorum {
             format!(
                 "waiting for consensus: {quorum} of {expected} peers must agree, {} reachable",
@@ -1267,6 +1267,12 @@ mod tests {
             Some(vec![net("10.32.0.1/12")])
         );
         assert!(alone.dirty);
+        // The peers in sight count when they outnumber those expected.
+        let many: BTreeSet<PeerName> = (2..=9).map(peer).collect();
+        assert_eq!(
+            ipam(1, true).status_line(&many),
+            "waiting for consensus: 5 of 9 peers must agree"
+        );
         let mut waits = ipam(1, true);
         waits.claim_all();
         assert!(!waits.ring.is_initialised(), "2 expected, 1 in sight");

@@ -143,8 +143,13 @@ impl Consensus {
     /// The number of promises (and then acceptances) a proposal needs when
     /// this peer can reach `reachable` others.
     pub fn quorum(&self, reachable: usize) -> usize {
-        let known = self.expected.max(reachable + 1);
-        known / 2 + 1
+        self.electorate(reachable) / 2 + 1
+    }
+
+    /// The peers a quorum is a majority of: those expected, or all those
+    /// in sight when more.
+    pub fn electorate(&self, reachable: usize) -> usize {
+        self.expected.max(reachable + 1)
     }
 
     pub const fn expected(&self) -> usize {

@@ -23,7 +23,7 @@
 //! with every peer they can see. Acceptors keep their promises in memory:
 //! a peer restarted in the middle of a round forgets them, as in Weave.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -156,15 +156,6 @@ impl Consensus {
         self.expected
     }
 
-    /// The peers that promised our current ballot (ourselves included).
-    pub fn promised_by(&self) -> Vec<PeerName> {
-        match &self.phase {
-            Phase::Idle => Vec::new(),
-            Phase::Preparing { promises, .. } => promises.keys().copied().collect(),
-            Phase::Accepting { accepts, .. } => accepts.iter().copied().collect(),
-        }
-    }
-
     /// Starts a new round (also to retry one that stalled), to `reachable`
     /// others; `fresh_ring_id` is the ring id to propose if nobody accepted
     /// a value yet. Returns the messages to send, and the chosen value if
@@ -186,36 +177,55 @@ impl Consensus {
             ballot,
             promises: BTreeMap::new(),
         };
-        let mut out: Vec<Outgoing> = reachable
+        let prepares = reachable
             .iter()
             .filter(|p| **p != self.me)
+            .chain([&self.me])
             .map(|p| (*p, ConsensusMessage::Prepare { ballot }))
             .collect();
-        // Our own promise, delivered at once.
-        let me = self.me;
-        let own = self.on_message(
-            me,
-            ConsensusMessage::Prepare { ballot },
-            reachable,
-            fresh_ring_id,
-        );
-        let mut chosen = None;
-        for (to, msg) in own.0 {
-            if to == me {
-                let (more, c) = self.on_message(me, msg, reachable, fresh_ring_id);
-                chosen = chosen.or(c);
-                out.extend(more.into_iter().filter(|(to, _)| *to != me));
-            } else {
-                out.push((to, msg));
-            }
-        }
-        (out, chosen.or(own.1))
+        self.deliver_own(prepares, reachable, fresh_ring_id)
     }
 
-    /// A message from `from` (which may be this peer itself). Returns the
-    /// answers to send and the chosen value once this peer's proposal has
-    /// a quorum of acceptances.
+    /// A message from `from`. Returns the answers to send and the chosen
+    /// value once this peer's proposal has a quorum of acceptances.
     pub fn on_message(
+        &mut self,
+        from: PeerName,
+        msg: ConsensusMessage,
+        reachable: &BTreeSet<PeerName>,
+        fresh_ring_id: u64,
+    ) -> (Vec<Outgoing>, Option<Proposal>) {
+        let (out, chosen) = self.step(from, msg, reachable, fresh_ring_id);
+        let (out, chosen_here) = self.deliver_own(out, reachable, fresh_ring_id);
+        (out, chosen.or(chosen_here))
+    }
+
+    /// Handles at once what this peer sends itself (its own promise and
+    /// acceptance, as an acceptor among the others); returns what goes to
+    /// the others, and the value chosen meanwhile.
+    fn deliver_own(
+        &mut self,
+        out: Vec<Outgoing>,
+        reachable: &BTreeSet<PeerName>,
+        fresh_ring_id: u64,
+    ) -> (Vec<Outgoing>, Option<Proposal>) {
+        let mut queue: VecDeque<Outgoing> = out.into();
+        let (mut others, mut chosen) = (Vec::new(), None);
+        while let Some((to, msg)) = queue.pop_front() {
+            if to == self.me {
+                let (more, c) = self.step(to, msg, reachable, fresh_ring_id);
+                chosen = chosen.or(c);
+                queue.extend(more);
+            } else {
+                others.push((to, msg));
+            }
+        }
+        (others, chosen)
+    }
+
+    /// One message from `from` (which may be this peer itself): the
+    /// answers, to anyone (this peer included), and the value chosen.
+    fn step(
         &mut self,
         from: PeerName,
         msg: ConsensusMessage,
@@ -279,30 +289,14 @@ impl Consensus {
                     proposal: proposal.clone(),
                     accepts: BTreeSet::new(),
                 };
-                let mut out = Vec::new();
-                let mut chosen = None;
-                for p in promisers {
-                    let accept = ConsensusMessage::Accept {
-                        ballot,
-                        proposal: proposal.clone(),
-                    };
-                    if p == self.me {
-                        let (answers, _) = self.on_message(p, accept, reachable, fresh_ring_id);
-                        for (to, answer) in answers {
-                            if to == self.me {
-                                let (more, c) =
-                                    self.on_message(to, answer, reachable, fresh_ring_id);
-                                chosen = chosen.or(c);
-                                out.extend(more);
-                            } else {
-                                out.push((to, answer));
-                            }
-                        }
-                    } else {
-                        out.push((p, accept));
-                    }
-                }
-                (out, chosen)
+                let out = promisers
+                    .into_iter()
+                    .map(|p| {
+                        let proposal = proposal.clone();
+                        (p, ConsensusMessage::Accept { ballot, proposal })
+                    })
+                    .collect();
+                (out, None)
             }
             ConsensusMessage::Accept { ballot, proposal } => {
                 self.see(ballot);
@@ -362,7 +356,7 @@ mod tests {
         peers: BTreeMap<PeerName, Consensus>,
         connected: Box<dyn Fn(PeerName, PeerName) -> bool>,
         chosen: BTreeMap<PeerName, Proposal>,
-        queue: std::collections::VecDeque<(PeerName, PeerName, ConsensusMessage)>,
+        queue: VecDeque<(PeerName, PeerName, ConsensusMessage)>,
     }
 
     impl Net {

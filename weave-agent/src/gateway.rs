@@ -96,12 +96,19 @@ pub fn apply(bridge: &str, exposed: &[Ipv4Net]) -> Result<(), GatewayError> {
             "IPv4 forwarding enabled (net.ipv4.ip_forward = 1): the exposed host is its containers' gateway"
         );
     }
+    if exposed.is_empty() {
+        return remove();
+    }
     nft(&ruleset(bridge, exposed))
 }
 
-/// Deletes the table (nothing to do when it is absent). Blocking.
+/// Deletes the table (nothing to do when it is absent, nor without `nft`:
+/// then there can be none). Blocking.
 pub fn remove() -> Result<(), GatewayError> {
-    nft(&ruleset("", &[]))
+    match nft(&ruleset("", &[])) {
+        Err(GatewayError::NftMissing) => Ok(()),
+        other => other,
+    }
 }
 
 /// Turns IPv4 forwarding on; true when it was off.

@@ -132,8 +132,6 @@ impl Agent {
         self.save()?;
         if !fresh.is_empty() {
             self.update_gateway().await;
-        }
-        if !fresh.is_empty() {
             tracing::info!(addrs = ?fresh, "host exposed");
         }
         answer.extend(fresh);

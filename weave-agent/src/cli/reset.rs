@@ -47,10 +47,9 @@ pub(super) fn run(paths: &Paths, args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(remove_links())?;
-    // The gateway's nftables table (`weave expose`); without nft there is none.
-    match crate::gateway::remove() {
-        Ok(()) | Err(crate::gateway::GatewayError::NftMissing) => {}
-        Err(e) => eprintln!("weave: could not remove the weave nftables table: {e}"),
+    // The gateway's nftables table (`weave expose`).
+    if let Err(e) = crate::gateway::remove() {
+        eprintln!("weave: could not remove the weave nftables table: {e}");
     }
     // The classifier links a killed agent left pinned.
     crate::ebpf::remove_namespace_pins().context("removing the pinned eBPF links")?;

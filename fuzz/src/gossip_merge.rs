@@ -160,7 +160,10 @@ pub(crate) fn gossip_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let body =
         |peers: Vec<PeerInfo>| encode(&Message::Gossip(TopologyUpdate { peers }))[4..].to_vec();
     let mut bad_short_id = entry(5, 1, 1, &[]);
-    bad_short_id.short_id = ShortId(bad_short_id.short_id.0 ^ 1);
+    bad_short_id.short_id = ShortId::BROADCAST;
+    // Valid: a peer publishes the id it chose after a collision.
+    let mut chosen_short_id = entry(4, 2, 4, &[2]);
+    chosen_short_id.short_id = ShortId(0x123);
     vec![
         (
             "new-peers",
@@ -178,6 +181,7 @@ pub(crate) fn gossip_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 entry(4, 9, 4, &[]),
             ]),
         ),
+        ("chosen-short-id", body(vec![chosen_short_id])),
         ("our-name-newer", body(vec![entry(1, 5000, 77, &[3])])),
         ("our-name-older", body(vec![entry(1, 10, 1, &[])])),
         (

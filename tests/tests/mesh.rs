@@ -120,7 +120,18 @@ impl Peer {
         targets: &[&str],
         configure: impl FnOnce(&mut MeshConfig),
     ) -> Self {
-        let name = peer_name(last);
+        Self::start_named(peer_name(last), port, discovery, targets, configure).await
+    }
+
+    /// As `start_with`, for any name (data port from its last byte).
+    async fn start_named(
+        name: PeerName,
+        port: u16,
+        discovery: bool,
+        targets: &[&str],
+        configure: impl FnOnce(&mut MeshConfig),
+    ) -> Self {
+        let last = name.0.0[5];
         let mut config = MeshConfig::new(name, format!("host-{last:x}"));
         config.listen = SocketAddr::from(([127, 0, 0, 1], port));
         config.data_port = 9000 + u16::from(last);
@@ -153,8 +164,9 @@ impl Peer {
         self.mesh.stop().await;
     }
 
+    /// The short id it publishes (the one its own table says it has).
     fn id(&self) -> ShortId {
-        ShortId::of(&self.name)
+        self.table().me
     }
 
     fn table(&self) -> Arc<ForwardingTable> {
@@ -517,6 +529,58 @@ fn without_discovery_the_ends_talk_through_the_middle() {
         assert!(t.broadcast[&c.id()].is_empty());
 
         for p in [a, b, c] {
+            p.stop().await;
+        }
+    });
+}
+
+/// Issue 14: short ids are 12 bits, so among a few dozen peers two names
+/// likely give the same one. The larger name chooses another, and both are
+/// routed by the ids they publish; nobody is left out for long.
+#[test]
+fn peers_sharing_a_short_id_settle_on_distinct_ones() {
+    in_netns("shortid", || async {
+        let b = Peer::start(0xb, B_PORT, true, &[]).await;
+        let twin_name = (0..=u16::MAX)
+            .map(|i| format!("02:ee:00:00:{:02x}:{:02x}", i >> 8, i & 0xff))
+            .map(|s| s.parse::<PeerName>().unwrap())
+            .find(|n| ShortId::of(n) == ShortId::of(&b.name))
+            .expect("12-bit ids collide within 65536 names");
+        assert!(twin_name > b.name);
+        let twin = Peer::start_named(twin_name, A_PORT, true, &["127.0.0.1"], |_| {}).await;
+
+        eventually("both routed by distinct ids", CONVERGE, || async {
+            let (sb, st) = (b.status().await, twin.status().await);
+            if sb.short_id == st.short_id {
+                return Err(format!("both publish {}", sb.short_id));
+            }
+            for (p, s, other) in [(&b, &sb, &st), (&twin, &st, &sb)] {
+                if p.table().me != s.short_id
+                    || p.table().next_hop.get(&other.short_id) != Some(&other.short_id)
+                    || s.counters.short_id_collisions != 0
+                {
+                    return Err(format!(
+                        "{}: me {}, next hops {:?}, collisions {}",
+                        p.name,
+                        p.table().me,
+                        p.table().next_hop,
+                        s.counters.short_id_collisions
+                    ));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        let (sb, st) = (b.status().await, twin.status().await);
+        assert_eq!(
+            sb.short_id,
+            ShortId::of(&b.name),
+            "the smaller name keeps its id"
+        );
+        assert_eq!(sb.counters.short_ids_rechosen, 0);
+        assert_eq!(st.counters.short_ids_rechosen, 1);
+
+        for p in [b, twin] {
             p.stop().await;
         }
     });

@@ -976,6 +976,7 @@ impl Router {
             self.topology_changed = true;
         }
         if self.links_changed || self.topology_changed {
+            self.give_up_a_taken_short_id();
             let neighbours = self.neighbour_data_addrs();
             let mut routes = routes::compute(&self.topology, &neighbours);
             let gone = self.topology.retain(&routes.reachable);
@@ -1017,6 +1018,24 @@ impl Router {
         self.topology_changed = false;
     }
 
+    /// Two peers publishing one short id cannot both be routed: the larger
+    /// name (when it is us) chooses another, which our entry carries to
+    /// everyone. With 12-bit ids, a few dozen peers already make a
+    /// collision likely.
+    fn give_up_a_taken_short_id(&mut self) {
+        let Some(holder) = self.topology.our_short_id_taken_by() else {
+            return;
+        };
+        let was = self.topology.ours().short_id;
+        let now = self
+            .topology
+            .choose_our_short_id(&mut rand::rng(), now_ms());
+        tracing::info!(%holder, %was, %now, "our short id is taken by a smaller name: chose another");
+        self.counters.short_ids_rechosen += 1;
+        self.changed_entries.insert(self.me());
+        self.topology_changed = true;
+    }
+
     /// Password mode: each neighbour's data keys go with the table.
     fn add_keys(&mut self) {
         let table = &mut self.routes.table;
@@ -1026,7 +1045,9 @@ impl Router {
             return;
         }
         for (name, id) in &self.by_peer {
-            let id_of = ShortId::of(name);
+            let Some(id_of) = self.topology.short_id(name) else {
+                continue;
+            };
             let keys = self
                 .conns
                 .get(id)
@@ -1049,7 +1070,7 @@ impl Router {
             .iter()
             .filter_map(|(name, id)| {
                 let link = self.conns.get(id)?.fastdp_link(&self.config)?;
-                Some((ShortId::of(name), link))
+                Some((self.topology.short_id(name)?, link))
             })
             .collect();
         let table = &mut self.routes.table;
@@ -1069,7 +1090,8 @@ impl Router {
             .as_ref()
             .map(|p| p.hello.name)
             .filter(|n| self.by_peer.get(n) == Some(&id) && !self.routes.shadowed.contains(n))
-            .and_then(|n| self.routes.table.neighbours.get(&ShortId::of(&n)).copied());
+            .and_then(|n| self.topology.short_id(&n))
+            .and_then(|n| self.routes.table.neighbours.get(&n).copied());
         fastdp::choose(&link, data)
     }
 
@@ -1279,7 +1301,7 @@ impl Router {
         let _ = tokio::time::timeout(Duration::from_millis(500), grace).await;
         self.tasks.shutdown().await;
         self.overlay.update(Arc::new(ForwardingTable {
-            me: ShortId::of(&self.me()),
+            me: self.topology.ours().short_id,
             ..ForwardingTable::default()
         }));
     }

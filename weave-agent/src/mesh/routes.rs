@@ -7,9 +7,10 @@
 //!   taken in `PeerName` order (shortest paths, ties broken by name).
 //! - Broadcast from origin O: the breadth-first tree from O (same order);
 //!   we pass O's frames on to our children in that tree.
-//! - Short ids are 12 bits, so two peers may share one: the smaller name
-//!   keeps it and the other is left out of every route (everyone agrees on
-//!   which), and the collision is reported.
+//! - Each peer publishes its short id (12 bits) in its entry. Two peers may
+//!   publish the same one for a while: the smaller name keeps it and the
+//!   other is left out of every route (everyone agrees on which) until it
+//!   has chosen another (`Topology::choose_our_short_id`).
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -37,12 +38,18 @@ pub struct Routes {
 /// every peer we have an established connection with.
 pub fn compute(topology: &Topology, neighbours: &BTreeMap<PeerName, SocketAddr>) -> Routes {
     let me = topology.me();
-    let shadowed = shadowed(topology, neighbours);
+    let shadowed = shadowed(topology);
     let graph = Graph::symmetric(topology, &shadowed);
+    // Every name in the graph (and so in every tree) has an entry.
+    let id = |name: &PeerName| {
+        topology
+            .short_id(name)
+            .expect("routes only name peers with an entry")
+    };
 
     let mut routes = Routes {
         table: ForwardingTable {
-            me: ShortId::of(&me),
+            me: id(&me),
             ..ForwardingTable::default()
         },
         shadowed: shadowed.clone(),
@@ -51,7 +58,9 @@ pub fn compute(topology: &Topology, neighbours: &BTreeMap<PeerName, SocketAddr>)
     routes.table.neighbours = neighbours
         .iter()
         .filter(|(n, _)| !shadowed.contains(n))
-        .map(|(n, a)| (ShortId::of(n), *a))
+        // A neighbour whose entry has not arrived yet has no id to be
+        // reached by; it has no route either until it does.
+        .filter_map(|(n, a)| Some((topology.short_id(n)?, *a)))
         .collect();
     if shadowed.contains(&me) {
         // We cannot be addressed: route nothing rather than misdeliver.
@@ -70,10 +79,7 @@ pub fn compute(topology: &Topology, neighbours: &BTreeMap<PeerName, SocketAddr>)
             hop = tree[&hop];
         }
         routes.next_hop.insert(dest, hop);
-        routes
-            .table
-            .next_hop
-            .insert(ShortId::of(&dest), ShortId::of(&hop));
+        routes.table.next_hop.insert(id(&dest), id(&hop));
     }
 
     for &origin in &routes.reachable {
@@ -85,36 +91,22 @@ pub fn compute(topology: &Topology, neighbours: &BTreeMap<PeerName, SocketAddr>)
         let children = tree
             .iter()
             .filter(|(child, parent)| **parent == me && **child != me)
-            .map(|(child, _)| ShortId::of(child))
+            .map(|(child, _)| id(child))
             .collect();
-        routes
-            .table
-            .broadcast
-            .insert(ShortId::of(&origin), children);
+        routes.table.broadcast.insert(id(&origin), children);
     }
     routes
 }
 
-/// Names that lose their short id to a smaller name among the peers in the
-/// topology and our neighbours.
-fn shadowed(
-    topology: &Topology,
-    neighbours: &BTreeMap<PeerName, SocketAddr>,
-) -> BTreeSet<PeerName> {
-    let names: BTreeSet<PeerName> = topology
-        .peers()
-        .map(|p| p.name)
-        .chain(neighbours.keys().copied())
-        .collect();
-    // Names come in order, so the first to take an id is the smallest.
+/// Names that publish the short id of a smaller name.
+fn shadowed(topology: &Topology) -> BTreeSet<PeerName> {
+    // Peers come in name order, so the first to take an id is the smallest.
     let mut taken: HashSet<ShortId> = HashSet::new();
-    let mut out = BTreeSet::new();
-    for name in names {
-        if !taken.insert(ShortId::of(&name)) {
-            out.insert(name);
-        }
-    }
-    out
+    topology
+        .peers()
+        .filter(|p| !taken.insert(p.short_id))
+        .map(|p| p.name)
+        .collect()
 }
 
 /// Symmetric edges between unshadowed peers, neighbours in name order.
@@ -354,6 +346,21 @@ mod tests {
         let r = routes_of(twin, &all);
         assert!(r.table.next_hop.is_empty());
         assert!(r.table.broadcast.is_empty());
+    }
+
+    #[test]
+    fn peers_are_known_by_the_short_id_they_publish() {
+        let chosen = ShortId(0x123);
+        let mut all = entries(&undirected(&[(1, 2), (2, 3)]));
+        for e in all.iter_mut().filter(|e| e.name == name(3)) {
+            e.short_id = chosen;
+        }
+        let a = routes_of(name(1), &all);
+        assert_eq!(a.table.next_hop.get(&chosen), Some(&id(2)));
+        assert_eq!(a.table.next_hop.len(), 2);
+        let b = routes_of(name(2), &all);
+        assert!(b.table.neighbours.contains_key(&chosen));
+        assert_eq!(routes_of(name(3), &all).table.me, chosen);
     }
 
     /// On random graphs, with every peer computing its own routes from the

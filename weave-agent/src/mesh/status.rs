@@ -171,6 +171,9 @@ pub struct MeshCounters {
     pub gossip_entries_rejected: u64,
     /// Peers currently left out of routing: their short id is taken.
     pub short_id_collisions: u64,
+    /// Times we chose another short id because a smaller name had ours.
+    #[serde(default)]
+    pub short_ids_rechosen: u64,
     /// IPAM messages refused (forged, looping, malformed).
     #[serde(default)]
     pub ipam_rejected: u64,
@@ -201,6 +204,7 @@ impl MeshCounters {
             ("connections_over_limit", self.connections_over_limit),
             ("gossip_entries_rejected", self.gossip_entries_rejected),
             ("short_id_collisions", self.short_id_collisions),
+            ("short_ids_rechosen", self.short_ids_rechosen),
             ("ipam_rejected", self.ipam_rejected),
             ("ipam_dropped", self.ipam_dropped),
             ("connections_terminated", self.connections_terminated),
@@ -359,7 +363,7 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
     MeshStatus {
         name: src.me,
         nickname: src.nickname.to_string(),
-        short_id: ShortId::of(&src.me),
+        short_id: src.topology.ours().short_id,
         uid: src.uid,
         protocol: PROTOCOL.into(),
         protocol_min_version: PROTOCOL_MIN_VERSION,

@@ -42,7 +42,10 @@ pub struct PeerInfo {
     pub nickname: String,
     pub uid: u64,
     pub version: u64,
-    /// Always `ShortId::of(name)`; an entry saying otherwise is rejected.
+    /// The id the data plane knows this peer by (12 bits of the VNI),
+    /// chosen by the peer: first `ShortId::of(name)`, another one when a
+    /// smaller name turns out to have the same (as Weave's peers did), so
+    /// that two peers never stay indistinguishable on the wire.
     pub short_id: ShortId,
     pub connections: Vec<ConnectionSummary>,
 }
@@ -78,8 +81,8 @@ impl PeerInfo {
         if self.version > now_ms().saturating_add(MAX_VERSION_AHEAD_MS) {
             return Err(Rejection::VersionFromTheFuture(self.version));
         }
-        if self.short_id != ShortId::of(&self.name) {
-            return Err(Rejection::BadShortId);
+        if self.short_id >= ShortId::BROADCAST {
+            return Err(Rejection::BadShortId(self.short_id));
         }
         check_nickname(&self.nickname).map_err(Rejection::BadNickname)?;
         if self.connections.len() > MAX_CONNECTIONS_PER_PEER {
@@ -109,8 +112,8 @@ pub struct TopologyUpdate {
 pub enum Rejection {
     #[error("it describes us differently from how we do")]
     OurName,
-    #[error("its short id is not the one derived from its name")]
-    BadShortId,
+    #[error("its short id {0} is the broadcast id or beyond")]
+    BadShortId(ShortId),
     #[error("{0}")]
     BadNickname(String),
     #[error("it lists {0} connections (limit {MAX_CONNECTIONS_PER_PEER})")]
@@ -201,6 +204,44 @@ impl Topology {
         ours.connections = connections;
         ours.version = ours.version.saturating_add(1).max(now_ms);
         true
+    }
+
+    /// The short id `name` publishes, if we know its entry.
+    pub fn short_id(&self, name: &PeerName) -> Option<ShortId> {
+        self.peers.get(name).map(|p| p.short_id)
+    }
+
+    /// The smaller name that publishes our short id, if any: the smaller
+    /// keeps an id two peers share (routes leave the other out), so we are
+    /// the one to choose another.
+    pub fn our_short_id_taken_by(&self) -> Option<PeerName> {
+        let ours = self.ours().short_id;
+        self.peers
+            .range(..self.me)
+            .find(|(_, p)| p.short_id == ours)
+            .map(|(n, _)| *n)
+    }
+
+    /// Chooses for us a short id that no peer we know publishes, at random
+    /// among those free (so that two peers leaving the same id do not meet
+    /// again), and bumps our version like a change of connections. Returns
+    /// the new id.
+    pub fn choose_our_short_id(&mut self, rng: &mut impl rand::Rng, now_ms: u64) -> ShortId {
+        let taken: BTreeSet<ShortId> = self.peers.values().map(|p| p.short_id).collect();
+        let free: Vec<ShortId> = (0..ShortId::BROADCAST.0)
+            .map(ShortId)
+            .filter(|id| !taken.contains(id))
+            .collect();
+        let ours = self
+            .peers
+            .get_mut(&self.me)
+            .expect("our own entry is never removed");
+        // MAX_PEERS is far below the 4095 ids, so one is always free.
+        if let Some(&id) = free.get(rng.random_range(0..free.len().max(1))) {
+            ours.short_id = id;
+            ours.version = ours.version.saturating_add(1).max(now_ms);
+        }
+        ours.short_id
     }
 
     /// Merges entries received from a peer.
@@ -368,7 +409,7 @@ mod tests {
     fn invalid_entries_are_rejected() {
         let mut t = Topology::new(entry(1, 1, 1, &[]));
         let mut bad_id = entry(2, 1, 1, &[]);
-        bad_id.short_id = ShortId(bad_id.short_id.0 ^ 1);
+        bad_id.short_id = ShortId::BROADCAST;
         let mut bad_nick = entry(3, 1, 1, &[]);
         bad_nick.nickname = "\x1b[31m".into();
         let self_link = entry(4, 1, 1, &[4]);
@@ -386,6 +427,33 @@ mod tests {
         assert!(!out.is_changed());
         assert_eq!(out.rejected.len(), 5);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_larger_name_gives_up_a_shared_short_id_for_a_free_one() {
+        let mut t = Topology::new(entry(5, 1, 1, &[]));
+        let ours = t.ours().short_id;
+        let mut larger = entry(9, 1, 1, &[]);
+        larger.short_id = ours;
+        t.merge(&update(&[larger]));
+        assert_eq!(
+            t.our_short_id_taken_by(),
+            None,
+            "the larger name gives it up"
+        );
+
+        let mut smaller = entry(2, 1, 1, &[]);
+        smaller.short_id = ours;
+        t.merge(&update(&[smaller]));
+        assert_eq!(t.our_short_id_taken_by(), Some(name(2)));
+        let version = t.ours().version;
+        let chosen = t.choose_our_short_id(&mut StdRng::seed_from_u64(7), 0);
+        assert_eq!(t.ours().short_id, chosen);
+        assert!(chosen < ShortId::BROADCAST);
+        assert!(t.peers().filter(|p| p.short_id == chosen).count() == 1);
+        assert!(t.ours().version > version, "others must take the new entry");
+        assert_eq!(t.our_short_id_taken_by(), None);
+        assert!(t.ours().validate().is_ok());
     }
 
     #[test]

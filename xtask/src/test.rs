@@ -45,29 +45,31 @@ pub(crate) struct Args {
 }
 
 /// The integration suites whose agents run on the data plane that
-/// `WEAVE_TEST_DATAPLANE` names: each runs again on xdp.
-const AGENT_SUITES: [&str; 6] = [
+/// `WEAVE_TEST_DATAPLANE` names: each runs again on xdp. `dns` is among
+/// them since its `nslookup` timeouts on xdp (2 of 10 runs, issue #16) no
+/// longer happen: 10 of 10 runs passed, several beside a 50-agent scale run
+/// (load average 60-90) and two side by side.
+const AGENT_SUITES: [&str; 7] = [
     "single_host",
     "mesh",
     "multi_host",
     "ipam",
     "encryption",
     "faults",
+    "dns",
 ];
 
 /// The suites that run again on fastdp: those of [`AGENT_SUITES`] whose
 /// traffic crosses between hosts (`single_host` has one host, and `mesh`
 /// runs the control plane alone; what fastdp changes there, the
-/// negotiation, `mesh` and `fastdp` test directly), and `dns`, whose
-/// expose test streams to an exposed host (super-frames for the bridge).
-/// `dns` does not run on xdp yet: there one `nslookup` from a container
-/// timed out in 2 of 10 runs, only with suites side by side (issue #16).
+/// negotiation, `mesh` and `fastdp` test directly); `dns` for its expose
+/// test, which streams to an exposed host (super-frames for the bridge).
 const FASTDP_SUITES: [&str; 5] = ["multi_host", "ipam", "encryption", "faults", "dns"];
 
 /// How long each pass took (seconds) in a full run with three side by side
 /// on this project's 2-core machine, longest first: the longest start first,
 /// so that the lanes end together. A pass not listed counts as a minute.
-const EXPECTED_SECONDS: [(&str, &str, u64); 30] = [
+const EXPECTED_SECONDS: [(&str, &str, u64); 31] = [
     ("ipam", "plain", 487),
     ("ipam", "fastdp", 453),
     ("ipam", "xdp", 437),
@@ -90,6 +92,7 @@ const EXPECTED_SECONDS: [(&str, &str, u64); 30] = [
     ("claims", "plain", 56),
     ("weave_forms", "plain", 50),
     ("dns", "plain", 45),
+    ("dns", "xdp", 45),
     ("cni", "plain", 40),
     ("image", "plain", 38),
     ("weave_tests", "plain", 21),

@@ -11,8 +11,14 @@
 //!   publish the same one for a while: the smaller name keeps it and the
 //!   other is left out of every route (everyone agrees on which) until it
 //!   has chosen another (`Topology::choose_our_short_id`).
+//!
+//! A full mesh of N peers has N² edges and the broadcast trees need one
+//! search per origin, N³ steps in all, redone whenever the topology
+//! changes: the graph is therefore indexed (peers numbered in name order,
+//! adjacency as sorted index lists, one reused parent array) rather than
+//! searched through ordered maps, which cost a hundred times more at 100
+//! peers and starved the agent (README, Scale).
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
 
@@ -39,20 +45,11 @@ pub struct Routes {
 pub fn compute(topology: &Topology, neighbours: &BTreeMap<PeerName, SocketAddr>) -> Routes {
     let me = topology.me();
     let shadowed = shadowed(topology);
-    let graph = Graph::symmetric(topology, &shadowed);
-    // Every name in the graph (and so in every tree) has an entry.
-    let id = |name: &PeerName| {
-        topology
-            .short_id(name)
-            .expect("routes only name peers with an entry")
-    };
-
     let mut routes = Routes {
         table: ForwardingTable {
-            me: id(&me),
+            me: topology.ours().short_id,
             ..ForwardingTable::default()
         },
-        shadowed: shadowed.clone(),
         ..Routes::default()
     };
     routes.table.neighbours = neighbours
@@ -65,35 +62,50 @@ pub fn compute(topology: &Topology, neighbours: &BTreeMap<PeerName, SocketAddr>)
     if shadowed.contains(&me) {
         // We cannot be addressed: route nothing rather than misdeliver.
         routes.reachable.insert(me);
+        routes.shadowed = shadowed;
         return routes;
     }
+    routes.shadowed = shadowed;
 
-    let tree = graph.bfs(me);
-    routes.reachable = tree.keys().copied().collect();
-    for &dest in tree.keys() {
-        if dest == me {
+    let graph = Graph::symmetric(topology, &routes.shadowed);
+    let us = graph.index(&me).expect("we are in our own graph");
+    let mut search = Search::new(graph.len());
+
+    search.run(&graph, us);
+    // Each reached peer's first hop, filled in search order so that a
+    // peer's parent is done before it.
+    let mut first_hop = vec![UNREACHED; graph.len()];
+    for &node in &search.order {
+        routes.reachable.insert(graph.names[node]);
+        let parent = search.parent[node];
+        if node == us {
             continue;
         }
-        let mut hop = dest;
-        while tree[&hop] != me {
-            hop = tree[&hop];
-        }
-        routes.next_hop.insert(dest, hop);
-        routes.table.next_hop.insert(id(&dest), id(&hop));
+        first_hop[node] = if parent == us {
+            node
+        } else {
+            first_hop[parent]
+        };
+        routes
+            .next_hop
+            .insert(graph.names[node], graph.names[first_hop[node]]);
+        routes
+            .table
+            .next_hop
+            .insert(graph.ids[node], graph.ids[first_hop[node]]);
     }
 
-    for &origin in &routes.reachable {
-        let tree = if origin == me {
-            tree.clone()
-        } else {
-            graph.bfs(origin)
-        };
-        let children = tree
+    let reached = search.order.clone();
+    for origin in reached {
+        search.run(&graph, origin);
+        // Our children in origin's tree are among our neighbours, which
+        // the adjacency lists in name order, as the trees are built.
+        let children = graph.adjacency[us]
             .iter()
-            .filter(|(child, parent)| **parent == me && **child != me)
-            .map(|(child, _)| id(child))
+            .filter(|&&n| search.parent[n] == us)
+            .map(|&n| graph.ids[n])
             .collect();
-        routes.table.broadcast.insert(id(&origin), children);
+        routes.table.broadcast.insert(graph.ids[origin], children);
     }
     routes
 }
@@ -109,44 +121,101 @@ fn shadowed(topology: &Topology) -> BTreeSet<PeerName> {
         .collect()
 }
 
-/// Symmetric edges between unshadowed peers, neighbours in name order.
+/// Marks a peer not reached by a search (and no first hop yet).
+const UNREACHED: usize = usize::MAX;
+
+/// Symmetric edges between unshadowed peers, numbered in name order.
 struct Graph {
-    edges: BTreeMap<PeerName, BTreeSet<PeerName>>,
+    names: Vec<PeerName>,
+    ids: Vec<ShortId>,
+    /// Each peer's neighbours, ascending (so in name order).
+    adjacency: Vec<Vec<usize>>,
 }
 
 impl Graph {
     fn symmetric(topology: &Topology, shadowed: &BTreeSet<PeerName>) -> Self {
-        let mut edges: BTreeMap<PeerName, BTreeSet<PeerName>> = BTreeMap::new();
-        for a in topology.peers().filter(|p| !shadowed.contains(&p.name)) {
-            for c in a.connections.iter().filter(|c| c.established) {
-                if shadowed.contains(&c.peer) {
-                    continue;
-                }
-                if topology
-                    .get(&c.peer)
-                    .is_some_and(|b| b.established_with(&a.name))
-                {
-                    edges.entry(a.name).or_default().insert(c.peer);
-                }
-            }
+        let peers: Vec<_> = topology
+            .peers()
+            .filter(|p| !shadowed.contains(&p.name))
+            .collect();
+        let names: Vec<PeerName> = peers.iter().map(|p| p.name).collect();
+        let index = |n: &PeerName| names.binary_search(n).ok();
+        // What each entry claims, as sorted indices.
+        let claims: Vec<Vec<usize>> = peers
+            .iter()
+            .map(|p| {
+                let mut to: Vec<usize> = p
+                    .connections
+                    .iter()
+                    .filter(|c| c.established)
+                    .filter_map(|c| index(&c.peer))
+                    .collect();
+                to.sort_unstable();
+                to.dedup();
+                to
+            })
+            .collect();
+        let adjacency = claims
+            .iter()
+            .enumerate()
+            .map(|(a, to)| {
+                to.iter()
+                    .copied()
+                    .filter(|&b| b != a && claims[b].binary_search(&a).is_ok())
+                    .collect()
+            })
+            .collect();
+        Self {
+            ids: peers.iter().map(|p| p.short_id).collect(),
+            names,
+            adjacency,
         }
-        Self { edges }
     }
 
-    /// Breadth-first tree from `origin`: each reached peer and its parent
-    /// (the origin is its own parent).
-    fn bfs(&self, origin: PeerName) -> BTreeMap<PeerName, PeerName> {
-        let mut parent = BTreeMap::from([(origin, origin)]);
-        let mut queue = VecDeque::from([origin]);
-        while let Some(node) = queue.pop_front() {
-            for &next in self.edges.get(&node).into_iter().flatten() {
-                if let Entry::Vacant(v) = parent.entry(next) {
-                    v.insert(node);
-                    queue.push_back(next);
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    fn index(&self, name: &PeerName) -> Option<usize> {
+        self.names.binary_search(name).ok()
+    }
+}
+
+/// One breadth-first search at a time, its buffers reused for the next.
+struct Search {
+    /// Each peer's parent in the last tree (the origin is its own), or
+    /// `UNREACHED`.
+    parent: Vec<usize>,
+    /// The peers reached, in the order reached.
+    order: Vec<usize>,
+    queue: VecDeque<usize>,
+}
+
+impl Search {
+    fn new(len: usize) -> Self {
+        Self {
+            parent: vec![UNREACHED; len],
+            order: Vec::with_capacity(len),
+            queue: VecDeque::with_capacity(len),
+        }
+    }
+
+    /// The breadth-first tree from `origin`, neighbours taken in name
+    /// order.
+    fn run(&mut self, graph: &Graph, origin: usize) {
+        self.parent.fill(UNREACHED);
+        self.order.clear();
+        self.parent[origin] = origin;
+        self.queue.push_back(origin);
+        while let Some(node) = self.queue.pop_front() {
+            self.order.push(node);
+            for &next in &graph.adjacency[node] {
+                if self.parent[next] == UNREACHED {
+                    self.parent[next] = node;
+                    self.queue.push_back(next);
                 }
             }
         }
-        parent
     }
 }
 
@@ -435,5 +504,153 @@ mod tests {
                 }
             }
         }
+    }
+    /// The computation as first written (ordered maps, one search per
+    /// origin over them): the indexed one must give exactly its routes.
+    mod reference {
+        use std::collections::btree_map::Entry;
+        use std::collections::{BTreeMap, BTreeSet, VecDeque};
+        use std::net::SocketAddr;
+
+        use super::super::{Routes, shadowed};
+        use crate::mesh::topology::Topology;
+        use crate::overlay::ForwardingTable;
+        use crate::peer_name::PeerName;
+
+        pub(super) fn compute(
+            topology: &Topology,
+            neighbours: &BTreeMap<PeerName, SocketAddr>,
+        ) -> Routes {
+            let me = topology.me();
+            let shadowed = shadowed(topology);
+            let mut edges: BTreeMap<PeerName, BTreeSet<PeerName>> = BTreeMap::new();
+            for a in topology.peers().filter(|p| !shadowed.contains(&p.name)) {
+                for c in a.connections.iter().filter(|c| c.established) {
+                    if !shadowed.contains(&c.peer)
+                        && topology
+                            .get(&c.peer)
+                            .is_some_and(|b| b.established_with(&a.name))
+                    {
+                        edges.entry(a.name).or_default().insert(c.peer);
+                    }
+                }
+            }
+            let bfs = |origin: PeerName| {
+                let mut parent = BTreeMap::from([(origin, origin)]);
+                let mut queue = VecDeque::from([origin]);
+                while let Some(node) = queue.pop_front() {
+                    for &next in edges.get(&node).into_iter().flatten() {
+                        if let Entry::Vacant(v) = parent.entry(next) {
+                            v.insert(node);
+                            queue.push_back(next);
+                        }
+                    }
+                }
+                parent
+            };
+            let id = |name: &PeerName| topology.short_id(name).unwrap();
+            let mut routes = Routes {
+                table: ForwardingTable {
+                    me: id(&me),
+                    ..ForwardingTable::default()
+                },
+                shadowed: shadowed.clone(),
+                ..Routes::default()
+            };
+            routes.table.neighbours = neighbours
+                .iter()
+                .filter(|(n, _)| !shadowed.contains(n))
+                .filter_map(|(n, a)| Some((topology.short_id(n)?, *a)))
+                .collect();
+            if shadowed.contains(&me) {
+                routes.reachable.insert(me);
+                return routes;
+            }
+            let tree = bfs(me);
+            routes.reachable = tree.keys().copied().collect();
+            for &dest in tree.keys().filter(|d| **d != me) {
+                let mut hop = dest;
+                while tree[&hop] != me {
+                    hop = tree[&hop];
+                }
+                routes.next_hop.insert(dest, hop);
+                routes.table.next_hop.insert(id(&dest), id(&hop));
+            }
+            for &origin in &routes.reachable {
+                let tree = bfs(origin);
+                let children = tree
+                    .iter()
+                    .filter(|(child, parent)| **parent == me && **child != me)
+                    .map(|(child, _)| id(child))
+                    .collect();
+                routes.table.broadcast.insert(id(&origin), children);
+            }
+            routes
+        }
+    }
+
+    /// Random topologies (one-sided and unestablished claims, peers
+    /// publishing chosen or colliding short ids, connections to peers
+    /// without an entry), seen from every peer: the indexed computation
+    /// gives what the reference gives.
+    #[test]
+    fn indexed_search_gives_what_ordered_maps_gave() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for _ in 0..150 {
+            let n: u8 = rng.random_range(1..=14);
+            let p = rng.random_range(0.1..0.9);
+            let mut links: BTreeMap<PeerName, BTreeSet<PeerName>> =
+                (1..=n).map(|i| (name(i), BTreeSet::new())).collect();
+            for a in 1..=n {
+                for b in a + 1..=n + 1 {
+                    if rng.random_bool(p) {
+                        links.get_mut(&name(a)).unwrap().insert(name(b));
+                        if b <= n && !rng.random_bool(0.1) {
+                            links.get_mut(&name(b)).unwrap().insert(name(a));
+                        }
+                    }
+                }
+            }
+            let mut all = entries(&links);
+            for e in &mut all {
+                if rng.random_bool(0.2) {
+                    e.short_id = ShortId(rng.random_range(1..4));
+                }
+                for c in &mut e.connections {
+                    c.established = !rng.random_bool(0.05);
+                }
+            }
+            for me in 1..=n {
+                let t = view(name(me), &all);
+                let neighbours = t
+                    .ours()
+                    .connections
+                    .iter()
+                    .map(|c| (c.peer, SocketAddr::from(([10, 0, 0, c.peer.0.0[5]], 6784))))
+                    .collect();
+                assert_eq!(
+                    compute(&t, &neighbours),
+                    reference::compute(&t, &neighbours)
+                );
+            }
+        }
+    }
+
+    /// A full mesh of 100 (what `cargo xtask scale` runs): every peer
+    /// direct, nothing to relay. The time is printed, not asserted
+    /// (`cargo test -- --nocapture full_mesh_of_100`).
+    #[test]
+    fn full_mesh_of_100_goes_direct() {
+        let edges: Vec<(u8, u8)> = (1..=100u8)
+            .flat_map(|a| (a + 1..=100).map(move |b| (a, b)))
+            .collect();
+        let all = entries(&undirected(&edges));
+        let started = std::time::Instant::now();
+        let r = routes_of(name(1), &all);
+        eprintln!("routes of a full mesh of 100: {:?}", started.elapsed());
+        assert_eq!(r.reachable.len(), 100);
+        assert!(r.next_hop.iter().all(|(dest, hop)| dest == hop));
+        assert_eq!(r.table.broadcast[&id(1)].len(), 99);
+        assert!((2..=100).all(|o| r.table.broadcast[&id(o)].is_empty()));
     }
 }

@@ -66,6 +66,11 @@ const GOSSIP_CHUNK: usize = 256 * 1024;
 const GOSSIP_FANOUT: usize = 4;
 /// Events handled before the routes are recomputed (batching bursts).
 const EVENT_BATCH: usize = 64;
+/// Routes follow other peers' changes at most this often. Their entries
+/// change in bursts (a peer joining a mesh of N changes N entries within
+/// moments, each arriving on its own), and every computation costs a
+/// search per origin; changes of our own connections are followed at once.
+const ROUTE_INTERVAL: Duration = Duration::from_millis(150);
 
 /// Timeouts and intervals; the defaults are Weave's orders of magnitude,
 /// tests shorten them.
@@ -367,6 +372,11 @@ struct Router {
     next_id: ConnId,
     links_changed: bool,
     topology_changed: bool,
+    /// The routes do not follow the topology yet: recomputed at the latest
+    /// one `ROUTE_INTERVAL` after `routes_at` (see [`Router::refresh`]).
+    routes_stale: bool,
+    /// When the routes were last computed.
+    routes_at: Option<Instant>,
     /// Established since the last gossip; they get the whole topology.
     needs_topology: BTreeSet<ConnId>,
     /// Entries that changed since gossip last went out: what is sent next
@@ -405,6 +415,8 @@ impl Router {
             next_id: 1,
             links_changed: false,
             topology_changed: true,
+            routes_stale: true,
+            routes_at: None,
             needs_topology: BTreeSet::new(),
             changed_entries: BTreeSet::new(),
             refused_inbound: std::collections::VecDeque::new(),
@@ -436,7 +448,11 @@ impl Router {
         self.dial_due();
 
         let stop = loop {
-            let wake = self.maker.next_wakeup().map(tokio::time::Instant::from_std);
+            let wake = [self.maker.next_wakeup(), self.routes_due()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 command = commands.recv() => match command {
                     None => break None,
@@ -975,35 +991,11 @@ impl Router {
             self.changed_entries.insert(self.me());
             self.topology_changed = true;
         }
-        if self.links_changed || self.topology_changed {
-            self.give_up_a_taken_short_id();
-            let neighbours = self.neighbour_data_addrs();
-            let mut routes = routes::compute(&self.topology, &neighbours);
-            let gone = self.topology.retain(&routes.reachable);
-            if !gone.is_empty() {
-                for peer in &gone {
-                    tracing::info!(%peer, "peer unreachable: forgotten");
-                }
-                routes = routes::compute(&self.topology, &neighbours);
-            }
-            if !routes.shadowed.is_empty() && routes.shadowed != self.routes.shadowed {
-                let names: Vec<String> = routes.shadowed.iter().map(ToString::to_string).collect();
-                self.note(
-                    "short id",
-                    format!(
-                        "left out of routing, their short id is taken by a smaller name: {}",
-                        names.join(", ")
-                    ),
-                );
-            }
-            self.counters.short_id_collisions = routes.shadowed.len() as u64;
-            self.routes = routes;
-            self.add_keys();
-            self.add_fastdp();
-            self.publish();
-            self.maker.sync(&self.links(), now);
-            let candidates = self.discovery_candidates();
-            self.maker.set_discovered(candidates, now);
+        self.routes_stale |= self.links_changed || self.topology_changed;
+        if self.routes_stale
+            && (self.links_changed || self.routes_due().is_some_and(|at| now >= at))
+        {
+            self.recompute(now);
         }
         if !self.needs_topology.is_empty() {
             let ids: Vec<ConnId> = std::mem::take(&mut self.needs_topology)
@@ -1016,6 +1008,53 @@ impl Router {
         }
         self.links_changed = false;
         self.topology_changed = false;
+    }
+
+    /// When stale routes are to be recomputed (at once if never computed).
+    fn routes_due(&self) -> Option<Instant> {
+        if !self.routes_stale {
+            return None;
+        }
+        Some(
+            self.routes_at
+                .map_or_else(Instant::now, |at| at + ROUTE_INTERVAL),
+        )
+    }
+
+    /// Routes from the topology as it is, and what follows from them: our
+    /// short id, garbage collection of unreachable entries, keys, the data
+    /// plane's table, dialling.
+    fn recompute(&mut self, now: Instant) {
+        self.routes_stale = false;
+        self.routes_at = Some(now);
+        self.give_up_a_taken_short_id();
+        let neighbours = self.neighbour_data_addrs();
+        let mut routes = routes::compute(&self.topology, &neighbours);
+        let gone = self.topology.retain(&routes.reachable);
+        if !gone.is_empty() {
+            for peer in &gone {
+                tracing::info!(%peer, "peer unreachable: forgotten");
+            }
+            routes = routes::compute(&self.topology, &neighbours);
+        }
+        if !routes.shadowed.is_empty() && routes.shadowed != self.routes.shadowed {
+            let names: Vec<String> = routes.shadowed.iter().map(ToString::to_string).collect();
+            self.note(
+                "short id",
+                format!(
+                    "left out of routing, their short id is taken by a smaller name: {}",
+                    names.join(", ")
+                ),
+            );
+        }
+        self.counters.short_id_collisions = routes.shadowed.len() as u64;
+        self.routes = routes;
+        self.add_keys();
+        self.add_fastdp();
+        self.publish();
+        self.maker.sync(&self.links(), now);
+        let candidates = self.discovery_candidates();
+        self.maker.set_discovered(candidates, now);
     }
 
     /// Two peers publishing one short id cannot both be routed: the larger

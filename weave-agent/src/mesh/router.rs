@@ -448,7 +448,7 @@ impl Router {
         self.dial_due();
 
         let stop = loop {
-            let wake = [self.maker.next_wakeup(), self.routes_due()]
+            let wake = [self.maker.next_wakeup(), self.routes_due(Instant::now())]
                 .into_iter()
                 .flatten()
                 .min()
@@ -993,7 +993,7 @@ impl Router {
         }
         self.routes_stale |= self.links_changed || self.topology_changed;
         if self.routes_stale
-            && (self.links_changed || self.routes_due().is_some_and(|at| now >= at))
+            && (self.links_changed || self.routes_due(now).is_some_and(|at| now >= at))
         {
             self.recompute(now);
         }
@@ -1010,15 +1010,10 @@ impl Router {
         self.topology_changed = false;
     }
 
-    /// When stale routes are to be recomputed (at once if never computed).
-    fn routes_due(&self) -> Option<Instant> {
-        if !self.routes_stale {
-            return None;
-        }
-        Some(
-            self.routes_at
-                .map_or_else(Instant::now, |at| at + ROUTE_INTERVAL),
-        )
+    /// When stale routes are to be recomputed (`now` if never computed).
+    fn routes_due(&self, now: Instant) -> Option<Instant> {
+        self.routes_stale
+            .then(|| self.routes_at.map_or(now, |at| at + ROUTE_INTERVAL))
     }
 
     /// Routes from the topology as it is, and what follows from them: our

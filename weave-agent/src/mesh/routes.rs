@@ -68,7 +68,7 @@ pub fn compute(topology: &Topology, neighbours: &BTreeMap<PeerName, SocketAddr>)
     routes.shadowed = shadowed;
 
     let graph = Graph::symmetric(topology, &routes.shadowed);
-    let us = graph.index(&me).expect("we are in our own graph");
+    let us = graph.index(me).expect("we are in our own graph");
     let mut search = Search::new(graph.len());
 
     search.run(&graph, us);
@@ -172,12 +172,12 @@ impl Graph {
         }
     }
 
-    fn len(&self) -> usize {
+    const fn len(&self) -> usize {
         self.names.len()
     }
 
-    fn index(&self, name: &PeerName) -> Option<usize> {
-        self.names.binary_search(name).ok()
+    fn index(&self, name: PeerName) -> Option<usize> {
+        self.names.binary_search(&name).ok()
     }
 }
 

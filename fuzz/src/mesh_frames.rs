@@ -160,7 +160,33 @@ pub(crate) fn check_message(frame: &[u8]) -> Option<Message> {
         "re-encoded as {:?}",
         String::from_utf8_lossy(&encoded[4..])
     );
+    if let Message::Gossip(update) = &message {
+        let entries: Vec<Vec<u8>> = update
+            .peers
+            .iter()
+            .map(|e| protocol::compact_entry(e).expect("a decoded entry encodes"))
+            .collect();
+        let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        let compact = protocol::encode_compact_gossip(&refs, usize::MAX)
+            .expect("a decoded update encodes compact");
+        assert_eq!(
+            protocol::decode(&compact[4..]).as_ref(),
+            Ok(&message),
+            "compact re-encoding"
+        );
+    }
     Some(message)
+}
+
+/// `update` as a compact gossip frame (protocol 3).
+fn compact(update: &weave_agent::mesh::topology::TopologyUpdate) -> Vec<u8> {
+    let entries: Vec<Vec<u8>> = update
+        .peers
+        .iter()
+        .map(|e| protocol::compact_entry(e).expect("seed entries encode"))
+        .collect();
+    let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+    protocol::encode_compact_gossip(&refs, MAX_FRAME).expect("seed gossip fits a frame")
 }
 
 pub(crate) fn encode(message: &Message) -> Vec<u8> {
@@ -200,5 +226,11 @@ pub(crate) fn frames_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("truncated", truncated),
         ("http-client", http),
+        ("compact-gossip", {
+            let mut data = with(Limits::Established, 5, &session[1..2]);
+            data.extend(compact(&small_update()));
+            data.extend(encode(&session[3]));
+            data
+        }),
     ]
 }

@@ -7,6 +7,13 @@
 //! either go on with the highest common version or send
 //! [`Message::Refuse`] with the reason and close.
 //!
+//! From version 3, topology gossip (most of the control traffic: every
+//! entry lists every connection of its peer, so the whole topology grows
+//! with the square of the mesh) travels compact: a frame whose first
+//! byte is [`COMPACT_GOSSIP`] (a JSON frame starts with `{`) holds a
+//! [`TopologyUpdate`] in postcard's encoding, names and addresses as bytes,
+//! about a sixth of its JSON and decoded without intermediate buffering.
+//!
 //! Everything here is pure: [`FrameDecoder`] takes bytes and gives frames,
 //! [`decode`] takes a frame and gives a message, so a fuzz target is a few
 //! lines and nothing in here can panic on what a peer sends.
@@ -17,18 +24,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::dns::DnsGossip;
 use crate::ipam::IpamPacket;
-use crate::mesh::topology::TopologyUpdate;
+use crate::mesh::topology::{PeerInfo, TopologyUpdate};
 use crate::peer_name::PeerName;
 
 /// The name every peer announces in its hello.
 pub const PROTOCOL: &str = "weave-rs";
 /// The protocol versions this build speaks.
 pub const PROTOCOL_MIN_VERSION: u32 = 1;
-/// Version 2 added [`Message::Dns`]; it is sent only on connections that
-/// negotiated 2, so peers of version 1 still connect.
-pub const PROTOCOL_MAX_VERSION: u32 = 2;
+/// Version 2 added [`Message::Dns`], version 3 compact gossip; each is
+/// sent only on connections that negotiated it, so older peers still
+/// connect.
+pub const PROTOCOL_MAX_VERSION: u32 = 3;
 /// The first version that carries [`Message::Dns`].
 pub const DNS_VERSION: u32 = 2;
+/// The first version whose topology gossip may be compact (see the module
+/// documentation); sent only on connections that negotiated it.
+pub const COMPACT_GOSSIP_VERSION: u32 = 3;
+/// First byte of a compact gossip frame.
+pub const COMPACT_GOSSIP: u8 = 0x01;
 /// TCP port of the control plane unless the user names another.
 pub const DEFAULT_PORT: u16 = 6783;
 /// Hard limit on a frame after the handshake; a larger one drops the connection.
@@ -221,8 +234,54 @@ pub fn encode(msg: &Message, max: usize) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
+/// Entries as one compact gossip frame (length prefix included), refused
+/// if over `max`. Each entry comes encoded by [`compact_entry`], so that
+/// entries are encoded once however they are cut into frames.
+pub fn encode_compact_gossip(entries: &[&[u8]], max: usize) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![0u8; LEN_BYTES];
+    out.push(COMPACT_GOSSIP);
+    // postcard writes a sequence as its length (LEB128) and its elements,
+    // so a `TopologyUpdate` is the count followed by the entries.
+    let mut count = entries.len();
+    loop {
+        let low = (count & 0x7f) as u8;
+        count >>= 7;
+        if count == 0 {
+            out.push(low);
+            break;
+        }
+        out.push(low | 0x80);
+    }
+    for entry in entries {
+        out.extend_from_slice(entry);
+    }
+    let len = out.len() - LEN_BYTES;
+    if len > max {
+        return Err(WireError::Oversized { len, max });
+    }
+    let len = u32::try_from(len).map_err(|_| WireError::Oversized { len, max })?;
+    out[..LEN_BYTES].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
+
+/// One entry in the compact encoding, for [`encode_compact_gossip`].
+pub fn compact_entry(entry: &PeerInfo) -> Result<Vec<u8>, WireError> {
+    postcard::to_allocvec(entry).map_err(|e| WireError::Garbled(e.to_string()))
+}
+
 /// A frame's body as a message.
 pub fn decode(frame: &[u8]) -> Result<Message, WireError> {
+    if let Some((&COMPACT_GOSSIP, body)) = frame.split_first() {
+        let (update, rest) = postcard::take_from_bytes::<TopologyUpdate>(body)
+            .map_err(|e| WireError::Garbled(format!("compact gossip: {e}")))?;
+        if !rest.is_empty() {
+            return Err(WireError::Garbled(format!(
+                "compact gossip: {} bytes after the entries",
+                rest.len()
+            )));
+        }
+        return Ok(Message::Gossip(update));
+    }
     serde_json::from_slice(frame).map_err(|e| WireError::Garbled(e.to_string()))
 }
 
@@ -317,7 +376,7 @@ mod tests {
     use rand::{Rng as _, SeedableRng as _};
 
     use super::*;
-    use crate::mesh::topology::{ConnectionSummary, PeerInfo};
+    use crate::mesh::topology::ConnectionSummary;
 
     fn hello(name: &str, min: u32, max: u32) -> Hello {
         Hello {
@@ -406,6 +465,56 @@ mod tests {
         let f = encode(&Message::Hello(h.clone()), MAX_HELLO_FRAME).unwrap();
         assert!(f.windows(13).any(|w| w == br#""fastdp":true"#));
         assert_eq!(decode(&f[4..]), Ok(Message::Hello(h)));
+    }
+
+    /// A compact frame decodes to the gossip it was made from, is what
+    /// postcard makes of the whole update, and is much smaller than JSON.
+    #[test]
+    fn compact_gossip_round_trips_and_is_small() {
+        let Message::Gossip(update) = messages().remove(3) else {
+            panic!("the fourth message is gossip");
+        };
+        let mut many = update.clone();
+        for i in 0..200u8 {
+            let mut e = update.peers[0].clone();
+            e.name = format!("02:00:00:00:01:{i:02x}").parse().unwrap();
+            many.peers.push(e);
+        }
+        for u in [TopologyUpdate::default(), update, many] {
+            let entries: Vec<Vec<u8>> = u.peers.iter().map(|e| compact_entry(e).unwrap()).collect();
+            let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+            let f = encode_compact_gossip(&refs, MAX_FRAME).unwrap();
+            assert_eq!(&f[..4], &(f.len() as u32 - 4).to_be_bytes());
+            assert_eq!(f[4], COMPACT_GOSSIP);
+            assert_eq!(f[5..], postcard::to_allocvec(&u).unwrap());
+            assert_eq!(decode(&f[4..]), Ok(Message::Gossip(u.clone())));
+            let json = encode(&Message::Gossip(u.clone()), MAX_FRAME).unwrap();
+            if u.peers.len() > 100 {
+                assert!(f.len() * 4 < json.len(), "{} vs {}", f.len(), json.len());
+            }
+        }
+    }
+
+    #[test]
+    fn compact_gossip_with_trailing_or_missing_bytes_is_garbled() {
+        let Message::Gossip(update) = messages().remove(3) else {
+            panic!("the fourth message is gossip");
+        };
+        let entry = compact_entry(&update.peers[0]).unwrap();
+        let f = encode_compact_gossip(&[&entry], MAX_FRAME).unwrap();
+        let mut long = f[4..].to_vec();
+        long.push(0);
+        assert!(matches!(decode(&long), Err(WireError::Garbled(_))));
+        for cut in 1..f.len() - 4 {
+            assert!(
+                matches!(decode(&f[4..4 + cut]), Err(WireError::Garbled(_))),
+                "cut at {cut}"
+            );
+        }
+        assert!(matches!(
+            encode_compact_gossip(&[&entry], 8),
+            Err(WireError::Oversized { .. })
+        ));
     }
 
     #[test]

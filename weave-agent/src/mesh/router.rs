@@ -31,8 +31,9 @@ use crate::mesh::connection_maker::{
 use crate::mesh::fastdp::{self, FastdpOff};
 use crate::mesh::noise::{DataKeys, Psk};
 use crate::mesh::protocol::{
-    DEFAULT_PORT, DNS_VERSION, Hello, MAX_FRAME, MAX_NICKNAME, Message, PROTOCOL,
-    PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, encode, sanitize,
+    COMPACT_GOSSIP_VERSION, DEFAULT_PORT, DNS_VERSION, Hello, MAX_FRAME, MAX_NICKNAME, Message,
+    PROTOCOL, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, compact_entry, encode,
+    encode_compact_gossip, sanitize,
 };
 use crate::mesh::routes::{self, Routes};
 use crate::mesh::status::{
@@ -1211,16 +1212,14 @@ impl Router {
                 .partition(|entry| entry.name == me);
         let everyone: Vec<ConnId> = self.by_peer.values().copied().collect();
         if !ours.is_empty() {
-            let frames = gossip_frames(ours);
-            self.send_frames(&everyone, &frames);
+            self.send_gossip(&everyone, &ours);
         }
         if !theirs.is_empty() {
             let mut some = everyone;
             let fanout = GOSSIP_FANOUT.min(some.len());
             let (picked, _) = some.partial_shuffle(&mut rand::rng(), fanout);
             let picked = picked.to_vec();
-            let frames = gossip_frames(theirs);
-            self.send_frames(&picked, &frames);
+            self.send_gossip(&picked, &theirs);
         }
     }
 
@@ -1238,8 +1237,28 @@ impl Router {
         if ids.is_empty() {
             return;
         }
-        let frames = gossip_frames(self.topology.peers().cloned().collect());
-        self.send_frames(ids, &frames);
+        let entries: Vec<PeerInfo> = self.topology.peers().cloned().collect();
+        self.send_gossip(ids, &entries);
+    }
+
+    /// `entries` to the connections `ids`: compact to those that
+    /// negotiated it, JSON to older peers, each encoding made only when
+    /// someone needs it.
+    fn send_gossip(&mut self, ids: &[ConnId], entries: &[PeerInfo]) {
+        let (compact, json): (Vec<ConnId>, Vec<ConnId>) = ids.iter().partition(|id| {
+            self.conns
+                .get(id)
+                .and_then(|c| c.peer.as_ref())
+                .is_none_or(|p| p.version >= COMPACT_GOSSIP_VERSION)
+        });
+        if !compact.is_empty() {
+            let frames = compact_gossip_frames(entries);
+            self.send_frames(&compact, &frames);
+        }
+        if !json.is_empty() {
+            let frames = json_gossip_frames(entries);
+            self.send_frames(&json, &frames);
+        }
     }
 
     fn send_frames(&mut self, ids: &[ConnId], frames: &[Arc<[u8]>]) {
@@ -1362,24 +1381,60 @@ pub enum Spread {
     OneRandom,
 }
 
-/// `entries` as gossip frames of at most about `GOSSIP_CHUNK` each.
-fn gossip_frames(entries: Vec<PeerInfo>) -> Vec<Arc<[u8]>> {
-    let mut chunks: Vec<Vec<PeerInfo>> = vec![Vec::new()];
+/// `entries` cut into runs of at most about `GOSSIP_CHUNK` bytes (one
+/// entry alone may be more), given each entry's size.
+fn chunks<T>(entries: impl IntoIterator<Item = (T, usize)>) -> Vec<Vec<T>> {
+    let mut chunks: Vec<Vec<T>> = vec![Vec::new()];
     let mut size = 0;
-    for p in entries {
-        let n = serde_json::to_vec(&p).map_or(GOSSIP_CHUNK, |v| v.len());
+    for (entry, n) in entries {
         if size + n > GOSSIP_CHUNK && !chunks.last().is_some_and(Vec::is_empty) {
             chunks.push(Vec::new());
             size = 0;
         }
         size += n + 1;
         if let Some(last) = chunks.last_mut() {
-            last.push(p);
+            last.push(entry);
         }
     }
+    chunks.retain(|c| !c.is_empty());
     chunks
+}
+
+/// `entries` as compact gossip frames, each entry encoded once.
+fn compact_gossip_frames(entries: &[PeerInfo]) -> Vec<Arc<[u8]>> {
+    let encoded = entries.iter().filter_map(|e| match compact_entry(e) {
+        Ok(bytes) => {
+            let n = bytes.len();
+            Some((bytes, n))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "encoding gossip");
+            None
+        }
+    });
+    chunks(encoded)
         .into_iter()
-        .filter(|peers| !peers.is_empty())
+        .filter_map(|chunk| {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            match encode_compact_gossip(&refs, MAX_FRAME) {
+                Ok(f) => Some(f.into()),
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding gossip");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// `entries` as JSON gossip frames, for peers older than compact gossip.
+fn json_gossip_frames(entries: &[PeerInfo]) -> Vec<Arc<[u8]>> {
+    let sized = entries.iter().map(|p| {
+        let n = serde_json::to_vec(p).map_or(GOSSIP_CHUNK, |v| v.len());
+        (p.clone(), n)
+    });
+    chunks(sized)
+        .into_iter()
         .filter_map(
             |peers| match encode(&Message::Gossip(TopologyUpdate { peers }), MAX_FRAME) {
                 Ok(f) => Some(f.into()),

@@ -300,14 +300,15 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     unsafe { libc::poll(&raw mut poll, 1, ms) > 0 }
 }
 
-/// Whether any of `fds` is readable now, without waiting: one `poll` with
-/// a zero timeout, for a worker that spins before it sleeps.
+/// Whether any of `fds` (at most four) is readable now, without waiting:
+/// one `poll` with a zero timeout, for a worker that spins before it sleeps.
 pub(crate) fn any_readable(fds: &[BorrowedFd<'_>]) -> bool {
     let mut polls = [libc::pollfd {
         fd: -1,
         events: libc::POLLIN,
         revents: 0,
     }; 4];
+    debug_assert!(fds.len() <= polls.len(), "{} descriptors", fds.len());
     let n = fds.len().min(polls.len());
     for (poll, fd) in polls.iter_mut().zip(fds) {
         poll.fd = fd.as_raw_fd();

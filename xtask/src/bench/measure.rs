@@ -18,7 +18,8 @@ use super::iperf::{self, IperfResult};
 use super::ping::{self, PingResult};
 use super::workload::{PING_COUNT, PING_INTERVAL, Workload};
 
-/// iperf3's default port.
+/// iperf3's default port: the first server's; more servers (one per
+/// parallel client) listen on the ports after it.
 const IPERF_PORT: u16 = 5201;
 /// How long iperf3's server may take to listen.
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -34,7 +35,8 @@ fn in_netns_of(pid: u32, program: &str) -> Command {
     c
 }
 
-/// `iperf3 -s` in a container's network namespace; killed on drop.
+/// `iperf3 -s` in a container's network namespace, on port `IPERF_PORT + n`;
+/// killed on drop.
 ///
 /// Its pid file lives in the simulated host's directory: the harness kills
 /// whatever names that directory on its command line when the host goes
@@ -45,12 +47,14 @@ pub(super) struct IperfServer {
 }
 
 impl IperfServer {
-    pub(super) fn start(host: &Host, container_pid: u32) -> Result<Self> {
-        let pidfile: PathBuf = host.dir().join("bench-iperf3-server.pid");
-        let log = host.dir().join("bench-iperf3-server.log");
+    pub(super) fn start(host: &Host, container_pid: u32, n: u16) -> Result<Self> {
+        let port = IPERF_PORT + n;
+        let pidfile: PathBuf = host.dir().join(format!("bench-iperf3-server-{port}.pid"));
+        let log = host.dir().join(format!("bench-iperf3-server-{port}.log"));
         let log = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut c = in_netns_of(container_pid, "iperf3");
         c.arg("-s")
+            .args(["-p", &port.to_string()])
             .arg("-I")
             .arg(&pidfile)
             .stdin(Stdio::null())
@@ -68,8 +72,8 @@ impl IperfServer {
                 fs::read_to_string(format!("/proc/{container_pid}/net/{f}")).unwrap_or_default()
             });
             ensure!(
-                tcp.iter().any(|t| listens(t, IPERF_PORT)),
-                "not listening on {IPERF_PORT} yet"
+                tcp.iter().any(|t| listens(t, port)),
+                "not listening on {port} yet"
             );
             Ok(())
         })?;
@@ -93,7 +97,9 @@ fn listens(table: &str, port: u16) -> bool {
     })
 }
 
-/// One iperf3 client run of `seconds` from the namespace of `client_pid` to `server`.
+/// One run of `seconds` of the workload's iperf3 clients (all at once, the
+/// n-th to server `n`) from the namespace of `client_pid` to `server`; what
+/// they measured together.
 pub(super) fn iperf(
     client_pid: u32,
     server: &str,
@@ -101,11 +107,27 @@ pub(super) fn iperf(
     seconds: u32,
 ) -> Result<IperfResult> {
     let args = workload.iperf_args().context("not an iperf3 workload")?;
-    let mut c = in_netns_of(client_pid, "iperf3");
-    c.args(["-c", server, "-J", "-t", &seconds.to_string()])
-        .args(&args);
-    let out = weave_tests::run(&mut c, Duration::from_secs(seconds.into()) + CLIENT_SLACK)?;
-    iperf::parse(&out.stdout).with_context(|| format!("{} failed:\n{out}", workload.label()))
+    let client = |n: u16| {
+        let mut c = in_netns_of(client_pid, "iperf3");
+        c.args(["-c", server, "-J", "-t", &seconds.to_string()])
+            .args(["-p", &(IPERF_PORT + n).to_string()])
+            .args(&args);
+        let out = weave_tests::run(&mut c, Duration::from_secs(seconds.into()) + CLIENT_SLACK)?;
+        iperf::parse(&out.stdout).with_context(|| format!("{} failed:\n{out}", workload.label()))
+    };
+    let results = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..workload.senders())
+            .map(|n| scope.spawn(move || client(n)))
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| {
+                c.join()
+                    .unwrap_or_else(|_| anyhow::bail!("an iperf3 client thread panicked"))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    IperfResult::together(&results).context("no iperf3 client ran")
 }
 
 /// [`PING_COUNT`] pings at [`PING_INTERVAL`] from the namespace of `client_pid` to `server`.

@@ -54,9 +54,12 @@ const RESULTS_DIR: &str = "bench/results";
 /// `plain-encrypted` / `xdp-encrypted` (`--password`). A path this weave binary cannot run is
 /// reported as not available, with the reason. On each path, repeated: iperf3 TCP 1 stream, TCP 4
 /// streams, UDP with 1400-byte datagrams offered without a rate limit (received rate and loss;
-/// 2 MiB socket buffers, `net.core.rmem_max/wmem_max` raised for the run if lower), 100 pings at 10 ms (median RTT); CPU time of the machine and of the agents per Gbit; the
-/// agents' memory under load. Writes results.md, results.json and throughput.svg (and the
-/// README's Performance results). Removes everything it created, also on Ctrl-C. Needs root.
+/// 2 MiB socket buffers, `net.core.rmem_max/wmem_max` raised for the run if lower), the
+/// small-packet forwarding rate (64-byte UDP from 4 iperf3 clients at once, to 4 servers:
+/// packets per second received, and CPU per million packets), 100 pings at 10 ms (median RTT);
+/// CPU time of the machine and of the agents per Gbit; the agents' memory under load. Writes
+/// results.md, results.json, throughput.svg and packet-rate.svg (and the README's Performance
+/// results). Removes everything it created, also on Ctrl-C. Needs root.
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Seconds per iperf3 run.
@@ -68,7 +71,7 @@ pub(crate) struct Args {
     /// Only these paths (comma-separated or repeated), in the usual order.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Path>,
-    /// Directory for results.md, results.json and throughput.svg [default: bench/results].
+    /// Directory for results.md, results.json, throughput.svg and packet-rate.svg [default: bench/results].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Leave README.md alone (it is updated only when writing to bench/results).
@@ -125,7 +128,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         .then(|| util::workspace_root().join("README.md"));
     write_outputs(&result, &out, readme.as_deref())?;
     println!();
-    print!("{}", report::markdown(&result, "throughput.svg"));
+    print!("{}", report::markdown(&result, ""));
 
     let failed: Vec<&str> = result
         .paths
@@ -284,7 +287,10 @@ fn measure_path(
     let setup = Setup::create(cluster, path, &|step| println!("    {step}"))?;
     r.dataplane.clone_from(&setup.dataplane);
     r.mtu = setup.mtu;
-    let _server = IperfServer::start(setup.host(&setup.server), setup.server.pid)?;
+    let senders = Workload::ALL.map(Workload::senders).into_iter().max();
+    let _servers = (0..senders.unwrap_or(1))
+        .map(|n| IperfServer::start(setup.host(&setup.server), setup.server.pid, n))
+        .collect::<Result<Vec<_>>>()?;
     for rep in 1..=args.repeat {
         for w in Workload::ALL {
             weave_tests::poll::check_interrupted()?;
@@ -338,15 +344,24 @@ fn measure_once(setup: &Setup<'_>, w: Workload, seconds: u32) -> Result<Run> {
             value: p.median_ms().context("no RTT")?,
             loss_percent: Some(p.lost_percent()),
             gbit: 0.0,
+            packets: None,
             busy_cpu_s: 0.0,
             agent_cpu_s: None,
         });
     }
     let i = measure::iperf(client, server, w, seconds)?;
+    let value = if w == Workload::Udp64Rate {
+        i.received_pps
+            .context("no packet count in iperf3's report")?
+            / 1e6
+    } else {
+        i.received_bps / 1e9
+    };
     Ok(Run {
-        value: i.received_bps / 1e9,
+        value,
         loss_percent: i.lost_percent,
         gbit: i.received_gbit(),
+        packets: i.received_packets,
         busy_cpu_s: 0.0,
         agent_cpu_s: None,
     })
@@ -362,20 +377,18 @@ fn write_outputs(result: &BenchResult, out: &FsPath, readme: Option<&FsPath>) ->
     };
     write(
         "results.md",
-        &format!(
-            "# cargo xtask bench\n\n{}",
-            report::markdown(result, "throughput.svg")
-        ),
+        &format!("# cargo xtask bench\n\n{}", report::markdown(result, "")),
     )?;
     write(
         "results.json",
         &format!("{}\n", serde_json::to_string_pretty(&report::json(result))?),
     )?;
-    write("throughput.svg", &svg::throughput_plot(result))?;
+    write(svg::THROUGHPUT_FILE, &svg::throughput_plot(result))?;
+    write(svg::PACKET_RATE_FILE, &svg::packet_rate_plot(result))?;
     if let Some(readme) = readme {
         let text =
             fs::read_to_string(readme).with_context(|| format!("reading {}", readme.display()))?;
-        let block = report::markdown(result, &format!("{RESULTS_DIR}/throughput.svg"));
+        let block = report::markdown(result, &format!("{RESULTS_DIR}/"));
         fs::write(readme, readme::replace_block(&text, &block)?)
             .with_context(|| format!("writing {}", readme.display()))?;
         println!(

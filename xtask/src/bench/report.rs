@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::path::Path;
 use super::results::{BenchResult, PathResult, Status};
 use super::stats::Spread;
+use super::svg;
 use super::targets::{self, Bound};
 use super::workload::{UDP_PAYLOAD, Workload};
 
@@ -15,8 +16,9 @@ const UDP_IP_HEADERS: u32 = 28;
 
 const DASH: &str = "—";
 
-/// The Markdown report; `plot` is the SVG's path relative to where the text goes.
-pub(super) fn markdown(result: &BenchResult, plot: &str) -> String {
+/// The Markdown report; `plots` is where the SVGs are relative to where the
+/// text goes (empty, or a directory with a trailing slash).
+pub(super) fn markdown(result: &BenchResult, plots: &str) -> String {
     let mut md = String::new();
     let m = &result.machine;
     let _ = writeln!(
@@ -51,17 +53,17 @@ pub(super) fn markdown(result: &BenchResult, plot: &str) -> String {
         );
     }
 
-    md.push_str("| path | TCP 1 stream, Gbit/s | TCP 4 streams, Gbit/s | UDP 1400 B, Gbit/s received (loss) | ping RTT, ms |\n");
-    md.push_str("|---|---|---|---|---|\n");
+    md.push_str("| path | TCP 1 stream, Gbit/s | TCP 4 streams, Gbit/s | UDP 1400 B, Gbit/s received (loss) | UDP 64 B × 4 senders, Mpps received (loss) | ping RTT, ms |\n");
+    md.push_str("|---|---|---|---|---|---|\n");
     for p in &result.paths {
         let mut row = vec![label(p)];
         if let Some(why) = p.missing_reason() {
             row.push(why);
-            row.extend([DASH, DASH, DASH].map(String::from));
+            row.extend([DASH, DASH, DASH, DASH].map(String::from));
         } else {
             for w in Workload::ALL {
                 let mut cell = spread_cell(p.spread(w), w);
-                if w == Workload::Udp1400
+                if matches!(w, Workload::Udp1400 | Workload::Udp64Rate)
                     && let Some(loss) = p.median_loss(w)
                 {
                     let _ = write!(cell, " ({loss:.1}% lost)");
@@ -75,8 +77,8 @@ pub(super) fn markdown(result: &BenchResult, plot: &str) -> String {
     md.push_str(
         "\nRatios of medians to kernel VXLAN and to weave plain (for RTT, lower is better):\n\n",
     );
-    md.push_str("| path | TCP 1 ÷ VXLAN | TCP 1 ÷ plain | TCP 4 ÷ VXLAN | TCP 4 ÷ plain | UDP ÷ VXLAN | UDP ÷ plain | RTT ÷ VXLAN | RTT ÷ plain |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| path | TCP 1 ÷ VXLAN | TCP 1 ÷ plain | TCP 4 ÷ VXLAN | TCP 4 ÷ plain | UDP ÷ VXLAN | UDP ÷ plain | 64 B pps ÷ VXLAN | 64 B pps ÷ plain | RTT ÷ VXLAN | RTT ÷ plain |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for p in result.paths.iter().filter(|p| p.missing_reason().is_none()) {
         let mut row = vec![label(p)];
         for w in Workload::ALL {
@@ -90,10 +92,11 @@ pub(super) fn markdown(result: &BenchResult, plot: &str) -> String {
     md.push_str(
         "\nCost: CPU seconds per Gbit received, of the whole machine (senders, receivers, \
          softirqs, agents, and whatever else runs: meaningful on a quiet machine only) and of \
-         the agents alone; and the agents' memory under load:\n\n",
+         the agents alone; for 64-byte packets, CPU seconds per million packets received; and \
+         the agents' memory under load:\n\n",
     );
-    md.push_str("| path | CPU s/Gbit TCP 1 | TCP 4 | UDP | agents' CPU s/Gbit TCP 1 | TCP 4 | UDP | agent RSS under load, MiB (max VmRSS / VmHWM) |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| path | CPU s/Gbit TCP 1 | TCP 4 | UDP | agents' CPU s/Gbit TCP 1 | TCP 4 | UDP | CPU s/M packets 64 B | agents' CPU s/M packets 64 B | agent RSS under load, MiB (max VmRSS / VmHWM) |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for p in result.paths.iter().filter(|p| p.missing_reason().is_none()) {
         let mut row = vec![label(p)];
         for w in Workload::THROUGHPUT {
@@ -101,6 +104,10 @@ pub(super) fn markdown(result: &BenchResult, plot: &str) -> String {
         }
         for w in Workload::THROUGHPUT {
             row.push(num_cell(p.agent_cpu_s_per_gbit(w), 3));
+        }
+        for w in Workload::PACKET_RATE {
+            row.push(num_cell(p.cpu_s_per_mpkt(w), 3));
+            row.push(num_cell(p.agent_cpu_s_per_mpkt(w), 3));
         }
         row.push(format!(
             "{} / {}",
@@ -110,7 +117,7 @@ pub(super) fn markdown(result: &BenchResult, plot: &str) -> String {
         push_row(&mut md, &row);
     }
 
-    md.push_str("\nTargets of the accelerated (xdp, issue #5) and in-kernel (fastdp, issue #12) paths, judged on this run:\n\n");
+    md.push_str("\nTargets of the accelerated (xdp, issues #5 and #13) and in-kernel (fastdp, issue #12) paths, judged on this run:\n\n");
     md.push_str("| target | measured | verdict |\n|---|---|---|\n");
     for v in targets::judge(result) {
         push_row(
@@ -161,7 +168,12 @@ pub(super) fn markdown(result: &BenchResult, plot: &str) -> String {
         md.push_str(&problems.join("\n"));
         md.push('\n');
     }
-    let _ = writeln!(md, "\n![Throughput per path]({plot})");
+    let _ = writeln!(
+        md,
+        "\n![Throughput per path]({plots}{})\n\n![Packet rate per path]({plots}{})",
+        svg::THROUGHPUT_FILE,
+        svg::PACKET_RATE_FILE
+    );
     md
 }
 
@@ -179,8 +191,11 @@ fn push_row(md: &mut String, cells: &[String]) {
     let _ = writeln!(md, "| {} |", cells.join(" | "));
 }
 
-fn decimals(w: Workload) -> usize {
-    if w == Workload::Ping { 3 } else { 2 }
+const fn decimals(w: Workload) -> usize {
+    match w {
+        Workload::Ping | Workload::Udp64Rate => 3,
+        _ => 2,
+    }
 }
 
 fn spread_cell(s: Option<Spread>, w: Workload) -> String {
@@ -230,12 +245,15 @@ pub(super) fn json(result: &BenchResult) -> Value {
                             "loss_percent_median": p.median_loss(w),
                             "cpu_s_per_gbit": p.cpu_s_per_gbit(w),
                             "agent_cpu_s_per_gbit": p.agent_cpu_s_per_gbit(w),
+                            "cpu_s_per_million_packets": p.cpu_s_per_mpkt(w),
+                            "agent_cpu_s_per_million_packets": p.agent_cpu_s_per_mpkt(w),
                             "ratio_to_vxlan": result.ratio(p.path, Path::Vxlan, w),
                             "ratio_to_plain": result.ratio(p.path, Path::Plain, w),
                             "runs": runs.iter().map(|r| json!({
                                 "value": r.value,
                                 "loss_percent": r.loss_percent,
                                 "gbit": r.gbit,
+                                "packets": r.packets,
                                 "busy_cpu_s": r.busy_cpu_s,
                                 "agent_cpu_s": r.agent_cpu_s,
                             })).collect::<Vec<_>>(),
@@ -300,39 +318,49 @@ mod tests {
 
     #[test]
     fn table_shows_every_path_with_spread_ratios_and_cost() {
-        let md = markdown(&sample(), "throughput.svg");
+        let md = markdown(&sample(), "");
         assert!(!md.contains("busy"), "{md}");
         assert!(
             md.contains("Measured 2026-11-26T05:00:00Z on 2 × Test CPU <2 GHz>"),
             "{md}"
         );
-        assert!(md.contains("| same host (bridge) | 18.00 [17.00–19.00] | 36.00 [36.00–36.00] | 5.50 [5.50–5.50] (12.5% lost) | 0.020 [0.020–0.020] |"), "{md}");
+        assert!(md.contains("| same host (bridge) | 18.00 [17.00–19.00] | 36.00 [36.00–36.00] | 5.50 [5.50–5.50] (12.5% lost) | 1.000 [1.000–1.000] (2.0% lost) | 0.020 [0.020–0.020] |"), "{md}");
         assert!(
-            md.contains("| weave xdp | not available: no `xdp` in this weave | — | — | — |"),
+            md.contains("| weave xdp | not available: no `xdp` in this weave | — | — | — | — |"),
             "{md}"
         );
-        // weave plain: TCP 1 is 1/16 of VXLAN and 1× itself; RTT 4× VXLAN's.
+        // weave plain: TCP 1 is 1/16 of VXLAN and 1× itself; 64-byte
+        // packets a quarter of VXLAN's rate; RTT 4× VXLAN's.
         assert!(
             md.contains(
-                "| weave plain | 0.06× | 1.00× | 0.06× | 1.00× | 0.15× | 1.00× | 4.00× | 1.00× |"
+                "| weave plain | 0.06× | 1.00× | 0.06× | 1.00× | 0.15× | 1.00× | 0.25× | 1.00× | 4.00× | 1.00× |"
             ),
             "{md}"
         );
         // CPU s/Gbit: 30 s over 15 Gbit for TCP 1 on plain (10 s over 10 for 4 streams); agents 3 s over 15 Gbit.
+        // 64-byte packets: 4 s of the machine and 1 s of the agents for 1 M packets.
         assert!(
             md.contains(
-                "| weave plain | 2.000 | 1.000 | 4.000 | 0.200 | 0.100 | 0.800 | 10.0 / 20.0 |"
+                "| weave plain | 2.000 | 1.000 | 4.000 | 0.200 | 0.100 | 0.800 | 4.000 | 1.000 | 10.0 / 20.0 |"
             ),
             "{md}"
         );
+        assert!(md.contains("| accelerated ≥ 3× plain, 64-byte packet rate (4 senders) | — | not measured (weave xdp not available) |"), "{md}");
         assert!(md.contains("| accelerated ≥ 3× plain, TCP 1 stream | — | not measured (weave xdp not available) |"), "{md}");
         assert!(
             md.contains("- weave xdp: not available: no `xdp` in this weave"),
             "{md}"
         );
         assert!(
-            md.ends_with("![Throughput per path](throughput.svg)\n"),
+            md.ends_with(
+                "![Throughput per path](throughput.svg)\n\n![Packet rate per path](packet-rate.svg)\n"
+            ),
             "{md}"
+        );
+        let readme = markdown(&sample(), "bench/results/");
+        assert!(
+            readme.contains("![Packet rate per path](bench/results/packet-rate.svg)"),
+            "{readme}"
         );
     }
 
@@ -340,7 +368,7 @@ mod tests {
     fn a_busy_machine_is_called_out() {
         let mut r = sample();
         r.machine.load_at_start = 3.5;
-        let md = markdown(&r, "throughput.svg");
+        let md = markdown(&r, "");
         assert!(
             md.contains("**The machine was busy (load average 3.50 on 2 CPUs) and the runs were as configured: treat these figures as rough;"),
             "{md}"
@@ -374,5 +402,13 @@ mod tests {
             targets::TARGETS.len()
         );
         assert_eq!(j["targets"][0]["met"], Value::Null);
+        let rate = &j["paths"][2]["workloads"]["udp_64_packet_rate"];
+        assert_eq!(rate["unit"], "Mpps");
+        assert_eq!(rate["agent_cpu_s_per_million_packets"], 1.0);
+        assert_eq!(rate["runs"][0]["packets"], 1_000_000);
+        assert_eq!(
+            j["paths"][2]["workloads"]["tcp_1_stream"]["runs"][0]["packets"],
+            Value::Null
+        );
     }
 }

@@ -10,12 +10,15 @@ use super::workload::Workload;
 /// One repetition of one workload.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Run {
-    /// Gbit/s received, or the median RTT in ms.
+    /// Gbit/s received, millions of packets received per second, or the
+    /// median RTT in ms (see [`Workload::unit`]).
     pub value: f64,
     /// UDP datagrams or pings lost, in percent.
     pub loss_percent: Option<f64>,
     /// Gbit received (0 for ping).
     pub gbit: f64,
+    /// UDP datagrams received (none for TCP and ping).
+    pub packets: Option<u64>,
     /// CPU seconds the whole machine was busy during the run.
     pub busy_cpu_s: f64,
     /// CPU seconds the agents used during the run (none on paths without agents' work).
@@ -87,6 +90,18 @@ impl PathResult {
         per_gbit(self.runs(w), |r| r.agent_cpu_s)
     }
 
+    /// Machine-wide CPU seconds per million packets received, over all
+    /// runs of `w` (UDP workloads).
+    pub(super) fn cpu_s_per_mpkt(&self, w: Workload) -> Option<f64> {
+        per_mpkt(self.runs(w), |r| Some(r.busy_cpu_s))
+    }
+
+    /// The agents' CPU seconds per million packets received, over all runs
+    /// of `w` (UDP workloads).
+    pub(super) fn agent_cpu_s_per_mpkt(&self, w: Workload) -> Option<f64> {
+        per_mpkt(self.runs(w), |r| r.agent_cpu_s)
+    }
+
     /// Why there are no figures, if there are none to show.
     pub(super) fn missing_reason(&self) -> Option<String> {
         match &self.status {
@@ -101,6 +116,12 @@ fn per_gbit(runs: &[Run], cpu: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
     let gbit: f64 = runs.iter().map(|r| r.gbit).sum();
     let cpu: f64 = runs.iter().map(cpu).sum::<Option<f64>>()?;
     (gbit > 0.0).then(|| cpu / gbit)
+}
+
+fn per_mpkt(runs: &[Run], cpu: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
+    let packets: u64 = runs.iter().map(|r| r.packets).sum::<Option<u64>>()?;
+    let cpu: f64 = runs.iter().map(cpu).sum::<Option<f64>>()?;
+    (packets > 0).then(|| cpu / (packets as f64 / 1e6))
 }
 
 /// Everything one `cargo xtask bench` measured.
@@ -142,6 +163,7 @@ pub(super) mod tests {
             value,
             loss_percent: None,
             gbit,
+            packets: None,
             busy_cpu_s: busy,
             agent_cpu_s: agent,
         }
@@ -160,7 +182,7 @@ pub(super) mod tests {
             profile: "release",
             iperf3: "iperf 3.12".into(),
         };
-        let path = |path: Path, tcp1: [f64; 3], udp: f64, rtt: f64| {
+        let path = |path: Path, tcp1: [f64; 3], udp: f64, mpps: f64, rtt: f64| {
             let mut p = PathResult::new(path, Status::Measured);
             p.runs.insert(
                 Workload::Tcp1,
@@ -179,6 +201,15 @@ pub(super) mod tests {
                     ..run(udp, udp * 5.0, 10.0, Some(2.0))
                 }],
             );
+            // 5 s at `mpps`: 5 M packets per Mpps, 4 s of CPU, the agents' 1 s.
+            p.runs.insert(
+                Workload::Udp64Rate,
+                vec![Run {
+                    loss_percent: Some(2.0),
+                    packets: Some((mpps * 5e6) as u64),
+                    ..run(mpps, mpps * 5.0 * 92.0 * 8.0 / 1e3, 4.0, Some(1.0))
+                }],
+            );
             p.runs.insert(
                 Workload::Ping,
                 vec![Run {
@@ -190,7 +221,7 @@ pub(super) mod tests {
             p.agent_hwm_kib = Some(20480);
             p
         };
-        let mut plain = path(Path::Plain, [1.0, 0.5, 1.5], 0.5, 0.12);
+        let mut plain = path(Path::Plain, [1.0, 0.5, 1.5], 0.5, 0.2, 0.12);
         plain.dataplane = Some("plain".into());
         plain.mtu = Some(1426);
         BenchResult {
@@ -198,8 +229,8 @@ pub(super) mod tests {
             seconds: 5,
             repeat: 3,
             paths: vec![
-                path(Path::Native, [18.0, 17.0, 19.0], 5.5, 0.02),
-                path(Path::Vxlan, [16.0, 15.0, 16.5], 3.4, 0.03),
+                path(Path::Native, [18.0, 17.0, 19.0], 5.5, 1.0, 0.02),
+                path(Path::Vxlan, [16.0, 15.0, 16.5], 3.4, 0.8, 0.03),
                 plain,
                 PathResult::new(
                     Path::Xdp,
@@ -246,5 +277,20 @@ pub(super) mod tests {
             .unwrap()
             .push(run(2.0, 1.0, 1.0, None));
         assert_eq!(p.agent_cpu_s_per_gbit(Workload::Tcp1), None);
+    }
+
+    #[test]
+    fn cpu_per_million_packets_sums_over_runs() {
+        let r = sample();
+        let plain = r.get(Path::Plain).unwrap();
+        // 4 s of the machine and 1 s of the agents for 1 M packets.
+        let near = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-9;
+        assert!(near(plain.cpu_s_per_mpkt(Workload::Udp64Rate), 4.0));
+        assert!(near(plain.agent_cpu_s_per_mpkt(Workload::Udp64Rate), 1.0));
+        assert_eq!(plain.agent_cpu_s_per_mpkt(Workload::Tcp1), None);
+        assert_eq!(
+            r.ratio(Path::Plain, Path::Vxlan, Workload::Udp64Rate),
+            Some(0.2 / 0.8)
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! The throughput plot: grouped bars (one group per workload, one bar per
-//! path) of the medians, whiskers from min to max. SVG written by hand.
+//! The plots: grouped bars (one group per workload, one bar per path) of the
+//! medians, whiskers from min to max; one plot for throughput (Gbit/s), one
+//! for the packet rate (Mpps). SVG written by hand.
 
 use std::fmt::Write as _;
 
@@ -17,15 +18,42 @@ const COLOURS: [&str; 7] = [
     "#9e9e9e", "#4c72b0", "#dd8452", "#937860", "#55a868", "#c44e52", "#8172b3",
 ];
 
+/// Where [`throughput_plot`] is written, beside results.md.
+pub(super) const THROUGHPUT_FILE: &str = "throughput.svg";
+/// Where [`packet_rate_plot`] is written, beside results.md.
+pub(super) const PACKET_RATE_FILE: &str = "packet-rate.svg";
+
 pub(super) fn throughput_plot(result: &BenchResult) -> String {
+    plot(
+        result,
+        &Workload::THROUGHPUT,
+        "Container-to-container throughput, Gbit/s",
+    )
+}
+
+pub(super) fn packet_rate_plot(result: &BenchResult) -> String {
+    plot(
+        result,
+        &Workload::PACKET_RATE,
+        "Small-packet forwarding rate, million packets/s received",
+    )
+}
+
+/// `workloads` (of one unit) on every path that measured one of them.
+fn plot(result: &BenchResult, workloads: &[Workload], title: &str) -> String {
+    let unit = workloads.first().map_or("", |w| w.unit());
     let shown: Vec<_> = result
         .paths
         .iter()
-        .filter(|p| Workload::THROUGHPUT.iter().any(|&w| p.median(w).is_some()))
+        .filter(|p| workloads.iter().any(|&w| p.median(w).is_some()))
         .collect();
     let top = shown
         .iter()
-        .flat_map(|p| Workload::THROUGHPUT.map(|w| p.spread(w).map_or(0.0, |s| s.max)))
+        .flat_map(|p| {
+            workloads
+                .iter()
+                .map(|&w| p.spread(w).map_or(0.0, |s| s.max))
+        })
         .fold(0.0, f64::max);
     let scale_max = nice_ceiling(top);
     let plot_w = WIDTH - LEFT - RIGHT;
@@ -40,8 +68,9 @@ pub(super) fn throughput_plot(result: &BenchResult) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="20" text-anchor="middle" font-size="15" font-weight="bold">Container-to-container throughput, Gbit/s</text>"#,
-        WIDTH / 2.0
+        r#"<text x="{}" y="20" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"#,
+        WIDTH / 2.0,
+        escape(title)
     );
     let _ = writeln!(
         s,
@@ -78,13 +107,13 @@ pub(super) fn throughput_plot(result: &BenchResult) -> String {
     );
 
     // Bars.
-    let group_w = plot_w / Workload::THROUGHPUT.len() as f64;
+    let group_w = plot_w / workloads.len().max(1) as f64;
     let bar_w = if shown.is_empty() {
         0.0
     } else {
         group_w * 0.8 / shown.len() as f64
     };
-    for (g, w) in Workload::THROUGHPUT.iter().enumerate() {
+    for (g, w) in workloads.iter().enumerate() {
         let gx = group_w.mul_add(0.1, group_w.mul_add(g as f64, LEFT));
         let _ = writeln!(
             s,
@@ -99,7 +128,7 @@ pub(super) fn throughput_plot(result: &BenchResult) -> String {
             let colour = colour(p.path);
             let _ = writeln!(
                 s,
-                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{}: {:.2} Gbit/s</title></rect>"#,
+                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{}: {:.2} {unit}</title></rect>"#,
                 y(spread.median),
                 bar_w * 0.9,
                 (TOP + plot_h - y(spread.median)).max(0.0),
@@ -179,7 +208,7 @@ fn nice_ceiling(v: f64) -> f64 {
         .unwrap_or(10.0 * magnitude)
 }
 
-/// A bar's value: two decimals below 1 Gbit/s, one above.
+/// A bar's value: two decimals below 1, one above.
 fn bar_label(v: f64) -> String {
     if v < 1.0 {
         format!("{v:.2}")
@@ -233,6 +262,16 @@ mod tests {
         assert!(svg.contains(">weave xdp: not available</text>"));
         assert!(svg.contains("Test CPU &lt;2 GHz&gt;"));
         assert!(!svg.contains("<2 GHz>"));
+    }
+
+    #[test]
+    fn the_packet_rate_has_its_own_plot() {
+        let svg = packet_rate_plot(&crate::bench::results::tests::sample());
+        // 3 measured paths x 1 workload.
+        assert_eq!(svg.matches("<title>").count(), 3);
+        assert!(svg.contains("<title>weave plain: 0.20 Mpps</title>"));
+        assert!(svg.contains(">Small-packet forwarding rate, million packets/s received</text>"));
+        assert!(svg.contains(">UDP 64 B × 4 senders</text>"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub(super) mod carry;
 pub(super) mod seal_slots;
+pub(super) mod spin;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;

@@ -99,10 +99,15 @@ impl GroRecv {
         self.msgs.len()
     }
 
-    /// Receives up to `count` datagrams: waits for the first (up to the
-    /// socket's receive timeout: `WouldBlock` then), and takes whatever else
-    /// is queued.
-    pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>, count: usize) -> io::Result<usize> {
+    /// Receives up to `count` datagrams: takes whatever is queued, after
+    /// waiting for the first if `wait` (up to the socket's receive timeout);
+    /// `WouldBlock` when none came.
+    pub(crate) fn recv(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        count: usize,
+        wait: bool,
+    ) -> io::Result<usize> {
         self.received = 0;
         let n = count.clamp(1, self.msgs.len());
         for i in 0..n {
@@ -127,7 +132,11 @@ impl GroRecv {
                 fd.as_raw_fd(),
                 self.msgs.as_mut_ptr(),
                 n as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                if wait {
+                    libc::MSG_WAITFORONE
+                } else {
+                    libc::MSG_DONTWAIT
+                },
                 null_mut(),
             )
         };
@@ -198,7 +207,7 @@ mod tests {
             < segments
         {
             assert!(Instant::now() < deadline, "got {got:?}");
-            match recv.recv(rx.as_fd(), 4) {
+            match recv.recv(rx.as_fd(), 4, true) {
                 Ok(n) => {
                     for i in 0..n {
                         let d = recv.get(i);
@@ -240,6 +249,18 @@ mod tests {
             assert_eq!(&packet[..vxlan::HEADER_LEN], &vxlan::header(7));
             assert_eq!(&packet[vxlan::HEADER_LEN..], &**frame);
         }
+    }
+
+    #[test]
+    fn without_waiting_an_empty_socket_says_so_at_once() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // A receive that waited would block for good: no timeout set.
+        let mut recv = GroRecv::new(4);
+        let e = recv.recv(rx.as_fd(), 4, false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(&[3; 40], rx.local_addr().unwrap()).unwrap();
+        assert_eq!(receive(&rx, 1), vec![(40, vec![vec![3; 40]])]);
     }
 
     #[test]

@@ -447,7 +447,7 @@ mod tests {
             < count
         {
             assert!(Instant::now() < deadline, "only got {got:?}");
-            match recv.recv(rx.as_fd(), count) {
+            match recv.recv(rx.as_fd(), count, true) {
                 Ok(n) => got.extend((0..n).map(|i| {
                     let d = recv.get(i);
                     (d.segment, d.segments().map(<[u8]>::to_vec).collect())

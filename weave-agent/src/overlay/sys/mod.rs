@@ -300,9 +300,38 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     unsafe { libc::poll(&raw mut poll, 1, ms) > 0 }
 }
 
+/// Whether any of `fds` (at most four) is readable now, without waiting:
+/// one `poll` with a zero timeout, for a worker that spins before it sleeps.
+pub(crate) fn any_readable(fds: &[BorrowedFd<'_>]) -> bool {
+    let mut polls = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 4];
+    debug_assert!(fds.len() <= polls.len(), "{} descriptors", fds.len());
+    let n = fds.len().min(polls.len());
+    for (poll, fd) in polls.iter_mut().zip(fds) {
+        poll.fd = fd.as_raw_fd();
+    }
+    // SAFETY: `n` live pollfds; a zero timeout never blocks.
+    unsafe { libc::poll(polls.as_mut_ptr(), n as libc::nfds_t, 0) > 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_readable_sees_a_queued_datagram_without_waiting() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let idle = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(!any_readable(&[rx.as_fd(), idle.as_fd()]));
+        idle.send_to(&[1], rx.local_addr().unwrap()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !any_readable(&[idle.as_fd(), rx.as_fd()]) {
+            assert!(std::time::Instant::now() < deadline, "never readable");
+        }
+    }
 
     #[test]
     fn socket_addresses_round_trip() {

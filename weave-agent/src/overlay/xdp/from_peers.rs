@@ -61,41 +61,104 @@ struct Arrival {
 /// dropped.
 type Opened = Result<Range<usize>, DropReason>;
 
-#[expect(
-    clippy::iter_with_drain,
-    reason = "drain keeps the buffers' allocations for the next batch"
-)]
-pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Injector>) {
-    let core = &shared.core;
-    let mem = Arc::clone(&half.mem);
-    let capacity = RING_SIZE as usize;
-    let mut runs: Vec<Run> = Vec::with_capacity(capacity);
-    let mut recv = GroRecv::new(DATAGRAMS);
-    // The chunk each packet was received into, and how it arrived.
-    let mut taken: Vec<Chunk> = Vec::with_capacity(capacity);
-    let mut arrivals: Vec<Arrival> = Vec::with_capacity(capacity);
-    let mut plain: Vec<Opened> = Vec::with_capacity(capacity);
-    let mut verdicts: Vec<FromPeer> = Vec::with_capacity(capacity);
-    // Password mode: relays sealed again where they lie.
-    let mut in_place: Vec<Option<Opened>> = Vec::with_capacity(capacity);
-    // Which packets' frames enter the bridge, then those frames.
-    let mut kept: Vec<bool> = Vec::with_capacity(capacity);
-    let mut deliver: Vec<Frame> = Vec::with_capacity(capacity);
-    let mut forward = SendQueue::new(FORWARD_QUEUE, core.udp_family);
-    let mut reader = RoutesReader::new(&core.routes);
-    let mut changes = MacJournal::default();
-    let mut slots = SealSlots::new(core.max_frame);
-    while !core.stopping() {
+/// The peers-to-bridge direction: the transmitting half of the UMEM, the
+/// packet socket for super-frames, and the buffers of its batches,
+/// allocated once. Run by whichever worker holds it (see `drive`), one
+/// batch at a time.
+pub(super) struct PeersToBridge {
+    shared: Arc<Shared>,
+    half: BridgeTx,
+    mem: Arc<Memory>,
+    injector: Option<Injector>,
+    runs: Vec<Run>,
+    recv: GroRecv,
+    /// The chunk each packet was received into, and how it arrived.
+    taken: Vec<Chunk>,
+    arrivals: Vec<Arrival>,
+    plain: Vec<Opened>,
+    verdicts: Vec<FromPeer>,
+    /// Password mode: relays sealed again where they lie.
+    in_place: Vec<Option<Opened>>,
+    /// Which packets' frames enter the bridge, then those frames.
+    kept: Vec<bool>,
+    deliver: Vec<Frame>,
+    forward: SendQueue,
+    reader: RoutesReader,
+    changes: MacJournal,
+    slots: SealSlots,
+    /// Whether the last batch sent frames into the bridge.
+    fed_the_bridge: bool,
+}
+
+impl PeersToBridge {
+    pub(super) fn new(shared: Arc<Shared>, half: BridgeTx, injector: Option<Injector>) -> Self {
+        let core = &shared.core;
+        let capacity = RING_SIZE as usize;
+        Self {
+            runs: Vec::with_capacity(capacity),
+            recv: GroRecv::new(DATAGRAMS),
+            taken: Vec::with_capacity(capacity),
+            arrivals: Vec::with_capacity(capacity),
+            plain: Vec::with_capacity(capacity),
+            verdicts: Vec::with_capacity(capacity),
+            in_place: Vec::with_capacity(capacity),
+            kept: Vec::with_capacity(capacity),
+            deliver: Vec::with_capacity(capacity),
+            forward: SendQueue::new(FORWARD_QUEUE, core.udp_family),
+            reader: RoutesReader::new(&core.routes),
+            changes: MacJournal::default(),
+            slots: SealSlots::new(core.max_frame),
+            fed_the_bridge: false,
+            mem: Arc::clone(&half.mem),
+            injector,
+            half,
+            shared,
+        }
+    }
+
+    /// Whether the last batch sent frames into the bridge: replies to them
+    /// (a ping's) may already wait in the other direction's RX ring.
+    pub(super) const fn fed_the_bridge(&self) -> bool {
+        self.fed_the_bridge
+    }
+
+    /// Carries one batch of datagrams from peers, without waiting; false
+    /// when none was queued.
+    pub(super) fn run_batch(&mut self) -> bool {
+        let Self {
+            shared,
+            half,
+            mem,
+            injector,
+            runs,
+            recv,
+            taken,
+            arrivals,
+            plain,
+            verdicts,
+            in_place,
+            kept,
+            deliver,
+            forward,
+            reader,
+            changes,
+            slots,
+            fed_the_bridge,
+        } = self;
+        let core = &shared.core;
+        let mem = &**mem;
+        *fed_the_bridge = false;
         half.reclaim();
         if half.free.is_empty() {
-            // Every transmit chunk is in the kernel's hands: push them on.
+            // Every transmit chunk is in the kernel's hands: push them on,
+            // and give it a moment (work remains: this is no idle wait).
             half.kick();
             std::thread::sleep(std::time::Duration::from_micros(50));
-            continue;
+            return true;
         }
         // Only as many datagrams as the free chunks can hold when full.
         let datagrams = (half.free.len() / gso::MAX_SEGMENTS).clamp(1, recv.capacity());
-        let received = recv.recv(core.udp.as_fd(), datagrams);
+        let received = recv.recv(core.udp.as_fd(), datagrams, false);
         let now = Instant::now();
         if let Err(e) = received {
             if !nothing_came(&e) {
@@ -103,7 +166,7 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
             }
             // Frames left on the TX ring by a kick that ran out of rounds.
             half.kick();
-            continue;
+            return false;
         }
         // Sealed packets start earlier, so that they open where plain ones are.
         let lead = if reader.refresh(&core.routes).encrypted() {
@@ -148,14 +211,14 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
         let n = arrivals.len();
         let routes = reader.refresh(&core.routes);
         plain.clear();
-        plain.extend(taken.iter_mut().zip(&arrivals).map(|(chunk, a)| {
+        plain.extend(taken.iter_mut().zip(arrivals.iter()).map(|(chunk, a)| {
             if a.truncated {
                 // Counted by the verdict.
                 return Ok(start..start);
             }
             sealed::open(mem.chunk_mut(chunk), start, a.len, a.sender, routes)
         }));
-        core.decide(n, now, &mut verdicts, Some(&mut changes), |macs, i| {
+        core.decide(n, now, verdicts, Some(changes), |macs, i| {
             let Arrival {
                 truncated, sender, ..
             } = arrivals[i];
@@ -172,7 +235,7 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
         });
         in_place.clear();
         in_place.resize(n, None);
-        for_each_sole_seal(&verdicts, routes, |i, onward| {
+        for_each_sole_seal(verdicts, routes, |i, onward| {
             let sealed = plain[i].clone().and_then(|packet| {
                 let keys = routes.keys(onward.hop).ok_or(DropReason::NoRoute)?;
                 let frame = packet.start + vxlan::HEADER_LEN;
@@ -186,22 +249,22 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
         kept.resize(n, false);
         let mut forwarded = forward.batch(core.udp.as_fd());
         let mut out = ToBridge {
-            mem: &mem,
-            taken: &taken,
-            plain: &plain,
-            in_place: &in_place,
-            arrivals: &arrivals,
-            kept: &mut kept,
+            mem,
+            taken,
+            plain,
+            in_place,
+            arrivals,
+            kept,
             forwarded: &mut forwarded,
         };
-        carry_out(&verdicts, routes, &mut out, &mut slots, &mut tally);
+        carry_out(verdicts, routes, &mut out, slots, &mut tally);
         let mut relayed = tally.sends(forwarded.finish());
-        let frame_of = |i| inner_frame(&mem, &taken[i], &plain[i]);
-        let sealing = (&mut forward, core.udp.as_fd());
-        relayed += send_sealed(&mut slots, frame_of, routes, sealing, &mut tally);
+        let frame_of = |i| inner_frame(mem, &taken[i], &plain[i]);
+        let sealing = (&mut *forward, core.udp.as_fd());
+        relayed += send_sealed(slots, frame_of, routes, sealing, &mut tally);
         tally.counts.relayed += relayed;
         // Frames that enter the bridge keep their chunk; the rest are done with.
-        for ((chunk, kept), packet) in taken.drain(..).zip(&kept).zip(&plain) {
+        for ((chunk, kept), packet) in taken.drain(..).zip(kept.iter()).zip(plain.iter()) {
             match packet {
                 Ok(packet) if *kept => deliver.push(Frame {
                     chunk,
@@ -215,11 +278,13 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
         // Segments of a TCP stream that arrived together enter the bridge as
         // one GSO super-frame, through the injector; then the whole batch
         // goes that way, to stay in order.
+        let mut delivered = 0;
         if let Some(injector) = injector.as_mut() {
             let frame = |i: usize| mem.frame(&deliver[i]);
-            coalesce::plan(deliver.len(), frame, &mut runs);
+            coalesce::plan(deliver.len(), frame, runs);
             if runs.len() < deliver.len() {
-                tally.counts.received += tally.sends(injector.send(&runs, frame));
+                delivered = tally.sends(injector.send(runs, frame));
+                tally.counts.received += delivered;
                 tally.counts.coalesced += runs
                     .iter()
                     .filter(|r| r.count > 1)
@@ -228,7 +293,7 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
                 half.free.extend(deliver.drain(..).map(|f| f.chunk));
             }
         }
-        let queued = half.transmit(&mut deliver);
+        let queued = half.transmit(deliver);
         // The TX ring is as large as the pool of transmit chunks, so none
         // can be left over; but never lose track of one.
         if !deliver.is_empty() {
@@ -239,8 +304,10 @@ pub(super) fn run(shared: &Shared, mut half: BridgeTx, mut injector: Option<Inje
         }
         half.kick();
         tally.counts.received += queued as u64;
+        *fed_the_bridge = delivered > 0 || queued > 0;
         drop(tally);
-        shared.mirror(&mut changes);
+        shared.mirror(changes);
+        true
     }
 }
 

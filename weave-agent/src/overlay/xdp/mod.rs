@@ -8,12 +8,12 @@
 //! `AF_XDP` socket (copy mode: veth has no zero-copy). Frames from peers go
 //! back into the bridge through the same socket's TX ring.
 //!
-//! Threads, one per direction, as in the plain data plane:
-//! - `weave-xsk-out` (bridge to peers): takes a batch from the RX ring,
+//! Two directions, each a type that carries one batch at a time:
+//! - bridge to peers (`to_peers`): takes a batch from the RX ring,
 //!   decides every frame's verdict under one lock of the MAC tables, sends
 //!   the batch with one `sendmmsg` whose iovecs point into the UMEM (no
 //!   copy in userspace), and gives the frames back to the fill ring.
-//! - `weave-xsk-in` (peers to bridge): `recvmmsg` of whole GRO datagrams
+//! - peers to bridge (`from_peers`): `recvmmsg` of whole GRO datagrams
 //!   (a peer's GSO datagram stays one skb up to the socket), each packet
 //!   copied into a transmit frame of the UMEM (the VXLAN header just in
 //!   front of where the inner frame must start), verdicts, relays and
@@ -21,6 +21,10 @@
 //!   the TX ring and the kernel kicked once per batch (copy-mode TX only
 //!   moves in `sendto`), or, when segments of a TCP stream merge
 //!   (`coalesce`), the batch sent as GSO super-frames through `inject`.
+//!
+//! Two workers, `weave-xsk-out` and `weave-xsk-in`, each home to one
+//! direction, run them to completion and take over the other's work rather
+//! than wake its worker (`drive`).
 //!
 //! A third thread, `weave-xsk-sync`, keeps the kernel's copy of the remote
 //! MACs in step with the agent's table (entries aged out, peers gone), off
@@ -30,6 +34,7 @@
 //! the plain data plane (`verdict`, `plan`, `carry`, `engine`): only where
 //! frames come from and go to differs.
 
+mod drive;
 mod from_peers;
 mod peer_macs;
 mod sealed;
@@ -55,7 +60,9 @@ use crate::overlay::sys::gro;
 use crate::overlay::sys::inject::Injector;
 use crate::overlay::wire::vxlan;
 
+use from_peers::PeersToBridge;
 use peer_macs::PeerMacs;
+use to_peers::BridgeToPeers;
 use umem::Memory;
 
 /// How often the kernel's copy of the remote MACs is checked against the
@@ -142,7 +149,7 @@ impl XdpOverlay {
             });
         }
         let iface = config.datapath_ifname.clone();
-        let (to_bridge_half, from_bridge_half, mem) = umem::open(&iface)?;
+        let (rx_half, tx_half, mem) = umem::open(&iface)?;
         // Without it (Linux < 5.0) every packet arrives on its own: slower, same result.
         if let Err(error) = gro::enable(core.udp.as_fd()) {
             tracing::warn!(%error, "no UDP GRO on the data socket: receiving packet by packet");
@@ -171,10 +178,6 @@ impl XdpOverlay {
         });
         register.map_err(|source| OverlayError::XskMap { source })?;
         // On error, dropping `overlay` stops what was started.
-        let out = Arc::clone(&shared);
-        overlay
-            .workers
-            .spawn("weave-xsk-out", move || to_peers::run(&out, to_bridge_half))?;
         // Without it TCP segments enter the bridge one by one: slower, same result.
         let injector = sys::ifindex(&overlay.datapath_ifname)
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))
@@ -183,10 +186,9 @@ impl XdpOverlay {
                 tracing::warn!(%error, "no packet socket to coalesce TCP segments into the bridge");
             })
             .ok();
-        let inbound = Arc::clone(&shared);
-        overlay.workers.spawn("weave-xsk-in", move || {
-            from_peers::run(&inbound, from_bridge_half, injector)
-        })?;
+        let to_peers = BridgeToPeers::new(Arc::clone(&shared), rx_half);
+        let to_bridge = PeersToBridge::new(Arc::clone(&shared), tx_half, injector);
+        drive::spawn(&overlay.workers, Arc::clone(&shared), to_peers, to_bridge)?;
         let sync = shared;
         overlay
             .workers

@@ -19,15 +19,14 @@ use crate::overlay::counters::DropReason;
 use crate::overlay::decide::macs::MacJournal;
 use crate::overlay::decide::routes::RoutesReader;
 use crate::overlay::decide::verdict::{FromBridge, from_bridge_tagged};
+use crate::overlay::engine::BATCH;
 use crate::overlay::engine::carry::{
     Carrier, Onward, Tally, carry_out, for_each_sole_seal, send_sealed,
 };
 use crate::overlay::engine::seal_slots::SealSlots;
-use crate::overlay::engine::{BATCH, STOP_CHECK};
 use crate::overlay::forwarding::ShortId;
 use crate::overlay::sys::gso::{GsoBatch, GsoQueue};
 use crate::overlay::sys::mmsg::SendQueue;
-use crate::overlay::sys::wait_readable;
 use crate::overlay::wire::vxlan;
 
 /// Most frames flood to a few peers: room for a batch sent to four each
@@ -38,26 +37,70 @@ const SEND_QUEUE: usize = BATCH * 4;
 /// was dropped; `None` for a frame not sealed in place.
 type SealedInPlace = Option<Result<Range<usize>, DropReason>>;
 
-pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
-    let core = &shared.core;
-    let mem = Arc::clone(&half.mem);
-    let mut frames: Vec<Frame> = Vec::with_capacity(BATCH);
-    let mut tags: Vec<Option<ShortId>> = Vec::with_capacity(BATCH);
-    let mut queue = GsoQueue::new(SEND_QUEUE, core.udp_family);
-    let mut verdicts: Vec<FromBridge> = Vec::with_capacity(BATCH);
-    let mut reader = RoutesReader::new(&core.routes);
-    let mut changes = MacJournal::default();
-    let mut in_place: Vec<SealedInPlace> = Vec::with_capacity(BATCH);
-    // Password mode: floods, sealed for each child in scratch slots.
-    let mut slots = SealSlots::new(core.max_frame);
-    let mut slot_queue = SendQueue::new(SEND_QUEUE, core.udp_family);
-    while !core.stopping() {
-        if half.rx.available() == 0 && !wait_readable(mem.borrowed_fd(), STOP_CHECK) {
-            continue;
+/// The bridge-to-peers direction: the receiving half of the UMEM and the
+/// buffers of its batches, allocated once. Run by whichever worker holds it
+/// (see `drive`), one batch at a time.
+pub(super) struct BridgeToPeers {
+    shared: Arc<Shared>,
+    half: BridgeRx,
+    mem: Arc<Memory>,
+    frames: Vec<Frame>,
+    tags: Vec<Option<ShortId>>,
+    queue: GsoQueue,
+    verdicts: Vec<FromBridge>,
+    reader: RoutesReader,
+    changes: MacJournal,
+    in_place: Vec<SealedInPlace>,
+    /// Password mode: floods, sealed for each child in scratch slots.
+    slots: SealSlots,
+    slot_queue: SendQueue,
+}
+
+impl BridgeToPeers {
+    pub(super) fn new(shared: Arc<Shared>, half: BridgeRx) -> Self {
+        let core = &shared.core;
+        Self {
+            frames: Vec::with_capacity(BATCH),
+            tags: Vec::with_capacity(BATCH),
+            queue: GsoQueue::new(SEND_QUEUE, core.udp_family),
+            verdicts: Vec::with_capacity(BATCH),
+            reader: RoutesReader::new(&core.routes),
+            changes: MacJournal::default(),
+            in_place: Vec::with_capacity(BATCH),
+            slots: SealSlots::new(core.max_frame),
+            slot_queue: SendQueue::new(SEND_QUEUE, core.udp_family),
+            mem: Arc::clone(&half.mem),
+            half,
+            shared,
         }
-        half.receive(BATCH as u32, &mut frames);
+    }
+
+    /// Carries one batch from the RX ring to peers, without waiting; false
+    /// when there was nothing to take (a read of the ring's producer index,
+    /// no system call).
+    pub(super) fn run_batch(&mut self) -> bool {
+        let Self {
+            shared,
+            half,
+            mem,
+            frames,
+            tags,
+            queue,
+            verdicts,
+            reader,
+            changes,
+            in_place,
+            slots,
+            slot_queue,
+        } = self;
+        let core = &shared.core;
+        let mem = &**mem;
+        if half.rx.available() == 0 {
+            return false;
+        }
+        half.receive(BATCH as u32, frames);
         if frames.is_empty() {
-            continue;
+            return false;
         }
         let now = Instant::now();
         let routes = reader.refresh(&core.routes);
@@ -70,25 +113,19 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
         if tags.iter().any(Option::is_none) {
             untagged(shared);
         }
-        core.decide(
-            frames.len(),
-            now,
-            &mut verdicts,
-            Some(&mut changes),
-            |macs, i| {
-                from_bridge_tagged(
-                    mem.frame(&frames[i]),
-                    core.max_frame,
-                    tags[i],
-                    routes,
-                    macs,
-                    now,
-                )
-            },
-        );
+        core.decide(frames.len(), now, verdicts, Some(changes), |macs, i| {
+            from_bridge_tagged(
+                mem.frame(&frames[i]),
+                core.max_frame,
+                tags[i],
+                routes,
+                macs,
+                now,
+            )
+        });
         in_place.clear();
         in_place.resize(frames.len(), None);
-        for_each_sole_seal(&verdicts, routes, |i, onward| {
+        for_each_sole_seal(verdicts, routes, |i, onward| {
             let f = &mut frames[i];
             let sealed = routes
                 .keys(onward.hop)
@@ -107,21 +144,22 @@ pub(super) fn run(shared: &Shared, mut half: BridgeRx) {
         let mut tally = Tally::new(&core.counters, "to peers");
         let mut batch = queue.batch(core.udp.as_fd());
         let mut out = ToPeers {
-            mem: &mem,
-            frames: &frames,
-            in_place: &in_place,
+            mem,
+            frames,
+            in_place,
             batch: &mut batch,
         };
-        carry_out(&verdicts, routes, &mut out, &mut slots, &mut tally);
+        carry_out(verdicts, routes, &mut out, slots, &mut tally);
         let mut sent = tally.sends(batch.finish());
         let frame_of = |i: usize| mem.frame(&frames[i]);
-        let sealing = (&mut slot_queue, core.udp.as_fd());
-        sent += send_sealed(&mut slots, frame_of, routes, sealing, &mut tally);
+        let sealing = (&mut *slot_queue, core.udp.as_fd());
+        sent += send_sealed(slots, frame_of, routes, sealing, &mut tally);
         tally.counts.sent += sent;
         // Every frame of the batch is done with: back to the kernel.
-        half.give_back(&mut frames);
+        half.give_back(frames);
         drop(tally);
-        shared.mirror(&mut changes);
+        shared.mirror(changes);
+        true
     }
 }
 

@@ -9,15 +9,25 @@ pub const DATA_PORT: u16 = 6784;
 /// The TCP port of the control plane.
 pub const CONTROL_PORT: u16 = 6783;
 
+/// How `tcpdump -T vxlan` shows the first byte of a data-path heartbeat
+/// (`weave_agent::overlay::heartbeat::MAGIC`, "WHB" v1) read as VXLAN flags.
+pub const HEARTBEAT_FLAGS: &str = "VXLAN, flags [.] (0x57)";
+
 /// (outer, inner) line pairs of `tcpdump -T vxlan` output: each VXLAN line
-/// and the line of the frame it carries.
+/// and the line of the frame it carries. Data-path heartbeats, which share
+/// the port, are not VXLAN and are left out.
 pub fn vxlan_pairs(decoded: &str) -> Vec<(String, String)> {
     let lines: Vec<&str> = decoded.lines().collect();
     lines
         .windows(2)
-        .filter(|w| w[0].contains("VXLAN"))
+        .filter(|w| w[0].contains("VXLAN") && !is_heartbeat(w[0]))
         .map(|w| (w[0].to_string(), w[1].to_string()))
         .collect()
+}
+
+/// Whether a `tcpdump -T vxlan` line is a data-path heartbeat.
+pub fn is_heartbeat(outer: &str) -> bool {
+    outer.contains(HEARTBEAT_FLAGS)
 }
 
 /// Whether the outer line of a VXLAN packet goes from `from` to `to` (LAN

@@ -49,10 +49,11 @@ pub(crate) struct Args {
 /// them since its `nslookup` timeouts on xdp (2 of 10 runs, issue #16) no
 /// longer happen: 10 of 10 runs passed, several beside a 50-agent scale run
 /// (load average 60-90) and two side by side.
-const AGENT_SUITES: [&str; 7] = [
+const AGENT_SUITES: [&str; 8] = [
     "single_host",
     "mesh",
     "multi_host",
+    "data_path",
     "ipam",
     "encryption",
     "faults",
@@ -64,7 +65,14 @@ const AGENT_SUITES: [&str; 7] = [
 /// runs the control plane alone; what fastdp changes there, the
 /// negotiation, `mesh` and `fastdp` test directly); `dns` for its expose
 /// test, which streams to an exposed host (super-frames for the bridge).
-const FASTDP_SUITES: [&str; 5] = ["multi_host", "ipam", "encryption", "faults", "dns"];
+const FASTDP_SUITES: [&str; 6] = [
+    "multi_host",
+    "data_path",
+    "ipam",
+    "encryption",
+    "faults",
+    "dns",
+];
 
 /// How long each pass took (seconds) in a full run with three side by side
 /// on this project's 2-core machine, longest first: the longest start first,

@@ -73,7 +73,8 @@ impl DataPath {
     }
 
     /// A heartbeat that claims to come from this connection's peer, from
-    /// `from`. Accepted: whether the peer's data address changed.
+    /// `from`. Accepted: whether the peer's data address changed (the
+    /// first one counts: until then the address was a guess).
     pub fn heard(
         &mut self,
         datagram: &[u8],
@@ -82,7 +83,7 @@ impl DataPath {
     ) -> Result<bool, Rejected> {
         self.accepted = heartbeat::verify(&self.recv_key, datagram, self.accepted)?;
         self.last_heard = Some(now);
-        let moved = self.learnt.is_some_and(|a| a != from);
+        let moved = self.learnt != Some(from);
         self.learnt = Some(from);
         Ok(moved)
     }
@@ -147,7 +148,7 @@ mod tests {
         assert!(b.up(t0 + Duration::from_secs(5), DEAD));
         assert!(!b.up(t0 + DEAD, DEAD));
         let hb = a.next_heartbeat(name(1));
-        assert_eq!(b.heard(&hb, from, t0 + DEAD), Ok(false));
+        assert_eq!(b.heard(&hb, from, t0 + DEAD), Ok(true));
         assert!(b.up(t0 + DEAD, DEAD));
         assert_eq!(
             b.seen(t0 + Duration::from_secs(8), DEAD),
@@ -167,13 +168,13 @@ mod tests {
         let from: SocketAddr = "10.0.0.1:6784".parse().unwrap();
         let first = a.next_heartbeat(name(1));
         let second = a.next_heartbeat(name(1));
-        assert_eq!(b.heard(&second, from, t0), Ok(false));
+        assert_eq!(b.heard(&second, from, t0), Ok(true));
         assert_eq!(b.heard(&first, from, t0), Err(Rejected::Replayed));
         assert_eq!(b.heard(&second, from, t0), Err(Rejected::Replayed));
         // Its own heartbeats reflected back carry the other key.
         let mine = b.next_heartbeat(name(2));
         assert_eq!(b.heard(&mine, from, t0), Err(Rejected::BadTag));
-        assert_eq!(a.heard(&mine, from, t0), Ok(false));
+        assert_eq!(a.heard(&mine, from, t0), Ok(true));
     }
 
     #[test]
@@ -183,6 +184,7 @@ mod tests {
         let direct: SocketAddr = "10.0.0.1:6784".parse().unwrap();
         let nat: SocketAddr = "192.0.2.1:40000".parse().unwrap();
         assert_eq!(b.learnt(), None);
+        assert_eq!(b.heard(&a.next_heartbeat(name(1)), direct, t0), Ok(true));
         assert_eq!(b.heard(&a.next_heartbeat(name(1)), direct, t0), Ok(false));
         assert_eq!(b.heard(&a.next_heartbeat(name(1)), nat, t0), Ok(true));
         assert_eq!(b.learnt(), Some(nat));
@@ -196,9 +198,9 @@ mod tests {
         let mut responder = DataPath::derived(&r2i, &i2r, t0);
         let from: SocketAddr = "10.0.0.1:6784".parse().unwrap();
         let hb = initiator.next_heartbeat(name(1));
-        assert_eq!(responder.heard(&hb, from, t0), Ok(false));
+        assert_eq!(responder.heard(&hb, from, t0), Ok(true));
         let hb = responder.next_heartbeat(name(2));
-        assert_eq!(initiator.heard(&hb, from, t0), Ok(false));
+        assert_eq!(initiator.heard(&hb, from, t0), Ok(true));
         // Not the data key itself.
         let mut raw = DataPath::new(HeartbeatKey(r2i), HeartbeatKey(i2r), t0);
         assert_eq!(

@@ -1284,7 +1284,7 @@ impl Router {
                 Ok(moved) => {
                     self.counters.heartbeats_received += 1;
                     if moved {
-                        tracing::info!(from = %arrival.from, "a peer's data address changed");
+                        tracing::debug!(from = %arrival.from, "a peer's data address learnt from its heartbeats");
                     }
                     // A first heartbeat, or a new address: the table follows.
                     self.links_changed |= moved;

@@ -48,7 +48,7 @@ pub struct Seen {
 }
 
 impl DataPath {
-    pub fn new(send_key: HeartbeatKey, recv_key: HeartbeatKey, now: Instant) -> Self {
+    pub const fn new(send_key: HeartbeatKey, recv_key: HeartbeatKey, now: Instant) -> Self {
         Self {
             send_key,
             recv_key,

@@ -373,10 +373,7 @@ mod tests {
                 Ok(n) => {
                     for i in 0..n {
                         let r = recv.get(i);
-                        assert_eq!(
-                            crate::overlay::sys::read_sockaddr(r.addr),
-                            Some(tx.local_addr().unwrap())
-                        );
+                        assert_eq!(read_sockaddr(r.addr), Some(tx.local_addr().unwrap()));
                         got.push((r.len, r.truncated, r.data.to_vec()));
                     }
                 }

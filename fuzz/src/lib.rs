@@ -27,6 +27,7 @@ mod ipam_consensus;
 mod ipam_merge;
 mod mesh_frames;
 mod mesh_handshake;
+mod mesh_heartbeat;
 mod noise_handshake;
 mod overlay_verdict;
 mod peer_target_parse;
@@ -41,6 +42,7 @@ pub use ipam_consensus::ipam_consensus;
 pub use ipam_merge::ipam_merge;
 pub use mesh_frames::mesh_frames;
 pub use mesh_handshake::mesh_handshake;
+pub use mesh_heartbeat::mesh_heartbeat;
 pub use noise_handshake::noise_handshake;
 pub use overlay_verdict::overlay_verdict;
 pub use peer_target_parse::peer_target_parse;
@@ -76,6 +78,11 @@ pub const TARGETS: &[FuzzTarget] = &[
         name: "mesh_handshake",
         check: mesh_handshake,
         seeds: mesh_handshake::handshake_seeds,
+    },
+    FuzzTarget {
+        name: "mesh_heartbeat",
+        check: mesh_heartbeat,
+        seeds: mesh_heartbeat::heartbeat_seeds,
     },
     FuzzTarget {
         name: "gossip_merge",

@@ -23,6 +23,8 @@ pub(crate) fn hello(i: u8, nickname: &str) -> Hello {
         data_port: 6784,
         encrypted: false,
         fastdp: false,
+        heartbeats: false,
+        heartbeat_key: None,
     }
 }
 

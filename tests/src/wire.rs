@@ -9,15 +9,27 @@ pub const DATA_PORT: u16 = 6784;
 /// The TCP port of the control plane.
 pub const CONTROL_PORT: u16 = 6783;
 
+/// How `tcpdump -T vxlan` shows the first byte of a data-path heartbeat
+/// (`weave_agent::overlay::heartbeat::MAGIC`, "WHB" v1) read as VXLAN flags
+/// (`VXLAN, flags [invalid] (0x57), vni ...`; the word in brackets varies
+/// between tcpdump versions, the byte does not).
+pub const HEARTBEAT_FLAGS: &str = "] (0x57), vni";
+
 /// (outer, inner) line pairs of `tcpdump -T vxlan` output: each VXLAN line
-/// and the line of the frame it carries.
+/// and the line of the frame it carries. Data-path heartbeats, which share
+/// the port, are not VXLAN and are left out.
 pub fn vxlan_pairs(decoded: &str) -> Vec<(String, String)> {
     let lines: Vec<&str> = decoded.lines().collect();
     lines
         .windows(2)
-        .filter(|w| w[0].contains("VXLAN"))
+        .filter(|w| w[0].contains("VXLAN") && !is_heartbeat(w[0]))
         .map(|w| (w[0].to_string(), w[1].to_string()))
         .collect()
+}
+
+/// Whether a `tcpdump -T vxlan` line is a data-path heartbeat.
+pub fn is_heartbeat(outer: &str) -> bool {
+    outer.contains("VXLAN, flags [") && outer.contains(HEARTBEAT_FLAGS)
 }
 
 /// Whether the outer line of a VXLAN packet goes from `from` to `to` (LAN
@@ -54,6 +66,8 @@ IP 192.168.250.1.6784 > 192.168.250.2.6784: VXLAN, flags [I] (0x08), vni 4098
 IP 10.0.1.1 > 10.0.1.2: ICMP echo request, id 7, seq 1, length 64
 IP 192.168.250.2.6784 > 192.168.250.1.6784: VXLAN, flags [I] (0x08), vni 8193
 IP 10.0.1.2 > 10.0.1.1: ICMP echo reply, id 7, seq 1, length 64
+IP 192.168.250.1.6784 > 192.168.250.2.6784: VXLAN, flags [invalid] (0x57), vni 15080223
+5e:12:e1:9a:9d:bf > 00:00:00:00:00:01, ethertype Unknown (0x8d7c), length 26
 ";
 
     #[test]

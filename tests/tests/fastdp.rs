@@ -41,7 +41,7 @@ use weave_agent::mesh::ConnectionState;
 use weave_tests::convergence::{CONVERGE, DEAD_PEER, REJOIN};
 use weave_tests::snapshot::Status;
 use weave_tests::traffic::assert_tcp_stream;
-use weave_tests::wire::{DATA_PORT, carries, vni, vxlan_between, vxlan_pairs};
+use weave_tests::wire::{DATA_PORT, carries, is_heartbeat, vni, vxlan_between, vxlan_pairs};
 use weave_tests::{Cluster, Host, LAN_IFNAME, Netns, TEST_PREFIX, parse_link_stats, wait_until};
 
 const FASTDP: &str = "fastdp";
@@ -593,7 +593,7 @@ fn fastdp_on_the_wire_is_the_same_vxlan_as_the_agents_path() {
         let between = format!("{from}.{DATA_PORT} > {to}.{DATA_PORT}: VXLAN");
         let ip = lines
             .windows(2)
-            .find(|w| w[1].trim().starts_with(&between))
+            .find(|w| w[1].trim().starts_with(&between) && !is_heartbeat(w[1]))
             .map_or_else(
                 || panic!("no verbose header for {between}:\n{verbose}"),
                 |w| w[0],

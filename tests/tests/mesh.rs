@@ -353,6 +353,8 @@ fn raw_hello(last: u8, min: u32, max: u32) -> Hello {
         data_port: 9,
         encrypted: false,
         fastdp: false,
+        heartbeats: false,
+        heartbeat_key: None,
     }
 }
 

@@ -49,10 +49,11 @@ pub(crate) struct Args {
 /// them since its `nslookup` timeouts on xdp (2 of 10 runs, issue #16) no
 /// longer happen: 10 of 10 runs passed, several beside a 50-agent scale run
 /// (load average 60-90) and two side by side.
-const AGENT_SUITES: [&str; 7] = [
+const AGENT_SUITES: [&str; 8] = [
     "single_host",
     "mesh",
     "multi_host",
+    "data_path",
     "ipam",
     "encryption",
     "faults",
@@ -64,12 +65,19 @@ const AGENT_SUITES: [&str; 7] = [
 /// runs the control plane alone; what fastdp changes there, the
 /// negotiation, `mesh` and `fastdp` test directly); `dns` for its expose
 /// test, which streams to an exposed host (super-frames for the bridge).
-const FASTDP_SUITES: [&str; 5] = ["multi_host", "ipam", "encryption", "faults", "dns"];
+const FASTDP_SUITES: [&str; 6] = [
+    "multi_host",
+    "data_path",
+    "ipam",
+    "encryption",
+    "faults",
+    "dns",
+];
 
 /// How long each pass took (seconds) in a full run with three side by side
 /// on this project's 2-core machine, longest first: the longest start first,
 /// so that the lanes end together. A pass not listed counts as a minute.
-const EXPECTED_SECONDS: [(&str, &str, u64); 31] = [
+const EXPECTED_SECONDS: [(&str, &str, u64); 34] = [
     ("ipam", "plain", 487),
     ("ipam", "fastdp", 453),
     ("ipam", "xdp", 437),
@@ -91,10 +99,13 @@ const EXPECTED_SECONDS: [(&str, &str, u64); 31] = [
     ("docker_plugin", "plain", 62),
     ("claims", "plain", 56),
     ("weave_forms", "plain", 50),
+    ("data_path", "plain", 50),
     ("dns", "plain", 45),
     ("dns", "xdp", 45),
+    ("data_path", "xdp", 45),
     ("cni", "plain", 40),
     ("image", "plain", 38),
+    ("data_path", "fastdp", 30),
     ("weave_tests", "plain", 21),
     ("fastdp_programs", "plain", 14),
     ("classifier", "plain", 13),

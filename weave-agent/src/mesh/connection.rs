@@ -585,6 +585,8 @@ mod tests {
             data_port: 6784,
             encrypted: true,
             fastdp: false,
+            heartbeats: false,
+            heartbeat_key: None,
         }
     }
 

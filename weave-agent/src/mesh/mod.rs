@@ -6,6 +6,7 @@
 //! - `topology`: what every peer knows about every peer (a CRDT);
 //! - `routes`: the forwarding table computed from a topology;
 //! - `fastdp`: which connections use the in-kernel data path;
+//! - `liveness`: whether a connection's data path (UDP) works, from heartbeats;
 //! - `connection_maker`: which addresses to dial, and when;
 //! - `connection`: one task per TCP connection;
 //! - `router`: the actor tying them together, and its handle [`Mesh`];
@@ -20,6 +21,7 @@
 pub mod connection;
 pub mod connection_maker;
 pub mod fastdp;
+pub mod liveness;
 pub mod noise;
 pub mod protocol;
 pub mod router;
@@ -30,7 +32,7 @@ pub mod topology;
 pub use connection_maker::{Backoff, BadTarget, Target};
 pub use router::{DEFAULT_CONN_LIMIT, Mesh, MeshConfig, MeshError, Spread, Timing};
 pub use status::{
-    ConnectionState, ConnectionStatus, MeshCounters, MeshStatus, PeerConnectionStatus, PeerStatus,
-    RouteStatus,
+    ConnectionState, ConnectionStatus, DataPathState, DataPathStatus, MeshCounters, MeshStatus,
+    PeerConnectionStatus, PeerStatus, RouteStatus,
 };
 pub use topology::MAX_CONNECTIONS_PER_PEER;

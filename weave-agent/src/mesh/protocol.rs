@@ -83,6 +83,17 @@ pub struct Hello {
     /// so (see `mesh::fastdp`). Peers that predate it send nothing: false.
     #[serde(default)]
     pub fastdp: bool,
+    /// The peer sends data-path heartbeats over the data port and counts
+    /// the connection as usable for forwarding only while ours arrive (see
+    /// `mesh::liveness`). Peers that predate them send nothing: false, and
+    /// their data path counts as up.
+    #[serde(default)]
+    pub heartbeats: bool,
+    /// Without a password: the key (hex, 32 bytes) the peer's heartbeats
+    /// on this connection are authenticated with. In password mode none is
+    /// sent: both sides derive the keys from the connection's Noise keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_key: Option<String>,
 }
 
 /// One frame's content. New messages are new variants: a peer that does not
@@ -391,6 +402,8 @@ mod tests {
             data_port: 6784,
             encrypted: false,
             fastdp: false,
+            heartbeats: false,
+            heartbeat_key: None,
         }
     }
 

@@ -29,6 +29,7 @@ use crate::mesh::connection_maker::{
     self, Backoff, BadTarget, ConnectionMaker, DialKey, Link, MAX_TARGETS, Target,
 };
 use crate::mesh::fastdp::{self, FastdpOff};
+use crate::mesh::liveness::DataPath;
 use crate::mesh::noise::{DataKeys, Psk};
 use crate::mesh::protocol::{
     COMPACT_GOSSIP_VERSION, DEFAULT_PORT, DNS_VERSION, Hello, MAX_FRAME, MAX_NICKNAME, Message,
@@ -37,14 +38,16 @@ use crate::mesh::protocol::{
 };
 use crate::mesh::routes::{self, Routes};
 use crate::mesh::status::{
-    self, ConnectionStatus, LiveConnection, MeshCounters, MeshStatus, Sources,
+    self, ConnectionStatus, DataPathState, DataPathStatus, LiveConnection, MeshCounters,
+    MeshStatus, Sources,
 };
 use crate::mesh::topology::{
     ConnectionSummary, PeerInfo, Rejection, Topology, TopologyUpdate, now_ms,
 };
-use crate::overlay::NeighbourKeys;
+use crate::overlay::heartbeat::{self, HeartbeatKey};
 use crate::overlay::seal::PeerKeys;
 use crate::overlay::{ForwardingTable, Overlay, ShortId};
+use crate::overlay::{HeartbeatPort, NeighbourKeys};
 use crate::peer_name::PeerName;
 
 /// Frames queued for one connection before the peer counts as too slow.
@@ -316,6 +319,9 @@ struct Conn {
     peer: Option<Established>,
     /// Inbound: the TCP address from accept.
     accepted_from: Option<SocketAddr>,
+    /// Without a password: the key our heartbeats on this connection are
+    /// tagged with, sent in our hello.
+    heartbeat_key: Option<HeartbeatKey>,
 }
 
 struct Established {
@@ -323,6 +329,8 @@ struct Established {
     version: u32,
     /// Password mode: this connection's data keys, for the data plane.
     keys: Option<NeighbourKeys>,
+    /// Data-path heartbeats, when both ends send them.
+    data: Option<DataPath>,
 }
 
 impl Conn {
@@ -344,6 +352,17 @@ impl Conn {
             theirs: peer.hello.fastdp,
             local,
         })
+    }
+
+    /// Where the peer's data plane is: where its heartbeats come from once
+    /// one arrived (behind a NAT, not its TCP address), else its TCP
+    /// address with the data port of its hello.
+    fn data_addr(&self) -> Option<SocketAddr> {
+        let peer = self.peer.as_ref()?;
+        peer.data
+            .as_ref()
+            .and_then(DataPath::learnt)
+            .or_else(|| Some(SocketAddr::new(self.remote?.ip(), peer.hello.data_port)))
     }
 
     /// The peer's listen address as seen from here.
@@ -386,6 +405,15 @@ struct Router {
     /// Inbound connections refused lately, newest last, for status: the
     /// dialling side sees its own attempts fail, this is the other side.
     refused_inbound: std::collections::VecDeque<(Instant, ConnectionStatus)>,
+    /// The data plane's heartbeats; without it every data path counts as up.
+    heartbeats: Option<HeartbeatPort>,
+    /// Peers whose data path is down: their connections are left out of
+    /// our topology entry, so routes go around them.
+    data_down: BTreeSet<PeerName>,
+    /// Heartbeats refused here (unknown sender, bad tag, replay).
+    heartbeats_rejected: u64,
+    /// Heartbeats the kernel would not send (full buffer, no route).
+    heartbeats_unsent: u64,
 }
 
 impl Router {
@@ -399,7 +427,12 @@ impl Router {
         let uid = rand::random();
         let ours = PeerInfo::new(config.name, config.nickname.clone(), uid, now_ms());
         let maker = ConnectionMaker::new(config.discovery, config.timing.backoff, rand::random());
+        let heartbeats = overlay.heartbeats();
         Self {
+            heartbeats,
+            data_down: BTreeSet::new(),
+            heartbeats_rejected: 0,
+            heartbeats_unsent: 0,
             listen_port,
             uid,
             overlay,
@@ -445,6 +478,8 @@ impl Router {
         let period = self.config.timing.gossip_interval;
         let mut gossip = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         gossip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = tokio::time::interval(self.config.timing.heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.refresh();
         self.dial_due();
 
@@ -478,6 +513,7 @@ impl Router {
                     }
                 },
                 _ = gossip.tick() => self.gossip_repair(),
+                _ = beat.tick() => self.heartbeat_round(Instant::now()),
                 () = sleep_until(wake) => {}
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = done
@@ -619,9 +655,12 @@ impl Router {
         let nonce = rand::random();
         let (tx, outgoing) = mpsc::channel(SEND_QUEUE);
         let t = self.config.timing;
+        // Password mode derives the keys from the connection's own.
+        let heartbeat_key =
+            (self.heartbeats.is_some() && self.config.psk.is_none()).then(HeartbeatKey::random);
         let setup = Setup {
             id,
-            hello: self.hello(nonce),
+            hello: self.hello(nonce, heartbeat_key.as_ref()),
             timing: ConnectionTiming {
                 heartbeat: t.heartbeat,
                 dead_after: t.dead_after,
@@ -644,12 +683,13 @@ impl Router {
                 local: None,
                 peer: None,
                 accepted_from,
+                heartbeat_key,
             },
         );
         id
     }
 
-    fn hello(&self, nonce: u64) -> Hello {
+    fn hello(&self, nonce: u64, heartbeat_key: Option<&HeartbeatKey>) -> Hello {
         Hello {
             protocol: PROTOCOL.into(),
             min_version: PROTOCOL_MIN_VERSION,
@@ -662,6 +702,8 @@ impl Router {
             data_port: self.config.data_port,
             encrypted: self.config.psk.is_some(),
             fastdp: self.config.fastdp && self.config.psk.is_none(),
+            heartbeats: self.heartbeats.is_some(),
+            heartbeat_key: heartbeat_key.map(HeartbeatKey::to_hex),
         }
     }
 
@@ -693,11 +735,28 @@ impl Router {
         conn.local = Some(local);
         let name = hello.name;
         let nickname = hello.nickname.clone();
+        let data = match (&self.heartbeats, hello.heartbeats, &keys) {
+            (Some(_), true, Some(k)) => {
+                Some(DataPath::derived(&k.send[..], &k.recv[..], Instant::now()))
+            }
+            (Some(_), true, None) => {
+                let theirs = hello
+                    .heartbeat_key
+                    .as_deref()
+                    .and_then(HeartbeatKey::from_hex);
+                conn.heartbeat_key
+                    .clone()
+                    .zip(theirs)
+                    .map(|(ours, theirs)| DataPath::new(ours, theirs, Instant::now()))
+            }
+            _ => None,
+        };
         let keys = keys.map(|k| NeighbourKeys(Arc::new(PeerKeys::new(&k.send, &k.recv))));
         conn.peer = Some(Established {
             hello,
             version,
             keys,
+            data,
         });
         let outbound = conn.outbound;
 
@@ -968,6 +1027,7 @@ impl Router {
         match established {
             Some(name) if self.by_peer.get(&name) == Some(&id) => {
                 self.by_peer.remove(&name);
+                self.data_down.remove(&name);
                 self.links_changed = true;
                 self.counters.connections_terminated += 1;
             }
@@ -1026,7 +1086,11 @@ impl Router {
         self.give_up_a_taken_short_id();
         let neighbours = self.neighbour_data_addrs();
         let mut routes = routes::compute(&self.topology, &neighbours);
-        let gone = self.topology.retain(&routes.reachable);
+        // Connected peers stay even when no route reaches them (their
+        // data path is down and no one relays): we still talk to them.
+        let mut keep = routes.reachable.clone();
+        keep.extend(self.by_peer.keys().copied());
+        let gone = self.topology.retain(&keep);
         if !gone.is_empty() {
             for peer in &gone {
                 tracing::info!(%peer, "peer unreachable: forgotten");
@@ -1103,6 +1167,8 @@ impl Router {
         let links: Vec<(ShortId, fastdp::Link)> = self
             .by_peer
             .iter()
+            // Frames to a neighbour whose data path is down go round it.
+            .filter(|(name, _)| !self.data_down.contains(name))
             .filter_map(|(name, id)| {
                 let link = self.conns.get(id)?.fastdp_link(&self.config)?;
                 Some((self.topology.short_id(name)?, link))
@@ -1153,7 +1219,9 @@ impl Router {
                     peer: *name,
                     address: c.listen_addr()?,
                     outbound: c.outbound,
-                    established: true,
+                    // Only while its data path is up: routes use edges
+                    // both ends list as established.
+                    established: !self.data_down.contains(name),
                 })
             })
             .collect()
@@ -1162,13 +1230,7 @@ impl Router {
     fn neighbour_data_addrs(&self) -> BTreeMap<PeerName, SocketAddr> {
         self.by_peer
             .iter()
-            .filter_map(|(name, id)| {
-                let c = self.conns.get(id)?;
-                Some((
-                    *name,
-                    SocketAddr::new(c.remote?.ip(), c.peer.as_ref()?.hello.data_port),
-                ))
-            })
+            .filter_map(|(name, id)| Some((*name, self.conns.get(id)?.data_addr()?)))
             .collect()
     }
 
@@ -1233,6 +1295,83 @@ impl Router {
         }
     }
 
+    /// Once a heartbeat interval: takes the heartbeats the data plane
+    /// received, sends ours to every connected peer that sends them too,
+    /// and sees whose data path went down or came back.
+    fn heartbeat_round(&mut self, now: Instant) {
+        let Some(port) = self.heartbeats.clone() else {
+            return;
+        };
+        for arrival in port.take() {
+            let conn = heartbeat::claimed_sender(&arrival.datagram)
+                .and_then(|name| self.by_peer.get(&name))
+                .and_then(|id| self.conns.get_mut(id));
+            let data = conn
+                .and_then(|c| c.peer.as_mut())
+                .and_then(|p| p.data.as_mut());
+            let Some(data) = data else {
+                self.heartbeats_rejected += 1;
+                continue;
+            };
+            match data.heard(&arrival.datagram, arrival.from, now) {
+                Ok(moved) => {
+                    self.counters.heartbeats_received += 1;
+                    if moved {
+                        tracing::debug!(from = %arrival.from, "a peer's data address learnt from its heartbeats");
+                    }
+                    // A first heartbeat, or a new address: the table follows.
+                    self.links_changed |= moved;
+                }
+                Err(why) => {
+                    self.heartbeats_rejected += 1;
+                    tracing::debug!(from = %arrival.from, ?why, "heartbeat rejected");
+                }
+            }
+        }
+        let me = self.me();
+        let dead_after = self.config.timing.dead_after;
+        let mut down = BTreeSet::new();
+        let mut sent = 0;
+        let mut failed = 0;
+        for (name, id) in &self.by_peer {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let to = conn.data_addr();
+            let Some(data) = conn.peer.as_mut().and_then(|p| p.data.as_mut()) else {
+                continue;
+            };
+            if !data.up(now, dead_after) {
+                down.insert(*name);
+            }
+            let Some(to) = to else { continue };
+            let datagram = data.next_heartbeat(me);
+            match port.send(to, &datagram) {
+                Ok(()) => sent += 1,
+                Err(error) => {
+                    failed += 1;
+                    tracing::debug!(%to, %error, "sending a heartbeat");
+                }
+            }
+        }
+        let lost = port.counters();
+        let counters = &mut self.counters;
+        counters.heartbeats_sent += sent;
+        self.heartbeats_unsent += failed;
+        counters.heartbeats_dropped = lost.dropped + self.heartbeats_unsent;
+        counters.heartbeats_rejected = self.heartbeats_rejected + lost.malformed;
+        if down != self.data_down {
+            for peer in down.difference(&self.data_down) {
+                tracing::warn!(%peer, "data path down: no heartbeat for {dead_after:?}; routing around it");
+            }
+            for peer in self.data_down.difference(&down) {
+                tracing::info!(%peer, "data path up again");
+            }
+            self.data_down = down;
+            self.links_changed = true;
+        }
+    }
+
     fn send_topology(&mut self, ids: &[ConnId]) {
         if ids.is_empty() {
             return;
@@ -1249,7 +1388,7 @@ impl Router {
             self.conns
                 .get(id)
                 .and_then(|c| c.peer.as_ref())
-                .is_none_or(|p| p.version >= COMPACT_GOSSIP_VERSION)
+                .is_some_and(|p| p.version >= COMPACT_GOSSIP_VERSION)
         });
         if !compact.is_empty() {
             let frames = compact_gossip_frames(entries);
@@ -1301,6 +1440,7 @@ impl Router {
     }
 
     fn status(&self) -> MeshStatus {
+        let now = Instant::now();
         let live = self
             .conns
             .iter()
@@ -1309,6 +1449,7 @@ impl Router {
                 address: c.remote.or(c.accepted_from),
                 established: c.peer.as_ref().map(|p| (&p.hello, p.version)),
                 fastdp: self.fastdp_of(*id, c),
+                data_path: self.data_path_status(c, now),
             })
             .collect();
         let dataplane = if self.config.dataplane_name.is_empty() {
@@ -1332,8 +1473,36 @@ impl Router {
                 next_hop: &self.routes.next_hop,
                 counters: &self.counters,
             },
-            Instant::now(),
+            now,
         )
+    }
+
+    /// An established connection's data path, for status.
+    fn data_path_status(&self, c: &Conn, now: Instant) -> Option<DataPathStatus> {
+        let peer = c.peer.as_ref()?;
+        let seen = peer.data.as_ref()?.seen(now, self.config.timing.dead_after);
+        let name = peer.hello.name;
+        let down = self.data_down.contains(&name);
+        let relay = self
+            .routes
+            .next_hop
+            .get(&name)
+            .filter(|hop| down && **hop != name)
+            .map(|hop| {
+                self.topology
+                    .get(hop)
+                    .map_or_else(|| hop.to_string(), |p| p.nickname.clone())
+            });
+        Some(DataPathStatus {
+            state: if down {
+                DataPathState::Down
+            } else {
+                DataPathState::Up
+            },
+            seconds_since_heartbeat: seen.silent_for.as_secs(),
+            relay,
+            address: seen.learnt,
+        })
     }
 
     async fn shutdown(mut self, events: &mut mpsc::Receiver<Event>) {

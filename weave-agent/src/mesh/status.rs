@@ -139,6 +139,36 @@ pub struct ConnectionStatus {
     /// not use it: why (`peer has no fastdp`, `password mode`...).
     #[serde(default)]
     pub fastdp_off: Option<String>,
+    /// Established with a peer that sends data-path heartbeats: whether
+    /// its UDP data reaches us. `None` otherwise (a peer that predates
+    /// heartbeats: its data path is taken to be up).
+    #[serde(default)]
+    pub data_path: Option<DataPathStatus>,
+}
+
+/// One connection's data path, from its heartbeats (`mesh::liveness`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPathStatus {
+    pub state: DataPathState,
+    /// Since the peer's last heartbeat (since the connection was
+    /// established, if none came yet).
+    pub seconds_since_heartbeat: u64,
+    /// Down: the peer our frames to this one go through instead (its
+    /// nickname), `None` when no peer relays.
+    pub relay: Option<String>,
+    /// Where the peer's heartbeats come from: its data address (behind a
+    /// NAT, not the address of the TCP connection). `None` before the first.
+    pub address: Option<SocketAddr>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataPathState {
+    /// Heartbeats arrive (or the connection is new): frames go direct.
+    Up,
+    /// No heartbeat for a while: the connection carries control traffic
+    /// only, frames go round it.
+    Down,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +217,20 @@ pub struct MeshCounters {
     /// weaveDNS gossip dropped: the agent's queue or a peer's was full.
     #[serde(default)]
     pub dns_dropped: u64,
+    /// Data-path heartbeats sent to peers (one a second per connection).
+    #[serde(default)]
+    pub heartbeats_sent: u64,
+    /// Heartbeats accepted from peers.
+    #[serde(default)]
+    pub heartbeats_received: u64,
+    /// Heartbeats refused: malformed, from no connected peer, a wrong tag
+    /// (forged, or from a previous connection), or replayed.
+    #[serde(default)]
+    pub heartbeats_rejected: u64,
+    /// Heartbeats lost here: the data plane's queue for them was full, or
+    /// the kernel would not send ours.
+    #[serde(default)]
+    pub heartbeats_dropped: u64,
 }
 
 impl MeshCounters {
@@ -209,6 +253,10 @@ impl MeshCounters {
             ("ipam_dropped", self.ipam_dropped),
             ("connections_terminated", self.connections_terminated),
             ("dns_dropped", self.dns_dropped),
+            ("heartbeats_sent", self.heartbeats_sent),
+            ("heartbeats_received", self.heartbeats_received),
+            ("heartbeats_rejected", self.heartbeats_rejected),
+            ("heartbeats_dropped", self.heartbeats_dropped),
         ]
     }
 }
@@ -228,6 +276,7 @@ impl ConnectionStatus {
             encrypted: false,
             dataplane: String::new(),
             fastdp_off: None,
+            data_path: None,
         }
     }
 }
@@ -265,6 +314,8 @@ pub(super) struct LiveConnection<'a> {
     /// Established: whether the connection uses fastdp (our address on it),
     /// or why not.
     pub fastdp: Result<Ipv4Addr, FastdpOff>,
+    /// Established with heartbeats: its data path.
+    pub data_path: Option<DataPathStatus>,
 }
 
 /// The mesh's snapshot at `now`.
@@ -314,6 +365,7 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
                     Err(_) => src.dataplane.to_string(),
                 },
                 fastdp_off: c.fastdp.err().and_then(FastdpOff::reason).map(String::from),
+                data_path: c.data_path.clone(),
             }),
             (None, Some(addr)) if !c.outbound => Some(ConnectionStatus {
                 address: addr.to_string(),
@@ -327,6 +379,7 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
                 encrypted: false,
                 dataplane: String::new(),
                 fastdp_off: None,
+                data_path: None,
             }),
             _ => None,
         })
@@ -357,6 +410,7 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
             encrypted: false,
             dataplane: String::new(),
             fastdp_off: None,
+            data_path: None,
         }
     }));
 
@@ -440,7 +494,20 @@ impl MeshStatus {
                     if let Some(why) = &c.fastdp_off {
                         let _ = write!(dataplane, " (fastdp off: {why})");
                     }
-                    format!("{dataplane:<6} {who} mtu={}", self.mtu)
+                    let data_path = c.data_path.as_ref().map_or_else(String::new, |d| {
+                        if d.state == DataPathState::Up {
+                            return String::new();
+                        }
+                        let relay = d.relay.as_ref().map_or_else(
+                            || "no peer relays".to_string(),
+                            |r| format!("relaying through {r}"),
+                        );
+                        format!(
+                            ", data path: no heartbeat for {} s, {relay}",
+                            d.seconds_since_heartbeat
+                        )
+                    });
+                    format!("{dataplane:<6} {who} mtu={}{data_path}", self.mtu)
                 }
                 // An inbound connection refused: no retry from this side.
                 ConnectionState::Failed if !c.outbound => c.last_error.clone().unwrap_or_default(),
@@ -595,6 +662,7 @@ pub(crate) mod tests {
                     retry_in_ms: None,
                     dataplane: "fastdp".into(),
                     fastdp_off: None,
+                    data_path: None,
                 },
                 ConnectionStatus {
                     address: "192.168.48.17:41234".into(),
@@ -608,6 +676,7 @@ pub(crate) mod tests {
                     retry_in_ms: None,
                     dataplane: "xdp".into(),
                     fastdp_off: Some("peer has no fastdp".into()),
+                    data_path: None,
                 },
                 ConnectionStatus {
                     address: "192.168.48.15:6783".into(),
@@ -621,6 +690,7 @@ pub(crate) mod tests {
                     retry_in_ms: Some(4200),
                     dataplane: String::new(),
                     fastdp_off: None,
+                    data_path: None,
                 },
                 ConnectionStatus {
                     address: "192.168.48.16:6783".into(),
@@ -634,6 +704,7 @@ pub(crate) mod tests {
                     retry_in_ms: None,
                     dataplane: String::new(),
                     fastdp_off: None,
+                    data_path: None,
                 },
             ],
             targets: vec!["192.168.48.14".into(), "host3".into()],
@@ -699,6 +770,8 @@ pub(crate) mod tests {
             data_port: 6784,
             encrypted: false,
             fastdp: i == 2,
+            heartbeats: false,
+            heartbeat_key: None,
         };
         let (h2, h3, h4) = (hello(2), hello(3), hello(4));
         let live = |i: u8, h, fastdp| LiveConnection {
@@ -706,6 +779,7 @@ pub(crate) mod tests {
             address: Some(format!("10.0.0.{i}:6783").parse().unwrap()),
             established: Some((h, 1)),
             fastdp,
+            data_path: None,
         };
         let topology = Topology::new(PeerInfo::new(name(1), "host1".into(), 1, 1));
         let maker = ConnectionMaker::new(true, Backoff::default(), 1);
@@ -743,6 +817,44 @@ pub(crate) mod tests {
                 ("xdp", Some("peer has no fastdp")),
                 ("xdp", None)
             ]
+        );
+    }
+
+    /// A connection whose data path is down says so, and through whom its
+    /// frames go; one that is up adds nothing; both are machine-readable.
+    #[test]
+    fn a_dead_data_path_shows_its_relay() {
+        let mut st = sample();
+        st.connections.truncate(2);
+        st.connections[0].data_path = Some(DataPathStatus {
+            state: DataPathState::Down,
+            seconds_since_heartbeat: 7,
+            relay: Some("host3".into()),
+            address: None,
+        });
+        st.connections[1].data_path = Some(DataPathStatus {
+            state: DataPathState::Up,
+            seconds_since_heartbeat: 0,
+            relay: None,
+            address: Some("192.168.48.17:6784".parse().unwrap()),
+        });
+        assert_eq!(
+            st.render_connections(),
+            "-> 192.168.48.14:6783    established fastdp a6:66:4f:a5:8b:11(host2) mtu=1376, data path: no heartbeat for 7 s, relaying through host3\n\
+             <- 192.168.48.17:41234   established xdp (fastdp off: peer has no fastdp) a6:66:4f:a5:8b:12(host4) mtu=1376\n"
+        );
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(
+            json["connections"][0]["data_path"],
+            serde_json::json!({
+                "state": "down", "seconds_since_heartbeat": 7,
+                "relay": "host3", "address": null,
+            })
+        );
+        st.connections[0].data_path.as_mut().unwrap().relay = None;
+        assert!(
+            st.render_connections()
+                .contains("no heartbeat for 7 s, no peer relays\n")
         );
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::overlay::engine::heartbeats::HeartbeatPort;
 use crate::overlay::wire::seal::PeerKeys;
 use crate::peer_name::PeerName;
 
@@ -183,6 +184,12 @@ pub trait Overlay: Send + Sync {
     /// new one, never a mix.
     fn update(&self, table: Arc<ForwardingTable>);
     fn stats(&self) -> OverlayStats;
+    /// Where data-path heartbeats to and from peers go through this data
+    /// plane (its UDP socket); `None` when it has none (then the mesh
+    /// counts every connection's data path as up).
+    fn heartbeats(&self) -> Option<HeartbeatPort> {
+        None
+    }
     /// Stops forwarding and joins the data plane's threads; idempotent.
     fn stop(&self) {}
 }

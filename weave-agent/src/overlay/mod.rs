@@ -34,6 +34,7 @@ pub mod xdp;
 
 pub use counters::DropReason;
 pub use decide::{mac_table, macs, plan, routes, verdict};
+pub use engine::heartbeats::{Arrival as HeartbeatArrival, HeartbeatPort, PortCounters};
 pub use engine::{MAX_MTU, MIN_MTU};
 pub use error::OverlayError;
 pub use fastdp::{FastdpOverlay, FastdpSettings};
@@ -41,5 +42,5 @@ pub use forwarding::{
     ForwardingTable, NeighbourKeys, NeighbourTraffic, Overlay, OverlayStats, ShortId,
 };
 pub use plain::{DEFAULT_DATA_PORT, PlainConfig, PlainOverlay};
-pub use wire::{coalesce, seal, vxlan};
+pub use wire::{coalesce, heartbeat, seal, vxlan};
 pub use xdp::{XdpConfig, XdpOverlay};

@@ -9,6 +9,7 @@
 //! every [`STOP_CHECK`] to see whether it must stop.
 
 pub(super) mod carry;
+pub(crate) mod heartbeats;
 pub(super) mod seal_slots;
 pub(super) mod spin;
 
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::overlay::counters::Counters;
 use crate::overlay::decide::macs::{MacJournal, Macs};
 use crate::overlay::decide::routes::RoutesCell;
+use crate::overlay::engine::heartbeats::{HeartbeatPort, HeartbeatQueue};
 use crate::overlay::error::OverlayError;
 use crate::overlay::forwarding::{ForwardingTable, OverlayStats};
 use crate::overlay::sys;
@@ -52,6 +54,8 @@ pub(crate) struct Core {
     pub routes: RoutesCell,
     pub macs: Mutex<Macs>,
     pub counters: Counters,
+    /// Data-path heartbeats diverted from the receive path, for the mesh.
+    pub heartbeats: Arc<HeartbeatQueue>,
     stopping: AtomicBool,
 }
 
@@ -93,9 +97,26 @@ impl Core {
             routes: RoutesCell::default(),
             macs: Mutex::new(macs),
             counters: Counters::default(),
+            heartbeats: Arc::default(),
             stopping: AtomicBool::new(false),
         };
         Ok((core, local_addr))
+    }
+
+    /// The mesh's handle on the heartbeats, sending through a duplicate of
+    /// the UDP socket (same port); `None` if it cannot be duplicated.
+    pub(crate) fn heartbeat_port(&self) -> Option<HeartbeatPort> {
+        match self.udp.try_clone() {
+            Ok(socket) => Some(HeartbeatPort::new(
+                socket,
+                self.udp_family,
+                Arc::clone(&self.heartbeats),
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "no data-path heartbeats: cannot duplicate the UDP socket");
+                None
+            }
+        }
     }
 
     pub(crate) fn macs(&self) -> MutexGuard<'_, Macs> {

@@ -142,6 +142,12 @@ impl Overlay for FastdpOverlay {
         stats
     }
 
+    /// The engine's: the in-kernel program passes every datagram on the
+    /// data port that is not VXLAN from a fastdp neighbour up to its socket.
+    fn heartbeats(&self) -> Option<crate::overlay::HeartbeatPort> {
+        self.inner.heartbeats()
+    }
+
     fn stop(&self) {
         // Off before the engine's socket closes: nothing is encapsulated
         // towards peers that would find no one listening here.

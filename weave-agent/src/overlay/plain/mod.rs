@@ -156,6 +156,10 @@ impl Overlay for PlainOverlay {
         stats
     }
 
+    fn heartbeats(&self) -> Option<crate::overlay::HeartbeatPort> {
+        self.shared.core.heartbeat_port()
+    }
+
     fn stop(&self) {
         Self::stop(self);
     }

@@ -4,6 +4,7 @@
 //! In password mode every packet is first opened in place with the sending
 //! neighbour's key (dropped and counted if it does not authenticate or is a
 //! replay), and what is passed on is sealed again for its next hop.
+//! Data-path heartbeats are taken out of each batch first, for the mesh.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -38,6 +39,11 @@ pub(super) fn run(shared: &Shared) {
     let mut reader = RoutesReader::new(&core.routes);
     while !core.stopping() {
         if !super::receive(&mut packets, core.udp.as_fd(), "udp") {
+            continue;
+        }
+        // Heartbeats go to the mesh, before anything reads them as VXLAN.
+        packets.retain(|data, from| !core.heartbeats.divert(data, from));
+        if packets.len() == 0 {
             continue;
         }
         let now = Instant::now();

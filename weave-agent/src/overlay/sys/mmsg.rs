@@ -10,7 +10,7 @@ use std::ptr::null_mut;
 
 use super::zeroed_c;
 
-use crate::overlay::sys::write_sockaddr;
+use crate::overlay::sys::{read_sockaddr, write_sockaddr};
 use crate::overlay::wire::vxlan;
 
 /// One datagram or frame of a [`RecvBatch`].
@@ -133,6 +133,30 @@ impl RecvBatch {
         let kept = (self.msgs[i].msg_len as usize).min(self.slot);
         let start = i * self.slot;
         &mut self.bufs[start..start + kept]
+    }
+
+    /// Keeps only the datagrams for which `keep(data, sender)` is true, in
+    /// their order; moves nothing while every datagram is kept.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&[u8], Option<SocketAddr>) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.received {
+            let (data, addr) = {
+                let r = self.get(i);
+                (r.data, read_sockaddr(r.addr))
+            };
+            if !keep(data, addr) {
+                continue;
+            }
+            if kept != i {
+                let (from, to) = (i * self.slot, kept * self.slot);
+                self.bufs.copy_within(from..from + self.slot, to);
+                self.addrs[kept] = self.addrs[i];
+                self.msgs[kept].msg_len = self.msgs[i].msg_len;
+                self.msgs[kept].msg_hdr.msg_flags = self.msgs[i].msg_hdr.msg_flags;
+            }
+            kept += 1;
+        }
+        self.received = kept;
     }
 }
 
@@ -349,10 +373,7 @@ mod tests {
                 Ok(n) => {
                     for i in 0..n {
                         let r = recv.get(i);
-                        assert_eq!(
-                            crate::overlay::sys::read_sockaddr(r.addr),
-                            Some(tx.local_addr().unwrap())
-                        );
+                        assert_eq!(read_sockaddr(r.addr), Some(tx.local_addr().unwrap()));
                         got.push((r.len, r.truncated, r.data.to_vec()));
                     }
                 }
@@ -366,5 +387,41 @@ mod tests {
             assert_eq!(&data[..8], &vxlan::header(n as u32));
             assert!(data[8..].iter().all(|&b| b == n as u8));
         }
+    }
+
+    /// Datagrams dropped from a batch leave the others whole and in order.
+    #[test]
+    fn retain_keeps_the_rest_in_order() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for n in 0..6u8 {
+            tx.send_to(&vec![n; 10 + usize::from(n)], rx.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut recv = RecvBatch::new(16, 32);
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "got {got:?}");
+            if recv.recv(rx.as_fd()).is_err() {
+                continue;
+            }
+            recv.retain(|data, from| {
+                assert_eq!(from, Some(tx.local_addr().unwrap()));
+                data[0] % 2 == 1
+            });
+            for i in 0..recv.len() {
+                let r = recv.get(i);
+                assert_eq!(read_sockaddr(r.addr), Some(tx.local_addr().unwrap()));
+                got.push((r.len, r.data.to_vec()));
+            }
+        }
+        let odd: Vec<(usize, Vec<u8>)> = [1u8, 3, 5]
+            .into_iter()
+            .map(|n| (10 + usize::from(n), vec![n; 10 + usize::from(n)]))
+            .collect();
+        assert_eq!(got, odd);
     }
 }

@@ -8,7 +8,8 @@
 //! every packet is first opened in place with the sending neighbour's key
 //! (dropped and counted if it does not authenticate or is a replay), a
 //! relayed one sealed again in place for its next hop, and broadcasts
-//! passed on sealed for each child through seal slots.
+//! passed on sealed for each child through seal slots. Data-path
+//! heartbeats are diverted to the mesh before any of this.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -185,6 +186,11 @@ impl PeersToBridge {
                 continue;
             }
             for packet in datagram.segments() {
+                // Heartbeats go to the mesh, before anything reads them as
+                // VXLAN (even the last, shorter segment of a GRO datagram).
+                if core.heartbeats.divert(packet, sender) {
+                    continue;
+                }
                 let Some(mut chunk) = half.free.pop() else {
                     no_chunk += 1;
                     continue;

@@ -301,6 +301,10 @@ impl Overlay for XdpOverlay {
         stats
     }
 
+    fn heartbeats(&self) -> Option<crate::overlay::HeartbeatPort> {
+        self.shared.core.heartbeat_port()
+    }
+
     fn stop(&self) {
         self.stop_workers();
     }

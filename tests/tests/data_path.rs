@@ -1,0 +1,303 @@
+//! Data-path liveness (issue 14, item 1): a TCP control connection that is
+//! up says nothing about UDP between the two peers. Each pair exchanges
+//! heartbeats over the data port; a connection counts as established for
+//! forwarding only while they arrive.
+//!
+//! What the tests prove: with UDP blocked between two of three hosts while
+//! TCP works, the pair's connection stays up, status says its data path is
+//! down and through whom frames go, and their containers talk through the
+//! third host; unblocked, they go direct again. A host whose UDP source
+//! port is rewritten on the way out (a port-mapping NAT) is reached at the
+//! address its heartbeats come from, not at the one its TCP connection
+//! suggests.
+//!
+//! Each test builds its own hosts (`wvt<pid>-<test>-h*`) and removes them,
+//! also when it fails; every wait polls `weave status --json` against a
+//! deadline. Agents run on `WEAVE_TEST_DATAPLANE` (plain by default; `cargo
+//! xtask test` runs the suite on xdp and fastdp too).
+//!
+//! Needs root, dockerd, nftables and the `weave` binary (`WEAVE_BIN`).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use weave_agent::mesh::{ConnectionState, ConnectionStatus, DataPathState, MeshStatus};
+use weave_tests::convergence::CONVERGE;
+use weave_tests::snapshot::Status;
+use weave_tests::wire::DATA_PORT;
+use weave_tests::{Cluster, Host, test_dataplane};
+
+/// Heartbeats declare a data path dead after 6 s; routes follow at once.
+const DATA_PATH_CHANGE: Duration = Duration::from_secs(45);
+/// The nftables table these tests add (in the LAN's or a host's namespace).
+const NFT_TABLE: &str = "wvdatapath";
+/// The port a NAT'd host's data port is rewritten to on the way out.
+const MAPPED_PORT: u16 = 16784;
+
+/// `nft ARGS` in `h`'s namespace (or the LAN's), which must succeed.
+#[track_caller]
+fn nft(netns: &weave_tests::Netns, args: &[&str]) {
+    netns.exec("nft", args).expect_ok();
+}
+
+/// Drops UDP to the data port between `a` and `b`, both ways, on the LAN
+/// (so that no data plane, in the kernel or not, gets round it); TCP passes.
+fn block_udp(c: &Cluster, a: &Host, b: &Host) {
+    let lan = c.lan().netns();
+    nft(lan, &["add", "table", "bridge", NFT_TABLE]);
+    nft(
+        lan,
+        &[
+            "add",
+            "chain",
+            "bridge",
+            NFT_TABLE,
+            "forward",
+            "{ type filter hook forward priority 0; policy accept; }",
+        ],
+    );
+    let port = DATA_PORT.to_string();
+    for (from, to) in [(a, b), (b, a)] {
+        let (from, to) = (from.lan_ip().to_string(), to.lan_ip().to_string());
+        nft(
+            lan,
+            &[
+                "add", "rule", "bridge", NFT_TABLE, "forward", "ip", "saddr", &from, "ip", "daddr",
+                &to, "udp", "dport", &port, "counter", "drop",
+            ],
+        );
+    }
+}
+
+fn unblock_udp(c: &Cluster) {
+    nft(c.lan().netns(), &["delete", "table", "bridge", NFT_TABLE]);
+}
+
+/// Packets the UDP block dropped so far.
+fn udp_blocked(c: &Cluster) -> u64 {
+    let listing = c
+        .lan()
+        .netns()
+        .exec("nft", &["list", "table", "bridge", NFT_TABLE])
+        .expect_ok();
+    listing
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let i = words.iter().position(|w| *w == "packets")?;
+            words.get(i + 1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// `h`'s established connection to the peer nicknamed `peer`.
+fn connection_to<'a>(mesh: &'a MeshStatus, peer: &str) -> anyhow::Result<&'a ConnectionStatus> {
+    mesh.connections
+        .iter()
+        .find(|c| c.state == ConnectionState::Established && c.nickname.as_deref() == Some(peer))
+        .with_context(|| format!("no established connection to {peer}"))
+}
+
+/// The nickname of the next hop towards the peer nicknamed `peer`.
+fn route_to(mesh: &MeshStatus, peer: &str) -> anyhow::Result<String> {
+    let nickname = |name| {
+        mesh.peers
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.nickname.clone())
+    };
+    mesh.routes
+        .iter()
+        .find(|r| nickname(r.destination).as_deref() == Some(peer))
+        .and_then(|r| nickname(r.via))
+        .with_context(|| format!("no route to {peer}"))
+}
+
+/// `h`'s connection to `peer` has its data path `state`, and frames to it
+/// go through `via`.
+fn data_path_is(
+    st: &Status,
+    peer: &str,
+    state: DataPathState,
+    via: &str,
+) -> anyhow::Result<ConnectionStatus> {
+    let conn = connection_to(&st.mesh, peer)?;
+    let data = conn
+        .data_path
+        .as_ref()
+        .with_context(|| format!("no data path shown for {peer}"))?;
+    ensure!(data.state == state, "data path to {peer}: {data:?}");
+    let hop = route_to(&st.mesh, peer)?;
+    ensure!(hop == via, "route to {peer} via {hop}, not {via}");
+    if state == DataPathState::Down {
+        ensure!(
+            data.relay.as_deref() == Some(via),
+            "relay shown for {peer}: {data:?}"
+        );
+    }
+    Ok(conn.clone())
+}
+
+#[test]
+fn with_udp_blocked_between_two_hosts_they_relay_through_the_third_and_come_back() {
+    let c = Cluster::new("dpath", 3);
+    let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
+    c.launch_scenario(&[]);
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h2.run_container("10.0.1.2/24", "bb");
+    h1.assert_ping(&a, "10.0.1.2");
+    for (h, peer) in [(h1, "h2"), (h2, "h1")] {
+        h.wait_status("data path up, direct", CONVERGE, |st| {
+            data_path_is(st, peer, DataPathState::Up, peer)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    block_udp(&c, h1, h2);
+    // The control connection stays; its data path is down; routes go round.
+    for (h, peer) in [(h1, "h2"), (h2, "h1")] {
+        h.wait_status("data path down, relayed by h3", DATA_PATH_CHANGE, |st| {
+            data_path_is(st, peer, DataPathState::Down, "h3")
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let text = h1.weave_ok(&["status", "connections"]);
+    assert!(
+        text.lines().any(|l| l.contains("h2)")
+            && l.contains("established")
+            && l.contains("data path: no heartbeat for")
+            && l.contains("relaying through h3")),
+        "weave status connections says why h2 is relayed:\n{text}"
+    );
+    let relayed = h3.status().overlay_stats.frames_relayed;
+    h1.wait_ping(&a, "10.0.1.2")
+        .unwrap_or_else(|e| panic!("a pings b through h3: {e:#}"));
+    h2.assert_ping(&b, "10.0.1.1");
+    assert!(
+        h3.status().overlay_stats.frames_relayed > relayed,
+        "h3 relayed the pings"
+    );
+    assert!(udp_blocked(&c) > 0, "the block dropped the heartbeats");
+    let counters = h1.status().mesh.counters;
+    assert!(
+        counters.heartbeats_sent > 0 && counters.heartbeats_received > 0,
+        "{counters:?}"
+    );
+
+    unblock_udp(&c);
+    for (h, peer) in [(h1, "h2"), (h2, "h1")] {
+        h.wait_status("data path up again, direct", DATA_PATH_CHANGE, |st| {
+            data_path_is(st, peer, DataPathState::Up, peer)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let text = h1.weave_ok(&["status", "connections"]);
+    assert!(!text.contains("data path:"), "{text}");
+    h1.wait_ping(&a, "10.0.1.2")
+        .unwrap_or_else(|e| panic!("a pings b directly: {e:#}"));
+}
+
+/// `h`'s outgoing UDP from the data port leaves from `MAPPED_PORT`, and the
+/// data port takes nothing that did not come back through that mapping:
+/// the host is reachable only at the address its packets come from, as
+/// behind a port-mapping NAT.
+fn port_mapping_nat(h: &Host) {
+    let ns = h.netns();
+    let (port, mapped) = (DATA_PORT.to_string(), MAPPED_PORT.to_string());
+    let ip = h.lan_ip().to_string();
+    nft(ns, &["add", "table", "ip", NFT_TABLE]);
+    nft(
+        ns,
+        &[
+            "add",
+            "chain",
+            "ip",
+            NFT_TABLE,
+            "raw",
+            "{ type filter hook prerouting priority raw; policy accept; }",
+        ],
+    );
+    nft(
+        ns,
+        &[
+            "add",
+            "chain",
+            "ip",
+            NFT_TABLE,
+            "post",
+            "{ type nat hook postrouting priority srcnat; policy accept; }",
+        ],
+    );
+    // Before conntrack: nothing reaches the data port directly, so every
+    // flow from it starts here and is mapped.
+    nft(
+        ns,
+        &[
+            "add", "rule", "ip", NFT_TABLE, "raw", "udp", "dport", &port, "drop",
+        ],
+    );
+    nft(
+        ns,
+        &[
+            "add",
+            "rule",
+            "ip",
+            NFT_TABLE,
+            "post",
+            "udp",
+            "sport",
+            &port,
+            "snat",
+            "to",
+            &format!("{ip}:{mapped}"),
+        ],
+    );
+}
+
+#[test]
+fn a_host_behind_a_port_mapping_nat_is_reached_where_its_heartbeats_come_from() {
+    if test_dataplane() == "fastdp" {
+        // fastdp encapsulates in the kernel's TC hooks, which netfilter's
+        // NAT never sees: the NAT'd host's kernel path would send from the
+        // unmapped port. Userspace engines send through the socket.
+        // Straight to stderr, past the test harness's capture: a skip is
+        // never silent.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n\n*** SKIPPED on fastdp: the port-mapping NAT is simulated with \
+             nftables in the host's namespace, which the in-kernel data path \
+             bypasses; this test runs on plain and xdp. ***\n\n"
+        );
+        return;
+    }
+    let c = Cluster::new("dpnat", 2);
+    let (h1, h2) = (&c[0], &c[1]);
+    port_mapping_nat(h2);
+    h1.launch(&[]);
+    h2.launch(&[&h1.lan_addr()]);
+    h1.wait_connected(2, 2, &["h2"], CONVERGE);
+    h2.wait_connected(2, 2, &["h1"], CONVERGE);
+    let mapped = SocketAddr::from((h2.lan_ip(), MAPPED_PORT));
+    h1.wait_status(
+        "h2's data address learnt from its heartbeats",
+        CONVERGE,
+        |st| {
+            let conn = connection_to(&st.mesh, "h2")?;
+            let data = conn.data_path.as_ref().context("no data path shown")?;
+            if data.address != Some(mapped) || data.state != DataPathState::Up {
+                bail!("data path to h2: {data:?}, expected up at {mapped}");
+            }
+            Ok(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let a = h1.run_container("10.0.1.1/24", "aa");
+    let b = h2.run_container("10.0.1.2/24", "bb");
+    h1.wait_ping(&a, "10.0.1.2")
+        .unwrap_or_else(|e| panic!("a reaches b behind the NAT: {e:#}"));
+    h2.assert_ping(&b, "10.0.1.1");
+    let st = h1.status().overlay_stats;
+    assert!(st.frames_received > 0, "{st:?}");
+}

@@ -272,14 +272,25 @@ fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<()> {
     loop {
         let full = AtomicUsize::new(0);
         let least = AtomicUsize::new(usize::MAX);
+        let silent = AtomicUsize::new(0);
         for_each_parallel(hosts, |h| {
-            let established = established(h);
+            let Some(established) = established(h) else {
+                silent.fetch_add(1, Ordering::Relaxed);
+                least.fetch_min(0, Ordering::Relaxed);
+                return Ok(());
+            };
             if established >= want {
                 full.fetch_add(1, Ordering::Relaxed);
             }
             least.fetch_min(established, Ordering::Relaxed);
             Ok(())
         })?;
+        // Agents whose status could not be read count as unconnected; say
+        // how many, so that a reading failure is not taken for the mesh's.
+        let silent = match silent.into_inner() {
+            0 => String::new(),
+            n => format!(", {n} not answering `weave status --json`"),
+        };
         let full = full.into_inner();
         if full == hosts.len() {
             println!("{what}: {:.1} s", started.elapsed().as_secs_f64());
@@ -288,7 +299,7 @@ fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<()> {
         let least = least.into_inner();
         if said.elapsed() >= Duration::from_secs(5) {
             println!(
-                "{what}: {full}/{} agents fully connected, the least has {least}/{want} ({:.0} s)",
+                "{what}: {full}/{} agents fully connected, the least has {least}/{want}{silent} ({:.0} s)",
                 hosts.len(),
                 started.elapsed().as_secs_f64()
             );
@@ -296,7 +307,7 @@ fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<()> {
         }
         if started.elapsed() > timeout {
             bail!(
-                "{what}: not within {timeout:?}: {full}/{} agents fully connected, the least has {least}/{want}",
+                "{what}: not within {timeout:?}: {full}/{} agents fully connected, the least has {least}/{want}{silent}",
                 hosts.len()
             );
         }
@@ -306,24 +317,19 @@ fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<()> {
     }
 }
 
-/// The agent's established connections (0 when it does not answer), from
-/// `weave status --json` read untyped: xtask builds without the agent crate.
-fn established(h: &Host) -> usize {
-    h.try_weave(&["status", "--json"])
-        .ok()
-        .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
-        .and_then(|st| {
-            let connections = st.get("mesh")?.get("connections")?.as_array()?;
-            Some(
-                connections
-                    .iter()
-                    .filter(|c| {
-                        c.get("state").and_then(serde_json::Value::as_str) == Some("established")
-                    })
-                    .count(),
-            )
-        })
-        .unwrap_or(0)
+/// The agent's established connections (`None` when its status cannot be
+/// read), from `weave status --json` read untyped: xtask builds without the
+/// agent crate.
+fn established(h: &Host) -> Option<usize> {
+    let json = h.try_weave(&["status", "--json"]).ok()?;
+    let status = serde_json::from_str::<serde_json::Value>(&json).ok()?;
+    let connections = status.get("mesh")?.get("connections")?.as_array()?;
+    Some(
+        connections
+            .iter()
+            .filter(|c| c.get("state").and_then(serde_json::Value::as_str) == Some("established"))
+            .count(),
+    )
 }
 
 /// One agent's counters at one moment.

@@ -349,6 +349,7 @@ impl Agent {
         }
         let result = match request {
             Request::Status => Ok(Reply::Status(Box::new(self.status().await))),
+            Request::Ping => Ok(Reply::Done),
             Request::Ps { docker, containers } => {
                 Ok(Reply::Ps(self.ps(&docker, &containers).await))
             }

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{MAX_MESSAGE_BYTES, Reply, Request, Response};
+use super::{MAX_REPLY_BYTES, Reply, Request, Response};
 
 /// Long enough for Docker to create and start a container, behind the
 /// requests queued before it (each waits its turn at the agent).
@@ -29,9 +29,11 @@ pub enum ClientError {
 
 /// Is an agent answering on `socket`?
 pub fn is_running(socket: &Path) -> bool {
+    // A refusal or a reply this CLI cannot read (another version) still
+    // comes from an agent.
     matches!(
-        call(socket, &Request::Status),
-        Ok(_) | Err(ClientError::Refused(_))
+        call(socket, &Request::Ping),
+        Ok(_) | Err(ClientError::Refused(_) | ClientError::Garbled(_))
     )
 }
 
@@ -53,13 +55,18 @@ pub fn call(socket: &Path, request: &Request) -> Result<Reply, ClientError> {
     stream.write_all(&line).map_err(io)?;
 
     let mut reply = String::new();
-    BufReader::new(stream.take(MAX_MESSAGE_BYTES))
+    BufReader::new(stream.take(MAX_REPLY_BYTES))
         .read_line(&mut reply)
         .map_err(io)?;
     if reply.is_empty() {
         return Err(ClientError::Garbled(
             "connection closed without a reply".into(),
         ));
+    }
+    if !reply.ends_with('\n') && reply.len() as u64 >= MAX_REPLY_BYTES {
+        return Err(ClientError::Garbled(format!(
+            "the reply is longer than {MAX_REPLY_BYTES} bytes"
+        )));
     }
     let response: Response =
         serde_json::from_str(&reply).map_err(|e| ClientError::Garbled(e.to_string()))?;

@@ -15,12 +15,19 @@ use crate::mac::Mac;
 use crate::plugin::call::{PluginAnswer, PluginCall};
 use crate::status::Status;
 
-/// Longest request or reply line accepted: bounds the memory one client can use.
-pub const MAX_MESSAGE_BYTES: u64 = 1 << 20;
+/// Longest request line the agent accepts: bounds the memory one client can use.
+pub const MAX_REQUEST_BYTES: u64 = 1 << 20;
+/// Longest reply line the CLI accepts. Replies come from our own agent, but
+/// the status snapshot lists every peer's connections, so it grows with the
+/// square of the mesh: 1.3 MB of JSON at 100 peers, about 8 MB at 250.
+pub const MAX_REPLY_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     Status,
+    /// Is an agent there? Answered by the socket server itself: cheaper than
+    /// a status, which lists every peer's connections.
+    Ping,
     /// `weave ps`: every attached container, or those named.
     Ps {
         docker: String,

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{MAX_MESSAGE_BYTES, Reply, Request, Response};
+use super::{MAX_REQUEST_BYTES, Reply, Request, Response};
 use crate::status::StatusAsk;
 
 /// A request and where its answer goes.
@@ -79,7 +79,7 @@ pub async fn serve(listener: UnixListener, queues: Queues) {
 async fn handle(stream: UnixStream, queues: Queues) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let response = match BufReader::new(read.take(MAX_MESSAGE_BYTES))
+    let response = match BufReader::new(read.take(MAX_REQUEST_BYTES))
         .read_line(&mut line)
         .await
     {
@@ -87,6 +87,7 @@ async fn handle(stream: UnixStream, queues: Queues) {
         Ok(_) => match serde_json::from_str::<Request>(&line) {
             Err(e) => Err(format!("malformed request: {e}")),
             Ok(Request::Status) => ask_status(&queues.status).await,
+            Ok(Request::Ping) => Ok(Reply::Done),
             Ok(request) => {
                 let (tx, rx) = oneshot::channel();
                 if queues.requests.send((request, tx)).await.is_err() {

@@ -181,7 +181,7 @@ fn verb(env: &Env, conf: &conf::NetConf, agent: &mut dyn Agent) -> Result<Outcom
         }
         Verb::Status => {
             needs(Version::V1_1_0, "STATUS")?;
-            call(Request::Status)?;
+            call(Request::Ping)?;
             Ok(Outcome::Nothing)
         }
         Verb::Gc => {

@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use self::protocol::{Action, Refusal, Scope};
 use crate::api::server::Queues;
-use crate::api::{MAX_MESSAGE_BYTES, Reply};
+use crate::api::{MAX_REQUEST_BYTES, Reply};
 
 /// Connections served at once; Docker makes one per call.
 const MAX_CONNECTIONS: usize = 32;
@@ -94,7 +94,7 @@ pub async fn serve(listener: UnixListener, backend: Backend) {
 async fn answer(req: Request<Incoming>, backend: &Backend) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let result = if req.method() == Method::POST {
-        match Limited::new(req.into_body(), MAX_MESSAGE_BYTES as usize)
+        match Limited::new(req.into_body(), MAX_REQUEST_BYTES as usize)
             .collect()
             .await
         {

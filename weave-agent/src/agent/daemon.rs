@@ -55,6 +55,7 @@ pub fn run_foreground(paths: Paths, options: LaunchOptions) -> anyhow::Result<()
         bail!("the agent needs root (bridges, eBPF programs, network namespaces)");
     }
     options.validate().map_err(anyhow::Error::msg)?;
+    one_malloc_arena();
     let lock = take_lock(&paths)?;
     std::fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("creating {}", paths.state_dir.display()))?;
@@ -71,6 +72,21 @@ pub fn run_foreground(paths: Paths, options: LaunchOptions) -> anyhow::Result<()
     let _ = std::fs::remove_file(&paths.socket);
     drop(lock);
     Ok(())
+}
+
+/// Asks glibc's malloc for one arena instead of up to eight per core. Each
+/// thread that allocates would otherwise get an arena of its own, whose
+/// freed memory stays resident: at rest in a 40-peer mesh the agent kept
+/// 31 MiB with them and 27 MiB with one (`cargo xtask scale`). The agent's
+/// threads do not allocate per packet, so they do not contend for it.
+fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only sets a tunable of the allocator; it is called
+        // before the agent starts any thread, and a refusal (0) leaves
+        // malloc as it was, which is fine.
+        let _ = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    }
 }
 
 async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {

@@ -236,6 +236,12 @@ impl FrameDecoder {
 pub fn encode(msg: &Message, max: usize) -> Result<Vec<u8>, WireError> {
     let mut out = vec![0u8; LEN_BYTES];
     serde_json::to_writer(&mut out, msg).map_err(|e| WireError::Garbled(e.to_string()))?;
+    with_length(out, max)
+}
+
+/// `out`, a body after `LEN_BYTES` of room, with its length written there;
+/// refused if the body is over `max`.
+fn with_length(mut out: Vec<u8>, max: usize) -> Result<Vec<u8>, WireError> {
     let len = out.len() - LEN_BYTES;
     if len > max {
         return Err(WireError::Oversized { len, max });
@@ -266,13 +272,7 @@ pub fn encode_compact_gossip(entries: &[&[u8]], max: usize) -> Result<Vec<u8>, W
     for entry in entries {
         out.extend_from_slice(entry);
     }
-    let len = out.len() - LEN_BYTES;
-    if len > max {
-        return Err(WireError::Oversized { len, max });
-    }
-    let len = u32::try_from(len).map_err(|_| WireError::Oversized { len, max })?;
-    out[..LEN_BYTES].copy_from_slice(&len.to_be_bytes());
-    Ok(out)
+    with_length(out, max)
 }
 
 /// One entry in the compact encoding, for [`encode_compact_gossip`].

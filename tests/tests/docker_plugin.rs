@@ -3,16 +3,19 @@
 //! agent's plugin socket in its own `/run/docker/plugins` (a mount
 //! namespace per dockerd; see `weave_tests::dockerd`).
 //!
-//! What they prove: `docker network create -d weave --ipam-driver weave`
-//! with the same name and subnet on two hosts is one network (containers
-//! started with `docker run --net` ping across hosts); a container on
+//! What they prove, on three hosts: `docker network create -d weave
+//! --ipam-driver weave` with the same name and subnet on every host is one
+//! network (containers started with `docker run --net` ping across hosts,
+//! by address and by name); without `--subnet` the IPAM driver gives the
+//! agent's default subnet and addresses from the ring; a container on
 //! another weave network cannot reach them; `docker rm` frees the address
 //! (`weave status --json`, `weave ps`) and the port; a new container given
 //! the freed address announces it, so a container on the other host that
 //! had the old MAC cached learns the new one at once; an agent restart keeps
 //! the endpoints and networks; containers' names are in weaveDNS (and go
 //! with the container), reached from inside through Docker's resolver with
-//! `--dns`; the default route is `docker_gwbridge`'s; `docker network rm` works; bad input (overlapping subnets, a subnet outside the ring, an
+//! `--dns`; the default route is `docker_gwbridge`'s; `docker network rm` works, and Docker
+//! refuses it for a network in use; bad input (overlapping subnets, a subnet outside the ring, an
 //! unknown driver option, malformed JSON, unknown networks and endpoints)
 //! gets a clear error through Docker's error path and the agent goes on.
 //!
@@ -34,6 +37,23 @@ const PING: Duration = Duration::from_secs(20);
 const ANNOUNCED: Duration = Duration::from_secs(3);
 /// The ring every host launches with: it holds the networks' subnets.
 const RANGE: &str = "10.5.0.0/16";
+/// The agents' default subnet: a network created without `--subnet` gets
+/// it, so it must not overlap the subnets given by hand (by default it
+/// would be the whole range, which the agent refuses beside them).
+const DEFAULT_SUBNET: &str = "10.5.128.0/17";
+
+/// `weave launch` with the test's ring, connecting to `peer`.
+fn launch(h: &Host, peer: Option<&Host>) {
+    let peer = peer.map(Host::lan_addr);
+    let mut args = vec![
+        "--ipalloc-range",
+        RANGE,
+        "--ipalloc-default-subnet",
+        DEFAULT_SUBNET,
+    ];
+    args.extend(peer.as_deref());
+    h.launch(&args);
+}
 
 fn in_use(h: &Host) -> usize {
     h.status().ipam.in_use_here
@@ -140,16 +160,39 @@ fn post(socket: &Path, path: &str, body: &str) -> (u16, Value) {
 
 #[test]
 fn docker_networks_span_hosts_and_are_isolated() {
-    let c = Cluster::new("dplug", 2);
-    let (h1, h2) = (&c[0], &c[1]);
-    h1.launch(&["--ipalloc-range", RANGE]);
-    h2.launch(&["--ipalloc-range", RANGE, &h1.lan_addr()]);
+    let c = Cluster::new("dplug", 3);
+    let (h1, h2, h3) = (&c[0], &c[1], &c[2]);
+    launch(h1, None);
+    launch(h2, Some(h1));
+    launch(h3, Some(h1));
     c.wait_full_mesh(CONVERGE);
 
     // Docker finds the plugin by its socket and activates it.
-    create_network(h1, "net1", "10.5.0.0/24");
-    create_network(h2, "net1", "10.5.0.0/24");
+    for h in [h1, h2, h3] {
+        create_network(h, "net1", "10.5.0.0/24");
+    }
     create_network(h1, "net2", "10.5.1.0/24");
+    // Without --subnet: the IPAM driver answers with the agent's default
+    // subnet, and the addresses come from the ring.
+    for h in [h2, h3] {
+        h.docker_ok(&[
+            "network",
+            "create",
+            "-d",
+            "weave",
+            "--ipam-driver",
+            "weave",
+            "auto",
+        ]);
+        let subnet = h.docker_ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            "auto",
+        ]);
+        assert_eq!(subnet.trim(), DEFAULT_SUBNET);
+    }
     let driver = h1.docker_ok(&[
         "network",
         "inspect",
@@ -161,12 +204,27 @@ fn docker_networks_span_hosts_and_are_isolated() {
 
     let a = run_on(h1, "net1", "ca");
     let b = run_on(h2, "net1", "cb");
+    let c3 = run_on(h3, "net1", "cc");
     let other = run_on(h1, "net2", "other");
-    for addr in [&a, &b] {
+    for addr in [&a, &b, &c3] {
         assert!(addr.starts_with("10.5.0."), "{addr}");
     }
     assert!(other.starts_with("10.5.1."), "{other}");
-    assert_ne!(a, b, "one ring: no address twice");
+    assert!(a != b && b != c3 && a != c3, "one ring: no address twice");
+    let auto2 = run_on(h2, "auto", "auto2");
+    let auto3 = run_on(h3, "auto", "auto3");
+    assert_ne!(auto2, auto3, "one ring: no address twice");
+    for (h, addr) in [(h2, &auto2), (h3, &auto3)] {
+        let ipam = h.status().ipam;
+        let ip: std::net::Ipv4Addr = addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"));
+        assert!(
+            ipam.range.contains(&ip) && ipam.default_subnet.contains(&ip),
+            "{addr} is not in {}'s range {} and default subnet {}",
+            h.nickname(),
+            ipam.range,
+            ipam.default_subnet
+        );
+    }
     // The container's interface is weave's: ethwe0 with its address.
     let links = h1.exec_ok("ca", &["ip", "-o", "addr", "show"]);
     assert!(links.contains("ethwe0") && links.contains(&a), "{links}");
@@ -174,6 +232,11 @@ fn docker_networks_span_hosts_and_are_isolated() {
     // One network across the hosts.
     h1.wait_ping("ca", &b).unwrap_or_else(|e| panic!("{e:#}"));
     h2.wait_ping("cb", &a).unwrap_or_else(|e| panic!("{e:#}"));
+    for addr in [&a, &b] {
+        h3.wait_ping("cc", addr).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    h3.wait_ping("auto3", &auto2)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     // Names: the container's name in weaveDNS, on every host; from inside,
     // Docker's embedded resolver knows only this host's containers of a
     // local-scope network and asks weaveDNS (its --dns) for the others.
@@ -185,6 +248,9 @@ fn docker_networks_span_hosts_and_are_isolated() {
     h1.wait_ping("ca", "cb.weave.local")
         .unwrap_or_else(|e| panic!("{e:#}"));
     h2.wait_ping("cb", "ca").unwrap_or_else(|e| panic!("{e:#}"));
+    h3.wait_ping("cc", "ca").unwrap_or_else(|e| panic!("{e:#}"));
+    h3.wait_ping("cc", "cb.weave.local")
+        .unwrap_or_else(|e| panic!("{e:#}"));
     // The default route is docker_gwbridge's (a second interface), as
     // with Weave's plugin; weaveDNS is routed through ethwe.
     let routes = h1.exec_ok("ca", &["ip", "route"]);
@@ -247,7 +313,7 @@ fn docker_networks_span_hosts_and_are_isolated() {
     // An agent restart keeps the endpoints and the networks: the container
     // still talks, and Docker can start another on the network.
     h1.weave_ok(&["stop"]);
-    h1.launch(&["--ipalloc-range", RANGE, &h2.lan_addr()]);
+    launch(h1, Some(h2));
     c.wait_full_mesh(CONVERGE);
     h1.wait_ping("ca2", &b).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(in_ps(h1, &a2), "{:?}", h1.ps());
@@ -311,7 +377,9 @@ fn docker_networks_span_hosts_and_are_isolated() {
         ],
         "unknown driver option",
     );
-    refused(&["network", "rm", "net1"], "");
+    // A network in use: Docker refuses it itself (libnetwork's
+    // ActiveEndpointsError), before asking the driver.
+    refused(&["network", "rm", "net1"], "has active endpoints");
 
     // Raw calls: malformed JSON and unknown IDs get JSON errors, no panic.
     let socket = h1.plugin_socket().expect("h1 runs a dockerd");

@@ -26,7 +26,7 @@ const PING_ATTEMPTS: usize = 3;
 /// image. Then plays the scenario: h1 `weave launch`; h2 `weave launch` and
 /// `weave connect <h1>`; h3 `weave launch <h2>`; the three converge to a full mesh. Then `weave run`s
 /// containers on each host, with explicit addresses (10.0.1.x/24, 10.0.2.x/24) and automatic
-/// ones (from the range the peers share through the IPAM ring), adds two with Docker's own
+/// ones (from the range the peers share through the IPAM ring), adds one on each host with Docker's own
 /// commands (`docker network create -d weave`, `docker run --net`), and prints a matrix of who
 /// pings whom across hosts. With --swarm it also forms a Swarm of the three dockerds and runs a
 /// global service through the managed plugin, whose tasks join the matrix. Everything is removed
@@ -294,7 +294,7 @@ fn demo(weave_bin: &Path, swarm: bool) -> Result<()> {
         .last()
         .map(|c| c.subnet.clone())
         .context("no automatic container")?;
-    for (host, name) in [(0, "dk1"), (2, "dk3")] {
+    for (host, name) in [(0, "dk1"), (1, "dk2"), (2, "dk3")] {
         let h = &cluster[host];
         let create = [
             "network",

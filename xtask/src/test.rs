@@ -96,7 +96,7 @@ const EXPECTED_SECONDS: [(&str, &str, u64); 34] = [
     ("http", "plain", 84),
     ("encryption", "xdp", 83),
     ("encryption", "plain", 73),
-    ("docker_plugin", "plain", 62),
+    ("docker_plugin", "plain", 70),
     ("claims", "plain", 56),
     ("weave_forms", "plain", 50),
     ("data_path", "plain", 50),

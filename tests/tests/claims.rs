@@ -5,7 +5,9 @@
 //! makes the claim wait (shown in `weave status ipam`) until it is back; a
 //! peer that lost its saved ring while its containers kept their addresses
 //! claims them back before any other address is handed out, so that no
-//! address is ever in use twice.
+//! address is ever in use twice; and one whose whole state directory was
+//! wiped (container records too) finds its running containers' ports and
+//! addresses in the kernel and does the same.
 //!
 //! The control plane alone decides claims, so the suite runs once, on the
 //! harness's default data plane (`cargo xtask test` does not repeat it on
@@ -71,11 +73,11 @@ fn explicit_addresses_are_claimed_from_their_owner_and_a_lost_ring_is_reclaimed(
     assert_eq!(a, ["10.32.0.1/12"]);
     h2.launch(&[&h1.lan_addr()]);
     h2.wait_established(&["h1"], CONVERGE);
-    let (on_h2, b) = run(h2, &[]);
+    let (on_h2, b) = run(h2, &["--name", "keeper"]);
     assert_eq!(b, ["10.40.0.1/12"]);
 
     // A free address of h2's space, asked for on h1: h2 hands it over.
-    let (on_h1, got) = run(h1, &["10.40.0.5/12"]);
+    let (on_h1, got) = run(h1, &["10.40.0.5/12", "--name", "taker"]);
     assert_eq!(got, ["10.40.0.5/12"]);
     h1.assert_ping(&on_h1, "10.40.0.1");
     // Held now, on either side: the owner refuses and names the holder.
@@ -83,15 +85,12 @@ fn explicit_addresses_are_claimed_from_their_owner_and_a_lost_ring_is_reclaimed(
     assert!(
         !out.success()
             && out.stderr.contains("cannot claim 10.40.0.5")
-            && out.stderr.contains("in use by container")
-            && out.stderr.contains("on peer h1"),
+            && out.stderr.contains("in use by container taker on peer h1"),
         "{out}"
     );
     let out = try_run(h1, &["10.40.0.1/12"]);
     assert!(
-        !out.success()
-            && out.stderr.contains("in use by container")
-            && out.stderr.contains("on peer h2"),
+        !out.success() && out.stderr.contains("in use by container keeper on peer h2"),
         "{out}"
     );
 
@@ -165,6 +164,68 @@ fn explicit_addresses_are_claimed_from_their_owner_and_a_lost_ring_is_reclaimed(
             .iter()
             .any(|e| e.id == on_h2 && e.cidrs == ["10.40.0.1/12"])
     );
+    // Every peer allocates where 10.40.0.1 lives: never that address.
+    for _ in 0..3 {
+        run(h1, &["net:10.40.0.0/24"]);
+        run(h2, &["net:10.40.0.0/24"]);
+    }
+    no_address_twice(&[h1, h2]).unwrap_or_else(|e| panic!("{e:#}"));
+    h1.assert_ping(&on_h1, "10.40.0.1");
+}
+
+#[test]
+fn a_wiped_state_dir_keeps_the_addresses_running_containers_hold() {
+    let c = Cluster::new("clw", 2);
+    let (h1, h2) = (&c[0], &c[1]);
+    h1.launch(&[]);
+    let (on_h1, _) = run(h1, &[]);
+    h2.launch(&[&h1.lan_addr()]);
+    h2.wait_established(&["h1"], CONVERGE);
+    let (on_h2, b) = run(h2, &[]);
+    assert_eq!(b, ["10.40.0.1/12"]);
+    let before = h2.ps();
+
+    // h2 goes away and its whole state directory with it (records, ring,
+    // peer name; the log is kept to read on failure) while its container
+    // keeps running with 10.40.0.1. As Weave asks, the lost peer is
+    // removed from the others (rmpeer), so h1's ring says 10.40.0.1 is h1's.
+    h2.weave_ok(&["stop"]);
+    wait_unreachable(h1, "h2");
+    h1.weave_ok(&["rmpeer", "h2"]);
+    for entry in std::fs::read_dir(h2.state_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "agent.log") {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+
+    // Relaunched, h2 finds the container's port, keeps it with the
+    // address the container holds, and claims it back from h1.
+    h2.launch(&[&h1.lan_addr()]);
+    h2.wait_established(&["h1"], CONVERGE);
+    h2.wait_status("10.40.0.1 re-claimed from h1", GOSSIP, |s| {
+        anyhow::ensure!(
+            s.ipam.claims.is_empty() && s.ipam.ring_id.is_some(),
+            "claims: {:?}, status {}",
+            s.ipam.claims,
+            s.ipam.status
+        );
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let after = h2.ps();
+    let kept = after.iter().find(|e| e.id == on_h2);
+    assert_eq!(
+        kept,
+        before.iter().find(|e| e.id == on_h2),
+        "weave ps after the relaunch: {after:?}"
+    );
+    h1.assert_ping(&on_h1, "10.40.0.1");
     // Every peer allocates where 10.40.0.1 lives: never that address.
     for _ in 0..3 {
         run(h1, &["net:10.40.0.0/24"]);

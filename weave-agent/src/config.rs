@@ -51,7 +51,10 @@ pub struct Paths {
         global = true
     )]
     pub socket: PathBuf,
-    /// Where the agent keeps its state and log.
+    /// Where the agent keeps its state and log. Lost while containers run,
+    /// the next launch rebuilds their records from the kernel and claims
+    /// their addresses back (under a new peer name: `weave rmpeer` the old
+    /// one on another peer, as in Weave).
     #[arg(
         long,
         env = "WEAVE_STATE_DIR",

@@ -372,37 +372,54 @@ impl Agent {
     }
 
     /// After a restart: re-attach the classifier to every port that still
-    /// exists, and remove ports that no record explains (they would bypass
-    /// isolation).
+    /// exists; a port no record explains is a Docker container's whose
+    /// record was lost (rebuilt from the kernel, see `adopt`), or else is
+    /// removed (it would bypass isolation). Every address restored is
+    /// marked in use, and re-claimed when the ring does not give it to us.
     pub(super) async fn restore(&mut self, saved: Vec<EndpointRecord>) -> anyhow::Result<()> {
         for record in saved {
             if self.netlink.index_of(&record.host_ifname).await?.is_none() {
                 tracing::info!(container = %record.container_name, "container gone while the agent was down");
                 continue;
             }
-            self.classifier.attach_endpoint(
-                &record.host_ifname,
-                &classifier_entry(record.mac, &record.cidrs),
-            )?;
-            self.netlink
-                .set_master(&record.host_ifname, self.bridge_index)
-                .await?;
-            let holder = record.describe();
-            for cidr in &record.cidrs {
-                self.ipam.mark(*cidr, &holder);
-            }
-            self.endpoints.push(record);
+            self.reattach(record).await?;
         }
-        for (_, name) in self
+        for (index, name) in self
             .netlink
             .links_with_prefix(CONTAINER_PORT_PREFIX)
             .await?
         {
-            if !self.endpoints.iter().any(|e| e.host_ifname == name) {
-                tracing::warn!(port = %name, bridge = BRIDGE, "removing a container port weave has no record of");
-                self.netlink.delete(&name).await?;
+            if self.endpoints.iter().any(|e| e.host_ifname == name) {
+                continue;
+            }
+            match self.adopt(&name, index).await {
+                Ok(record) => {
+                    tracing::warn!(port = %name, container = %record.describe(), addrs = ?record.cidrs, "a container port weave had no record of: keeping its addresses");
+                    self.reattach(record).await?;
+                }
+                Err(why) => {
+                    tracing::warn!(port = %name, bridge = BRIDGE, %why, "removing a container port weave has no record of");
+                    self.netlink.delete(&name).await?;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// A restored port: classified, on the bridge, its addresses in use.
+    async fn reattach(&mut self, record: EndpointRecord) -> anyhow::Result<()> {
+        self.classifier.attach_endpoint(
+            &record.host_ifname,
+            &classifier_entry(record.mac, &record.cidrs),
+        )?;
+        self.netlink
+            .set_master(&record.host_ifname, self.bridge_index)
+            .await?;
+        let holder = record.describe();
+        for cidr in &record.cidrs {
+            self.ipam.mark(*cidr, &holder);
+        }
+        self.endpoints.push(record);
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! serves the CLI's requests one at a time, so no lock is ever held across
 //! an await.
 
+mod adopt;
 mod cni;
 mod daemon;
 mod dataplane;

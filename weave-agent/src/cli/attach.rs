@@ -30,6 +30,10 @@ pub struct AttachArgs {
 /// Addresses: ADDR/PREFIX or ip:ADDR/PREFIX (that address), net:CIDR (the
 /// container's addresses in that subnet), net:default (those in the default
 /// subnet).
+///
+/// Unlike Weave, naming an address the container does not hold is refused
+/// (Weave refused an empty net: lookup but passed an unknown address on
+/// silently): here a typo never looks like success.
 #[derive(clap::Args, Debug)]
 #[command(
     override_usage = "weave detach [ADDR/PREFIX | ip:ADDR/PREFIX | net:CIDR | net:default ...] CONTAINER"

@@ -188,6 +188,38 @@ pub async fn guest_state(
     Ok(rx.try_recv().unwrap_or(None))
 }
 
+/// What the kernel shows of a guest's interface: enough to rebuild the
+/// record of a port the agent lost (see `agent::adopt`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestLink {
+    /// The index, in the host's namespace, of the veth end it is paired with.
+    pub peer_index: Option<u32>,
+    pub mac: [u8; 6],
+    pub cidrs: Vec<Ipv4Net>,
+}
+
+/// The guest's interface `ifname` as the kernel shows it, `None` when the
+/// namespace has none of that name (or it has no MAC).
+pub async fn guest_link(netns: &NetnsRef, ifname: &str) -> Result<Option<GuestLink>, NetlinkError> {
+    let ifname = ifname.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    in_netns(netns, move |nl| async move {
+        let link = match nl.mac_of(&ifname).await? {
+            Some(mac) => Some(GuestLink {
+                peer_index: nl.peer_index_of(&ifname).await?,
+                mac,
+                cidrs: nl.addresses_of(&ifname).await?,
+            }),
+            None => None,
+        };
+        let _ = tx.send(link);
+        Ok(())
+    })
+    .await?;
+    // The thread has finished: its answer is waiting.
+    Ok(rx.try_recv().unwrap_or(None))
+}
+
 /// Routes the agent's DNS address out of `ethwe`, whatever the container's
 /// subnets: the bridge answers for it (see `dns`).
 pub async fn add_guest_dns_route(pid: u32, addr: std::net::Ipv4Addr) -> Result<(), NetlinkError> {

@@ -294,6 +294,27 @@ impl Netlink {
         }))
     }
 
+    /// The index of `name`'s other end, for a veth (`IFLA_LINK`: an index in
+    /// the namespace where that end lives).
+    pub async fn peer_index_of(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        let msg = match links.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            Err(e) if is_no_device(&e) => return Ok(None),
+            Err(e) => return Err(op("reading", name)(e)),
+        };
+        Ok(msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Link(index) => Some(*index),
+            _ => None,
+        }))
+    }
+
     /// The index of the link whose hardware address is `mac`, if any.
     pub async fn index_with_mac(&self, mac: [u8; 6]) -> Result<Option<u32>, NetlinkError> {
         let mut links = self.handle.link().get().execute();

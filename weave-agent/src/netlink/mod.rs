@@ -7,8 +7,9 @@ mod garp;
 mod links;
 
 pub use container::{
-    GuestConfig, NetnsRef, add_guest_addresses, add_guest_dns_route, add_guest_routes,
-    announce_by_mac, announce_guest_addresses, configure_guest, del_guest_addresses, guest_state,
+    GuestConfig, GuestLink, NetnsRef, add_guest_addresses, add_guest_dns_route, add_guest_routes,
+    announce_by_mac, announce_guest_addresses, configure_guest, del_guest_addresses, guest_link,
+    guest_state,
 };
 pub use ethtool::{TxOffloads, disable_tx_offloads, tx_offloads};
 pub use links::Netlink;

@@ -33,8 +33,10 @@ pub enum FastdpOff {
     /// The peer's hello did not offer fastdp (an older peer, or one on
     /// another data plane).
     PeerHasNone,
-    /// The peer is left out of routing (its short id is taken by a smaller
-    /// name), so no frame goes to it at all.
+    /// The forwarding table has no direct route to the peer, so no frame
+    /// goes to it this way: its topology entry has not arrived yet (for
+    /// moments after connecting), its data path does not answer, or its
+    /// short id is taken by a smaller name.
     NotRouted,
     /// The underlay address of the peer or ours is IPv6.
     NotIpv4,
@@ -48,7 +50,7 @@ impl FastdpOff {
             Self::NotHere => None,
             Self::PasswordMode => Some("password mode"),
             Self::PeerHasNone => Some("peer has no fastdp"),
-            Self::NotRouted => Some("peer not routed: short id taken"),
+            Self::NotRouted => Some("no direct route to the peer yet"),
             Self::NotIpv4 => Some("IPv6 underlay"),
         }
     }

@@ -142,21 +142,33 @@ impl<'c> Setup<'c> {
                     },
                 )?;
             }
-            let line = cluster[0]
-                .connections()?
-                .into_iter()
-                .find(weave_tests::report::Connection::is_established)
-                .context("no established connection on h1")?
-                .line;
+            // The connection is established before the peer's topology
+            // entry arrives and routes follow it; until then it shows the
+            // userspace path ("no direct route to the peer yet").
+            let mut line = String::new();
+            weave_tests::wait_for(
+                &format!("h1's connection to use {}", path.dataplane()),
+                CONNECT_TIMEOUT,
+                || {
+                    line = cluster[0]
+                        .connections()?
+                        .into_iter()
+                        .find(weave_tests::report::Connection::is_established)
+                        .context("no established connection on h1")?
+                        .line;
+                    let shown = connection_dataplane(&line);
+                    let words: Vec<&str> = shown.split_whitespace().collect();
+                    ensure!(
+                        words.contains(&path.dataplane())
+                            && words.contains(&"encrypted") == path.encrypted(),
+                        "launched with {}, but the connection reports `{shown}`: {line}",
+                        shown_flags(&flags)
+                    );
+                    Ok(())
+                },
+            )?;
             say(&format!("h1: weave status connections: {}", line.trim()));
             let shown = connection_dataplane(&line);
-            let words: Vec<&str> = shown.split_whitespace().collect();
-            ensure!(
-                words.contains(&path.dataplane())
-                    && words.contains(&"encrypted") == path.encrypted(),
-                "launched with {}, but the connection reports `{shown}`: {line}",
-                shown_flags(&flags)
-            );
             Some(shown)
         } else {
             None

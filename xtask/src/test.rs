@@ -16,8 +16,9 @@ use crate::{build, setup};
 /// Needs root: the integration tests create network namespaces, start a dockerd per
 /// simulated host, and load BPF programs. They run against the freshly built
 /// `weave` (passed to them as `WEAVE_BIN`), every suite with agents on the plain
-/// data plane; then every suite that launches agents runs again on the xdp data
-/// plane (`WEAVE_TEST_DATAPLANE=xdp`), and the suites that carry traffic
+/// data plane; then the suites whose traffic the data plane carries run again
+/// on the xdp data plane (`WEAVE_TEST_DATAPLANE=xdp`; the control-plane and
+/// integration suites, such as claims, cni or swarm, run once), and the suites that carry traffic
 /// between hosts a third time on fastdp (`WEAVE_TEST_DATAPLANE=fastdp`: eBPF
 /// VXLAN in the kernel between fastdp neighbours, xdp for the rest). The
 /// `fastdp` suite itself mixes data planes per host and runs once.

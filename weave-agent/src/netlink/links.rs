@@ -274,19 +274,24 @@ impl Netlink {
         Ok(self.underlays().await?.iter().map(|&(_, mtu)| mtu).min())
     }
 
-    /// The hardware address of `name`.
-    pub async fn mac_of(&self, name: &str) -> Result<Option<[u8; 6]>, NetlinkError> {
+    /// The link called `name`, `None` when there is none.
+    async fn link_named(&self, name: &str) -> Result<Option<LinkMessage>, NetlinkError> {
         let mut links = self
             .handle
             .link()
             .get()
             .match_name(name.to_owned())
             .execute();
-        let msg = match links.try_next().await {
-            Ok(Some(msg)) => msg,
-            Ok(None) => return Ok(None),
-            Err(e) if is_no_device(&e) => return Ok(None),
-            Err(e) => return Err(op("reading", name)(e)),
+        match links.try_next().await {
+            Err(e) if is_no_device(&e) => Ok(None),
+            found => found.map_err(op("reading", name)),
+        }
+    }
+
+    /// The hardware address of `name`.
+    pub async fn mac_of(&self, name: &str) -> Result<Option<[u8; 6]>, NetlinkError> {
+        let Some(msg) = self.link_named(name).await? else {
+            return Ok(None);
         };
         Ok(msg.attributes.iter().find_map(|a| match a {
             LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
@@ -297,17 +302,8 @@ impl Netlink {
     /// The index of `name`'s other end, for a veth (`IFLA_LINK`: an index in
     /// the namespace where that end lives).
     pub async fn peer_index_of(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_owned())
-            .execute();
-        let msg = match links.try_next().await {
-            Ok(Some(msg)) => msg,
-            Ok(None) => return Ok(None),
-            Err(e) if is_no_device(&e) => return Ok(None),
-            Err(e) => return Err(op("reading", name)(e)),
+        let Some(msg) = self.link_named(name).await? else {
+            return Ok(None);
         };
         Ok(msg.attributes.iter().find_map(|a| match a {
             LinkAttribute::Link(index) => Some(*index),

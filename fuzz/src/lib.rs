@@ -33,6 +33,7 @@ mod overlay_verdict;
 mod peer_target_parse;
 mod sealed_open;
 mod tcp_coalesce;
+mod too_big_frame;
 mod vxlan_parse;
 
 pub use dns_query::dns_query;
@@ -48,6 +49,7 @@ pub use overlay_verdict::overlay_verdict;
 pub use peer_target_parse::peer_target_parse;
 pub use sealed_open::sealed_open;
 pub use tcp_coalesce::tcp_coalesce;
+pub use too_big_frame::too_big_frame;
 pub use vxlan_parse::vxlan_parse;
 
 /// A fuzz target: its name (also its file in `fuzz_targets/` and its
@@ -128,6 +130,11 @@ pub const TARGETS: &[FuzzTarget] = &[
         name: "http_route",
         check: http_route,
         seeds: http_route::route_seeds,
+    },
+    FuzzTarget {
+        name: "too_big_frame",
+        check: too_big_frame,
+        seeds: too_big_frame::too_big_seeds,
     },
 ];
 

@@ -25,6 +25,7 @@ pub(crate) fn hello(i: u8, nickname: &str) -> Hello {
         fastdp: false,
         heartbeats: false,
         heartbeat_key: None,
+        path_mtu: false,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `mesh_heartbeat` fuzz target: datagrams on the data port that start
-//! like a data-path heartbeat (or not), parsed and checked.
+//! like a data-path heartbeat or path MTU probe (or not), parsed and
+//! checked.
 
 use weave_agent::overlay::heartbeat::{self, HeartbeatKey};
 use weave_agent::peer_name::PeerName;
@@ -16,7 +17,12 @@ pub(crate) fn heartbeat_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let valid = heartbeat::encode(&key, name, 1).to_vec();
     let mut forged = valid.clone();
     forged[20] ^= 0xff;
+    let mut probe = vec![0u8; 600];
+    heartbeat::encode_probe(&key, name, 3, &mut probe);
+    let ack = heartbeat::encode_ack(&key, name, 3, 600).to_vec();
     vec![
+        ("probe", probe),
+        ("probe-ack", ack),
         ("valid", valid.clone()),
         ("forged-tag", forged),
         ("truncated", valid[..heartbeat::LEN - 1].to_vec()),

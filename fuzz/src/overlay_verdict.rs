@@ -134,6 +134,12 @@ pub fn overlay_verdict(data: &[u8]) {
         if table.encrypted && !(n == 0 && first_unkeyed) {
             table.keys.insert(neighbour, fuzz_neighbour_keys());
         }
+        // A third of the neighbours have a path that takes smaller frames
+        // (from the id, so that the input's layout stays as it was).
+        if neighbour.0.is_multiple_of(3) {
+            let limit = ETHERNET_HEADER_LEN + usize::from(neighbour.0 % 64) * 8;
+            table.frame_limit.insert(neighbour, limit);
+        }
     }
     for _ in 0..input.byte() % 8 {
         table.next_hop.insert(id(input.byte()), id(input.byte()));
@@ -197,7 +203,7 @@ fn check_from_bridge(
 ) {
     let sizes = (macs.local.len(), macs.remote.len());
     let verdict = verdict::from_bridge(frame, max_frame, routes, macs, now);
-    check_plan(verdict.into(), None, routes);
+    check_plan(verdict.into(), frame.len(), None, routes);
     let well_formed = frame.len() >= ETHERNET_HEADER_LEN && !is_group(mac_at(frame, 6));
     if !well_formed || frame.len() > max_frame {
         assert!(
@@ -257,7 +263,8 @@ fn check_from_peer(
     let not_learnt = macs.not_learnt;
     let verdict = verdict::from_peer(from, payload, max_frame, routes, macs, now);
     let neighbour = from.and_then(|a| routes.neighbour_at(&a));
-    check_plan(verdict.into(), neighbour, routes);
+    let inner_len = payload.len().saturating_sub(vxlan::HEADER_LEN);
+    check_plan(verdict.into(), inner_len, neighbour, routes);
     let packet = vxlan::parse(payload);
     match verdict {
         FromPeer::Deliver {
@@ -352,9 +359,11 @@ fn fuzz_neighbour_keys() -> NeighbourKeys {
 ///   tree (other than sender and origin) exactly once;
 /// - a unicast or relay is one send to the table's next hop, sealed again
 ///   for that hop in password mode (a relay keeps its VNI);
-/// - a drop is one drop, a local frame nothing.
-fn check_plan(verdict: Verdict, sender: Option<ShortId>, routes: &Routes) {
-    let actions: Vec<Action> = plan::plan(verdict, routes).collect();
+/// - a drop is one drop, a local frame nothing;
+/// - a frame goes to a hop whose path takes less as too big, exactly when
+///   it is longer than that path's limit.
+fn check_plan(verdict: Verdict, len: usize, sender: Option<ShortId>, routes: &Routes) {
+    let actions: Vec<Action> = plan::plan(verdict, len, routes).collect();
     let me = routes.me();
     let mut sends = Vec::new();
     for action in &actions {
@@ -374,8 +383,28 @@ fn check_plan(verdict: Verdict, sender: Option<ShortId>, routes: &Routes) {
                 );
                 (vni, hop, to)
             }
+            Action::TooBig {
+                vni,
+                hop,
+                to,
+                limit,
+            } => {
+                assert_eq!(routes.frame_limit(hop), Some(limit));
+                assert!(len > limit, "{verdict:?}: {len} bytes fit {limit}");
+                assert!(
+                    !routes.encrypted() || routes.keys(hop).is_some(),
+                    "{verdict:?}: too big for {hop}, which has no keys"
+                );
+                (vni, hop, to)
+            }
             Action::Deliver | Action::Drop(_) => continue,
         };
+        if !matches!(action, Action::TooBig { .. }) {
+            assert!(
+                routes.frame_limit(hop).is_none_or(|limit| len <= limit),
+                "{verdict:?}: {len} bytes sent whole to {hop}, whose path takes less"
+            );
+        }
         // To a neighbour, at a neighbour's address (a table may give two
         // neighbours one address; which of them the address names is moot).
         assert!(

@@ -355,6 +355,7 @@ fn raw_hello(last: u8, min: u32, max: u32) -> Hello {
         fastdp: false,
         heartbeats: false,
         heartbeat_key: None,
+        path_mtu: false,
     }
 }
 

@@ -53,8 +53,10 @@ pub struct FastdpPeer {
     /// The underlay interface the route to `remote_ip` leaves by.
     pub ifindex: u32,
     pub remote_port: u16,
-    /// Always zero: written so the value has no padding.
-    pub zero: u16,
+    /// The largest inner frame the path to the peer takes, when its path
+    /// MTU is below the overlay's (0: the overlay MTU). Larger frames, and
+    /// super-frames whose segments are, are left to the agent.
+    pub frame_limit: u16,
 }
 
 /// `FASTDP_SENDERS` key: where a neighbour's VXLAN comes from.
@@ -279,7 +281,7 @@ mod tests {
             local_ip: [10, 0, 0, 1],
             ifindex: 3,
             remote_port: 6784,
-            zero: 0,
+            frame_limit: 0,
         };
         let h = tunnel_header(&peer, 6784, vni(0x123, 0x456), 2, 1514);
         assert_eq!(

@@ -40,7 +40,8 @@ pub enum Counter {
     FastdpPassNotIpv4 = 15,
     /// Frames fastdp left to the agent: the peer is not a direct fastdp neighbour (relayed, or no fastdp).
     FastdpPassNoPeer = 16,
-    /// Frames fastdp left to the agent: larger than the overlay MTU allows.
+    /// Frames fastdp left to the agent: larger than the overlay MTU allows,
+    /// or than the path to the peer takes (its discovered path MTU).
     FastdpPassOversize = 17,
     /// Frames fastdp left to the agent: the kernel refused to make room for the headers.
     FastdpPassEncapFailed = 18,

@@ -587,6 +587,7 @@ mod tests {
             fastdp: false,
             heartbeats: false,
             heartbeat_key: None,
+            path_mtu: false,
         }
     }
 

@@ -103,6 +103,27 @@ impl DataPath {
         self.learnt
     }
 
+    /// A path MTU probe that claims to come from this connection's peer,
+    /// `len` bytes long, of which `head` is the start: its (id, size).
+    pub fn probe_arrived(&self, head: &[u8], len: usize) -> Result<(u64, u16), Rejected> {
+        heartbeat::verify_probe(&self.recv_key, head, len)
+    }
+
+    /// Our acknowledgement of the peer's probe `id` of `size` bytes.
+    pub fn ack(&self, me: PeerName, id: u64, size: u16) -> [u8; heartbeat::PROBE_HEADER] {
+        heartbeat::encode_ack(&self.send_key, me, id, size)
+    }
+
+    /// An acknowledgement of one of our probes: its (id, size).
+    pub fn ack_arrived(&self, datagram: &[u8]) -> Result<(u64, u16), Rejected> {
+        heartbeat::verify_ack(&self.recv_key, datagram)
+    }
+
+    /// Our probe `id`, as long as `out`.
+    pub fn probe(&self, me: PeerName, id: u64, out: &mut [u8]) {
+        heartbeat::encode_probe(&self.send_key, me, id, out);
+    }
+
     pub fn seen(&self, now: Instant, dead_after: Duration) -> Seen {
         Seen {
             up: self.up(now, dead_after),
@@ -188,6 +209,23 @@ mod tests {
         assert_eq!(b.heard(&a.next_heartbeat(name(1)), direct, t0), Ok(false));
         assert_eq!(b.heard(&a.next_heartbeat(name(1)), nat, t0), Ok(true));
         assert_eq!(b.learnt(), Some(nat));
+    }
+
+    #[test]
+    fn probes_are_acknowledged_across_the_connection() {
+        let t0 = Instant::now();
+        let (a, b) = pair(t0);
+        let mut probe = vec![0u8; 900];
+        a.probe(name(1), 3, &mut probe);
+        assert_eq!(b.probe_arrived(&probe[..40], 900), Ok((3, 900)));
+        assert_eq!(
+            a.probe_arrived(&probe, 900),
+            Err(Rejected::BadTag),
+            "our own, reflected"
+        );
+        let ack = b.ack(name(2), 3, 900);
+        assert_eq!(a.ack_arrived(&ack), Ok((3, 900)));
+        assert_eq!(b.ack_arrived(&ack), Err(Rejected::BadTag));
     }
 
     #[test]

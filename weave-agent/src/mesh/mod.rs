@@ -7,6 +7,7 @@
 //! - `routes`: the forwarding table computed from a topology;
 //! - `fastdp`: which connections use the in-kernel data path;
 //! - `liveness`: whether a connection's data path (UDP) works, from heartbeats;
+//! - `path_mtu`: how big a datagram that path takes, from probes;
 //! - `connection_maker`: which addresses to dial, and when;
 //! - `connection`: one task per TCP connection;
 //! - `router`: the actor tying them together, and its handle [`Mesh`];
@@ -23,6 +24,7 @@ pub mod connection_maker;
 pub mod fastdp;
 pub mod liveness;
 pub mod noise;
+pub mod path_mtu;
 pub mod protocol;
 pub mod router;
 pub mod routes;

@@ -94,6 +94,11 @@ pub struct Hello {
     /// sent: both sides derive the keys from the connection's Noise keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_key: Option<String>,
+    /// The peer answers path MTU probes on the data port (see
+    /// `mesh::path_mtu`), so ours may go to it. Peers that predate them
+    /// send nothing: false, and nothing probes the path to them.
+    #[serde(default)]
+    pub path_mtu: bool,
 }
 
 /// One frame's content. New messages are new variants: a peer that does not
@@ -404,6 +409,7 @@ mod tests {
             fastdp: false,
             heartbeats: false,
             heartbeat_key: None,
+            path_mtu: false,
         }
     }
 

@@ -31,6 +31,7 @@ use crate::mesh::connection_maker::{
 use crate::mesh::fastdp::{self, FastdpOff};
 use crate::mesh::liveness::DataPath;
 use crate::mesh::noise::{DataKeys, Psk};
+use crate::mesh::path_mtu::PathMtu;
 use crate::mesh::protocol::{
     COMPACT_GOSSIP_VERSION, DEFAULT_PORT, DNS_VERSION, Hello, MAX_FRAME, MAX_NICKNAME, Message,
     PROTOCOL, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, compact_entry, encode,
@@ -45,9 +46,10 @@ use crate::mesh::topology::{
     ConnectionSummary, PeerInfo, Rejection, Topology, TopologyUpdate, now_ms,
 };
 use crate::overlay::heartbeat::{self, HeartbeatKey};
-use crate::overlay::seal::PeerKeys;
+use crate::overlay::seal::{self, PeerKeys};
+use crate::overlay::vxlan;
 use crate::overlay::{ForwardingTable, Overlay, ShortId};
-use crate::overlay::{HeartbeatPort, NeighbourKeys};
+use crate::overlay::{HeartbeatArrival, HeartbeatPort, NeighbourKeys};
 use crate::peer_name::PeerName;
 
 /// Frames queued for one connection before the peer counts as too slow.
@@ -331,6 +333,8 @@ struct Established {
     keys: Option<NeighbourKeys>,
     /// Data-path heartbeats, when both ends send them.
     data: Option<DataPath>,
+    /// The path's MTU, when both ends answer probes (and send heartbeats).
+    path_mtu: Option<PathMtu>,
 }
 
 impl Conn {
@@ -414,6 +418,9 @@ struct Router {
     heartbeats_rejected: u64,
     /// Heartbeats the kernel would not send (full buffer, no route).
     heartbeats_unsent: u64,
+    /// Where path MTU probes are written (allocated once, as big as the
+    /// largest).
+    probe_buf: Vec<u8>,
 }
 
 impl Router {
@@ -433,6 +440,7 @@ impl Router {
             data_down: BTreeSet::new(),
             heartbeats_rejected: 0,
             heartbeats_unsent: 0,
+            probe_buf: Vec::new(),
             listen_port,
             uid,
             overlay,
@@ -704,6 +712,7 @@ impl Router {
             fastdp: self.config.fastdp && self.config.psk.is_none(),
             heartbeats: self.heartbeats.is_some(),
             heartbeat_key: heartbeat_key.map(HeartbeatKey::to_hex),
+            path_mtu: self.heartbeats.is_some(),
         }
     }
 
@@ -728,6 +737,7 @@ impl Router {
         keys: Option<DataKeys>,
     ) {
         let me = self.me();
+        let overhead = self.datagram_overhead();
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -751,12 +761,15 @@ impl Router {
             }
             _ => None,
         };
+        let path_mtu = (data.is_some() && hello.path_mtu)
+            .then(|| PathMtu::new(self.config.mtu as usize + overhead));
         let keys = keys.map(|k| NeighbourKeys(Arc::new(PeerKeys::new(&k.send, &k.recv))));
         conn.peer = Some(Established {
             hello,
             version,
             keys,
             data,
+            path_mtu,
         });
         let outbound = conn.outbound;
 
@@ -1111,6 +1124,7 @@ impl Router {
         self.routes = routes;
         self.add_keys();
         self.add_fastdp();
+        self.add_frame_limits();
         self.publish();
         self.maker.sync(&self.links(), now);
         let candidates = self.discovery_candidates();
@@ -1176,6 +1190,25 @@ impl Router {
             .collect();
         let table = &mut self.routes.table;
         table.fastdp = fastdp::table(&table.neighbours, links);
+    }
+
+    /// Neighbours whose path takes smaller datagrams than the data plane
+    /// makes (`path_mtu`): the largest inner frame that reaches each.
+    fn add_frame_limits(&mut self) {
+        let overhead = self.datagram_overhead() - vxlan::ETHERNET_HEADER_LEN;
+        let limits = self
+            .by_peer
+            .iter()
+            .filter_map(|(name, id)| {
+                let peer = self.conns.get(id)?.peer.as_ref()?;
+                let mtu = peer.path_mtu.as_ref().filter(|m| m.limited())?;
+                Some((
+                    self.topology.short_id(name)?,
+                    mtu.limit().saturating_sub(overhead),
+                ))
+            })
+            .collect();
+        self.routes.table.frame_limit = limits;
     }
 
     /// Whether the established connection `id` uses fastdp (our address on
@@ -1303,18 +1336,27 @@ impl Router {
             return;
         };
         for arrival in port.take() {
-            let conn = heartbeat::claimed_sender(&arrival.datagram)
+            let datagram = arrival.datagram();
+            if !heartbeat::is_heartbeat(datagram) {
+                self.probe_arrived(&port, &arrival, now);
+                continue;
+            }
+            let conn = heartbeat::claimed_sender(datagram)
                 .and_then(|name| self.by_peer.get(&name))
                 .and_then(|id| self.conns.get_mut(id));
-            let data = conn
-                .and_then(|c| c.peer.as_mut())
-                .and_then(|p| p.data.as_mut());
-            let Some(data) = data else {
+            let Some(peer) = conn.and_then(|c| c.peer.as_mut()) else {
                 self.heartbeats_rejected += 1;
                 continue;
             };
-            match data.heard(&arrival.datagram, arrival.from, now) {
+            let Some(data) = peer.data.as_mut() else {
+                self.heartbeats_rejected += 1;
+                continue;
+            };
+            match data.heard(datagram, arrival.from, now) {
                 Ok(moved) => {
+                    if let Some(mtu) = &mut peer.path_mtu {
+                        mtu.heard();
+                    }
                     self.counters.heartbeats_received += 1;
                     if moved {
                         tracing::debug!(from = %arrival.from, "a peer's data address learnt from its heartbeats");
@@ -1333,6 +1375,7 @@ impl Router {
         let mut down = BTreeSet::new();
         let mut sent = 0;
         let mut failed = 0;
+        let mut mtu_changed = false;
         for (name, id) in &self.by_peer {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
@@ -1353,7 +1396,32 @@ impl Router {
                     tracing::debug!(%to, %error, "sending a heartbeat");
                 }
             }
+            let Some(peer) = conn.peer.as_mut() else {
+                continue;
+            };
+            let (Some(data), Some(mtu)) = (&peer.data, &mut peer.path_mtu) else {
+                continue;
+            };
+            let limit = mtu.limit();
+            if let Some((probe, size)) = mtu.next_probe(now) {
+                let out = &mut self.probe_buf;
+                out.resize(size.max(heartbeat::PROBE_HEADER), 0);
+                data.probe(me, probe, out);
+                if let Err(error) = port.send(to, out) {
+                    tracing::debug!(%to, %error, size, "sending a path MTU probe");
+                }
+            }
+            if mtu.limit() != limit {
+                tracing::info!(
+                    %name,
+                    from = limit,
+                    to = mtu.limit(),
+                    "path MTU changed: the largest datagram that reaches the peer"
+                );
+                mtu_changed = true;
+            }
         }
+        self.links_changed |= mtu_changed;
         let lost = port.counters();
         let counters = &mut self.counters;
         counters.heartbeats_sent += sent;
@@ -1370,6 +1438,54 @@ impl Router {
             self.data_down = down;
             self.links_changed = true;
         }
+    }
+
+    /// A path MTU probe from a peer (answered at once, to where it came
+    /// from) or an acknowledgement of one of ours.
+    fn probe_arrived(&mut self, port: &HeartbeatPort, arrival: &HeartbeatArrival, now: Instant) {
+        let head = arrival.datagram();
+        let me = self.me();
+        let peer = heartbeat::claimed_prober(head)
+            .and_then(|name| self.by_peer.get(&name))
+            .and_then(|id| self.conns.get_mut(id))
+            .and_then(|c| c.peer.as_mut())
+            .filter(|p| p.path_mtu.is_some());
+        let Some(Established {
+            data: Some(data),
+            path_mtu: Some(mtu),
+            ..
+        }) = peer
+        else {
+            self.heartbeats_rejected += 1;
+            return;
+        };
+        let answered = if head.starts_with(&heartbeat::PROBE_MAGIC) {
+            data.probe_arrived(head, arrival.len).map(|(id, size)| {
+                let ack = data.ack(me, id, size);
+                if let Err(error) = port.send(arrival.from, &ack) {
+                    tracing::debug!(to = %arrival.from, %error, "acknowledging a path MTU probe");
+                }
+            })
+        } else {
+            data.ack_arrived(head)
+                .map(|(id, size)| mtu.acked(id, usize::from(size), now))
+        };
+        if let Err(why) = answered {
+            self.heartbeats_rejected += 1;
+            tracing::debug!(from = %arrival.from, ?why, "path MTU probe rejected");
+        }
+    }
+
+    /// What a datagram to a peer carries besides the inner IP packet: its
+    /// Ethernet header, the VXLAN header, and the seal in password mode.
+    const fn datagram_overhead(&self) -> usize {
+        vxlan::HEADER_LEN
+            + if self.config.psk.is_some() {
+                seal::OVERHEAD
+            } else {
+                0
+            }
+            + vxlan::ETHERNET_HEADER_LEN
     }
 
     fn send_topology(&mut self, ids: &[ConnId]) {
@@ -1502,6 +1618,11 @@ impl Router {
             seconds_since_heartbeat: seen.silent_for.as_secs(),
             relay,
             address: seen.learnt,
+            mtu: peer
+                .path_mtu
+                .as_ref()
+                .filter(|m| m.limited())
+                .map(|m| m.limit().saturating_sub(self.datagram_overhead()) as u32),
         })
     }
 

@@ -159,6 +159,11 @@ pub struct DataPathStatus {
     /// Where the peer's heartbeats come from: its data address (behind a
     /// NAT, not the address of the TCP connection). `None` before the first.
     pub address: Option<SocketAddr>,
+    /// The path MTU discovered by probes (`mesh::path_mtu`), when the path
+    /// takes less than the overlay MTU: the largest packet of a container
+    /// that reaches this peer in one piece. `None`: the overlay MTU.
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -494,6 +499,10 @@ impl MeshStatus {
                     if let Some(why) = &c.fastdp_off {
                         let _ = write!(dataplane, " (fastdp off: {why})");
                     }
+                    let mtu = match c.data_path.as_ref().and_then(|d| d.mtu) {
+                        Some(path) => format!("{path} (path MTU; overlay {})", self.mtu),
+                        None => self.mtu.to_string(),
+                    };
                     let data_path = c.data_path.as_ref().map_or_else(String::new, |d| {
                         if d.state == DataPathState::Up {
                             return String::new();
@@ -507,7 +516,7 @@ impl MeshStatus {
                             d.seconds_since_heartbeat
                         )
                     });
-                    format!("{dataplane:<6} {who} mtu={}{data_path}", self.mtu)
+                    format!("{dataplane:<6} {who} mtu={mtu}{data_path}")
                 }
                 // An inbound connection refused: no retry from this side.
                 ConnectionState::Failed if !c.outbound => c.last_error.clone().unwrap_or_default(),
@@ -772,6 +781,7 @@ pub(crate) mod tests {
             fastdp: i == 2,
             heartbeats: false,
             heartbeat_key: None,
+            path_mtu: false,
         };
         let (h2, h3, h4) = (hello(2), hello(3), hello(4));
         let live = |i: u8, h, fastdp| LiveConnection {
@@ -831,24 +841,26 @@ pub(crate) mod tests {
             seconds_since_heartbeat: 7,
             relay: Some("host3".into()),
             address: None,
+            mtu: None,
         });
         st.connections[1].data_path = Some(DataPathStatus {
             state: DataPathState::Up,
             seconds_since_heartbeat: 0,
             relay: None,
             address: Some("192.168.48.17:6784".parse().unwrap()),
+            mtu: Some(652),
         });
         assert_eq!(
             st.render_connections(),
             "-> 192.168.48.14:6783    established fastdp a6:66:4f:a5:8b:11(host2) mtu=1376, data path: no heartbeat for 7 s, relaying through host3\n\
-             <- 192.168.48.17:41234   established xdp (fastdp off: peer has no fastdp) a6:66:4f:a5:8b:12(host4) mtu=1376\n"
+             <- 192.168.48.17:41234   established xdp (fastdp off: peer has no fastdp) a6:66:4f:a5:8b:12(host4) mtu=652 (path MTU; overlay 1376)\n"
         );
         let json = serde_json::to_value(&st).unwrap();
         assert_eq!(
             json["connections"][0]["data_path"],
             serde_json::json!({
                 "state": "down", "seconds_since_heartbeat": 7,
-                "relay": "host3", "address": null,
+                "relay": "host3", "address": null, "mtu": null,
             })
         );
         st.connections[0].data_path.as_mut().unwrap().relay = None;

@@ -19,10 +19,13 @@ pub enum DropReason {
     SendFailed,
     Unauthenticated,
     Replayed,
+    /// Too big for the path to its next hop, and neither fragmented nor
+    /// answered (see `wire::too_big`).
+    PathMtu,
 }
 
 impl DropReason {
-    const COUNT: usize = 8;
+    const COUNT: usize = 9;
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -34,6 +37,7 @@ impl DropReason {
             Self::SendFailed => "send failed",
             Self::Unauthenticated => "unauthenticated",
             Self::Replayed => "replayed",
+            Self::PathMtu => "too big for the path",
         }
     }
 }
@@ -48,6 +52,10 @@ pub(super) struct Counts {
     pub coalesced: u64,
     /// UDP GSO datagrams the kernel refused (see `gso`).
     pub gso_refused: u64,
+    /// Fragments sent of frames too big for their path.
+    pub path_mtu_fragments: u64,
+    /// ICMP "fragmentation needed" sent back into the bridge.
+    pub path_mtu_icmp: u64,
     dropped: [u64; DropReason::COUNT],
 }
 
@@ -64,6 +72,8 @@ pub(super) struct Counters {
     relayed: AtomicU64,
     coalesced: AtomicU64,
     gso_refused: AtomicU64,
+    path_mtu_fragments: AtomicU64,
+    path_mtu_icmp: AtomicU64,
     dropped: [AtomicU64; DropReason::COUNT],
     logged: [AtomicBool; DropReason::COUNT],
     /// The same traffic by neighbour.
@@ -82,6 +92,8 @@ impl Counters {
         add(&self.relayed, counts.relayed);
         add(&self.coalesced, counts.coalesced);
         add(&self.gso_refused, counts.gso_refused);
+        add(&self.path_mtu_fragments, counts.path_mtu_fragments);
+        add(&self.path_mtu_icmp, counts.path_mtu_icmp);
         for (counter, &n) in self.dropped.iter().zip(&counts.dropped) {
             add(counter, n);
         }
@@ -110,6 +122,9 @@ impl Counters {
             dropped_send_failed: dropped(DropReason::SendFailed),
             dropped_unauthenticated: dropped(DropReason::Unauthenticated),
             dropped_replayed: dropped(DropReason::Replayed),
+            dropped_path_mtu: dropped(DropReason::PathMtu),
+            path_mtu_fragments: self.path_mtu_fragments.load(Relaxed),
+            path_mtu_icmp: self.path_mtu_icmp.load(Relaxed),
             // Counted by the kernel: the data plane adds it (see `sys::socket_drops`).
             dropped_overflow: 0,
             // Counted by fastdp's map writer, which adds it.

@@ -81,6 +81,11 @@ pub struct ForwardingTable {
     /// on the connection to that neighbour, the outer source of the frames
     /// encapsulated to it. Always empty in password mode.
     pub fastdp: HashMap<ShortId, Ipv4Addr>,
+    /// Neighbours whose path takes smaller datagrams than the overlay MTU
+    /// makes (`mesh::path_mtu`): the largest inner Ethernet frame that
+    /// reaches each. Larger frames are fragmented or answered with ICMP
+    /// (`wire::too_big`); fastdp leaves them to the userspace engine.
+    pub frame_limit: HashMap<ShortId, usize>,
 }
 
 /// One connection's data keys, shared between the control plane and the
@@ -140,6 +145,17 @@ pub struct OverlayStats {
     /// are too old for the replay window.
     #[serde(default)]
     pub dropped_replayed: u64,
+    /// Frames too big for the path to their next hop that could be neither
+    /// fragmented nor answered (not IPv4, IP options, an ICMP error).
+    #[serde(default)]
+    pub dropped_path_mtu: u64,
+    /// Fragments sent of IPv4 packets without DF too big for their path.
+    #[serde(default)]
+    pub path_mtu_fragments: u64,
+    /// ICMP "fragmentation needed" sent back to senders of IPv4 packets
+    /// with DF too big for their path.
+    #[serde(default)]
+    pub path_mtu_icmp: u64,
     /// MACs seen behind peers but not learnt: their peer made this peer
     /// learn new MACs faster than it allows (frames still delivered).
     #[serde(default)]

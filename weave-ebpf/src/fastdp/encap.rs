@@ -84,7 +84,12 @@ pub(crate) fn try_encap(ctx: &TcContext) -> Result<i32, Counter> {
         let skb = ctx.skb.skb;
         ((*skb).gso_size as usize, (*skb).gso_segs)
     };
-    let max_frame = config.max_frame as usize;
+    // The path to the peer may take less than the overlay MTU makes: the
+    // agent fragments or answers what does not fit (`wire::too_big`).
+    let max_frame = match peer.frame_limit {
+        0 => config.max_frame as usize,
+        limit => usize::from(limit).min(config.max_frame as usize),
+    };
     // What the frame stands for: one frame, or a super-frame's segments.
     let (segments, headers) = if gso_size == 0 {
         if len > max_frame {

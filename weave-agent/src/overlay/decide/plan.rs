@@ -13,6 +13,9 @@
 //!   could name as a hop).
 //! - A broadcast goes to each of this peer's children in the origin's
 //!   broadcast tree, once.
+//! - A frame larger than the path to a hop takes (its discovered path MTU)
+//!   does not go to that hop as it is: [`Action::TooBig`] (fragmented or
+//!   answered, see `wire::too_big`), after the password check.
 //!
 //! No allocation: a [`Plan`] is an iterator over borrowed routes.
 
@@ -42,6 +45,14 @@ pub enum Action {
         hop: ShortId,
         to: SocketAddr,
     },
+    /// The frame is larger than `limit`, the largest the path to neighbour
+    /// `hop` takes: fragment it for `hop` or tell its sender.
+    TooBig {
+        vni: u32,
+        hop: ShortId,
+        to: SocketAddr,
+        limit: usize,
+    },
     Drop(DropReason),
 }
 
@@ -69,6 +80,8 @@ impl From<FromPeer> for Verdict {
 #[derive(Clone, Debug)]
 pub struct Plan<'r> {
     routes: &'r Routes,
+    /// The frame's length.
+    len: usize,
     deliver: bool,
     drop: Option<DropReason>,
     vni: u32,
@@ -80,12 +93,14 @@ pub struct Plan<'r> {
     never: [ShortId; 2],
 }
 
-/// What to do with a frame of verdict `verdict`, under `routes` (which say
-/// whether the mesh uses a password, and hold the keys).
-pub fn plan(verdict: impl Into<Verdict>, routes: &Routes) -> Plan<'_> {
+/// What to do with a frame of verdict `verdict`, `len` bytes long, under
+/// `routes` (which say whether the mesh uses a password, hold the keys and
+/// the paths' limits).
+pub fn plan(verdict: impl Into<Verdict>, len: usize, routes: &Routes) -> Plan<'_> {
     let me = routes.me();
     let mut plan = Plan {
         routes,
+        len,
         deliver: false,
         drop: None,
         vni: 0,
@@ -147,21 +162,25 @@ impl Plan<'_> {
             // Cannot come from a consistent table; never act on it.
             return Action::Drop(DropReason::NoRoute);
         }
-        if !self.routes.encrypted() {
-            return Action::SendClear {
-                vni: self.vni,
+        let vni = self.vni;
+        if self.routes.encrypted() && self.routes.keys(hop).is_none() {
+            // Never in clear: without keys, nothing.
+            return Action::Drop(DropReason::NoRoute);
+        }
+        if let Some(limit) = self.routes.frame_limit(hop)
+            && self.len > limit
+        {
+            return Action::TooBig {
+                vni,
                 hop,
                 to,
+                limit,
             };
         }
-        match self.routes.keys(hop) {
-            Some(_) => Action::Seal {
-                vni: self.vni,
-                hop,
-                to,
-            },
-            // Never in clear: without keys, nothing.
-            None => Action::Drop(DropReason::NoRoute),
+        if self.routes.encrypted() {
+            Action::Seal { vni, hop, to }
+        } else {
+            Action::SendClear { vni, hop, to }
         }
     }
 }
@@ -213,7 +232,7 @@ mod tests {
     }
 
     fn actions(verdict: impl Into<Verdict>, routes: &Routes) -> Vec<Action> {
-        plan(verdict, routes).collect()
+        plan(verdict, 100, routes).collect()
     }
 
     #[test]
@@ -235,7 +254,7 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(plan(FromBridge::Flood, &r).uses(), 2);
+        assert_eq!(plan(FromBridge::Flood, 100, &r).uses(), 2);
         assert!(actions(FromBridge::Local, &r).is_empty());
     }
 
@@ -268,7 +287,7 @@ mod tests {
                 to: addr(A)
             }]
         );
-        assert_eq!(plan(relay, &r).uses(), 1);
+        assert_eq!(plan(relay, 100, &r).uses(), 1);
     }
 
     #[test]
@@ -303,7 +322,43 @@ mod tests {
             broadcast: false,
         };
         assert_eq!(actions(unicast, &r), vec![Action::Deliver]);
-        assert_eq!(plan(unicast, &r).uses(), 1);
+        assert_eq!(plan(unicast, 100, &r).uses(), 1);
+    }
+
+    #[test]
+    fn frames_over_a_paths_limit_are_too_big_for_that_hop_only() {
+        let mut table = line_seen_from_b();
+        table.frame_limit.insert(A, 600);
+        let r = Routes::compile(Arc::new(table));
+        let vni = ShortId::vni(B, ShortId::BROADCAST);
+        let flood: Vec<Action> = plan(FromBridge::Flood, 601, &r).collect();
+        assert_eq!(
+            flood,
+            vec![
+                Action::TooBig {
+                    vni,
+                    hop: A,
+                    to: addr(A),
+                    limit: 600
+                },
+                Action::SendClear {
+                    vni,
+                    hop: C,
+                    to: addr(C)
+                },
+            ]
+        );
+        let fits: Vec<Action> = plan(FromBridge::Flood, 600, &r).collect();
+        assert!(matches!(fits[0], Action::SendClear { hop: A, .. }));
+        // Without keys a hop gets nothing, big or not.
+        let mut table = line_seen_from_b();
+        table.encrypted = true;
+        table.frame_limit.insert(A, 600);
+        let r = Routes::compile(Arc::new(table));
+        assert_eq!(
+            plan(FromBridge::Flood, 700, &r).next(),
+            Some(Action::Drop(DropReason::NoRoute))
+        );
     }
 
     #[test]
@@ -320,7 +375,7 @@ mod tests {
             via: addr(A),
         };
         assert_eq!(actions(home, &r), vec![Action::Drop(DropReason::NoRoute)]);
-        assert_eq!(plan(home, &r).uses(), 0);
+        assert_eq!(plan(home, 100, &r).uses(), 0);
         // A table naming this peer as a hop (found by the fuzzer).
         let to_me = FromPeer::Relay {
             vni: ShortId::vni(A, C),

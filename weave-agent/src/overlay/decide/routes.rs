@@ -87,6 +87,15 @@ impl Routes {
         self.table.keys.get(&neighbour).map(|k| &*k.0)
     }
 
+    /// The largest inner frame the path to neighbour `hop` takes, when it
+    /// is less than the overlay MTU makes.
+    pub fn frame_limit(&self, hop: ShortId) -> Option<usize> {
+        if self.table.frame_limit.is_empty() {
+            return None;
+        }
+        self.table.frame_limit.get(&hop).copied()
+    }
+
     /// Whether `peer` is reachable (this peer is not).
     pub fn reaches(&self, peer: ShortId) -> bool {
         peer != self.me() && self.table.next_hop.contains_key(&peer)

@@ -2,8 +2,9 @@
 //! verdicts. It asks [`plan`] what to do with each frame and hands each
 //! action to the engine's [`Carrier`], which knows where the frame lies and
 //! how it leaves (a capture socket's buffer, a UMEM chunk); frames sealed
-//! for several hops go through [`SealSlots`]; drops are counted and logged
-//! here, so no engine can forget one.
+//! for several hops, and frames too big for a hop's path, go through
+//! [`SealSlots`]; drops are counted and logged here, so no engine can forget
+//! one.
 
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
@@ -78,12 +79,14 @@ pub(crate) fn carry_out<V: Copy + Into<Verdict>>(
             }
             Verdict::FromBridge(_) => {}
         }
-        let plan = plan(verdict, routes);
+        let plan = plan(verdict, carrier.inner_len(frame), routes);
         // Sealing in place only matters with a password.
         let sole = routes.encrypted() && plan.uses() == 1;
         for action in plan {
             let hop = match action {
-                Action::SendClear { hop, .. } | Action::Seal { hop, .. } => Some(hop),
+                Action::SendClear { hop, .. }
+                | Action::Seal { hop, .. }
+                | Action::TooBig { hop, .. } => Some(hop),
                 Action::Deliver | Action::Drop(_) => None,
             };
             let done = match action {
@@ -103,6 +106,15 @@ pub(crate) fn carry_out<V: Copy + Into<Verdict>>(
                         Ok(())
                     })
                 }
+                Action::TooBig {
+                    vni,
+                    hop,
+                    to,
+                    limit,
+                } => {
+                    slots.push_too_big(frame, &Onward { vni, hop, to }, limit);
+                    Ok(())
+                }
                 Action::Drop(reason) => Err(reason),
             };
             match (done, hop) {
@@ -121,38 +133,47 @@ pub(crate) fn carry_out<V: Copy + Into<Verdict>>(
 /// only use), before [`carry_out`], which then asks the carrier's
 /// `seal_in_place` for what became of it. Two passes, so that the frames
 /// are written before any frame of the batch is borrowed for sending.
-pub(crate) fn for_each_sole_seal<V: Copy + Into<Verdict>>(
+/// `inner_len(frames, frame)` is what the carrier's `inner_len` will say;
+/// both callbacks get `frames`, the engine's batch, to read and write.
+pub(crate) fn for_each_sole_seal<V: Copy + Into<Verdict>, F: ?Sized>(
     verdicts: &[V],
     routes: &Routes,
-    mut seal: impl FnMut(usize, &Onward),
+    frames: &mut F,
+    inner_len: impl Fn(&F, usize) -> usize,
+    mut seal: impl FnMut(&mut F, usize, &Onward),
 ) {
     if !routes.encrypted() {
         return;
     }
     for (frame, &verdict) in verdicts.iter().enumerate() {
-        let plan = plan(verdict, routes);
+        let plan = plan(verdict, inner_len(frames, frame), routes);
         if plan.uses() != 1 {
             continue;
         }
         for action in plan {
             if let Action::Seal { vni, hop, to } = action {
-                seal(frame, &Onward { vni, hop, to });
+                seal(frames, frame, &Onward { vni, hop, to });
             }
         }
     }
 }
 
 /// Seals and sends what [`carry_out`] queued in `slots` (`frame_of` gives
-/// the inner frame of frame `n` of the batch); returns how many went.
+/// the inner frame of frame `n` of the batch), and fragments or answers
+/// what was too big for its path (answers go into the bridge through
+/// `bridge`); returns how many frames went to peers.
 pub(crate) fn send_sealed<'f>(
     slots: &mut SealSlots,
     frame_of: impl Fn(usize) -> &'f [u8],
     routes: &Routes,
     (queue, fd): (&mut SendQueue, BorrowedFd<'_>),
+    bridge: Option<BorrowedFd<'_>>,
     tally: &mut Tally<'_>,
 ) -> u64 {
-    let outcome = slots.send(frame_of, routes, queue, fd, tally);
-    tally.sends(outcome)
+    let outcome = slots.send(&frame_of, routes, queue, fd, tally);
+    let sent = tally.sends(outcome);
+    let outcome = slots.send_too_big(&frame_of, routes, (queue, fd), bridge, tally);
+    sent + tally.sends(outcome)
 }
 
 /// One batch's counts in one direction, added to the shared counters when

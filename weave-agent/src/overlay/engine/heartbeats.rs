@@ -1,6 +1,7 @@
-//! Where data-path heartbeats (`wire::heartbeat`) leave the data plane for
-//! the control plane: the receive workers divert every datagram that starts
-//! with the heartbeat magic into a bounded queue before VXLAN parsing, and
+//! Where data-path heartbeats and path MTU probes (`wire::heartbeat`) leave
+//! the data plane for the control plane: the receive workers divert every
+//! datagram that starts like one into a bounded queue before VXLAN parsing
+//! (a probe's padding stays behind: only its header and length go), and
 //! the mesh takes them from it once a second ([`HeartbeatPort`]) and sends
 //! its own through the engine's UDP socket, so that they share the VXLAN
 //! packets' addresses and ports (and NAT mappings) both ways.
@@ -17,13 +18,43 @@ use crate::overlay::wire::heartbeat;
 /// Heartbeats waiting for the mesh: a second's worth from 1024 peers.
 pub(crate) const QUEUE: usize = 1024;
 
-/// One heartbeat as it arrived.
+/// One heartbeat, probe or acknowledgement as it arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Arrival {
     /// The datagram's source: where the peer's data comes from (behind a
     /// NAT, not the address of its control connection).
     pub from: SocketAddr,
-    pub datagram: [u8; heartbeat::LEN],
+    /// Its first bytes (all of a heartbeat or an acknowledgement).
+    head: [u8; heartbeat::PROBE_HEADER],
+    /// Its length as it arrived.
+    pub len: usize,
+}
+
+impl Arrival {
+    pub fn new(from: SocketAddr, datagram: &[u8]) -> Self {
+        let mut head = [0u8; heartbeat::PROBE_HEADER];
+        let kept = datagram.len().min(head.len());
+        head[..kept].copy_from_slice(&datagram[..kept]);
+        Self {
+            from,
+            head,
+            len: datagram.len(),
+        }
+    }
+
+    /// What was kept of the datagram: all of it, but for a probe's padding.
+    pub fn datagram(&self) -> &[u8] {
+        &self.head[..self.len.min(self.head.len())]
+    }
+}
+
+/// Whether `datagram` has the shape of a heartbeat, a probe or an
+/// acknowledgement (authenticity is the mesh's to check).
+fn well_formed(datagram: &[u8]) -> bool {
+    let len = datagram.len();
+    (heartbeat::is_heartbeat(datagram) && len == heartbeat::LEN)
+        || (datagram.starts_with(&heartbeat::PROBE_MAGIC) && len >= heartbeat::PROBE_HEADER)
+        || (datagram.starts_with(&heartbeat::ACK_MAGIC) && len == heartbeat::PROBE_HEADER)
 }
 
 /// Between the receive workers and the mesh.
@@ -32,19 +63,19 @@ pub(crate) struct HeartbeatQueue {
     queue: Mutex<VecDeque<Arrival>>,
     /// Lost because the queue was full.
     dropped: AtomicU64,
-    /// Starting with the magic but not a heartbeat's length, or from no
-    /// address.
+    /// Starting like a heartbeat, probe or acknowledgement but not shaped
+    /// like one, or from no address.
     malformed: AtomicU64,
 }
 
 impl HeartbeatQueue {
-    /// Takes `datagram` if it is a heartbeat (true: the caller drops it
-    /// from its batch); leaves VXLAN alone.
+    /// Takes `datagram` if it is a heartbeat, probe or acknowledgement
+    /// (true: the caller drops it from its batch); leaves VXLAN alone.
     pub(crate) fn divert(&self, datagram: &[u8], from: Option<SocketAddr>) -> bool {
-        if !heartbeat::is_heartbeat(datagram) {
+        if !heartbeat::is_data_path_control(datagram) {
             return false;
         }
-        let (Some(from), Ok(datagram)) = (from, <[u8; heartbeat::LEN]>::try_from(datagram)) else {
+        let Some(from) = from.filter(|_| well_formed(datagram)) else {
             self.malformed.fetch_add(1, Ordering::Relaxed);
             return true;
         };
@@ -53,7 +84,7 @@ impl HeartbeatQueue {
             drop(queue);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
-            queue.push_back(Arrival { from, datagram });
+            queue.push_back(Arrival::new(from, datagram));
         }
         true
     }
@@ -78,7 +109,8 @@ pub struct HeartbeatPort {
 pub struct PortCounters {
     /// The queue was full.
     pub dropped: u64,
-    /// They had the magic but not the length of a heartbeat.
+    /// They started like a heartbeat, probe or acknowledgement but were
+    /// not shaped like one.
     pub malformed: u64,
 }
 
@@ -141,6 +173,15 @@ mod tests {
         assert!(!q.divert(&[0x08, 0, 0, 0, 0, 0, 0, 0], Some(from)));
         assert!(q.divert(&hb[..10], Some(from)));
         assert!(q.divert(&hb, None));
+        // A probe's padding stays behind; its length goes with it.
+        let key = heartbeat::HeartbeatKey([1; 32]);
+        let mut probe = vec![0u8; 1000];
+        heartbeat::encode_probe(&key, PeerName::random(), 1, &mut probe);
+        assert!(q.divert(&probe, Some(from)));
+        let taken = q.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].len, 1000);
+        assert_eq!(taken[0].datagram(), &probe[..heartbeat::PROBE_HEADER]);
         for _ in 0..QUEUE + 3 {
             assert!(q.divert(&hb, Some(from)));
         }
@@ -148,7 +189,8 @@ mod tests {
         assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
         let taken = q.take();
         assert_eq!(taken.len(), QUEUE);
-        assert_eq!(taken[0], Arrival { from, datagram: hb });
+        assert_eq!(taken[0], Arrival::new(from, &hb));
+        assert_eq!(taken[0].datagram(), &hb[..]);
         assert!(q.take().is_empty());
     }
 }

@@ -14,9 +14,9 @@ pub(super) mod seal_slots;
 pub(super) mod spin;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,10 @@ pub(crate) struct Core {
     pub counters: Counters,
     /// Data-path heartbeats diverted from the receive path, for the mesh.
     pub heartbeats: Arc<HeartbeatQueue>,
+    /// Sends frames of the agent's own into the bridge (ICMP answers to
+    /// frames too big for their path); set once the engine knows its
+    /// datapath port.
+    bridge: OnceLock<OwnedFd>,
     stopping: AtomicBool,
 }
 
@@ -98,6 +102,7 @@ impl Core {
             macs: Mutex::new(macs),
             counters: Counters::default(),
             heartbeats: Arc::default(),
+            bridge: OnceLock::new(),
             stopping: AtomicBool::new(false),
         };
         Ok((core, local_addr))
@@ -117,6 +122,26 @@ impl Core {
                 None
             }
         }
+    }
+
+    /// Opens the socket that sends the agent's own frames into the bridge
+    /// through the datapath port `ifindex`. Without it, frames too big for
+    /// their path that need an answer are dropped (counted), nothing else.
+    pub(crate) fn open_bridge_sender(&self, ifindex: u32) {
+        match sys::send_socket(ifindex) {
+            Ok(fd) => {
+                let _ = self.bridge.set(fd);
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "no socket into the bridge: frames too big for a peer's path MTU get no ICMP answer"
+            ),
+        }
+    }
+
+    /// See [`Core::open_bridge_sender`].
+    pub(crate) fn bridge(&self) -> Option<BorrowedFd<'_>> {
+        self.bridge.get().map(AsFd::as_fd)
     }
 
     pub(crate) fn macs(&self) -> MutexGuard<'_, Macs> {

@@ -6,6 +6,9 @@
 //! fastdp on their connection, it is a direct neighbour its frames go to
 //! straight (not through a relay), both its data address and our address on
 //! the connection are IPv4, and the interface holding our address is known.
+//! A peer whose path takes smaller frames than the overlay MTU makes gets
+//! its limit: larger frames go to the userspace engine, which fragments or
+//! answers them.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -52,7 +55,11 @@ pub(crate) fn desired(
                 local_ip: local.octets(),
                 ifindex,
                 remote_port: remote.port(),
-                zero: 0,
+                // Frames over it are left to the userspace engine.
+                frame_limit: table
+                    .frame_limit
+                    .get(&peer)
+                    .map_or(0, |&limit| u16::try_from(limit).unwrap_or(u16::MAX).max(1)),
             },
         );
         out.senders.insert(
@@ -113,9 +120,17 @@ mod tests {
         assert_eq!(d.peers.len(), 1);
         let p = d.peers[&2];
         assert_eq!(
-            (p.remote_ip, p.local_ip, p.ifindex, p.remote_port),
-            ([10, 0, 0, 2], [10, 0, 0, 1], 7, 6784)
+            (
+                p.remote_ip,
+                p.local_ip,
+                p.ifindex,
+                p.remote_port,
+                p.frame_limit
+            ),
+            ([10, 0, 0, 2], [10, 0, 0, 1], 7, 6784, 0)
         );
+        t.frame_limit.insert(ShortId(2), 700);
+        assert_eq!(desired(&t, |_| Some(7)).peers[&2].frame_limit, 700);
         let key = SenderKey {
             ip: [10, 0, 0, 2],
             port: 6784,

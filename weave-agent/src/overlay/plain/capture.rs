@@ -59,6 +59,7 @@ pub(super) fn run(shared: &Shared) {
             |i| frames.get(i).data,
             routes,
             sealing,
+            core.bridge(),
             &mut tally,
         );
         tally.counts.sent += sent;

@@ -100,6 +100,7 @@ impl PlainOverlay {
                 source,
             })?;
         engine::set_stop_check(&datapath)?;
+        core.open_bridge_sender(ifindex);
         let shared = Arc::new(Shared { core, datapath });
         let overlay = Arc::new(Self {
             shared: Arc::clone(&shared),

@@ -82,7 +82,14 @@ pub(super) fn run(shared: &Shared) {
         let mut relayed = tally.sends(forwarded.finish());
         let frame_of = |i| inner_frame(&packets, &plain, i);
         let sealing = (&mut forward, core.udp.as_fd());
-        relayed += send_sealed(&mut slots, frame_of, routes, sealing, &mut tally);
+        relayed += send_sealed(
+            &mut slots,
+            frame_of,
+            routes,
+            sealing,
+            core.bridge(),
+            &mut tally,
+        );
         tally.counts.relayed += relayed;
     }
 }

@@ -17,6 +17,7 @@
 
 use std::ops::Range;
 
+use crate::overlay::wire::checksum::{fold, sum};
 use crate::overlay::wire::vxlan::ETHERNET_HEADER_LEN;
 
 /// `struct virtio_net_hdr` (legacy, 10 bytes), in front of every frame sent
@@ -214,26 +215,6 @@ pub fn super_header(first: &[u8], run: &Run, out: &mut [u8]) -> Option<usize> {
 /// A frame sent alone on the same socket needs a virtio-net header too:
 /// no GSO, no checksum to finish.
 pub const PLAIN_VNET_HDR: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
-
-/// Ones' complement sum of big-endian 16-bit words (an odd last byte padded).
-fn sum(bytes: &[u8]) -> u32 {
-    let mut chunks = bytes.chunks_exact(2);
-    let mut total: u32 = chunks
-        .by_ref()
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    if let [last] = chunks.remainder() {
-        total += u32::from(*last) << 8;
-    }
-    total
-}
-
-const fn fold(mut sum: u32) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
 
 #[cfg(test)]
 mod tests {

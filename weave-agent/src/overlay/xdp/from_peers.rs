@@ -241,7 +241,8 @@ impl PeersToBridge {
         });
         in_place.clear();
         in_place.resize(n, None);
-        for_each_sole_seal(verdicts, routes, |i, onward| {
+        let inner_len = |taken: &Vec<Chunk>, i: usize| inner_frame(mem, &taken[i], &plain[i]).len();
+        for_each_sole_seal(verdicts, routes, taken, inner_len, |taken, i, onward| {
             let sealed = plain[i].clone().and_then(|packet| {
                 let keys = routes.keys(onward.hop).ok_or(DropReason::NoRoute)?;
                 let frame = packet.start + vxlan::HEADER_LEN;
@@ -267,7 +268,7 @@ impl PeersToBridge {
         let mut relayed = tally.sends(forwarded.finish());
         let frame_of = |i| inner_frame(mem, &taken[i], &plain[i]);
         let sealing = (&mut *forward, core.udp.as_fd());
-        relayed += send_sealed(slots, frame_of, routes, sealing, &mut tally);
+        relayed += send_sealed(slots, frame_of, routes, sealing, core.bridge(), &mut tally);
         tally.counts.relayed += relayed;
         // Frames that enter the bridge keep their chunk; the rest are done with.
         for ((chunk, kept), packet) in taken.drain(..).zip(kept.iter()).zip(plain.iter()) {

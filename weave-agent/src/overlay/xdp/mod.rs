@@ -178,6 +178,9 @@ impl XdpOverlay {
         });
         register.map_err(|source| OverlayError::XskMap { source })?;
         // On error, dropping `overlay` stops what was started.
+        if let Some(ifindex) = sys::ifindex(&overlay.datapath_ifname) {
+            shared.core.open_bridge_sender(ifindex);
+        }
         // Without it TCP segments enter the bridge one by one: slower, same result.
         let injector = sys::ifindex(&overlay.datapath_ifname)
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))

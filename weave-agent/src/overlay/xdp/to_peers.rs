@@ -125,7 +125,8 @@ impl BridgeToPeers {
         });
         in_place.clear();
         in_place.resize(frames.len(), None);
-        for_each_sole_seal(verdicts, routes, |i, onward| {
+        let inner_len = |frames: &Vec<Frame>, i: usize| frames[i].len;
+        for_each_sole_seal(verdicts, routes, frames, inner_len, |frames, i, onward| {
             let f = &mut frames[i];
             let sealed = routes
                 .keys(onward.hop)
@@ -153,7 +154,7 @@ impl BridgeToPeers {
         let mut sent = tally.sends(batch.finish());
         let frame_of = |i: usize| mem.frame(&frames[i]);
         let sealing = (&mut *slot_queue, core.udp.as_fd());
-        sent += send_sealed(slots, frame_of, routes, sealing, &mut tally);
+        sent += send_sealed(slots, frame_of, routes, sealing, core.bridge(), &mut tally);
         tally.counts.sent += sent;
         // Every frame of the batch is done with: back to the kernel.
         half.give_back(frames);

@@ -55,8 +55,21 @@ pub fn listen(h: &Host, container: &str, port: u16, file: &str) {
 /// on both ends. Returns the number of bytes sent.
 #[track_caller]
 pub fn assert_tcp_stream(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str, port: u16) -> u64 {
+    assert_tcp_stream_of(STREAM_MIB, src, dst, dst_addr, port)
+}
+
+/// [`assert_tcp_stream`] with `mib` MiB: a shorter stream where the path is
+/// slow on purpose (a small path MTU, a password).
+#[track_caller]
+pub fn assert_tcp_stream_of(
+    mib: u64,
+    src: (&Host, &str),
+    dst: (&Host, &str),
+    dst_addr: &str,
+    port: u16,
+) -> u64 {
     let ((sh, sc), (dh, dc)) = (src, dst);
-    let bytes = STREAM_MIB * 1024 * 1024;
+    let bytes = mib * 1024 * 1024;
     sh.exec_ok(
         sc,
         &[
@@ -64,7 +77,7 @@ pub fn assert_tcp_stream(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str,
             "if=/dev/urandom",
             "of=/tmp/sent",
             "bs=1048576",
-            &format!("count={STREAM_MIB}"),
+            &format!("count={mib}"),
         ],
     );
     assert_eq!(file_size(sh, sc, "/tmp/sent"), bytes);
@@ -75,7 +88,7 @@ pub fn assert_tcp_stream(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str,
         &["sh", "-c", &format!("nc {dst_addr} {port} < /tmp/sent")],
         STREAM_TIMEOUT,
     );
-    assert!(sent.success(), "sending {STREAM_MIB} MiB:\n{sent}");
+    assert!(sent.success(), "sending {mib} MiB:\n{sent}");
     // The receiver ends when the sender has closed its half and all arrived.
     wait_until(
         &format!("the receiver in {dc} to finish"),
@@ -86,7 +99,7 @@ pub fn assert_tcp_stream(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str,
     assert_eq!(
         file_size(dh, dc, "/tmp/received"),
         bytes,
-        "all {STREAM_MIB} MiB arrived"
+        "all {mib} MiB arrived"
     );
     assert_eq!(
         sha1(dh, dc, "/tmp/received"),

@@ -147,7 +147,7 @@ impl Fastdp {
                     local_ip: LOCAL_IP,
                     ifindex: UNDERLAY_IFINDEX,
                     remote_port: REMOTE_PORT,
-                    zero: 0,
+                    frame_limit: 0,
                 },
                 0,
             )
@@ -546,6 +546,35 @@ fn encap_takes_a_frame_of_exactly_the_overlay_mtu() {
         assert_eq!(run.verdict, TC_ACT_REDIRECT);
         assert_eq!(run.moved, [(Counter::FastdpEncap, 1)]);
         assert!(run.out == vxlan_to_peer(&inner, 0), "the VXLAN packet");
+    });
+}
+
+/// A peer whose path takes smaller frames (its discovered path MTU) gets
+/// frames up to that size only: a larger one goes to the agent's path,
+/// which fragments it or tells its sender.
+#[test]
+fn encap_keeps_to_a_peers_path_mtu() {
+    in_private_netns(|c, fastdp| {
+        let limit = 600;
+        let mut peer = *fastdp
+            .maps
+            .peers
+            .get(&u32::from(PEER), 0)
+            .as_ref()
+            .expect("PEER is in FASTDP_PEERS");
+        peer.frame_limit = limit;
+        fastdp
+            .maps
+            .peers
+            .insert(u32::from(PEER), peer, 0)
+            .expect("writing FASTDP_PEERS");
+        let fits = to_remote(usize::from(limit) - 14 - 20 - 20);
+        assert_eq!(fits.len(), usize::from(limit));
+        let run_fits = run(c, FASTDP_ENCAP_PROG, &fits, None, "at the path MTU");
+        assert_eq!(run_fits.verdict, TC_ACT_REDIRECT);
+        let over = to_remote(usize::from(limit) - 14 - 20 - 20 + 1);
+        let counter = Some(Counter::FastdpPassOversize);
+        assert_passed(c, FASTDP_ENCAP_PROG, &over, None, counter, "over the path MTU");
     });
 }
 

@@ -466,9 +466,10 @@ fn a_host_behind_a_masquerading_router_joins_and_carries_traffic() {
     }
 }
 
-/// How long path MTU discovery may take (about half a minute), and its
-/// return once the path takes the full size again (a recheck every 5 s).
-const PATH_MTU_CHANGE: Duration = Duration::from_secs(90);
+/// How long path MTU discovery may take (a healthy path is rechecked every
+/// 30 s, then the search takes about half a minute), and its return once
+/// the path takes the full size again (a recheck every 5 s).
+const PATH_MTU_CHANGE: Duration = Duration::from_mins(2);
 /// UDP packets on the LAN between the two hosts larger than this (IPv4
 /// total length) are dropped without a word.
 const PATH_LIMIT: u32 = 700;

@@ -574,7 +574,14 @@ fn encap_keeps_to_a_peers_path_mtu() {
         assert_eq!(run_fits.verdict, TC_ACT_REDIRECT);
         let over = to_remote(usize::from(limit) - 14 - 20 - 20 + 1);
         let counter = Some(Counter::FastdpPassOversize);
-        assert_passed(c, FASTDP_ENCAP_PROG, &over, None, counter, "over the path MTU");
+        assert_passed(
+            c,
+            FASTDP_ENCAP_PROG,
+            &over,
+            None,
+            counter,
+            "over the path MTU",
+        );
     });
 }
 

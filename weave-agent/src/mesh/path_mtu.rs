@@ -14,8 +14,10 @@
 //! lower the size in use needs [`TRIES`] in a row, so one lost probe does
 //! not cut a good path short. After the full size failed, a binary search
 //! between [`FLOOR`] and it settles within [`STEP`] bytes in about seven
-//! probes; settled, the full size (has the path grown back?) and the size
-//! in use (has it shrunk further?) are probed in turn every [`RECHECK`].
+//! probes; settled below the full size, the full size (has the path grown
+//! back?) and the size in use (has it shrunk further?) are probed in turn
+//! every [`RECHECK`]; a path that takes the full size is probed every
+//! [`RECHECK_FULL`] (a big datagram: its cost is counted per peer at rest).
 //! A pure state machine: the router tells it what arrived and asks it what
 //! to probe, once a heartbeat interval.
 
@@ -32,8 +34,10 @@ pub const STEP: usize = 8;
 pub const ACK_WAIT: Duration = Duration::from_millis(2500);
 /// Failures in a row before the size in use is lowered.
 pub const TRIES: u8 = 2;
-/// How often a settled path is probed again.
+/// How often a path settled below the full size is probed again.
 pub const RECHECK: Duration = Duration::from_secs(5);
+/// How often a path that takes the full size is probed again.
+pub const RECHECK_FULL: Duration = Duration::from_secs(30);
 
 /// One connection's path, as far as probes tell.
 #[derive(Debug)]
@@ -140,7 +144,12 @@ impl PathMtu {
         if !due {
             return None;
         }
-        self.next_recheck = Some(now + RECHECK);
+        let every = if self.limited() {
+            RECHECK
+        } else {
+            RECHECK_FULL
+        };
+        self.next_recheck = Some(now + every);
         let size = if self.recheck_full || !self.limited() {
             self.max
         } else {

@@ -55,6 +55,13 @@ fn nft(netns: &Netns, args: &[&str]) {
 /// Drops UDP to the data port between `a` and `b`, both ways, on the LAN
 /// (so that no data plane, in the kernel or not, gets round it); TCP passes.
 fn block_udp(c: &Cluster, a: &Host, b: &Host) {
+    let port = DATA_PORT.to_string();
+    drop_on_lan(c, a, b, &["udp", "dport", &port]);
+}
+
+/// Drops the IPv4 packets between `a` and `b` (both ways) that also match
+/// `matching` (nft words), on the LAN, counted; [`unblock_udp`] undoes it.
+fn drop_on_lan(c: &Cluster, a: &Host, b: &Host, matching: &[&str]) {
     let lan = c.lan().netns();
     nft(lan, &["add", "table", "bridge", NFT_TABLE]);
     nft(
@@ -68,16 +75,14 @@ fn block_udp(c: &Cluster, a: &Host, b: &Host) {
             "{ type filter hook forward priority 0; policy accept; }",
         ],
     );
-    let port = DATA_PORT.to_string();
     for (from, to) in [(a, b), (b, a)] {
         let (from, to) = (from.lan_ip().to_string(), to.lan_ip().to_string());
-        nft(
-            lan,
-            &[
-                "add", "rule", "bridge", NFT_TABLE, "forward", "ip", "saddr", &from, "ip", "daddr",
-                &to, "udp", "dport", &port, "counter", "drop",
-            ],
-        );
+        let mut rule = vec![
+            "add", "rule", "bridge", NFT_TABLE, "forward", "ip", "saddr", &from, "ip", "daddr", &to,
+        ];
+        rule.extend_from_slice(matching);
+        rule.extend(["counter", "drop"]);
+        nft(lan, &rule);
     }
 }
 
@@ -477,30 +482,13 @@ const PATH_LIMIT: u32 = 700;
 /// Drops UDP packets over [`PATH_LIMIT`] bytes between `a` and `b`, both
 /// ways, on the LAN (where no data plane gets round it).
 fn drop_big_udp(c: &Cluster, a: &Host, b: &Host) {
-    let lan = c.lan().netns();
-    nft(lan, &["add", "table", "bridge", NFT_TABLE]);
-    nft(
-        lan,
-        &[
-            "add",
-            "chain",
-            "bridge",
-            NFT_TABLE,
-            "forward",
-            "{ type filter hook forward priority 0; policy accept; }",
-        ],
-    );
     let limit = PATH_LIMIT.to_string();
-    for (from, to) in [(a, b), (b, a)] {
-        let (from, to) = (from.lan_ip().to_string(), to.lan_ip().to_string());
-        nft(
-            lan,
-            &[
-                "add", "rule", "bridge", NFT_TABLE, "forward", "ip", "saddr", &from, "ip", "daddr",
-                &to, "ip", "protocol", "udp", "ip", "length", ">", &limit, "counter", "drop",
-            ],
-        );
-    }
+    drop_on_lan(
+        c,
+        a,
+        b,
+        &["ip", "protocol", "udp", "ip", "length", ">", &limit],
+    );
 }
 
 /// The path MTU `h`'s connection to `peer` shows (`None`: the overlay's).

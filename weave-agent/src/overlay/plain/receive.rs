@@ -82,14 +82,9 @@ pub(super) fn run(shared: &Shared) {
         let mut relayed = tally.sends(forwarded.finish());
         let frame_of = |i| inner_frame(&packets, &plain, i);
         let sealing = (&mut forward, core.udp.as_fd());
-        relayed += send_sealed(
-            &mut slots,
-            frame_of,
-            routes,
-            sealing,
-            core.bridge(),
-            &mut tally,
-        );
+        // Relayed frames too big for the next hop with DF are dropped: an
+        // answer injected here would come back out of the port it entered.
+        relayed += send_sealed(&mut slots, frame_of, routes, sealing, None, &mut tally);
         tally.counts.relayed += relayed;
     }
 }

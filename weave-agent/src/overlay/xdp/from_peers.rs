@@ -268,7 +268,9 @@ impl PeersToBridge {
         let mut relayed = tally.sends(forwarded.finish());
         let frame_of = |i| inner_frame(mem, &taken[i], &plain[i]);
         let sealing = (&mut *forward, core.udp.as_fd());
-        relayed += send_sealed(slots, frame_of, routes, sealing, core.bridge(), &mut tally);
+        // Relayed frames too big for the next hop with DF are dropped: an
+        // answer injected here would come back out of the port it entered.
+        relayed += send_sealed(slots, frame_of, routes, sealing, None, &mut tally);
         tally.counts.relayed += relayed;
         // Frames that enter the bridge keep their chunk; the rest are done with.
         for ((chunk, kept), packet) in taken.drain(..).zip(kept.iter()).zip(plain.iter()) {

@@ -326,7 +326,8 @@ impl Status {
             + o.dropped_no_route
             + o.dropped_oversize
             + o.dropped_unauthenticated
-            + o.dropped_replayed;
+            + o.dropped_replayed
+            + o.dropped_path_mtu;
         line(
             &mut s,
             "Dropped",
@@ -370,8 +371,11 @@ impl Status {
             ("drop_spoofed", o.dropped_spoofed),
             ("drop_send_failed", o.dropped_send_failed),
             ("drop_overflow", o.dropped_overflow),
+            ("drop_path_mtu", o.dropped_path_mtu),
             ("macs_not_learnt", o.macs_not_learnt),
             ("gso_refused", o.gso_refused),
+            ("path_mtu_fragments", o.path_mtu_fragments),
+            ("path_mtu_icmp", o.path_mtu_icmp),
             ("fastdp_map_failures", o.fastdp_map_failures),
         ] {
             line(&mut s, name, value);

@@ -344,6 +344,7 @@ pub fn render(status: &Status) -> String {
         ("spoofed", o.dropped_spoofed),
         ("send_failed", o.dropped_send_failed),
         ("overflow", o.dropped_overflow),
+        ("path_mtu", o.dropped_path_mtu),
     ]
     .map(|(reason, v)| {
         (
@@ -378,10 +379,12 @@ pub fn render(status: &Status) -> String {
     counters(
         &mut r,
         "weave_overlay_events",
-        "Other data plane events between hosts (MACs not learnt, GSO refused)",
+        "Other data plane events between hosts (MACs not learnt, GSO refused, fragments and ICMP answers for paths with a smaller MTU)",
         [
             ("macs_not_learnt", o.macs_not_learnt),
             ("gso_refused", o.gso_refused),
+            ("path_mtu_fragments", o.path_mtu_fragments),
+            ("path_mtu_icmp", o.path_mtu_icmp),
         ]
         .map(|(e, v)| (vec![("event", e.to_string()), dp()], v)),
     );

@@ -488,9 +488,11 @@ fn check_plan(verdict: Verdict, len: usize, sender: Option<ShortId>, routes: &Ro
             };
             assert_eq!(sends, expected, "{verdict:?}: relay");
             assert_eq!(actions.len(), 1);
+            // Too big for its hop's path, it goes on as fragments, each
+            // sealed on its own (`SealSlots::send_too_big`).
             if routes.encrypted() && !sends.is_empty() {
                 assert!(
-                    matches!(actions[0], Action::Seal { .. }),
+                    matches!(actions[0], Action::Seal { .. } | Action::TooBig { .. }),
                     "a relay not sealed again for its hop"
                 );
             }

@@ -15,8 +15,9 @@
 //! not cut a good path short. After the full size failed, a binary search
 //! between [`FLOOR`] and it settles within [`STEP`] bytes in about seven
 //! probes; settled below the full size, the full size (has the path grown
-//! back?) and the size in use (has it shrunk further?) are probed in turn
-//! every [`RECHECK`]; a path that takes the full size is probed every
+//! back?), the size in use (has it shrunk further?) and the smallest size
+//! that failed (has it grown partway? then the search runs again above it)
+//! are probed in turn every [`RECHECK`]; a path that takes the full size is probed every
 //! [`RECHECK_FULL`] (a big datagram: its cost is counted per peer at rest).
 //! A pure state machine: the router tells it what arrived and asks it what
 //! to probe, once a heartbeat interval.
@@ -51,8 +52,29 @@ pub struct PathMtu {
     outstanding: Option<Probe>,
     next_id: u64,
     next_recheck: Option<Instant>,
-    /// Settled: whether the next recheck probes `max` (else `good`).
-    recheck_full: bool,
+    /// Settled below `max`: what the next recheck probes.
+    recheck: Recheck,
+}
+
+/// The sizes a path settled below the full size is probed at, in turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recheck {
+    /// The full size: has the path grown back?
+    Full,
+    /// The size in use: has it shrunk further?
+    InUse,
+    /// The smallest size that failed: has the path grown partway?
+    Edge,
+}
+
+impl Recheck {
+    const fn next(self) -> Self {
+        match self {
+            Self::Full => Self::InUse,
+            Self::InUse => Self::Edge,
+            Self::Edge => Self::Full,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +99,7 @@ impl PathMtu {
             outstanding: None,
             next_id: 1,
             next_recheck: None,
-            recheck_full: true,
+            recheck: Recheck::Full,
         }
     }
 
@@ -114,7 +136,7 @@ impl PathMtu {
             // What passed is below the full size and nothing failed since:
             // see at once whether the rest passes too.
             self.next_recheck = Some(now);
-            self.recheck_full = true;
+            self.recheck = Recheck::Full;
         }
     }
 
@@ -150,12 +172,12 @@ impl PathMtu {
             RECHECK_FULL
         };
         self.next_recheck = Some(now + every);
-        let size = if self.recheck_full || !self.limited() {
-            self.max
-        } else {
-            self.good
+        let size = match (self.limited(), self.recheck) {
+            (false, _) | (true, Recheck::Full) => self.max,
+            (true, Recheck::InUse) => self.good,
+            (true, Recheck::Edge) => self.bad.unwrap_or(self.max),
         };
-        self.recheck_full = !self.recheck_full;
+        self.recheck = self.recheck.next();
         Some(self.send(size, 0, now))
     }
 
@@ -239,6 +261,16 @@ mod tests {
         let (took, limit) = settle(&mut m, MAX, t0 + Duration::from_mins(5));
         assert_eq!(limit, MAX);
         assert!(took < Duration::from_secs(15), "{took:?}");
+    }
+
+    #[test]
+    fn a_path_that_grows_partway_is_searched_again() {
+        let mut m = PathMtu::new(MAX);
+        let t0 = Instant::now();
+        settle(&mut m, 700, t0);
+        let (took, limit) = settle(&mut m, 1000, t0 + Duration::from_mins(5));
+        assert!((1000 - STEP..=1000).contains(&limit), "{limit}");
+        assert!(took < Duration::from_mins(1), "{took:?}");
     }
 
     #[test]

@@ -86,10 +86,28 @@ pub fn remedy(frame: &[u8]) -> Remedy {
             .packet
             .get(ip.header_len)
             .is_some_and(|t| !matches!(t, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18));
-    if icmp_error || ip.flags_offset & OFFSET_MASK != 0 {
+    if icmp_error || ip.flags_offset & OFFSET_MASK != 0 || !unique_ends(frame, &ip) {
         return Remedy::Drop;
     }
     Remedy::TellSender
+}
+
+/// Whether an ICMP error may answer the packet (RFC 1122, 3.2.2): sent to
+/// one host (not a link-layer group, nor an IP multicast or limited
+/// broadcast address) by one host (source MAC and address not a group,
+/// not 0.0.0.0). The answer's addresses are the packet's, swapped, so a
+/// broadcast's answer would carry a broadcast source (the bridge drops it).
+fn unique_ends(frame: &[u8], ip: &Ipv4<'_>) -> bool {
+    let group_mac = |mac: u8| mac & 1 != 0;
+    let one_host = |a: [u8; 4]| {
+        let a = std::net::Ipv4Addr::from(a);
+        !(a.is_multicast() || a.is_broadcast() || a.is_unspecified())
+    };
+    let address = |at: usize| <[u8; 4]>::try_from(ip.packet.get(at..at + 4)?).ok();
+    !group_mac(frame[0])
+        && !group_mac(frame[6])
+        && address(12).is_some_and(one_host)
+        && address(16).is_some_and(one_host)
 }
 
 /// Cuts `frame` (IPv4 without DF or options, see [`remedy`]) into frames of
@@ -264,6 +282,36 @@ mod tests {
         options[IP] = 0x46;
         assert_eq!(remedy(&options), Remedy::Drop);
         assert_eq!(remedy(&frame(100, 0, 17)[..40]), Remedy::Drop, "truncated");
+    }
+
+    #[test]
+    fn no_answer_to_a_group_or_from_no_one() {
+        let told = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut f = frame(1400, FLAG_DF, 6);
+            edit(&mut f);
+            remedy(&f)
+        };
+        assert_eq!(told(&|_| {}), Remedy::TellSender);
+        assert_eq!(told(&|f| f[..6].fill(0xff)), Remedy::Drop, "broadcast MAC");
+        assert_eq!(told(&|f| f[0] = 0x01), Remedy::Drop, "multicast MAC");
+        assert_eq!(told(&|f| f[6] = 0x03), Remedy::Drop, "group source MAC");
+        let dst = IP + 16;
+        assert_eq!(
+            told(&|f| f[dst..dst + 4].fill(0xff)),
+            Remedy::Drop,
+            "limited broadcast"
+        );
+        assert_eq!(told(&|f| f[dst] = 239), Remedy::Drop, "multicast");
+        let src = IP + 12;
+        assert_eq!(
+            told(&|f| f[src..src + 4].fill(0)),
+            Remedy::Drop,
+            "from 0.0.0.0"
+        );
+        // Without DF, a broadcast is still fragmented: no answer is involved.
+        let mut broadcast = frame(1400, 0, 17);
+        broadcast[..6].fill(0xff);
+        assert_eq!(remedy(&broadcast), Remedy::Fragment);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crate::report;
 /// A full mesh of three must form within this (dial, handshake, gossip,
 /// discovery, dial again).
 pub const CONVERGE: Duration = Duration::from_mins(1);
-/// The others must notice a dead peer within this (the agent's dead-peer
-/// timeout is about 6 s).
+/// The others must notice a dead peer within this (a silent control
+/// connection is dead after 15 s).
 pub const DEAD_PEER: Duration = Duration::from_secs(30);
 /// A peer back on the LAN or relaunched must be reconnected within this
 /// (reconnection backoff tops out at about 10 s, plus jitter).

@@ -29,6 +29,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, timeout};
 
+use crate::mesh::beat;
 use crate::mesh::noise::{self, DataKeys, Handshake, Opener, Psk, Sealer};
 use crate::mesh::protocol::{
     FrameDecoder, Hello, MAX_FRAME, MAX_HELLO_FRAME, MAX_REASON, Message, Refusal, WireError,
@@ -536,10 +537,7 @@ async fn write_loop(
         Ok(f) => f.into(),
         Err(e) => return CloseReason::wire(e),
     };
-    let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + timing.heartbeat,
-        timing.heartbeat,
-    );
+    let mut tick = tokio::time::interval_at(beat::next(timing.heartbeat), timing.heartbeat);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let frame = tokio::select! {

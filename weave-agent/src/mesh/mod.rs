@@ -8,6 +8,7 @@
 //! - `fastdp`: which connections use the in-kernel data path;
 //! - `liveness`: whether a connection's data path (UDP) works, from heartbeats;
 //! - `path_mtu`: how big a datagram that path takes, from probes;
+//! - `beat`: when periodic heartbeats fall due (together, to wake less);
 //! - `connection_maker`: which addresses to dial, and when;
 //! - `connection`: one task per TCP connection;
 //! - `router`: the actor tying them together, and its handle [`Mesh`];
@@ -19,6 +20,7 @@
 //! `topology::Topology::merge` (any `TopologyUpdate`), and
 //! `connection_maker::Target::parse` for what users type.
 
+pub mod beat;
 pub mod connection;
 pub mod connection_maker;
 pub mod fastdp;

@@ -30,8 +30,10 @@ pub const FLOOR: usize = 576 - 20 - 8;
 /// The search stops when the largest size that passed and the smallest
 /// that failed are this close.
 pub const STEP: usize = 8;
-/// How long an acknowledgement may take: the peer answers in its own
-/// heartbeat round, up to one interval later, and we read it in ours.
+/// How long an acknowledgement may take: both sides read probes and
+/// acknowledgements as they arrive, so this is the round trip plus what a
+/// loaded machine makes the two agents wait for a CPU, with room to spare;
+/// it is checked at heartbeat rounds (probes are sent there too).
 pub const ACK_WAIT: Duration = Duration::from_millis(2500);
 /// Failures in a row before the size in use is lowered.
 pub const TRIES: u8 = 2;

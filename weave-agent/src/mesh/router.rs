@@ -22,6 +22,7 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use crate::dns::DnsGossip;
 use crate::ipam::IpamPacket;
+use crate::mesh::beat;
 use crate::mesh::connection::{
     self, CloseKind, CloseReason, ConnId, ConnectionTiming, Event, Outgoing, Setup,
 };
@@ -82,9 +83,18 @@ const ROUTE_INTERVAL: Duration = Duration::from_millis(150);
 /// tests shorten them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
+    /// Data-path heartbeats (UDP), one per connected peer each interval.
     pub heartbeat: Duration,
-    /// A connection silent this long is dead.
+    /// A data path whose heartbeats stop this long is down (routes go round).
     pub dead_after: Duration,
+    /// Control connections (TCP) send a heartbeat this often: the data
+    /// path's heartbeats already say within seconds whether a peer is
+    /// there, so the control connection's only need to find a dead TCP
+    /// connection, and each one wakes both agents (at a hundred peers, the
+    /// idle agents' wake-ups were what filled the machine).
+    pub control_heartbeat: Duration,
+    /// A control connection silent this long is dead.
+    pub control_dead_after: Duration,
     pub handshake_timeout: Duration,
     /// Name resolution and TCP connect, each.
     pub dial_timeout: Duration,
@@ -98,6 +108,8 @@ impl Default for Timing {
         Self {
             heartbeat: Duration::from_secs(1),
             dead_after: Duration::from_secs(6),
+            control_heartbeat: Duration::from_secs(5),
+            control_dead_after: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(5),
             dial_timeout: Duration::from_secs(5),
             gossip_interval: Duration::from_secs(10),
@@ -486,8 +498,13 @@ impl Router {
         let period = self.config.timing.gossip_interval;
         let mut gossip = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         gossip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut beat = tokio::time::interval(self.config.timing.heartbeat);
+        let heartbeat = self.config.timing.heartbeat;
+        let mut beat = tokio::time::interval_at(beat::next(heartbeat), heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Probes and acknowledgements are read as they come (heartbeats
+        // wait for the round): a probe's answer must not wait a round on
+        // each side.
+        let port = self.heartbeats.clone();
         self.refresh();
         self.dial_due();
 
@@ -522,6 +539,11 @@ impl Router {
                 },
                 _ = gossip.tick() => self.gossip_repair(),
                 _ = beat.tick() => self.heartbeat_round(Instant::now()),
+                () = probe_or_ack_arrived(port.as_ref()) => {
+                    if let Some(port) = &port {
+                        self.take_arrivals(port, Instant::now());
+                    }
+                }
                 () = sleep_until(wake) => {}
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = done
@@ -670,8 +692,8 @@ impl Router {
             id,
             hello: self.hello(nonce, heartbeat_key.as_ref()),
             timing: ConnectionTiming {
-                heartbeat: t.heartbeat,
-                dead_after: t.dead_after,
+                heartbeat: t.control_heartbeat,
+                dead_after: t.control_dead_after,
                 handshake_timeout: t.handshake_timeout,
             },
             events: self.events_tx.clone(),
@@ -1335,10 +1357,16 @@ impl Router {
         let Some(port) = self.heartbeats.clone() else {
             return;
         };
+        self.take_arrivals(&port, now);
+        self.send_heartbeats(&port, now);
+    }
+
+    /// The heartbeats, probes and acknowledgements the data plane received.
+    fn take_arrivals(&mut self, port: &HeartbeatPort, now: Instant) {
         for arrival in port.take() {
             let datagram = arrival.datagram();
             if !heartbeat::is_heartbeat(datagram) {
-                self.probe_arrived(&port, &arrival, now);
+                self.probe_arrived(port, &arrival, now);
                 continue;
             }
             let conn = heartbeat::claimed_sender(datagram)
@@ -1370,6 +1398,11 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// Ours to every connected peer that sends them too, with the path MTU
+    /// probes due; and whose data path went down or came back.
+    fn send_heartbeats(&mut self, port: &HeartbeatPort, now: Instant) {
         let me = self.me();
         let dead_after = self.config.timing.dead_after;
         let mut down = BTreeSet::new();
@@ -1735,4 +1768,13 @@ fn json_gossip_frames(entries: &[PeerInfo]) -> Vec<Arc<[u8]>> {
             },
         )
         .collect()
+}
+
+/// Until the data plane receives a path MTU probe or acknowledgement (never,
+/// without heartbeats).
+async fn probe_or_ack_arrived(port: Option<&HeartbeatPort>) {
+    match port {
+        Some(port) => port.probe_or_ack_arrived().await,
+        None => std::future::pending().await,
+    }
 }

@@ -2,7 +2,8 @@
 //! the data plane for the control plane: the receive workers divert every
 //! datagram that starts like one into a bounded queue before VXLAN parsing
 //! (a probe's padding stays behind: only its header and length go), and
-//! the mesh takes them from it once a second ([`HeartbeatPort`]) and sends
+//! the mesh takes them from it once a second, or at once when a probe or
+//! acknowledgement is among them ([`HeartbeatPort`]), and sends
 //! its own through the engine's UDP socket, so that they share the VXLAN
 //! packets' addresses and ports (and NAT mappings) both ways.
 
@@ -66,6 +67,9 @@ pub(crate) struct HeartbeatQueue {
     /// Starting like a heartbeat, probe or acknowledgement but not shaped
     /// like one, or from no address.
     malformed: AtomicU64,
+    /// A probe or an acknowledgement was queued: the mesh takes those at
+    /// once (heartbeats wait for its next round).
+    probe_or_ack: tokio::sync::Notify,
 }
 
 impl HeartbeatQueue {
@@ -85,6 +89,12 @@ impl HeartbeatQueue {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             queue.push_back(Arrival::new(from, datagram));
+            drop(queue);
+            if !heartbeat::is_heartbeat(datagram) {
+                // A permit is kept when the mesh is not waiting: no wake-up
+                // is lost, and many arrivals before it looks wake it once.
+                self.probe_or_ack.notify_one();
+            }
         }
         true
     }
@@ -126,6 +136,12 @@ impl HeartbeatPort {
     /// Everything received since the last call, oldest first.
     pub fn take(&self) -> Vec<Arrival> {
         self.queue.take()
+    }
+
+    /// Until a probe or an acknowledgement arrived since the last wait
+    /// ended (then [`Self::take`] has it).
+    pub async fn probe_or_ack_arrived(&self) {
+        self.queue.probe_or_ack.notified().await;
     }
 
     pub fn counters(&self) -> PortCounters {

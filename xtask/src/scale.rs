@@ -71,6 +71,10 @@ pub(crate) struct Args {
     /// Build and run the release profile.
     #[arg(long)]
     release: bool,
+    /// Run this `weave` binary instead of building one (e.g. another
+    /// commit's, to compare two in the same hour on this machine).
+    #[arg(long, value_name = "PATH")]
+    weave: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -94,9 +98,15 @@ pub(crate) fn run(args: Args) -> Result<()> {
         (1..=args.peers).contains(&args.docker_hosts),
         "--docker-hosts: 1 to --peers"
     );
-    let weave = build::run(build::Args {
-        release: args.release,
-    })?;
+    let weave = match &args.weave {
+        Some(path) => {
+            ensure!(path.is_file(), "--weave: no file {}", path.display());
+            fs::canonicalize(path).with_context(|| format!("--weave {}", path.display()))?
+        }
+        None => build::run(build::Args {
+            release: args.release,
+        })?,
+    };
     util::catch_interrupts();
     let neigh = NeighbourLimits::raise()?;
     let result = measure(&weave, &args);
@@ -131,6 +141,9 @@ struct Figures {
     rss_kib: Vec<u64>,
     /// Per agent: share of one CPU at rest, in percent.
     cpu_percent: Vec<f64>,
+    /// Per agent: its threads' context switches per second at rest (each
+    /// one a sleep and a wake-up: what idle agents cost a shared machine).
+    wakeups_per_s: Vec<f64>,
     first_allocation: Duration,
     churned: usize,
     healed: Duration,
@@ -187,6 +200,9 @@ fn measure(weave: &Path, args: &Args) -> Result<Figures> {
         figures
             .cpu_percent
             .push((a.cpu_ticks - b.cpu_ticks) as f64 / ticks / secs * 100.0);
+        figures
+            .wakeups_per_s
+            .push(a.switches.saturating_sub(b.switches) as f64 / secs);
         figures.rss_kib.push(a.rss_kib);
     }
 
@@ -336,6 +352,8 @@ fn established(h: &Host) -> Option<usize> {
 struct Sample {
     tx_bytes: u64,
     cpu_ticks: u64,
+    /// Context switches of the agent's threads so far.
+    switches: u64,
     rss_kib: u64,
 }
 
@@ -358,10 +376,30 @@ fn rest_sample(hosts: &[Host]) -> Result<Vec<Sample>> {
             Ok(Sample {
                 tx_bytes: h.netns().link_stats(LAN_IFNAME)?.tx_bytes,
                 cpu_ticks,
+                switches: context_switches(pid),
                 rss_kib: h.agent_rss_kib(),
             })
         })
         .collect()
+}
+
+/// Voluntary and involuntary context switches of every thread of `pid`
+/// (threads that ended are not counted; at rest the agent's threads stay).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 fn clock_ticks() -> u64 {
@@ -384,6 +422,7 @@ impl Figures {
         let rss: Vec<f64> = self.rss_kib.iter().map(|&k| k as f64 / 1024.0).collect();
         let (rss_med, rss_max) = median_max(&rss);
         let (cpu_med, cpu_max) = median_max(&self.cpu_percent);
+        let (wake_med, wake_max) = median_max(&self.wakeups_per_s);
         let mut t = String::new();
         let _ = writeln!(
             t,
@@ -417,6 +456,11 @@ impl Figures {
                 "-".into(),
             ),
             (
+                "agent wake-ups at rest (context switches, median / max)",
+                format!("{wake_med:.0} / {wake_max:.0} /s"),
+                "-".into(),
+            ),
+            (
                 "first automatic address on the last peer",
                 format!("{:.2} s", self.first_allocation.as_secs_f64()),
                 "< 5 s".into(),
@@ -441,6 +485,7 @@ impl Figures {
     fn json(&self, args: &Args) -> serde_json::Value {
         let (bytes_med, bytes_max) = median_max(&self.bytes_per_peer);
         let (cpu_med, cpu_max) = median_max(&self.cpu_percent);
+        let (wake_med, wake_max) = median_max(&self.wakeups_per_s);
         serde_json::json!({
             "peers": args.peers,
             "shape": format!("{:?}", args.shape).to_lowercase(),
@@ -451,6 +496,7 @@ impl Figures {
             "rss_kib": {"median": median_max(&self.rss_kib.iter().map(|&k| k as f64).collect::<Vec<_>>()).0,
                         "max": self.rss_kib.iter().max().copied().unwrap_or(0)},
             "cpu_percent": {"median": cpu_med, "max": cpu_max},
+            "wakeups_per_s": {"median": wake_med, "max": wake_max},
             "first_allocation_s": self.first_allocation.as_secs_f64(),
             "churned": self.churned,
             "healed_s": self.healed.as_secs_f64(),

@@ -39,8 +39,9 @@ use crate::mesh::protocol::{
 /// The router's id for a connection.
 pub type ConnId = u64;
 
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from the socket at a time: held by every connection for its
+/// life, and control messages at rest are a few dozen bytes.
+const READ_CHUNK: usize = 16 * 1024;
 /// How long a refusal may take to write before the socket is dropped anyway.
 const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 

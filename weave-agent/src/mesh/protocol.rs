@@ -158,6 +158,9 @@ pub enum Refusal {
     WeHaveNoPassword,
 }
 
+/// What a [`FrameDecoder`] keeps of a buffer grown for a big frame.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
 /// Splits a byte stream into frames. Holds at most one partial frame plus
 /// what was fed since the last [`FrameDecoder::next_frame`] returned `None`.
 /// After an error it stays failed: the connection is to be dropped.
@@ -192,6 +195,13 @@ impl FrameDecoder {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
+            // One big frame (a full topology) must not keep its buffer for
+            // the connection's life: a hundred connections would hold a
+            // hundred of them for frames of a few dozen bytes.
+            if self.buf.capacity() > KEEP_CAPACITY && self.buf.len() + bytes.len() <= KEEP_CAPACITY
+            {
+                self.buf.shrink_to(KEEP_CAPACITY);
+            }
         }
         self.buf.extend_from_slice(bytes);
     }
@@ -437,6 +447,22 @@ mod tests {
             out.push(decode(f)?);
         }
         Ok(out)
+    }
+
+    #[test]
+    fn a_big_frame_does_not_keep_its_buffer() {
+        let big = with_length(vec![b'x'; LEN_BYTES + 200_000], MAX_FRAME).unwrap();
+        let small = encode(&Message::Heartbeat, MAX_FRAME).unwrap();
+        let mut dec = FrameDecoder::new(MAX_FRAME);
+        dec.feed(&big);
+        assert_eq!(dec.next_frame().unwrap().map(<[u8]>::len), Some(200_000));
+        dec.feed(&small);
+        assert_eq!(frames_of(&mut dec).unwrap(), [Message::Heartbeat]);
+        assert!(
+            dec.buf.capacity() <= KEEP_CAPACITY,
+            "{}",
+            dec.buf.capacity()
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ use crate::ipam::{
     AddrRange, AddrRequest, Allocator, Consensus, ConsensusMessage, IpamMessage, IpamPacket,
     MAX_REASON, Proposal, Ring, RingError, Space, SpaceError, random_ring_id,
 };
+use crate::mesh::Spread;
 use crate::peer_name::PeerName;
 use crate::state::EndpointRecord;
 use crate::status::{ClaimStatus, IpamPeerStatus, IpamStatus, OutsideRange};
@@ -793,7 +794,11 @@ impl Agent {
     }
 
     async fn send_ipam(&self, packet: IpamPacket) {
-        if let Err(e) = self.mesh.send_ipam(packet).await {
+        self.send_ipam_spread(packet, Spread::Everyone).await;
+    }
+
+    async fn send_ipam_spread(&self, packet: IpamPacket, spread: Spread) {
+        if let Err(e) = self.mesh.send_ipam(packet, spread).await {
             tracing::debug!(error = %e, "sending an IPAM message");
         }
     }
@@ -872,22 +877,26 @@ impl Agent {
             return;
         }
         self.ipam.dirty = false;
-        self.gossip_ring().await;
+        self.gossip_ring(Spread::Everyone).await;
         if let Err(e) = self.save() {
             tracing::warn!(error = %e, "saving state");
         }
     }
 
-    /// Our ring to every neighbour (also as periodic repair).
-    pub(super) async fn gossip_ring(&self) {
+    /// Our ring: a change to every neighbour, the periodic repair to one
+    /// at random (as Weave's gossip did: every neighbour every few seconds
+    /// is a hundred rings to decode every few seconds at a hundred peers,
+    /// for nothing new). A peer still waiting for a ring is answered by
+    /// whoever hears its empty one (see `on_ipam`), so one suffices.
+    pub(super) async fn gossip_ring(&self, spread: Spread) {
         if !self.ipam.enabled {
             return;
         }
         let ring = self.ipam.ring.clone();
-        self.send_ipam(IpamPacket::gossip(
-            self.peer_name,
-            IpamMessage::Ring { ring },
-        ))
+        self.send_ipam_spread(
+            IpamPacket::gossip(self.peer_name, IpamMessage::Ring { ring }),
+            spread,
+        )
         .await;
     }
 

@@ -589,7 +589,7 @@ impl Agent {
         if let Err(e) = self.prune_dead().await {
             tracing::warn!(error = %e, "checking for dead containers");
         }
-        self.gossip_ring().await;
+        self.gossip_ring(crate::mesh::Spread::OneRandom).await;
         if self.ipam.reclaiming() {
             self.send_claims().await;
         }

@@ -198,7 +198,8 @@ enum Command {
     ),
     Forget(Vec<Target>, oneshot::Sender<()>),
     Status(oneshot::Sender<MeshStatus>),
-    SendIpam(IpamPacket),
+    /// Routed to its destination, or gossiped as `Spread` says.
+    SendIpam(IpamPacket, Spread),
     /// To every neighbour that speaks it.
     SendDns(DnsGossip, Spread),
     Stop(oneshot::Sender<()>),
@@ -284,8 +285,8 @@ impl Mesh {
     /// Sends an IPAM message: to every neighbour when it has no
     /// destination, else routed to its destination. Best effort, like all
     /// gossip: the IPAM layer repeats what matters.
-    pub async fn send_ipam(&self, packet: IpamPacket) -> Result<(), MeshError> {
-        self.send(Command::SendIpam(packet)).await
+    pub async fn send_ipam(&self, packet: IpamPacket, spread: Spread) -> Result<(), MeshError> {
+        self.send(Command::SendIpam(packet, spread)).await
     }
 
     /// Tells every peer we are going, closes everything, waits for the actor.
@@ -592,7 +593,7 @@ impl Router {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            Command::SendIpam(packet) => self.route_ipam(packet),
+            Command::SendIpam(packet, spread) => self.route_ipam(packet, spread),
             Command::SendDns(gossip, spread) => self.send_dns(&gossip, spread),
             Command::Stop(reply) => {
                 let _ = reply.send(());
@@ -881,7 +882,8 @@ impl Router {
         match packet.dst {
             Some(dst) if dst != self.me() => {
                 packet.hops += 1;
-                self.route_ipam(packet);
+                // Addressed: the spread applies to gossip only.
+                self.route_ipam(packet, Spread::Everyone);
             }
             _ => {
                 let delivered = self
@@ -896,12 +898,16 @@ impl Router {
         }
     }
 
-    /// Sends an IPAM packet on: to every neighbour, or to the next hop
-    /// towards its destination.
-    fn route_ipam(&mut self, packet: IpamPacket) {
-        let ids: Vec<ConnId> = match packet.dst {
-            None => self.by_peer.values().copied().collect(),
-            Some(dst) => {
+    /// Sends an IPAM packet on: gossip to every neighbour or to one at
+    /// random, an addressed packet to the next hop towards its destination.
+    fn route_ipam(&mut self, packet: IpamPacket, spread: Spread) {
+        let ids: Vec<ConnId> = match (packet.dst, spread) {
+            (None, Spread::Everyone) => self.by_peer.values().copied().collect(),
+            (None, Spread::OneRandom) => {
+                let all: Vec<ConnId> = self.by_peer.values().copied().collect();
+                all.choose(&mut rand::rng()).copied().into_iter().collect()
+            }
+            (Some(dst), _) => {
                 let hop = self.routes.next_hop.get(&dst).copied().unwrap_or(dst);
                 if let Some(id) = self.by_peer.get(&hop) {
                     vec![*id]

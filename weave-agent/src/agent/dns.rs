@@ -409,11 +409,10 @@ impl Agent {
         }
         let known: BTreeSet<PeerName> = self
             .mesh
-            .status()
+            .peers()
             .await
-            .peers
-            .iter()
-            .map(|p| p.name)
+            .into_iter()
+            .map(|(name, _)| name)
             .collect();
         let Some(dns) = &mut self.dns else {
             return;

@@ -433,14 +433,9 @@ impl PeerIpam {
 impl Agent {
     /// The other peers the mesh can reach now, by name and nickname.
     async fn reachable_peers(&self) -> Vec<(PeerName, String)> {
-        self.mesh
-            .status()
-            .await
-            .peers
-            .into_iter()
-            .filter(|p| p.name != self.peer_name)
-            .map(|p| (p.name, p.nickname))
-            .collect()
+        let mut peers = self.mesh.peers().await;
+        peers.retain(|(name, _)| *name != self.peer_name);
+        peers
     }
 
     /// The names of [`Self::reachable_peers`], for the ring's decisions.

@@ -198,6 +198,7 @@ enum Command {
     ),
     Forget(Vec<Target>, oneshot::Sender<()>),
     Status(oneshot::Sender<MeshStatus>),
+    Peers(oneshot::Sender<Vec<(PeerName, String)>>),
     /// Routed to its destination, or gossiped as `Spread` says.
     SendIpam(IpamPacket, Spread),
     /// To every neighbour that speaks it.
@@ -280,6 +281,17 @@ impl Mesh {
             return self.fallback.clone();
         }
         rx.await.unwrap_or_else(|_| self.fallback.clone())
+    }
+
+    /// Every peer the topology knows (ourselves included) and its nickname:
+    /// what the agent asks every few seconds, without building a whole
+    /// status (at a hundred peers, ten thousand connections).
+    pub async fn peers(&self) -> Vec<(PeerName, String)> {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Peers(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Sends an IPAM message: to every neighbour when it has no
@@ -592,6 +604,10 @@ impl Router {
             }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            Command::Peers(reply) => {
+                let peers = self.topology.peers();
+                let _ = reply.send(peers.map(|p| (p.name, p.nickname.clone())).collect());
             }
             Command::SendIpam(packet, spread) => self.route_ipam(packet, spread),
             Command::SendDns(gossip, spread) => self.send_dns(&gossip, spread),

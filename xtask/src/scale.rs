@@ -4,6 +4,7 @@
 //! only when a phase does not finish in time or an address is handed out
 //! twice.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -144,6 +145,8 @@ struct Figures {
     /// Per agent: its threads' context switches per second at rest (each
     /// one a sleep and a wake-up: what idle agents cost a shared machine).
     wakeups_per_s: Vec<f64>,
+    /// The same by thread name, averaged over the agents (where they go).
+    wakeups_by_thread: BTreeMap<String, f64>,
     first_allocation: Duration,
     churned: usize,
     healed: Duration,
@@ -192,6 +195,7 @@ fn measure(weave: &Path, args: &Args) -> Result<Figures> {
     std::thread::sleep(window); // a measurement window, not a synchronisation
     let after = rest_sample(hosts)?;
     let secs = window.as_secs_f64();
+    let n_agents = hosts.len() as f64;
     let ticks = clock_ticks() as f64;
     for (b, a) in before.iter().zip(&after) {
         figures
@@ -202,7 +206,12 @@ fn measure(weave: &Path, args: &Args) -> Result<Figures> {
             .push((a.cpu_ticks - b.cpu_ticks) as f64 / ticks / secs * 100.0);
         figures
             .wakeups_per_s
-            .push(a.switches.saturating_sub(b.switches) as f64 / secs);
+            .push(total(&a.switches).saturating_sub(total(&b.switches)) as f64 / secs);
+        for (thread, n) in &a.switches {
+            let was = b.switches.get(thread).copied().unwrap_or(0);
+            *figures.wakeups_by_thread.entry(thread.clone()).or_default() +=
+                n.saturating_sub(was) as f64 / secs / n_agents;
+        }
         figures.rss_kib.push(a.rss_kib);
     }
 
@@ -352,8 +361,8 @@ fn established(h: &Host) -> Option<usize> {
 struct Sample {
     tx_bytes: u64,
     cpu_ticks: u64,
-    /// Context switches of the agent's threads so far.
-    switches: u64,
+    /// Context switches of the agent's threads so far, by thread name.
+    switches: BTreeMap<String, u64>,
     rss_kib: u64,
 }
 
@@ -383,23 +392,36 @@ fn rest_sample(hosts: &[Host]) -> Result<Vec<Sample>> {
         .collect()
 }
 
-/// Voluntary and involuntary context switches of every thread of `pid`
-/// (threads that ended are not counted; at rest the agent's threads stay).
-fn context_switches(pid: u32) -> u64 {
+/// Voluntary and involuntary context switches of every thread of `pid`,
+/// summed by thread name (threads that ended are not counted; at rest the
+/// agent's threads stay).
+fn context_switches(pid: u32) -> BTreeMap<String, u64> {
+    let mut by_name = BTreeMap::new();
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return by_name;
     };
-    tasks
+    for status in tasks
         .flatten()
         .filter_map(|task| fs::read_to_string(task.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
+    {
+        let name = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Name:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let switches: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        *by_name.entry(name).or_default() += switches;
+    }
+    by_name
+}
+
+fn total(switches: &BTreeMap<String, u64>) -> u64 {
+    switches.values().sum()
 }
 
 fn clock_ticks() -> u64 {
@@ -479,6 +501,17 @@ impl Figures {
         for (what, figure, target) in rows {
             let _ = writeln!(t, "| {what} | {figure} | {target} |");
         }
+        let mut threads: Vec<(&String, &f64)> = self.wakeups_by_thread.iter().collect();
+        threads.sort_by(|a, b| b.1.total_cmp(a.1));
+        let threads: Vec<String> = threads
+            .iter()
+            .map(|(name, n)| format!("{name} {n:.1}"))
+            .collect();
+        let _ = writeln!(
+            t,
+            "\nwake-ups at rest by thread (per agent and second): {}",
+            threads.join(", ")
+        );
         t
     }
 
@@ -497,6 +530,7 @@ impl Figures {
                         "max": self.rss_kib.iter().max().copied().unwrap_or(0)},
             "cpu_percent": {"median": cpu_med, "max": cpu_max},
             "wakeups_per_s": {"median": wake_med, "max": wake_max},
+            "wakeups_per_s_by_thread": self.wakeups_by_thread,
             "first_allocation_s": self.first_allocation.as_secs_f64(),
             "churned": self.churned,
             "healed_s": self.healed.as_secs_f64(),

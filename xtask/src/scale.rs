@@ -184,9 +184,7 @@ fn measure(weave: &Path, args: &Args) -> Result<Figures> {
     figures.launch = started.elapsed();
     println!("launched in {:.1} s", figures.launch.as_secs_f64());
 
-    let from_last = Instant::now();
-    wait_full_mesh(hosts, timeout, "full mesh")?;
-    figures.full_mesh = from_last.elapsed();
+    figures.full_mesh = wait_full_mesh(hosts, timeout, "full mesh")?;
 
     // At rest.
     let before = rest_sample(hosts)?;
@@ -241,12 +239,21 @@ fn measure(weave: &Path, args: &Args) -> Result<Figures> {
     for &i in &victims {
         hosts[i].kill_agent();
     }
+    // All at once, as hosts restarted together would be: the figure is the
+    // mesh's healing, not this process's pace of launching.
     let relaunched = Instant::now();
-    for_each_parallel(&victims, |&i| {
-        launch(&hosts[i], dataplane, Some(&target(i)))
+    std::thread::scope(|scope| {
+        let running: Vec<_> = victims
+            .iter()
+            .map(|&i| scope.spawn(move || launch(&hosts[i], dataplane, Some(&target(i)))))
+            .collect();
+        running
+            .into_iter()
+            .try_for_each(|t| t.join().unwrap_or_else(|_| bail!("a launch panicked")))
     })?;
-    wait_full_mesh(hosts, timeout, "healed after churn")?;
-    figures.healed = relaunched.elapsed();
+    let launched = relaunched.elapsed();
+    println!("relaunched in {:.1} s", launched.as_secs_f64());
+    figures.healed = launched + wait_full_mesh(hosts, timeout, "healed after churn")?;
     figures.churned = victims.len();
     for h in hosts.iter().filter(|h| h.has_docker()) {
         h.try_weave(&[
@@ -273,67 +280,97 @@ fn launch(h: &Host, dataplane: &str, peer: Option<&str>) -> Result<()> {
 
 /// Runs `f` on every item, [`PARALLEL`] at a time; the first error wins.
 fn for_each_parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
+    map_parallel(items, f)?.into_iter().collect()
+}
+
+/// `f` of every item, in order, [`PARALLEL`] at a time.
+fn map_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<R>> {
+    let mut out = Vec::with_capacity(items.len());
     for chunk in items.chunks(PARALLEL) {
         std::thread::scope(|scope| {
             let running: Vec<_> = chunk.iter().map(|item| scope.spawn(|| f(item))).collect();
-            running
-                .into_iter()
-                .map(|t| t.join().unwrap_or_else(|_| bail!("a worker panicked")))
-                .collect::<Result<Vec<()>>>()
+            for t in running {
+                out.push(t.join().map_err(|_| anyhow::anyhow!("a worker panicked"))?);
+            }
+            anyhow::Ok(())
         })?;
         if weave_tests::interrupted() {
             bail!("interrupted");
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Waits until every agent has an established connection to every other,
-/// printing progress every few seconds.
-fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<()> {
+/// printing progress every few seconds; returns how long it took.
+///
+/// A round asks only the agents not yet seen fully connected: a status costs
+/// its agent and this process work in proportion to the mesh, and a hundred
+/// of them a round took most of the machine the agents are measured on.
+/// Once every agent has been seen fully connected, one round asks them all
+/// again; an agent that lost a connection meanwhile is asked again until it
+/// is full. The time is when the last agent was seen full in that state.
+fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<Duration> {
     let want = hosts.len() - 1;
     let started = Instant::now();
     let mut said = Instant::now();
+    let mut full_at: Vec<Option<Duration>> = vec![None; hosts.len()];
+    let mut confirming = false;
     loop {
-        let full = AtomicUsize::new(0);
+        let asked: Vec<usize> = (0..hosts.len())
+            .filter(|&i| confirming || full_at[i].is_none())
+            .collect();
         let least = AtomicUsize::new(usize::MAX);
         let silent = AtomicUsize::new(0);
-        for_each_parallel(hosts, |h| {
-            let Some(established) = established(h) else {
+        let seen: Vec<(usize, bool)> = map_parallel(&asked, |&i| {
+            let Some(established) = established(&hosts[i]) else {
                 silent.fetch_add(1, Ordering::Relaxed);
                 least.fetch_min(0, Ordering::Relaxed);
-                return Ok(());
+                return (i, false);
             };
-            if established >= want {
-                full.fetch_add(1, Ordering::Relaxed);
-            }
             least.fetch_min(established, Ordering::Relaxed);
-            Ok(())
+            (i, established >= want)
         })?;
+        let now = started.elapsed();
+        for (i, full) in seen {
+            full_at[i] = match (full, full_at[i]) {
+                (true, None) => Some(now),
+                (true, Some(at)) => Some(at),
+                (false, _) => None,
+            };
+        }
+        let full = full_at.iter().filter(|at| at.is_some()).count();
+        if full == hosts.len() {
+            if confirming {
+                let took = full_at.iter().flatten().max().copied().unwrap_or(now);
+                println!("{what}: {:.1} s", took.as_secs_f64());
+                return Ok(took);
+            }
+            confirming = true;
+            continue;
+        }
+        confirming = false;
         // Agents whose status could not be read count as unconnected; say
         // how many, so that a reading failure is not taken for the mesh's.
         let silent = match silent.into_inner() {
             0 => String::new(),
-            n => format!(", {n} not answering `weave status --json`"),
+            n => format!(", {n} not answering `weave status`"),
         };
-        let full = full.into_inner();
-        if full == hosts.len() {
-            println!("{what}: {:.1} s", started.elapsed().as_secs_f64());
-            return Ok(());
-        }
         let least = least.into_inner();
         if said.elapsed() >= Duration::from_secs(5) {
             println!(
-                "{what}: {full}/{} agents fully connected, the least has {least}/{want}{silent} ({:.0} s)",
+                "{what}: {full}/{} agents fully connected, the least of the {} asked has {least}/{want}{silent} ({:.0} s)",
                 hosts.len(),
-                started.elapsed().as_secs_f64()
+                asked.len(),
+                now.as_secs_f64()
             );
             said = Instant::now();
         }
         if started.elapsed() > timeout {
             bail!(
-                "{what}: not within {timeout:?}: {full}/{} agents fully connected, the least has {least}/{want}{silent}",
-                hosts.len()
+                "{what}: not within {timeout:?}: {full}/{} agents fully connected, the least of the {} asked has {least}/{want}{silent}",
+                hosts.len(),
+                asked.len()
             );
         }
         if weave_tests::interrupted() {
@@ -343,12 +380,12 @@ fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<()> {
 }
 
 /// The agent's established connections (`None` when its status cannot be
-/// read), from `weave status --json` read untyped: xtask builds without the
-/// agent crate.
+/// read), from `weave status connections --json` read untyped: xtask builds
+/// without the agent crate.
 fn established(h: &Host) -> Option<usize> {
-    let json = h.try_weave(&["status", "--json"]).ok()?;
-    let status = serde_json::from_str::<serde_json::Value>(&json).ok()?;
-    let connections = status.get("mesh")?.get("connections")?.as_array()?;
+    let json = h.try_weave(&["status", "connections", "--json"]).ok()?;
+    let section = serde_json::from_str::<serde_json::Value>(&json).ok()?;
+    let connections = section.get("connections")?.as_array()?;
     Some(
         connections
             .iter()

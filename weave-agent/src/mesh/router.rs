@@ -34,9 +34,9 @@ use crate::mesh::liveness::DataPath;
 use crate::mesh::noise::{DataKeys, Psk};
 use crate::mesh::path_mtu::PathMtu;
 use crate::mesh::protocol::{
-    COMPACT_GOSSIP_VERSION, DEFAULT_PORT, DNS_VERSION, Hello, MAX_FRAME, MAX_NICKNAME, Message,
-    PROTOCOL, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, compact_entry, encode,
-    encode_compact_gossip, sanitize,
+    COMPACT_GOSSIP_VERSION, DEFAULT_PORT, DIGEST_VERSION, DNS_VERSION, Hello, MAX_FRAME,
+    MAX_NICKNAME, Message, PROTOCOL, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION, compact_entry,
+    encode, encode_compact_gossip, sanitize,
 };
 use crate::mesh::routes::{self, Routes};
 use crate::mesh::status::{
@@ -44,7 +44,7 @@ use crate::mesh::status::{
     MeshStatus, Sources,
 };
 use crate::mesh::topology::{
-    ConnectionSummary, PeerInfo, Rejection, Topology, TopologyUpdate, now_ms,
+    ConnectionSummary, PeerInfo, Rejection, Topology, TopologyDigest, TopologyUpdate, now_ms,
 };
 use crate::overlay::heartbeat::{self, HeartbeatKey};
 use crate::overlay::seal::{self, PeerKeys};
@@ -294,20 +294,20 @@ impl Mesh {
         rx.await.unwrap_or_default()
     }
 
-    /// Sends an IPAM message: to every neighbour when it has no
-    /// destination, else routed to its destination. Best effort, like all
-    /// gossip: the IPAM layer repeats what matters.
+    /// Sends an IPAM message: without a destination as gossip, to the
+    /// neighbours `spread` says; else routed to its destination. Best
+    /// effort, like all gossip: the IPAM layer repeats what matters.
     pub async fn send_ipam(&self, packet: IpamPacket, spread: Spread) -> Result<(), MeshError> {
         self.send(Command::SendIpam(packet, spread)).await
     }
 
-    /// Tells every peer we are going, closes everything, waits for the actor.
-    /// Sends weaveDNS entries to every neighbour; they pass on what changes
-    /// theirs.
+    /// Sends weaveDNS entries to the neighbours `spread` says; they pass on
+    /// what changes theirs.
     pub async fn send_dns(&self, gossip: DnsGossip, spread: Spread) -> Result<(), MeshError> {
         self.send(Command::SendDns(gossip, spread)).await
     }
 
+    /// Tells every peer we are going, closes everything, waits for the actor.
     pub async fn stop(self) {
         let (tx, rx) = oneshot::channel();
         if self.send(Command::Stop(tx)).await.is_ok() {
@@ -360,6 +360,10 @@ struct Established {
     data: Option<DataPath>,
     /// The path's MTU, when both ends answer probes (and send heartbeats).
     path_mtu: Option<PathMtu>,
+    /// The peer's digest was answered: a connection opens with one, and
+    /// answering more would let a peer have our whole topology sent again
+    /// and again for a few bytes each.
+    digest_answered: bool,
 }
 
 impl Conn {
@@ -809,6 +813,7 @@ impl Router {
             keys,
             data,
             path_mtu,
+            digest_answered: false,
         });
         let outbound = conn.outbound;
 
@@ -866,6 +871,7 @@ impl Router {
             Message::Gossip(update) => update,
             Message::Ipam(packet) => return self.on_ipam(from, packet),
             Message::Dns(gossip) => return self.on_dns(gossip),
+            Message::Digest(digest) => return self.on_digest(id, &digest),
             _ => return,
         };
         let outcome = self.topology.merge(&update);
@@ -884,6 +890,22 @@ impl Router {
         if outcome.is_changed() {
             self.changed_entries.extend(outcome.changed.iter().copied());
             self.topology_changed = true;
+        }
+    }
+
+    /// A neighbour's digest, once per connection: the entries it lacks or
+    /// holds older go to it (its own digest answer brings us what we lack).
+    fn on_digest(&mut self, id: ConnId, digest: &TopologyDigest) {
+        let Some(peer) = self.conns.get_mut(&id).and_then(|c| c.peer.as_mut()) else {
+            return;
+        };
+        if std::mem::replace(&mut peer.digest_answered, true) {
+            self.counters.digests_ignored += 1;
+            return;
+        }
+        let newer = self.topology.newer_than(digest);
+        if !newer.is_empty() {
+            self.send_gossip(&[id], &newer);
         }
     }
 
@@ -919,10 +941,7 @@ impl Router {
     fn route_ipam(&mut self, packet: IpamPacket, spread: Spread) {
         let ids: Vec<ConnId> = match (packet.dst, spread) {
             (None, Spread::Everyone) => self.by_peer.values().copied().collect(),
-            (None, Spread::OneRandom) => {
-                let all: Vec<ConnId> = self.by_peer.values().copied().collect();
-                all.choose(&mut rand::rng()).copied().into_iter().collect()
-            }
+            (None, Spread::OneRandom) => self.one_random_neighbour(|_| true).into_iter().collect(),
             (Some(dst), _) => {
                 let hop = self.routes.next_hop.get(&dst).copied().unwrap_or(dst);
                 if let Some(id) = self.by_peer.get(&hop) {
@@ -975,24 +994,17 @@ impl Router {
                 return;
             }
         };
-        let able: Vec<ConnId> = self
-            .by_peer
-            .values()
-            .copied()
-            .filter(|id| {
-                self.conns
-                    .get(id)
-                    .is_some_and(|c| c.peer.as_ref().is_some_and(|p| p.version >= DNS_VERSION))
-            })
-            .collect();
-        let to: &[ConnId] = match spread {
-            Spread::Everyone => &able,
-            Spread::OneRandom => able
-                .choose(&mut rand::rng())
-                .map(std::slice::from_ref)
-                .unwrap_or_default(),
+        let speaks_dns = |c: &Conn| c.peer.as_ref().is_some_and(|p| p.version >= DNS_VERSION);
+        let to: Vec<ConnId> = match spread {
+            Spread::Everyone => self
+                .by_peer
+                .values()
+                .copied()
+                .filter(|id| self.conns.get(id).is_some_and(speaks_dns))
+                .collect(),
+            Spread::OneRandom => self.one_random_neighbour(speaks_dns).into_iter().collect(),
         };
-        for id in to {
+        for id in &to {
             if let Some(conn) = self.conns.get(id)
                 && conn
                     .tx
@@ -1116,10 +1128,12 @@ impl Router {
             self.recompute(now);
         }
         if !self.needs_topology.is_empty() {
-            let ids: Vec<ConnId> = std::mem::take(&mut self.needs_topology)
-                .into_iter()
-                .collect();
-            self.send_topology(&ids);
+            let (digest, whole): (Vec<ConnId>, Vec<ConnId>) =
+                std::mem::take(&mut self.needs_topology)
+                    .into_iter()
+                    .partition(|id| self.speaks(*id, DIGEST_VERSION));
+            self.send_digest(&digest);
+            self.send_topology(&whole);
         }
         if self.topology_changed {
             self.gossip_changes();
@@ -1366,10 +1380,22 @@ impl Router {
     /// random neighbour. Every peer doing so, each peer hears the whole
     /// topology about once an interval whatever the size of the mesh.
     fn gossip_repair(&mut self) {
-        let ids: Vec<ConnId> = self.by_peer.values().copied().collect();
-        if let Some(&one) = ids.choose(&mut rand::rng()) {
+        if let Some(one) = self.one_random_neighbour(|_| true) {
             self.send_topology(&[one]);
         }
+    }
+
+    /// The connection to one neighbour chosen at random among those whose
+    /// connection passes `able`: where periodic repair goes, so that its
+    /// cost per peer does not grow with the number of neighbours.
+    fn one_random_neighbour(&self, able: impl Fn(&Conn) -> bool) -> Option<ConnId> {
+        let ids: Vec<ConnId> = self
+            .by_peer
+            .values()
+            .copied()
+            .filter(|id| self.conns.get(id).is_some_and(&able))
+            .collect();
+        ids.choose(&mut rand::rng()).copied()
     }
 
     /// Once a heartbeat interval: takes the heartbeats the data plane
@@ -1543,6 +1569,27 @@ impl Router {
             + vxlan::ETHERNET_HEADER_LEN
     }
 
+    /// Opens an exchange of entries with new neighbours: our digest, which
+    /// each answers with what we lack ([`Router::on_digest`] on its side).
+    fn send_digest(&mut self, ids: &[ConnId]) {
+        if ids.is_empty() {
+            return;
+        }
+        match encode(&Message::Digest(self.topology.digest()), MAX_FRAME) {
+            Ok(frame) => self.send_frames(ids, &[frame.into()]),
+            // Larger than a frame (thousands of peers): the whole topology.
+            Err(_) => self.send_topology(ids),
+        }
+    }
+
+    /// Whether connection `id` negotiated protocol `version` or later.
+    fn speaks(&self, id: ConnId, version: u32) -> bool {
+        self.conns
+            .get(&id)
+            .and_then(|c| c.peer.as_ref())
+            .is_some_and(|p| p.version >= version)
+    }
+
     fn send_topology(&mut self, ids: &[ConnId]) {
         if ids.is_empty() {
             return;
@@ -1555,12 +1602,9 @@ impl Router {
     /// negotiated it, JSON to older peers, each encoding made only when
     /// someone needs it.
     fn send_gossip(&mut self, ids: &[ConnId], entries: &[PeerInfo]) {
-        let (compact, json): (Vec<ConnId>, Vec<ConnId>) = ids.iter().partition(|id| {
-            self.conns
-                .get(id)
-                .and_then(|c| c.peer.as_ref())
-                .is_some_and(|p| p.version >= COMPACT_GOSSIP_VERSION)
-        });
+        let (compact, json): (Vec<ConnId>, Vec<ConnId>) = ids
+            .iter()
+            .partition(|id| self.speaks(**id, COMPACT_GOSSIP_VERSION));
         if !compact.is_empty() {
             let frames = compact_gossip_frames(entries);
             self.send_frames(&compact, &frames);

@@ -4,6 +4,8 @@ use weave_agent::mesh::protocol::{
     self, FrameDecoder, MAX_FRAME, MAX_HELLO_FRAME, Message, WireError,
 };
 
+use weave_agent::mesh::topology::{DigestEntry, TopologyDigest, TopologyUpdate};
+
 use super::Bytes;
 use super::gossip_merge::small_update;
 use super::mesh_handshake::hello;
@@ -179,7 +181,7 @@ pub(crate) fn check_message(frame: &[u8]) -> Option<Message> {
 }
 
 /// `update` as a compact gossip frame (protocol 3).
-fn compact(update: &weave_agent::mesh::topology::TopologyUpdate) -> Vec<u8> {
+fn compact(update: &TopologyUpdate) -> Vec<u8> {
     let entries: Vec<Vec<u8>> = update
         .peers
         .iter()
@@ -187,6 +189,21 @@ fn compact(update: &weave_agent::mesh::topology::TopologyUpdate) -> Vec<u8> {
         .collect();
     let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
     protocol::encode_compact_gossip(&refs, MAX_FRAME).expect("seed gossip fits a frame")
+}
+
+/// What a peer holding `update` says in its digest.
+fn digest_of(update: &TopologyUpdate) -> TopologyDigest {
+    TopologyDigest {
+        peers: update
+            .peers
+            .iter()
+            .map(|p| DigestEntry {
+                name: p.name,
+                version: p.version,
+                uid: p.uid,
+            })
+            .collect(),
+    }
 }
 
 pub(crate) fn encode(message: &Message) -> Vec<u8> {
@@ -226,6 +243,17 @@ pub(crate) fn frames_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("truncated", truncated),
         ("http-client", http),
+        (
+            "digest",
+            with(
+                Limits::Established,
+                3,
+                &[
+                    Message::Digest(digest_of(&small_update())),
+                    session[1].clone(),
+                ],
+            ),
+        ),
         ("compact-gossip", {
             let mut data = with(Limits::Established, 5, &session[1..2]);
             data.extend(compact(&small_update()));

@@ -10,7 +10,8 @@
 //! timeout, and a restarted one rejoins; two peers dialling each other at
 //! once keep the same single connection; wrong handshakes are refused with a
 //! reason, oversized or garbled frames drop the connection and are counted,
-//! and the mesh keeps working. Issue 12: fastdp is used on a connection only
+//! and the mesh keeps working; peers that meet exchange digests, older ones
+//! get the whole topology (issue 14). Issue 12: fastdp is used on a connection only
 //! when both hellos offer it and there is no password; the table says which
 //! neighbours it carries, with our address on each link, and status labels
 //! every connection with its data plane.
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use weave_agent::mesh::protocol::{self, FrameDecoder, Hello, MAX_FRAME, Message};
-use weave_agent::mesh::topology::{ConnectionSummary, PeerInfo, TopologyUpdate};
+use weave_agent::mesh::topology::{ConnectionSummary, PeerInfo, TopologyDigest, TopologyUpdate};
 use weave_agent::mesh::{Backoff, ConnectionState, Mesh, MeshConfig, MeshStatus, Timing};
 use weave_agent::overlay::{ForwardingTable, Overlay, OverlayStats, ShortId};
 use weave_agent::peer_name::PeerName;
@@ -313,6 +314,16 @@ impl Raw {
         })
         .await
         .expect("the mesh answers within 5 s")
+    }
+
+    /// The next message that is not a heartbeat.
+    async fn next_not_heartbeat(&mut self) -> Option<Message> {
+        loop {
+            match self.recv().await {
+                Some(Message::Heartbeat) => {}
+                other => return other,
+            }
+        }
     }
 
     /// Reads (and drops) messages until the peer closes; the last refusal.
@@ -784,6 +795,75 @@ fn bad_clients_are_refused_dropped_and_counted() {
         fully_meshed(&b, &[&a]).await.unwrap();
         assert_eq!(a.status().await.counters.oversized_frames, 0);
 
+        a.stop().await;
+        b.stop().await;
+    });
+}
+
+/// Peers of protocol 4 open a connection with a digest of what they hold and
+/// answer the other's with the entries it lacks; a peer of protocol 3 gets
+/// the whole topology at once; a second digest on one connection is not
+/// answered, so a peer cannot have the topology sent again and again for a
+/// few bytes.
+#[test]
+fn peers_that_meet_exchange_digests_and_older_peers_get_the_whole_topology() {
+    in_netns("digest", || async {
+        let b = Peer::start(0xb, B_PORT, true, &[]).await;
+        let a = Peer::start(0xa, A_PORT, true, &["127.0.0.1"]).await;
+        eventually("a and b connected", CONVERGE, || async {
+            fully_meshed(&a, &[&b]).await
+        })
+        .await;
+        let names = |update: &TopologyUpdate| -> Vec<PeerName> {
+            update.peers.iter().map(|p| p.name).collect()
+        };
+
+        // Protocol 3: the whole topology, no digest.
+        let mut raw = Raw::connect(B_PORT).await;
+        raw.handshake(raw_hello(0x61, 3, 3)).await;
+        match raw.next_not_heartbeat().await {
+            Some(Message::Gossip(update)) => {
+                assert!(names(&update).contains(&a.name) && names(&update).contains(&b.name));
+            }
+            other => panic!("a protocol 3 peer must get the whole topology first: {other:?}"),
+        }
+        drop(raw);
+
+        // Protocol 4: b's digest first, naming what b holds.
+        let mut raw = Raw::connect(B_PORT).await;
+        raw.handshake(raw_hello(0x62, 4, 4)).await;
+        let Some(Message::Digest(digest)) = raw.next_not_heartbeat().await else {
+            panic!("a protocol 4 peer must get a digest first");
+        };
+        let held: Vec<PeerName> = digest.peers.iter().map(|e| e.name).collect();
+        assert!(
+            held.contains(&a.name) && held.contains(&b.name),
+            "{digest:?}"
+        );
+        // We hold nothing: b answers with its entries, a's among them (b
+        // sends its own entry by itself when it changes, a's only as an
+        // answer).
+        let ours = TopologyDigest { peers: Vec::new() };
+        raw.send(&Message::Digest(ours.clone())).await;
+        loop {
+            match raw.next_not_heartbeat().await {
+                Some(Message::Gossip(update)) if names(&update).contains(&a.name) => break,
+                Some(Message::Gossip(_)) => {}
+                other => panic!("b must answer our digest with gossip of a's entry: {other:?}"),
+            }
+        }
+        // Again: counted, not answered.
+        raw.send(&Message::Digest(ours)).await;
+        eventually("the second digest ignored", FORGET, || async {
+            match b.status().await.counters.digests_ignored {
+                1 => Ok(()),
+                n => Err(format!("digests_ignored {n}")),
+            }
+        })
+        .await;
+        drop(raw);
+
+        fully_meshed(&a, &[&b]).await.unwrap();
         a.stop().await;
         b.stop().await;
     });

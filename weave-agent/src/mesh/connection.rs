@@ -377,6 +377,7 @@ const fn kind_of(m: &Message) -> &'static str {
         Message::Noise { .. } => "noise handshake",
         Message::Ipam(_) => "ipam",
         Message::Dns(_) => "dns",
+        Message::Digest(_) => "digest",
     }
 }
 
@@ -477,7 +478,10 @@ impl Reader {
                         "a handshake message after the handshake",
                     );
                 }
-                message @ (Message::Gossip(_) | Message::Ipam(_) | Message::Dns(_)) => {
+                message @ (Message::Gossip(_)
+                | Message::Ipam(_)
+                | Message::Dns(_)
+                | Message::Digest(_)) => {
                     if events.send(Event::Received { id, message }).await.is_err() {
                         return CloseReason::new(CloseKind::Local, "the router is gone");
                     }

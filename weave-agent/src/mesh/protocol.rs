@@ -24,22 +24,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::dns::DnsGossip;
 use crate::ipam::IpamPacket;
-use crate::mesh::topology::{PeerInfo, TopologyUpdate};
+use crate::mesh::topology::{PeerInfo, TopologyDigest, TopologyUpdate};
 use crate::peer_name::PeerName;
 
 /// The name every peer announces in its hello.
 pub const PROTOCOL: &str = "weave-rs";
 /// The protocol versions this build speaks.
 pub const PROTOCOL_MIN_VERSION: u32 = 1;
-/// Version 2 added [`Message::Dns`], version 3 compact gossip; each is
-/// sent only on connections that negotiated it, so older peers still
-/// connect.
-pub const PROTOCOL_MAX_VERSION: u32 = 3;
+/// Version 2 added [`Message::Dns`], version 3 compact gossip, version 4
+/// [`Message::Digest`]; each is sent only on connections that negotiated
+/// it, so older peers still connect.
+pub const PROTOCOL_MAX_VERSION: u32 = 4;
 /// The first version that carries [`Message::Dns`].
 pub const DNS_VERSION: u32 = 2;
 /// The first version whose topology gossip may be compact (see the module
 /// documentation); sent only on connections that negotiated it.
 pub const COMPACT_GOSSIP_VERSION: u32 = 3;
+/// The first version whose peers open with a [`Message::Digest`] instead
+/// of their whole topology; older peers still get the whole topology.
+pub const DIGEST_VERSION: u32 = 4;
 /// First byte of a compact gossip frame.
 pub const COMPACT_GOSSIP: u8 = 0x01;
 /// TCP port of the control plane unless the user names another.
@@ -124,6 +127,10 @@ pub enum Message {
     Ipam(IpamPacket),
     /// weaveDNS entries (see `dns::records`), flooded to every peer.
     Dns(DnsGossip),
+    /// What the sender holds of the topology, sent once when a connection
+    /// is established: the receiver answers with gossip of the entries the
+    /// sender lacks or holds older (see `topology::TopologyDigest`).
+    Digest(TopologyDigest),
 }
 
 /// Why bytes from a peer are not a message.
@@ -392,6 +399,7 @@ impl fmt::Display for Message {
             }
             Self::Ipam(p) => write!(f, "ipam message from {}", p.src),
             Self::Dns(g) => write!(f, "dns gossip of {} entries", g.entries.len()),
+            Self::Digest(d) => write!(f, "topology digest of {} peers", d.peers.len()),
         }
     }
 }
@@ -438,6 +446,13 @@ mod tests {
             },
             Message::Heartbeat,
             Message::Gossip(TopologyUpdate { peers: vec![info] }),
+            Message::Digest(TopologyDigest {
+                peers: vec![crate::mesh::topology::DigestEntry {
+                    name: "02:00:00:00:00:02".parse().unwrap(),
+                    version: 1_764_806_400_000,
+                    uid: u64::MAX,
+                }],
+            }),
         ]
     }
 

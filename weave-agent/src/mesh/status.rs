@@ -236,6 +236,10 @@ pub struct MeshCounters {
     /// the kernel would not send ours.
     #[serde(default)]
     pub heartbeats_dropped: u64,
+    /// Topology digests not answered: a peer sends one when the connection
+    /// opens, and more are ignored.
+    #[serde(default)]
+    pub digests_ignored: u64,
 }
 
 impl MeshCounters {
@@ -262,6 +266,7 @@ impl MeshCounters {
             ("heartbeats_received", self.heartbeats_received),
             ("heartbeats_rejected", self.heartbeats_rejected),
             ("heartbeats_dropped", self.heartbeats_dropped),
+            ("digests_ignored", self.digests_ignored),
         ]
     }
 }

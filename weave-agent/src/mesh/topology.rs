@@ -107,6 +107,25 @@ pub struct TopologyUpdate {
     pub peers: Vec<PeerInfo>,
 }
 
+/// Which entries a peer holds, without their connections: per peer, the
+/// `(version, uid)` that orders its entries. Two peers that meet exchange
+/// digests and then only the entries the other lacks or holds older
+/// ([`Topology::newer_than`]), instead of their whole topologies: at a
+/// hundred peers a whole topology is about 150 KB and a digest 7 KB, and a
+/// peer joining a mesh meets every peer in it within seconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyDigest {
+    pub peers: Vec<DigestEntry>,
+}
+
+/// One entry of a [`TopologyDigest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    pub name: PeerName,
+    pub version: u64,
+    pub uid: u64,
+}
+
 /// Why an entry was not merged.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
@@ -178,6 +197,42 @@ impl Topology {
 
     pub fn len(&self) -> usize {
         self.peers.len()
+    }
+
+    /// What we hold, for a peer we just met (ours included).
+    pub fn digest(&self) -> TopologyDigest {
+        TopologyDigest {
+            peers: self
+                .peers
+                .values()
+                .map(|p| DigestEntry {
+                    name: p.name,
+                    version: p.version,
+                    uid: p.uid,
+                })
+                .collect(),
+        }
+    }
+
+    /// Our entries that the holder of `digest` lacks or holds with a
+    /// smaller `(version, uid)`. Two entries with the same `(version, uid)`
+    /// and different content (only a misbehaving peer makes them) are not
+    /// told apart here; the periodic whole-topology repair settles them.
+    pub fn newer_than(&self, digest: &TopologyDigest) -> Vec<PeerInfo> {
+        let mut theirs: BTreeMap<PeerName, (u64, u64)> = BTreeMap::new();
+        for e in &digest.peers {
+            let held = theirs.entry(e.name).or_insert((e.version, e.uid));
+            *held = (*held).max((e.version, e.uid));
+        }
+        self.peers
+            .values()
+            .filter(|p| {
+                theirs
+                    .get(&p.name)
+                    .is_none_or(|&held| held < (p.version, p.uid))
+            })
+            .cloned()
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -356,6 +411,69 @@ mod tests {
         TopologyUpdate {
             peers: entries.to_vec(),
         }
+    }
+
+    #[test]
+    fn a_digest_exchange_leaves_both_sides_holding_the_newest_entries() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..200 {
+            // Each side holds a random version of some of peers 1..=8.
+            let mut sides = [
+                Topology::new(entry(100, 1, 1, &[])),
+                Topology::new(entry(101, 1, 1, &[])),
+            ];
+            for side in &mut sides {
+                let mut entries = Vec::new();
+                for i in 1..=8 {
+                    if rng.random_bool(0.7) {
+                        let (version, uid) = (rng.random_range(1..4), rng.random_range(1..3));
+                        entries.push(entry(i, version, uid, &[i % 8 + 1]));
+                    }
+                }
+                side.merge(&update(&entries));
+            }
+            let [a, b] = &mut sides;
+            let to_b = a.newer_than(&b.digest());
+            let to_a = b.newer_than(&a.digest());
+            // Only what the other lacks or holds older travels.
+            for sent in &to_b {
+                assert!(
+                    b.get(&sent.name)
+                        .is_none_or(|held| (held.version, held.uid) < (sent.version, sent.uid))
+                );
+            }
+            a.merge(&update(&to_a));
+            b.merge(&update(&to_b));
+            let held = |t: &Topology| -> Vec<(PeerName, u64, u64)> {
+                t.peers().map(|p| (p.name, p.version, p.uid)).collect()
+            };
+            assert_eq!(held(a), held(b));
+            assert!(a.newer_than(&b.digest()).is_empty() && b.newer_than(&a.digest()).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_digest_naming_a_peer_twice_counts_its_newest_entry() {
+        let mut t = Topology::new(entry(1, 1, 1, &[]));
+        t.merge(&update(&[entry(2, 5, 1, &[])]));
+        let said = |version| DigestEntry {
+            name: name(2),
+            version,
+            uid: 1,
+        };
+        let ours = DigestEntry {
+            name: name(1),
+            version: 1,
+            uid: 1,
+        };
+        let digest = TopologyDigest {
+            peers: vec![ours, said(9), said(3)],
+        };
+        assert!(t.newer_than(&digest).is_empty());
+        let digest = TopologyDigest {
+            peers: vec![ours, said(3), said(4)],
+        };
+        assert_eq!(t.newer_than(&digest), vec![entry(2, 5, 1, &[])]);
     }
 
     #[test]

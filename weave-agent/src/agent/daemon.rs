@@ -130,6 +130,7 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
     let queues = server::Queues {
         requests: tx,
         status: agent.status_asker(),
+        peer_name: agent.peer_name(),
     };
     // The Docker plugin's calls join the same queue as the CLI's.
     let plugin_task = plugin_listener.map(|l| {

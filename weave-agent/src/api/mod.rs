@@ -25,8 +25,10 @@ pub const MAX_REPLY_BYTES: u64 = 64 << 20;
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     Status,
-    /// Is an agent there? Answered by the socket server itself: cheaper than
-    /// a status, which lists every peer's connections.
+    /// Is an agent there? Answered by the socket server itself with the
+    /// peer's name ([`Reply::Message`]): cheaper than a status, which lists
+    /// every peer's connections and waits for the mesh, busy with a storm of
+    /// connections just after a launch into a big mesh.
     Ping,
     /// `weave ps`: every attached container, or those named.
     Ps {

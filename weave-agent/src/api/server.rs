@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{MAX_REQUEST_BYTES, Reply, Request, Response};
+use crate::peer_name::PeerName;
 use crate::status::StatusAsk;
 
 /// A request and where its answer goes.
@@ -29,6 +30,8 @@ const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100
 pub struct Queues {
     pub requests: mpsc::Sender<Envelope>,
     pub status: mpsc::Sender<StatusAsk>,
+    /// The peer's name, the answer to [`Request::Ping`].
+    pub peer_name: PeerName,
 }
 
 /// Binds the socket, readable and writable by root only.
@@ -87,7 +90,7 @@ async fn handle(stream: UnixStream, queues: Queues) {
         Ok(_) => match serde_json::from_str::<Request>(&line) {
             Err(e) => Err(format!("malformed request: {e}")),
             Ok(Request::Status) => ask_status(&queues.status).await,
-            Ok(Request::Ping) => Ok(Reply::Done),
+            Ok(Request::Ping) => Ok(Reply::Message(queues.peer_name.to_string())),
             Ok(request) => {
                 let (tx, rx) = oneshot::channel();
                 if queues.requests.send((request, tx)).await.is_err() {

@@ -231,10 +231,13 @@ fn daemonize(
     }
     let mut child = command.spawn().context("starting the agent")?;
 
+    // Ready when the socket answers, which it does once the agent is set
+    // up: not a status, which would wait for the mesh (in a big mesh busy
+    // with every peer connecting to the new one at once).
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        if let Ok(Reply::Status(status)) = client::call(&paths.socket, &Request::Status) {
-            println!("{}", status.mesh.name);
+        if let Ok(Reply::Message(name)) = client::call(&paths.socket, &Request::Ping) {
+            println!("{name}");
             return Ok(());
         }
         if let Some(exit) = child.try_wait()? {

@@ -264,6 +264,7 @@ impl Agent {
         mesh_config.mtu = mtu;
         mesh_config.fastdp = fastdp;
         mesh_config.dataplane_name = overlay.userspace().to_owned();
+        mesh_config.wait_for_open = true;
         let encrypted = psk.is_some();
         mesh_config.psk = psk;
         let mesh = match Mesh::start(mesh_config, Arc::clone(&overlay)).await {
@@ -338,6 +339,8 @@ impl Agent {
             agent.restore_dns_edits(dns_edits);
             agent.dns_sync().await;
         }
+        // Peers only now: set up first, among no handshakes.
+        agent.mesh.open().await?;
         tracing::info!(peer = %agent.peer_name, nickname = %agent.nickname, mtu, "weave agent ready");
         Ok(agent)
     }
@@ -350,7 +353,7 @@ impl Agent {
         }
         let result = match request {
             Request::Status => Ok(Reply::Status(Box::new(self.status().await))),
-            Request::Ping => Ok(Reply::Done),
+            Request::Ping => Ok(Reply::Message(self.peer_name.to_string())),
             Request::Ps { docker, containers } => {
                 Ok(Reply::Ps(self.ps(&docker, &containers).await))
             }
@@ -555,6 +558,10 @@ impl Agent {
             self.ipam.release(*cidr);
         }
         self.ipam_changed().await;
+    }
+
+    pub const fn peer_name(&self) -> PeerName {
+        self.peer_name
     }
 
     /// Where the status endpoint asks for snapshots.

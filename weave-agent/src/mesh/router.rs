@@ -151,6 +151,12 @@ pub struct MeshConfig {
     /// and counted. At most [`super::MAX_CONNECTIONS_PER_PEER`], what a peer's
     /// gossiped entry may list.
     pub conn_limit: usize,
+    /// Bind the listener at start but neither accept nor dial until
+    /// [`Mesh::open`]: the agent finishes setting itself up first. Launched
+    /// into a big mesh whose peers are all dialling it again, it would
+    /// otherwise set itself up among a hundred handshakes at once, and
+    /// `weave launch` took seconds to come back.
+    pub wait_for_open: bool,
 }
 
 impl MeshConfig {
@@ -172,6 +178,7 @@ impl MeshConfig {
             fastdp: false,
             dataplane_name: String::new(),
             conn_limit: DEFAULT_CONN_LIMIT,
+            wait_for_open: false,
         }
     }
 }
@@ -203,6 +210,8 @@ enum Command {
     SendIpam(IpamPacket, Spread),
     /// To every neighbour that speaks it.
     SendDns(DnsGossip, Spread),
+    /// Start accepting and dialling (see [`MeshConfig::wait_for_open`]).
+    Open,
     Stop(oneshot::Sender<()>),
 }
 
@@ -305,6 +314,12 @@ impl Mesh {
     /// what changes theirs.
     pub async fn send_dns(&self, gossip: DnsGossip, spread: Spread) -> Result<(), MeshError> {
         self.send(Command::SendDns(gossip, spread)).await
+    }
+
+    /// Starts accepting and dialling, when the mesh was started with
+    /// [`MeshConfig::wait_for_open`]; nothing otherwise.
+    pub async fn open(&self) -> Result<(), MeshError> {
+        self.send(Command::Open).await
     }
 
     /// Tells every peer we are going, closes everything, waits for the actor.
@@ -420,6 +435,8 @@ struct Router {
     counters: MeshCounters,
     /// Kinds of trouble already logged at warn level; later ones go to debug.
     logged: BTreeSet<&'static str>,
+    /// Accepting and dialling (see [`MeshConfig::wait_for_open`]).
+    open: bool,
     tasks: JoinSet<()>,
     events_tx: mpsc::Sender<Event>,
     next_id: ConnId,
@@ -481,6 +498,7 @@ impl Router {
             published: None,
             counters: MeshCounters::default(),
             logged: BTreeSet::new(),
+            open: !config.wait_for_open,
             tasks: JoinSet::new(),
             events_tx,
             next_id: 1,
@@ -526,7 +544,8 @@ impl Router {
         self.dial_due();
 
         let stop = loop {
-            let wake = [self.maker.next_wakeup(), self.routes_due(Instant::now())]
+            let dials = self.open.then(|| self.maker.next_wakeup()).flatten();
+            let wake = [dials, self.routes_due(Instant::now())]
                 .into_iter()
                 .flatten()
                 .min()
@@ -546,7 +565,7 @@ impl Router {
                         }
                     }
                 }
-                accepted = listener.accept() => match accepted {
+                accepted = listener.accept(), if self.open => match accepted {
                     Ok((stream, from)) => self.accept(stream, from),
                     Err(e) => {
                         self.note("accept", format!("accepting a peer connection: {e}"));
@@ -615,6 +634,7 @@ impl Router {
             }
             Command::SendIpam(packet, spread) => self.route_ipam(packet, spread),
             Command::SendDns(gossip, spread) => self.send_dns(&gossip, spread),
+            Command::Open => self.open = true,
             Command::Stop(reply) => {
                 let _ = reply.send(());
             }
@@ -664,6 +684,9 @@ impl Router {
     }
 
     fn dial_due(&mut self) {
+        if !self.open {
+            return;
+        }
         for key in self.maker.due(Instant::now()) {
             let timeout = self.config.timing.dial_timeout;
             let events = self.events_tx.clone();

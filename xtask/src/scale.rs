@@ -19,8 +19,12 @@ use crate::util::{self, header};
 
 /// Prefix of the run's namespaces and directories: `wvscale-lan`, `wvscale-h1`...
 const PREFIX: &str = "wvscale";
-/// Agents launched, or polled, at once.
+/// Agents launched at once.
 const PARALLEL: usize = 8;
+/// Agents asked for their status at once: each answer waits for a busy
+/// agent more than for this machine's CPU, and a slow round would blur the
+/// times measured.
+const POLL_PARALLEL: usize = 25;
 /// The kernel's neighbour table limits (`gc_thresh1..3`) for the run: all
 /// simulated hosts share the one table, whose default (1,024 entries at
 /// most) overflows at about 30 fully meshed hosts.
@@ -280,13 +284,17 @@ fn launch(h: &Host, dataplane: &str, peer: Option<&str>) -> Result<()> {
 
 /// Runs `f` on every item, [`PARALLEL`] at a time; the first error wins.
 fn for_each_parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> Result<()> + Sync) -> Result<()> {
-    map_parallel(items, f)?.into_iter().collect()
+    map_parallel(items, PARALLEL, f)?.into_iter().collect()
 }
 
-/// `f` of every item, in order, [`PARALLEL`] at a time.
-fn map_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<R>> {
+/// `f` of every item, in order, `at_once` at a time.
+fn map_parallel<T: Sync, R: Send>(
+    items: &[T],
+    at_once: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Result<Vec<R>> {
     let mut out = Vec::with_capacity(items.len());
-    for chunk in items.chunks(PARALLEL) {
+    for chunk in items.chunks(at_once) {
         std::thread::scope(|scope| {
             let running: Vec<_> = chunk.iter().map(|item| scope.spawn(|| f(item))).collect();
             for t in running {
@@ -309,7 +317,8 @@ fn map_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Re
 /// of them a round took most of the machine the agents are measured on.
 /// Once every agent has been seen fully connected, one round asks them all
 /// again; an agent that lost a connection meanwhile is asked again until it
-/// is full. The time is when the last agent was seen full in that state.
+/// is full. The time is when the last agent's answer showing it full came
+/// back (each answer timed on its own, not at the end of its round).
 fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<Duration> {
     let want = hosts.len() - 1;
     let started = Instant::now();
@@ -322,19 +331,19 @@ fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<Durat
             .collect();
         let least = AtomicUsize::new(usize::MAX);
         let silent = AtomicUsize::new(0);
-        let seen: Vec<(usize, bool)> = map_parallel(&asked, |&i| {
+        let seen: Vec<(usize, bool, Duration)> = map_parallel(&asked, POLL_PARALLEL, |&i| {
             let Some(established) = established(&hosts[i]) else {
                 silent.fetch_add(1, Ordering::Relaxed);
                 least.fetch_min(0, Ordering::Relaxed);
-                return (i, false);
+                return (i, false, started.elapsed());
             };
             least.fetch_min(established, Ordering::Relaxed);
-            (i, established >= want)
+            (i, established >= want, started.elapsed())
         })?;
         let now = started.elapsed();
-        for (i, full) in seen {
+        for (i, full, answered) in seen {
             full_at[i] = match (full, full_at[i]) {
-                (true, None) => Some(now),
+                (true, None) => Some(answered),
                 (true, Some(at)) => Some(at),
                 (false, _) => None,
             };

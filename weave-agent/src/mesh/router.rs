@@ -382,6 +382,11 @@ struct Established {
 }
 
 impl Conn {
+    /// Whether the connection is established with protocol `version` or later.
+    fn speaks(&self, version: u32) -> bool {
+        self.peer.as_ref().is_some_and(|p| p.version >= version)
+    }
+
     /// The tie-break key: who dialled, and its nonce.
     const fn initiator(&self, me: PeerName) -> (PeerName, u64) {
         match (&self.peer, self.outbound) {
@@ -1017,7 +1022,7 @@ impl Router {
                 return;
             }
         };
-        let speaks_dns = |c: &Conn| c.peer.as_ref().is_some_and(|p| p.version >= DNS_VERSION);
+        let speaks_dns = |c: &Conn| c.speaks(DNS_VERSION);
         let to: Vec<ConnId> = match spread {
             Spread::Everyone => self
                 .by_peer
@@ -1607,10 +1612,7 @@ impl Router {
 
     /// Whether connection `id` negotiated protocol `version` or later.
     fn speaks(&self, id: ConnId, version: u32) -> bool {
-        self.conns
-            .get(&id)
-            .and_then(|c| c.peer.as_ref())
-            .is_some_and(|p| p.version >= version)
+        self.conns.get(&id).is_some_and(|c| c.speaks(version))
     }
 
     fn send_topology(&mut self, ids: &[ConnId]) {

@@ -246,15 +246,11 @@ fn measure(weave: &Path, args: &Args) -> Result<Figures> {
     // All at once, as hosts restarted together would be: the figure is the
     // mesh's healing, not this process's pace of launching.
     let relaunched = Instant::now();
-    std::thread::scope(|scope| {
-        let running: Vec<_> = victims
-            .iter()
-            .map(|&i| scope.spawn(move || launch(&hosts[i], dataplane, Some(&target(i)))))
-            .collect();
-        running
-            .into_iter()
-            .try_for_each(|t| t.join().unwrap_or_else(|_| bail!("a launch panicked")))
-    })?;
+    map_parallel(&victims, victims.len(), |&i| {
+        launch(&hosts[i], dataplane, Some(&target(i)))
+    })?
+    .into_iter()
+    .collect::<Result<()>>()?;
     let launched = relaunched.elapsed();
     println!("relaunched in {:.1} s", launched.as_secs_f64());
     figures.healed = launched + wait_full_mesh(hosts, timeout, "healed after churn")?;

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -21,10 +20,14 @@ use crate::util::{self, header};
 const PREFIX: &str = "wvscale";
 /// Agents launched at once.
 const PARALLEL: usize = 8;
-/// Agents asked for their status at once: each answer waits for a busy
-/// agent more than for this machine's CPU, and a slow round would blur the
-/// times measured.
-const POLL_PARALLEL: usize = 25;
+/// Agents asked for their status at once. The times come from the agents
+/// (when each connection was established), not from when an answer came,
+/// so a slow round does not blur them; a fast one would take CPU from the
+/// agents measured (a status holds the whole topology: at a hundred peers,
+/// 25 at once took a tenth of this machine while the mesh healed).
+const POLL_PARALLEL: usize = 4;
+/// How many of the agents not yet fully connected a progress line names.
+const SHOW_BEHIND: usize = 6;
 /// The kernel's neighbour table limits (`gc_thresh1..3`) for the run: all
 /// simulated hosts share the one table, whose default (1,024 entries at
 /// most) overflows at about 30 fully meshed hosts.
@@ -216,6 +219,18 @@ fn measure(weave: &Path, args: &Args) -> Result<Figures> {
         }
         figures.rss_kib.push(a.rss_kib);
     }
+    let mut largest: Vec<(u64, &str)> = after
+        .iter()
+        .zip(hosts)
+        .map(|(a, h)| (a.rss_kib, h.nickname()))
+        .collect();
+    largest.sort_unstable_by(|a, b| b.cmp(a));
+    let largest: Vec<String> = largest
+        .iter()
+        .take(3)
+        .map(|(kib, name)| format!("{name} {:.1} MiB", *kib as f64 / 1024.0))
+        .collect();
+    println!("largest agents at rest: {}", largest.join(", "));
 
     // IPAM: the first automatic address, on the last host.
     let last = &hosts[n - 1];
@@ -313,42 +328,69 @@ fn map_parallel<T: Sync, R: Send>(
 /// of them a round took most of the machine the agents are measured on.
 /// Once every agent has been seen fully connected, one round asks them all
 /// again; an agent that lost a connection meanwhile is asked again until it
-/// is full. The time is when the last agent's answer showing it full came
-/// back (each answer timed on its own, not at the end of its round).
+/// is full. The time is when the last connection of the mesh was
+/// established, by the agents' own account (`established_unix_ms`): during
+/// a connection storm a round of statuses takes many seconds, and an agent
+/// seen behind early in a round is asked again only in the next. Agents
+/// that do not say (older builds) are timed by their answer instead.
 fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<Duration> {
     let want = hosts.len() - 1;
     let started = Instant::now();
+    let started_unix_ms = unix_ms();
     let mut said = Instant::now();
-    let mut full_at: Vec<Option<Duration>> = vec![None; hosts.len()];
+    // Per agent, once seen full: when its answer came, and when its last
+    // connection was established (relative to `started`) if it says.
+    let mut full_at: Vec<Option<(Duration, Option<Duration>)>> = vec![None; hosts.len()];
     let mut confirming = false;
     loop {
         let asked: Vec<usize> = (0..hosts.len())
             .filter(|&i| confirming || full_at[i].is_none())
             .collect();
-        let least = AtomicUsize::new(usize::MAX);
-        let silent = AtomicUsize::new(0);
-        let seen: Vec<(usize, bool, Duration)> = map_parallel(&asked, POLL_PARALLEL, |&i| {
-            let Some(established) = established(&hosts[i]) else {
-                silent.fetch_add(1, Ordering::Relaxed);
-                least.fetch_min(0, Ordering::Relaxed);
-                return (i, false, started.elapsed());
-            };
-            least.fetch_min(established, Ordering::Relaxed);
-            (i, established >= want, started.elapsed())
-        })?;
+        let seen: Vec<(usize, Option<Connected>, Duration)> =
+            map_parallel(&asked, POLL_PARALLEL, |&i| {
+                (i, connected(&hosts[i]), started.elapsed())
+            })?;
         let now = started.elapsed();
-        for (i, full, answered) in seen {
-            full_at[i] = match (full, full_at[i]) {
-                (true, None) => Some(answered),
-                (true, Some(at)) => Some(at),
-                (false, _) => None,
+        let mut silent = 0;
+        let mut behind = Vec::new();
+        for (i, connected, answered) in seen {
+            let Some(connected) = connected else {
+                silent += 1;
+                full_at[i] = None;
+                continue;
             };
+            if connected.established < want {
+                behind.push((connected.established, hosts[i].nickname()));
+                full_at[i] = None;
+                continue;
+            }
+            let last = connected
+                .last_unix_ms
+                .map(|ms| Duration::from_millis(ms.saturating_sub(started_unix_ms)));
+            full_at[i] = Some(match full_at[i] {
+                // Still full: the answer that first showed it stands.
+                Some((first, _)) => (first, last),
+                None => (answered, last),
+            });
         }
         let full = full_at.iter().filter(|at| at.is_some()).count();
         if full == hosts.len() {
             if confirming {
-                let took = full_at.iter().flatten().max().copied().unwrap_or(now);
-                println!("{what}: {:.1} s", took.as_secs_f64());
+                let answered = full_at.iter().flatten().map(|(a, _)| *a).max();
+                let answered = answered.unwrap_or(now);
+                let by_agents: Option<Vec<Duration>> =
+                    full_at.iter().flatten().map(|(_, last)| *last).collect();
+                let took = if let Some(last) = by_agents.and_then(|all| all.into_iter().max()) {
+                    println!(
+                        "{what}: {:.1} s (the last connection established; the last status showing it full answered at {:.1} s)",
+                        last.as_secs_f64(),
+                        answered.as_secs_f64()
+                    );
+                    last
+                } else {
+                    println!("{what}: {:.1} s", answered.as_secs_f64());
+                    answered
+                };
                 return Ok(took);
             }
             confirming = true;
@@ -357,25 +399,33 @@ fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<Durat
         confirming = false;
         // Agents whose status could not be read count as unconnected; say
         // how many, so that a reading failure is not taken for the mesh's.
-        let silent = match silent.into_inner() {
+        let silent = match silent {
             0 => String::new(),
             n => format!(", {n} not answering `weave status`"),
         };
-        let least = least.into_inner();
+        // The agents furthest behind, by name: where to look.
+        behind.sort_unstable();
+        let shown: Vec<String> = behind
+            .iter()
+            .take(SHOW_BEHIND)
+            .map(|(e, name)| format!("{name} {e}/{want}"))
+            .collect();
+        let behind = match shown.len() {
+            0 => String::new(),
+            _ => format!("; behind: {}", shown.join(", ")),
+        };
         if said.elapsed() >= Duration::from_secs(5) {
             println!(
-                "{what}: {full}/{} agents fully connected, the least of the {} asked has {least}/{want}{silent} ({:.0} s)",
+                "{what}: {full}/{} agents fully connected ({:.0} s){silent}{behind}",
                 hosts.len(),
-                asked.len(),
                 now.as_secs_f64()
             );
             said = Instant::now();
         }
         if started.elapsed() > timeout {
             bail!(
-                "{what}: not within {timeout:?}: {full}/{} agents fully connected, the least of the {} asked has {least}/{want}{silent}",
+                "{what}: not within {timeout:?}: {full}/{} agents fully connected{silent}{behind}",
                 hosts.len(),
-                asked.len()
             );
         }
         if weave_tests::interrupted() {
@@ -384,19 +434,42 @@ fn wait_full_mesh(hosts: &[Host], timeout: Duration, what: &str) -> Result<Durat
     }
 }
 
+/// An agent's established connections, as its status shows them.
+struct Connected {
+    established: usize,
+    /// When the newest of them was established (Unix ms), if the agent says.
+    last_unix_ms: Option<u64>,
+}
+
 /// The agent's established connections (`None` when its status cannot be
 /// read), from `weave status connections --json` read untyped: xtask builds
 /// without the agent crate.
-fn established(h: &Host) -> Option<usize> {
+fn connected(h: &Host) -> Option<Connected> {
     let json = h.try_weave(&["status", "connections", "--json"]).ok()?;
     let section = serde_json::from_str::<serde_json::Value>(&json).ok()?;
-    let connections = section.get("connections")?.as_array()?;
-    Some(
-        connections
-            .iter()
-            .filter(|c| c.get("state").and_then(serde_json::Value::as_str) == Some("established"))
-            .count(),
-    )
+    let established: Vec<&serde_json::Value> = section
+        .get("connections")?
+        .as_array()?
+        .iter()
+        .filter(|c| c.get("state").and_then(serde_json::Value::as_str) == Some("established"))
+        .collect();
+    let since: Option<Vec<u64>> = established
+        .iter()
+        .map(|c| {
+            c.get("established_unix_ms")
+                .and_then(serde_json::Value::as_u64)
+        })
+        .collect();
+    Some(Connected {
+        established: established.len(),
+        last_unix_ms: since.and_then(|s| s.into_iter().max()),
+    })
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One agent's counters at one moment.

@@ -379,6 +379,8 @@ struct Established {
     /// answering more would let a peer have our whole topology sent again
     /// and again for a few bytes each.
     digest_answered: bool,
+    /// When the handshake completed (Unix time in milliseconds), for status.
+    since_unix_ms: u64,
 }
 
 impl Conn {
@@ -842,6 +844,7 @@ impl Router {
             data,
             path_mtu,
             digest_answered: false,
+            since_unix_ms: now_ms(),
         });
         let outbound = conn.outbound;
 
@@ -1690,6 +1693,7 @@ impl Router {
                 established: c.peer.as_ref().map(|p| (&p.hello, p.version)),
                 fastdp: self.fastdp_of(*id, c),
                 data_path: self.data_path_status(c, now),
+                established_unix_ms: c.peer.as_ref().map(|p| p.since_unix_ms),
             })
             .collect();
         let dataplane = if self.config.dataplane_name.is_empty() {

@@ -144,6 +144,11 @@ pub struct ConnectionStatus {
     /// heartbeats: its data path is taken to be up).
     #[serde(default)]
     pub data_path: Option<DataPathStatus>,
+    /// Established: since when (Unix time in milliseconds, by this
+    /// agent's clock). A mesh is whole from the moment its last connection
+    /// was established: `cargo xtask scale` reads it here.
+    #[serde(default)]
+    pub established_unix_ms: Option<u64>,
 }
 
 /// One connection's data path, from its heartbeats (`mesh::liveness`).
@@ -287,6 +292,7 @@ impl ConnectionStatus {
             dataplane: String::new(),
             fastdp_off: None,
             data_path: None,
+            established_unix_ms: None,
         }
     }
 }
@@ -326,6 +332,8 @@ pub(super) struct LiveConnection<'a> {
     pub fastdp: Result<Ipv4Addr, FastdpOff>,
     /// Established with heartbeats: its data path.
     pub data_path: Option<DataPathStatus>,
+    /// Established: since when (Unix time in milliseconds).
+    pub established_unix_ms: Option<u64>,
 }
 
 /// The mesh's snapshot at `now`.
@@ -376,6 +384,7 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
                 },
                 fastdp_off: c.fastdp.err().and_then(FastdpOff::reason).map(String::from),
                 data_path: c.data_path.clone(),
+                established_unix_ms: c.established_unix_ms,
             }),
             (None, Some(addr)) if !c.outbound => Some(ConnectionStatus {
                 address: addr.to_string(),
@@ -390,6 +399,7 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
                 dataplane: String::new(),
                 fastdp_off: None,
                 data_path: None,
+                established_unix_ms: None,
             }),
             _ => None,
         })
@@ -421,6 +431,7 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
             dataplane: String::new(),
             fastdp_off: None,
             data_path: None,
+            established_unix_ms: None,
         }
     }));
 
@@ -677,6 +688,7 @@ pub(crate) mod tests {
                     dataplane: "fastdp".into(),
                     fastdp_off: None,
                     data_path: None,
+                    established_unix_ms: None,
                 },
                 ConnectionStatus {
                     address: "192.168.48.17:41234".into(),
@@ -691,6 +703,7 @@ pub(crate) mod tests {
                     dataplane: "xdp".into(),
                     fastdp_off: Some("peer has no fastdp".into()),
                     data_path: None,
+                    established_unix_ms: None,
                 },
                 ConnectionStatus {
                     address: "192.168.48.15:6783".into(),
@@ -705,6 +718,7 @@ pub(crate) mod tests {
                     dataplane: String::new(),
                     fastdp_off: None,
                     data_path: None,
+                    established_unix_ms: None,
                 },
                 ConnectionStatus {
                     address: "192.168.48.16:6783".into(),
@@ -719,6 +733,7 @@ pub(crate) mod tests {
                     dataplane: String::new(),
                     fastdp_off: None,
                     data_path: None,
+                    established_unix_ms: None,
                 },
             ],
             targets: vec!["192.168.48.14".into(), "host3".into()],
@@ -795,6 +810,7 @@ pub(crate) mod tests {
             established: Some((h, 1)),
             fastdp,
             data_path: None,
+            established_unix_ms: None,
         };
         let topology = Topology::new(PeerInfo::new(name(1), "host1".into(), 1, 1));
         let maker = ConnectionMaker::new(true, Backoff::default(), 1);

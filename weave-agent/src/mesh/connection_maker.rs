@@ -4,7 +4,11 @@
 //! `host:port`, port 6783 by default), and, with discovery on, the addresses
 //! other peers report for peers we are not connected to. Each is dialled at
 //! once, then after a failure again with exponential backoff and jitter
-//! (`Backoff`), and not while a connection satisfies it.
+//! (`Backoff`), and not while a connection satisfies it. A destination
+//! whose peer comes back as a new incarnation (a restart: a new uid in the
+//! topology) is dialled again at once: the backoff it earned while the peer
+//! was down would only delay the reconnection, and a hundred peers
+//! restarted together spent seconds in it.
 //!
 //! [`ConnectionMaker`] is a pure state machine (time passed in, jitter from
 //! a seeded generator); [`dial`] is the thin I/O the router runs for it.
@@ -206,6 +210,8 @@ struct Entry {
     retry_at: Option<Instant>,
     failures: u32,
     last_error: Option<String>,
+    /// The uid of the peer last seen at one of `addrs` (from the topology).
+    incarnation: Option<u64>,
 }
 
 impl Entry {
@@ -218,6 +224,25 @@ impl Entry {
             retry_at: Some(now),
             failures: 0,
             last_error: None,
+            incarnation: None,
+        }
+    }
+
+    /// Takes in the incarnation of the peer at its addresses; a new one
+    /// (the peer restarted, and gossips, so it listens) ends a backoff.
+    fn seen(&mut self, seen: &Seen, now: Instant) {
+        let now_there = self
+            .addrs
+            .iter()
+            .filter_map(|a| seen.get(a).copied().flatten())
+            .max();
+        if now_there.is_none() || now_there == self.incarnation {
+            return;
+        }
+        self.incarnation = now_there;
+        if self.waiting() && self.failures > 0 && self.retry_at.is_some() {
+            self.failures = 0;
+            self.retry_at = Some(now);
         }
     }
 
@@ -225,6 +250,10 @@ impl Entry {
         !self.in_flight && self.connected_since.is_none()
     }
 }
+
+/// Addresses other peers report for the peers we are not connected to,
+/// each with the uid of the peer there when its topology entry is known.
+pub type Seen = BTreeMap<SocketAddr, Option<u64>>;
 
 /// The dialling schedule.
 #[derive(Clone, Debug)]
@@ -278,27 +307,35 @@ impl ConnectionMaker {
         self.targets.values().map(|e| e.shown.clone()).collect()
     }
 
-    /// Replaces the discovered addresses (those of peers that others are
-    /// connected to and we are not). Ignored with discovery off.
-    pub fn set_discovered(&mut self, addrs: BTreeSet<SocketAddr>, now: Instant) {
-        if !self.discovery {
-            return;
+    /// Takes in the addresses of the peers we are not connected to: with
+    /// discovery on they replace the discovered destinations; for every
+    /// destination, a peer there that restarted ends its backoff.
+    pub fn set_discovered(&mut self, seen: &Seen, now: Instant) {
+        if self.discovery {
+            let direct: BTreeSet<SocketAddr> = self
+                .targets
+                .values()
+                .flat_map(|e| e.addrs.iter().copied())
+                .collect();
+            let wanted: BTreeSet<SocketAddr> = seen
+                .keys()
+                .copied()
+                .filter(|a| !direct.contains(a))
+                .take(MAX_DISCOVERED)
+                .collect();
+            self.discovered.retain(|a, _| wanted.contains(a));
+            for a in wanted {
+                self.discovered
+                    .entry(a)
+                    .or_insert_with(|| Entry::new(a.to_string(), BTreeSet::from([a]), now));
+            }
         }
-        let direct: BTreeSet<SocketAddr> = self
+        for e in self
             .targets
-            .values()
-            .flat_map(|e| e.addrs.iter().copied())
-            .collect();
-        let wanted: BTreeSet<SocketAddr> = addrs
-            .into_iter()
-            .filter(|a| !direct.contains(a))
-            .take(MAX_DISCOVERED)
-            .collect();
-        self.discovered.retain(|a, _| wanted.contains(a));
-        for a in wanted {
-            self.discovered
-                .entry(a)
-                .or_insert_with(|| Entry::new(a.to_string(), BTreeSet::from([a]), now));
+            .values_mut()
+            .chain(self.discovered.values_mut())
+        {
+            e.seen(seen, now);
         }
     }
 
@@ -503,6 +540,11 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
     const MS: Duration = Duration::from_millis(1);
 
+    /// Addresses seen with no topology entry for their peers.
+    fn seen<const N: usize>(addrs: [SocketAddr; N]) -> Seen {
+        addrs.into_iter().map(|a| (a, None)).collect()
+    }
+
     #[test]
     fn targets_parse_with_the_default_port() {
         assert_eq!(t("10.0.0.1").to_string(), "10.0.0.1:6783");
@@ -661,26 +703,77 @@ mod tests {
         let mut cm = ConnectionMaker::new(true, Backoff::default(), 4);
         cm.add_target(t("10.0.0.2"), "10.0.0.2".into(), t0);
         cm.due(t0);
-        cm.set_discovered(BTreeSet::from([a, b, direct]), t0);
+        cm.set_discovered(&seen([a, b, direct]), t0);
         assert_eq!(
             cm.due(t0),
             vec![DialKey::Discovered(a), DialKey::Discovered(b)]
         );
-        cm.set_discovered(BTreeSet::from([b]), t0);
+        cm.set_discovered(&seen([b]), t0);
         assert_eq!(cm.attempts(t0).len(), 2);
         cm.dial_failed(&DialKey::Discovered(a), "late".into(), true, t0);
         assert_eq!(cm.attempts(t0).len(), 2);
 
         let mut off = ConnectionMaker::new(false, Backoff::default(), 5);
-        off.set_discovered(BTreeSet::from([a]), t0);
+        off.set_discovered(&seen([a]), t0);
         assert!(off.due(t0).is_empty());
         assert!(!off.discovery());
 
-        let many: BTreeSet<SocketAddr> = (0..MAX_DISCOVERED as u32 + 50)
-            .map(|i| SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i), 6783)))
+        let many: Seen = (0..MAX_DISCOVERED as u32 + 50)
+            .map(|i| {
+                let a = SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i), 6783));
+                (a, None)
+            })
             .collect();
-        cm.set_discovered(many, t0);
+        cm.set_discovered(&many, t0);
         assert_eq!(cm.attempts(t0).len(), 1 + MAX_DISCOVERED);
+    }
+
+    #[test]
+    fn a_peer_back_as_a_new_incarnation_is_dialled_at_once() {
+        let t0 = Instant::now();
+        let b: SocketAddr = "10.0.0.6:6783".parse().unwrap();
+        let target: SocketAddr = "10.0.0.2:6783".parse().unwrap();
+        let mut cm = ConnectionMaker::new(true, Backoff::default(), 7);
+        cm.add_target(t("10.0.0.2"), "10.0.0.2".into(), t0);
+        let old = Seen::from([(b, Some(1)), (target, Some(10))]);
+        cm.set_discovered(&old, t0);
+        assert_eq!(cm.due(t0).len(), 2);
+        // Both down: refused, then refused again, backing off.
+        let mut now = t0;
+        for _ in 0..3 {
+            for k in [DialKey::Discovered(b), key("10.0.0.2")] {
+                cm.dial_failed(&k, "refused".into(), true, now);
+            }
+            // Past the longest backoff: both due again.
+            now += 10 * S;
+            assert_eq!(cm.due(now).len(), 2);
+        }
+        for k in [DialKey::Discovered(b), key("10.0.0.2")] {
+            cm.dial_failed(&k, "refused".into(), true, now);
+        }
+        let backoff = cm.next_wakeup().unwrap() - now;
+        assert!(backoff >= 2 * S, "{backoff:?}");
+        // The same incarnations gossiped again: still waiting.
+        cm.set_discovered(&old, now);
+        assert!(cm.due(now).is_empty());
+        // The discovered peer restarted: dialled now, its backoff reset; the
+        // target's peer did not.
+        cm.set_discovered(&Seen::from([(b, Some(2)), (target, Some(10))]), now);
+        assert_eq!(cm.due(now), vec![DialKey::Discovered(b)]);
+        cm.dial_failed(&DialKey::Discovered(b), "refused".into(), true, now);
+        let retry = cm
+            .attempts(now)
+            .iter()
+            .find(|a| a.key == DialKey::Discovered(b))
+            .and_then(|a| a.retry_in);
+        assert!(retry.is_some_and(|r| r <= S), "{retry:?}");
+        // Now the target's: dialled at once as well.
+        cm.set_discovered(&Seen::from([(b, Some(2)), (target, Some(11))]), now);
+        assert_eq!(cm.due(now), vec![key("10.0.0.2")]);
+        // Given up for good (ourselves): a new uid does not revive it.
+        cm.dial_failed(&key("10.0.0.2"), "ourselves".into(), false, now);
+        cm.set_discovered(&Seen::from([(target, Some(12))]), now);
+        assert!(cm.due(now + 60 * S).iter().all(|k| *k != key("10.0.0.2")));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::mesh::connection::{
     self, CloseKind, CloseReason, ConnId, ConnectionTiming, Event, Outgoing, Setup,
 };
 use crate::mesh::connection_maker::{
-    self, Backoff, BadTarget, ConnectionMaker, DialKey, Link, MAX_TARGETS, Target,
+    self, Backoff, BadTarget, ConnectionMaker, DialKey, Link, MAX_TARGETS, Seen, Target,
 };
 use crate::mesh::fastdp::{self, FastdpOff};
 use crate::mesh::liveness::DataPath;
@@ -1217,7 +1217,7 @@ impl Router {
         self.publish();
         self.maker.sync(&self.links(), now);
         let candidates = self.discovery_candidates();
-        self.maker.set_discovered(candidates, now);
+        self.maker.set_discovered(&candidates, now);
     }
 
     /// Two peers publishing one short id cannot both be routed: the larger
@@ -1369,15 +1369,16 @@ impl Router {
             .collect()
     }
 
-    /// Addresses others see for the peers we are not connected to.
-    fn discovery_candidates(&self) -> BTreeSet<SocketAddr> {
+    /// Addresses others see for the peers we are not connected to, each
+    /// with the uid of the peer there when we hold its entry.
+    fn discovery_candidates(&self) -> Seen {
         let me = self.me();
         self.topology
             .peers()
             .flat_map(|p| &p.connections)
             .filter(|c| c.established && c.peer != me && !self.by_peer.contains_key(&c.peer))
-            .map(|c| c.address)
-            .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+            .filter(|c| c.address.port() != 0 && !c.address.ip().is_unspecified())
+            .map(|c| (c.address, self.topology.get(&c.peer).map(|p| p.uid)))
             .collect()
     }
 

@@ -96,8 +96,8 @@ pub fn compute(topology: &Topology, neighbours: &BTreeMap<PeerName, SocketAddr>)
     }
 
     let reached = search.order.clone();
-    for origin in reached {
-        search.run(&graph, origin);
+    for &origin in &reached {
+        search.run_until_decided(&graph, origin, us, reached.len());
         // Our children in origin's tree are among our neighbours, which
         // the adjacency lists in name order, as the trees are built.
         let children = graph.adjacency[us]
@@ -203,17 +203,42 @@ impl Search {
     /// The breadth-first tree from `origin`, neighbours taken in name
     /// order.
     fn run(&mut self, graph: &Graph, origin: usize) {
+        self.search(graph, origin, |_, _| false);
+    }
+
+    /// As much of the tree from `origin` as decides the parents of `us`'s
+    /// neighbours, in a component of `component` peers: the search stops
+    /// once `us` has been expanded (a parent is set only when first
+    /// reached, so no later step gives `us` a child), or once every peer
+    /// of the component is reached (no parent changes after that). In a
+    /// full mesh the origin reaches everyone at once: one step instead of
+    /// a whole search, for each of the N trees a recomputation builds.
+    fn run_until_decided(&mut self, graph: &Graph, origin: usize, us: usize, component: usize) {
+        self.search(graph, origin, |expanded, reached| {
+            expanded == us || reached >= component
+        });
+    }
+
+    /// Breadth-first from `origin` until `done(node just expanded, peers
+    /// reached so far)`.
+    fn search(&mut self, graph: &Graph, origin: usize, done: impl Fn(usize, usize) -> bool) {
         self.parent.fill(UNREACHED);
         self.order.clear();
+        self.queue.clear();
         self.parent[origin] = origin;
         self.queue.push_back(origin);
+        let mut reached = 1;
         while let Some(node) = self.queue.pop_front() {
             self.order.push(node);
             for &next in &graph.adjacency[node] {
                 if self.parent[next] == UNREACHED {
                     self.parent[next] = node;
                     self.queue.push_back(next);
+                    reached += 1;
                 }
+            }
+            if done(node, reached) {
+                break;
             }
         }
     }

@@ -4,6 +4,7 @@
 //! One file per concept, pure state machines apart from the I/O:
 //! - `protocol`: the wire (handshake, frames, messages) and its decoder;
 //! - `topology`: what every peer knows about every peer (a CRDT);
+//! - `epidemic`: who passes a changed entry on to whom;
 //! - `routes`: the forwarding table computed from a topology;
 //! - `fastdp`: which connections use the in-kernel data path;
 //! - `liveness`: whether a connection's data path (UDP) works, from heartbeats;
@@ -23,6 +24,7 @@
 pub mod beat;
 pub mod connection;
 pub mod connection_maker;
+pub mod epidemic;
 pub mod fastdp;
 pub mod liveness;
 pub mod noise;

@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::seq::{IndexedRandom as _, SliceRandom as _};
+use rand::seq::IndexedRandom as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
@@ -29,6 +29,7 @@ use crate::mesh::connection::{
 use crate::mesh::connection_maker::{
     self, Backoff, BadTarget, ConnectionMaker, DialKey, Link, MAX_TARGETS, Seen, Target,
 };
+use crate::mesh::epidemic;
 use crate::mesh::fastdp::{self, FastdpOff};
 use crate::mesh::liveness::DataPath;
 use crate::mesh::noise::{DataKeys, Psk};
@@ -67,10 +68,6 @@ pub const MAX_HANDSHAKING: usize = 64;
 pub const DEFAULT_CONN_LIMIT: usize = 200;
 /// Gossip is split into frames of about this size.
 const GOSSIP_CHUNK: usize = 256 * 1024;
-/// Neighbours a peer passes other peers' changed entries to (its own go to
-/// all): enough for an epidemic to reach every peer in a few rounds with
-/// high probability; the periodic repair catches the rest.
-const GOSSIP_FANOUT: usize = 4;
 /// Events handled before the routes are recomputed (batching bursts).
 const EVENT_BATCH: usize = 64;
 /// Routes follow other peers' changes at most this often. Their entries
@@ -1382,11 +1379,10 @@ impl Router {
             .collect()
     }
 
-    /// What changed goes out as it changes, in the manner of an epidemic:
-    /// our own entry to every neighbour (only we can say it), other peers'
-    /// entries we just learnt to [`GOSSIP_FANOUT`] random neighbours, who
-    /// pass on what is new to them. A change costs messages in proportion
-    /// to the peers, not to their square; the rare one lost is repaired by
+    /// What changed goes out as it changes: our own entry to every
+    /// neighbour (only we can say it), other peers' entries new to us as
+    /// [`epidemic::relay`] says. A change costs messages in proportion to
+    /// the peers, not to their square; the rare one lost is repaired by
     /// [`Router::gossip_repair`].
     fn gossip_changes(&mut self) {
         let me = self.me();
@@ -1395,16 +1391,15 @@ impl Router {
                 .iter()
                 .filter_map(|name| self.topology.get(name).cloned())
                 .partition(|entry| entry.name == me);
-        let everyone: Vec<ConnId> = self.by_peer.values().copied().collect();
         if !ours.is_empty() {
+            let everyone: Vec<ConnId> = self.by_peer.values().copied().collect();
             self.send_gossip(&everyone, &ours);
         }
         if !theirs.is_empty() {
-            let mut some = everyone;
-            let fanout = GOSSIP_FANOUT.min(some.len());
-            let (picked, _) = some.partial_shuffle(&mut rand::rng(), fanout);
-            let picked = picked.to_vec();
-            self.send_gossip(&picked, &theirs);
+            for (indices, to) in epidemic::relay(&theirs, &self.by_peer, &mut rand::rng()) {
+                let entries: Vec<PeerInfo> = indices.iter().map(|&i| theirs[i].clone()).collect();
+                self.send_gossip(&to, &entries);
+            }
         }
     }
 

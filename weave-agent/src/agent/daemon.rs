@@ -10,7 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use super::{Agent, Next};
+use super::{Agent, Next, memory};
 use crate::api::{client, server};
 use crate::config::{LaunchOptions, Paths};
 use crate::http::{self, snapshot::Snapshots};
@@ -55,7 +55,7 @@ pub fn run_foreground(paths: Paths, options: LaunchOptions) -> anyhow::Result<()
         bail!("the agent needs root (bridges, eBPF programs, network namespaces)");
     }
     options.validate().map_err(anyhow::Error::msg)?;
-    one_malloc_arena();
+    memory::one_malloc_arena();
     let lock = take_lock(&paths)?;
     std::fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("creating {}", paths.state_dir.display()))?;
@@ -72,21 +72,6 @@ pub fn run_foreground(paths: Paths, options: LaunchOptions) -> anyhow::Result<()
     let _ = std::fs::remove_file(&paths.socket);
     drop(lock);
     Ok(())
-}
-
-/// Asks glibc's malloc for one arena instead of up to eight per core. Each
-/// thread that allocates would otherwise get an arena of its own, whose
-/// freed memory stays resident: at rest in a 40-peer mesh the agent kept
-/// 31 MiB with them and 27 MiB with one (`cargo xtask scale`). The agent's
-/// threads do not allocate per packet, so they do not contend for it.
-fn one_malloc_arena() {
-    #[cfg(target_env = "gnu")]
-    {
-        // SAFETY: mallopt only sets a tunable of the allocator; it is called
-        // before the agent starts any thread, and a refusal (0) leaves
-        // malloc as it was, which is fine.
-        let _ = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-    }
 }
 
 async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
@@ -140,6 +125,7 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
         ))
     });
     let server_task = tokio::spawn(server::serve(listener, queues));
+    let trim_task = tokio::spawn(memory::give_back_freed_memory());
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     tracing::info!(socket = %paths.socket.display(), "listening");
@@ -172,6 +158,7 @@ async fn serve(paths: Paths, options: LaunchOptions) -> anyhow::Result<()> {
         agent.dns_sync().await;
     }
     server_task.abort();
+    trim_task.abort();
     if let Some(task) = plugin_task {
         task.abort();
     }

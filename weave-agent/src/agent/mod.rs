@@ -12,6 +12,7 @@ mod docker_plugin;
 mod endpoints;
 mod expose;
 mod ipam;
+mod memory;
 
 pub use daemon::run_foreground;
 pub use dns::DnsStatus;

@@ -42,11 +42,12 @@ const NEIGH_THRESH: [(&str, &str); 3] = [
 /// Builds PEERS simulated hosts on one LAN (namespaces wvscale-h1.. on wvscale-lan; a dockerd
 /// only on the last --docker-hosts of them), launches an agent on each (a chain: each names
 /// the previous one; or a star: each names h1), and measures: the time from the last launch to
-/// a full mesh (every agent with PEERS - 1 established connections); at rest, for
+/// a full mesh (every agent with PEERS - 1 established connections, timed by the last one the
+/// agents say they established); at rest, for
 /// --rest-seconds, the control traffic each agent sends per remote peer, its resident memory
 /// and CPU; the time `weave run` on the last host takes to get the first automatic address;
-/// then churn: --churn-percent of the agents killed (SIGKILL) and launched again, the time
-/// until the mesh is full again, and no address in use twice. Prints a table, writes JSON
+/// then churn: --churn-percent of the agents killed (SIGKILL) and launched again all at once,
+/// the time from their relaunch until the mesh is full again, and no address in use twice. Prints a table, writes JSON
 /// (bench/scale/latest.json unless --out). Not part of `cargo xtask test`; it does not assert
 /// the targets, it reports them. Everything is removed at the end, also on failure or
 /// Ctrl-C. Needs root.

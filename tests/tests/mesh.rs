@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use weave_agent::mesh::protocol::{self, FrameDecoder, Hello, MAX_FRAME, Message};
-use weave_agent::mesh::topology::{ConnectionSummary, PeerInfo, TopologyDigest, TopologyUpdate};
+use weave_agent::mesh::topology::{
+    ConnectionSummary, PeerInfo, TopologyDigest, TopologyUpdate, now_ms,
+};
 use weave_agent::mesh::{Backoff, ConnectionState, Mesh, MeshConfig, MeshStatus, Timing};
 use weave_agent::overlay::{ForwardingTable, Overlay, OverlayStats, ShortId};
 use weave_agent::peer_name::PeerName;
@@ -382,6 +384,7 @@ fn raw_hello(last: u8, min: u32, max: u32) -> Hello {
 #[test]
 fn line_converges_to_full_mesh_and_a_stopped_peer_leaves() {
     in_netns("full", || async {
+        let started_ms = now_ms();
         let b = Peer::start(0xb, B_PORT, true, &[]).await;
         let a = Peer::start(0xa, A_PORT, true, &["127.0.0.1"]).await;
         let c = Peer::start(0xc, C_PORT, true, &["127.0.0.1:6783"]).await;
@@ -422,6 +425,21 @@ fn line_converges_to_full_mesh_and_a_stopped_peer_leaves() {
         );
         // Exactly one connection per pair, whatever raced.
         assert_eq!(st.established(), 2);
+        // Each says when it was established (what `cargo xtask scale` times).
+        let since = |st: &MeshStatus, peer: PeerName| {
+            st.connections
+                .iter()
+                .find(|c| c.state == ConnectionState::Established && c.peer == Some(peer))
+                .and_then(|c| c.established_unix_ms)
+        };
+        for peer in [b.name, c.name] {
+            let at = since(&st, peer).expect("an established connection says since when");
+            assert!(
+                (started_ms..=now_ms()).contains(&at),
+                "{at} not since {started_ms}"
+            );
+        }
+        let a_b_since = since(&st, b.name);
         // Each broadcast tree reaches the others directly: nothing relayed.
         let t = a.table();
         assert_eq!(t.broadcast[&a.id()].len(), 2);
@@ -445,6 +463,7 @@ fn line_converges_to_full_mesh_and_a_stopped_peer_leaves() {
         fully_meshed(&b, &[&a]).await.unwrap();
 
         // c comes back (same name, new run): the mesh is whole again.
+        let rejoined_ms = now_ms();
         let c = Peer::start(0xc, C_PORT, true, &["127.0.0.1"]).await;
         eventually("c rejoins", CONVERGE, || async {
             fully_meshed(&a, &[&b, &c]).await?;
@@ -452,6 +471,10 @@ fn line_converges_to_full_mesh_and_a_stopped_peer_leaves() {
             fully_meshed(&c, &[&a, &b]).await
         })
         .await;
+        // The new connection has its own time; a's to b kept its own.
+        let st = a.status().await;
+        assert!(since(&st, c.name).is_some_and(|at| at >= rejoined_ms));
+        assert_eq!(since(&st, b.name), a_b_since);
 
         for p in [a, b, c] {
             p.stop().await;

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
@@ -16,6 +16,7 @@ use crate::dns::records::{Local, Records, fqdn};
 use crate::dns::server::{self, CountersSnapshot, Server, ServerConfig};
 use crate::dns::{DnsGossip, Entry, Zone};
 use crate::mesh::Spread;
+use crate::mesh::topology::now_ms;
 use crate::netlink::{Netlink, add_guest_dns_route};
 use crate::peer_name::PeerName;
 
@@ -103,12 +104,6 @@ impl DnsStatus {
         );
         out
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Starts weaveDNS unless `--no-dns`: the address on the bridge, the server.

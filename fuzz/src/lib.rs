@@ -33,6 +33,7 @@ mod overlay_verdict;
 mod peer_target_parse;
 mod sealed_open;
 mod tcp_coalesce;
+mod tcp_segment;
 mod too_big_frame;
 mod vxlan_parse;
 
@@ -49,6 +50,7 @@ pub use overlay_verdict::overlay_verdict;
 pub use peer_target_parse::peer_target_parse;
 pub use sealed_open::sealed_open;
 pub use tcp_coalesce::tcp_coalesce;
+pub use tcp_segment::tcp_segment;
 pub use too_big_frame::too_big_frame;
 pub use vxlan_parse::vxlan_parse;
 
@@ -125,6 +127,11 @@ pub const TARGETS: &[FuzzTarget] = &[
         name: "tcp_coalesce",
         check: tcp_coalesce,
         seeds: tcp_coalesce::coalesce_seeds,
+    },
+    FuzzTarget {
+        name: "tcp_segment",
+        check: tcp_segment,
+        seeds: tcp_segment::segment_seeds,
     },
     FuzzTarget {
         name: "http_route",

@@ -157,7 +157,11 @@ impl<'d> GsoBatch<'_, 'd> {
         to: &SocketAddr,
     ) {
         let size = vxlan::HEADER_LEN + frame.len();
+        // A datagram joined needs two more iovecs too: a batch with more
+        // segments than the queue has room for (a super-frame cut into
+        // dozens) is flushed early rather than overrun.
         let joins = self.queue.gso_to(to)
+            && self.queue.iov_len + 2 <= self.queue.iovs.len()
             && self.queue.open.is_some_and(|o| {
                 !o.closed
                     && o.to == *to

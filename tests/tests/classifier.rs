@@ -606,6 +606,70 @@ fn datapath_redirects_into_the_agents_af_xdp_socket() {
     });
 }
 
+/// A TCP super-frame (TSO) from a container reaches the datapath program
+/// whole, as a multi-buffer frame (the program is frags-aware,
+/// `xdp.frags`): `BPF_PROG_TEST_RUN` builds one from input longer than a
+/// page. It is tagged with its destination like any frame, and redirected
+/// into the agent's socket once one is registered.
+#[test]
+fn datapath_tags_and_redirects_multi_buffer_frames() {
+    in_private_netns(|c| {
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("running ip");
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        let mut maps = c.take_datapath_maps().expect("the datapath maps");
+        maps.peer_macs
+            .insert(mac_key(MAC_B), 0x123, 0)
+            .expect("writing PEER_MACS");
+        let mut packet = ipv4_packet(A, B);
+        packet.resize(20_000, 0x5a);
+        let to_b = ethernet(MAC_B, MAC_A, ETH_P_IPV4, &packet);
+        assert_eq!(
+            run_datapath(c, &to_b, "a 20000-byte frame to B"),
+            (XDP_PASS, Some(0x123))
+        );
+        packet.resize(60_000, 0xa5);
+        let flood = ethernet(MAC_X, MAC_A, ETH_P_IPV4, &packet);
+        assert_eq!(
+            run_datapath(c, &flood, "a 60000-byte frame to an unknown MAC"),
+            (XDP_PASS, Some(DEST_FLOOD))
+        );
+        ip(&[
+            "link", "add", "xdpt0", "type", "veth", "peer", "name", "xdpt1",
+        ]);
+        ip(&["link", "set", "xdpt0", "up"]);
+        ip(&["link", "set", "xdpt1", "up"]);
+        let overlay = XdpOverlay::start(
+            XdpConfig {
+                datapath_ifname: "xdpt0".into(),
+                udp_listen: "127.0.0.1:0".parse().unwrap(),
+                mtu: 1450,
+                native: false,
+            },
+            maps,
+        )
+        .unwrap_or_else(|e| panic!("starting the AF_XDP data plane: {}", causes(&e)));
+        assert_verdict(
+            c,
+            DATAPATH_PROG,
+            &to_b,
+            XDP_REDIRECT,
+            "multi-buffer, with a socket",
+        );
+        overlay.stop_workers();
+        drop(overlay);
+        assert_counters(
+            c,
+            &[
+                (Counter::DatapathFrames, 3),
+                (Counter::DatapathToAgent, 1),
+                (Counter::DatapathPassed, 2),
+            ],
+        );
+    });
+}
+
 /// The program's drop verdict (a frame shorter than an Ethernet header)
 /// cannot be reached through `BPF_PROG_TEST_RUN`: the kernel refuses such
 /// input itself. Say so, rather than pretend it is tested.

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use weave_agent::mesh::{ConnectionState, ConnectionStatus, MeshStatus};
 use weave_tests::convergence::CONVERGE;
-use weave_tests::{Cluster, Host, wait_until, weave_bin};
+use weave_tests::traffic::assert_tcp_stream_of;
+use weave_tests::{Cluster, Host, test_dataplane, wait_until, weave_bin};
 
 const PASSWORD: &str = "correct horse battery staple";
 const WRONG_PASSWORD: &str = "incorrect horse";
@@ -206,6 +207,17 @@ fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
     send_marker((h1, &a), (h2, &b), "10.0.1.2", 5001);
     send_marker((h1, &a), (h3, &d), "10.0.1.3", 5002);
     send_marker((h3, &d), (h2, &b), "10.0.1.2", 5003);
+    // A sealed TCP stream, checked end to end (SHA-1). On the xdp engine
+    // (xdp, and fastdp, idle with a password) the container's super-frames
+    // reach h1's agent whole and are cut there, then each segment sealed.
+    let segmented_before = h1.status().overlay_stats.frames_segmented;
+    assert_tcp_stream_of(20, (h1, &a), (h2, &b), "10.0.1.2", 5004);
+    let segmented = h1.status().overlay_stats.frames_segmented - segmented_before;
+    if test_dataplane() == "plain" {
+        assert_eq!(segmented, 0, "the plain data plane cuts nothing");
+    } else {
+        assert!(segmented > 0, "no TCP super-frame reached h1's agent whole");
+    }
     assert!(
         h2.status().overlay_stats.frames_relayed > 0,
         "h2 relayed between h1 and h3"

@@ -362,6 +362,7 @@ impl Status {
             ("frames_received", o.frames_received),
             ("frames_relayed", o.frames_relayed),
             ("frames_coalesced", o.frames_coalesced),
+            ("frames_segmented", o.frames_segmented),
             ("drop_malformed", o.dropped_malformed),
             ("drop_unknown_sender", o.dropped_unknown_sender),
             ("drop_no_route", o.dropped_no_route),

@@ -125,8 +125,10 @@ pub(crate) fn weave_to_container(ctx: TcContext) -> i32 {
     port::tc_action(port::try_to_container(&ctx), Counter::ToContainerPassed)
 }
 
-/// Frames the bridge hands to the agent's datapath port.
-#[xdp]
+/// Frames the bridge hands to the agent's datapath port. Frags-aware
+/// (`xdp.frags`): a TCP super-frame arrives whole, as a multi-buffer frame
+/// whose first buffer holds every header the program reads.
+#[xdp(frags)]
 pub(crate) fn weave_datapath(ctx: XdpContext) -> u32 {
     datapath::xdp_action(datapath::try_datapath(&ctx))
 }

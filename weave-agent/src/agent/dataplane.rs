@@ -168,9 +168,21 @@ fn start_fastdp(
 }
 
 fn start_xdp(classifier: &mut Classifier, host: &Host) -> anyhow::Result<Arc<XdpOverlay>> {
-    let native = classifier
-        .attach_datapath_native(DATAPATH_END)
+    // Generic XDP: native XDP on a veth turns TSO off on its peer, the
+    // bridge's port, and the kernel would cut every TCP super-frame into
+    // MTU frames before the agent sees it. Generic XDP with a frags-aware
+    // program hands the super-frame over whole (multi-buffer), and the agent
+    // cuts it into VXLAN packets itself (`wire::segment`).
+    classifier
+        .attach_datapath(DATAPATH_END)
         .context("attaching the datapath XDP program")?;
+    let native = false;
+    let turned_off = crate::netlink::keep_tcp_segmentation_only(DATAPATH_BRIDGE_END)
+        .with_context(|| format!("setting the transmit offloads of {DATAPATH_BRIDGE_END}"))?;
+    tracing::debug!(
+        ?turned_off,
+        "offloads the agent cannot redo turned off on the datapath port"
+    );
     let maps = classifier
         .take_datapath_maps()
         .context("taking the datapath program's maps")?;
@@ -194,6 +206,12 @@ fn start_plain(
     classifier
         .attach_datapath(DATAPATH_END)
         .context("attaching the datapath XDP program")?;
+    // A capture socket passes frames on as they are: they must leave the
+    // bridge with finished checksums and no larger than the MTU (see
+    // netlink/ethtool.rs); doing it on this one port keeps the containers'
+    // offloads for local traffic.
+    crate::netlink::disable_tx_offloads(DATAPATH_BRIDGE_END)
+        .with_context(|| format!("turning off transmit offloads on {DATAPATH_BRIDGE_END}"))?;
     let overlay = PlainOverlay::start(PlainConfig {
         datapath_ifname: DATAPATH_END.to_string(),
         udp_listen: host.udp_listen,

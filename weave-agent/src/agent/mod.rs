@@ -166,11 +166,6 @@ impl Agent {
         netlink
             .set_master(DATAPATH_BRIDGE_END, bridge_index)
             .await?;
-        // Frames the bridge sends towards other hosts must leave with finished
-        // checksums and no larger than the MTU (see netlink/ethtool.rs); doing
-        // it on this one port keeps the containers' offloads for local traffic.
-        crate::netlink::disable_tx_offloads(DATAPATH_BRIDGE_END)
-            .with_context(|| format!("turning off transmit offloads on {DATAPATH_BRIDGE_END}"))?;
 
         let mut classifier = Classifier::load().context("loading the eBPF programs")?;
         // Pinned, the isolation classifiers outlive a killed agent.

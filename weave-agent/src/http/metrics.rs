@@ -252,6 +252,7 @@ pub fn render(status: &Status) -> String {
             ("received", o.frames_received),
             ("relayed", o.frames_relayed),
             ("coalesced", o.frames_coalesced),
+            ("segmented", o.frames_segmented),
         ]
         .map(|(d, v)| (vec![("direction", d.to_string()), dp()], v))
         .into_iter()

@@ -11,7 +11,7 @@ pub use container::{
     announce_by_mac, announce_guest_addresses, configure_guest, del_guest_addresses, guest_link,
     guest_state,
 };
-pub use ethtool::{TxOffloads, disable_tx_offloads, tx_offloads};
+pub use ethtool::{TxOffloads, disable_tx_offloads, keep_tcp_segmentation_only, tx_offloads};
 pub use links::Netlink;
 
 #[derive(Debug, thiserror::Error)]

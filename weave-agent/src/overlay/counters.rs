@@ -50,6 +50,8 @@ pub(super) struct Counts {
     pub relayed: u64,
     /// Frames from peers that entered the bridge merged into super-frames.
     pub coalesced: u64,
+    /// TCP super-frames from the bridge the agent cut into segments.
+    pub segmented: u64,
     /// UDP GSO datagrams the kernel refused (see `gso`).
     pub gso_refused: u64,
     /// Fragments sent of frames too big for their path.
@@ -71,6 +73,7 @@ pub(super) struct Counters {
     received: AtomicU64,
     relayed: AtomicU64,
     coalesced: AtomicU64,
+    segmented: AtomicU64,
     gso_refused: AtomicU64,
     path_mtu_fragments: AtomicU64,
     path_mtu_icmp: AtomicU64,
@@ -91,6 +94,7 @@ impl Counters {
         add(&self.received, counts.received);
         add(&self.relayed, counts.relayed);
         add(&self.coalesced, counts.coalesced);
+        add(&self.segmented, counts.segmented);
         add(&self.gso_refused, counts.gso_refused);
         add(&self.path_mtu_fragments, counts.path_mtu_fragments);
         add(&self.path_mtu_icmp, counts.path_mtu_icmp);
@@ -113,6 +117,7 @@ impl Counters {
             frames_received: self.received.load(Relaxed),
             frames_relayed: self.relayed.load(Relaxed),
             frames_coalesced: self.coalesced.load(Relaxed),
+            frames_segmented: self.segmented.load(Relaxed),
             gso_refused: self.gso_refused.load(Relaxed),
             dropped_malformed: dropped(DropReason::Malformed),
             dropped_unknown_sender: dropped(DropReason::UnknownSender),

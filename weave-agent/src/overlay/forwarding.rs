@@ -118,6 +118,10 @@ pub struct OverlayStats {
     /// their TCP stream into GSO super-frames (xdp data plane).
     #[serde(default)]
     pub frames_coalesced: u64,
+    /// TCP super-frames (TSO) from containers that reached the agent whole
+    /// and were cut into segments there (xdp data plane).
+    #[serde(default)]
+    pub frames_segmented: u64,
     /// UDP GSO datagrams the kernel refused on the way to a peer (a path
     /// MTU below the segment size, `IPsec`, a socket without checksums):
     /// their frames went one datagram each, as do later ones to that peer

@@ -279,6 +279,7 @@ impl PeersToBridge {
                     chunk,
                     start: packet.start + vxlan::HEADER_LEN,
                     len: packet.len() - vxlan::HEADER_LEN,
+                    more: false,
                 }),
                 _ => half.free.push(chunk),
             }

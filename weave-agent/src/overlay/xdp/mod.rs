@@ -9,8 +9,11 @@
 //! back into the bridge through the same socket's TX ring.
 //!
 //! Two directions, each a type that carries one batch at a time:
-//! - bridge to peers (`to_peers`): takes a batch from the RX ring,
-//!   decides every frame's verdict under one lock of the MAC tables, sends
+//! - bridge to peers (`to_peers`): takes a batch from the RX ring (the
+//!   program runs as generic XDP and is frags-aware, so a container's TCP
+//!   super-frame arrives whole over several descriptors and is cut into
+//!   segments here, `super_frames`), decides every frame's verdict under
+//!   one lock of the MAC tables, sends
 //!   the batch with one `sendmmsg` whose iovecs point into the UMEM (no
 //!   copy in userspace), and gives the frames back to the fill ring.
 //! - peers to bridge (`from_peers`): `recvmmsg` of whole GRO datagrams
@@ -38,6 +41,7 @@ mod drive;
 mod from_peers;
 mod peer_macs;
 mod sealed;
+mod super_frames;
 mod to_peers;
 mod umem;
 

@@ -1,5 +1,6 @@
 //! Bridge to peers: frames the datapath program redirected into the `AF_XDP`
-//! socket, tagged with their destination peer, wrapped in VXLAN and sent
+//! socket, tagged with their destination peer (TCP super-frames cut into
+//! segments first, `super_frames`), wrapped in VXLAN and sent
 //! where their plan says, straight from the UMEM; consecutive frames of one
 //! size for one peer leave as one UDP GSO datagram (`gso`). In password mode
 //! a frame with a single next hop is sealed in place in its chunk
@@ -14,6 +15,7 @@ use weave_common::datapath::{META_LEN, meta_dest};
 
 use super::Shared;
 use super::sealed::seal_in_place;
+use super::super_frames;
 use super::umem::{BridgeRx, Frame, Memory};
 use crate::overlay::counters::DropReason;
 use crate::overlay::decide::macs::MacJournal;
@@ -54,6 +56,7 @@ pub(super) struct BridgeToPeers {
     /// Password mode: floods, sealed for each child in scratch slots.
     slots: SealSlots,
     slot_queue: SendQueue,
+    cut_scratch: super_frames::Scratch,
 }
 
 impl BridgeToPeers {
@@ -69,6 +72,7 @@ impl BridgeToPeers {
             in_place: Vec::with_capacity(BATCH),
             slots: SealSlots::new(core.max_frame),
             slot_queue: SendQueue::new(SEND_QUEUE, core.udp_family),
+            cut_scratch: super_frames::Scratch::default(),
             mem: Arc::clone(&half.mem),
             half,
             shared,
@@ -92,6 +96,7 @@ impl BridgeToPeers {
             in_place,
             slots,
             slot_queue,
+            cut_scratch,
         } = self;
         let core = &shared.core;
         let mem = &**mem;
@@ -102,6 +107,15 @@ impl BridgeToPeers {
         if frames.is_empty() {
             return false;
         }
+        let mut tally = Tally::new(&core.counters, "to peers");
+        super_frames::prepare(
+            half,
+            frames,
+            cut_scratch,
+            core.max_frame,
+            &mut tally,
+            &shared.no_frame,
+        );
         let now = Instant::now();
         let routes = reader.refresh(&core.routes);
         tags.clear();
@@ -142,7 +156,6 @@ impl BridgeToPeers {
                 });
             in_place[i] = Some(sealed);
         });
-        let mut tally = Tally::new(&core.counters, "to peers");
         let mut batch = queue.batch(core.udp.as_fd());
         let mut out = ToPeers {
             mem,

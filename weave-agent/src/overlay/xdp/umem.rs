@@ -49,6 +49,16 @@ pub(super) const RING_SIZE: u32 = FRAMES / 2;
 pub(super) const DATA_OFFSET: u64 = 256;
 /// The largest frame a chunk holds.
 pub(super) const MAX_FRAME: usize = (FRAME_SIZE as u64 - DATA_OFFSET) as usize;
+/// Receive chunks kept out of the fill ring: the agent writes the segments
+/// of the TCP super-frames it cuts into them (`segment_super_frames`), so
+/// that segments travel the same way as frames the kernel wrote.
+pub(super) const SEGMENT_CHUNKS: u32 = 512;
+/// Bind flag `XDP_USE_SG` (`<linux/if_xdp.h>`, not in xdpilone): frames
+/// larger than a chunk arrive as several descriptors.
+const XDP_USE_SG: u16 = 1 << 4;
+/// Descriptor option `XDP_PKT_CONTD`: the frame goes on in the next
+/// descriptor.
+const XDP_PKT_CONTD: u32 = 1;
 
 /// The memory behind the UMEM, and the sockets. Fields drop in order: the
 /// sockets and their registration first, the mapping last.
@@ -106,12 +116,14 @@ impl Chunk {
     }
 }
 
-/// A frame in a chunk: `len` bytes from `start`.
+/// A frame in a chunk: `len` bytes from `start`; with `more`, the frame
+/// goes on in the next descriptor's chunk (a multi-buffer frame).
 #[derive(Debug)]
 pub(super) struct Frame {
     pub chunk: Chunk,
     pub start: usize,
     pub len: usize,
+    pub more: bool,
 }
 
 impl Frame {
@@ -214,27 +226,56 @@ pub(super) struct BridgeRx {
     fill: FillQueue,
     pub rx: RingRx,
     pub mem: Arc<Memory>,
+    /// Chunks for segments of super-frames, never in the kernel's hands
+    /// (see [`SEGMENT_CHUNKS`]).
+    pub segment_chunks: Vec<Chunk>,
 }
 
+/// Where the chunks for segments start: the last [`SEGMENT_CHUNKS`] of the
+/// receive half.
+const FIRST_SEGMENT_CHUNK: u64 = (RING_SIZE - SEGMENT_CHUNKS) as u64 * FRAME_SIZE as u64;
+
 impl BridgeRx {
-    /// Takes up to `max` frames from the RX ring into `frames`.
+    /// Takes up to `max` descriptors from the RX ring into `frames`, and
+    /// more if the last one's frame goes on (the kernel publishes every
+    /// descriptor of a frame at once), so that `frames` never ends inside
+    /// a frame.
     pub(super) fn receive(&mut self, max: u32, frames: &mut Vec<Frame>) {
-        let mut ring = self.rx.receive(max);
-        frames.extend(ring.by_ref().map(|desc| Frame {
-            // SAFETY: the kernel hands the chunk over with its descriptor;
-            // it had it from the fill ring, where its previous token ended.
-            chunk: unsafe { Chunk::handed_over(desc.addr) },
-            start: (desc.addr % u64::from(FRAME_SIZE)) as usize,
-            len: desc.len as usize,
-        }));
-        ring.release();
+        let mut want = max;
+        loop {
+            let mut ring = self.rx.receive(want);
+            frames.extend(ring.by_ref().map(|desc| Frame {
+                // SAFETY: the kernel hands the chunk over with its descriptor;
+                // it had it from the fill ring, where its previous token ended.
+                chunk: unsafe { Chunk::handed_over(desc.addr) },
+                start: (desc.addr % u64::from(FRAME_SIZE)) as usize,
+                len: desc.len as usize,
+                more: desc.options & XDP_PKT_CONTD != 0,
+            }));
+            ring.release();
+            drop(ring);
+            if !frames.last().is_some_and(|f| f.more) || self.rx.available() == 0 {
+                break;
+            }
+            want = 32;
+        }
     }
 
-    /// Gives every frame's chunk back to the kernel through the fill ring.
-    /// A reservation can be shorter than asked (it trusts a cached view of
+    /// Gives every frame's chunk back: to the kernel through the fill ring,
+    /// or, for a segment the agent wrote, to the segment chunks. A
+    /// reservation can be shorter than asked (it trusts a cached view of
     /// the ring first), so it repeats until every chunk is back: a chunk
     /// left out would be lost to the ring for good.
     pub(super) fn give_back(&mut self, frames: &mut Vec<Frame>) {
+        let mut i = 0;
+        while i < frames.len() {
+            if frames[i].chunk.base >= FIRST_SEGMENT_CHUNK {
+                let segment = frames.swap_remove(i);
+                self.segment_chunks.push(segment.chunk);
+            } else {
+                i += 1;
+            }
+        }
         while !frames.is_empty() {
             let mut fill = self.fill.fill(frames.len() as u32);
             let n = fill.insert(frames.iter().map(|f| f.chunk.base)) as usize;
@@ -348,7 +389,7 @@ pub(super) fn open(ifname: &str) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), Ov
             &SocketConfig {
                 rx_size: NonZeroU32::new(RING_SIZE),
                 tx_size: None,
-                bind_flags: SocketConfig::XDP_BIND_COPY,
+                bind_flags: SocketConfig::XDP_BIND_COPY | XDP_USE_SG,
             },
         )
         .map_err(|e| error("configure the RX ring of")(errno(e)))?;
@@ -374,18 +415,23 @@ pub(super) fn open(ifname: &str) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), Ov
     umem.bind(&transmitter)
         .map_err(|e| error("bind the transmitting socket on")(errno(e)))?;
     let (mut fill, completion) = device.into_parts();
-    // The first half of the chunks receives from the bridge, the second
-    // half transmits into it.
-    let rx_frames = (0..RING_SIZE).map(|i| u64::from(i) * u64::from(FRAME_SIZE));
-    let mut writer = fill.fill(RING_SIZE);
+    // The first half of the chunks receives from the bridge (its last
+    // SEGMENT_CHUNKS kept for segments), the second half transmits into it.
+    let fill_chunks = RING_SIZE - SEGMENT_CHUNKS;
+    let rx_frames = (0..fill_chunks).map(|i| u64::from(i) * u64::from(FRAME_SIZE));
+    let mut writer = fill.fill(fill_chunks);
     let filled = writer.insert(rx_frames);
     writer.commit();
     drop(writer);
-    if filled != RING_SIZE {
+    if filled != fill_chunks {
         return Err(error("fill the fill ring of")(
             io::ErrorKind::OutOfMemory.into(),
         ));
     }
+    let segment_chunks = (fill_chunks..RING_SIZE)
+        // SAFETY: never given to the kernel; one token each.
+        .map(|i| unsafe { Chunk::handed_over(u64::from(i) * u64::from(FRAME_SIZE)) })
+        .collect();
     let free = (RING_SIZE..FRAMES)
         // SAFETY: never given to the kernel; one token each.
         .map(|i| unsafe { Chunk::handed_over(u64::from(i) * u64::from(FRAME_SIZE)) })
@@ -401,6 +447,7 @@ pub(super) fn open(ifname: &str) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), Ov
             fill,
             rx,
             mem: Arc::clone(&mem),
+            segment_chunks,
         },
         BridgeTx {
             tx,

@@ -136,19 +136,6 @@ impl Classifier {
         self.attach_datapath_in(ifname, false)
     }
 
-    /// Like [`Classifier::attach_datapath`], but native (driver) XDP when
-    /// the interface supports it, generic otherwise: for the `AF_XDP` data
-    /// plane. Returns whether the program runs native.
-    pub fn attach_datapath_native(&mut self, ifname: &str) -> Result<bool, DataplaneError> {
-        match self.attach_datapath_in(ifname, true) {
-            Ok(()) => Ok(true),
-            Err(native) => {
-                tracing::info!(error = %native, iface = ifname, "native XDP unavailable, using generic XDP");
-                self.attach_datapath_in(ifname, false).map(|()| false)
-            }
-        }
-    }
-
     /// Hands the maps of the datapath program to the `AF_XDP` data plane
     /// (once: they leave the loaded object; the program keeps using them).
     pub fn take_datapath_maps(&mut self) -> Result<DatapathMaps, DataplaneError> {

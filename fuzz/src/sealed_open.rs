@@ -40,6 +40,23 @@ pub fn sealed_open(data: &[u8]) {
                 assert_eq!(len, input.len());
                 assert!(len < seal::FRAME_OFFSET + ETHERNET_HEADER_LEN + seal::TAG_LEN);
             }
+            Err(OpenError::Forged) => {
+                // The clear parts stay; the frame is as it came or wiped
+                // (ring zeroes what it decrypted when the tag fails, so
+                // unauthenticated plaintext is never left behind).
+                let frame = seal::FRAME_OFFSET..input.len() - seal::TAG_LEN;
+                assert_eq!(
+                    packet[..frame.start],
+                    input[..frame.start],
+                    "header changed"
+                );
+                assert_eq!(packet[frame.end..], input[frame.end..], "tag changed");
+                assert!(
+                    packet[frame.clone()] == input[frame.clone()]
+                        || packet[frame].iter().all(|&b| b == 0),
+                    "a packet that did not authenticate was changed"
+                );
+            }
             Err(e) => {
                 assert_eq!(packet, input, "a packet that failed ({e}) was changed");
             }

@@ -18,6 +18,9 @@
 use std::ops::Range;
 
 use crate::overlay::wire::checksum::{fold, sum};
+use crate::overlay::wire::headers::{
+    ETHERTYPE_IPV4, IP, IPPROTO_TCP, MAX_IP_LEN, TCP_ACK, TCP_PSH,
+};
 use crate::overlay::wire::vxlan::ETHERNET_HEADER_LEN;
 
 /// `struct virtio_net_hdr` (legacy, 10 bytes), in front of every frame sent
@@ -28,15 +31,8 @@ pub const VNET_HDR_LEN: usize = 10;
 pub const MAX_HEADER: usize = ETHERNET_HEADER_LEN + 20 + 60;
 /// Segments in one super-frame (Linux's GRO merges at most 64 too).
 pub const MAX_SEGMENTS: usize = 64;
-/// An IPv4 packet's length limit.
-const MAX_IP_LEN: usize = 65_535;
 
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-const IPPROTO_TCP: u8 = 6;
-const IP: usize = ETHERNET_HEADER_LEN;
 const TCP: usize = IP + 20;
-const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
 /// Flags a mergeable segment may carry: ACK, and PSH (ends a super-frame).
 const TCP_MERGEABLE: u8 = TCP_ACK | TCP_PSH;
 

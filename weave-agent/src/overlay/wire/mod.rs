@@ -7,6 +7,7 @@
 
 pub(crate) mod checksum;
 pub mod coalesce;
+pub(crate) mod headers;
 pub mod heartbeat;
 pub mod partial_checksum;
 pub mod seal;

@@ -22,22 +22,10 @@
 //! are left untouched.
 
 use crate::overlay::wire::checksum::{fold, sum};
-use crate::overlay::wire::vxlan::ETHERNET_HEADER_LEN;
-
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
-const IP: usize = ETHERNET_HEADER_LEN;
-const IPV4_HEADER_LEN: usize = 20;
-const IPV6_HEADER_LEN: usize = 40;
-/// IPv4 "more fragments" and the fragment offset's high bits (in byte 6).
-const IPV4_MF_OFFSET: u8 = 0x3f;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const TCP_HEADER_LEN: usize = 20;
-const UDP_HEADER_LEN: usize = 8;
-/// Where the checksum is in each header.
-const TCP_CHECK: usize = 16;
-const UDP_CHECK: usize = 6;
+use crate::overlay::wire::headers::{
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, IP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN, IPV4_MF_OFFSET,
+    IPV6_HEADER_LEN, TCP_CHECK, TCP_HEADER_LEN, UDP_CHECK, UDP_HEADER_LEN,
+};
 
 /// The TCP or UDP packet of a frame.
 struct Transport {

@@ -30,29 +30,11 @@
 //! Pure, allocation-free and never panics on any input.
 
 use crate::overlay::wire::checksum::{fold, sum};
-use crate::overlay::wire::vxlan::ETHERNET_HEADER_LEN;
-
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
-const IPPROTO_TCP: u8 = 6;
-const IP: usize = ETHERNET_HEADER_LEN;
-const IPV4_HEADER_LEN: usize = 20;
-const IPV6_HEADER_LEN: usize = 40;
-const TCP_HEADER_LEN: usize = 20;
-/// IPv4 "more fragments" and the fragment offset's high bits (in byte 6).
-const IPV4_MF_OFFSET: u8 = 0x3f;
-/// An IP packet's length must fit the 16-bit length fields.
-const MAX_IP_LEN: usize = 65_535;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_URG: u8 = 0x20;
-const TCP_CWR: u8 = 0x80;
-/// TCP header offsets.
-const TCP_SEQ: usize = 4;
-const TCP_FLAGS: usize = 13;
-const TCP_CHECK: usize = 16;
-const TCP_URGENT: usize = 18;
+use crate::overlay::wire::headers::{
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, IP, IPPROTO_TCP, IPV4_HEADER_LEN, IPV4_MF_OFFSET,
+    IPV6_HEADER_LEN, MAX_IP_LEN, TCP_CHECK, TCP_CWR, TCP_FIN, TCP_FLAGS, TCP_HEADER_LEN, TCP_PSH,
+    TCP_SEQ, TCP_URG, TCP_URGENT,
+};
 
 /// Why a frame over the MTU cannot be cut here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,10 +7,8 @@
 //! (counted by the caller). Pure: bytes in, bytes out, never panics.
 
 use crate::overlay::wire::checksum::checksum;
-use crate::overlay::wire::vxlan::ETHERNET_HEADER_LEN;
+use crate::overlay::wire::headers::{ETHERTYPE_IPV4, IP};
 
-const IP: usize = ETHERNET_HEADER_LEN;
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
 const IP_HEADER_LEN: usize = 20;
 const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;

@@ -586,6 +586,7 @@ fn datapath_redirects_into_the_agents_af_xdp_socket() {
                 udp_listen: "127.0.0.1:0".parse().unwrap(),
                 mtu: 1450,
                 native: false,
+                multi_buffer: true,
             },
             maps,
         )
@@ -646,6 +647,7 @@ fn datapath_tags_and_redirects_multi_buffer_frames() {
                 udp_listen: "127.0.0.1:0".parse().unwrap(),
                 mtu: 1450,
                 native: false,
+                multi_buffer: true,
             },
             maps,
         )

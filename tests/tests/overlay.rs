@@ -95,17 +95,24 @@ struct Datapath {
 
 /// Loads the eBPF object and attaches `weave_datapath` to the datapath end
 /// of the calling thread's namespace as `weave_agent::agent::dataplane`
-/// does: generic XDP for both engines (for xdp, so that TSO super-frames
-/// arrive whole), the xdp overlay then taking the maps. The one place that
-/// names the eBPF module.
+/// does: generic XDP for both engines, the single-buffer program for
+/// plain, the frags-aware one for xdp (so that TSO super-frames arrive
+/// whole), whose overlay then takes the maps. The one place that names the
+/// eBPF module.
 fn attach_datapath(engine: Engine) -> Datapath {
     let mut classifier = Classifier::load().expect("loading the eBPF programs");
-    classifier
-        .attach_datapath(DATAPATH_END)
-        .expect("attaching XDP to vethwe-datapath");
     let (maps, native) = match engine {
-        Engine::Plain => (None, false),
+        Engine::Plain => {
+            classifier
+                .attach_datapath(DATAPATH_END)
+                .expect("attaching XDP to vethwe-datapath");
+            (None, false)
+        }
         Engine::Xdp => {
+            let multi_buffer = classifier
+                .attach_datapath_multi_buffer(DATAPATH_END)
+                .expect("attaching XDP to vethwe-datapath");
+            assert!(multi_buffer, "this kernel refused the frags-aware program");
             let maps = classifier
                 .take_datapath_maps()
                 .expect("taking the datapath maps");
@@ -143,6 +150,9 @@ struct SimHost {
     n: u8,
     ns: Netns,
     container: Netns,
+    /// xdp: whether the socket takes multi-buffer frames (as the agent's
+    /// does wherever the kernel allows).
+    multi_buffer: bool,
 }
 
 impl SimHost {
@@ -174,6 +184,7 @@ impl SimHost {
                 let datapath = self.datapath.as_mut().expect("datapath loaded");
                 let maps = datapath.maps.take().expect("datapath maps");
                 let native = datapath.native;
+                let multi_buffer = self.multi_buffer;
                 in_netns(&self.ns, || {
                     XdpOverlay::start(
                         XdpConfig {
@@ -181,6 +192,7 @@ impl SimHost {
                             udp_listen,
                             mtu,
                             native,
+                            multi_buffer,
                         },
                         maps,
                     )
@@ -371,6 +383,7 @@ impl World {
             n,
             ns,
             container,
+            multi_buffer: true,
         }
     }
 
@@ -1125,6 +1138,21 @@ fn transmit_offloads_on_the_way_to_the_data_plane(engine: Engine) {
         eprintln!("{offloads:?}:");
         assert_tcp(h1, h2, bytes);
         assert_eq!(h1.stats().dropped_oversize, 0, "{offloads:?}");
+    }
+    if engine == Engine::Xdp {
+        // Where the kernel has no multi-buffer AF_XDP the agent binds
+        // single-buffer and turns TSO off on the port: frames then arrive
+        // cut by the kernel, and nothing is left for the agent to cut.
+        let mut world = World::new("ovloff", 2, Offloads::OffOnDatapathPort, engine);
+        for host in &mut world.hosts {
+            host.multi_buffer = false;
+        }
+        world.start_overlays();
+        world.full_mesh();
+        let (h1, h2) = (world.host(1), world.host(2));
+        eprintln!("single-buffer AF_XDP, offloads off on the datapath port:");
+        assert_tcp(h1, h2, bytes);
+        assert_eq!(h1.stats().frames_segmented, 0, "single-buffer");
     }
 }
 

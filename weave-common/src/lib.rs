@@ -23,6 +23,8 @@ pub mod names {
     pub const FROM_CONTAINER_PROG: &str = "weave_from_container";
     pub const TO_CONTAINER_PROG: &str = "weave_to_container";
     pub const DATAPATH_PROG: &str = "weave_datapath";
+    /// The same program without `xdp.frags`, for kernels before 5.18.
+    pub const DATAPATH_SINGLE_BUFFER_PROG: &str = "weave_datapath_single_buffer";
     pub const XSKS_MAP: &str = "XSKS";
     pub const PEER_MACS_MAP: &str = "PEER_MACS";
     pub const FASTDP_ENCAP_PROG: &str = "weave_fastdp_encap";

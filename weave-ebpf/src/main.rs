@@ -8,6 +8,8 @@
 //! - `weave_datapath`: XDP on the agent's datapath veth (`vethwe-datapath`):
 //!   tags each frame with its destination peer and redirects it into the
 //!   agent's `AF_XDP` socket, or passes it when there is none (plain path).
+//!   Frags-aware; `weave_datapath_single_buffer` is the same program
+//!   without, for kernels that refuse `xdp.frags` (before 5.18).
 //!
 //! Maps are declared here, together; each program is a thin entry around a
 //! `try_` function whose every error is a deliberate, counted action.
@@ -130,6 +132,13 @@ pub(crate) fn weave_to_container(ctx: TcContext) -> i32 {
 /// whose first buffer holds every header the program reads.
 #[xdp(frags)]
 pub(crate) fn weave_datapath(ctx: XdpContext) -> u32 {
+    datapath::xdp_action(datapath::try_datapath(&ctx))
+}
+
+/// `weave_datapath` for kernels without multi-buffer XDP (the agent loads
+/// this one when the kernel refuses `xdp.frags`; TSO stays off then).
+#[xdp]
+pub(crate) fn weave_datapath_single_buffer(ctx: XdpContext) -> u32 {
     datapath::xdp_action(datapath::try_datapath(&ctx))
 }
 

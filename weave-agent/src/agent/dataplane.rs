@@ -173,29 +173,36 @@ fn start_xdp(classifier: &mut Classifier, host: &Host) -> anyhow::Result<Arc<Xdp
     // MTU frames before the agent sees it. Generic XDP with a frags-aware
     // program hands the super-frame over whole (multi-buffer), and the agent
     // cuts it into VXLAN packets itself (`wire::segment`).
-    classifier
-        .attach_datapath(DATAPATH_END)
+    let multi_buffer = classifier
+        .attach_datapath_multi_buffer(DATAPATH_END)
         .context("attaching the datapath XDP program")?;
-    let native = false;
-    let turned_off = crate::netlink::keep_tcp_segmentation_only(DATAPATH_BRIDGE_END)
-        .with_context(|| format!("setting the transmit offloads of {DATAPATH_BRIDGE_END}"))?;
-    tracing::debug!(
-        ?turned_off,
-        "offloads the agent cannot redo turned off on the datapath port"
-    );
     let maps = classifier
         .take_datapath_maps()
         .context("taking the datapath program's maps")?;
-    XdpOverlay::start(
+    let xdp = XdpOverlay::start(
         XdpConfig {
             datapath_ifname: DATAPATH_END.to_string(),
             udp_listen: host.udp_listen,
             mtu: host.mtu,
-            native,
+            native: false,
+            multi_buffer,
         },
         maps,
     )
-    .context("starting the AF_XDP data plane")
+    .context("starting the AF_XDP data plane")?;
+    if xdp.multi_buffer() {
+        let turned_off = crate::netlink::keep_tcp_segmentation_only(DATAPATH_BRIDGE_END)
+            .with_context(|| format!("setting the transmit offloads of {DATAPATH_BRIDGE_END}"))?;
+        tracing::debug!(
+            ?turned_off,
+            "offloads the agent cannot redo turned off on the datapath port"
+        );
+    } else {
+        // Frames no larger than a UMEM chunk: the kernel segments.
+        crate::netlink::disable_tx_offloads(DATAPATH_BRIDGE_END)
+            .with_context(|| format!("turning off transmit offloads on {DATAPATH_BRIDGE_END}"))?;
+    }
+    Ok(xdp)
 }
 
 fn start_plain(

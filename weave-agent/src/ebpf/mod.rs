@@ -27,8 +27,8 @@ use weave_common::{
     datapath::mac_key,
     fastdp::LOCAL_CONTAINER,
     names::{
-        COUNTERS_MAP, DATAPATH_PROG, ENDPOINTS_MAP, FROM_CONTAINER_PROG, LOCAL_MACS_MAP,
-        PEER_MACS_MAP, TO_CONTAINER_PROG, XSKS_MAP,
+        COUNTERS_MAP, DATAPATH_PROG, DATAPATH_SINGLE_BUFFER_PROG, ENDPOINTS_MAP,
+        FROM_CONTAINER_PROG, LOCAL_MACS_MAP, PEER_MACS_MAP, TO_CONTAINER_PROG, XSKS_MAP,
     },
 };
 
@@ -47,6 +47,9 @@ pub struct Classifier {
     /// Container ports by host-side interface name.
     ports: HashMap<String, Port>,
     datapath: Option<Datapath>,
+    /// Whether the kernel loaded the frags-aware datapath program
+    /// (`xdp.frags`, Linux 5.18); the single-buffer one is always loaded.
+    multi_buffer: bool,
     /// fastdp's links, when it runs.
     fastdp: Option<fastdp::FastdpLinks>,
     /// Where the classifier links are pinned; `None` where bpffs cannot be
@@ -65,7 +68,8 @@ struct Datapath {
     ifname: String,
     ifindex: u32,
     link: XdpLinkId,
-    native: bool,
+    /// The program attached: the frags-aware or the single-buffer one.
+    prog: &'static str,
 }
 
 /// The maps the `AF_XDP` data plane drives the datapath program through.
@@ -85,16 +89,24 @@ impl Classifier {
                 .load()
                 .map_err(|source| DataplaneError::LoadProgram { prog, source })?;
         }
-        xdp_prog(&mut ebpf)?
+        xdp_prog(&mut ebpf, DATAPATH_SINGLE_BUFFER_PROG)?
             .load()
             .map_err(|source| DataplaneError::LoadProgram {
-                prog: DATAPATH_PROG,
+                prog: DATAPATH_SINGLE_BUFFER_PROG,
                 source,
             })?;
+        let multi_buffer = match xdp_prog(&mut ebpf, DATAPATH_PROG)?.load() {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "the kernel refuses multi-buffer XDP (before Linux 5.18?): TCP frames will be cut by the kernel before the agent");
+                false
+            }
+        };
         Ok(Self {
             ebpf,
             ports: HashMap::new(),
             datapath: None,
+            multi_buffer,
             fastdp: None,
             pins: None,
         })
@@ -129,11 +141,29 @@ impl Classifier {
         }
     }
 
-    /// Attaches `weave_datapath` (XDP, generic/SKB mode: native XDP on a veth
-    /// turns off TSO on its peer) to `ifname`. Attaching to another interface
-    /// moves it there.
+    /// Attaches the single-buffer datapath program (XDP, generic/SKB mode:
+    /// native XDP on a veth turns off TSO on its peer) to `ifname`, for the
+    /// plain data plane, which captures what it passes. Attaching to another
+    /// interface moves it there. Not the frags-aware one: generic XDP
+    /// copies a non-linear skb for it, and a frame it passes loses its
+    /// partial checksum's offsets on the way (UDP over an interface with
+    /// checksum offload stops arriving).
     pub fn attach_datapath(&mut self, ifname: &str) -> Result<(), DataplaneError> {
-        self.attach_datapath_in(ifname, false)
+        self.attach_datapath_in(ifname, DATAPATH_SINGLE_BUFFER_PROG)
+    }
+
+    /// Attaches the frags-aware datapath program (`xdp.frags`, Linux 5.18),
+    /// for the `AF_XDP` data plane, which takes every frame and needs TCP
+    /// super-frames whole; where the kernel refused it, the single-buffer
+    /// one. Returns whether multi-buffer frames can arrive.
+    pub fn attach_datapath_multi_buffer(&mut self, ifname: &str) -> Result<bool, DataplaneError> {
+        let prog = if self.multi_buffer {
+            DATAPATH_PROG
+        } else {
+            DATAPATH_SINGLE_BUFFER_PROG
+        };
+        self.attach_datapath_in(ifname, prog)?;
+        Ok(self.multi_buffer)
     }
 
     /// Hands the maps of the datapath program to the `AF_XDP` data plane
@@ -145,44 +175,43 @@ impl Classifier {
         })
     }
 
-    fn attach_datapath_in(&mut self, ifname: &str, native: bool) -> Result<(), DataplaneError> {
+    fn attach_datapath_in(
+        &mut self,
+        ifname: &str,
+        name: &'static str,
+    ) -> Result<(), DataplaneError> {
         let ifindex = ifindex(ifname)?;
         if let Some(current) = &self.datapath
             && current.ifname == ifname
             && current.ifindex == ifindex
-            && current.native == native
+            && current.prog == name
         {
             return Ok(());
         }
-        let prog = xdp_prog(&mut self.ebpf)?;
         if let Some(old) = self.datapath.take() {
+            let prog = xdp_prog(&mut self.ebpf, old.prog)?;
             // Its device may be gone, and with it the link: nothing to undo then.
             let detached = prog.detach(old.link);
             if interface_is(&old.ifname, old.ifindex) {
                 detached.map_err(|source| DataplaneError::Detach {
-                    prog: DATAPATH_PROG,
+                    prog: old.prog,
                     iface: old.ifname.clone(),
                     source,
                 })?;
             }
         }
-        let mode = if native {
-            XdpMode::Driver
-        } else {
-            XdpMode::Skb
-        };
-        let link =
-            prog.attach_to_if_index(ifindex, mode)
-                .map_err(|source| DataplaneError::Attach {
-                    prog: DATAPATH_PROG,
-                    iface: ifname.to_owned(),
-                    source,
-                })?;
+        let link = xdp_prog(&mut self.ebpf, name)?
+            .attach_to_if_index(ifindex, XdpMode::Skb)
+            .map_err(|source| DataplaneError::Attach {
+                prog: name,
+                iface: ifname.to_owned(),
+                source,
+            })?;
         self.datapath = Some(Datapath {
             ifname: ifname.to_owned(),
             ifindex,
             link,
-            native,
+            prog: name,
         });
         Ok(())
     }
@@ -313,8 +342,7 @@ impl Classifier {
         );
         match &self.datapath {
             Some(datapath) => {
-                let mode = if datapath.native { "native" } else { "generic" };
-                let _ = write!(line, "XDP {mode} on {})", datapath.ifname);
+                let _ = write!(line, "XDP generic on {})", datapath.ifname);
             }
             None => line.push_str("no datapath XDP)"),
         }
@@ -603,17 +631,14 @@ fn classifier_prog<'a>(
         .map_err(|source| DataplaneError::LoadProgram { prog, source })
 }
 
-fn xdp_prog(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
-    ebpf.program_mut(DATAPATH_PROG)
+fn xdp_prog<'e>(ebpf: &'e mut Ebpf, name: &'static str) -> Result<&'e mut Xdp, DataplaneError> {
+    ebpf.program_mut(name)
         .ok_or(DataplaneError::Missing {
             kind: "program",
-            name: DATAPATH_PROG,
+            name,
         })?
         .try_into()
-        .map_err(|source| DataplaneError::LoadProgram {
-            prog: DATAPATH_PROG,
-            source,
-        })
+        .map_err(|source| DataplaneError::LoadProgram { prog: name, source })
 }
 
 /// `struct __sk_buff` (uapi `linux/bpf.h`): its size and the offsets of

@@ -83,6 +83,11 @@ pub struct XdpConfig {
     pub mtu: u32,
     /// Whether the datapath program runs native (driver) XDP, for `describe`.
     pub native: bool,
+    /// Whether frames may arrive over several descriptors (the datapath
+    /// program is frags-aware): then the socket asks for them
+    /// (`XDP_USE_SG`, Linux 6.6), and falls back to single-buffer frames
+    /// where the kernel refuses; [`XdpOverlay::multi_buffer`] says which.
+    pub multi_buffer: bool,
 }
 
 /// The largest MTU whose frames fit a UMEM frame.
@@ -133,6 +138,7 @@ pub struct XdpOverlay {
     local_addr: SocketAddr,
     datapath_ifname: String,
     native: bool,
+    multi_buffer: bool,
     /// The XSKS map, to take the socket out of it when stopping.
     sockets: Mutex<XskMap<MapData>>,
     workers: Workers,
@@ -153,7 +159,17 @@ impl XdpOverlay {
             });
         }
         let iface = config.datapath_ifname.clone();
-        let (rx_half, tx_half, mem) = umem::open(&iface)?;
+        let (rx_half, tx_half, mem, multi_buffer) = match umem::open(&iface, config.multi_buffer) {
+            Ok((rx, tx, mem)) => (rx, tx, mem, config.multi_buffer),
+            Err(OverlayError::Xsk {
+                op: "bind", source, ..
+            }) if config.multi_buffer => {
+                tracing::warn!(error = %source, "no multi-buffer AF_XDP here (before Linux 6.6?): TCP frames will be cut by the kernel before the agent");
+                let (rx, tx, mem) = umem::open(&iface, false)?;
+                (rx, tx, mem, false)
+            }
+            Err(error) => return Err(error),
+        };
         // Without it (Linux < 5.0) every packet arrives on its own: slower, same result.
         if let Err(error) = gro::enable(core.udp.as_fd()) {
             tracing::warn!(%error, "no UDP GRO on the data socket: receiving packet by packet");
@@ -177,6 +193,7 @@ impl XdpOverlay {
             local_addr,
             datapath_ifname: iface,
             native: config.native,
+            multi_buffer,
             sockets: Mutex::new(sockets),
             workers: Workers::new("xdp"),
         });
@@ -217,10 +234,21 @@ impl XdpOverlay {
     /// One line for `weave status`: how frames reach this data plane.
     pub fn describe(&self) -> String {
         format!(
-            "AF_XDP copy mode on {}, XDP {}",
+            "AF_XDP copy mode on {}, XDP {}{}",
             self.datapath_ifname,
-            if self.native { "native" } else { "generic" }
+            if self.native { "native" } else { "generic" },
+            if self.multi_buffer {
+                ""
+            } else {
+                ", single-buffer (TCP frames cut by the kernel)"
+            }
         )
+    }
+
+    /// Whether TCP super-frames reach the agent whole (multi-buffer XDP
+    /// and `AF_XDP`): only then may the bridge's datapath port keep TSO on.
+    pub const fn multi_buffer(&self) -> bool {
+        self.multi_buffer
     }
 
     /// Takes the socket out of the datapath program's map, then stops and

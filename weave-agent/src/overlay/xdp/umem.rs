@@ -344,11 +344,15 @@ impl BridgeTx {
     }
 }
 
-/// Opens the socket on queue 0 of `ifname` (a veth has one), in copy mode,
-/// with the fill ring full. The caller registers it in the XSKS map after
+/// Opens the socket on queue 0 of `ifname` (a veth has one), in copy mode
+/// (with `multi_buffer`, taking frames over several descriptors), with the
+/// fill ring full. The caller registers it in the XSKS map after
 /// this returns (a socket in the map before its fill ring has frames would
 /// see frames dropped).
-pub(super) fn open(ifname: &str) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), OverlayError> {
+pub(super) fn open(
+    ifname: &str,
+    multi_buffer: bool,
+) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), OverlayError> {
     let error = |op: &'static str| {
         let iface = ifname.to_owned();
         move |source: io::Error| OverlayError::Xsk { op, iface, source }
@@ -389,7 +393,7 @@ pub(super) fn open(ifname: &str) -> Result<(BridgeRx, BridgeTx, Arc<Memory>), Ov
             &SocketConfig {
                 rx_size: NonZeroU32::new(RING_SIZE),
                 tx_size: None,
-                bind_flags: SocketConfig::XDP_BIND_COPY | XDP_USE_SG,
+                bind_flags: SocketConfig::XDP_BIND_COPY | if multi_buffer { XDP_USE_SG } else { 0 },
             },
         )
         .map_err(|e| error("configure the RX ring of")(errno(e)))?;

@@ -10,11 +10,12 @@
 
 use std::net::UdpSocket;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 use weave_agent::report::causes;
 use weave_tests::program_tests;
 
-use weave_agent::ebpf::{Classifier, DataplaneError};
+use weave_agent::ebpf::{Classifier, DatapathMaps, DataplaneError};
 use weave_agent::overlay::{XdpConfig, XdpOverlay};
 use weave_common::datapath::{DEST_FLOOD, META_LEN, mac_key, meta_dest};
 use weave_common::fastdp::LOCAL_BRIDGE;
@@ -565,32 +566,38 @@ fn datapath_tags_frames_with_their_destination_peer() {
     });
 }
 
+/// The agent's `AF_XDP` data plane on a fresh veth pair of the test's
+/// namespace (`xdpt0`/`xdpt1`), registered in the datapath program's map.
+fn af_xdp_socket_on_a_veth(maps: DatapathMaps) -> Arc<XdpOverlay> {
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().expect("running ip");
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    ip(&[
+        "link", "add", "xdpt0", "type", "veth", "peer", "name", "xdpt1",
+    ]);
+    ip(&["link", "set", "xdpt0", "up"]);
+    ip(&["link", "set", "xdpt1", "up"]);
+    XdpOverlay::start(
+        XdpConfig {
+            datapath_ifname: "xdpt0".into(),
+            udp_listen: "127.0.0.1:0".parse().unwrap(),
+            mtu: 1450,
+            native: false,
+            multi_buffer: true,
+        },
+        maps,
+    )
+    .unwrap_or_else(|e| panic!("starting the AF_XDP data plane: {}", causes(&e)))
+}
+
 /// With the agent's `AF_XDP` socket registered, frames are redirected into it;
 /// once the data plane stops, they pass again.
 #[test]
 fn datapath_redirects_into_the_agents_af_xdp_socket() {
     in_private_netns(|c| {
-        let ip = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("running ip");
-            assert!(out.status.success(), "ip {args:?}: {out:?}");
-        };
-        ip(&[
-            "link", "add", "xdpt0", "type", "veth", "peer", "name", "xdpt1",
-        ]);
-        ip(&["link", "set", "xdpt0", "up"]);
-        ip(&["link", "set", "xdpt1", "up"]);
         let maps = c.take_datapath_maps().expect("the datapath maps");
-        let overlay = XdpOverlay::start(
-            XdpConfig {
-                datapath_ifname: "xdpt0".into(),
-                udp_listen: "127.0.0.1:0".parse().unwrap(),
-                mtu: 1450,
-                native: false,
-                multi_buffer: true,
-            },
-            maps,
-        )
-        .unwrap_or_else(|e| panic!("starting the AF_XDP data plane: {}", causes(&e)));
+        let overlay = af_xdp_socket_on_a_veth(maps);
         let frame = ipv4(MAC_A, A, B);
         assert_verdict(c, DATAPATH_PROG, &frame, XDP_REDIRECT, "with a socket");
         overlay.stop_workers();
@@ -615,10 +622,6 @@ fn datapath_redirects_into_the_agents_af_xdp_socket() {
 #[test]
 fn datapath_tags_and_redirects_multi_buffer_frames() {
     in_private_netns(|c| {
-        let ip = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("running ip");
-            assert!(out.status.success(), "ip {args:?}: {out:?}");
-        };
         let mut maps = c.take_datapath_maps().expect("the datapath maps");
         maps.peer_macs
             .insert(mac_key(MAC_B), 0x123, 0)
@@ -636,22 +639,7 @@ fn datapath_tags_and_redirects_multi_buffer_frames() {
             run_datapath(c, &flood, "a 60000-byte frame to an unknown MAC"),
             (XDP_PASS, Some(DEST_FLOOD))
         );
-        ip(&[
-            "link", "add", "xdpt0", "type", "veth", "peer", "name", "xdpt1",
-        ]);
-        ip(&["link", "set", "xdpt0", "up"]);
-        ip(&["link", "set", "xdpt1", "up"]);
-        let overlay = XdpOverlay::start(
-            XdpConfig {
-                datapath_ifname: "xdpt0".into(),
-                udp_listen: "127.0.0.1:0".parse().unwrap(),
-                mtu: 1450,
-                native: false,
-                multi_buffer: true,
-            },
-            maps,
-        )
-        .unwrap_or_else(|e| panic!("starting the AF_XDP data plane: {}", causes(&e)));
+        let overlay = af_xdp_socket_on_a_veth(maps);
         assert_verdict(
             c,
             DATAPATH_PROG,

@@ -583,7 +583,6 @@ fn af_xdp_socket_on_a_veth(maps: DatapathMaps) -> Arc<XdpOverlay> {
             datapath_ifname: "xdpt0".into(),
             udp_listen: "127.0.0.1:0".parse().unwrap(),
             mtu: 1450,
-            native: false,
             multi_buffer: true,
         },
         maps,

@@ -89,7 +89,6 @@ macro_rules! on_both_engines {
 /// maps the overlay drives it through, until an overlay takes them.
 struct Datapath {
     maps: Option<DatapathMaps>,
-    native: bool,
     _classifier: Classifier,
 }
 
@@ -101,12 +100,12 @@ struct Datapath {
 /// eBPF module.
 fn attach_datapath(engine: Engine) -> Datapath {
     let mut classifier = Classifier::load().expect("loading the eBPF programs");
-    let (maps, native) = match engine {
+    let maps = match engine {
         Engine::Plain => {
             classifier
                 .attach_datapath(DATAPATH_END)
                 .expect("attaching XDP to vethwe-datapath");
-            (None, false)
+            None
         }
         Engine::Xdp => {
             let multi_buffer = classifier
@@ -116,12 +115,11 @@ fn attach_datapath(engine: Engine) -> Datapath {
             let maps = classifier
                 .take_datapath_maps()
                 .expect("taking the datapath maps");
-            (Some(maps), false)
+            Some(maps)
         }
     };
     Datapath {
         maps,
-        native,
         _classifier: classifier,
     }
 }
@@ -183,7 +181,6 @@ impl SimHost {
                 self.reload_datapath();
                 let datapath = self.datapath.as_mut().expect("datapath loaded");
                 let maps = datapath.maps.take().expect("datapath maps");
-                let native = datapath.native;
                 let multi_buffer = self.multi_buffer;
                 in_netns(&self.ns, || {
                     XdpOverlay::start(
@@ -191,7 +188,6 @@ impl SimHost {
                             datapath_ifname,
                             udp_listen,
                             mtu,
-                            native,
                             multi_buffer,
                         },
                         maps,

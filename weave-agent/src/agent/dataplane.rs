@@ -184,7 +184,6 @@ fn start_xdp(classifier: &mut Classifier, host: &Host) -> anyhow::Result<Arc<Xdp
             datapath_ifname: DATAPATH_END.to_string(),
             udp_listen: host.udp_listen,
             mtu: host.mtu,
-            native: false,
             multi_buffer,
         },
         maps,

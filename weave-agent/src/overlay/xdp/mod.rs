@@ -81,8 +81,6 @@ pub struct XdpConfig {
     pub udp_listen: SocketAddr,
     /// The bridge MTU: inner frames are at most `mtu + 14` bytes.
     pub mtu: u32,
-    /// Whether the datapath program runs native (driver) XDP, for `describe`.
-    pub native: bool,
     /// Whether frames may arrive over several descriptors (the datapath
     /// program is frags-aware): then the socket asks for them
     /// (`XDP_USE_SG`, Linux 6.6), and falls back to single-buffer frames
@@ -137,7 +135,6 @@ pub struct XdpOverlay {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     datapath_ifname: String,
-    native: bool,
     multi_buffer: bool,
     /// The XSKS map, to take the socket out of it when stopping.
     sockets: Mutex<XskMap<MapData>>,
@@ -192,7 +189,6 @@ impl XdpOverlay {
             shared: Arc::clone(&shared),
             local_addr,
             datapath_ifname: iface,
-            native: config.native,
             multi_buffer,
             sockets: Mutex::new(sockets),
             workers: Workers::new("xdp"),
@@ -221,7 +217,7 @@ impl XdpOverlay {
             datapath = %overlay.datapath_ifname,
             udp = %local_addr,
             mtu = config.mtu,
-            native = config.native,
+            multi_buffer,
             "xdp overlay started"
         );
         Ok(overlay)
@@ -234,9 +230,8 @@ impl XdpOverlay {
     /// One line for `weave status`: how frames reach this data plane.
     pub fn describe(&self) -> String {
         format!(
-            "AF_XDP copy mode on {}, XDP {}{}",
+            "AF_XDP copy mode on {}, XDP generic{}",
             self.datapath_ifname,
-            if self.native { "native" } else { "generic" },
             if self.multi_buffer {
                 ""
             } else {

@@ -204,9 +204,42 @@ fn a_wiped_state_dir_keeps_the_addresses_running_containers_hold() {
         }
     }
 
+    // What an attach the agent died in leaves: a port whose container side
+    // is `ethwe` without an address (`weave run` failed with the agent).
+    let half = h2
+        .docker_ok(&["run", "-d", IMAGE, "sleep", "3600"])
+        .trim()
+        .to_string();
+    let pid = h2.container_pid(&half).to_string();
+    let half_port = format!("vethwepl{pid}");
+    h2.netns()
+        .exec(
+            "ip",
+            &[
+                "link", "add", &half_port, "type", "veth", "peer", "name", "ethwe", "netns", &pid,
+            ],
+        )
+        .expect_ok();
+
     // Relaunched, h2 finds the container's port, keeps it with the
-    // address the container holds, and claims it back from h1.
+    // address the container holds, and claims it back from h1; the port
+    // without an address goes.
     h2.launch(&[&h1.lan_addr()]);
+    assert!(
+        !h2.link_names().contains(&half_port),
+        "the port of an unfinished attach is removed: {:?}",
+        h2.link_names()
+    );
+    assert!(
+        !h2.exec(&half, &["test", "-e", "/sys/class/net/ethwe"])
+            .success(),
+        "its ethwe went with it"
+    );
+    assert!(
+        !h2.ps().iter().any(|e| half.starts_with(&e.id)),
+        "weave ps does not list it: {:?}",
+        h2.ps()
+    );
     h2.wait_established(&["h1"], CONVERGE);
     h2.wait_status("10.40.0.1 re-claimed from h1", GOSSIP, |s| {
         anyhow::ensure!(

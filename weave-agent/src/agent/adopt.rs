@@ -2,7 +2,9 @@
 //! (its state directory was lost or wiped while containers kept running):
 //! the kernel still shows the container's interface and its addresses, and
 //! Weave re-claimed exactly those. Dropping the port instead would take a
-//! running container's addresses away without a word.
+//! running container's addresses away without a word. A port whose
+//! container side holds no address is what an attach interrupted by the
+//! agent's death leaves; it is removed.
 
 use std::time::Duration;
 
@@ -45,6 +47,14 @@ impl Agent {
         if link.peer_index != Some(index) {
             return Err(format!(
                 "{CONTAINER_IFNAME} in {netns} is not paired with this port"
+            ));
+        }
+        // `weave detach` takes the port away with the last address, so a
+        // port without one is an attach the agent died in: its `weave run`
+        // failed, and keeping the port would list a container with no address.
+        if link.cidrs.is_empty() {
+            return Err(format!(
+                "{CONTAINER_IFNAME} in {netns} has no address (an attach that did not finish)"
             ));
         }
         let (name, hostname) = self.docker_names(&container_id).await;

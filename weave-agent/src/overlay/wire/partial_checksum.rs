@@ -23,8 +23,7 @@
 
 use crate::overlay::wire::checksum::{fold, sum};
 use crate::overlay::wire::headers::{
-    ETHERTYPE_IPV4, ETHERTYPE_IPV6, IP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HEADER_LEN, IPV4_MF_OFFSET,
-    IPV6_HEADER_LEN, TCP_CHECK, TCP_HEADER_LEN, UDP_CHECK, UDP_HEADER_LEN,
+    IP, IPPROTO_TCP, IPPROTO_UDP, IpHeader, TCP_CHECK, TCP_HEADER_LEN, UDP_CHECK, UDP_HEADER_LEN,
 };
 
 /// The TCP or UDP packet of a frame.
@@ -40,32 +39,10 @@ struct Transport {
 /// The frame's TCP or UDP packet, directly over IPv4 (any header length)
 /// or IPv6, not a fragment, with lengths that agree.
 fn transport(frame: &[u8]) -> Option<Transport> {
-    let ethertype = frame.get(12..14)?;
+    let header = IpHeader::parse(frame).ok().filter(|h| !h.fragment)?;
+    let (header_len, packet_len, protocol) =
+        (header.header_len, header.packet_len, header.protocol);
     let ip = frame.get(IP..)?;
-    let (header_len, packet_len, protocol, addresses) = if ethertype == ETHERTYPE_IPV4 {
-        let h = ip.get(..IPV4_HEADER_LEN)?;
-        let header_len = usize::from(h[0] & 0x0f) * 4;
-        if h[0] >> 4 != 4 || header_len < IPV4_HEADER_LEN || h[6] & IPV4_MF_OFFSET != 0 || h[7] != 0
-        {
-            return None;
-        }
-        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        (header_len, total, h[9], sum(&h[12..20]))
-    } else if ethertype == ETHERTYPE_IPV6 {
-        let h = ip.get(..IPV6_HEADER_LEN)?;
-        if h[0] >> 4 != 6 {
-            return None;
-        }
-        let payload = usize::from(u16::from_be_bytes([h[4], h[5]]));
-        (
-            IPV6_HEADER_LEN,
-            IPV6_HEADER_LEN + payload,
-            h[6],
-            sum(&h[8..40]),
-        )
-    } else {
-        return None;
-    };
     let l4 = ip.get(header_len..packet_len)?;
     let udp = match protocol {
         IPPROTO_TCP if l4.len() >= TCP_HEADER_LEN => false,
@@ -81,7 +58,7 @@ fn transport(frame: &[u8]) -> Option<Transport> {
         start: IP + header_len,
         end: IP + packet_len,
         udp,
-        pseudo: addresses + u32::from(protocol) + l4.len() as u32,
+        pseudo: header.addresses + u32::from(protocol) + l4.len() as u32,
     })
 }
 
@@ -118,6 +95,7 @@ pub fn complete(frame: &mut [u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::overlay::wire::headers::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 
     const MAC: [u8; 12] = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
 

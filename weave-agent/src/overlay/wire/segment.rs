@@ -31,9 +31,8 @@
 
 use crate::overlay::wire::checksum::{fold, sum};
 use crate::overlay::wire::headers::{
-    ETHERTYPE_IPV4, ETHERTYPE_IPV6, IP, IPPROTO_TCP, IPV4_HEADER_LEN, IPV4_MF_OFFSET,
-    IPV6_HEADER_LEN, MAX_IP_LEN, TCP_CHECK, TCP_CWR, TCP_FIN, TCP_FLAGS, TCP_HEADER_LEN, TCP_PSH,
-    TCP_SEQ, TCP_URG, TCP_URGENT,
+    Family, IP, IPPROTO_TCP, IPV6_HEADER_LEN, IpHeader, MAX_IP_LEN, NotIp, TCP_CHECK, TCP_CWR,
+    TCP_FIN, TCP_FLAGS, TCP_HEADER_LEN, TCP_PSH, TCP_SEQ, TCP_URG, TCP_URGENT,
 };
 
 /// Why a frame over the MTU cannot be cut here.
@@ -53,19 +52,13 @@ pub enum Unsegmentable {
     MtuTooSmall,
 }
 
-/// IPv4 or IPv6: which length field a segment fixes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Family {
-    V4,
-    V6,
-}
-
 /// A TCP super-frame over IPv4 (options allowed) or IPv6 (no extension
 /// headers), parsed from its first piece: where its headers are and what
 /// each segment's differ by. It borrows nothing; `write` reads the headers
 /// again from the same frame's pieces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SuperFrame {
+    /// Which length field a segment fixes.
     family: Family,
     /// Where the TCP header starts (Ethernet and IP headers before it).
     tcp: usize,
@@ -94,33 +87,17 @@ impl SuperFrame {
     /// are 16 bits).
     pub fn parse(first: &[u8], total_len: usize, mtu: usize) -> Result<Self, Unsegmentable> {
         use Unsegmentable::{Fragment, Malformed, MtuTooSmall, NotTcp};
-        let ethertype = first.get(12..14).ok_or(Malformed)?;
-        let (family, ip_header_len, addresses, id) = if ethertype == ETHERTYPE_IPV4 {
-            let ip = first.get(IP..IP + IPV4_HEADER_LEN).ok_or(Malformed)?;
-            let header_len = usize::from(ip[0] & 0x0f) * 4;
-            if ip[0] >> 4 != 4 || header_len < IPV4_HEADER_LEN {
-                return Err(Malformed);
-            }
-            if ip[9] != IPPROTO_TCP {
-                return Err(NotTcp);
-            }
-            if ip[6] & IPV4_MF_OFFSET != 0 || ip[7] != 0 {
-                return Err(Fragment);
-            }
-            let id = u16::from_be_bytes([ip[4], ip[5]]);
-            (Family::V4, header_len, sum(&ip[12..20]), id)
-        } else if ethertype == ETHERTYPE_IPV6 {
-            let ip = first.get(IP..IP + IPV6_HEADER_LEN).ok_or(Malformed)?;
-            if ip[0] >> 4 != 6 {
-                return Err(Malformed);
-            }
-            if ip[6] != IPPROTO_TCP {
-                return Err(NotTcp);
-            }
-            (Family::V6, IPV6_HEADER_LEN, sum(&ip[8..40]), 0)
-        } else {
+        let ip = IpHeader::parse(first).map_err(|e| match e {
+            NotIp::OtherEthertype => NotTcp,
+            NotIp::Malformed => Malformed,
+        })?;
+        if ip.protocol != IPPROTO_TCP {
             return Err(NotTcp);
-        };
+        }
+        if ip.fragment {
+            return Err(Fragment);
+        }
+        let (family, ip_header_len) = (ip.family, ip.header_len);
         let tcp = IP + ip_header_len;
         let th = first.get(tcp..tcp + TCP_HEADER_LEN).ok_or(Malformed)?;
         let tcp_header_len = usize::from(th[12] >> 4) * 4;
@@ -141,10 +118,10 @@ impl SuperFrame {
             mss,
             count: (total_len - header).div_ceil(mss).max(1),
             seq: u32::from_be_bytes([th[4], th[5], th[6], th[7]]),
-            id,
+            id: ip.id,
             flags: th[TCP_FLAGS],
             urgent: u16::from_be_bytes([th[18], th[19]]),
-            pseudo: addresses + u32::from(IPPROTO_TCP),
+            pseudo: ip.addresses + u32::from(IPPROTO_TCP),
         })
     }
 
@@ -270,6 +247,7 @@ fn copy_sum(dst: &mut [u8], src: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::overlay::wire::headers::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 
     const ACK: u8 = 0x10;
     const MAC: [u8; 12] = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];

@@ -48,6 +48,8 @@ pub(crate) fn enable(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// (the last one may be shorter).
 pub(crate) struct Datagram<'a> {
     pub bytes: &'a [u8],
+    /// Where `bytes` start in [`GroRecv::buffers`].
+    pub at: usize,
     pub segment: usize,
     /// Where it came from.
     pub addr: &'a libc::sockaddr_storage,
@@ -151,6 +153,17 @@ impl GroRecv {
         self.received
     }
 
+    /// Every receive buffer, back to back: where datagrams' packets are
+    /// read and rewritten in place (opened, sealed again) by offset
+    /// ([`Datagram::at`]).
+    pub(crate) fn buffers(&self) -> &[u8] {
+        &self.bufs
+    }
+
+    pub(crate) fn buffers_mut(&mut self) -> &mut [u8] {
+        &mut self.bufs
+    }
+
     /// Datagram `i` of the last batch.
     pub(crate) fn get(&self, i: usize) -> Datagram<'_> {
         assert!(i < self.received, "datagram {i} of {}", self.received);
@@ -159,6 +172,7 @@ impl GroRecv {
         let truncated = msg.msg_hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
         Datagram {
             bytes: &self.bufs[i * BUFFER..i * BUFFER + len],
+            at: i * BUFFER,
             segment: segment_size(&msg.msg_hdr).unwrap_or(len),
             addr: &self.addrs[i],
             truncated,

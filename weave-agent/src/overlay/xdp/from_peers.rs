@@ -1,15 +1,17 @@
 //! Peers to bridge: VXLAN packets received in batches of GRO datagrams
 //! (`gro`: a peer's GSO datagram of up to 64 packets crosses the receiving
-//! stack as one), each packet copied into a transmit frame of the UMEM, and
-//! carried out as its plan says: the inner frame sent into the bridge
-//! through the `AF_XDP` TX ring (or, when a TCP stream's segments merge, as
-//! GSO super-frames through `inject`), broadcasts passed on down the
-//! origin's tree and packets for other peers relayed. In password mode
-//! every packet is first opened in place with the sending neighbour's key
-//! (dropped and counted if it does not authenticate or is a replay), a
-//! relayed one sealed again in place for its next hop, and broadcasts
-//! passed on sealed for each child through seal slots. Data-path
-//! heartbeats are diverted to the mesh before any of this.
+//! stack as one), read where they were received, and carried out as their
+//! plan says: the inner frames of a TCP stream merged into GSO super-frames
+//! and sent into the bridge through `inject` straight from the receive
+//! buffers; otherwise copied into transmit frames of the UMEM for the
+//! `AF_XDP` TX ring (the only copy this direction makes, and only for
+//! frames that take that way); broadcasts passed on down the origin's
+//! tree and packets for other peers relayed. In password mode every packet
+//! is first opened in place with the sending neighbour's key (dropped and
+//! counted if it does not authenticate or is a replay), a relayed one
+//! sealed again in place for its next hop, and broadcasts passed on sealed
+//! for each child through seal slots. Data-path heartbeats are diverted to
+//! the mesh before any of this.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -19,12 +21,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::Shared;
-use super::sealed::{self, SEALED_LEAD, seal_in_place};
-use super::umem::{BridgeTx, Chunk, DATA_OFFSET, FRAME_SIZE, Frame, Memory, RING_SIZE};
+use super::sealed::{self, seal_in_place};
+use super::umem::{BridgeTx, DATA_OFFSET, Frame, MAX_FRAME, RING_SIZE};
 use crate::overlay::counters::DropReason;
 use crate::overlay::decide::macs::MacJournal;
 use crate::overlay::decide::routes::RoutesReader;
-use crate::overlay::decide::verdict::{FromPeer, from_peer, from_peer_truncated};
+use crate::overlay::decide::verdict::{FromPeer, from_peer};
 use crate::overlay::engine::carry::{
     Carrier, Onward, Tally, carry_out, for_each_sole_seal, send_sealed,
 };
@@ -40,26 +42,20 @@ use crate::overlay::wire::vxlan;
 
 /// Relays and broadcasts passed on: room for a batch sent to four peers each.
 const FORWARD_QUEUE: usize = BATCH * 4;
-/// Where a received packet starts in its chunk: its VXLAN header ends where
-/// the inner frame must start for the TX ring.
-const PACKET_OFFSET: usize = DATA_OFFSET as usize - vxlan::HEADER_LEN;
-/// Room for a packet: the rest of the chunk.
-const PACKET_ROOM: usize = FRAME_SIZE as usize - PACKET_OFFSET;
 /// Datagrams taken in one receive; with GRO each holds up to
 /// `gso::MAX_SEGMENTS` packets from a peer that sends with GSO.
 const DATAGRAMS: usize = 16;
 
-/// A packet received into a transmit chunk: its length, whether it was too
-/// long for the chunk (then not copied), and who sent it.
+/// A received packet: where it lies in the receive buffers, and who sent it.
 #[derive(Clone, Copy)]
 struct Arrival {
+    at: usize,
     len: usize,
-    truncated: bool,
     sender: Option<SocketAddr>,
 }
 
-/// Where, in its chunk, packet `i`'s plain VXLAN packet lies, or why it is
-/// dropped.
+/// Where, in the receive buffers, packet `i`'s plain VXLAN packet lies, or
+/// why it is dropped.
 type Opened = Result<Range<usize>, DropReason>;
 
 /// The peers-to-bridge direction: the transmitting half of the UMEM, the
@@ -69,19 +65,18 @@ type Opened = Result<Range<usize>, DropReason>;
 pub(super) struct PeersToBridge {
     shared: Arc<Shared>,
     half: BridgeTx,
-    mem: Arc<Memory>,
     injector: Option<Injector>,
     runs: Vec<Run>,
     recv: GroRecv,
-    /// The chunk each packet was received into, and how it arrived.
-    taken: Vec<Chunk>,
     arrivals: Vec<Arrival>,
     plain: Vec<Opened>,
     verdicts: Vec<FromPeer>,
     /// Password mode: relays sealed again where they lie.
     in_place: Vec<Option<Opened>>,
-    /// Which packets' frames enter the bridge, then those frames.
+    /// Which packets' frames enter the bridge, then those packets in order.
     kept: Vec<bool>,
+    to_bridge: Vec<usize>,
+    /// The frames copied into transmit chunks for the TX ring.
     deliver: Vec<Frame>,
     forward: SendQueue,
     reader: RoutesReader,
@@ -94,23 +89,22 @@ pub(super) struct PeersToBridge {
 impl PeersToBridge {
     pub(super) fn new(shared: Arc<Shared>, half: BridgeTx, injector: Option<Injector>) -> Self {
         let core = &shared.core;
-        let capacity = RING_SIZE as usize;
+        let capacity = DATAGRAMS * gso::MAX_SEGMENTS;
         Self {
             runs: Vec::with_capacity(capacity),
             recv: GroRecv::new(DATAGRAMS),
-            taken: Vec::with_capacity(capacity),
             arrivals: Vec::with_capacity(capacity),
             plain: Vec::with_capacity(capacity),
             verdicts: Vec::with_capacity(capacity),
             in_place: Vec::with_capacity(capacity),
             kept: Vec::with_capacity(capacity),
-            deliver: Vec::with_capacity(capacity),
+            to_bridge: Vec::with_capacity(capacity),
+            deliver: Vec::with_capacity(RING_SIZE as usize),
             forward: SendQueue::new(FORWARD_QUEUE, core.udp_family),
             reader: RoutesReader::new(&core.routes),
             changes: MacJournal::default(),
             slots: SealSlots::new(core.max_frame),
             fed_the_bridge: false,
-            mem: Arc::clone(&half.mem),
             injector,
             half,
             shared,
@@ -129,16 +123,15 @@ impl PeersToBridge {
         let Self {
             shared,
             half,
-            mem,
             injector,
             runs,
             recv,
-            taken,
             arrivals,
             plain,
             verdicts,
             in_place,
             kept,
+            to_bridge,
             deliver,
             forward,
             reader,
@@ -147,7 +140,6 @@ impl PeersToBridge {
             fed_the_bridge,
         } = self;
         let core = &shared.core;
-        let mem = &**mem;
         *fed_the_bridge = false;
         half.reclaim();
         if half.free.is_empty() {
@@ -157,7 +149,8 @@ impl PeersToBridge {
             std::thread::sleep(std::time::Duration::from_micros(50));
             return true;
         }
-        // Only as many datagrams as the free chunks can hold when full.
+        // Only as many datagrams as the free chunks can hold when full
+        // (should none of it merge, all of it takes the TX ring).
         let datagrams = (half.free.len() / gso::MAX_SEGMENTS).clamp(1, recv.capacity());
         let received = recv.recv(core.udp.as_fd(), datagrams, false);
         let now = Instant::now();
@@ -169,15 +162,8 @@ impl PeersToBridge {
             half.kick();
             return false;
         }
-        // Sealed packets start earlier, so that they open where plain ones are.
-        let lead = if reader.refresh(&core.routes).encrypted() {
-            SEALED_LEAD
-        } else {
-            0
-        };
-        let start = PACKET_OFFSET - lead;
         let mut tally = Tally::new(&core.counters, "from peers");
-        let mut no_chunk = 0;
+        arrivals.clear();
         for d in 0..recv.len() {
             let datagram = recv.get(d);
             let sender = sys::read_sockaddr(datagram.addr);
@@ -185,79 +171,65 @@ impl PeersToBridge {
                 tally.dropped(DropReason::Oversize, datagram.bytes.len(), sender);
                 continue;
             }
+            let mut at = datagram.at;
             for packet in datagram.segments() {
+                let len = packet.len();
                 // Heartbeats go to the mesh, before anything reads them as
                 // VXLAN (even the last, shorter segment of a GRO datagram).
-                if core.heartbeats.divert(packet, sender) {
-                    continue;
+                if !core.heartbeats.divert(packet, sender) {
+                    arrivals.push(Arrival { at, len, sender });
                 }
-                let Some(mut chunk) = half.free.pop() else {
-                    no_chunk += 1;
-                    continue;
-                };
-                // Too long for a chunk: not copied, counted by the verdict.
-                let room = mem
-                    .chunk_mut(&mut chunk)
-                    .get_mut(start..start + packet.len());
-                let truncated = packet.len() > PACKET_ROOM + lead || room.is_none();
-                if let Some(room) = room.filter(|_| !truncated) {
-                    room.copy_from_slice(packet);
-                }
-                taken.push(chunk);
-                arrivals.push(Arrival {
-                    len: packet.len(),
-                    truncated,
-                    sender,
-                });
+                at += len;
             }
-        }
-        if no_chunk > 0 {
-            shared.no_frame.fetch_add(no_chunk, Ordering::Relaxed);
         }
         let n = arrivals.len();
         let routes = reader.refresh(&core.routes);
+        let buffers = recv.buffers_mut();
         plain.clear();
-        plain.extend(taken.iter_mut().zip(arrivals.iter()).map(|(chunk, a)| {
-            if a.truncated {
-                // Counted by the verdict.
-                return Ok(start..start);
-            }
-            sealed::open(mem.chunk_mut(chunk), start, a.len, a.sender, routes)
-        }));
-        core.decide(n, now, verdicts, Some(changes), |macs, i| {
-            let Arrival {
-                truncated, sender, ..
-            } = arrivals[i];
-            if truncated {
-                return from_peer_truncated(sender, routes);
-            }
-            match &plain[i] {
-                Ok(range) => match mem.chunk(&taken[i]).get(range.clone()) {
-                    Some(packet) => from_peer(sender, packet, core.max_frame, routes, macs, now),
-                    None => FromPeer::Drop(DropReason::Oversize),
-                },
-                Err(reason) => FromPeer::Drop(*reason),
-            }
+        plain.extend(
+            arrivals
+                .iter()
+                .map(|a| sealed::open(buffers, a.at, a.len, a.sender, routes)),
+        );
+        core.decide(n, now, verdicts, Some(changes), |macs, i| match &plain[i] {
+            Ok(range) => match buffers.get(range.clone()) {
+                Some(packet) => from_peer(
+                    arrivals[i].sender,
+                    packet,
+                    core.max_frame,
+                    routes,
+                    macs,
+                    now,
+                ),
+                None => FromPeer::Drop(DropReason::Oversize),
+            },
+            Err(reason) => FromPeer::Drop(*reason),
         });
         in_place.clear();
         in_place.resize(n, None);
-        let inner_len = |taken: &Vec<Chunk>, i: usize| inner_frame(mem, &taken[i], &plain[i]).len();
-        for_each_sole_seal(verdicts, routes, taken, inner_len, |taken, i, onward| {
-            let sealed = plain[i].clone().and_then(|packet| {
-                let keys = routes.keys(onward.hop).ok_or(DropReason::NoRoute)?;
-                let frame = packet.start + vxlan::HEADER_LEN;
-                let len = packet.len() - vxlan::HEADER_LEN;
-                seal_in_place(mem.chunk_mut(&mut taken[i]), frame, len, onward.vni, keys)
-            });
-            in_place[i] = Some(sealed);
-        });
+        let inner_len = |buffers: &[u8], i: usize| inner_frame(buffers, &plain[i]).len();
+        for_each_sole_seal(
+            verdicts,
+            routes,
+            buffers,
+            inner_len,
+            |buffers, i, onward| {
+                let sealed = plain[i].clone().and_then(|packet| {
+                    let keys = routes.keys(onward.hop).ok_or(DropReason::NoRoute)?;
+                    let frame = packet.start + vxlan::HEADER_LEN;
+                    let len = packet.len() - vxlan::HEADER_LEN;
+                    seal_in_place(buffers, frame, len, onward.vni, keys)
+                });
+                in_place[i] = Some(sealed);
+            },
+        );
 
+        let buffers = recv.buffers();
         kept.clear();
         kept.resize(n, false);
         let mut forwarded = forward.batch(core.udp.as_fd());
         let mut out = ToBridge {
-            mem,
-            taken,
+            buffers,
             plain,
             in_place,
             arrivals,
@@ -266,33 +238,25 @@ impl PeersToBridge {
         };
         carry_out(verdicts, routes, &mut out, slots, &mut tally);
         let mut relayed = tally.sends(forwarded.finish());
-        let frame_of = |i| inner_frame(mem, &taken[i], &plain[i]);
+        let frame_of = |i| inner_frame(buffers, &plain[i]);
         let sealing = (&mut *forward, core.udp.as_fd());
         // Relayed frames too big for the next hop with DF are dropped: an
         // answer injected here would come back out of the port it entered.
         relayed += send_sealed(slots, frame_of, routes, sealing, None, &mut tally);
         tally.counts.relayed += relayed;
-        // Frames that enter the bridge keep their chunk; the rest are done with.
-        for ((chunk, kept), packet) in taken.drain(..).zip(kept.iter()).zip(plain.iter()) {
-            match packet {
-                Ok(packet) if *kept => deliver.push(Frame {
-                    chunk,
-                    start: packet.start + vxlan::HEADER_LEN,
-                    len: packet.len() - vxlan::HEADER_LEN,
-                    more: false,
-                }),
-                _ => half.free.push(chunk),
-            }
-        }
-        arrivals.clear();
+
         // Segments of a TCP stream that arrived together enter the bridge as
-        // one GSO super-frame, through the injector; then the whole batch
-        // goes that way, to stay in order.
+        // one GSO super-frame, through the injector, straight from the
+        // receive buffers; then the whole batch goes that way, to stay in
+        // order. Otherwise the frames are copied into transmit chunks.
+        to_bridge.clear();
+        to_bridge.extend((0..n).filter(|&i| kept[i]));
+        let frame = |k: usize| frame_of(to_bridge[k]);
         let mut delivered = 0;
+        let mut injected_all = false;
         if let Some(injector) = injector.as_mut() {
-            let frame = |i: usize| mem.frame(&deliver[i]);
-            coalesce::plan(deliver.len(), frame, runs);
-            if runs.len() < deliver.len() {
+            coalesce::plan(to_bridge.len(), frame, runs);
+            if runs.len() < to_bridge.len() {
                 delivered = tally.sends(injector.send(runs, frame));
                 tally.counts.received += delivered;
                 tally.counts.coalesced += runs
@@ -300,8 +264,41 @@ impl PeersToBridge {
                     .filter(|r| r.count > 1)
                     .map(|r| r.count as u64)
                     .sum::<u64>();
-                half.free.extend(deliver.drain(..).map(|f| f.chunk));
+                injected_all = true;
             }
+        }
+        let mut no_chunk = 0;
+        let copied = if injected_all { 0 } else { to_bridge.len() };
+        for k in 0..copied {
+            let inner = frame(k);
+            let Some(mut chunk) = half.free.pop() else {
+                no_chunk += 1;
+                continue;
+            };
+            let start = DATA_OFFSET as usize;
+            // `from_peer` admits frames of at most the MTU, which fits a chunk.
+            let Some(room) = (inner.len() <= MAX_FRAME)
+                .then(|| {
+                    half.mem
+                        .chunk_mut(&mut chunk)
+                        .get_mut(start..start + inner.len())
+                })
+                .flatten()
+            else {
+                half.free.push(chunk);
+                tally.counts.drop(DropReason::Oversize, 1);
+                continue;
+            };
+            room.copy_from_slice(inner);
+            deliver.push(Frame {
+                chunk,
+                start,
+                len: inner.len(),
+                more: false,
+            });
+        }
+        if no_chunk > 0 {
+            shared.no_frame.fetch_add(no_chunk, Ordering::Relaxed);
         }
         let queued = half.transmit(deliver);
         // The TX ring is as large as the pool of transmit chunks, so none
@@ -321,13 +318,12 @@ impl PeersToBridge {
     }
 }
 
-/// Where each received packet's frames go: into the bridge through the TX
-/// ring (its chunk then stays taken), on to peers straight from the UMEM
-/// (sealed in place first for a relay in password mode), or through a seal
-/// slot (a broadcast passed on sealed to several).
+/// Where each received packet's frames go: into the bridge (marked, and
+/// sent once the batch is planned), on to peers straight from the receive
+/// buffers (sealed in place first for a relay in password mode), or
+/// through a seal slot (a broadcast passed on sealed to several).
 struct ToBridge<'b, 'q, 'd> {
-    mem: &'d Memory,
-    taken: &'d [Chunk],
+    buffers: &'d [u8],
     plain: &'d [Opened],
     in_place: &'d [Option<Opened>],
     arrivals: &'d [Arrival],
@@ -341,7 +337,7 @@ impl Carrier for ToBridge<'_, '_, '_> {
     }
 
     fn inner_len(&self, frame: usize) -> usize {
-        inner_frame(self.mem, &self.taken[frame], &self.plain[frame]).len()
+        inner_frame(self.buffers, &self.plain[frame]).len()
     }
 
     fn sender(&self, frame: usize) -> Option<SocketAddr> {
@@ -353,25 +349,24 @@ impl Carrier for ToBridge<'_, '_, '_> {
     }
 
     fn send_clear(&mut self, frame: usize, onward: &Onward) {
-        let frame = inner_frame(self.mem, &self.taken[frame], &self.plain[frame]);
+        let frame = inner_frame(self.buffers, &self.plain[frame]);
         let header = vxlan::header(onward.vni);
         self.forwarded.push(Some(header), frame, Some(&onward.to));
     }
 
     fn seal_in_place(&mut self, frame: usize, onward: &Onward) -> Option<Result<(), DropReason>> {
         let sealed = self.in_place[frame].clone()?.map(|range| {
-            let chunk = self.mem.chunk(&self.taken[frame]);
-            self.forwarded.push(None, &chunk[range], Some(&onward.to));
+            self.forwarded
+                .push(None, &self.buffers[range], Some(&onward.to));
         });
         Some(sealed)
     }
 }
 
-/// The inner frame of a packet in `chunk`, once opened (empty if it was not).
-fn inner_frame<'a>(mem: &'a Memory, chunk: &'a Chunk, packet: &Opened) -> &'a [u8] {
+/// The inner frame of a packet in `buffers`, once opened (empty if it was not).
+fn inner_frame<'a>(buffers: &'a [u8], packet: &Opened) -> &'a [u8] {
     match packet {
-        Ok(range) => mem
-            .chunk(chunk)
+        Ok(range) => buffers
             .get(range.start + vxlan::HEADER_LEN..range.end)
             .unwrap_or_default(),
         Err(_) => &[],

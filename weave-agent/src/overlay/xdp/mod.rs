@@ -17,13 +17,14 @@
 //!   the batch with one `sendmmsg` whose iovecs point into the UMEM (no
 //!   copy in userspace), and gives the frames back to the fill ring.
 //! - peers to bridge (`from_peers`): `recvmmsg` of whole GRO datagrams
-//!   (a peer's GSO datagram stays one skb up to the socket), each packet
-//!   copied into a transmit frame of the UMEM (the VXLAN header just in
-//!   front of where the inner frame must start), verdicts, relays and
-//!   broadcasts passed on with one `sendmmsg`, the inner frames queued on
-//!   the TX ring and the kernel kicked once per batch (copy-mode TX only
-//!   moves in `sendto`), or, when segments of a TCP stream merge
-//!   (`coalesce`), the batch sent as GSO super-frames through `inject`.
+//!   (a peer's GSO datagram stays one skb up to the socket), verdicts on
+//!   the packets where they were received, relays and broadcasts passed
+//!   on with one `sendmmsg`; when segments of a TCP stream merge
+//!   (`coalesce`), the batch goes into the bridge as GSO super-frames
+//!   through `inject`, gathered straight from the receive buffers;
+//!   otherwise each inner frame is copied into a transmit frame of the
+//!   UMEM, queued on the TX ring, and the kernel kicked once per batch
+//!   (copy-mode TX only moves in `sendto`).
 //!
 //! Two workers, `weave-xsk-out` and `weave-xsk-in`, each home to one
 //! direction, run them to completion and take over the other's work rather

@@ -1,6 +1,7 @@
-//! Password mode on the `AF_XDP` path: frames sealed and opened in place in
-//! their UMEM chunk, in the same wire format as the plain path
-//! (`overlay::seal`), so that xdp and plain peers interoperate.
+//! Password mode on the `AF_XDP` path: frames sealed in place in their UMEM
+//! chunk and opened in place where they were received, in the same wire
+//! format as the plain path (`overlay::seal`), so that xdp and plain peers
+//! interoperate.
 //!
 //! A chunk has room on both sides of its frame (the kernel leaves
 //! `DATA_OFFSET` bytes in front, and a frame is at most the MTU, far less
@@ -11,11 +12,10 @@
 //! plain path's scratch slots (`seal_slots`), as there it must be copied.
 //!
 //! - bridge to peers: [`seal_in_place`] on the frame the RX ring gave.
-//! - peers to bridge: packets are received [`SEALED_LEAD`] bytes earlier in
-//!   their chunk than plain ones, so that once [`open`] has decrypted them
-//!   the plain VXLAN packet sits where it would have without a password
-//!   (the inner frame at `DATA_OFFSET`, ready for the TX ring); a relayed
-//!   one is sealed again in place with [`seal_in_place`] for the next hop.
+//! - peers to bridge: packets are [`open`]ed in place in the receive
+//!   buffers where they arrived; a relayed one is sealed again in place
+//!   with [`seal_in_place`] for the next hop (it takes exactly the bytes
+//!   it arrived in: same frame, same overhead).
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -25,14 +25,10 @@ use crate::overlay::decide::routes::Routes;
 use crate::overlay::wire::seal::{self, PeerKeys};
 use crate::overlay::wire::vxlan;
 
-/// How much earlier in its chunk a sealed packet is received than a plain
-/// one: the counter between the VXLAN header and the frame.
-pub(super) const SEALED_LEAD: usize = seal::COUNTER_LEN;
-
-/// Seals, in `chunk` (a chunk's bytes), the frame of `len` bytes at `start`
-/// for the connection of `keys`, under VXLAN header `vni`; returns where
-/// the sealed packet lies in the chunk. Drops: no room in the chunk
-/// (`Oversize`), key used up (`SendFailed`).
+/// Seals, in `chunk` (a chunk's bytes, or the receive buffers), the frame
+/// of `len` bytes at `start` for the connection of `keys`, under VXLAN
+/// header `vni`; returns where the sealed packet lies in `chunk`. Drops: no
+/// room (`Oversize`), key used up (`SendFailed`).
 pub(super) fn seal_in_place(
     chunk: &mut [u8],
     start: usize,
@@ -55,12 +51,12 @@ pub(super) fn seal_in_place(
     Ok(begin..begin + sealed)
 }
 
-/// Where, in `chunk`, the plain VXLAN packet of the `len` bytes received at
-/// `start` from `sender` is: the packet itself without a password; in
-/// password mode, opened in place with the sender's key (see the module
-/// docs). An unknown sender is left to the verdict to count.
+/// Where, in `buffer`, the plain VXLAN packet of the `len` bytes received
+/// at `start` from `sender` is: the packet itself without a password; in
+/// password mode, opened in place with the sender's key. An unknown sender
+/// is left to the verdict to count.
 pub(super) fn open(
-    chunk: &mut [u8],
+    buffer: &mut [u8],
     start: usize,
     len: usize,
     sender: Option<SocketAddr>,
@@ -73,7 +69,7 @@ pub(super) fn open(
     let Some(neighbour) = sender.and_then(|a| routes.neighbour_at(&a)) else {
         return Ok(whole);
     };
-    let packet = chunk.get_mut(whole).ok_or(DropReason::Oversize)?;
+    let packet = buffer.get_mut(whole).ok_or(DropReason::Oversize)?;
     let plain = seal::open_from(routes.keys(neighbour), packet)?;
     Ok(start + plain.start..start + plain.end)
 }

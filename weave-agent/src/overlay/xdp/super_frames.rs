@@ -9,8 +9,10 @@
 //! here (`wire::segment`), once per super-frame rather than paying XDP, the
 //! `AF_XDP` copy and a ring slot per MTU frame, into chunks kept for that
 //! (`umem::SEGMENT_CHUNKS`), each segment tagged like the super-frame was.
-//! The segments then go on like any frame: one verdict each, and out in
-//! UDP GSO datagrams with iovecs pointing into their chunks.
+//! The segments then go on like any frame, out in UDP GSO datagrams with
+//! iovecs pointing into their chunks; they share their super-frame's
+//! headers, so its first segment's verdict serves them all
+//! ([`Scratch::follows`]).
 //!
 //! The same offload leaves TCP and UDP checksums of smaller frames partial
 //! (a veth's peer trusts them); `wire::partial_checksum` finishes those in
@@ -25,18 +27,28 @@ use crate::overlay::counters::DropReason;
 use crate::overlay::engine::carry::Tally;
 use crate::overlay::wire::partial_checksum;
 use crate::overlay::wire::segment::SuperFrame;
+use crate::overlay::wire::vxlan::ETHERNET_HEADER_LEN;
 
 /// Most descriptors one frame can take: a 64 KiB frame over chunks of
 /// 3840 bytes, and the kernel's own bound (`MAX_SKB_FRAGS` + 1).
 const MAX_PIECES: usize = 18;
-/// The `ETHERNET_HEADER_LEN` the MTU excludes.
-const ETHERNET: usize = crate::overlay::wire::vxlan::ETHERNET_HEADER_LEN;
 
 /// Scratch space of [`prepare`], allocated once.
 #[derive(Default)]
 pub(super) struct Scratch {
     staged: Vec<Frame>,
     done: Vec<Frame>,
+    /// Whether each frame [`prepare`] gave is a segment after the first of
+    /// its super-frame.
+    follows: Vec<bool>,
+}
+
+impl Scratch {
+    /// Whether frame `i` of the last [`prepare`] continues the super-frame
+    /// of frame `i - 1`: same Ethernet header, same tag, so the same verdict.
+    pub(super) fn follows(&self, i: usize) -> bool {
+        self.follows.get(i).copied().unwrap_or(false)
+    }
 }
 
 /// Rewrites `frames`, as received (a frame may span several descriptors),
@@ -53,13 +65,18 @@ pub(super) fn prepare(
     tally: &mut Tally<'_>,
     no_chunk: &AtomicU64,
 ) {
+    let Scratch {
+        staged,
+        done,
+        follows,
+    } = scratch;
+    follows.clear();
     if frames.iter().all(|f| !f.more && f.len <= max_frame) {
         for f in frames.iter_mut() {
             finish_checksum(half, f);
         }
         return;
     }
-    let Scratch { staged, done } = scratch;
     staged.clear();
     let mut rest = frames.drain(..);
     // Every frame of `rest` ends in `staged` or `done`: none is lost.
@@ -85,12 +102,14 @@ pub(super) fn prepare(
             if let Some(mut f) = parts[0].take() {
                 finish_checksum(half, &mut f);
                 staged.push(f);
+                follows.resize(staged.len(), false);
             }
             continue;
         }
         if overlong {
             tally.dropped(DropReason::Oversize, total, None);
         } else {
+            let first = staged.len();
             cut(
                 half,
                 &parts[..count],
@@ -100,6 +119,10 @@ pub(super) fn prepare(
                 tally,
                 no_chunk,
             );
+            follows.resize(staged.len(), true);
+            if let Some(head) = follows.get_mut(first) {
+                *head = false;
+            }
         }
         done.extend(parts.into_iter().flatten());
     }
@@ -135,7 +158,7 @@ fn cut(
     let pieces = &pieces[..parts.len()];
     let (Some(first), Ok(super_frame)) = (
         parts.first().and_then(Option::as_ref),
-        SuperFrame::parse(pieces[0], total, max_frame - ETHERNET),
+        SuperFrame::parse(pieces[0], total, max_frame - ETHERNET_HEADER_LEN),
     ) else {
         tally.dropped(DropReason::Oversize, total, None);
         return;

@@ -127,15 +127,23 @@ impl BridgeToPeers {
         if tags.iter().any(Option::is_none) {
             untagged(shared);
         }
+        // A super-frame's segments are decided once (MAC learnt, peer
+        // looked up), by their first.
+        let mut last = None;
         core.decide(frames.len(), now, verdicts, Some(changes), |macs, i| {
-            from_bridge_tagged(
+            if let Some(verdict) = last.filter(|_| cut_scratch.follows(i)) {
+                return verdict;
+            }
+            let verdict = from_bridge_tagged(
                 mem.frame(&frames[i]),
                 core.max_frame,
                 tags[i],
                 routes,
                 macs,
                 now,
-            )
+            );
+            last = Some(verdict);
+            verdict
         });
         in_place.clear();
         in_place.resize(frames.len(), None);

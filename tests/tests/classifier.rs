@@ -584,6 +584,7 @@ fn af_xdp_socket_on_a_veth(maps: DatapathMaps) -> Arc<XdpOverlay> {
             udp_listen: "127.0.0.1:0".parse().unwrap(),
             mtu: 1450,
             multi_buffer: true,
+            busy_poll: false,
         },
         maps,
     )

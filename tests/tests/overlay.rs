@@ -151,6 +151,8 @@ struct SimHost {
     /// xdp: whether the socket takes multi-buffer frames (as the agent's
     /// does wherever the kernel allows).
     multi_buffer: bool,
+    /// xdp: `--busy-poll`, one worker that never sleeps.
+    busy_poll: bool,
 }
 
 impl SimHost {
@@ -181,7 +183,7 @@ impl SimHost {
                 self.reload_datapath();
                 let datapath = self.datapath.as_mut().expect("datapath loaded");
                 let maps = datapath.maps.take().expect("datapath maps");
-                let multi_buffer = self.multi_buffer;
+                let (multi_buffer, busy_poll) = (self.multi_buffer, self.busy_poll);
                 in_netns(&self.ns, || {
                     XdpOverlay::start(
                         XdpConfig {
@@ -189,6 +191,7 @@ impl SimHost {
                             udp_listen,
                             mtu,
                             multi_buffer,
+                            busy_poll,
                         },
                         maps,
                     )
@@ -380,6 +383,7 @@ impl World {
             ns,
             container,
             multi_buffer: true,
+            busy_poll: false,
         }
     }
 
@@ -1150,6 +1154,50 @@ fn transmit_offloads_on_the_way_to_the_data_plane(engine: Engine) {
         assert_tcp(h1, h2, bytes);
         assert_eq!(h1.stats().frames_segmented, 0, "single-buffer");
     }
+}
+
+/// `weave launch --busy-poll` (xdp only: plain has no workers to keep
+/// awake): one worker, `weave-xsk-poll`, carries both directions without
+/// sleeping; ping and a TCP stream cross as they do with two, and stopping
+/// the overlay stops it.
+#[test]
+fn busy_polling_carries_both_directions_on_one_worker() {
+    let thread_names = || -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                    .map(|name| name.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut world = World::new("ovlbusy", 2, Offloads::Untouched, Engine::Xdp);
+    for host in &mut world.hosts {
+        host.busy_poll = true;
+    }
+    world.start_overlays();
+    world.full_mesh();
+    let names = thread_names();
+    let polling = names.iter().filter(|n| *n == "weave-xsk-poll").count();
+    assert_eq!(polling, 2, "one busy-polling worker per host: {names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "weave-xsk-in" || n == "weave-xsk-out"),
+        "no sleeping workers beside it: {names:?}"
+    );
+    let (h1, h2) = (world.host(1), world.host(2));
+    assert_ping(h1, h2, &[]);
+    assert_tcp(h1, h2, 8 << 20);
+    assert!(h1.stats().frames_segmented > 0, "TCP super-frames crossed");
+    drop(world);
+    wait_until(
+        "the busy-polling workers stop",
+        Duration::from_secs(5),
+        || (!thread_names().iter().any(|n| n == "weave-xsk-poll")).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}", thread_names()));
 }
 
 /// Threads and descriptors of this process (the integration tests run one

@@ -36,6 +36,8 @@ pub(super) struct Host {
     pub underlays: Vec<String>,
     pub bridge_mac: [u8; 6],
     pub bridge_port_index: u32,
+    /// `--busy-poll`: the `AF_XDP` workers never sleep.
+    pub busy_poll: bool,
 }
 
 /// Attaches the datapath program in the mode the choice needs and starts
@@ -185,6 +187,7 @@ fn start_xdp(classifier: &mut Classifier, host: &Host) -> anyhow::Result<Arc<Xdp
             udp_listen: host.udp_listen,
             mtu: host.mtu,
             multi_buffer,
+            busy_poll: host.busy_poll,
         },
         maps,
     )

@@ -186,6 +186,7 @@ impl Agent {
                 .collect(),
             bridge_mac: netlink.mac_of(BRIDGE).await?.unwrap_or_default(),
             bridge_port_index: netlink.require(DATAPATH_BRIDGE_END).await?,
+            busy_poll: options.busy_poll,
         };
         let dataplane::Selected {
             overlay,

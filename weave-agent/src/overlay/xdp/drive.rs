@@ -18,6 +18,13 @@
 //! itself. Before sleeping a worker spins for a short adaptive budget
 //! (`spin`), checking both sockets with a `poll` that does not wait; an
 //! idle agent's budget is zero.
+//!
+//! Busy polling (`weave launch --busy-poll`, for hosts with a core to
+//! spare) takes the wake-ups out altogether: one worker, `weave-xsk-poll`,
+//! runs both directions and, out of work, checks both sockets again
+//! without ever sleeping. It costs that core whether or not traffic flows.
+//! One worker rather than two spinning ones: two would take two cores, and
+//! the one that feeds the bridge already looks at the other direction.
 
 use std::os::fd::{AsFd as _, BorrowedFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -67,9 +74,19 @@ struct Directions {
     to_bridge: Mutex<PeersToBridge>,
 }
 
-/// Starts the two forwarding workers.
+/// How the forwarding workers wait for work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Polling {
+    /// Two workers, each sleeping in `poll` after a short adaptive spin.
+    Sleeping,
+    /// One worker that never sleeps.
+    Busy,
+}
+
+/// Starts the forwarding workers.
 pub(super) fn spawn(
     workers: &Workers,
+    polling: Polling,
     shared: Arc<Shared>,
     to_peers: BridgeToPeers,
     to_bridge: PeersToBridge,
@@ -79,6 +96,19 @@ pub(super) fn spawn(
         to_peers: Mutex::new(to_peers),
         to_bridge: Mutex::new(to_bridge),
     });
+    if polling == Polling::Busy {
+        return workers.spawn("weave-xsk-poll", move || {
+            let d = &directions;
+            let fds = [d.shared.mem.borrowed_fd(), d.shared.core.udp.as_fd()];
+            while !d.shared.core.stopping() {
+                let worked = run_if_free(&d.to_peers, &d.shared.core)
+                    | run_if_free(&d.to_bridge, &d.shared.core);
+                if !worked {
+                    spin_until_readable(&fds, STOP_CHECK);
+                }
+            }
+        });
+    }
     let out = Arc::clone(&directions);
     workers.spawn("weave-xsk-out", move || {
         let (xsk, udp) = (out.shared.mem.borrowed_fd(), out.shared.core.udp.as_fd());

@@ -28,7 +28,8 @@
 //!
 //! Two workers, `weave-xsk-out` and `weave-xsk-in`, each home to one
 //! direction, run them to completion and take over the other's work rather
-//! than wake its worker (`drive`).
+//! than wake its worker (`drive`); with busy polling, one worker,
+//! `weave-xsk-poll`, runs both and never sleeps.
 //!
 //! A third thread, `weave-xsk-sync`, keeps the kernel's copy of the remote
 //! MACs in step with the agent's table (entries aged out, peers gone), off
@@ -87,6 +88,9 @@ pub struct XdpConfig {
     /// (`XDP_USE_SG`, Linux 6.6), and falls back to single-buffer frames
     /// where the kernel refuses; [`XdpOverlay::multi_buffer`] says which.
     pub multi_buffer: bool,
+    /// Busy polling: one worker runs both directions and never sleeps
+    /// (see `drive`).
+    pub busy_poll: bool,
 }
 
 /// The largest MTU whose frames fit a UMEM frame.
@@ -137,6 +141,7 @@ pub struct XdpOverlay {
     local_addr: SocketAddr,
     datapath_ifname: String,
     multi_buffer: bool,
+    busy_poll: bool,
     /// The XSKS map, to take the socket out of it when stopping.
     sockets: Mutex<XskMap<MapData>>,
     workers: Workers,
@@ -191,6 +196,7 @@ impl XdpOverlay {
             local_addr,
             datapath_ifname: iface,
             multi_buffer,
+            busy_poll: config.busy_poll,
             sockets: Mutex::new(sockets),
             workers: Workers::new("xdp"),
         });
@@ -209,7 +215,18 @@ impl XdpOverlay {
             .ok();
         let to_peers = BridgeToPeers::new(Arc::clone(&shared), rx_half);
         let to_bridge = PeersToBridge::new(Arc::clone(&shared), tx_half, injector);
-        drive::spawn(&overlay.workers, Arc::clone(&shared), to_peers, to_bridge)?;
+        let polling = if config.busy_poll {
+            drive::Polling::Busy
+        } else {
+            drive::Polling::Sleeping
+        };
+        drive::spawn(
+            &overlay.workers,
+            polling,
+            Arc::clone(&shared),
+            to_peers,
+            to_bridge,
+        )?;
         let sync = shared;
         overlay
             .workers
@@ -219,6 +236,7 @@ impl XdpOverlay {
             udp = %local_addr,
             mtu = config.mtu,
             multi_buffer,
+            busy_poll = config.busy_poll,
             "xdp overlay started"
         );
         Ok(overlay)
@@ -231,13 +249,14 @@ impl XdpOverlay {
     /// One line for `weave status`: how frames reach this data plane.
     pub fn describe(&self) -> String {
         format!(
-            "AF_XDP copy mode on {}, XDP generic{}",
+            "AF_XDP copy mode on {}, XDP generic{}{}",
             self.datapath_ifname,
             if self.multi_buffer {
                 ""
             } else {
                 ", single-buffer (TCP frames cut by the kernel)"
-            }
+            },
+            if self.busy_poll { ", busy polling" } else { "" }
         )
     }
 

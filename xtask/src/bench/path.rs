@@ -17,13 +17,16 @@ pub(super) enum Path {
     PlainEncrypted,
     /// The accelerated data plane, encrypted (`--dataplane xdp --password`).
     XdpEncrypted,
+    /// The accelerated data plane with a worker that never sleeps
+    /// (`--dataplane xdp --busy-poll`): what a spare core buys.
+    XdpBusyPoll,
 }
 
 /// The password of the encrypted paths (the hosts are simulated and gone after the run).
 pub(super) const PASSWORD: &str = "weave-bench-not-a-secret";
 
 impl Path {
-    pub(super) const ALL: [Self; 7] = [
+    pub(super) const ALL: [Self; 8] = [
         Self::Native,
         Self::Vxlan,
         Self::Plain,
@@ -31,6 +34,7 @@ impl Path {
         Self::Xdp,
         Self::PlainEncrypted,
         Self::XdpEncrypted,
+        Self::XdpBusyPoll,
     ];
 
     /// Name on the command line (`--only`) and in the JSON file.
@@ -43,6 +47,7 @@ impl Path {
             Self::Xdp => "xdp",
             Self::PlainEncrypted => "plain-encrypted",
             Self::XdpEncrypted => "xdp-encrypted",
+            Self::XdpBusyPoll => "xdp-busy-poll",
         }
     }
 
@@ -56,6 +61,7 @@ impl Path {
             Self::Xdp => "weave xdp",
             Self::PlainEncrypted => "weave plain + password",
             Self::XdpEncrypted => "weave xdp + password",
+            Self::XdpBusyPoll => "weave xdp + busy polling",
         }
     }
 
@@ -77,13 +83,16 @@ impl Path {
         if self.encrypted() {
             flags.extend(["--password", PASSWORD]);
         }
+        if self == Self::XdpBusyPoll {
+            flags.push("--busy-poll");
+        }
         flags
     }
 
     /// The `--dataplane` value of this path.
     pub(super) const fn dataplane(self) -> &'static str {
         match self {
-            Self::Xdp | Self::XdpEncrypted => "xdp",
+            Self::Xdp | Self::XdpEncrypted | Self::XdpBusyPoll => "xdp",
             Self::Fastdp => "fastdp",
             _ => "plain",
         }
@@ -112,6 +121,9 @@ impl Path {
             return Some(
                 "this weave's `launch` has no `--password` (encryption has not landed)".into(),
             );
+        }
+        if self == Self::XdpBusyPoll && !has_flag(launch_help, "--busy-poll") {
+            return Some("this weave's `launch` has no `--busy-poll`".into());
         }
         None
     }
@@ -204,6 +216,12 @@ Options:
             );
         assert_eq!(Path::Xdp.unsupported_by(&later), None);
         assert_eq!(Path::XdpEncrypted.unsupported_by(&later), None);
+        assert!(
+            Path::XdpBusyPoll
+                .unsupported_by(&later)
+                .unwrap()
+                .contains("--busy-poll")
+        );
     }
 
     #[test]
@@ -212,6 +230,10 @@ Options:
         assert_eq!(
             Path::XdpEncrypted.launch_flags(),
             ["--dataplane", "xdp", "--password", PASSWORD]
+        );
+        assert_eq!(
+            Path::XdpBusyPoll.launch_flags(),
+            ["--dataplane", "xdp", "--busy-poll"]
         );
     }
 }

@@ -168,6 +168,19 @@ impl<'c> Setup<'c> {
                 },
             )?;
             say(&format!("h1: weave status connections: {}", line.trim()));
+            if path == Path::XdpBusyPoll {
+                for &i in hosts {
+                    // Read as JSON: xtask builds without weave-agent's types.
+                    let json = cluster[i].try_weave(&["status", "--json"])?;
+                    let status: serde_json::Value = serde_json::from_str(&json)?;
+                    let described = status["dataplane"].as_str().unwrap_or_default();
+                    ensure!(
+                        described.contains("busy polling"),
+                        "{}: launched with --busy-poll, but the data plane is `{described}`",
+                        cluster[i].nickname()
+                    );
+                }
+            }
             let shown = connection_dataplane(&line);
             Some(shown)
         } else {

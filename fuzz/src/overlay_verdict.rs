@@ -1,5 +1,7 @@
 //! The `overlay_verdict` fuzz target: what every data plane does with each
-//! frame: the verdict, then the plan of actions the engines carry out.
+//! frame: the verdict, then the plan of actions the engines carry out; and
+//! the same packets from peers decided in batches (`FromPeerBatch`, as the
+//! engines do) give the same verdicts and tables.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -152,37 +154,68 @@ pub fn overlay_verdict(data: &[u8]) {
     let routes = Routes::compile(Arc::new(table));
     // As the xdp data plane keeps them: with the journal of remote changes,
     // never drained here, so its bound is exercised too.
-    let mut macs = Macs::mirrored();
-    macs.local = MacTable::new(capacity, Duration::from_mins(5));
-    macs.remote = MacTable::new(capacity, Duration::from_mins(5));
+    let tables = || {
+        let mut macs = Macs::mirrored();
+        macs.local = MacTable::new(capacity, Duration::from_mins(5));
+        macs.remote = MacTable::new(capacity, Duration::from_mins(5));
+        macs
+    };
+    let mut macs = tables();
+    // The same input decided as the engines decide a batch, on tables of
+    // its own: runs of packets from peers through one `FromPeerBatch`, a new
+    // one after anything else (the other direction, time, expiry). Same
+    // verdicts, same tables.
+    let mut batched = tables();
+    let mut batch = verdict::FromPeerBatch::default();
     let mut now = Instant::now();
     while !input.is_empty() {
+        let mut from_peer = |from, payload: &[u8], macs: &mut Macs, batched: &mut Macs, now| {
+            let want = check_from_peer(from, payload, max_frame, &routes, macs, now);
+            let got = batch.from_peer(from, payload, max_frame, &routes, batched, now);
+            assert_eq!(got, want, "a batch decided otherwise");
+        };
         match Op::ALL[usize::from(input.byte()) % Op::ALL.len()] {
             Op::RawFromBridge => {
                 let len = usize::from(input.byte());
                 let frame = input.take(len).to_vec();
                 check_from_bridge(&frame, max_frame, &routes, &mut macs, now);
+                verdict::from_bridge(&frame, max_frame, &routes, &mut batched, now);
+                batch = verdict::FromPeerBatch::default();
             }
             Op::FromBridge => {
                 let frame = built_frame(&mut input);
                 check_from_bridge(&frame, max_frame, &routes, &mut macs, now);
+                verdict::from_bridge(&frame, max_frame, &routes, &mut batched, now);
+                batch = verdict::FromPeerBatch::default();
             }
             Op::RawFromPeer => {
                 let from = sender(input.byte());
                 let len = usize::from(input.byte());
                 let payload = input.take(len).to_vec();
-                check_from_peer(from, &payload, max_frame, &routes, &mut macs, now);
+                from_peer(from, &payload, &mut macs, &mut batched, now);
             }
             Op::FromPeer => {
                 let from = sender(input.byte());
                 let vni = ShortId::vni(id(input.byte()), id(input.byte()));
                 let payload = vxlan_packet(vni, &built_frame(&mut input));
-                check_from_peer(from, &payload, max_frame, &routes, &mut macs, now);
+                from_peer(from, &payload, &mut macs, &mut batched, now);
             }
-            Op::Wait => now += Duration::from_secs(u64::from(input.byte()) * 4),
-            Op::Expire => macs.expire(now),
+            Op::Wait => {
+                now += Duration::from_secs(u64::from(input.byte()) * 4);
+                batch = verdict::FromPeerBatch::default();
+            }
+            Op::Expire => {
+                macs.expire(now);
+                batched.expire(now);
+                batch = verdict::FromPeerBatch::default();
+            }
         }
         assert!(macs.local.len() <= capacity && macs.remote.len() <= capacity);
+        assert_eq!(
+            (macs.local.len(), macs.remote.len()),
+            (batched.local.len(), batched.remote.len()),
+            "a batch learnt otherwise"
+        );
     }
 }
 
@@ -258,7 +291,7 @@ fn check_from_peer(
     routes: &Routes,
     macs: &mut Macs,
     now: Instant,
-) {
+) -> FromPeer {
     let sizes = (macs.local.len(), macs.remote.len());
     let not_learnt = macs.not_learnt;
     let verdict = verdict::from_peer(from, payload, max_frame, routes, macs, now);
@@ -335,6 +368,7 @@ fn check_from_peer(
             );
         }
     }
+    verdict
 }
 
 /// The keys every keyed neighbour of an `overlay_verdict` table has.

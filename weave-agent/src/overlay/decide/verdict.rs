@@ -204,6 +204,56 @@ pub fn from_peer(
     }
 }
 
+/// What makes two packets' [`from_peer`] verdicts the same within one
+/// batch (one lock of the MAC tables, one routes snapshot): the sender, the
+/// VXLAN header and the inner source MAC. Nothing else of the packet is
+/// read but its length, checked every time.
+type Likeness = (SocketAddr, [u8; vxlan::HEADER_LEN], [u8; 6]);
+
+/// [`from_peer`] over one batch: a packet like the one before it (see
+/// [`Likeness`]) gets its verdict without the lookups. The packets of a
+/// GRO datagram come from one sender and mostly one TCP stream, so this
+/// looks the sender up and learns the source MAC once per run of them
+/// instead of once per packet. Learning the same MAC behind the same origin
+/// again at the same instant changes nothing, so the verdicts and the
+/// tables are exactly what per-packet calls would give; only
+/// `Macs::not_learnt` counts a source refused for its origin's allowance
+/// once per run of like packets, not once per packet. Start a new one for
+/// every batch.
+#[derive(Default)]
+pub struct FromPeerBatch {
+    last: Option<(Likeness, FromPeer)>,
+}
+
+impl FromPeerBatch {
+    pub fn from_peer(
+        &mut self,
+        sender: Option<SocketAddr>,
+        payload: &[u8],
+        max_frame: usize,
+        routes: &Routes,
+        macs: &mut Macs,
+        now: Instant,
+    ) -> FromPeer {
+        let within = (vxlan::HEADER_LEN + vxlan::ETHERNET_HEADER_LEN
+            ..=vxlan::HEADER_LEN + max_frame)
+            .contains(&payload.len());
+        let likeness = sender.filter(|_| within).and_then(|sender| {
+            let header = payload.first_chunk::<{ vxlan::HEADER_LEN }>()?;
+            let src = payload.get(vxlan::HEADER_LEN + SRC_MAC..vxlan::HEADER_LEN + SRC_MAC + 6)?;
+            Some((sender, *header, <[u8; 6]>::try_from(src).ok()?))
+        });
+        if let (Some(likeness), Some((last, verdict))) = (likeness, self.last)
+            && likeness == last
+        {
+            return verdict;
+        }
+        let verdict = from_peer(sender, payload, max_frame, routes, macs, now);
+        self.last = likeness.map(|l| (l, verdict));
+        verdict
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -420,5 +470,50 @@ mod tests {
             ),
             FromPeer::Deliver { .. }
         ));
+    }
+
+    #[test]
+    fn a_batch_decides_like_packet_by_packet_calls() {
+        let (routes, mut one_by_one, now) = setup();
+        let mut batched = Macs::default();
+        let at_a2 = [0x02, 0, 0, 0, 0, 0xa2];
+        let to_me = |src, len| packet(A, B, &frame(LOCAL, src, len));
+        // Runs of like packets, broken by another source, another VNI
+        // (a relay, a broadcast), another sender, a stranger, lengths over
+        // the MTU and under an Ethernet header, a local MAC as source.
+        let packets: Vec<(Option<SocketAddr>, Vec<u8>)> = vec![
+            (Some(addr(A)), to_me(AT_A, 1400)),
+            (Some(addr(A)), to_me(AT_A, 1400)),
+            (Some(addr(A)), to_me(AT_A, MAX + 1)),
+            (Some(addr(A)), to_me(AT_A, 60)),
+            (Some(addr(A)), to_me(at_a2, 60)),
+            (Some(addr(A)), packet(A, C, &frame(AT_C, AT_A, 60))),
+            (Some(addr(A)), packet(A, C, &frame(AT_C, AT_A, 60))),
+            (
+                Some(addr(A)),
+                packet(A, ShortId::BROADCAST, &frame(BCAST, AT_A, 60)),
+            ),
+            (Some(addr(C)), packet(C, B, &frame(LOCAL, AT_A, 60))),
+            (Some(addr(C)), packet(C, B, &frame(LOCAL, AT_A, 60))),
+            (None, to_me(AT_A, 60)),
+            (Some(addr(A)), to_me(AT_A, 60)[..20].to_vec()),
+            (Some(addr(A)), to_me(LOCAL, 60)),
+            (Some(addr(A)), to_me(AT_A, 60)),
+        ];
+        batched.learn_local(Mac(LOCAL), now);
+        one_by_one.learn_local(Mac(LOCAL), now);
+        let mut batch = FromPeerBatch::default();
+        for (i, (sender, payload)) in packets.iter().enumerate() {
+            let want = from_peer(*sender, payload, MAX, &routes, &mut one_by_one, now);
+            let got = batch.from_peer(*sender, payload, MAX, &routes, &mut batched, now);
+            assert_eq!(got, want, "packet {i}");
+        }
+        for mac in [AT_A, at_a2, AT_C, LOCAL] {
+            assert_eq!(
+                batched.remote.lookup(&Mac(mac), now),
+                one_by_one.remote.lookup(&Mac(mac), now),
+                "{mac:02x?}"
+            );
+        }
     }
 }

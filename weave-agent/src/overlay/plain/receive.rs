@@ -14,7 +14,7 @@ use std::time::Instant;
 use super::Shared;
 use crate::overlay::counters::DropReason;
 use crate::overlay::decide::routes::{Routes, RoutesReader};
-use crate::overlay::decide::verdict::{FromPeer, from_peer, from_peer_truncated};
+use crate::overlay::decide::verdict::{FromPeer, FromPeerBatch, from_peer_truncated};
 use crate::overlay::engine::BATCH;
 use crate::overlay::engine::carry::{Carrier, Onward, Tally, carry_out, send_sealed};
 use crate::overlay::engine::seal_slots::SealSlots;
@@ -49,6 +49,7 @@ pub(super) fn run(shared: &Shared) {
         let now = Instant::now();
         let routes = reader.refresh(&core.routes);
         open_all(&mut packets, routes, &mut plain);
+        let mut batch = FromPeerBatch::default();
         core.decide(packets.len(), now, &mut verdicts, None, |macs, i| {
             let packet = packets.get(i);
             let sender = sys::read_sockaddr(packet.addr);
@@ -57,7 +58,7 @@ pub(super) fn run(shared: &Shared) {
             } else {
                 match &plain[i] {
                     Err(reason) => FromPeer::Drop(*reason),
-                    Ok(range) => from_peer(
+                    Ok(range) => batch.from_peer(
                         sender,
                         payload(packet.data, range),
                         core.max_frame,

@@ -26,7 +26,7 @@ use super::umem::{BridgeTx, DATA_OFFSET, Frame, MAX_FRAME, RING_SIZE};
 use crate::overlay::counters::DropReason;
 use crate::overlay::decide::macs::MacJournal;
 use crate::overlay::decide::routes::RoutesReader;
-use crate::overlay::decide::verdict::{FromPeer, from_peer};
+use crate::overlay::decide::verdict::{FromPeer, FromPeerBatch};
 use crate::overlay::engine::carry::{
     Carrier, Onward, Tally, carry_out, for_each_sole_seal, send_sealed,
 };
@@ -191,9 +191,10 @@ impl PeersToBridge {
                 .iter()
                 .map(|a| sealed::open(buffers, a.at, a.len, a.sender, routes)),
         );
+        let mut batch = FromPeerBatch::default();
         core.decide(n, now, verdicts, Some(changes), |macs, i| match &plain[i] {
             Ok(range) => match buffers.get(range.clone()) {
-                Some(packet) => from_peer(
+                Some(packet) => batch.from_peer(
                     arrivals[i].sender,
                     packet,
                     core.max_frame,

@@ -1178,9 +1178,15 @@ fn busy_polling_carries_both_directions_on_one_worker() {
     }
     world.start_overlays();
     world.full_mesh();
+    // A thread names itself once it runs: until then it shows its parent's.
+    let polling = |names: &[String]| names.iter().filter(|n| *n == "weave-xsk-poll").count();
+    wait_until(
+        "one busy-polling worker per host",
+        Duration::from_secs(5),
+        || (polling(&thread_names()) == 2).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}", thread_names()));
     let names = thread_names();
-    let polling = names.iter().filter(|n| *n == "weave-xsk-poll").count();
-    assert_eq!(polling, 2, "one busy-polling worker per host: {names:?}");
     assert!(
         !names
             .iter()

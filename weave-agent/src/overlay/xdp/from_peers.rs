@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use super::Shared;
 use super::sealed::{self, seal_in_place};
-use super::umem::{BridgeTx, DATA_OFFSET, Frame, MAX_FRAME, RING_SIZE};
+use super::umem::{BridgeTx, DATA_OFFSET, Frame, RING_SIZE};
 use crate::overlay::counters::DropReason;
 use crate::overlay::decide::macs::MacJournal;
 use crate::overlay::decide::routes::RoutesReader;
@@ -277,15 +277,10 @@ impl PeersToBridge {
                 continue;
             };
             let start = DATA_OFFSET as usize;
-            // `from_peer` admits frames of at most the MTU, which fits a chunk.
-            let Some(room) = (inner.len() <= MAX_FRAME)
-                .then(|| {
-                    half.mem
-                        .chunk_mut(&mut chunk)
-                        .get_mut(start..start + inner.len())
-                })
-                .flatten()
-            else {
+            // `from_peer` admits frames of at most the MTU, which fits a
+            // chunk; the slice's bounds say so again.
+            let room = half.mem.chunk_mut(&mut chunk);
+            let Some(room) = room.get_mut(start..start + inner.len()) else {
                 half.free.push(chunk);
                 tally.counts.drop(DropReason::Oversize, 1);
                 continue;

@@ -22,6 +22,7 @@ pub(crate) fn hello(i: u8, nickname: &str) -> Hello {
         listen_port: protocol::DEFAULT_PORT,
         data_port: 6784,
         encrypted: false,
+        aes_gcm: false,
         fastdp: false,
         heartbeats: false,
         heartbeat_key: None,

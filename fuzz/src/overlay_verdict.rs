@@ -378,6 +378,7 @@ fn fuzz_neighbour_keys() -> NeighbourKeys {
         NeighbourKeys(Arc::new(seal::PeerKeys::new(
             &fuzz_data_key(),
             &fuzz_data_key(),
+            weave_agent::overlay::DataCipher::ChaCha20Poly1305,
         )))
     })
     .clone()

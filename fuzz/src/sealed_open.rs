@@ -1,5 +1,6 @@
 //! The `sealed_open` fuzz target: password mode's data frames, as a receiver opens them.
 
+use weave_agent::overlay::DataCipher;
 use weave_agent::overlay::seal::{self, OpenError, RecvKey, ReplayWindow, SendKey};
 use weave_agent::overlay::vxlan::{self, ETHERNET_HEADER_LEN, HEADER_LEN};
 
@@ -11,7 +12,17 @@ pub(crate) fn fuzz_data_key() -> seal::KeyBytes {
     seal::KeyBytes::new([0x42; 32])
 }
 
-/// Input: a first byte choosing what the rest is. Even: one sealed packet,
+/// The cipher of an even mode byte: bit 1 set, AES-256-GCM.
+fn cipher_of(mode: u8) -> DataCipher {
+    if mode & 2 == 0 {
+        DataCipher::ChaCha20Poly1305
+    } else {
+        DataCipher::Aes256Gcm
+    }
+}
+
+/// Input: a first byte choosing what the rest is. Even: one sealed packet
+/// (under ChaCha20-Poly1305, or AES-256-GCM when bit 1 is set too),
 /// opened twice with a fresh key state: nothing opens unless it was sealed
 /// under the key, and what opens once is a replay the second time; a
 /// failure changes neither the window nor the packet. Odd: a sequence of
@@ -22,7 +33,7 @@ pub fn sealed_open(data: &[u8]) {
     let mode = bytes.byte();
     if mode.is_multiple_of(2) {
         let input = bytes.rest();
-        let rx = RecvKey::new(&fuzz_data_key());
+        let rx = RecvKey::new(&fuzz_data_key(), cipher_of(mode));
         let mut packet = input.to_vec();
         match rx.open_as_vxlan(&mut packet) {
             Ok(range) => {
@@ -92,7 +103,8 @@ pub fn sealed_open(data: &[u8]) {
 }
 
 pub(crate) fn sealed_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let tx = SendKey::new(&fuzz_data_key());
+    let tx = SendKey::new(&fuzz_data_key(), cipher_of(0));
+    let aes = SendKey::new(&fuzz_data_key(), cipher_of(2));
     let sealed = |tx: &SendKey, frame: &[u8]| {
         let mut p = vec![0u8; seal::FRAME_OFFSET + frame.len() + seal::TAG_LEN];
         p[..HEADER_LEN].copy_from_slice(&vxlan::header(0x101_fff));
@@ -113,6 +125,9 @@ pub(crate) fn sealed_seeds() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("sealed", with_mode(0, &first)),
         ("sealed-second", with_mode(0, &second)),
+        ("sealed-aes", with_mode(2, &sealed(&aes, &frame))),
+        // Sealed under one cipher, opened under the other: forged.
+        ("sealed-other-cipher", with_mode(2, &first)),
         ("flipped", with_mode(0, &flipped)),
         ("truncated", with_mode(0, &first[..30])),
         (

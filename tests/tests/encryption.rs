@@ -22,6 +22,7 @@ use std::net::{SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
 use weave_agent::mesh::{ConnectionState, ConnectionStatus, MeshStatus};
+use weave_agent::overlay::DataCipher;
 use weave_tests::convergence::CONVERGE;
 use weave_tests::traffic::assert_tcp_stream_of;
 use weave_tests::{Cluster, Host, test_dataplane, wait_until, weave_bin};
@@ -94,6 +95,26 @@ fn encrypted_with(
 /// Sends `lines` lines carrying [`MARKER`] from `src` to `dst` (at
 /// `dst_addr`) over TCP, and checks they all arrived.
 #[track_caller]
+/// What `--cipher auto` agrees on between two agents on this machine:
+/// AES-256-GCM where the CPU has the instructions (read independently of
+/// the agent, from /proc/cpuinfo), else ChaCha20-Poly1305.
+fn auto_cipher() -> DataCipher {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("reading /proc/cpuinfo");
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags") || l.starts_with("Features"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, f)| f.split_whitespace().collect())
+        .unwrap_or_default();
+    let has = |f: &str| flags.contains(&f);
+    if has("aes") && (has("pclmulqdq") || has("pmull")) {
+        DataCipher::Aes256Gcm
+    } else {
+        eprintln!("NOTE: this CPU has no AES instructions: expecting ChaCha20-Poly1305 throughout");
+        DataCipher::ChaCha20Poly1305
+    }
+}
+
 fn send_marker(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str, port: u16) {
     let ((sh, sc), (dh, dc)) = (src, dst);
     let file = format!("/tmp/marker-{port}");
@@ -160,8 +181,16 @@ fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
     h2.launch_env(&[&h1.lan_addr()], &[("WEAVE_PASSWORD", PASSWORD)]);
     let file = h3.dir().join("password");
     std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    // h3 never offers AES-256-GCM: h2 seals for it with ChaCha20-Poly1305,
+    // so the frames h2 relays between h1 and h3 change cipher on the way.
     h3.launch_env(
-        &["--password-file", file.to_str().unwrap(), &h2.lan_addr()],
+        &[
+            "--password-file",
+            file.to_str().unwrap(),
+            "--cipher",
+            "chacha20-poly1305",
+            &h2.lan_addr(),
+        ],
         &[],
     );
     h2.wait_established(&["h1", "h3"], CONVERGE);
@@ -185,6 +214,18 @@ fn with_a_password_containers_talk_and_the_lan_sees_nothing_in_clear() {
                 conn.encrypted,
                 "{}: every connection is encrypted: {conn:?}",
                 h.nickname(),
+            );
+            let with_h3 = h.nickname() == "h3" || conn.nickname.as_deref() == Some("h3");
+            let expected = if with_h3 {
+                DataCipher::ChaCha20Poly1305
+            } else {
+                auto_cipher()
+            };
+            assert_eq!(
+                conn.cipher,
+                Some(expected),
+                "{}: the cipher of {conn:?}",
+                h.nickname()
             );
         }
         assert_password_hidden(h, PASSWORD);

@@ -879,7 +879,10 @@ fn decap_passes_everything_while_disabled_sealed_frames_included() {
 
         // Sealed the way the agent seals: VXLAN header, counter, the frame
         // encrypted, tag.
-        let key = seal::SendKey::new(&zeroize::Zeroizing::new([7u8; 32]));
+        let key = seal::SendKey::new(
+            &zeroize::Zeroizing::new([7u8; 32]),
+            weave_agent::overlay::DataCipher::Aes256Gcm,
+        );
         let mut sealed = vec![0u8; seal::FRAME_OFFSET + inner.len() + seal::TAG_LEN];
         sealed[..8].copy_from_slice(&vxlan::header(vni(PEER, ME)));
         sealed[seal::FRAME_OFFSET..seal::FRAME_OFFSET + inner.len()].copy_from_slice(&inner);

@@ -367,6 +367,7 @@ fn raw_hello(last: u8, min: u32, max: u32) -> Hello {
         listen_port: 9,
         data_port: 9,
         encrypted: false,
+        aes_gcm: false,
         fastdp: false,
         heartbeats: false,
         heartbeat_key: None,

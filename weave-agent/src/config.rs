@@ -187,6 +187,14 @@ pub struct LaunchOptions {
     #[arg(long, value_name = "PATH")]
     #[serde(skip)]
     pub password_file: Option<PathBuf>,
+    /// Password mode: the cipher of the frames between hosts. `auto` offers
+    /// AES-256-GCM where this CPU has AES instructions (several times
+    /// faster there) and uses it with every peer that offers it too,
+    /// ChaCha20-Poly1305 with the others; `chacha20-poly1305` never offers
+    /// AES. `weave status connections` shows each connection's.
+    #[arg(long, value_enum, env = "WEAVE_CIPHER", default_value_t = CipherChoice::Auto)]
+    #[serde(default)]
+    pub cipher: CipherChoice,
     /// Do not run weaveDNS (containers then keep Docker's resolver).
     #[arg(long)]
     #[serde(default)]
@@ -467,6 +475,26 @@ impl fmt::Display for PluginSocket {
             Some(p) => p.display().fmt(f),
             None => f.write_str("off"),
         }
+    }
+}
+
+/// `weave launch --cipher`: which ciphers password mode offers peers.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CipherChoice {
+    /// AES-256-GCM where the CPU has AES instructions, else ChaCha20-Poly1305.
+    #[default]
+    Auto,
+    /// ChaCha20-Poly1305 only.
+    #[value(name = "chacha20-poly1305")]
+    #[serde(rename = "chacha20-poly1305")]
+    ChaCha20Poly1305,
+}
+
+impl CipherChoice {
+    /// Whether this agent offers AES-256-GCM to its peers.
+    pub fn offers_aes(self) -> bool {
+        self == Self::Auto && crate::overlay::hardware_aes()
     }
 }
 

@@ -264,6 +264,7 @@ impl Agent {
         mesh_config.wait_for_open = true;
         let encrypted = psk.is_some();
         mesh_config.psk = psk;
+        mesh_config.offer_aes = options.cipher.offers_aes();
         let mesh = match Mesh::start(mesh_config, Arc::clone(&overlay)).await {
             Ok(mesh) => mesh,
             Err(e) => {

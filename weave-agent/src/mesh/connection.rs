@@ -587,6 +587,7 @@ mod tests {
             listen_port: 6783,
             data_port: 6784,
             encrypted: true,
+            aes_gcm: false,
             fastdp: false,
             heartbeats: false,
             heartbeat_key: None,

@@ -81,6 +81,13 @@ pub struct Hello {
     /// after it is encrypted. Both sides must agree.
     #[serde(default)]
     pub encrypted: bool,
+    /// Password mode: the peer offers to seal data frames with AES-256-GCM
+    /// (its CPU has AES instructions); a connection uses it when both hellos
+    /// offer it, else ChaCha20-Poly1305 (see `overlay::wire::cipher`). The
+    /// hellos are in the Noise prologue, so the offer cannot be stripped
+    /// unnoticed. Peers that predate it send nothing: false.
+    #[serde(default)]
+    pub aes_gcm: bool,
     /// The peer runs the in-kernel data path (fastdp) and can take frames on
     /// it; never with a password. A connection uses it when both hellos say
     /// so (see `mesh::fastdp`). Peers that predate it send nothing: false.
@@ -424,6 +431,7 @@ mod tests {
             listen_port: 6783,
             data_port: 6784,
             encrypted: false,
+            aes_gcm: false,
             fastdp: false,
             heartbeats: false,
             heartbeat_key: None,
@@ -511,7 +519,7 @@ mod tests {
     /// `fastdp` came without a version bump: a hello from a peer that
     /// predates it decodes as "no fastdp", and the field survives the wire.
     #[test]
-    fn hello_fastdp_defaults_to_false_and_round_trips() {
+    fn hello_fastdp_and_aes_gcm_default_to_false_and_round_trip() {
         let old = br#"{"type":"hello","protocol":"weave-rs","min_version":1,"max_version":1,
             "name":"02:00:00:00:00:01","nickname":"h1","uid":1,"nonce":2,
             "listen_port":6783,"data_port":6784,"encrypted":false}"#;
@@ -519,11 +527,17 @@ mod tests {
             panic!("an old hello decodes");
         };
         assert!(!h.fastdp);
+        assert!(
+            !h.aes_gcm,
+            "a peer that predates the offer gets ChaCha20-Poly1305"
+        );
 
         let mut h = hello("02:00:00:00:00:01", 1, 1);
         h.fastdp = true;
+        h.aes_gcm = true;
         let f = encode(&Message::Hello(h.clone()), MAX_HELLO_FRAME).unwrap();
         assert!(f.windows(13).any(|w| w == br#""fastdp":true"#));
+        assert!(f.windows(14).any(|w| w == br#""aes_gcm":true"#));
         assert_eq!(decode(&f[4..]), Ok(Message::Hello(h)));
     }
 

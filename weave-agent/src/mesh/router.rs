@@ -50,7 +50,7 @@ use crate::mesh::topology::{
 use crate::overlay::heartbeat::{self, HeartbeatKey};
 use crate::overlay::seal::{self, PeerKeys};
 use crate::overlay::vxlan;
-use crate::overlay::{ForwardingTable, Overlay, ShortId};
+use crate::overlay::{DataCipher, ForwardingTable, Overlay, ShortId};
 use crate::overlay::{HeartbeatArrival, HeartbeatPort, NeighbourKeys};
 use crate::peer_name::PeerName;
 
@@ -133,6 +133,9 @@ pub struct MeshConfig {
     pub timing: Timing,
     /// Password mode: the key every peer must prove it has (see `noise`).
     pub psk: Option<Psk>,
+    /// Password mode: offer AES-256-GCM for data frames (`weave launch
+    /// --cipher auto` on a CPU with AES instructions).
+    pub offer_aes: bool,
     /// Where IPAM messages for us go (the agent); `None` drops them.
     pub ipam_inbox: Option<mpsc::Sender<IpamPacket>>,
     /// Where weaveDNS gossip from peers goes (the agent); `None` drops it.
@@ -170,6 +173,7 @@ impl MeshConfig {
             mtu: 1376,
             timing: Timing::default(),
             psk: None,
+            offer_aes: false,
             ipam_inbox: None,
             dns_inbox: None,
             fastdp: false,
@@ -368,6 +372,8 @@ struct Established {
     version: u32,
     /// Password mode: this connection's data keys, for the data plane.
     keys: Option<NeighbourKeys>,
+    /// Password mode: the cipher those keys seal and open with.
+    cipher: Option<DataCipher>,
     /// Data-path heartbeats, when both ends send them.
     data: Option<DataPath>,
     /// The path's MTU, when both ends answer probes (and send heartbeats).
@@ -779,11 +785,17 @@ impl Router {
             listen_port: self.listen_port,
             data_port: self.config.data_port,
             encrypted: self.config.psk.is_some(),
+            aes_gcm: self.offers_aes(),
             fastdp: self.config.fastdp && self.config.psk.is_none(),
             heartbeats: self.heartbeats.is_some(),
             heartbeat_key: heartbeat_key.map(HeartbeatKey::to_hex),
             path_mtu: self.heartbeats.is_some(),
         }
+    }
+
+    /// Password mode: whether our hellos offer AES-256-GCM for data frames.
+    const fn offers_aes(&self) -> bool {
+        self.config.psk.is_some() && self.config.offer_aes
     }
 
     fn on_dialled(&mut self, id: ConnId, resolved: &[SocketAddr], error: Option<String>) {
@@ -808,6 +820,7 @@ impl Router {
     ) {
         let me = self.me();
         let overhead = self.datagram_overhead();
+        let offers_aes = self.offers_aes();
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -833,11 +846,17 @@ impl Router {
         };
         let path_mtu = (data.is_some() && hello.path_mtu)
             .then(|| PathMtu::new(self.config.mtu as usize + overhead));
-        let keys = keys.map(|k| NeighbourKeys(Arc::new(PeerKeys::new(&k.send, &k.recv))));
+        let cipher = keys
+            .is_some()
+            .then(|| DataCipher::agreed(offers_aes, hello.aes_gcm));
+        let keys = keys
+            .zip(cipher)
+            .map(|(k, c)| NeighbourKeys(Arc::new(PeerKeys::new(&k.send, &k.recv, c))));
         conn.peer = Some(Established {
             hello,
             version,
             keys,
+            cipher,
             data,
             path_mtu,
             digest_answered: false,
@@ -1690,6 +1709,7 @@ impl Router {
                 fastdp: self.fastdp_of(*id, c),
                 data_path: self.data_path_status(c, now),
                 established_unix_ms: c.peer.as_ref().map(|p| p.since_unix_ms),
+                cipher: c.peer.as_ref().and_then(|p| p.cipher),
             })
             .collect();
         let dataplane = if self.config.dataplane_name.is_empty() {

@@ -13,7 +13,7 @@ use crate::mesh::connection_maker::{AttemptState, ConnectionMaker};
 use crate::mesh::fastdp::{self, FastdpOff};
 use crate::mesh::protocol::{Hello, PROTOCOL, PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION};
 use crate::mesh::topology::Topology;
-use crate::overlay::ShortId;
+use crate::overlay::{DataCipher, ShortId};
 use crate::peer_name::PeerName;
 
 /// Inbound connections refused are shown for this long: the dialling side
@@ -129,6 +129,12 @@ pub struct ConnectionStatus {
     /// from this peer are encrypted.
     #[serde(default)]
     pub encrypted: bool,
+    /// Established in password mode: the cipher sealing the frames to and
+    /// from this peer (`aes-256-gcm` where both ends offer it, else
+    /// `chacha20-poly1305`; see `overlay::wire::cipher`). `None` otherwise,
+    /// and from agents that predate the choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<DataCipher>,
     /// Established: the data plane carrying the frames to this peer,
     /// `fastdp` when the connection uses it, else the agent's own (`xdp`,
     /// `plain`). Empty otherwise, and from agents that predate it (the
@@ -289,6 +295,7 @@ impl ConnectionStatus {
             last_error: Some(reason.to_string()),
             retry_in_ms: None,
             encrypted: false,
+            cipher: None,
             dataplane: String::new(),
             fastdp_off: None,
             data_path: None,
@@ -334,6 +341,8 @@ pub(super) struct LiveConnection<'a> {
     pub data_path: Option<DataPathStatus>,
     /// Established: since when (Unix time in milliseconds).
     pub established_unix_ms: Option<u64>,
+    /// Established in password mode: the cipher of its data frames.
+    pub cipher: Option<DataCipher>,
 }
 
 /// The mesh's snapshot at `now`.
@@ -378,6 +387,7 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
                 last_error: None,
                 retry_in_ms: None,
                 encrypted: hello.encrypted,
+                cipher: c.cipher,
                 dataplane: match c.fastdp {
                     Ok(_) => fastdp::NAME.to_string(),
                     Err(_) => src.dataplane.to_string(),
@@ -396,6 +406,7 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
                 last_error: None,
                 retry_in_ms: None,
                 encrypted: false,
+                cipher: None,
                 dataplane: String::new(),
                 fastdp_off: None,
                 data_path: None,
@@ -428,6 +439,7 @@ pub(super) fn snapshot(src: Sources<'_>, now: Instant) -> MeshStatus {
                 .retry_in
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             encrypted: false,
+            cipher: None,
             dataplane: String::new(),
             fastdp_off: None,
             data_path: None,
@@ -515,10 +527,13 @@ impl MeshStatus {
                     if let Some(why) = &c.fastdp_off {
                         let _ = write!(dataplane, " (fastdp off: {why})");
                     }
-                    let mtu = match c.data_path.as_ref().and_then(|d| d.mtu) {
+                    let mut mtu = match c.data_path.as_ref().and_then(|d| d.mtu) {
                         Some(path) => format!("{path} (path MTU; overlay {})", self.mtu),
                         None => self.mtu.to_string(),
                     };
+                    if let Some(cipher) = c.cipher {
+                        let _ = write!(mtu, " cipher={cipher}");
+                    }
                     let data_path = c.data_path.as_ref().map_or_else(String::new, |d| {
                         if d.state == DataPathState::Up {
                             return String::new();
@@ -684,6 +699,7 @@ pub(crate) mod tests {
                     version: Some(1),
                     last_error: None,
                     encrypted: false,
+                    cipher: None,
                     retry_in_ms: None,
                     dataplane: "fastdp".into(),
                     fastdp_off: None,
@@ -699,6 +715,7 @@ pub(crate) mod tests {
                     version: Some(1),
                     last_error: None,
                     encrypted: false,
+                    cipher: None,
                     retry_in_ms: None,
                     dataplane: "xdp".into(),
                     fastdp_off: Some("peer has no fastdp".into()),
@@ -714,6 +731,7 @@ pub(crate) mod tests {
                     version: None,
                     last_error: Some("dial tcp 192.168.48.15:6783: connection refused".into()),
                     encrypted: false,
+                    cipher: None,
                     retry_in_ms: Some(4200),
                     dataplane: String::new(),
                     fastdp_off: None,
@@ -729,6 +747,7 @@ pub(crate) mod tests {
                     version: None,
                     last_error: None,
                     encrypted: false,
+                    cipher: None,
                     retry_in_ms: None,
                     dataplane: String::new(),
                     fastdp_off: None,
@@ -798,6 +817,7 @@ pub(crate) mod tests {
             listen_port: 6783,
             data_port: 6784,
             encrypted: false,
+            aes_gcm: false,
             fastdp: i == 2,
             heartbeats: false,
             heartbeat_key: None,
@@ -811,6 +831,7 @@ pub(crate) mod tests {
             fastdp,
             data_path: None,
             established_unix_ms: None,
+            cipher: None,
         };
         let topology = Topology::new(PeerInfo::new(name(1), "host1".into(), 1, 1));
         let maker = ConnectionMaker::new(true, Backoff::default(), 1);
@@ -849,6 +870,22 @@ pub(crate) mod tests {
                 ("xdp", None)
             ]
         );
+    }
+
+    /// An encrypted connection names its cipher, in the line and the JSON.
+    #[test]
+    fn an_encrypted_connection_shows_its_cipher() {
+        let mut st = sample();
+        st.connections.truncate(1);
+        st.connections[0].encrypted = true;
+        st.connections[0].dataplane = "xdp".into();
+        st.connections[0].cipher = Some(DataCipher::Aes256Gcm);
+        assert_eq!(
+            st.render_connections(),
+            "-> 192.168.48.14:6783    established encrypted xdp a6:66:4f:a5:8b:11(host2) mtu=1376 cipher=aes-256-gcm\n"
+        );
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["connections"][0]["cipher"], "aes-256-gcm");
     }
 
     /// A connection whose data path is down says so, and through whom its

@@ -42,5 +42,6 @@ pub use forwarding::{
     ForwardingTable, NeighbourKeys, NeighbourTraffic, Overlay, OverlayStats, ShortId,
 };
 pub use plain::{DEFAULT_DATA_PORT, PlainConfig, PlainOverlay};
-pub use wire::{coalesce, heartbeat, partial_checksum, seal, segment, too_big, vxlan};
+pub use wire::cipher::{DataCipher, hardware_aes};
+pub use wire::{cipher, coalesce, heartbeat, partial_checksum, seal, segment, too_big, vxlan};
 pub use xdp::{XdpConfig, XdpOverlay};

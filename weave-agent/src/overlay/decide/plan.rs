@@ -217,6 +217,7 @@ mod tests {
     use super::*;
     use crate::overlay::decide::routes::tests::{A, B, C, addr, line_seen_from_b};
     use crate::overlay::forwarding::NeighbourKeys;
+    use crate::overlay::wire::cipher::DataCipher;
     use crate::overlay::wire::seal::PeerKeys;
     use zeroize::Zeroizing;
 
@@ -225,7 +226,7 @@ mod tests {
         table.encrypted = encrypted;
         for &peer in keyed {
             let key = Zeroizing::new([peer.0 as u8; 32]);
-            let keys = NeighbourKeys(Arc::new(PeerKeys::new(&key, &key)));
+            let keys = NeighbourKeys(Arc::new(PeerKeys::new(&key, &key, DataCipher::Aes256Gcm)));
             table.keys.insert(peer, keys);
         }
         Routes::compile(Arc::new(table))

@@ -6,6 +6,7 @@
 //! frame too big for the path to a peer (`too_big`).
 
 pub(crate) mod checksum;
+pub mod cipher;
 pub mod coalesce;
 pub(crate) mod headers;
 pub mod heartbeat;

@@ -1,5 +1,6 @@
-//! Sealing data frames between peers in password mode: ChaCha20-Poly1305
-//! over the inner Ethernet frame, in place in the packet buffer, with a
+//! Sealing data frames between peers in password mode: an AEAD (AES-256-GCM
+//! or ChaCha20-Poly1305, agreed per connection: `cipher`) over the inner
+//! Ethernet frame, in place in the packet buffer, with a
 //! 64-bit counter as the nonce and a sliding replay window on receipt.
 //! Dataplane-agnostic: the plain path and the `AF_XDP` path call the same two
 //! functions on their own buffers; nothing here allocates or does I/O.
@@ -39,15 +40,16 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use zeroize::Zeroizing;
 
 use crate::overlay::counters::DropReason;
+use crate::overlay::wire::cipher::DataCipher;
 use crate::overlay::wire::vxlan;
 
 /// The counter carried after the VXLAN header.
 pub const COUNTER_LEN: usize = 8;
-/// The Poly1305 tag after the frame.
+/// The authentication tag after the frame (both ciphers' tags are 16 bytes).
 pub const TAG_LEN: usize = 16;
 /// Bytes sealing adds to a packet (and takes off the overlay MTU).
 pub const OVERHEAD: usize = COUNTER_LEN + TAG_LEN;
@@ -93,9 +95,9 @@ pub struct SendKey {
 }
 
 impl SendKey {
-    pub fn new(key: &KeyBytes) -> Self {
+    pub fn new(key: &KeyBytes, algorithm: DataCipher) -> Self {
         Self {
-            cipher: cipher(key),
+            cipher: cipher(key, algorithm),
             counter: AtomicU64::new(0),
         }
     }
@@ -143,9 +145,9 @@ pub struct RecvKey {
 }
 
 impl RecvKey {
-    pub fn new(key: &KeyBytes) -> Self {
+    pub fn new(key: &KeyBytes, algorithm: DataCipher) -> Self {
         Self {
-            cipher: cipher(key),
+            cipher: cipher(key, algorithm),
             window: Mutex::new(ReplayWindow::default()),
         }
     }
@@ -208,10 +210,10 @@ pub struct PeerKeys {
 }
 
 impl PeerKeys {
-    pub fn new(send: &KeyBytes, recv: &KeyBytes) -> Self {
+    pub fn new(send: &KeyBytes, recv: &KeyBytes, algorithm: DataCipher) -> Self {
         Self {
-            send: SendKey::new(send),
-            recv: RecvKey::new(recv),
+            send: SendKey::new(send, algorithm),
+            recv: RecvKey::new(recv, algorithm),
         }
     }
 }
@@ -233,12 +235,12 @@ fn nonce(counter: u64) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
-/// ChaCha20-Poly1305 under `key` (ring's: its vector code seals several
-/// times faster than a portable implementation).
-fn cipher(key: &KeyBytes) -> LessSafeKey {
-    // A 32-byte key is all the algorithm asks for: this cannot fail.
-    let unbound = UnboundKey::new(&CHACHA20_POLY1305, &key[..])
-        .unwrap_or_else(|_| unreachable!("ChaCha20-Poly1305 takes 32-byte keys"));
+/// `algorithm` under `key` (ring's: its vector code seals several times
+/// faster than a portable implementation).
+fn cipher(key: &KeyBytes, algorithm: DataCipher) -> LessSafeKey {
+    // A 32-byte key is all either algorithm asks for: this cannot fail.
+    let unbound = UnboundKey::new(algorithm.algorithm(), &key[..])
+        .unwrap_or_else(|_| unreachable!("{algorithm} takes 32-byte keys"));
     LessSafeKey::new(unbound)
 }
 
@@ -313,8 +315,14 @@ mod tests {
         Zeroizing::new([b; 32])
     }
 
+    const BOTH: [DataCipher; 2] = [DataCipher::ChaCha20Poly1305, DataCipher::Aes256Gcm];
+
     fn pair() -> (SendKey, RecvKey) {
-        (SendKey::new(&key(7)), RecvKey::new(&key(7)))
+        pair_of(DataCipher::ChaCha20Poly1305)
+    }
+
+    fn pair_of(c: DataCipher) -> (SendKey, RecvKey) {
+        (SendKey::new(&key(7), c), RecvKey::new(&key(7), c))
     }
 
     fn frame() -> Vec<u8> {
@@ -337,7 +345,13 @@ mod tests {
 
     #[test]
     fn seal_then_open_round_trips_and_hides_the_frame() {
-        let (tx, rx) = pair();
+        for c in BOTH {
+            round_trip(c);
+        }
+    }
+
+    fn round_trip(c: DataCipher) {
+        let (tx, rx) = pair_of(c);
         let mut p = sealed(&tx);
         assert!(!p.windows(6).any(|w| w == b"MARKER"), "frame left in clear");
         assert_eq!(&p[8..16], &0u64.to_le_bytes());
@@ -355,7 +369,24 @@ mod tests {
 
     #[test]
     fn every_flipped_bit_and_every_wrong_key_is_caught() {
-        let (tx, rx) = pair();
+        for c in BOTH {
+            tampering_caught(c);
+        }
+    }
+
+    #[test]
+    fn a_packet_sealed_with_one_cipher_does_not_open_with_the_other() {
+        let (aes, chacha) = (DataCipher::Aes256Gcm, DataCipher::ChaCha20Poly1305);
+        let (tx, _) = pair_of(aes);
+        let rx = RecvKey::new(&key(7), chacha);
+        assert_eq!(rx.open(&mut sealed(&tx)), Err(OpenError::Forged));
+        let (tx, _) = pair_of(chacha);
+        let rx = RecvKey::new(&key(7), aes);
+        assert_eq!(rx.open(&mut sealed(&tx)), Err(OpenError::Forged));
+    }
+
+    fn tampering_caught(c: DataCipher) {
+        let (tx, rx) = pair_of(c);
         let good = sealed(&tx);
         for i in 0..good.len() {
             for b in [0x01, 0x80] {
@@ -370,7 +401,7 @@ mod tests {
         }
         // Nothing forged moved the window: the genuine packet still opens.
         assert!(rx.open(&mut good.clone()).is_ok());
-        let other = RecvKey::new(&key(8));
+        let other = RecvKey::new(&key(8), c);
         assert_eq!(other.open(&mut sealed(&tx)), Err(OpenError::Forged));
         for len in 0..FRAME_OFFSET + 14 + TAG_LEN {
             assert!(matches!(

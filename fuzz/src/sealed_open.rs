@@ -13,7 +13,7 @@ pub(crate) fn fuzz_data_key() -> seal::KeyBytes {
 }
 
 /// The cipher of an even mode byte: bit 1 set, AES-256-GCM.
-fn cipher_of(mode: u8) -> DataCipher {
+const fn cipher_of(mode: u8) -> DataCipher {
     if mode & 2 == 0 {
         DataCipher::ChaCha20Poly1305
     } else {

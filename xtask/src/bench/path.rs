@@ -20,13 +20,20 @@ pub(super) enum Path {
     /// The accelerated data plane with a worker that never sleeps
     /// (`--dataplane xdp --busy-poll`): what a spare core buys.
     XdpBusyPoll,
+    /// The accelerated data plane, encrypted with ChaCha20-Poly1305 whatever
+    /// the CPU (`--dataplane xdp --password --cipher chacha20-poly1305`):
+    /// what AES-256-GCM buys `xdp-encrypted` where the CPU has it.
+    XdpEncryptedChacha,
 }
+
+/// The `--cipher` of `xdp-encrypted-chacha`.
+const CHACHA: &str = "chacha20-poly1305";
 
 /// The password of the encrypted paths (the hosts are simulated and gone after the run).
 pub(super) const PASSWORD: &str = "weave-bench-not-a-secret";
 
 impl Path {
-    pub(super) const ALL: [Self; 8] = [
+    pub(super) const ALL: [Self; 9] = [
         Self::Native,
         Self::Vxlan,
         Self::Plain,
@@ -35,6 +42,7 @@ impl Path {
         Self::PlainEncrypted,
         Self::XdpEncrypted,
         Self::XdpBusyPoll,
+        Self::XdpEncryptedChacha,
     ];
 
     /// Name on the command line (`--only`) and in the JSON file.
@@ -48,6 +56,7 @@ impl Path {
             Self::PlainEncrypted => "plain-encrypted",
             Self::XdpEncrypted => "xdp-encrypted",
             Self::XdpBusyPoll => "xdp-busy-poll",
+            Self::XdpEncryptedChacha => "xdp-encrypted-chacha",
         }
     }
 
@@ -62,6 +71,7 @@ impl Path {
             Self::PlainEncrypted => "weave plain + password",
             Self::XdpEncrypted => "weave xdp + password",
             Self::XdpBusyPoll => "weave xdp + busy polling",
+            Self::XdpEncryptedChacha => "weave xdp + password, ChaCha20-Poly1305",
         }
     }
 
@@ -86,20 +96,32 @@ impl Path {
         if self == Self::XdpBusyPoll {
             flags.push("--busy-poll");
         }
+        if self == Self::XdpEncryptedChacha {
+            flags.extend(["--cipher", CHACHA]);
+        }
         flags
     }
 
     /// The `--dataplane` value of this path.
     pub(super) const fn dataplane(self) -> &'static str {
         match self {
-            Self::Xdp | Self::XdpEncrypted | Self::XdpBusyPoll => "xdp",
+            Self::Xdp | Self::XdpEncrypted | Self::XdpBusyPoll | Self::XdpEncryptedChacha => "xdp",
             Self::Fastdp => "fastdp",
             _ => "plain",
         }
     }
 
     pub(super) const fn encrypted(self) -> bool {
-        matches!(self, Self::PlainEncrypted | Self::XdpEncrypted)
+        matches!(
+            self,
+            Self::PlainEncrypted | Self::XdpEncrypted | Self::XdpEncryptedChacha
+        )
+    }
+
+    /// The cipher the path's connections must show (`weave status
+    /// connections`), when the path asks for one.
+    pub(super) fn required_cipher(self) -> Option<&'static str> {
+        (self == Self::XdpEncryptedChacha).then_some(CHACHA)
     }
 
     /// Why this `weave` binary cannot run the path, judged from the text of
@@ -124,6 +146,9 @@ impl Path {
         }
         if self == Self::XdpBusyPoll && !has_flag(launch_help, "--busy-poll") {
             return Some("this weave's `launch` has no `--busy-poll`".into());
+        }
+        if self.required_cipher().is_some() && !has_flag(launch_help, "--cipher") {
+            return Some("this weave's `launch` has no `--cipher`".into());
         }
         None
     }

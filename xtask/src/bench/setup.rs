@@ -168,6 +168,13 @@ impl<'c> Setup<'c> {
                 },
             )?;
             say(&format!("h1: weave status connections: {}", line.trim()));
+            if let Some(cipher) = path.required_cipher() {
+                ensure!(
+                    line.contains(&format!("cipher={cipher}")),
+                    "launched with {}, but the connection does not use {cipher}: {line}",
+                    shown_flags(&flags)
+                );
+            }
             if path == Path::XdpBusyPoll {
                 for &i in hosts {
                     // Read as JSON: xtask builds without weave-agent's types.

@@ -14,8 +14,9 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 56.0;
 const BOTTOM: f64 = 110.0;
 /// One colour per path, in the order of [`super::path::Path::ALL`].
-const COLOURS: [&str; 8] = [
+const COLOURS: [&str; 9] = [
     "#9e9e9e", "#4c72b0", "#dd8452", "#937860", "#55a868", "#c44e52", "#8172b3", "#da8bc3",
+    "#64b5cd",
 ];
 
 /// Where [`throughput_plot`] is written, beside results.md.

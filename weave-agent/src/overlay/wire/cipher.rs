@@ -7,7 +7,7 @@
 //!   AES-GCM seals a 1400-byte frame 2.7 times as fast as its
 //!   ChaCha20-Poly1305 (4.7 against 1.8 GB/s), and password mode spends
 //!   most of its extra CPU in the AEAD. Weave's own fast data path
-//!   encrypted with AES-GCM (IPsec ESP) too.
+//!   encrypted with AES-GCM (`IPsec` ESP) too.
 //! - ChaCha20-Poly1305 otherwise: constant time and fast without AES
 //!   instructions, where AES would be slow (and table-based code would
 //!   leak timing); and with every peer that predates the choice.

@@ -188,8 +188,8 @@ pub struct LaunchOptions {
     #[serde(skip)]
     pub password_file: Option<PathBuf>,
     /// Password mode: the cipher of the frames between hosts. `auto` offers
-    /// AES-256-GCM where this CPU has AES instructions (several times
-    /// faster there) and uses it with every peer that offers it too,
+    /// AES-256-GCM where this CPU has AES instructions (2-3 times as fast
+    /// there) and uses it with every peer that offers it too,
     /// ChaCha20-Poly1305 with the others; `chacha20-poly1305` never offers
     /// AES. `weave status connections` shows each connection's.
     #[arg(long, value_enum, env = "WEAVE_CIPHER", default_value_t = CipherChoice::Auto)]

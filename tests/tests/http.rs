@@ -426,6 +426,8 @@ fn page_in_chromium(h: &Host, names: &[String], nicknames: &[&str]) {
             // Three edges in the graph, two rows in the connections table.
             ensure!(established >= 5, "{established} established shown:\n{dom}");
             ensure!(dom.contains(">established<"), "no connection state shown");
+            // Without a password each established connection says so.
+            ensure!(dom.contains(">clear<"), "no connection's encryption shown");
             // The traffic with h2 (the containers pinged it), with its rate
             // once the page has polled twice.
             ensure!(

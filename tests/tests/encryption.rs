@@ -92,9 +92,6 @@ fn encrypted_with(
         && c.dataplane == dataplane
 }
 
-/// Sends `lines` lines carrying [`MARKER`] from `src` to `dst` (at
-/// `dst_addr`) over TCP, and checks they all arrived.
-#[track_caller]
 /// What `--cipher auto` agrees on between two agents on this machine:
 /// AES-256-GCM where the CPU has the instructions (read independently of
 /// the agent, from /proc/cpuinfo), else ChaCha20-Poly1305.
@@ -115,6 +112,9 @@ fn auto_cipher() -> DataCipher {
     }
 }
 
+/// Sends `lines` lines carrying [`MARKER`] from `src` to `dst` (at
+/// `dst_addr`) over TCP, and checks they all arrived.
+#[track_caller]
 fn send_marker(src: (&Host, &str), dst: (&Host, &str), dst_addr: &str, port: u16) {
     let ((sh, sc), (dh, dc)) = (src, dst);
     let file = format!("/tmp/marker-{port}");

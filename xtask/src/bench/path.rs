@@ -96,8 +96,8 @@ impl Path {
         if self == Self::XdpBusyPoll {
             flags.push("--busy-poll");
         }
-        if self == Self::XdpEncryptedChacha {
-            flags.extend(["--cipher", CHACHA]);
+        if let Some(cipher) = self.required_cipher() {
+            flags.extend(["--cipher", cipher]);
         }
         flags
     }
@@ -247,6 +247,12 @@ Options:
                 .unwrap()
                 .contains("--busy-poll")
         );
+        assert!(
+            Path::XdpEncryptedChacha
+                .unsupported_by(&later)
+                .unwrap()
+                .contains("--cipher")
+        );
     }
 
     #[test]
@@ -260,5 +266,17 @@ Options:
             Path::XdpBusyPoll.launch_flags(),
             ["--dataplane", "xdp", "--busy-poll"]
         );
+        assert_eq!(
+            Path::XdpEncryptedChacha.launch_flags(),
+            [
+                "--dataplane",
+                "xdp",
+                "--password",
+                PASSWORD,
+                "--cipher",
+                "chacha20-poly1305"
+            ]
+        );
+        assert_eq!(Path::XdpEncrypted.required_cipher(), None);
     }
 }

@@ -370,10 +370,9 @@ struct Conn {
 struct Established {
     hello: Hello,
     version: u32,
-    /// Password mode: this connection's data keys, for the data plane.
+    /// Password mode: this connection's data keys (and their cipher), for
+    /// the data plane.
     keys: Option<NeighbourKeys>,
-    /// Password mode: the cipher those keys seal and open with.
-    cipher: Option<DataCipher>,
     /// Data-path heartbeats, when both ends send them.
     data: Option<DataPath>,
     /// The path's MTU, when both ends answer probes (and send heartbeats).
@@ -846,17 +845,12 @@ impl Router {
         };
         let path_mtu = (data.is_some() && hello.path_mtu)
             .then(|| PathMtu::new(self.config.mtu as usize + overhead));
-        let cipher = keys
-            .is_some()
-            .then(|| DataCipher::agreed(offers_aes, hello.aes_gcm));
-        let keys = keys
-            .zip(cipher)
-            .map(|(k, c)| NeighbourKeys(Arc::new(PeerKeys::new(&k.send, &k.recv, c))));
+        let cipher = DataCipher::agreed(offers_aes, hello.aes_gcm);
+        let keys = keys.map(|k| NeighbourKeys(Arc::new(PeerKeys::new(&k.send, &k.recv, cipher))));
         conn.peer = Some(Established {
             hello,
             version,
             keys,
-            cipher,
             data,
             path_mtu,
             digest_answered: false,
@@ -1709,7 +1703,11 @@ impl Router {
                 fastdp: self.fastdp_of(*id, c),
                 data_path: self.data_path_status(c, now),
                 established_unix_ms: c.peer.as_ref().map(|p| p.since_unix_ms),
-                cipher: c.peer.as_ref().and_then(|p| p.cipher),
+                cipher: c
+                    .peer
+                    .as_ref()
+                    .and_then(|p| p.keys.as_ref())
+                    .map(|k| k.0.cipher()),
             })
             .collect();
         let dataplane = if self.config.dataplane_name.is_empty() {

@@ -207,14 +207,21 @@ pub fn open_from(keys: Option<&PeerKeys>, packet: &mut [u8]) -> Result<Range<usi
 pub struct PeerKeys {
     pub send: SendKey,
     pub recv: RecvKey,
+    cipher: DataCipher,
 }
 
 impl PeerKeys {
-    pub fn new(send: &KeyBytes, recv: &KeyBytes, algorithm: DataCipher) -> Self {
+    pub fn new(send: &KeyBytes, recv: &KeyBytes, cipher: DataCipher) -> Self {
         Self {
-            send: SendKey::new(send, algorithm),
-            recv: RecvKey::new(recv, algorithm),
+            send: SendKey::new(send, cipher),
+            recv: RecvKey::new(recv, cipher),
+            cipher,
         }
+    }
+
+    /// The cipher both directions seal and open with.
+    pub const fn cipher(&self) -> DataCipher {
+        self.cipher
     }
 }
 
@@ -222,6 +229,7 @@ impl fmt::Debug for PeerKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the keys; the counter tells how much was sealed.
         f.debug_struct("PeerKeys")
+            .field("cipher", &self.cipher)
             .field("sent", &self.send.counter.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -383,6 +391,9 @@ mod tests {
         let (tx, _) = pair_of(chacha);
         let rx = RecvKey::new(&key(7), aes);
         assert_eq!(rx.open(&mut sealed(&tx)), Err(OpenError::Forged));
+        for c in BOTH {
+            assert_eq!(PeerKeys::new(&key(7), &key(8), c).cipher(), c);
+        }
     }
 
     fn tampering_caught(c: DataCipher) {
